@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Debian packages the tests need: promtool/prometheus (alert rules, real scraping), rsync (gitlab-ci-local).
+set -euo pipefail
+need=()
+command -v promtool >/dev/null || need+=(prometheus)
+command -v rsync >/dev/null || need+=(rsync)
+command -v unzip >/dev/null || need+=(unzip)
+[ ${#need[@]} -eq 0 ] && exit 0
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian starts a prometheus service on install; tests start their own on loopback.
+(systemctl stop prometheus 2>/dev/null || service prometheus stop 2>/dev/null || pkill -x prometheus) || true

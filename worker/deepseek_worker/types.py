@@ -1,0 +1,96 @@
+"""The contract between the engine (engine.py, no web imports) and the HTTP layer (app.py).
+
+Both sides import only from here, so either can be tested against a fake of the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+FinishReason = Literal["stop", "length", "abort", "error"]
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+Quantization = Literal["none", "int8", "nf4", "fp4"]
+Attention = Literal["auto", "sdpa", "flash_attention_2", "eager"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to load and run a model. `model` is a local HF-format directory, a hub id, or "tiny"."""
+
+    model: str
+    revision: str = "main"
+    served_model_name: str | None = None
+    dtype: Dtype = "auto"
+    quantization: Quantization = "none"
+    attention: Attention = "auto"
+    max_model_len: int = 8192
+    max_batch_size: int = 16
+    prefix_cache_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request generation parameters. temperature == 0 means greedy."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationChunk:
+    """One step of one request's output.
+
+    `text` is the newly decoded text since the previous chunk (may be empty while a multi-byte
+    character is incomplete or while a possible stop string is held back). The last chunk has a
+    `finish_reason`; the counters are cumulative.
+    """
+
+    text: str
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class EngineStats:
+    """Point-in-time engine gauges and counters, read by metrics.py."""
+
+    waiting: int = 0
+    running: int = 0
+    steps: int = 0
+    prefix_cache_bytes: int = 0
+    prefix_cache_capacity_bytes: int = 0
+    prefix_cache_hits: int = 0
+    prefix_cache_lookups: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class EngineProtocol(Protocol):
+    """What app.py needs from an engine. Cancelling/closing a `generate` iterator frees its slot."""
+
+    model_name: str
+    max_model_len: int
+
+    @property
+    def ready(self) -> bool: ...
+
+    def apply_chat_template(self, messages: list[dict[str, Any]]) -> str: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def stats(self) -> EngineStats: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def generate(
+        self, prompt_ids: list[int], params: SamplingParams, request_id: str
+    ) -> AsyncIterator[GenerationChunk]: ...
