@@ -1,0 +1,353 @@
+"""Pydantic models of the DeepSeekDeployment resource: the one source of validation in code.
+
+They mirror crds/deepseek.ai_deepseekdeployments.yaml field for field (tests/unit/test_crd_parity.py
+proves it). The CRD refuses what a schema and CEL can express at `kubectl apply`; `parse_spec()` is
+the second line of defence for anything that reaches the operator anyway (e.g. an old CRD version
+installed) and turns it into one message that names the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "deepseek.ai"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "DeepSeekDeployment"
+PLURAL = "deepseekdeployments"
+PRIMARY = "primary"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi)?$"
+DURATION = r"^[0-9]+(ms|s|m|h)$"
+
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+Quantization = Literal["none", "int8", "nf4", "fp4"]
+Attention = Literal["auto", "sdpa", "flash_attention_2", "eager"]
+IngressProvider = Literal["ingress-nginx", "gateway-api"]
+
+
+class Model(BaseModel):
+    """Base for every spec model: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class SecretKeyRef(Model):
+    name: str = Field(min_length=1, description="Name of a Secret in the resource's namespace.")
+    key: str = Field("token", min_length=1, description="Key inside the Secret.")
+
+
+class SecretRef(Model):
+    name: str = Field(min_length=1, description="Name of a Secret in the resource's namespace.")
+
+
+class PvcSource(Model):
+    claim_name: str = Field(min_length=1, description="PersistentVolumeClaim holding the model files.")
+    sub_path: str = Field("", description="Directory inside the claim; the model id is resolved there.")
+
+
+class HuggingFaceSource(Model):
+    token_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret key holding an HF token (HF_TOKEN), needed for gated models."
+    )
+
+
+class ModelSource(Model):
+    """Where the weights come from: exactly one of pvc or huggingFace."""
+
+    pvc: PvcSource | None = Field(None, description="Weights pre-loaded on a PersistentVolumeClaim.")
+    hugging_face: HuggingFaceSource | None = Field(
+        None, description="Download from the Hugging Face hub into the pod's cache volume."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        if (self.pvc is None) == (self.hugging_face is None):
+            raise ValueError("set exactly one of pvc or huggingFace")
+        return self
+
+
+def _default_source() -> ModelSource:
+    return ModelSource(hugging_face=HuggingFaceSource())
+
+
+class ModelSpec(Model):
+    id: str = Field(min_length=1, description="HF repo id (org/name) or a path inside the pod.")
+    revision: str = Field("main", min_length=1, description="Hub revision: branch, tag or commit.")
+    source: ModelSource = Field(default_factory=_default_source, description="Where the weights come from.")
+    dtype: Dtype = Field("auto", description="Weights dtype; auto picks bfloat16 on GPUs.")
+    quantization: Quantization = Field("none", description="bitsandbytes quantization; needs gpus >= 1.")
+    attention: Attention = Field("auto", description="Attention kernel; flash_attention_2 falls back to sdpa.")
+    max_model_len: int = Field(8192, ge=128, le=1048576, description="Prompt + completion tokens per request.")
+
+
+class ModelOverride(Model):
+    """A variant's changes to the primary model; unset fields are inherited."""
+
+    id: str | None = Field(None, min_length=1, description="Model id; inherits spec.model.id.")
+    revision: str | None = Field(None, min_length=1, description="Revision; inherits spec.model.revision.")
+    source: ModelSource | None = Field(None, description="Weights source; inherits spec.model.source.")
+    dtype: Dtype | None = Field(None, description="Weights dtype; inherits spec.model.dtype.")
+    quantization: Quantization | None = Field(None, description="Quantization; inherits the primary's.")
+    attention: Attention | None = Field(None, description="Attention kernel; inherits the primary's.")
+    max_model_len: int | None = Field(None, ge=128, le=1048576, description="Inherits the primary's.")
+
+
+class Resources(Model):
+    gpus: int = Field(1, ge=0, le=16, description="GPUs per worker pod (limits of gpuResourceName).")
+    gpu_resource_name: str = Field("nvidia.com/gpu", min_length=1, description="Extended resource of a GPU.")
+    cpu: str = Field("4", pattern=QUANTITY, description="CPU request and limit per pod.")
+    memory: str = Field("32Gi", pattern=QUANTITY, description="Memory request and limit per pod.")
+    shm_size: str = Field("8Gi", pattern=QUANTITY, description="Size of the memory-backed /dev/shm.")
+
+
+class Scheduling(Model):
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Pod nodeSelector.")
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Pod tolerations.")
+    affinity: dict[str, Any] = Field(default_factory=dict, description="Pod affinity (core/v1 Affinity).")
+    priority_class_name: str = Field("", description="Pod priorityClassName.")
+    runtime_class_name: str = Field("", description="Pod runtimeClassName (e.g. nvidia).")
+
+
+class Variant(Model):
+    name: str = Field(pattern=DNS_LABEL, max_length=20, description="Variant name, unique, not 'primary'.")
+    weight: int = Field(0, ge=0, le=100, description="Percent of traffic while this variant is ready.")
+    image: str | None = Field(None, min_length=1, description="Worker image; inherits spec.image.")
+    replicas: int = Field(1, ge=0, le=64, description="Worker pods of this variant.")
+    model: ModelOverride | None = Field(None, description="Changes to spec.model for this variant.")
+
+
+class IngressTLS(Model):
+    secret_name: str = Field(min_length=1, description="Secret with the TLS certificate for host.")
+
+
+class ParentRef(Model):
+    name: str = Field(min_length=1, description="Gateway name.")
+    namespace: str | None = Field(None, description="Gateway namespace; defaults to the route's.")
+    section_name: str | None = Field(None, description="Listener name on the Gateway.")
+
+
+class GatewaySpec(Model):
+    parent_refs: list[ParentRef] = Field(default_factory=list, description="Gateways the HTTPRoute attaches to.")
+
+
+class IngressSpec(Model):
+    provider: IngressProvider = Field("ingress-nginx", description="ingress-nginx or gateway-api.")
+    host: str = Field(min_length=1, description="Public host name.")
+    class_name: str = Field("", description="IngressClass name (ingress-nginx provider).")
+    path: str = Field("/", pattern=r"^/", description="Path prefix routed to the workers.")
+    tls: IngressTLS | None = Field(None, description="Serve HTTPS with this certificate Secret.")
+    gateway: GatewaySpec | None = Field(None, description="gateway-api provider settings.")
+
+
+class JwtSpec(Model):
+    secret_ref: SecretRef = Field(description="Secret with keys signing-key and clients (id:secret lines).")
+    issuer: str = Field("deepseek-worker", min_length=1, description="JWT iss issued and required.")
+    audience: str = Field("deepseek-api", min_length=1, description="JWT aud issued and required.")
+    token_ttl_seconds: int = Field(3600, ge=60, le=86400, description="Access token lifetime.")
+
+
+class AuthSpec(Model):
+    api_keys_secret_ref: SecretRef | None = Field(None, description="Secret whose key api-keys lists keys.")
+    jwt: JwtSpec | None = Field(None, description="Client-credentials tokens (POST /auth/v1/token).")
+
+
+class RateLimit(Model):
+    requests_per_minute: int = Field(600, ge=1, description="Per API key or client.")
+    burst: int = Field(60, ge=1, description="Token bucket size.")
+
+
+class Serving(Model):
+    max_concurrent_requests: int = Field(64, ge=1, le=4096, description="Running + queued; then 503.")
+    max_batch_size: int = Field(16, ge=1, le=512, description="Continuous batching running batch size.")
+    max_new_tokens: int = Field(2048, ge=1, description="Cap and default of max_tokens.")
+    request_timeout_seconds: int = Field(600, ge=1, le=86400, description="Per request.")
+
+
+class ServiceMonitorSpec(Model):
+    enabled: bool = Field(True, description="Create a ServiceMonitor when the Prometheus Operator API exists.")
+    interval: str = Field("30s", pattern=DURATION, description="Scrape interval.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels your Prometheus selects on.")
+
+
+class PrometheusRuleSpec(Model):
+    enabled: bool = Field(True, description="Create a PrometheusRule with the worker alerts.")
+
+
+class Monitoring(Model):
+    service_monitor: ServiceMonitorSpec = Field(default_factory=ServiceMonitorSpec, description="Scraping.")
+    prometheus_rule: PrometheusRuleSpec = Field(default_factory=PrometheusRuleSpec, description="Alerts.")
+
+
+class NetworkPolicySpec(Model):
+    enabled: bool = Field(False, description="Restrict ingress to the worker pods.")
+    ingress_namespace_selector: dict[str, str] = Field(
+        default_factory=dict, description="Labels of the ingress controller/gateway namespace."
+    )
+    monitoring_namespace_selector: dict[str, str] = Field(
+        default_factory=dict, description="Labels of the Prometheus namespace (metrics scrapes)."
+    )
+
+
+class Rollout(Model):
+    max_surge: int = Field(0, ge=0, description="Extra pods during an update (each needs GPUs).")
+    max_unavailable: int = Field(1, ge=0, description="Pods that may be down during an update.")
+    progress_deadline_seconds: int = Field(1800, ge=30, description="Then the rollout has failed.")
+    auto_rollback: bool = Field(True, description="Put the last fully available image back on failure.")
+
+
+class DeepSeekDeploymentSpec(Model):
+    image: str = Field(min_length=1, description="Worker image of the primary; what CI changes.")
+    replicas: int = Field(1, ge=0, le=256, description="Worker pods of the primary (scale subresource).")
+    model: ModelSpec = Field(description="The model every variant serves unless it overrides it.")
+    resources: Resources = Field(default_factory=Resources, description="Per-pod GPUs, CPU, memory, shm.")
+    scheduling: Scheduling = Field(default_factory=Scheduling, description="Where worker pods may run.")
+    variants: list[Variant] = Field(default_factory=list, max_length=8, description="Canary variants.")
+    ingress: IngressSpec | None = Field(None, description="Expose the service; omitted means no ingress.")
+    auth: AuthSpec = Field(default_factory=AuthSpec, description="API keys and JWT; off when empty.")
+    rate_limit: RateLimit | None = Field(None, description="Per-key rate limit; omitted means none.")
+    serving: Serving = Field(default_factory=Serving, description="Worker concurrency and limits.")
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="ServiceMonitor and alerts.")
+    network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec, description="Worker ingress.")
+    rollout: Rollout = Field(default_factory=Rollout, description="How image and spec changes roll out.")
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> DeepSeekDeploymentSpec:
+        for message in cross_field_errors(self):
+            raise ValueError(message)
+        return self
+
+
+def cross_field_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
+    """The rules the CRD states in CEL, for specs that reached us without them. Each names its field."""
+    errors: list[str] = []
+    names = [v.name for v in spec.variants]
+    if len(set(names)) != len(names):
+        errors.append("spec.variants: variant names must be unique")
+    if PRIMARY in names:
+        errors.append("spec.variants: 'primary' is reserved for the main deployment")
+    if sum(v.weight for v in spec.variants) > 100:
+        errors.append("spec.variants: canary weights must sum to at most 100")
+    if spec.rollout.max_surge == 0 and spec.rollout.max_unavailable == 0:
+        errors.append("spec.rollout: maxSurge and maxUnavailable must not both be 0")
+    quantized = [spec.model.quantization] + [v.model.quantization for v in spec.variants if v.model]
+    if spec.resources.gpus < 1 and any(q not in (None, "none") for q in quantized):
+        errors.append("spec.model.quantization: bitsandbytes quantization needs spec.resources.gpus >= 1")
+    if spec.ingress and spec.ingress.provider == "ingress-nginx" and len(spec.variants) > 1:
+        errors.append(
+            "spec.variants: ingress-nginx splits traffic between two backends only; "
+            "use ingress.provider gateway-api for more than one canary"
+        )
+    if spec.ingress and spec.ingress.provider == "gateway-api" and not (
+        spec.ingress.gateway and spec.ingress.gateway.parent_refs
+    ):
+        errors.append("spec.ingress.gateway.parentRefs: required when ingress.provider is gateway-api")
+    return errors
+
+
+class InvalidSpec(ValueError):
+    """A spec the operator cannot act on. str() is one line naming the field."""
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = ["spec"]
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] += f"[{item}]"
+        else:
+            parts.append(item)
+    return ".".join(parts)
+
+
+def parse_spec(raw: dict[str, Any]) -> DeepSeekDeploymentSpec:
+    """Validate a raw CR spec. Raises InvalidSpec whose message names every bad field."""
+    try:
+        return DeepSeekDeploymentSpec.model_validate(raw)
+    except ValidationError as exc:
+        messages = []
+        for err in exc.errors():
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            path = _field_path(err["loc"])
+            messages.append(msg if msg.startswith("spec.") else f"{path}: {msg}")
+        raise InvalidSpec("; ".join(messages)) from None
+
+
+class ResolvedVariant(BaseModel):
+    """A variant with everything inherited filled in: what the renderers work from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    weight: int
+    image: str
+    replicas: int
+    model: ModelSpec
+    is_primary: bool
+
+
+def resolve_variants(spec: DeepSeekDeploymentSpec) -> list[ResolvedVariant]:
+    """The primary first, then each canary with its overrides merged over spec.model.
+
+    The primary's `weight` is its nominal share (100 - sum of canary weights); effective weights
+    that account for readiness come from traffic.effective_weights().
+    """
+    primary = ResolvedVariant(
+        name=PRIMARY,
+        weight=100 - sum(v.weight for v in spec.variants),
+        image=spec.image,
+        replicas=spec.replicas,
+        model=spec.model,
+        is_primary=True,
+    )
+    out = [primary]
+    for v in spec.variants:
+        overrides = v.model.model_dump(by_alias=True, exclude_none=True) if v.model else {}
+        model = ModelSpec.model_validate({**spec.model.model_dump(by_alias=True), **overrides})
+        out.append(
+            ResolvedVariant(
+                name=v.name,
+                weight=v.weight,
+                image=v.image or spec.image,
+                replicas=v.replicas,
+                model=model,
+                is_primary=False,
+            )
+        )
+    return out
+
+
+class Condition(Model):
+    """The standard metav1.Condition shape."""
+
+    type: str = Field(description="Ready, Available, Progressing or Degraded.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason, e.g. RollingOut, RolledBack, InvalidSpec.")
+    message: str = Field("", description="Human-readable detail.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int = Field(0, description="The generation this condition describes.")
+
+
+class VariantStatus(Model):
+    name: str = Field(description="Variant name; 'primary' for the main deployment.")
+    weight: int = Field(0, description="Effective traffic percent now (0 while not ready).")
+    image: str = Field("", description="Image the variant's pods run.")
+    replicas: int = Field(0, description="Pods of the variant.")
+    ready_replicas: int = Field(0, description="Ready pods of the variant.")
+
+
+class DeepSeekDeploymentStatus(Model):
+    observed_generation: int = Field(0, description="The resource generation this status describes.")
+    replicas: int = Field(0, description="Primary pods (scale subresource).")
+    ready_replicas: int = Field(0, description="Ready primary pods.")
+    updated_replicas: int = Field(0, description="Primary pods on the current template.")
+    selector: str = Field("", description="Label selector of the primary pods (scale subresource).")
+    image: str = Field("", description="The image fully rolled out on the primary.")
+    last_good_image: str = Field("", description="Last image that was fully available (rollback target).")
+    failed_image: str = Field("", description="Image a rollout failed with; not retried until spec changes.")
+    url: str = Field("", description="Public URL when an ingress is configured.")
+    variants: list[VariantStatus] = Field(default_factory=list, description="Per variant state and weight.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, Available, Progressing, Degraded.")
