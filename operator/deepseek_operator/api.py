@@ -196,7 +196,7 @@ class NetworkPolicySpec(Model):
 class Rollout(Model):
     max_surge: int = Field(0, ge=0, description="Extra pods during an update (each needs GPUs).")
     max_unavailable: int = Field(1, ge=0, description="Pods that may be down during an update.")
-    progress_deadline_seconds: int = Field(1800, ge=30, description="Then the rollout has failed.")
+    progress_deadline_seconds: int = Field(1800, ge=10, description="Then the rollout has failed.")
     auto_rollback: bool = Field(True, description="Put the last fully available image back on failure.")
 
 
@@ -345,8 +345,7 @@ class DeepSeekDeploymentStatus(Model):
     ready_replicas: int = Field(0, description="Ready primary pods.")
     updated_replicas: int = Field(0, description="Primary pods on the current template.")
     selector: str = Field("", description="Label selector of the primary pods (scale subresource).")
-    image: str = Field("", description="The image fully rolled out on the primary.")
-    last_good_image: str = Field("", description="Last image that was fully available (rollback target).")
+    image: str = Field("", description="The image fully rolled out on the primary (the rollback target).")
     failed_image: str = Field("", description="Image a rollout failed with; not retried until spec changes.")
     url: str = Field("", description="Public URL when an ingress is configured.")
     variants: list[VariantStatus] = Field(default_factory=list, description="Per variant state and weight.")
