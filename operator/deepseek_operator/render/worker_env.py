@@ -1,0 +1,67 @@
+"""The worker's settings as container env: exactly the contract in docs/worker-settings.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deepseek_operator.api import DeepSeekDeploymentSpec, ResolvedVariant
+
+MODEL_MOUNT = "/models"
+CACHE_MOUNT = "/models-cache"
+AUTH_MOUNT = "/etc/deepseek"
+
+
+def model_location(variant: ResolvedVariant) -> str:
+    """What the worker loads: a path on the model volume for pvc sources, else the hub id."""
+    model = variant.model
+    if model.source.pvc is None:
+        return model.id
+    if model.id.startswith("/"):
+        return model.id
+    return MODEL_MOUNT
+
+
+def _env(name: str, value: str | int) -> dict[str, Any]:
+    return {"name": name, "value": str(value)}
+
+
+def worker_env(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, drain_seconds: int) -> list[dict[str, Any]]:
+    """Env of the worker container, in a fixed order (a reordering would restart every pod)."""
+    model = variant.model
+    serving = spec.serving
+    env = [
+        _env("DEEPSEEK_MODEL", model_location(variant)),
+        _env("DEEPSEEK_MODEL_REVISION", model.revision),
+        _env("DEEPSEEK_SERVED_MODEL_NAME", model.id),
+        _env("DEEPSEEK_DTYPE", model.dtype),
+        _env("DEEPSEEK_QUANTIZATION", model.quantization),
+        _env("DEEPSEEK_ATTENTION", model.attention),
+        _env("DEEPSEEK_MAX_MODEL_LEN", model.max_model_len),
+        _env("DEEPSEEK_MAX_BATCH_SIZE", serving.max_batch_size),
+        _env("DEEPSEEK_MAX_CONCURRENT_REQUESTS", serving.max_concurrent_requests),
+        _env("DEEPSEEK_MAX_NEW_TOKENS", serving.max_new_tokens),
+        _env("DEEPSEEK_REQUEST_TIMEOUT_SECONDS", serving.request_timeout_seconds),
+        _env("DEEPSEEK_DRAIN_TIMEOUT_SECONDS", drain_seconds),
+        _env("DEEPSEEK_PORT", 8000),
+        _env("HF_HOME", CACHE_MOUNT),
+    ]
+    if model.source.pvc is not None:
+        env.append(_env("HF_HUB_OFFLINE", 1))
+    token = model.source.hugging_face.token_secret_ref if model.source.hugging_face else None
+    if token is not None:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}})
+    if spec.rate_limit is not None:
+        env.append(_env("DEEPSEEK_RATE_LIMIT_RPM", spec.rate_limit.requests_per_minute))
+        env.append(_env("DEEPSEEK_RATE_LIMIT_BURST", spec.rate_limit.burst))
+    if spec.auth.api_keys_secret_ref is not None:
+        env.append(_env("DEEPSEEK_API_KEYS_FILE", f"{AUTH_MOUNT}/api-keys/api-keys"))
+    jwt = spec.auth.jwt
+    if jwt is not None:
+        env += [
+            _env("DEEPSEEK_JWT_SECRET_FILE", f"{AUTH_MOUNT}/jwt/signing-key"),
+            _env("DEEPSEEK_JWT_CLIENTS_FILE", f"{AUTH_MOUNT}/jwt/clients"),
+            _env("DEEPSEEK_JWT_ISSUER", jwt.issuer),
+            _env("DEEPSEEK_JWT_AUDIENCE", jwt.audience),
+            _env("DEEPSEEK_JWT_TTL_SECONDS", jwt.token_ttl_seconds),
+        ]
+    return env

@@ -1,0 +1,215 @@
+"""Worker Deployments and Services: pure functions of the spec.
+
+Contract: `render_workload(owner, spec, images)` returns, for the primary and each variant, one
+apps/v1 Deployment and one Service, plus one stable Service over all variants. `images` overrides a
+variant's image (the reconcile passes the rollback image here); everything else comes from the spec.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deepseek_operator.api import DeepSeekDeploymentSpec, ResolvedVariant, resolve_variants
+from deepseek_operator.render.common import (
+    HTTP_PORT,
+    HTTP_PORT_NAME,
+    Owner,
+    common_labels,
+    deployment_name,
+    metadata,
+    selector_labels,
+    stable_service_name,
+    variant_service_name,
+)
+from deepseek_operator.render.worker_env import AUTH_MOUNT, CACHE_MOUNT, MODEL_MOUNT, worker_env
+
+WORKER_UID = 10001
+# Time the endpoints controller and ingress need to stop sending new requests before SIGTERM.
+PRESTOP_SLEEP_SECONDS = 5
+# The worker drains in-flight requests for at most this long after SIGTERM.
+MAX_DRAIN_SECONDS = 300
+# Model downloads and loads can take long: allow up to 30 min before liveness applies.
+STARTUP_PERIOD_SECONDS = 10
+STARTUP_FAILURE_THRESHOLD = 180
+
+
+def drain_seconds(spec: DeepSeekDeploymentSpec) -> int:
+    """How long the worker waits for in-flight requests on SIGTERM."""
+    return min(spec.serving.request_timeout_seconds, MAX_DRAIN_SECONDS)
+
+
+def render_workload(
+    owner: Owner, spec: DeepSeekDeploymentSpec, images: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Deployments + Services of every variant and the stable Service, in a deterministic order."""
+    images = images or {}
+    children: list[dict[str, Any]] = []
+    for variant in resolve_variants(spec):
+        image = images.get(variant.name, variant.image)
+        children.append(render_deployment(owner, spec, variant, image))
+        children.append(render_variant_service(owner, variant.name))
+    children.append(render_stable_service(owner))
+    return children
+
+
+def render_deployment(
+    owner: Owner, spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, image: str
+) -> dict[str, Any]:
+    """The worker Deployment of one variant."""
+    rollout = spec.rollout
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(owner, deployment_name(owner, variant.name), variant.name),
+        "spec": {
+            "replicas": variant.replicas,
+            "selector": {"matchLabels": selector_labels(owner, variant.name)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": rollout.max_surge, "maxUnavailable": rollout.max_unavailable},
+            },
+            "progressDeadlineSeconds": rollout.progress_deadline_seconds,
+            "revisionHistoryLimit": 3,
+            "template": {
+                "metadata": {"labels": common_labels(owner, variant.name)},
+                "spec": render_pod_spec(spec, variant, image),
+            },
+        },
+    }
+
+
+def render_pod_spec(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, image: str) -> dict[str, Any]:
+    """Pod spec: one worker container, Pod Security "restricted", GPU scheduling from the spec."""
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": drain_seconds(spec) + PRESTOP_SLEEP_SECONDS + 10,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "fsGroup": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [render_container(spec, variant, image)],
+        "volumes": render_volumes(spec, variant),
+    }
+    pod.update(render_scheduling(spec))
+    return pod
+
+
+def render_container(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, image: str) -> dict[str, Any]:
+    """The worker container: env settings, ports, probes, resources, mounts."""
+    res = spec.resources
+    limits: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
+    if res.gpus > 0:
+        limits[res.gpu_resource_name] = str(res.gpus)
+    return {
+        "name": "worker",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": worker_env(spec, variant, drain_seconds(spec)),
+        "ports": [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "resources": {"requests": dict(limits), "limits": limits},
+        "startupProbe": _probe("/health/live", STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD),
+        "readinessProbe": _probe("/health/ready", 5, 3),
+        "livenessProbe": _probe("/health/live", 10, 6),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": render_volume_mounts(spec, variant),
+    }
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": HTTP_PORT_NAME},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def render_volumes(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant) -> list[dict[str, Any]]:
+    """/dev/shm in memory, the model source, a writable cache and /tmp, and the auth Secrets."""
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shm_size}},
+        {"name": "cache", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    pvc = variant.model.source.pvc
+    if pvc is not None:
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": pvc.claim_name, "readOnly": True}})
+    if spec.auth.api_keys_secret_ref is not None:
+        volumes.append({"name": "api-keys", "secret": {"secretName": spec.auth.api_keys_secret_ref.name}})
+    if spec.auth.jwt is not None:
+        volumes.append({"name": "jwt", "secret": {"secretName": spec.auth.jwt.secret_ref.name}})
+    return volumes
+
+
+def render_volume_mounts(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant) -> list[dict[str, Any]]:
+    """Mounts matching render_volumes(); the model is mounted read-only."""
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "cache", "mountPath": CACHE_MOUNT},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    pvc = variant.model.source.pvc
+    if pvc is not None:
+        mount: dict[str, Any] = {"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True}
+        if pvc.sub_path:
+            mount["subPath"] = pvc.sub_path
+        mounts.append(mount)
+    if spec.auth.api_keys_secret_ref is not None:
+        mounts.append({"name": "api-keys", "mountPath": f"{AUTH_MOUNT}/api-keys", "readOnly": True})
+    if spec.auth.jwt is not None:
+        mounts.append({"name": "jwt", "mountPath": f"{AUTH_MOUNT}/jwt", "readOnly": True})
+    return mounts
+
+
+def render_scheduling(spec: DeepSeekDeploymentSpec) -> dict[str, Any]:
+    """nodeSelector, tolerations, affinity, priority and runtime class; empty ones are omitted.
+
+    GPU pods get a toleration of the `<gpuResourceName>` NoSchedule taint that GPU node pools carry
+    (the NVIDIA GPU operator and GKE/AKS taint GPU nodes so), unless the user already lists one.
+    """
+    sched = spec.scheduling
+    tolerations = list(sched.tolerations)
+    gpu_key = spec.resources.gpu_resource_name
+    if spec.resources.gpus > 0 and not any(t.get("key") == gpu_key for t in tolerations):
+        tolerations.append({"key": gpu_key, "operator": "Exists", "effect": "NoSchedule"})
+    out: dict[str, Any] = {
+        "nodeSelector": dict(sched.node_selector),
+        "tolerations": tolerations,
+        "affinity": dict(sched.affinity),
+        "priorityClassName": sched.priority_class_name,
+        "runtimeClassName": sched.runtime_class_name,
+    }
+    return {key: value for key, value in out.items() if value}
+
+
+def _service(owner: Owner, name: str, variant: str | None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, name, variant),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner, variant),
+            "ports": [{"name": HTTP_PORT_NAME, "port": HTTP_PORT, "targetPort": HTTP_PORT_NAME, "protocol": "TCP"}],
+        },
+    }
+
+
+def render_variant_service(owner: Owner, variant: str) -> dict[str, Any]:
+    """The Service of one variant: the ingress' weighted backend for it."""
+    return _service(owner, variant_service_name(owner, variant), variant)
+
+
+def render_stable_service(owner: Owner) -> dict[str, Any]:
+    """One Service over every variant's pods, for in-cluster clients."""
+    return _service(owner, stable_service_name(owner), None)
