@@ -1,8 +1,9 @@
 """Pydantic models of the DeepSeekDeployment resource: the one source of validation in code.
 
-They mirror crds/deepseek.ai_deepseekdeployments.yaml field for field (tests/unit/test_crd_parity.py
-proves it). The CRD refuses what a schema and CEL can express at `kubectl apply`; `parse_spec()` is
-the second line of defence for anything that reaches the operator anyway (e.g. an old CRD version
+They mirror crds/deepseek.ai_deepseekdeployments.yaml field for field: tools/gen_crd.py generates
+the CRD from them and tests/crd/test_parity.py proves it. The CRD refuses what a schema and CEL can
+express at `kubectl apply`; `parse_spec()` is the second line of defence for anything that reaches
+the operator anyway (e.g. an old CRD version
 installed) and turns it into one message that names the field.
 """
 
@@ -72,7 +73,7 @@ class ModelSource(Model):
 
 
 def _default_source() -> ModelSource:
-    return ModelSource(hugging_face=HuggingFaceSource())
+    return ModelSource.model_validate({"huggingFace": {}})
 
 
 class ModelSpec(Model):
@@ -81,8 +82,12 @@ class ModelSpec(Model):
     source: ModelSource = Field(default_factory=_default_source, description="Where the weights come from.")
     dtype: Dtype = Field("auto", description="Weights dtype; auto picks bfloat16 on GPUs.")
     quantization: Quantization = Field("none", description="bitsandbytes quantization; needs gpus >= 1.")
-    attention: Attention = Field("auto", description="Attention kernel; flash_attention_2 falls back to sdpa.")
-    max_model_len: int = Field(8192, ge=128, le=1048576, description="Prompt + completion tokens per request.")
+    attention: Attention = Field(
+        "auto", description="Attention kernel; flash_attention_2 falls back to sdpa."
+    )
+    max_model_len: int = Field(
+        8192, ge=128, le=1048576, description="Prompt + completion tokens per request."
+    )
 
 
 class ModelOverride(Model):
@@ -107,7 +112,9 @@ class Resources(Model):
 
 class Scheduling(Model):
     node_selector: dict[str, str] = Field(default_factory=dict, description="Pod nodeSelector.")
-    tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Pod tolerations.")
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=64, description="Pod tolerations (core/v1 Toleration)."
+    )
     affinity: dict[str, Any] = Field(default_factory=dict, description="Pod affinity (core/v1 Affinity).")
     priority_class_name: str = Field("", description="Pod priorityClassName.")
     runtime_class_name: str = Field("", description="Pod runtimeClassName (e.g. nvidia).")
@@ -116,7 +123,9 @@ class Scheduling(Model):
 class Variant(Model):
     name: str = Field(pattern=DNS_LABEL, max_length=20, description="Variant name, unique, not 'primary'.")
     weight: int = Field(0, ge=0, le=100, description="Percent of traffic while this variant is ready.")
-    image: str | None = Field(None, min_length=1, description="Worker image; inherits spec.image.")
+    image: str | None = Field(
+        None, min_length=1, max_length=512, description="Worker image; inherits spec.image."
+    )
     replicas: int = Field(1, ge=0, le=64, description="Worker pods of this variant.")
     model: ModelOverride | None = Field(None, description="Changes to spec.model for this variant.")
 
@@ -132,7 +141,9 @@ class ParentRef(Model):
 
 
 class GatewaySpec(Model):
-    parent_refs: list[ParentRef] = Field(default_factory=list, description="Gateways the HTTPRoute attaches to.")
+    parent_refs: list[ParentRef] = Field(
+        default_factory=list, max_length=8, description="Gateways the HTTPRoute attaches to."
+    )
 
 
 class IngressSpec(Model):
@@ -169,7 +180,9 @@ class Serving(Model):
 
 
 class ServiceMonitorSpec(Model):
-    enabled: bool = Field(True, description="Create a ServiceMonitor when the Prometheus Operator API exists.")
+    enabled: bool = Field(
+        True, description="Create a ServiceMonitor when the Prometheus Operator API exists."
+    )
     interval: str = Field("30s", pattern=DURATION, description="Scrape interval.")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels your Prometheus selects on.")
 
@@ -179,8 +192,12 @@ class PrometheusRuleSpec(Model):
 
 
 class Monitoring(Model):
-    service_monitor: ServiceMonitorSpec = Field(default_factory=ServiceMonitorSpec, description="Scraping.")
-    prometheus_rule: PrometheusRuleSpec = Field(default_factory=PrometheusRuleSpec, description="Alerts.")
+    service_monitor: ServiceMonitorSpec = Field(
+        default_factory=lambda: ServiceMonitorSpec(), description="Scraping."
+    )
+    prometheus_rule: PrometheusRuleSpec = Field(
+        default_factory=lambda: PrometheusRuleSpec(), description="Alerts."
+    )
 
 
 class NetworkPolicySpec(Model):
@@ -201,42 +218,69 @@ class Rollout(Model):
 
 
 class DeepSeekDeploymentSpec(Model):
-    image: str = Field(min_length=1, description="Worker image of the primary; what CI changes.")
+    """Desired state of a DeepSeek inference service: worker image, model, canaries, ingress."""
+
+    image: str = Field(
+        min_length=1, max_length=512, description="Worker image of the primary; what CI changes."
+    )
     replicas: int = Field(1, ge=0, le=256, description="Worker pods of the primary (scale subresource).")
     model: ModelSpec = Field(description="The model every variant serves unless it overrides it.")
-    resources: Resources = Field(default_factory=Resources, description="Per-pod GPUs, CPU, memory, shm.")
-    scheduling: Scheduling = Field(default_factory=Scheduling, description="Where worker pods may run.")
+    resources: Resources = Field(
+        default_factory=lambda: Resources(), description="Per-pod GPUs, CPU, memory, shm."
+    )
+    scheduling: Scheduling = Field(
+        default_factory=lambda: Scheduling(), description="Where worker pods may run."
+    )
     variants: list[Variant] = Field(default_factory=list, max_length=8, description="Canary variants.")
     ingress: IngressSpec | None = Field(None, description="Expose the service; omitted means no ingress.")
-    auth: AuthSpec = Field(default_factory=AuthSpec, description="API keys and JWT; off when empty.")
+    auth: AuthSpec = Field(
+        default_factory=lambda: AuthSpec(), description="API keys and JWT; off when empty."
+    )
     rate_limit: RateLimit | None = Field(None, description="Per-key rate limit; omitted means none.")
-    serving: Serving = Field(default_factory=Serving, description="Worker concurrency and limits.")
-    monitoring: Monitoring = Field(default_factory=Monitoring, description="ServiceMonitor and alerts.")
-    network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec, description="Worker ingress.")
-    rollout: Rollout = Field(default_factory=Rollout, description="How image and spec changes roll out.")
+    serving: Serving = Field(default_factory=lambda: Serving(), description="Worker concurrency and limits.")
+    monitoring: Monitoring = Field(
+        default_factory=lambda: Monitoring(), description="ServiceMonitor and alerts."
+    )
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=lambda: NetworkPolicySpec(), description="Worker ingress."
+    )
+    rollout: Rollout = Field(
+        default_factory=lambda: Rollout(), description="How image and spec changes roll out."
+    )
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> DeepSeekDeploymentSpec:
-        for message in cross_field_errors(self):
-            raise ValueError(message)
+        errors = cross_field_errors(self)
+        if errors:
+            raise ValueError("; ".join(errors))
         return self
 
 
+def _quantized(quantization: str | None) -> bool:
+    return quantization not in (None, "none")
+
+
 def cross_field_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
-    """The rules the CRD states in CEL, for specs that reached us without them. Each names its field."""
+    """The rules the CRD states in CEL, for specs that reached us without them.
+
+    Each message starts with the field path the CEL rule reports (tests/crd/test_parity.py checks it).
+    """
     errors: list[str] = []
     names = [v.name for v in spec.variants]
     if len(set(names)) != len(names):
         errors.append("spec.variants: variant names must be unique")
-    if PRIMARY in names:
-        errors.append("spec.variants: 'primary' is reserved for the main deployment")
+    errors += [
+        f"spec.variants[{i}].name: 'primary' is reserved for the main deployment"
+        for i, name in enumerate(names)
+        if name == PRIMARY
+    ]
     if sum(v.weight for v in spec.variants) > 100:
         errors.append("spec.variants: canary weights must sum to at most 100")
     if spec.rollout.max_surge == 0 and spec.rollout.max_unavailable == 0:
         errors.append("spec.rollout: maxSurge and maxUnavailable must not both be 0")
     quantized = [spec.model.quantization] + [v.model.quantization for v in spec.variants if v.model]
-    if spec.resources.gpus < 1 and any(q not in (None, "none") for q in quantized):
-        errors.append("spec.model.quantization: bitsandbytes quantization needs spec.resources.gpus >= 1")
+    if spec.resources.gpus < 1 and any(_quantized(q) for q in quantized):
+        errors.append("spec.resources.gpus: bitsandbytes quantization needs resources.gpus >= 1")
     if spec.ingress and spec.ingress.provider == "ingress-nginx" and len(spec.variants) > 1:
         errors.append(
             "spec.variants: ingress-nginx splits traffic between two backends only; "
@@ -246,6 +290,13 @@ def cross_field_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
         spec.ingress.gateway and spec.ingress.gateway.parent_refs
     ):
         errors.append("spec.ingress.gateway.parentRefs: required when ingress.provider is gateway-api")
+    if spec.serving.max_new_tokens >= spec.model.max_model_len:
+        errors.append("spec.serving.maxNewTokens: must be less than model.maxModelLen")
+    errors += [
+        f"spec.variants[{i}].model.maxModelLen: must be greater than serving.maxNewTokens"
+        for i, v in enumerate(spec.variants)
+        if v.model and v.model.max_model_len is not None and v.model.max_model_len <= spec.serving.max_new_tokens
+    ]
     return errors
 
 
@@ -340,13 +391,20 @@ class VariantStatus(Model):
 
 
 class DeepSeekDeploymentStatus(Model):
+    """Observed state, written by the operator only."""
+
     observed_generation: int = Field(0, description="The resource generation this status describes.")
     replicas: int = Field(0, description="Primary pods (scale subresource).")
     ready_replicas: int = Field(0, description="Ready primary pods.")
+    ready: str = Field("", description="Ready/desired primary pods, e.g. 2/2 (the READY column).")
     updated_replicas: int = Field(0, description="Primary pods on the current template.")
     selector: str = Field("", description="Label selector of the primary pods (scale subresource).")
     image: str = Field("", description="The image fully rolled out on the primary (the rollback target).")
     failed_image: str = Field("", description="Image a rollout failed with; not retried until spec changes.")
     url: str = Field("", description="Public URL when an ingress is configured.")
-    variants: list[VariantStatus] = Field(default_factory=list, description="Per variant state and weight.")
-    conditions: list[Condition] = Field(default_factory=list, description="Ready, Available, Progressing, Degraded.")
+    variants: list[VariantStatus] = Field(
+        default_factory=list, max_length=16, description="Per variant state and weight."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=16, description="Ready, Available, Progressing, Degraded."
+    )
