@@ -1,0 +1,105 @@
+{{/* Chart name, truncated to a DNS label. */}}
+{{- define "deepseek-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: the release name when it already contains the chart name. */}}
+{{- define "deepseek-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select the operator pod; never change them in an upgrade. */}}
+{{- define "deepseek-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "deepseek-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels on every resource of the chart. */}}
+{{- define "deepseek-operator.labels" -}}
+{{ include "deepseek-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: deepseek-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{- define "deepseek-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "deepseek-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The image reference: a digest pins it and wins over the tag. */}}
+{{- define "deepseek-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+RBAC rules on cluster-scoped resources: always granted by a ClusterRole.
+kopf lists/watches namespaces and CRDs; the operator reads CRDs to detect optional integrations
+(ServiceMonitor, PrometheusRule, Gateway API).
+*/}}
+{{- define "deepseek-operator.clusterRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
+
+{{/*
+RBAC rules on namespaced resources: in the ClusterRole when watching every namespace, in a Role in
+watchNamespace otherwise. Exactly the verbs the operator uses; no wildcard, no Secrets.
+*/}}
+{{- define "deepseek-operator.namespacedRules" -}}
+- apiGroups: ["deepseek.ai"]
+  resources: ["deepseekdeployments"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["deepseek.ai"]
+  resources: ["deepseekdeployments/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["deepseek.ai"]
+  resources: ["deepseekdeployments/scale"]
+  verbs: ["get"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingresses", "networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors", "prometheusrules"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+{{- end }}
