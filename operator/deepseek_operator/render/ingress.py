@@ -1,0 +1,145 @@
+"""The public entry point: an ingress-nginx Ingress pair or a Gateway API HTTPRoute. Pure.
+
+Both providers split traffic with the effective weights from traffic.effective_weights(); the
+renderer never decides readiness itself, so what the status reports and what the proxy does
+cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from deepseek_operator.api import DeepSeekDeploymentSpec, IngressSpec, ResolvedVariant, resolve_variants
+from deepseek_operator.render.common import (
+    HTTP_PORT,
+    Capabilities,
+    Owner,
+    child_name,
+    metadata,
+    variant_service_name,
+)
+
+COMPONENT = "ingress"
+HTTPROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
+INGRESS_API_VERSION = "networking.k8s.io/v1"
+NGINX_CANARY = "nginx.ingress.kubernetes.io/canary"
+NGINX_CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
+
+
+def render_ingress(
+    owner: Owner, spec: DeepSeekDeploymentSpec, weights: Mapping[str, int], caps: Capabilities
+) -> list[dict[str, Any]]:
+    """Objects that expose the deployment at spec.ingress.host + path.
+
+    - no spec.ingress -> [].
+    - gateway-api -> one HTTPRoute named like the owner, one weighted backendRef per variant
+      Service (a 0-weight backend stays listed, so adding weight later is a patch, not a new rule);
+      [] when caps.gateway_api is False (the reconcile reports the missing API in a condition).
+    - ingress-nginx -> the primary Ingress, plus `<owner>-<canary>` with the nginx canary
+      annotations when the spec has a canary (the CRD allows at most one with this provider).
+    `weights` maps variant name -> percent; a variant missing from it gets 0.
+    """
+    ingress = spec.ingress
+    if ingress is None:
+        return []
+    variants = resolve_variants(spec)
+    if ingress.provider == "gateway-api":
+        return [_httproute(owner, ingress, variants, weights)] if caps.gateway_api else []
+    return _nginx_ingresses(owner, ingress, variants, weights)
+
+
+def ingress_url(spec: DeepSeekDeploymentSpec) -> str:
+    """The public base URL: https when TLS is set, else http; '' without an ingress.
+
+    The path keeps no trailing slash ('/' -> 'https://host'), so clients can append '/v1/...'.
+    """
+    if spec.ingress is None:
+        return ""
+    scheme = "https" if spec.ingress.tls else "http"
+    return f"{scheme}://{spec.ingress.host}{spec.ingress.path.rstrip('/')}"
+
+
+def _httproute(
+    owner: Owner, ingress: IngressSpec, variants: list[ResolvedVariant], weights: Mapping[str, int]
+) -> dict[str, Any]:
+    # TLS belongs to the Gateway's listener in the Gateway API, so the route carries none.
+    parent_refs = [
+        ref.model_dump(by_alias=True, exclude_none=True)
+        for ref in (ingress.gateway.parent_refs if ingress.gateway else [])
+    ]
+    backends = [
+        {
+            "name": variant_service_name(owner, v.name),
+            "port": HTTP_PORT,
+            "weight": weights.get(v.name, 0),
+        }
+        for v in variants
+    ]
+    return {
+        "apiVersion": HTTPROUTE_API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": metadata(owner, owner.name, component=COMPONENT),
+        "spec": {
+            "parentRefs": parent_refs,
+            "hostnames": [ingress.host],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": ingress.path}}],
+                    "backendRefs": backends,
+                }
+            ],
+        },
+    }
+
+
+def _nginx_ingresses(
+    owner: Owner, ingress: IngressSpec, variants: list[ResolvedVariant], weights: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    primary = next(v for v in variants if v.is_primary)
+    out = [_nginx_ingress(owner, ingress, owner.name, primary.name, annotations={}, tls=True)]
+    for canary in (v for v in variants if not v.is_primary):
+        annotations = {NGINX_CANARY: "true", NGINX_CANARY_WEIGHT: str(weights.get(canary.name, 0))}
+        # ingress-nginx takes TLS from the main Ingress of the host; a tls block here would only
+        # make cert-manager's ingress-shim issue a second certificate for the same host.
+        name = child_name(owner.name, canary.name)
+        out.append(_nginx_ingress(owner, ingress, name, canary.name, annotations=annotations, tls=False))
+    return out
+
+
+def _nginx_ingress(
+    owner: Owner,
+    ingress: IngressSpec,
+    name: str,
+    variant: str,
+    annotations: dict[str, str],
+    tls: bool,
+) -> dict[str, Any]:
+    meta = metadata(owner, name, variant=variant, component=COMPONENT)
+    if annotations:
+        meta["annotations"] = annotations
+    body: dict[str, Any] = {}
+    if ingress.class_name:
+        body["ingressClassName"] = ingress.class_name
+    if tls and ingress.tls:
+        body["tls"] = [{"hosts": [ingress.host], "secretName": ingress.tls.secret_name}]
+    body["rules"] = [
+        {
+            "host": ingress.host,
+            "http": {
+                "paths": [
+                    {
+                        "path": ingress.path,
+                        "pathType": "Prefix",
+                        "backend": {
+                            "service": {
+                                "name": variant_service_name(owner, variant),
+                                "port": {"number": HTTP_PORT},
+                            }
+                        },
+                    }
+                ]
+            },
+        }
+    ]
+    return {"apiVersion": INGRESS_API_VERSION, "kind": "Ingress", "metadata": meta, "spec": body}
