@@ -1,0 +1,158 @@
+"""Test doubles and harness for the HTTP layer: a deterministic FakeEngine and a uvicorn thread.
+
+FakeEngine implements EngineProtocol with one token per whitespace-separated word of the prompt
+and a fixed reply split into word pieces, so token counts in assertions are easy to derive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+from deepseek_worker.app import build_app
+from deepseek_worker.settings import Settings
+from deepseek_worker.types import EngineStats, GenerationChunk, SamplingParams
+from fastapi import FastAPI
+
+DEADLINE = 30.0
+
+
+class FakeEngine:
+    """Deterministic engine: replies with `reply` (word by word), honouring max_tokens and stop."""
+
+    def __init__(
+        self,
+        reply: str = "Hello from the fake engine, nice to meet you.",
+        *,
+        max_model_len: int = 256,
+        ready: bool = True,
+        step_delay: float = 0.0,
+        hang_after: int | None = None,
+        fail: bool = False,
+    ) -> None:
+        self.model_name = "fake"
+        self.max_model_len = max_model_len
+        self.reply = reply
+        self._ready = ready
+        self.step_delay = step_delay
+        self.hang_after = hang_after  # after this many tokens, block until cancelled
+        self.fail = fail
+        self.active: set[str] = set()
+        self.closed: list[str] = []
+        self.started = False
+        self.stopped = False
+        self.last_params: SamplingParams | None = None
+        self.lookups = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def apply_chat_template(self, messages: list[dict[str, Any]]) -> str:
+        return "".join(f"<|{m['role']}|> {m['content']}\n" for m in messages) + "<|assistant|>"
+
+    def tokenize(self, text: str) -> list[int]:
+        return [len(word) for word in text.split()]
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            running=len(self.active),
+            prefix_cache_bytes=1024,
+            prefix_cache_capacity_bytes=4096,
+            prefix_cache_hits=self.lookups // 2,
+            prefix_cache_lookups=self.lookups,
+        )
+
+    async def start(self) -> None:
+        self.started = True
+        self._ready = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def pieces(self) -> list[str]:
+        words = self.reply.split(" ")
+        return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+    async def generate(
+        self, prompt_ids: list[int], params: SamplingParams, request_id: str
+    ) -> AsyncIterator[GenerationChunk]:
+        self.last_params = params
+        self.lookups += 1
+        self.active.add(request_id)
+        try:
+            if self.fail:
+                yield GenerationChunk("", "error", len(prompt_ids), error="boom")
+                return
+            async for chunk in self._script(prompt_ids, params):
+                yield chunk
+        finally:
+            self.active.discard(request_id)
+            self.closed.append(request_id)
+
+    async def _script(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[GenerationChunk]:
+        text = ""
+        pieces = self.pieces()
+        for count, piece in enumerate(pieces[: params.max_tokens], start=1):
+            if self.hang_after is not None and count > self.hang_after:
+                await asyncio.Event().wait()  # until cancelled
+            await asyncio.sleep(self.step_delay)
+            text += piece
+            hit = next((s for s in params.stop if s in text), None)
+            if hit is not None:
+                keep = text[: text.index(hit)]
+                yield GenerationChunk(keep[len(text) - len(piece) :], "stop", len(prompt_ids), count)
+                return
+            last = count == min(len(pieces), params.max_tokens)
+            reason = None if not last else ("stop" if count == len(pieces) else "length")
+            yield GenerationChunk(piece, reason, len(prompt_ids), count, cached_prompt_tokens=1)
+
+
+def make_app(engine: Any | None = None, **settings: Any) -> tuple[FastAPI, Any]:
+    """build_app with a FakeEngine (unless given) and settings overrides. Returns (app, engine)."""
+    engine = engine if engine is not None else FakeEngine()
+    settings.setdefault("max_model_len", engine.max_model_len)
+    settings.setdefault("max_new_tokens", min(64, engine.max_model_len - 1))
+    settings.setdefault("model", "fake")
+    return build_app(engine, Settings(**settings)), engine
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI) -> Iterator[str]:
+    """Run `app` under uvicorn on 127.0.0.1:<free port> in a thread; yields the base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + DEADLINE
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(DEADLINE)
+
+
+def wait_until(predicate: Any, timeout: float = DEADLINE, what: str = "condition") -> None:
+    """Poll `predicate` until true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

@@ -1,0 +1,151 @@
+"""Authentication: static API keys and HS256 JWTs issued by a client-credentials token endpoint.
+
+Off unless keys or a JWT secret are configured. Secrets are compared in constant time
+(hmac.compare_digest over SHA-256 digests, so lengths leak nothing either) and every configured
+key is compared, so timing does not reveal which one matched. Files are re-read when their mtime
+changes, so a rotated Kubernetes Secret takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+from starlette.datastructures import Headers
+from starlette.types import Scope
+
+from .limits import client_ip
+from .protocol import APIError, TokenResponse
+from .settings import Settings
+
+ALGORITHMS = ["HS256"]  # the allowlist: "none" and asymmetric algorithms are refused
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+class _WatchedFile:
+    """A small text file re-read whenever its mtime changes."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._mtime: float | None = None
+        self._lines: list[str] = []
+
+    def lines(self) -> list[str]:
+        if self.path is None:
+            return []
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError:
+            return self._lines  # a Secret being swapped: keep the last good content
+        if mtime != self._mtime:
+            text = self.path.read_text(encoding="utf-8")
+            self._lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+            self._mtime = mtime
+        return self._lines
+
+
+class Authenticator:
+    """Checks `Authorization: Bearer <api key | JWT>` and issues JWTs for client credentials."""
+
+    def __init__(self, settings: Settings, clock: Any = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._static_keys = [k.strip() for k in (settings.api_keys or "").split(",") if k.strip()]
+        self._keys_file = _WatchedFile(settings.api_keys_file)
+        self._secret_file = _WatchedFile(settings.jwt_secret_file)
+        self._clients_file = _WatchedFile(settings.jwt_clients_file)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._static_keys or self.settings.api_keys_file or self.settings.jwt_secret_file)
+
+    @property
+    def jwt_enabled(self) -> bool:
+        return self.settings.jwt_secret_file is not None
+
+    def _secret(self) -> str:
+        lines = self._secret_file.lines()
+        if not lines:
+            raise APIError(500, "JWT signing key file is empty.", type_="server_error")
+        return lines[0]
+
+    def _key_identity(self, token: str) -> str | None:
+        """Identity for a valid API key, else None. Compares against every key (constant time)."""
+        offered = _digest(token)
+        matched: str | None = None
+        for key in [*self._static_keys, *self._keys_file.lines()]:
+            if hmac.compare_digest(offered, _digest(key)):
+                matched = key
+        return None if matched is None else "key:" + hashlib.sha256(matched.encode()).hexdigest()[:16]
+
+    def _jwt_identity(self, token: str) -> str | None:
+        """Identity (`client:<sub>`) for a valid JWT, else None."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret(),
+                algorithms=ALGORITHMS,
+                audience=self.settings.jwt_audience,
+                issuer=self.settings.jwt_issuer,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+                leeway=5,
+            )
+        except jwt.InvalidTokenError:
+            return None
+        return f"client:{claims['sub']}"
+
+    def identify(self, headers: Headers, scope: Scope) -> str:
+        """Rate-limit identity for a request; raises APIError(401) when auth is on and fails.
+
+        With auth off the identity is the client IP. The token endpoint itself is open (it is
+        where credentials are presented) and limited per IP.
+        """
+        if not self.enabled or str(scope["path"]).startswith("/auth/"):
+            return "ip:" + client_ip(scope)
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise APIError(401, "Missing bearer token (Authorization: Bearer <key>).")
+        identity = self._key_identity(token)
+        if identity is None and self.jwt_enabled and token.count(".") == 2:
+            identity = self._jwt_identity(token)
+        if identity is None:
+            raise APIError(401, "Invalid API key or access token.")
+        return identity
+
+    def _client_ok(self, client_id: str, client_secret: str) -> bool:
+        offered = _digest(f"{client_id}:{client_secret}")
+        ok = False
+        for line in self._clients_file.lines():
+            if hmac.compare_digest(offered, _digest(line)):
+                ok = True
+        return ok
+
+    def issue_token(self, form: dict[str, str]) -> TokenResponse:
+        """OAuth2 client-credentials grant -> a signed HS256 access token."""
+        if not self.jwt_enabled:
+            raise APIError(404, "Token endpoint is disabled (no JWT secret configured).", type_="not_found_error")
+        if form.get("grant_type") != "client_credentials":
+            raise APIError(400, "grant_type must be client_credentials.", param="grant_type")
+        client_id, client_secret = form.get("client_id", ""), form.get("client_secret", "")
+        if not client_id or not client_secret or not self._client_ok(client_id, client_secret):
+            raise APIError(401, "Invalid client credentials.", param="client_id")
+        now = int(self.clock())
+        ttl = self.settings.jwt_ttl_seconds
+        claims = {
+            "iss": self.settings.jwt_issuer,
+            "aud": self.settings.jwt_audience,
+            "sub": client_id,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+        }
+        token = jwt.encode(claims, self._secret(), algorithm="HS256")
+        return TokenResponse(access_token=token, expires_in=ttl)
