@@ -1,0 +1,106 @@
+"""Load a HF-format causal LM + tokenizer from an EngineConfig (dtype, devices, attention, bnb).
+
+Contract: `load(config)` returns (model in eval mode, tokenizer, resolved settings). It blocks (disk
+and weights); the engine calls it through asyncio.to_thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+from .types import EngineConfig
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What loading produced, with the choices actually made (for logs and /health)."""
+
+    model: Any
+    tokenizer: Any
+    path: str
+    dtype: torch.dtype
+    attention: str
+    device: torch.device
+
+
+def resolve_model_path(model: str) -> str:
+    """"tiny" -> the locally built tiny model directory; anything else is passed to HF as-is."""
+    if model == "tiny":
+        from .tiny import build_tiny_model
+
+        return str(build_tiny_model())
+    return model
+
+
+def resolve_dtype(config: EngineConfig, cuda: bool) -> torch.dtype:
+    """auto -> bfloat16 on CUDA, float32 on CPU. int8 on CPU uses float16: bitsandbytes' 8-bit
+    matmul casts float32 inputs with a warning on every call."""
+    if config.dtype != "auto":
+        return _DTYPES[config.dtype]
+    if config.quantization == "int8" and not cuda:
+        return torch.float16
+    return torch.bfloat16 if cuda else torch.float32
+
+
+def quantization_config(config: EngineConfig, dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    """bitsandbytes settings: int8 (LLM.int8), nf4 / fp4 (4-bit, compute in the model dtype)."""
+    if config.quantization == "none":
+        return None
+    if config.quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)  # type: ignore[no-untyped-call]
+    return BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+        load_in_4bit=True, bnb_4bit_quant_type=config.quantization, bnb_4bit_compute_dtype=dtype
+    )
+
+
+def attention_candidates(config: EngineConfig) -> list[str]:
+    """Implementations to try in order. auto prefers flash_attention_2 on CUDA, sdpa elsewhere;
+    an explicit flash_attention_2 still falls back to sdpa (logged) when the package is absent."""
+    if config.attention == "auto":
+        return ["flash_attention_2", "sdpa"] if torch.cuda.is_available() else ["sdpa"]
+    if config.attention == "flash_attention_2":
+        return ["flash_attention_2", "sdpa"]
+    return [config.attention]
+
+
+def load(config: EngineConfig) -> Loaded:
+    """Load tokenizer and model. Raises whatever HF raises for a missing/invalid model."""
+    path = resolve_model_path(config.model)
+    cuda = torch.cuda.is_available()
+    dtype = resolve_dtype(config, cuda)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=config.revision)
+    kwargs: dict[str, Any] = {"revision": config.revision, "dtype": dtype}
+    if cuda:
+        kwargs["device_map"] = "auto"  # shard over every visible GPU
+    qconfig = quantization_config(config, dtype)
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+    model, attention = _load_with_fallback(path, kwargs, attention_candidates(config))
+    model.eval()
+    device = next(model.parameters()).device
+    log.info("loaded %s dtype=%s attention=%s quantization=%s device=%s",
+             path, dtype, attention, config.quantization, device)
+    return Loaded(model, tokenizer, path, dtype, attention, device)
+
+
+def _load_with_fallback(path: str, kwargs: dict[str, Any], candidates: list[str]) -> tuple[Any, str]:
+    for i, attention in enumerate(candidates):
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attention, **kwargs)
+            return model, attention
+        except (ImportError, ValueError) as exc:
+            # flash-attn missing raises ImportError; an implementation the model does not support
+            # raises ValueError. Either way try the next one and say so.
+            if i == len(candidates) - 1:
+                raise
+            log.warning("attention %s unavailable (%s); falling back to %s", attention, exc, candidates[i + 1])
+    raise AssertionError("no attention candidates")  # unreachable: candidates is never empty
