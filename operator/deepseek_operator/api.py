@@ -159,7 +159,10 @@ class JwtSpec(Model):
     secret_ref: SecretRef = Field(description="Secret with keys signing-key and clients (id:secret lines).")
     issuer: str = Field("deepseek-worker", min_length=1, description="JWT iss issued and required.")
     audience: str = Field("deepseek-api", min_length=1, description="JWT aud issued and required.")
-    token_ttl_seconds: int = Field(3600, ge=60, le=86400, description="Access token lifetime.")
+    # Explicit alias: to_camel would give tokenTtlSeconds; the documented field is tokenTTLSeconds.
+    token_ttl_seconds: int = Field(
+        3600, ge=60, le=86400, alias="tokenTTLSeconds", description="Access token lifetime."
+    )
 
 
 class AuthSpec(Model):

@@ -1,0 +1,127 @@
+"""The hand-written CEL rules of the DeepSeekDeployment CRD, keyed by the api.py model they sit on.
+
+Each rule mirrors a check in api.cross_field_errors (or a pydantic validator) so a spec refused at
+`kubectl apply` is refused the same way by parse_spec(); tests/crd/test_parity.py holds them together.
+Rules assume the apiserver has applied the schema defaults first (it always does), so they only
+guard with has() the fields that have no default. They stay cheap for the cost estimator: every
+list they iterate has maxItems and every string they compare has maxLength or an enum.
+docs/validation.md explains each rule.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
+
+from deepseek_operator import api
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One x-kubernetes-validations entry. field_path is relative to the node, e.g. `.variants`."""
+
+    rule: str
+    message: str
+    field_path: str = ""
+    reason: str = ""
+
+
+_NO_QUANT = "(!has({m}.quantization) || {m}.quantization == 'none')"
+
+SPEC_RULES = (
+    Rule(
+        rule="!has(self.variants) || self.variants.all(v, self.variants.exists_one(w, w.name == v.name))",
+        message="variants: variant names must be unique",
+        field_path=".variants",
+        reason="FieldValueDuplicate",
+    ),
+    Rule(
+        rule="!has(self.variants) || self.variants.map(v, has(v.weight) ? v.weight : 0).sum() <= 100",
+        message="variants: canary weights must sum to at most 100 (the primary gets the rest)",
+        field_path=".variants",
+    ),
+    Rule(
+        rule="self.resources.gpus >= 1 || ("
+        + _NO_QUANT.format(m="self.model")
+        + " && (!has(self.variants) || self.variants.all(v, !has(v.model) || "
+        + _NO_QUANT.format(m="v.model")
+        + ")))",
+        message="resources.gpus: bitsandbytes quantization (model.quantization or a variant's) needs "
+        "resources.gpus >= 1",
+        field_path=".resources.gpus",
+    ),
+    Rule(
+        rule="!has(self.ingress) || self.ingress.provider != 'ingress-nginx' || !has(self.variants) "
+        "|| size(self.variants) <= 1",
+        message="variants: ingress-nginx splits traffic between two backends only; use ingress.provider "
+        "gateway-api for more than one canary",
+        field_path=".variants",
+    ),
+    Rule(
+        rule="self.serving.maxNewTokens < self.model.maxModelLen",
+        message="serving.maxNewTokens must be less than model.maxModelLen (the prompt needs room)",
+        field_path=".serving.maxNewTokens",
+    ),
+    Rule(
+        rule="!has(self.variants) || self.variants.all(v, !has(v.model) || !has(v.model.maxModelLen) "
+        "|| v.model.maxModelLen > self.serving.maxNewTokens)",
+        message="variants[].model.maxModelLen must be greater than serving.maxNewTokens",
+        field_path=".variants",
+    ),
+)
+
+RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
+    api.DeepSeekDeploymentSpec: SPEC_RULES,
+    api.Variant: (
+        Rule(
+            rule="self.name != 'primary'",
+            message="name: 'primary' is reserved for the main deployment",
+            field_path=".name",
+        ),
+    ),
+    api.ModelSource: (
+        Rule(
+            rule="has(self.pvc) != has(self.huggingFace)",
+            message="source: set exactly one of pvc or huggingFace",
+        ),
+    ),
+    api.Rollout: (
+        Rule(
+            rule="self.maxSurge > 0 || self.maxUnavailable > 0",
+            message="rollout: maxSurge and maxUnavailable must not both be 0 (no pod could ever be replaced)",
+        ),
+    ),
+    api.IngressSpec: (
+        Rule(
+            rule="self.provider != 'gateway-api' || (has(self.gateway) && has(self.gateway.parentRefs) "
+            "&& size(self.gateway.parentRefs) > 0)",
+            message="gateway.parentRefs: required when ingress.provider is gateway-api",
+            field_path=".gateway.parentRefs",
+            reason="FieldValueRequired",
+        ),
+    ),
+}
+
+# Rules on the whole object: only metadata.name/generateName are visible there. Not in parse_spec
+# (it sees the spec only); the operator's child names rely on it instead.
+ROOT_RULES = (
+    Rule(
+        rule="!has(self.metadata.name) || (size(self.metadata.name) <= 63 "
+        "&& self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$'))",
+        message="metadata.name must be a DNS-1035 label of at most 63 characters (lowercase letters, "
+        "digits and '-', starting with a letter): it names the worker Services and Deployments",
+    ),
+)
+
+# Lists of objects keyed by a field: the apiserver merges them by key (server-side apply) and
+# refuses duplicate keys itself.
+LIST_MAP_KEYS: dict[tuple[type[BaseModel], str], tuple[str, ...]] = {
+    (api.DeepSeekDeploymentSpec, "variants"): ("name",),
+    (api.DeepSeekDeploymentStatus, "variants"): ("name",),
+    (api.DeepSeekDeploymentStatus, "conditions"): ("type",),
+}
