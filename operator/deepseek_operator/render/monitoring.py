@@ -1,0 +1,300 @@
+"""Prometheus Operator objects: the workers' ServiceMonitor and the alert rules. Pure.
+
+The metric names are the worker's contract (worker/deepseek_worker/metrics.py, docs/worker-api.md);
+the scrape relabels the pod labels `deepseek.ai/variant` and `deepseek.ai/deployment` into `variant`
+and `deepseek_deployment`, and every alert matches on `namespace` + `deepseek_deployment` (or, for
+kube-state-metrics series, on the variant Deployments' names) so two resources never share alerts.
+`rule_groups()` is the plain `{"groups": [...]}` rule file that promtool and Prometheus load.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deepseek_operator.api import DeepSeekDeploymentSpec, resolve_variants
+from deepseek_operator.render.common import (
+    HTTP_PORT_NAME,
+    LABEL_COMPONENT,
+    LABEL_DEPLOYMENT,
+    LABEL_VARIANT,
+    Capabilities,
+    Owner,
+    deployment_name,
+    metadata,
+    selector_labels,
+)
+
+API_VERSION = "monitoring.coreos.com/v1"
+COMPONENT = "monitoring"
+SCRAPED_COMPONENT = "worker"  # the component label of the variant Services (render/workload.py)
+METRICS_PATH = "/metrics"
+RUNBOOK_BASE_URL = "https://github.com/deepseek-ai/deepseek-operator/blob/main/docs/observability.md"
+GROUP_BY = "namespace, deepseek_deployment, variant"
+POD_BY = f"{GROUP_BY}, pod"
+API_ROUTES = 'route=~"/v1/.*"'  # user traffic only: probes and scrapes would dilute the ratios
+# The worker's metric names (the stable part of its contract); histograms as their base name.
+# The alerts and the Grafana dashboard may use only these; tests enforce it.
+WORKER_METRICS = frozenset(
+    {
+        "deepseek_worker_request_duration_seconds",
+        "deepseek_worker_time_to_first_token_seconds",
+        "deepseek_worker_inter_token_latency_seconds",
+        "deepseek_worker_prompt_tokens_total",
+        "deepseek_worker_completion_tokens_total",
+        "deepseek_worker_requests_total",
+        "deepseek_worker_queue_depth",
+        "deepseek_worker_running_requests",
+        "deepseek_worker_max_concurrent_requests",
+        "deepseek_worker_prefix_cache_bytes",
+        "deepseek_worker_prefix_cache_hits_total",
+        "deepseek_worker_prefix_cache_lookups_total",
+        "deepseek_worker_gpu_memory_used_bytes",
+        "deepseek_worker_gpu_memory_total_bytes",
+        "deepseek_worker_gpu_utilization_ratio",
+        "deepseek_worker_model_loaded",
+        "deepseek_worker_draining",
+    }
+)
+
+
+def _meta_label(label: str) -> str:
+    """Prometheus' service-discovery name of a pod label (every non [a-zA-Z0-9_] char -> '_')."""
+    return "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in label)
+
+
+def render_service_monitor(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities) -> list[dict[str, Any]]:
+    """One ServiceMonitor over every variant Service; [] when disabled or the CRD is missing.
+
+    It selects the variant Services only (they carry the `deepseek.ai/variant` label, the stable
+    Service does not), so each pod is scraped exactly once. User labels from
+    spec.monitoring.serviceMonitor.labels go on the metadata, where Prometheus' selector looks.
+    """
+    sm = spec.monitoring.service_monitor
+    if not (sm.enabled and caps.service_monitor):
+        return []
+    relabelings = [
+        {"sourceLabels": [_meta_label(LABEL_VARIANT)], "targetLabel": "variant", "action": "replace"},
+        {
+            "sourceLabels": [_meta_label(LABEL_DEPLOYMENT)],
+            "targetLabel": "deepseek_deployment",
+            "action": "replace",
+        },
+    ]
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": "ServiceMonitor",
+            "metadata": metadata(owner, owner.name, component=COMPONENT, extra_labels=sm.labels),
+            "spec": {
+                "selector": {
+                    "matchLabels": {**selector_labels(owner), LABEL_COMPONENT: SCRAPED_COMPONENT},
+                    "matchExpressions": [{"key": LABEL_VARIANT, "operator": "Exists"}],
+                },
+                "namespaceSelector": {"matchNames": [owner.namespace]},
+                "endpoints": [
+                    {
+                        "port": HTTP_PORT_NAME,
+                        "path": METRICS_PATH,
+                        "interval": sm.interval,
+                        "relabelings": relabelings,
+                    }
+                ],
+            },
+        }
+    ]
+
+
+def render_prometheus_rule(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities) -> list[dict[str, Any]]:
+    """One PrometheusRule with rule_groups(); [] when disabled or the CRD is missing.
+
+    It carries the ServiceMonitor's user labels too: Prometheus' ruleSelector usually matches
+    the same `release: ...` label as its serviceMonitorSelector.
+    """
+    if not (spec.monitoring.prometheus_rule.enabled and caps.prometheus_rule):
+        return []
+    labels = spec.monitoring.service_monitor.labels
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": "PrometheusRule",
+            "metadata": metadata(owner, owner.name, component=COMPONENT, extra_labels=labels),
+            "spec": rule_groups(owner, spec),
+        }
+    ]
+
+
+def rule_groups(owner: Owner, spec: DeepSeekDeploymentSpec) -> dict[str, Any]:
+    """The alerting rules as a Prometheus rule file body: {"groups": [{"name", "rules"}]}."""
+    return {"groups": [{"name": f"deepseek-worker.{owner.namespace}.{owner.name}", "rules": _alerts(owner, spec)}]}
+
+
+def duration(seconds: int) -> str:
+    """Prometheus duration for a whole number of seconds, largest exact unit: 1800 -> '30m'."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _alert(
+    name: str, expr: str, for_: str, severity: str, summary: str, description: str
+) -> dict[str, Any]:
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": for_,
+        "labels": {"severity": severity},
+        "annotations": {
+            "summary": summary,
+            "description": description,
+            "runbook_url": f"{RUNBOOK_BASE_URL}#{name.lower()}",
+        },
+    }
+
+
+def _alerts(owner: Owner, spec: DeepSeekDeploymentSpec) -> list[dict[str, Any]]:
+    # Names are DNS labels ([a-z0-9-]), so they need no escaping inside PromQL strings or regexes.
+    sel = f'namespace="{owner.namespace}", deepseek_deployment="{owner.name}"'
+    where = f"{owner.namespace}/{owner.name}"
+    variants = resolve_variants(spec)
+    primary_dep = deployment_name(owner, variants[0].name)
+    all_deps = "|".join(deployment_name(owner, v.name) for v in variants)
+    canary_deps = "|".join(deployment_name(owner, v.name) for v in variants[1:])
+    latency_limit = f"{0.8 * spec.serving.request_timeout_seconds:g}"
+    return [
+        *_traffic_alerts(sel, where, latency_limit),
+        *_capacity_alerts(sel, where),
+        *_availability_alerts(sel, where, owner.namespace, primary_dep, canary_deps),
+        *_rollout_alerts(owner.namespace, where, all_deps, spec.rollout.progress_deadline_seconds),
+    ]
+
+
+def _quantile(q: float, metric: str, matchers: str) -> str:
+    return f"histogram_quantile({q}, sum by ({GROUP_BY}, le) (rate({metric}_bucket{{{matchers}}}[5m])))"
+
+
+def _traffic_alerts(sel: str, where: str, latency_limit: str) -> list[dict[str, Any]]:
+    requests = "deepseek_worker_requests_total"
+    errors = f'sum by ({GROUP_BY}) (rate({requests}{{{sel}, {API_ROUTES}, code=~"5.."}}[5m]))'
+    total = f"sum by ({GROUP_BY}) (rate({requests}{{{sel}, {API_ROUTES}}}[5m]))"
+    return [
+        _alert(
+            "DeepSeekWorkerHighLatencyP99",
+            f"{_quantile(0.99, 'deepseek_worker_request_duration_seconds', f'{sel}, {API_ROUTES}')} > {latency_limit}",
+            "10m", "warning",
+            f"{where}: P99 request latency near the request timeout",
+            "P99 latency of variant {{ $labels.variant }} is {{ $value | humanizeDuration }}, over "
+            f"{latency_limit}s (80% of serving.requestTimeoutSeconds): requests are about to time out.",
+        ),
+        _alert(
+            "DeepSeekWorkerSlowTimeToFirstToken",
+            f"{_quantile(0.99, 'deepseek_worker_time_to_first_token_seconds', sel)} > 10",
+            "10m", "warning",
+            f"{where}: P99 time to first token over 10s",
+            "Variant {{ $labels.variant }} takes {{ $value | humanizeDuration }} (P99) to the first "
+            "token: requests queue behind a full batch; add replicas or lower maxNewTokens.",
+        ),
+        _alert(
+            "DeepSeekWorkerHighErrorRatio",
+            f"{errors} / {total} > 0.05",
+            "5m", "critical",
+            f"{where}: more than 5% of API requests fail with 5xx",
+            "{{ $value | humanizePercentage }} of variant {{ $labels.variant }}'s API requests "
+            "answer 5xx (503 = admission queue full, 500 = engine error).",
+        ),
+    ]
+
+
+def _capacity_alerts(sel: str, where: str) -> list[dict[str, Any]]:
+    def gauge(name: str) -> str:
+        return f"max by ({POD_BY}) (deepseek_worker_{name}{{{sel}}})"
+
+    gpu_by = f"{POD_BY}, gpu"
+    used = f"max by ({gpu_by}) (deepseek_worker_gpu_memory_used_bytes{{{sel}}})"
+    # `> 0` drops zero-capacity series instead of dividing by zero.
+    capacity = f"(max by ({gpu_by}) (deepseek_worker_gpu_memory_total_bytes{{{sel}}}) > 0)"
+    return [
+        _alert(
+            "DeepSeekWorkerQueueSaturated",
+            f"({gauge('queue_depth')} + {gauge('running_requests')}) / {gauge('max_concurrent_requests')} > 0.9",
+            "10m", "warning",
+            f"{where}: worker admission queue above 90%",
+            "Pod {{ $labels.pod }} ({{ $labels.variant }}) holds {{ $value | humanizePercentage }} of "
+            "serving.maxConcurrentRequests; beyond 100% it answers 503. Add replicas.",
+        ),
+        _alert(
+            "DeepSeekWorkerGpuMemoryHigh",
+            f"{used} / {capacity} > 0.95",
+            "15m", "warning",
+            f"{where}: GPU memory above 95%",
+            "GPU {{ $labels.gpu }} of pod {{ $labels.pod }} is {{ $value | humanizePercentage }} full: "
+            "long prompts or large batches may hit CUDA out-of-memory. Lower maxBatchSize or maxModelLen.",
+        ),
+        _alert(
+            "DeepSeekWorkerModelNotLoaded",
+            f"{gauge('model_loaded')} == 0 unless {gauge('draining')} == 1",
+            "15m", "warning",
+            f"{where}: a worker has not loaded its model for 15 minutes",
+            "Pod {{ $labels.pod }} ({{ $labels.variant }}) is up but its model is not loaded: check "
+            "its logs for download, out-of-memory or quantization errors.",
+        ),
+    ]
+
+
+def _availability_alerts(
+    sel: str, where: str, namespace: str, primary_dep: str, canary_deps: str
+) -> list[dict[str, Any]]:
+    def no_ready(deployments: str) -> str:
+        ksm = f'namespace="{namespace}", deployment=~"{deployments}"'
+        by = "namespace, deployment"
+        return (
+            f"max by ({by}) (kube_deployment_status_replicas_available{{{ksm}}}) == 0 "
+            f"and on ({by}) max by ({by}) (kube_deployment_spec_replicas{{{ksm}}}) > 0"
+        )
+
+    alerts = [
+        _alert(
+            "DeepSeekNoReadyReplicas", no_ready(primary_dep), "5m", "critical",
+            f"{where}: the primary has no available worker pods",
+            "Deployment {{ $labels.deployment }} wants replicas but none is available: the service is "
+            "down. Check the pods' events (GPU scheduling, image pull) and logs.",
+        ),
+        _alert(
+            "DeepSeekWorkerTargetDown", f"up{{{sel}}} == 0", "5m", "warning",
+            f"{where}: Prometheus cannot scrape a worker",
+            "Scraping {{ $labels.pod }} ({{ $labels.variant }}) fails: the pod is crashing or its "
+            "metrics port is blocked (NetworkPolicy monitoringNamespaceSelector).",
+        ),
+    ]
+    if canary_deps:
+        alerts.insert(1, _alert(
+            "DeepSeekCanaryNoReadyReplicas", no_ready(canary_deps), "15m", "warning",
+            f"{where}: a canary has no available worker pods",
+            "Canary Deployment {{ $labels.deployment }} has no available pods, so it receives no "
+            "traffic (its weight went back to the primary). Users are not affected.",
+        ))
+    return alerts
+
+
+def _rollout_alerts(namespace: str, where: str, deployments: str, deadline_seconds: int) -> list[dict[str, Any]]:
+    ksm = f'namespace="{namespace}", deployment=~"{deployments}"'
+    by = "namespace, deployment"
+    return [
+        _alert(
+            "DeepSeekRolloutFailed",
+            f'max by ({by}) (kube_deployment_status_condition{{{ksm}, condition="Progressing", status="false"}}) == 1',
+            "1m", "warning",
+            f"{where}: a worker rollout exceeded its progress deadline",
+            "Deployment {{ $labels.deployment }} reports Progressing=False (ProgressDeadlineExceeded). "
+            "With rollout.autoRollback the operator restores the last good image; check status.failedImage.",
+        ),
+        _alert(
+            "DeepSeekRolloutStuck",
+            f"max by ({by}) (kube_deployment_spec_replicas{{{ksm}}}) "
+            f"!= max by ({by}) (kube_deployment_status_replicas_updated{{{ksm}}})",
+            duration(deadline_seconds), "warning",
+            f"{where}: a worker rollout has not finished within rollout.progressDeadlineSeconds",
+            "Deployment {{ $labels.deployment }} has had pods on an old template for "
+            f"{duration(deadline_seconds)}: new pods cannot start or become ready.",
+        ),
+    ]

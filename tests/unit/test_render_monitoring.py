@@ -1,0 +1,190 @@
+"""Table tests of render/monitoring.py, validated against the upstream Prometheus Operator CRDs."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from deepseek_operator.api import DeepSeekDeploymentSpec, parse_spec
+from deepseek_operator.render.common import Capabilities, Owner
+from deepseek_operator.render.monitoring import (
+    WORKER_METRICS,
+    duration,
+    render_prometheus_rule,
+    render_service_monitor,
+    rule_groups,
+)
+from upstream_crds import PROMETHEUS_RULE, SERVICE_MONITOR, validate
+
+OWNER = Owner(name="chat", namespace="llm", uid="uid-1")
+ALL = Capabilities(service_monitor=True, prometheus_rule=True)
+NONE = Capabilities()
+
+
+def _spec(monitoring: dict[str, Any] | None = None, canaries: int = 0, **extra: Any) -> DeepSeekDeploymentSpec:
+    raw: dict[str, Any] = {"image": "img:1", "model": {"id": "m"}, **extra}
+    if monitoring is not None:
+        raw["monitoring"] = monitoring
+    raw["variants"] = [{"name": f"canary{i or ''}", "weight": 10} for i in range(canaries)]
+    return parse_spec(raw)
+
+
+# name -> (spec.monitoring, caps, expect a ServiceMonitor, expect a PrometheusRule)
+PRESENCE = {
+    "defaults with both CRDs": (None, ALL, True, True),
+    "no Prometheus Operator CRDs": (None, NONE, False, False),
+    "only ServiceMonitor CRD": (None, Capabilities(service_monitor=True), True, False),
+    "only PrometheusRule CRD": (None, Capabilities(prometheus_rule=True), False, True),
+    "ServiceMonitor disabled": ({"serviceMonitor": {"enabled": False}}, ALL, False, True),
+    "PrometheusRule disabled": ({"prometheusRule": {"enabled": False}}, ALL, True, False),
+}
+
+
+@pytest.mark.parametrize("monitoring,caps,want_sm,want_rule", list(PRESENCE.values()), ids=list(PRESENCE))
+def test_presence(monitoring: dict[str, Any] | None, caps: Capabilities, want_sm: bool, want_rule: bool) -> None:
+    spec = _spec(monitoring)
+    sms = render_service_monitor(OWNER, spec, caps)
+    rules = render_prometheus_rule(OWNER, spec, caps)
+    assert [o["kind"] for o in sms] == (["ServiceMonitor"] if want_sm else [])
+    assert [o["kind"] for o in rules] == (["PrometheusRule"] if want_rule else [])
+    for obj in sms:
+        validate(obj, SERVICE_MONITOR)
+    for obj in rules:
+        validate(obj, PROMETHEUS_RULE)
+
+
+def test_service_monitor_shape() -> None:
+    spec = _spec({"serviceMonitor": {"interval": "15s", "labels": {"release": "kube-prometheus"}}}, canaries=1)
+    (sm,) = render_service_monitor(OWNER, spec, ALL)
+    validate(sm, SERVICE_MONITOR)
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["name"] == "chat"
+    assert sm["metadata"]["namespace"] == "llm"
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert sm["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert sm["spec"]["selector"] == {
+        "matchLabels": {"deepseek.ai/deployment": "chat", "app.kubernetes.io/component": "worker"},
+        # Only variant Services: the stable Service would scrape every pod a second time.
+        "matchExpressions": [{"key": "deepseek.ai/variant", "operator": "Exists"}],
+    }
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": ["llm"]}
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert endpoint["port"] == "http"
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["interval"] == "15s"
+    assert {(r["sourceLabels"][0], r["targetLabel"]) for r in endpoint["relabelings"]} == {
+        ("__meta_kubernetes_pod_label_deepseek_ai_variant", "variant"),
+        ("__meta_kubernetes_pod_label_deepseek_ai_deployment", "deepseek_deployment"),
+    }
+
+
+def test_selector_matches_variant_services_not_the_stable_one() -> None:
+    """The ServiceMonitor selector against the Services render/workload.py produces."""
+    from deepseek_operator.render.workload import render_stable_service, render_variant_service
+
+    (sm,) = render_service_monitor(OWNER, _spec(), ALL)
+    selector = sm["spec"]["selector"]
+
+    def selected(service: dict[str, Any]) -> bool:
+        labels = service["metadata"]["labels"]
+        exprs_ok = all(e["key"] in labels for e in selector["matchExpressions"])
+        return exprs_ok and all(labels.get(k) == v for k, v in selector["matchLabels"].items())
+
+    assert selected(render_variant_service(OWNER, "primary"))
+    assert selected(render_variant_service(OWNER, "canary"))
+    assert not selected(render_stable_service(OWNER))
+    assert render_variant_service(OWNER, "primary")["spec"]["ports"][0]["name"] == "http"
+
+
+def test_prometheus_rule_carries_user_labels() -> None:
+    spec = _spec({"serviceMonitor": {"labels": {"release": "kube-prometheus"}}})
+    (rule,) = render_prometheus_rule(OWNER, spec, ALL)
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert rule["spec"] == rule_groups(OWNER, spec)
+
+
+def _alerts(spec: DeepSeekDeploymentSpec) -> dict[str, dict[str, Any]]:
+    (group,) = rule_groups(OWNER, spec)["groups"]
+    return {r["alert"]: r for r in group["rules"]}
+
+
+EXPECTED_ALERTS = {
+    "DeepSeekWorkerHighLatencyP99": "warning",
+    "DeepSeekWorkerSlowTimeToFirstToken": "warning",
+    "DeepSeekWorkerHighErrorRatio": "critical",
+    "DeepSeekWorkerQueueSaturated": "warning",
+    "DeepSeekWorkerGpuMemoryHigh": "warning",
+    "DeepSeekWorkerModelNotLoaded": "warning",
+    "DeepSeekNoReadyReplicas": "critical",
+    "DeepSeekWorkerTargetDown": "warning",
+    "DeepSeekRolloutFailed": "warning",
+    "DeepSeekRolloutStuck": "warning",
+}
+
+
+@pytest.mark.parametrize("canaries", [0, 1], ids=["primary only", "with canary"])
+def test_alerts_have_severity_annotations_and_scope(canaries: int) -> None:
+    alerts = _alerts(_spec(canaries=canaries))
+    expected = dict(EXPECTED_ALERTS)
+    if canaries:
+        expected["DeepSeekCanaryNoReadyReplicas"] = "warning"
+    assert {name: a["labels"]["severity"] for name, a in alerts.items()} == expected
+    for name, alert in alerts.items():
+        assert set(alert["annotations"]) == {"summary", "description", "runbook_url"}, name
+        assert alert["annotations"]["runbook_url"].endswith(f"#{name.lower()}")
+        assert "llm/chat" in alert["annotations"]["summary"]
+        # Every alert is scoped: worker series by namespace + deepseek_deployment, kube-state-metrics
+        # series by namespace + this resource's Deployment names.
+        for selector in re.findall(r"\{([^{}]*)\}", alert["expr"]):
+            assert 'namespace="llm"' in selector, (name, selector)
+            assert 'deepseek_deployment="chat"' in selector or 'deployment=~"chat-' in selector, (name, selector)
+
+
+def test_alerts_use_only_known_worker_metrics() -> None:
+    for alert in _alerts(_spec(canaries=1)).values():
+        for metric in re.findall(r"\bdeepseek_worker_[a-z_]+", alert["expr"]):
+            base = re.sub(r"_(bucket|sum|count)$", "", metric)
+            assert base in WORKER_METRICS, (alert["alert"], metric)
+
+
+# name -> (spec extra, alert, expected fragment)
+FROM_SPEC = {
+    "latency threshold is 80% of the request timeout": (
+        {"serving": {"requestTimeoutSeconds": 100}}, "DeepSeekWorkerHighLatencyP99", "> 80"
+    ),
+    "stuck rollout waits the progress deadline": (
+        {"rollout": {"progressDeadlineSeconds": 1800}}, "DeepSeekRolloutStuck", "30m"
+    ),
+    "KSM alerts use the variant Deployment names": ({}, "DeepSeekNoReadyReplicas", 'deployment=~"chat-primary"'),
+}
+
+
+@pytest.mark.parametrize("extra,alert,fragment", list(FROM_SPEC.values()), ids=list(FROM_SPEC))
+def test_alerts_follow_the_spec(extra: dict[str, Any], alert: str, fragment: str) -> None:
+    rule = _alerts(_spec(**extra))[alert]
+    assert fragment in rule["expr"] or fragment == rule["for"]
+
+
+def test_canary_alert_names_canary_deployments_only() -> None:
+    rule = _alerts(_spec(canaries=2))["DeepSeekCanaryNoReadyReplicas"]
+    assert 'deployment=~"chat-canary|chat-canary1"' in rule["expr"]
+    assert "chat-primary" not in rule["expr"]
+
+
+@pytest.mark.parametrize(
+    "seconds,expected", [(30, "30s"), (60, "1m"), (90, "90s"), (1800, "30m"), (3600, "1h"), (5400, "90m"), (0, "0s")]
+)
+def test_duration(seconds: int, expected: str) -> None:
+    assert duration(seconds) == expected
+
+
+def test_schema_validation_can_fail() -> None:
+    (sm,) = render_service_monitor(OWNER, _spec(), ALL)
+    sm["spec"]["endpoints"][0]["intervall"] = "1s"
+    with pytest.raises(AssertionError, match="intervall"):
+        validate(sm, SERVICE_MONITOR)
+    (rule,) = render_prometheus_rule(OWNER, _spec(), ALL)
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "ten minutes"
+    with pytest.raises(AssertionError, match="for"):
+        validate(rule, PROMETHEUS_RULE)
