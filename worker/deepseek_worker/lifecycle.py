@@ -61,10 +61,19 @@ class DrainingServer(uvicorn.Server):
         self.drain_timeout = drain_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        self.exit_code = 0
 
     async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)  # type: ignore[arg-type]
+
+    async def on_tick(self, counter: int) -> bool:
+        """uvicorn calls this every 0.1 s; a failed model load ends the process with status 1."""
+        if self.state.start_error is not None:
+            log.error("engine failed to start (%s); exiting", self.state.start_error)
+            self.exit_code = 1
+            return True
+        return await super().on_tick(counter)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig != signal.SIGTERM or self.state.draining or self._loop is None:

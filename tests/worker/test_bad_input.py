@@ -1,0 +1,109 @@
+"""Bad input matrix: every case is a 4xx with the one error shape and the right `param`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fakes import FakeEngine, make_app
+
+USER = [{"role": "user", "content": "hi"}]
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+
+
+def chat(**fields: Any) -> dict[str, Any]:
+    return {"model": "fake", "messages": USER, **fields}
+
+
+# (id, path, json body, expected status, expected param)
+CASES: list[tuple[str, str, Any, int, str | None]] = [
+    ("bad-role", CHAT, chat(messages=[{"role": "wizard", "content": "x"}]), 400, "messages[0].role"),
+    ("missing-role", CHAT, chat(messages=[{"content": "x"}]), 400, "messages[0].role"),
+    ("empty-messages", CHAT, chat(messages=[]), 400, "messages"),
+    ("messages-not-list", CHAT, chat(messages="hi"), 400, "messages"),
+    ("missing-messages", CHAT, {"model": "fake"}, 400, "messages"),
+    ("user-content-null", CHAT, chat(messages=[{"role": "user", "content": None}]), 400, "messages[0]"),
+    ("content-number", CHAT, chat(messages=[{"role": "user", "content": 5}]), 400, "messages[0].content"),
+    (
+        "image-part",
+        CHAT,
+        chat(messages=[{"role": "user", "content": [{"type": "image_url"}]}]),
+        400,
+        "messages[0].content",
+    ),
+    ("missing-model", CHAT, {"messages": USER}, 400, "model"),
+    ("model-not-string", CHAT, chat(model=3), 400, "model"),
+    ("unknown-model", CHAT, chat(model="gpt-9"), 404, "model"),
+    ("temperature-high", CHAT, chat(temperature=2.5), 400, "temperature"),
+    ("temperature-negative", CHAT, chat(temperature=-0.1), 400, "temperature"),
+    ("temperature-string", CHAT, chat(temperature="hot"), 400, "temperature"),
+    ("top-p-zero", CHAT, chat(top_p=0), 400, "top_p"),
+    ("top-p-high", CHAT, chat(top_p=1.5), 400, "top_p"),
+    ("max-tokens-zero", CHAT, chat(max_tokens=0), 400, "max_tokens"),
+    ("max-tokens-float", CHAT, chat(max_tokens=1.5), 400, "max_tokens"),
+    ("max-tokens-over-cap", CHAT, chat(max_tokens=10_000), 400, "max_tokens"),
+    ("max-tokens-over-context", CHAT, chat(max_tokens=63), 400, "max_tokens"),
+    ("prompt-over-context", CHAT, chat(messages=[{"role": "user", "content": "w " * 300}]), 400, "messages"),
+    ("completion-prompt-over-context", COMPLETIONS, {"model": "fake", "prompt": "w " * 300}, 400, "prompt"),
+    ("stop-too-many", CHAT, chat(stop=["a", "b", "c", "d", "e"]), 400, "stop"),
+    ("stop-empty", CHAT, chat(stop=""), 400, "stop"),
+    ("stop-wrong-type", CHAT, chat(stop=5), 400, "stop"),
+    ("n-two", CHAT, chat(n=2), 400, "n"),
+    ("logprobs", CHAT, chat(logprobs=True), 400, "logprobs"),
+    ("tools", CHAT, chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
+    ("presence-penalty", CHAT, chat(presence_penalty=1.0), 400, "presence_penalty"),
+    ("unknown-parameter", CHAT, chat(frobnicate=True), 400, "frobnicate"),
+    ("stream-not-bool", CHAT, chat(stream="yes please"), 400, "stream"),
+    ("stream-options-unknown", CHAT, chat(stream=True, stream_options={"x": 1}), 400, "stream_options.x"),
+    ("seed-string", CHAT, chat(seed="abc"), 400, "seed"),
+    ("body-array", CHAT, [1, 2], 400, None),
+    ("body-string", CHAT, "hello", 400, None),
+    ("completion-missing-prompt", COMPLETIONS, {"model": "fake"}, 400, "prompt"),
+    ("completion-two-prompts", COMPLETIONS, {"model": "fake", "prompt": ["a", "b"]}, 400, "prompt"),
+    ("completion-echo", COMPLETIONS, {"model": "fake", "prompt": "a", "echo": True}, 400, "echo"),
+]
+
+
+@pytest.fixture
+async def client() -> Any:
+    app, _ = make_app(FakeEngine(max_model_len=64), max_new_tokens=32, max_body_bytes=4096)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://worker") as c:
+        yield c
+
+
+def check(r: httpx.Response, status: int, param: str | None) -> None:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) >= {"message", "type", "param", "code"}
+    assert err["code"] == status and err["param"] == param, err
+    assert err["message"]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "param"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+async def test_bad_json_bodies(client: httpx.AsyncClient, path: str, body: Any, status: int, param: str | None) -> None:
+    check(await client.post(path, json=body), status, param)
+
+
+@pytest.mark.parametrize(
+    ("content", "ctype"),
+    [(b"{not json", "application/json"), (b"", "application/json"), (b"model=fake", "text/plain"), (b"\xff\xfe", "")],
+    ids=["broken-json", "empty-body", "text-plain", "binary-no-type"],
+)
+async def test_non_json_bodies(client: httpx.AsyncClient, content: bytes, ctype: str) -> None:
+    headers = {"content-type": ctype} if ctype else {}
+    check(await client.post(CHAT, content=content, headers=headers), 400, None)
+
+
+async def test_huge_body_is_413(client: httpx.AsyncClient) -> None:
+    r = await client.post(CHAT, json=chat(messages=[{"role": "user", "content": "x" * 10_000}]))
+    check(r, 413, None)
+
+
+async def test_huge_chunked_body_is_413(client: httpx.AsyncClient) -> None:
+    async def body() -> Any:  # no Content-Length: the cap is enforced while reading
+        for _ in range(10):
+            yield b" " * 1000
+
+    check(await client.post(CHAT, content=body(), headers={"content-type": "application/json"}), 413, None)

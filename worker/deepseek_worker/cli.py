@@ -1,0 +1,100 @@
+"""`deepseek-worker`: flags and DEEPSEEK_* env (docs/worker-settings.md) -> a draining uvicorn server.
+
+Exit codes: 0 after a clean shutdown or drain, 2 for invalid settings (one line naming the
+setting, before any model loading), 1 when the server fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+from pydantic import ValidationError
+
+from .settings import Settings
+
+# In the order of docs/worker-settings.md; `--max-model-len` sets Settings.max_model_len, and so on.
+FLAGS = [
+    "--model",
+    "--model-revision",
+    "--served-model-name",
+    "--dtype",
+    "--quantization",
+    "--attention",
+    "--max-model-len",
+    "--max-batch-size",
+    "--max-concurrent-requests",
+    "--max-new-tokens",
+    "--request-timeout-seconds",
+    "--rate-limit-rpm",
+    "--rate-limit-burst",
+    "--api-keys",
+    "--api-keys-file",
+    "--jwt-secret-file",
+    "--jwt-clients-file",
+    "--jwt-issuer",
+    "--jwt-audience",
+    "--jwt-ttl-seconds",
+    "--host",
+    "--port",
+    "--drain-timeout-seconds",
+    "--max-body-bytes",
+]
+
+
+def parser() -> argparse.ArgumentParser:
+    """Every flag defaults to 'unset' so the environment (then the built-in default) applies."""
+    p = argparse.ArgumentParser(prog="deepseek-worker", description="OpenAI/DeepSeek-compatible LLM worker.")
+    for flag in FLAGS:
+        field = flag[2:].replace("-", "_")
+        # Strings: pydantic converts and validates, so flag and env errors read the same.
+        p.add_argument(flag, dest=field, default=argparse.SUPPRESS, help=f"env DEEPSEEK_{field.upper()}")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def load_settings(argv: Sequence[str] | None = None) -> tuple[Settings, str]:
+    """Parse flags + env. On invalid settings print one line naming the setting and exit 2."""
+    args = vars(parser().parse_args(argv))
+    log_level = args.pop("log_level")
+    try:
+        return Settings(**args), log_level
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else ""
+        where = f"--{name.replace('_', '-')} / DEEPSEEK_{name.upper()}" if name else "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        print(f"deepseek-worker: invalid setting {name or '(combination)'} ({where}): {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point."""
+    settings, log_level = load_settings(argv)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Imported late: torch/transformers take seconds, and a bad flag should fail fast.
+    from .app import build_app
+    from .engine import Engine
+    from .lifecycle import DrainingServer
+
+    engine = Engine(settings.engine_config())
+    app = build_app(engine, settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=2,  # after our own drain; stragglers are cancelled
+        timeout_keep_alive=5,
+    )
+    server = DrainingServer(config, app.state.worker, settings.drain_timeout_seconds)
+    server.run()
+    return server.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
