@@ -1,0 +1,1 @@
+"""Delivery tests: the Helm chart, the plain install, Dockerfiles, GitLab CI and scripts/deploy.sh."""
