@@ -1,0 +1,239 @@
+"""Tables of invalid and valid DeepSeekDeployments for tests/crd.
+
+Each invalid case names the field path the apiserver reports and a piece of its message, and
+whether the refusal comes from the OpenAPI schema or a CEL rule. `spec` is merged over a minimal
+valid spec (top-level keys replace); `meta_name` replaces metadata.name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+NGINX = {"provider": "ingress-nginx", "host": "chat.example.com"}
+GATEWAY = {"provider": "gateway-api", "host": "chat.example.com", "gateway": {"parentRefs": [{"name": "gw"}]}}
+MODEL = {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"}
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A resource the apiserver must refuse, with where and why."""
+
+    id: str
+    spec: dict[str, Any]
+    path: str
+    message: str
+    by: str  # "schema" or "cel"
+    meta_name: str = "chat"
+    drop: tuple[str, ...] = ()  # spec keys to remove from the minimal spec
+    status: dict[str, Any] | None = None
+    parse_spec: bool = True  # api.parse_spec refuses it too (spec-only cases)
+
+
+def _variants(*weights: int, **extra: Any) -> list[dict[str, Any]]:
+    return [{"name": f"c{i}", "weight": w, **extra} for i, w in enumerate(weights)]
+
+
+INVALID = [
+    Invalid("image-missing", {}, "spec.image", "Required value", "schema", drop=("image",)),
+    Invalid("model-missing", {}, "spec.model", "Required value", "schema", drop=("model",)),
+    Invalid("image-empty", {"image": ""}, "spec.image", "should be non-empty", "schema"),
+    Invalid("model-id-missing", {"model": {"revision": "main"}}, "spec.model.id", "Required value", "schema"),
+    Invalid("replicas-too-many", {"replicas": 300}, "spec.replicas", "maximum of 256", "schema"),
+    Invalid("replicas-negative", {"replicas": -1}, "spec.replicas", "minimum of 0", "schema"),
+    Invalid("replicas-string", {"replicas": "two"}, "spec.replicas", "not of type 'integer'", "schema"),
+    Invalid("dtype-enum", {"model": {**MODEL, "dtype": "int4"}}, "spec.model.dtype", "Unsupported value", "schema"),
+    Invalid(
+        "quantization-enum", {"model": {**MODEL, "quantization": "gptq"}}, "spec.model.quantization", '"nf4"', "schema"
+    ),
+    Invalid(
+        "attention-enum", {"model": {**MODEL, "attention": "fa3"}}, "spec.model.attention", "Unsupported", "schema"
+    ),
+    Invalid("max-model-len-small", {"model": {**MODEL, "maxModelLen": 64}}, "spec.model.maxModelLen", "128", "schema"),
+    Invalid("cpu-quantity", {"resources": {"cpu": "four"}}, "spec.resources.cpu", "does not match", "schema"),
+    Invalid("gpus-too-many", {"resources": {"gpus": 17}}, "spec.resources.gpus", "maximum of 16", "schema"),
+    Invalid(
+        "variant-name-pattern",
+        {"variants": [{"name": "Canary_1"}]},
+        "spec.variants[0].name",
+        "does not match",
+        "schema",
+    ),
+    Invalid("variant-name-long", {"variants": [{"name": "c" * 21}]}, "spec.variants[0].name", "is too long", "schema"),
+    Invalid("variant-weight", {"variants": _variants(101)}, "spec.variants[0].weight", "maximum of 100", "schema"),
+    Invalid(
+        "variants-max-items",
+        {"variants": _variants(*[1] * 9), "ingress": GATEWAY},
+        "spec.variants",
+        "is too long",
+        "schema",
+    ),
+    Invalid("unknown-spec-field", {"gpu": 1}, "spec.gpu", 'unknown field "gpu"', "schema"),
+    Invalid("unknown-model-field", {"model": {**MODEL, "tokenizer": "x"}}, "spec.model.tokenizer", "unknown", "schema"),
+    Invalid("ingress-path", {"ingress": {**NGINX, "path": "api"}}, "spec.ingress.path", "does not match", "schema"),
+    Invalid(
+        "ingress-host-missing", {"ingress": {"provider": "ingress-nginx"}}, "spec.ingress.host", "Required", "schema"
+    ),
+    Invalid(
+        "ingress-provider", {"ingress": {**NGINX, "provider": "traefik"}}, "spec.ingress.provider", "Unsup", "schema"
+    ),
+    Invalid(
+        "scrape-interval",
+        {"monitoring": {"serviceMonitor": {"interval": "30 seconds"}}},
+        "spec.monitoring.serviceMonitor.interval",
+        "does not match",
+        "schema",
+    ),
+    Invalid("jwt-secret-missing", {"auth": {"jwt": {}}}, "spec.auth.jwt.secretRef", "Required value", "schema"),
+    Invalid(
+        "jwt-ttl-short",
+        {"auth": {"jwt": {"secretRef": {"name": "jwt"}, "tokenTTLSeconds": 10}}},
+        "spec.auth.jwt.tokenTTLSeconds",
+        "minimum of 60",
+        "schema",
+    ),
+    Invalid("batch-zero", {"serving": {"maxBatchSize": 0}}, "spec.serving.maxBatchSize", "minimum of 1", "schema"),
+    Invalid("rate-zero", {"rateLimit": {"requestsPerMinute": 0}}, "spec.rateLimit.requestsPerMinute", "min", "schema"),
+    Invalid(
+        "pvc-claim-missing",
+        {"model": {**MODEL, "source": {"pvc": {"subPath": "x"}}}},
+        "spec.model.source.pvc.claimName",
+        "Required value",
+        "schema",
+    ),
+    Invalid(
+        "node-selector-type",
+        {"scheduling": {"nodeSelector": {"gpu": True}}},
+        "spec.scheduling.nodeSelector.gpu",
+        "not of type 'string'",
+        "schema",
+    ),
+    Invalid(
+        "variant-duplicate-key",
+        {"variants": [{"name": "a"}, {"name": "a"}]},
+        "spec.variants[1]",
+        "Duplicate value",
+        "schema",
+    ),
+    Invalid(
+        "status-condition-enum",
+        {},
+        "status.conditions[0].status",
+        "Unsupported value",
+        "schema",
+        status={"conditions": [{"type": "Ready", "status": "Maybe", "reason": "X", "lastTransitionTime": "t"}]},
+        parse_spec=False,
+    ),
+    # CEL rules, each mirrored by api.cross_field_errors or a pydantic validator.
+    Invalid("variants-unique", {"variants": [{"name": "a"}, {"name": "a"}]}, "spec.variants", "unique", "cel"),
+    Invalid("variant-primary", {"variants": [{"name": "primary"}]}, "spec.variants[0].name", "reserved", "cel"),
+    Invalid("weights-sum", {"variants": _variants(60, 50), "ingress": GATEWAY}, "spec.variants", "at most 100", "cel"),
+    Invalid(
+        "source-both",
+        {"model": {**MODEL, "source": {"pvc": {"claimName": "m"}, "huggingFace": {}}}},
+        "spec.model.source",
+        "exactly one of pvc or huggingFace",
+        "cel",
+    ),
+    Invalid("source-none", {"model": {**MODEL, "source": {}}}, "spec.model.source", "exactly one", "cel"),
+    Invalid(
+        "variant-source-both",
+        {"variants": [{"name": "c", "model": {"source": {"pvc": {"claimName": "m"}, "huggingFace": {}}}}]},
+        "spec.variants[0].model.source",
+        "exactly one",
+        "cel",
+    ),
+    Invalid("rollout-stuck", {"rollout": {"maxUnavailable": 0}}, "spec.rollout", "must not both be 0", "cel"),
+    Invalid(
+        "quantization-cpu",
+        {"model": {**MODEL, "quantization": "nf4"}, "resources": {"gpus": 0}},
+        "spec.resources.gpus",
+        "needs resources.gpus >= 1",
+        "cel",
+    ),
+    Invalid(
+        "variant-quantization-cpu",
+        {"variants": [{"name": "c", "model": {"quantization": "int8"}}], "resources": {"gpus": 0}},
+        "spec.resources.gpus",
+        "quantization",
+        "cel",
+    ),
+    Invalid(
+        "nginx-two-canaries", {"variants": _variants(5, 5), "ingress": NGINX}, "spec.variants", "gateway-api", "cel"
+    ),
+    Invalid(
+        "gateway-no-parents",
+        {"ingress": {**NGINX, "provider": "gateway-api"}},
+        "spec.ingress.gateway.parentRefs",
+        "required when ingress.provider is gateway-api",
+        "cel",
+    ),
+    Invalid(
+        "gateway-empty-parents",
+        {"ingress": {**GATEWAY, "gateway": {"parentRefs": []}}},
+        "spec.ingress.gateway.parentRefs",
+        "required",
+        "cel",
+    ),
+    Invalid(
+        "new-tokens-fill-context",
+        {"serving": {"maxNewTokens": 8192}},
+        "spec.serving.maxNewTokens",
+        "less than model.maxModelLen",
+        "cel",
+    ),
+    Invalid(
+        "variant-context-small",
+        {"variants": [{"name": "c", "model": {"maxModelLen": 1024}}]},
+        "spec.variants",
+        "greater than serving.maxNewTokens",
+        "cel",
+    ),
+    Invalid("name-digit", {}, "", "DNS-1035", "cel", meta_name="7b-chat", parse_spec=False),
+    Invalid("name-dot", {}, "", "DNS-1035", "cel", meta_name="chat.v1", parse_spec=False),
+    Invalid("name-long", {}, "", "at most 63", "cel", meta_name="c" * 64, parse_spec=False),
+]
+
+
+@dataclass(frozen=True)
+class Valid:
+    """A resource the apiserver must accept."""
+
+    id: str
+    spec: dict[str, Any]
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+VALID = [
+    Valid("minimal", {}),
+    Valid("cpu-only", {"resources": {"gpus": 0}}),
+    Valid("one-canary-nginx", {"variants": _variants(10), "ingress": NGINX}),
+    Valid("three-canaries-gateway", {"variants": _variants(40, 30, 30), "ingress": GATEWAY}),
+    Valid("canary-paused", {"variants": [{"name": "c", "weight": 20, "replicas": 0}]}),
+    Valid("variant-pvc", {"variants": [{"name": "pvc", "model": {"source": {"pvc": {"claimName": "m"}}}}]}),
+    Valid("variant-context", {"variants": [{"name": "long", "model": {"maxModelLen": 32768}}]}),
+    Valid("surge-only", {"rollout": {"maxSurge": 1, "maxUnavailable": 0}}),
+    Valid("hf-token", {"model": {**MODEL, "source": {"huggingFace": {"tokenSecretRef": {"name": "hf"}}}}}),
+    Valid(
+        "scheduling-free-form",
+        {
+            "scheduling": {
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}},
+            }
+        },
+    ),
+    Valid(
+        "with-status",
+        {},
+        {
+            "observedGeneration": 2,
+            "replicas": 1,
+            "readyReplicas": 1,
+            "ready": "1/1",
+            "selector": "deepseek.ai/deployment=chat",
+            "variants": [{"name": "primary", "weight": 100}],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "lastTransitionTime": "t"}],
+        },
+    ),
+]
