@@ -1,0 +1,69 @@
+"""Optional cluster APIs: detect them, and say in a condition what is missing (KServe IsCrdAvailable).
+
+A missing Gateway API, IngressClass or Prometheus Operator never fails the reconcile: the workers
+and Services still roll out, the renderers skip what cannot be created, and IngressReady /
+MonitoringReady carry the reason.
+"""
+
+from __future__ import annotations
+
+import time
+
+from deepseek_operator.api import DeepSeekDeploymentSpec
+from deepseek_operator.k8s import KINDS, K8s
+from deepseek_operator.render.common import Capabilities
+
+INGRESS_CLASS = KINDS[("networking.k8s.io/v1", "IngressClass")]
+# Discovery answers change only when someone installs CRDs; re-ask at most this often.
+CACHE_SECONDS = 30.0
+
+
+async def detect_capabilities(api: K8s, spec: DeepSeekDeploymentSpec) -> Capabilities:
+    """Which optional APIs the cluster serves (cached briefly per client)."""
+    hit = api.cache.get("capabilities")
+    if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+        cached: Capabilities = hit[1]
+        return cached
+    monitoring = await api.served("monitoring.coreos.com/v1")
+    gateway = await api.served("gateway.networking.k8s.io/v1")
+    classes = frozenset(
+        c["metadata"]["name"] for c in await api.list(INGRESS_CLASS, None, {})
+    ) if spec.ingress is not None else frozenset()
+    caps = Capabilities(
+        service_monitor="servicemonitors" in monitoring,
+        prometheus_rule="prometheusrules" in monitoring,
+        gateway_api="httproutes" in gateway,
+        ingress_classes=classes,
+    )
+    if spec.ingress is None:
+        return caps  # classes were not read; don't cache a partial answer
+    api.cache["capabilities"] = (time.monotonic(), caps)
+    return caps
+
+
+def integration_conditions(spec: DeepSeekDeploymentSpec, caps: Capabilities) -> list[tuple[str, bool, str, str]]:
+    """(type, ok, reason, message) for IngressReady and MonitoringReady; omitted when not asked for."""
+    out: list[tuple[str, bool, str, str]] = []
+    ingress = spec.ingress
+    if ingress is not None:
+        if ingress.provider == "gateway-api" and not caps.gateway_api:
+            out.append(("IngressReady", False, "GatewayAPIMissing",
+                        "gateway.networking.k8s.io/v1 HTTPRoute is not served; install the Gateway API CRDs"))
+        elif ingress.provider == "ingress-nginx" and ingress.class_name \
+                and ingress.class_name not in caps.ingress_classes:
+            out.append(("IngressReady", False, "IngressClassMissing",
+                        f"IngressClass {ingress.class_name!r} does not exist; the Ingress is created but "
+                        "no controller will serve it"))
+        else:
+            out.append(("IngressReady", True, "Configured", f"{ingress.provider} routes {ingress.host}"))
+    mon = spec.monitoring
+    wanted = [("ServiceMonitor", mon.service_monitor.enabled, caps.service_monitor),
+              ("PrometheusRule", mon.prometheus_rule.enabled, caps.prometheus_rule)]
+    missing = [name for name, enabled, served in wanted if enabled and not served]
+    if missing:
+        out.append(("MonitoringReady", False, "PrometheusOperatorMissing",
+                    f"monitoring.coreos.com/v1 {', '.join(missing)} not served; install the Prometheus Operator "
+                    "CRDs or set spec.monitoring.*.enabled=false"))
+    elif any(enabled for _, enabled, _ in wanted):
+        out.append(("MonitoringReady", True, "Configured", "ServiceMonitor/PrometheusRule applied"))
+    return out

@@ -1,0 +1,208 @@
+"""The one place that talks to the Kubernetes API (through kr8s' authenticated httpx session).
+
+Apply is an owned-field diff (DESIGN principle 3): the desired object is compared with the live one
+field by field; only a difference, or a field the operator set before and no longer wants, leads to
+a JSON merge patch. What the operator last applied is kept in the `deepseek.ai/last-applied`
+annotation (like kubectl's client-side apply) so removed fields can be nulled out. A second apply of
+an unchanged object writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import kr8s.asyncio
+
+from deepseek_operator import metrics
+
+LAST_APPLIED = "deepseek.ai/last-applied"
+MERGE_PATCH = "application/merge-patch+json"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Kind:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+
+
+KINDS = {
+    (k.api_version, k.kind): k
+    for k in (
+        Kind("apps/v1", "Deployment", "deployments"),
+        Kind("v1", "Service", "services"),
+        Kind("v1", "Pod", "pods"),
+        Kind("networking.k8s.io/v1", "Ingress", "ingresses"),
+        Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+        Kind("networking.k8s.io/v1", "IngressClass", "ingressclasses", namespaced=False),
+        Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
+        Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
+        Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),
+        Kind("deepseek.ai/v1alpha1", "DeepSeekDeployment", "deepseekdeployments"),
+    )
+}
+
+
+class ApiError(RuntimeError):
+    """A non-2xx answer the caller did not expect. `code` is the HTTP status."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+def kind_of(obj: dict[str, Any]) -> Kind:
+    return KINDS[(obj["apiVersion"], obj["kind"])]
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """True when every field of `desired` has the same value in `live` (lists: same length, per item)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and is_subset(v, live[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(desired) == len(live) and all(map(is_subset, desired, live))
+    return bool(desired == live) or (isinstance(desired, (int, float)) and str(desired) == str(live))
+
+
+def removals(previous: Any, desired: Any, live: Any) -> Any:
+    """Merge-patch nulls for dict keys set by the previous apply, absent now, and still live. None: none."""
+    if not (isinstance(previous, dict) and isinstance(desired, dict) and isinstance(live, dict)):
+        return None
+    patch: dict[str, Any] = {}
+    for key, old in previous.items():
+        if key not in live:
+            continue
+        if key not in desired:
+            patch[key] = None
+        else:
+            sub = removals(old, desired[key], live[key])
+            if sub:
+                patch[key] = sub
+    return patch or None
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_patch(desired: dict[str, Any], live: dict[str, Any]) -> dict[str, Any] | None:
+    """The merge patch that brings `live` to `desired`, or None when nothing needs writing."""
+    annotations = live.get("metadata", {}).get("annotations") or {}
+    previous = json.loads(annotations.get(LAST_APPLIED, "{}"))
+    nulls = removals(previous, desired, live)
+    if nulls is None and is_subset(desired, live) and previous == desired:
+        return None
+    patch = _deep_merge(desired, nulls or {})
+    patch.setdefault("metadata", {}).setdefault("annotations", {})[LAST_APPLIED] = _canonical(desired)
+    return patch
+
+
+def _canonical(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+class K8s:
+    """Thin async wrapper over the API. Raises ApiError on unexpected answers."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+        self.cache: dict[str, Any] = {}  # per-client memo, e.g. discovery answers (integrations.py)
+
+    @classmethod
+    async def connect(cls) -> K8s:
+        """From $KUBECONFIG / ~/.kube/config, or the in-cluster service account."""
+        return cls(await kr8s.asyncio.api())
+
+    async def _call(self, method: str, api_version: str, path: str, namespace: str | None = None,
+                    **kwargs: Any) -> httpx.Response:
+        async with self._api.call_api(method, version=api_version, namespace=namespace, url=path,
+                                      raise_for_status=False, **kwargs) as response:
+            if response.status_code >= 400 and response.status_code != 404:
+                metrics.record_api_error(method, response.status_code)
+            return response  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("message", response.text)
+            except ValueError:
+                message = response.text
+            raise ApiError(response.status_code, message)
+
+    async def get(self, kind: Kind, namespace: str | None, name: str, sub: str = "") -> dict[str, Any] | None:
+        path = f"{kind.plural}/{name}" + (f"/{sub}" if sub else "")
+        resp = await self._call("GET", kind.api_version, path, namespace if kind.namespaced else None)
+        if resp.status_code == 404:
+            return None
+        self._raise(resp)
+        return dict(resp.json())
+
+    async def list(self, kind: Kind, namespace: str | None, selector: dict[str, str]) -> list[dict[str, Any]]:
+        """Objects of `kind` in `namespace` whose labels match `selector` exactly. [] if the API is absent."""
+        params = {"labelSelector": ",".join(f"{k}={v}" for k, v in sorted(selector.items()))}
+        resp = await self._call("GET", kind.api_version, kind.plural, namespace, params=params)
+        if resp.status_code == 404:
+            return []
+        self._raise(resp)
+        items: list[dict[str, Any]] = resp.json().get("items", [])
+        for item in items:  # lists carry no per-item kind/apiVersion
+            item.setdefault("apiVersion", kind.api_version)
+            item.setdefault("kind", kind.kind)
+        return items
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        kind = kind_of(obj)
+        resp = await self._call("POST", kind.api_version, kind.plural, obj["metadata"].get("namespace"), json=obj)
+        self._raise(resp)
+        return dict(resp.json())
+
+    async def patch(self, kind: Kind, namespace: str | None, name: str, patch: dict[str, Any],
+                    sub: str = "") -> dict[str, Any]:
+        path = f"{kind.plural}/{name}" + (f"/{sub}" if sub else "")
+        resp = await self._call("PATCH", kind.api_version, path, namespace, content=json.dumps(patch),
+                                headers={"Content-Type": MERGE_PATCH})
+        self._raise(resp)
+        return dict(resp.json())
+
+    async def delete(self, kind: Kind, namespace: str | None, name: str) -> None:
+        resp = await self._call("DELETE", kind.api_version, f"{kind.plural}/{name}", namespace,
+                                json={"propagationPolicy": "Background"})
+        if resp.status_code != 404:
+            self._raise(resp)
+
+    async def served(self, api_version: str) -> set[str]:
+        """Plurals served under a group version; empty when the API is not installed."""
+        group, _, version = api_version.rpartition("/")
+        base = f"/apis/{group}" if group else "/api"
+        resp = await self._call("GET", "", version, base=base)
+        if resp.status_code == 404:
+            return set()
+        self._raise(resp)
+        return {r["name"] for r in resp.json().get("resources", []) if "/" not in r["name"]}
+
+    async def apply(self, desired: dict[str, Any]) -> str:
+        """Create or patch `desired` to match. Returns created, patched or unchanged."""
+        kind, meta = kind_of(desired), desired["metadata"]
+        live = await self.get(kind, meta.get("namespace"), meta["name"])
+        if live is None:
+            body = _deep_merge(desired, {"metadata": {"annotations": {LAST_APPLIED: _canonical(desired)}}})
+            await self.create(body)
+            return "created"
+        patch = apply_patch(desired, live)
+        if patch is None:
+            return "unchanged"
+        await self.patch(kind, meta.get("namespace"), meta["name"], patch)
+        return "patched"

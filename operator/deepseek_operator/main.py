@@ -1,0 +1,44 @@
+"""kopf entry point: `deepseek-operator [kopf run options]` == `kopf run -m deepseek_operator.main ...`.
+
+Startup settings, each with its reason:
+- progress and diff-base storage in `deepseek.ai/*` annotations, not in `status`: the status
+  subresource belongs to status.py alone and its schema has no room for kopf's bookkeeping.
+- posting handler logs as Events is off (kopf's default since 1.45); the reconcile posts the Events
+  that matter (rollbacks, missing integrations) itself.
+- the watch is restarted every 10 minutes (server-side timeout) so a silently dead connection cannot
+  leave the operator blind; kopf resumes from the last resourceVersion.
+- the operator's Prometheus metrics are served on DEEPSEEK_OPERATOR_METRICS_PORT (default 9090; 0 = off).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import kopf
+
+from deepseek_operator import handlers, metrics  # noqa: F401  (registers the handlers)
+
+ANNOTATION_PREFIX = "deepseek.ai"
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = 600
+    settings.posting.level = logging.WARNING
+    port = int(os.environ.get("DEEPSEEK_OPERATOR_METRICS_PORT", "9090"))
+    if port:
+        metrics.start_metrics_server(port)
+
+
+def cli() -> None:
+    """Console script: pass every argument through to `kopf run`."""
+    from kopf.cli import main as kopf_main
+
+    kopf_main(args=["run", "-m", "deepseek_operator.main", *sys.argv[1:]], prog_name="deepseek-operator")

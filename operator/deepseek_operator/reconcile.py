@@ -1,0 +1,206 @@
+"""ONE idempotent, level-based reconcile: parse -> render -> apply -> observe -> status.
+
+Every trigger (resume, create, update, an owned child's event, the resync timer) calls `reconcile`
+with the current body of the resource; it never looks at what changed. Writes happen only where the
+live state differs from the desired one, so an idle resource costs reads only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from deepseek_operator import metrics, rollback
+from deepseek_operator.api import PRIMARY, DeepSeekDeploymentSpec, InvalidSpec, parse_spec, resolve_variants
+from deepseek_operator.integrations import detect_capabilities, integration_conditions
+from deepseek_operator.k8s import KINDS, K8s
+from deepseek_operator.observe import VariantObservation, VariantState, variant_state
+from deepseek_operator.render.common import Capabilities, Owner, deployment_name, selector_labels
+from deepseek_operator.render.ingress import ingress_url, render_ingress
+from deepseek_operator.render.monitoring import render_prometheus_rule, render_service_monitor
+from deepseek_operator.render.network_policy import render_network_policy
+from deepseek_operator.render.workload import render_workload
+from deepseek_operator.status import Rollback, StatusInput, compute_status, invalid_spec_conditions, merge_conditions
+from deepseek_operator.traffic import effective_weights
+
+Notify = Callable[[str, str, str], Awaitable[None]]  # (type Normal|Warning, reason, message)
+DEPLOYMENT = KINDS[("apps/v1", "Deployment")]
+POD = KINDS[("v1", "Pod")]
+CR = KINDS[("deepseek.ai/v1alpha1", "DeepSeekDeployment")]
+# Kinds whose stale children are pruned; optional ones only when their API is served.
+CORE_KINDS = [("apps/v1", "Deployment"), ("v1", "Service"), ("networking.k8s.io/v1", "Ingress"),
+              ("networking.k8s.io/v1", "NetworkPolicy")]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile did: children writes by action and whether it is still converging."""
+
+    writes: dict[str, int]
+    ready: bool
+    reason: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def owner_of(body: Mapping[str, Any]) -> Owner:
+    meta = body["metadata"]
+    return Owner(meta["name"], meta["namespace"], meta["uid"], int(meta.get("generation", 1)))
+
+
+def render_all(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, images: dict[str, str],
+               weights: dict[str, int]) -> list[dict[str, Any]]:
+    """Every child of the resource, pure."""
+    return [
+        *render_workload(owner, spec, images),
+        *render_ingress(owner, spec, weights, caps),
+        *render_service_monitor(owner, spec, caps),
+        *render_prometheus_rule(owner, spec, caps),
+        *render_network_policy(owner, spec),
+    ]
+
+
+async def reconcile(body: Mapping[str, Any], api: K8s, notify: Notify) -> Outcome:
+    """Bring the children and status of `body` to what its spec asks. Raises InvalidSpec (status set)."""
+    started = time.monotonic()
+    owner = owner_of(body)
+    old_status: dict[str, Any] = dict(body.get("status") or {})
+    try:
+        spec = parse_spec(dict(body.get("spec") or {}))
+    except InvalidSpec as exc:
+        await _write_invalid(api, owner, old_status, str(exc))
+        metrics.record_reconcile("invalid", time.monotonic() - started)
+        raise
+    caps = await detect_capabilities(api, spec)
+    plan = rollback.plan(spec, old_status)
+    writes, states, weights = await _converge(api, owner, spec, caps, plan, old_status)
+    new_plan = rollback.detect_failure(spec, plan, states[0], old_status.get("image", ""))
+    if new_plan is not None:
+        plan = new_plan
+        await _announce_failure(notify, spec, plan, states[0])
+        if plan.rolled_back:
+            more, states, weights = await _converge(api, owner, spec, caps, plan, old_status)
+            writes = _add(writes, more)
+    status = _status(owner, spec, caps, plan, states, weights, old_status)
+    await _write_status(api, owner, old_status, status)
+    await _announce_integrations(notify, old_status, status)
+    ready = status["conditions"][0]["status"] == "True"
+    metrics.record_reconcile("success" if ready else "waiting", time.monotonic() - started)
+    return Outcome(writes, ready, status["conditions"][0]["reason"])
+
+
+async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
+                    old_status: dict[str, Any]) -> tuple[dict[str, int], list[VariantState], dict[str, int]]:
+    """Apply the workload, observe it, then apply traffic/monitoring children with readiness-based weights."""
+    images = {PRIMARY: rollback.primary_image(spec, plan, old_status.get("image", ""))}
+    workload = render_workload(owner, spec, images)
+    writes = await _apply(api, workload)
+    states = await observe(api, owner, spec, images)
+    weights = effective_weights(resolve_variants(spec), {s.name: s.ready for s in states})
+    desired = render_all(owner, spec, caps, images, weights)
+    writes = _add(writes, await _apply(api, desired[len(workload):]))
+    writes = _add(writes, {"deleted": await prune(api, owner, desired, caps)})
+    return writes, states, weights
+
+
+async def _apply(api: K8s, children: list[dict[str, Any]]) -> dict[str, int]:
+    """Apply each child in order; count the actions."""
+    writes: dict[str, int] = {}
+    for child in children:
+        action = await api.apply(child)
+        metrics.record_child(child["kind"], action)
+        writes[action] = writes.get(action, 0) + 1
+    return writes
+
+
+async def observe(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec,
+                  images: dict[str, str]) -> list[VariantState]:
+    """Read each variant's Deployment and pods and classify them (primary first)."""
+    states = []
+    for variant in resolve_variants(spec):
+        dep = await api.get(DEPLOYMENT, owner.namespace, deployment_name(owner, variant.name))
+        pods = await api.list(POD, owner.namespace, selector_labels(owner, variant.name))
+        image = images.get(variant.name, variant.image)
+        states.append(variant_state(VariantObservation(variant.name, image, variant.replicas, dep, pods)))
+    return states
+
+
+async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Capabilities) -> int:
+    """Delete owned children that are no longer desired (removed variants, switched providers)."""
+    wanted = {(c["apiVersion"], c["kind"], c["metadata"]["name"]) for c in desired}
+    kinds = list(CORE_KINDS)
+    if caps.gateway_api:
+        kinds.append(("gateway.networking.k8s.io/v1", "HTTPRoute"))
+    if caps.service_monitor:
+        kinds.append(("monitoring.coreos.com/v1", "ServiceMonitor"))
+    if caps.prometheus_rule:
+        kinds.append(("monitoring.coreos.com/v1", "PrometheusRule"))
+    deleted = 0
+    for key in kinds:
+        kind = KINDS[key]
+        for live in await api.list(kind, owner.namespace, selector_labels(owner)):
+            refs = live["metadata"].get("ownerReferences") or []
+            mine = any(r.get("uid") == owner.uid for r in refs)
+            if mine and (kind.api_version, kind.kind, live["metadata"]["name"]) not in wanted:
+                await api.delete(kind, owner.namespace, live["metadata"]["name"])
+                metrics.record_child(kind.kind, "deleted")
+                deleted += 1
+    return deleted
+
+
+def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
+            states: list[VariantState], weights: dict[str, int], old_status: dict[str, Any]) -> dict[str, Any]:
+    selector = ",".join(f"{k}={v}" for k, v in selector_labels(owner, PRIMARY).items())
+    inp = StatusInput(
+        generation=owner.generation,
+        variants=states,
+        weights=weights,
+        selector=selector,
+        stable_image=old_status.get("image", ""),
+        rollback=plan,
+        auto_rollback=spec.rollout.auto_rollback,
+        url=ingress_url(spec) if spec.ingress else "",
+        integrations=integration_conditions(spec, caps),
+    )
+    return compute_status(inp, old_status, _now())
+
+
+async def _write_status(api: K8s, owner: Owner, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Patch the status subresource only when something in it changed."""
+    if all(old.get(key) == value for key, value in new.items()):
+        return
+    await api.patch(CR, owner.namespace, owner.name, {"status": new}, sub="status")
+
+
+async def _write_invalid(api: K8s, owner: Owner, old: dict[str, Any], message: str) -> None:
+    conds = merge_conditions(invalid_spec_conditions(message, owner.generation), old.get("conditions", []), _now())
+    kept = [c for c in old.get("conditions", []) if c.get("type") not in {c["type"] for c in conds}]
+    await _write_status(api, owner, old, {**old, "observedGeneration": owner.generation, "conditions": conds + kept})
+
+
+async def _announce_failure(notify: Notify, spec: DeepSeekDeploymentSpec, plan: Rollback,
+                            primary: VariantState) -> None:
+    if plan.rolled_back:
+        await notify("Warning", "RolledBack",
+                     f"rollout of {spec.image} failed ({primary.reason}: {primary.message}); rolling back")
+    else:
+        await notify("Warning", "RolloutFailed", f"rollout of {spec.image} failed ({primary.reason}: "
+                     f"{primary.message}); {'no earlier image' if spec.rollout.auto_rollback else 'autoRollback off'}")
+
+
+async def _announce_integrations(notify: Notify, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """One Warning event when an integration condition turns False (not on every reconcile)."""
+    before = {c["type"]: c.get("status") for c in old.get("conditions", [])}
+    for cond in new["conditions"]:
+        if cond["type"] in ("IngressReady", "MonitoringReady") and cond["status"] == "False" \
+                and before.get(cond["type"]) != "False":
+            await notify("Warning", cond["reason"], cond["message"])
+
+
+def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}

@@ -1,0 +1,160 @@
+"""Pure: observed variant states -> the DeepSeekDeployment status (KServe-style condition set).
+
+Conditions (standard metav1.Condition shape; lastTransitionTime kept while status is unchanged):
+- Ready: True only when the CR's current generation is fully rolled out: every variant available
+  on the images the spec asks for. So `kubectl wait --for=condition=Ready` after an apply or patch
+  never returns early, and never returns for an image that was rolled back.
+- Available: the primary has at least one ready replica (the service answers).
+- Progressing: True while a rollout is under way; False with RolloutComplete or the failure reason.
+- Degraded: True when a rollout failed (reason RolledBack when the old image was put back) or a
+  variant lost its ready replicas after rolling out.
+Integration conditions (IngressReady, MonitoringReady) say what optional API is missing; they do not
+gate Ready, since the workers serve through their Services regardless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from deepseek_operator.observe import VariantState
+
+CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded")
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """The rollout-failure memory kept in status: what failed and whether the old image is back."""
+
+    failed_image: str = ""
+    rolled_back: bool = False
+
+
+@dataclass(frozen=True)
+class StatusInput:
+    generation: int
+    variants: list[VariantState]  # the primary first
+    weights: dict[str, int]
+    selector: str
+    stable_image: str  # status.image before this reconcile
+    rollback: Rollback
+    auto_rollback: bool
+    url: str = ""
+    integrations: list[tuple[str, bool, str, str]] = field(default_factory=list)  # (type, ok, reason, message)
+
+
+def condition(ctype: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
+    """A condition without lastTransitionTime (merge_conditions() adds it)."""
+    return {
+        "type": ctype,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+    }
+
+
+def merge_conditions(new: list[dict[str, Any]], old: list[dict[str, Any]], now: str) -> list[dict[str, Any]]:
+    """Stamp lastTransitionTime: kept from `old` when the status did not change, else `now`."""
+    previous = {c.get("type"): c for c in old}
+    merged = []
+    for cond in new:
+        prior = previous.get(cond["type"])
+        same = prior is not None and prior.get("status") == cond["status"]
+        stamp = prior.get("lastTransitionTime", now) if same and prior is not None else now
+        merged.append({**cond, "lastTransitionTime": stamp})
+    return merged
+
+
+def invalid_spec_conditions(message: str, generation: int) -> list[dict[str, Any]]:
+    """Conditions of a spec the operator cannot act on; the children stay as they were."""
+    return [
+        condition("Ready", False, "InvalidSpec", message, generation),
+        condition("Progressing", False, "InvalidSpec", message, generation),
+        condition("Degraded", True, "InvalidSpec", message, generation),
+    ]
+
+
+def _ready(inp: StatusInput) -> tuple[bool, str, str]:
+    primary = inp.variants[0]
+    if inp.rollback.rolled_back:
+        return False, "RolledBack", (f"rollout of {inp.rollback.failed_image} failed; "
+                                     f"serving {primary.image} again")
+    for state in inp.variants:
+        if state.phase != "Available":
+            return False, state.reason, state.message
+    return True, "Ready", f"{sum(s.ready for s in inp.variants)} replicas ready in {len(inp.variants)} variant(s)"
+
+
+def _available(primary: VariantState) -> tuple[bool, str, str]:
+    if primary.ready > 0:
+        return True, "MinimumReplicasAvailable", f"{primary.ready}/{primary.desired} primary replicas ready"
+    if primary.desired == 0:
+        return False, "ScaledToZero", "spec.replicas is 0"
+    return False, "NoReadyReplicas", primary.message
+
+
+def _progressing(inp: StatusInput) -> tuple[bool, str, str]:
+    failed = [s for s in inp.variants if s.phase == "Failed"]
+    if failed:
+        return False, failed[0].reason, failed[0].message
+    rolling = [s for s in inp.variants if s.phase == "RollingOut"]
+    if rolling:
+        return True, "RollingOut", "; ".join(s.message for s in rolling)
+    return False, "RolloutComplete", "every variant runs its current template"
+
+
+def _degraded(inp: StatusInput) -> tuple[bool, str, str]:
+    primary = inp.variants[0]
+    if inp.rollback.rolled_back:
+        return True, "RolledBack", (f"image {inp.rollback.failed_image} failed to roll out; "
+                                    f"rolled back to {primary.image}")
+    fatal = [s for s in inp.variants if s.phase == "Failed" and s.fatal]
+    if fatal:
+        hint = "" if inp.auto_rollback else " (rollout.autoRollback is off)"
+        return True, fatal[0].reason, fatal[0].message + hint
+    unavailable = [s for s in inp.variants if s.phase == "Unavailable"]
+    if unavailable:
+        return True, "ReplicasUnavailable", unavailable[0].message
+    return False, "AsExpected", "no failures"
+
+
+def stable_image(inp: StatusInput) -> str:
+    """status.image: the primary's image once every primary replica runs it and is ready."""
+    primary = inp.variants[0]
+    if primary.phase == "Available" and primary.desired > 0:
+        return primary.image
+    return inp.stable_image
+
+
+def compute_status(inp: StatusInput, old: dict[str, Any], now: str) -> dict[str, Any]:
+    """The whole status subresource for this reconcile. Deterministic for the same inputs and `now`."""
+    primary = inp.variants[0]
+    conds = [
+        condition("Ready", *_ready(inp), inp.generation),
+        condition("Available", *_available(primary), inp.generation),
+        condition("Progressing", *_progressing(inp), inp.generation),
+        condition("Degraded", *_degraded(inp), inp.generation),
+    ]
+    conds += [condition(t, ok, reason, msg, inp.generation) for t, ok, reason, msg in inp.integrations]
+    image = stable_image(inp)
+    failed_image = "" if (image == inp.rollback.failed_image and not inp.rollback.rolled_back) \
+        else inp.rollback.failed_image
+    status: dict[str, Any] = {
+        "observedGeneration": inp.generation,
+        "replicas": primary.replicas,
+        "readyReplicas": primary.ready,
+        "updatedReplicas": primary.updated,
+        "ready": f"{primary.ready}/{primary.desired}",
+        "selector": inp.selector,
+        "image": image,
+        "failedImage": failed_image,
+        "url": inp.url,
+        "variants": [
+            {"name": s.name, "weight": inp.weights.get(s.name, 0), "image": s.image,
+             "replicas": s.replicas, "readyReplicas": s.ready}
+            for s in inp.variants
+        ],
+        "conditions": merge_conditions(conds, old.get("conditions", []), now),
+    }
+    return status

@@ -1,0 +1,185 @@
+"""Table tests for render/workload.py: named cases, expected fragments of the rendered objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from deepseek_operator.api import parse_spec
+from deepseek_operator.render.common import Owner, child_name
+from deepseek_operator.render.workload import render_workload
+
+OWNER = Owner("chat", "team-a", "uid-1", 3)
+BASE: dict[str, Any] = {"image": "reg/worker:1", "model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"}}
+
+
+def spec(**extra: Any) -> Any:
+    return parse_spec({**BASE, **extra})
+
+
+def by_name(children: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    matches = [c for c in children if c["kind"] == kind and c["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name} not rendered exactly once"
+    return matches[0]
+
+
+def container(children: list[dict[str, Any]], name: str = "chat-primary") -> dict[str, Any]:
+    pod = by_name(children, "Deployment", name)["spec"]["template"]["spec"]
+    assert len(pod["containers"]) == 1
+    return dict(pod["containers"][0])
+
+
+def env(children: list[dict[str, Any]], name: str = "chat-primary") -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(children, name)["env"]}
+
+
+def test_minimal_spec_renders_deployment_services_in_order() -> None:
+    out = render_workload(OWNER, spec())
+    assert [(c["kind"], c["metadata"]["name"]) for c in out] == [
+        ("Deployment", "chat-primary"), ("Service", "chat-primary"), ("Service", "chat")]
+
+
+def test_children_carry_owner_reference_and_selector_labels() -> None:
+    for child in render_workload(OWNER, spec()):
+        meta = child["metadata"]
+        assert meta["namespace"] == "team-a"
+        assert meta["ownerReferences"] == [{
+            "apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment", "name": "chat",
+            "uid": "uid-1", "controller": True, "blockOwnerDeletion": True}]
+        assert meta["labels"]["deepseek.ai/deployment"] == "chat"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "deepseek-operator"
+        assert "annotations" not in meta
+
+
+GPU_CASES = [
+    ("one nvidia gpu", {}, {"cpu": "4", "memory": "32Gi", "nvidia.com/gpu": "1"}),
+    ("four gpus, custom resources", {"resources": {"gpus": 4, "cpu": "16", "memory": "128Gi"}},
+     {"cpu": "16", "memory": "128Gi", "nvidia.com/gpu": "4"}),
+    ("amd gpus", {"resources": {"gpus": 2, "gpuResourceName": "amd.com/gpu"}},
+     {"cpu": "4", "memory": "32Gi", "amd.com/gpu": "2"}),
+    ("cpu only", {"resources": {"gpus": 0}}, {"cpu": "4", "memory": "32Gi"}),
+]
+
+
+@pytest.mark.parametrize(("extra", "limits"), [c[1:] for c in GPU_CASES], ids=[c[0] for c in GPU_CASES])
+def test_gpu_limits(extra: dict[str, Any], limits: dict[str, str]) -> None:
+    res = container(render_workload(OWNER, spec(**extra)))["resources"]
+    assert res["limits"] == limits
+    assert res["requests"] == limits
+
+
+def test_scheduling_fields_and_gpu_toleration() -> None:
+    sched = {"nodeSelector": {"gpu": "h100"}, "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+             "affinity": {"nodeAffinity": {"x": 1}}, "priorityClassName": "llm", "runtimeClassName": "nvidia"}
+    pod = by_name(render_workload(OWNER, spec(scheduling=sched)), "Deployment", "chat-primary")
+    podspec = pod["spec"]["template"]["spec"]
+    assert podspec["nodeSelector"] == {"gpu": "h100"}
+    assert podspec["tolerations"] == [{"key": "dedicated", "operator": "Exists"},
+                                      {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert podspec["affinity"] == {"nodeAffinity": {"x": 1}}
+    assert podspec["priorityClassName"] == "llm"
+    assert podspec["runtimeClassName"] == "nvidia"
+
+
+def test_empty_scheduling_is_omitted_and_cpu_pods_get_no_gpu_toleration() -> None:
+    podspec = by_name(render_workload(OWNER, spec(resources={"gpus": 0})), "Deployment",
+                      "chat-primary")["spec"]["template"]["spec"]
+    for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName", "runtimeClassName"):
+        assert key not in podspec
+
+
+def test_shm_is_memory_backed_with_size_and_restricted_security() -> None:
+    out = render_workload(OWNER, spec(resources={"shmSize": "16Gi"}))
+    podspec = by_name(out, "Deployment", "chat-primary")["spec"]["template"]["spec"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in podspec["volumes"]
+    assert podspec["securityContext"]["runAsNonRoot"] is True
+    assert podspec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container(out)["securityContext"]
+    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                  "capabilities": {"drop": ["ALL"]}}
+
+
+def test_probes_allow_slow_model_loads_and_grace_covers_drain() -> None:
+    out = render_workload(OWNER, spec(serving={"requestTimeoutSeconds": 120}))
+    c = container(out)
+    startup = c["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 1800
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    grace = by_name(out, "Deployment", "chat-primary")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert env(out)["DEEPSEEK_DRAIN_TIMEOUT_SECONDS"] == "120"
+    assert grace > 120 + c["lifecycle"]["preStop"]["sleep"]["seconds"]
+
+
+def test_pvc_source_mounts_claim_read_only_and_points_worker_at_it() -> None:
+    out = render_workload(OWNER, spec(model={"id": "r1-7b", "source": {"pvc": {"claimName": "models",
+                                                                                "subPath": "r1-7b"}}}))
+    podspec = by_name(out, "Deployment", "chat-primary")["spec"]["template"]["spec"]
+    assert {"name": "model", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in podspec["volumes"]
+    assert {"name": "model", "mountPath": "/models", "readOnly": True, "subPath": "r1-7b"} in \
+        container(out)["volumeMounts"]
+    assert env(out)["DEEPSEEK_MODEL"] == "/models"
+    assert env(out)["DEEPSEEK_SERVED_MODEL_NAME"] == "r1-7b"
+    assert env(out)["HF_HUB_OFFLINE"] == "1"
+
+
+def test_hf_token_from_secret_and_auth_and_rate_limit_env() -> None:
+    out = render_workload(OWNER, spec(
+        model={"id": "org/gated", "source": {"huggingFace": {"tokenSecretRef": {"name": "hf", "key": "tok"}}}},
+        auth={"apiKeysSecretRef": {"name": "keys"}, "jwt": {"secretRef": {"name": "jwt"}, "issuer": "me"}},
+        rateLimit={"requestsPerMinute": 120, "burst": 10}))
+    e = env(out)
+    assert e["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "tok"}}
+    assert e["DEEPSEEK_API_KEYS_FILE"] == "/etc/deepseek/api-keys/api-keys"
+    assert e["DEEPSEEK_JWT_SECRET_FILE"] == "/etc/deepseek/jwt/signing-key"
+    assert e["DEEPSEEK_JWT_ISSUER"] == "me"
+    assert e["DEEPSEEK_RATE_LIMIT_RPM"] == "120"
+    assert e["DEEPSEEK_RATE_LIMIT_BURST"] == "10"
+    volumes = by_name(out, "Deployment", "chat-primary")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "api-keys", "secret": {"secretName": "keys"}} in volumes
+    assert {"name": "jwt", "secret": {"secretName": "jwt"}} in volumes
+
+
+def test_variant_inherits_and_overrides() -> None:
+    out = render_workload(OWNER, spec(variants=[{"name": "canary", "weight": 10, "image": "reg/worker:2",
+                                                 "replicas": 2, "model": {"quantization": "nf4"}}]))
+    canary = by_name(out, "Deployment", "chat-canary")
+    assert canary["spec"]["replicas"] == 2
+    assert container(out, "chat-canary")["image"] == "reg/worker:2"
+    assert env(out, "chat-canary")["DEEPSEEK_QUANTIZATION"] == "nf4"
+    assert env(out, "chat-canary")["DEEPSEEK_MODEL"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+    assert env(out)["DEEPSEEK_QUANTIZATION"] == "none"
+    assert by_name(out, "Service", "chat-canary")["spec"]["selector"] == {
+        "deepseek.ai/deployment": "chat", "deepseek.ai/variant": "canary"}
+    assert by_name(out, "Service", "chat")["spec"]["selector"] == {"deepseek.ai/deployment": "chat"}
+
+
+def test_image_override_is_what_rollback_uses() -> None:
+    out = render_workload(OWNER, spec(), images={"primary": "reg/worker:0"})
+    assert container(out)["image"] == "reg/worker:0"
+
+
+def test_rollout_strategy_from_spec() -> None:
+    dep = by_name(render_workload(OWNER, spec(rollout={"maxSurge": 1, "maxUnavailable": 0,
+                                                       "progressDeadlineSeconds": 600})),
+                  "Deployment", "chat-primary")
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert dep["spec"]["progressDeadlineSeconds"] == 600
+
+
+def test_long_names_stay_within_limits_and_deterministic() -> None:
+    owner = Owner("a" * 60, "ns", "uid")
+    out = render_workload(owner, spec(variants=[{"name": "canary-long-name-xx", "weight": 5}]))
+    names = [c["metadata"]["name"] for c in out]
+    assert all(len(n) <= 63 for n in names)
+    assert all(len(c["metadata"]["name"]) <= 47 for c in out if c["kind"] == "Deployment")
+    assert names == [c["metadata"]["name"] for c in render_workload(owner, spec(
+        variants=[{"name": "canary-long-name-xx", "weight": 5}]))]
+    assert len(set(names)) == len(names)
+
+
+def test_child_name_hashes_only_when_too_long() -> None:
+    assert child_name("chat", "primary") == "chat-primary"
+    long = child_name("x" * 70)
+    assert len(long) == 63 and long != child_name("x" * 71)
