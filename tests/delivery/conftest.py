@@ -30,12 +30,11 @@ def tool(name: str) -> Path:
     return path
 
 
-def run(args: Sequence[str | Path], *, check: bool = True, timeout: int = TOOL_TIMEOUT,
-        **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run(
+    args: Sequence[str | Path], *, check: bool = True, timeout: int = TOOL_TIMEOUT, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
     """Run a command with a deadline; on failure the assertion shows its output."""
-    proc = subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kwargs
-    )
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kwargs)
     if check:
         assert proc.returncode == 0, f"{args[0]} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return proc

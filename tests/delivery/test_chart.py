@@ -63,8 +63,18 @@ def flatten_rules(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]
 
 def test_helm_lint_strict() -> None:
     run([tool("helm"), "lint", "--strict", CHART])
-    run([tool("helm"), "lint", "--strict", CHART, "--set", "watchNamespace=team-a",
-         "--set", "metrics.serviceMonitor.enabled=true"])
+    run(
+        [
+            tool("helm"),
+            "lint",
+            "--strict",
+            CHART,
+            "--set",
+            "watchNamespace=team-a",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+        ]
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,151 @@
+""".gitlab-ci.yml: valid for GitLab, the promised pipeline shape, and runnable by gitlab-ci-local."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import ROOT, VENV_BIN, run
+
+CI_FILE = ROOT / ".gitlab-ci.yml"
+GITLAB_CI_LOCAL = ROOT / ".tools" / "npm" / "node_modules" / ".bin" / "gitlab-ci-local"
+GCL_TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def ci() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(CI_FILE.read_text())
+    return loaded
+
+
+def job(ci: dict[str, Any], name: str) -> dict[str, Any]:
+    """A job with its `extends` chain merged (shallow, like GitLab for top-level keys)."""
+    merged: dict[str, Any] = {}
+    spec = ci[name]
+    for parent in [spec.get("extends")] if isinstance(spec.get("extends"), str) else spec.get("extends", []):
+        merged.update(job(ci, parent))
+    merged.update(spec)
+    return merged
+
+
+def test_gitlab_schema() -> None:
+    run(
+        [
+            VENV_BIN / "check-jsonschema",
+            "--builtin-schema",
+            "vendor.gitlab-ci",
+            "--data-transform",
+            "gitlab-ci",
+            CI_FILE,
+        ]
+    )
+
+
+def test_stages(ci: dict[str, Any]) -> None:
+    assert ci["stages"] == ["lint", "test", "build", "deploy"]
+    assert job(ci, "lint")["script"] == ["make lint"]
+    assert job(ci, "test")["script"] == ["make test"]
+    assert job(ci, "lint")["image"].startswith("python:3.11")
+
+
+@pytest.mark.parametrize(
+    ("name", "image", "dockerfile"),
+    [
+        ("build:worker", "worker", "worker/Dockerfile"),
+        ("build:operator", "operator", "operator/Dockerfile"),
+    ],
+)
+def test_daemonless_builds_record_the_digest(ci: dict[str, Any], name: str, image: str, dockerfile: str) -> None:
+    build = job(ci, name)
+    assert build["stage"] == "build"
+    assert "kaniko-project/executor" in build["image"]["name"] and build["image"]["name"].endswith("-debug")
+    assert "services" not in build, "no Docker daemon (dind) in the build"
+    script = "\n".join(build["script"])
+    assert "--digest-file" in script
+    assert "$CI_REGISTRY_IMAGE/$IMAGE_NAME:$CI_COMMIT_SHA" in script
+    assert build["variables"] == {"DOCKERFILE": dockerfile, "IMAGE_NAME": image, "IMAGE_VAR": f"{image.upper()}_IMAGE"}
+    assert build["artifacts"]["reports"]["dotenv"] == "build.env"
+    assert "$IMAGE_VAR=$CI_REGISTRY_IMAGE/$IMAGE_NAME@$(cat" in script
+
+
+def test_deploy_jobs(ci: dict[str, Any]) -> None:
+    staging, production = job(ci, "deploy:staging"), job(ci, "deploy:production")
+    main_only = "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"
+    assert staging["rules"] == [{"if": main_only}]
+    assert production["rules"] == [{"if": main_only, "when": "manual"}]
+    assert staging["environment"]["name"] == "staging"
+    assert production["environment"]["name"] == "production"
+    for deploy in (staging, production):
+        assert deploy["stage"] == "deploy"
+        assert deploy["script"] == [
+            'scripts/deploy.sh "$DSD_NAME" "$WORKER_IMAGE" --namespace "$DSD_NAMESPACE" --timeout "$DEPLOY_TIMEOUT"'
+        ]
+        needed = {n["job"] for n in deploy["needs"]}
+        assert {"build:worker", "build:operator"} <= needed
+    assert {"job": "deploy:staging", "artifacts": False} in production["needs"]
+
+
+def gitlab_ci_local(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    if not GITLAB_CI_LOCAL.exists():
+        pytest.skip("gitlab-ci-local is missing: run tools/install-gitlab-ci-local.sh")
+    if shutil.which("rsync") is None:
+        pytest.skip("gitlab-ci-local needs rsync (tools/install-apt.sh)")
+    return subprocess.run(
+        [str(GITLAB_CI_LOCAL), *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=GCL_TIMEOUT,
+        env=env or dict(os.environ),
+    )
+
+
+@pytest.fixture
+def ci_repo(tmp_path: Path) -> Path:
+    """A scratch git repository on branch main holding only the pipeline file."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(CI_FILE, repo / ".gitlab-ci.yml")
+    git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
+    for cmd in (["init", "-q", "-b", "main"], ["add", ".gitlab-ci.yml"], ["commit", "-q", "-m", "ci"]):
+        subprocess.run([*git, *cmd], cwd=repo, check=True, capture_output=True, timeout=30)
+    return repo
+
+
+def test_gitlab_ci_local_lists_the_pipeline(ci_repo: Path) -> None:
+    proc = gitlab_ci_local(ci_repo, "--list")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()[1:] if line.strip()}
+    assert list(rows) == ["lint", "test", "build:worker", "build:operator", "deploy:staging", "deploy:production"]
+    assert rows["deploy:production"][:2] == ["deploy", "manual"]
+    assert rows["deploy:staging"][:2] == ["deploy", "on_success"]
+
+
+def test_gitlab_ci_local_runs_the_lint_job_in_shell_mode(ci_repo: Path, tmp_path: Path) -> None:
+    """The lint job runs in the local shell; a stub `make` records what the job asked for."""
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    record = tmp_path / "make.args"
+    (stub / "make").write_text(f'#!/bin/sh\necho "$@" >> "{record}"\n')
+    (stub / "make").chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}
+    proc = gitlab_ci_local(ci_repo, "--force-shell-executor", "lint", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS" in proc.stdout and "lint" in proc.stdout
+    assert record.read_text().split() == ["lint"]
+
+
+def test_gitlab_ci_local_fails_a_failing_job(ci_repo: Path, tmp_path: Path) -> None:
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "make").write_text("#!/bin/sh\nexit 3\n")
+    (stub / "make").chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}
+    proc = gitlab_ci_local(ci_repo, "--force-shell-executor", "lint", env=env)
+    assert proc.returncode == 1
