@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from importlib import resources
 from pathlib import Path
 
@@ -22,6 +23,9 @@ TINY_VERSION = "tiny-v1"
 BOS = "<｜begin▁of▁sentence｜>"  # noqa: RUF001 -- DeepSeek uses fullwidth bars
 EOS = "<｜end▁of▁sentence｜>"  # noqa: RUF001
 _STAMP = ".complete"
+# torch.manual_seed is process-global: two threads initialising weights at once would interleave
+# draws and build different models. Processes are independent, so a thread lock is enough.
+_SEED_LOCK = threading.Lock()
 
 
 def default_tiny_dir() -> Path:
@@ -103,9 +107,10 @@ def _write_model(path: Path) -> None:
     import torch
     from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
 
-    torch.manual_seed(0)
     config = DeepseekV3Config(**tiny_config_kwargs())  # type: ignore[arg-type]
-    model = DeepseekV3ForCausalLM(config).eval()  # type: ignore[no-untyped-call]
+    with _SEED_LOCK:
+        torch.manual_seed(0)
+        model = DeepseekV3ForCausalLM(config).eval()  # type: ignore[no-untyped-call]
     # Stored as bfloat16 to halve the file; the engine upcasts to float32 on CPU.
     model.to(torch.bfloat16).save_pretrained(path)
 
