@@ -215,12 +215,15 @@ async def test_lifespan_starts_and_stops_engine() -> None:
     assert eng.stopped
 
 
-@pytest.mark.parametrize("content", ["plain", [{"type": "text", "text": "pa"}, {"type": "text", "text": "rts"}]])
+@pytest.mark.parametrize("content", ["parts", [{"type": "text", "text": "pa"}, {"type": "text", "text": "rts"}]])
 async def test_content_string_or_text_parts(content: Any) -> None:
     c, eng = client()
     async with c:
         r = await c.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": content}]})
     assert r.status_code == 200
+    assert r.json()["usage"]["prompt_tokens"] == len(
+        eng.apply_chat_template([{"role": "user", "content": "parts"}]).split()
+    )
 
 
 async def test_all_roles_accepted() -> None:

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import streams
 from .auth import Authenticator
 from .lifecycle import WorkerState
-from .limits import AdmissionMiddleware, RateLimiter
+from .limits import AdmissionMiddleware, RateLimiter, token_endpoint_limiter
 from .metrics import Metrics, MetricsMiddleware
 from .protocol import (
     APIError,
@@ -65,6 +65,7 @@ def build_app(engine: EngineProtocol, settings: Settings) -> FastAPI:
         ready=lambda: engine.ready,
         identify=auth.identify,
         limiter=RateLimiter(settings.rate_limit_rpm, settings.burst),
+        token_limiter=token_endpoint_limiter(settings.rate_limit_rpm, settings.burst),
         max_concurrent=settings.max_concurrent_requests,
         max_body_bytes=settings.max_body_bytes,
     )

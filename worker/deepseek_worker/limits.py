@@ -76,6 +76,13 @@ class RateLimiter:
         return None if wait == 0 else max(1, math.ceil(wait))
 
 
+def token_endpoint_limiter(rpm: int, burst: int) -> RateLimiter:
+    """The token endpoint's own per-IP limiter: on whenever rate limiting is, at least 60/min with a
+    burst of 10, so brute-forcing client secrets is slow but a tight API limit does not stop
+    clients from fetching tokens."""
+    return RateLimiter(max(rpm, 60), max(burst, 10)) if rpm else RateLimiter(0, 0)
+
+
 class BodyTooLarge(HTTPException):
     """Raised from the wrapped `receive`; FastAPI re-raises HTTPExceptions from body reading."""
 
@@ -110,6 +117,7 @@ class AdmissionMiddleware:
         ready: Callable[[], bool],
         identify: Identify,
         limiter: RateLimiter,
+        token_limiter: RateLimiter | None = None,
         max_concurrent: int,
         max_body_bytes: int,
     ) -> None:
@@ -118,6 +126,7 @@ class AdmissionMiddleware:
         self.ready = ready
         self.identify = identify
         self.limiter = limiter
+        self.token_limiter = token_limiter or limiter
         self.max_concurrent = max_concurrent
         self.max_body_bytes = max_body_bytes
 
@@ -147,7 +156,8 @@ class AdmissionMiddleware:
         if length is not None and length > self.max_body_bytes:
             raise APIError(413, f"Request body is larger than {self.max_body_bytes} bytes.")
         identity = self.identify(headers, scope)
-        retry_after = self.limiter.check(identity)
+        limiter = self.token_limiter if str(scope["path"]).startswith("/auth/") else self.limiter
+        retry_after = limiter.check(identity)
         if retry_after is not None:
             raise APIError(429, "Rate limit reached; retry later.", retry_after=retry_after)
         if self.state.inflight >= self.max_concurrent:
