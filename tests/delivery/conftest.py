@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ INSTALL_DIR = ROOT / "manifests" / "install"
 RELEASE = "deepseek-operator"
 NAMESPACE = "deepseek-system"
 TOOL_TIMEOUT = 60
+
+# tests/pss.py is shared by the delivery tests; make `import pss` work whether or not tests/ is a package.
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
 
 
 def tool(name: str) -> Path:
