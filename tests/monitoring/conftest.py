@@ -12,11 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deepseek_operator.api import DeepSeekDeploymentSpec, parse_spec
-from deepseek_operator.render.common import Owner
-from deepseek_operator.render.monitoring import rule_groups
-
-OWNER = Owner(name="chat", namespace="llm", uid="uid-1")
+from monitoring_cases import rendered_rule_groups
 
 
 def _binary(name: str) -> str:
@@ -36,21 +32,9 @@ def prometheus_bin() -> str:
     return _binary("prometheus")
 
 
-def spec_with_canary() -> DeepSeekDeploymentSpec:
-    return parse_spec(
-        {
-            "image": "img:1",
-            "model": {"id": "m"},
-            "variants": [{"name": "canary", "weight": 10}],
-            "serving": {"requestTimeoutSeconds": 60},
-            "rollout": {"progressDeadlineSeconds": 600},
-        }
-    )
-
-
 @pytest.fixture
 def rendered_rules() -> dict[str, Any]:
-    rules: dict[str, Any] = rule_groups(OWNER, spec_with_canary())
+    rules: dict[str, Any] = rendered_rule_groups()
     return rules
 
 

@@ -1,0 +1,30 @@
+"""What the monitoring tests render: one owner and a spec with a canary (imported by conftest and tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deepseek_operator.api import DeepSeekDeploymentSpec, parse_spec
+from deepseek_operator.render.common import Owner
+from deepseek_operator.render.monitoring import rule_groups
+
+OWNER = Owner(name="chat", namespace="llm", uid="uid-1")
+
+
+def spec_with_canary() -> DeepSeekDeploymentSpec:
+    """Short request timeout and progress deadline, so the thresholds in the rules are distinctive."""
+    return parse_spec(
+        {
+            "image": "img:1",
+            "model": {"id": "m"},
+            "variants": [{"name": "canary", "weight": 10}],
+            "serving": {"requestTimeoutSeconds": 60},
+            "rollout": {"progressDeadlineSeconds": 600},
+        }
+    )
+
+
+def rendered_rule_groups() -> dict[str, Any]:
+    """The rule file body for OWNER + spec_with_canary()."""
+    rules: dict[str, Any] = rule_groups(OWNER, spec_with_canary())
+    return rules
