@@ -24,6 +24,7 @@ from prometheus_client import (
 PREFIX = "deepseek_operator_"
 RESULTS = frozenset({"success", "error", "invalid", "waiting"})
 ACTIONS = frozenset({"created", "patched", "deleted", "unchanged"})
+RESYNC_RESULTS = frozenset({"reconciled", "skipped_invalid"})
 # A reconcile is a handful of API round trips; a minute means the API server is struggling.
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -53,6 +54,12 @@ API_ERRORS = Counter(
     PREFIX + "api_errors",
     "Kubernetes API calls that failed, by verb and HTTP status code (0: no response).",
     ["verb", "code"],
+    registry=REGISTRY,
+)
+RESYNCS = Counter(
+    PREFIX + "resyncs",
+    "Resync timer ticks by result: reconciled, or skipped_invalid (spec already reported invalid).",
+    ["result"],
     registry=REGISTRY,
 )
 MANAGED_DEPLOYMENTS = Gauge(
@@ -87,6 +94,12 @@ def record_api_error(verb: str, code: int) -> None:
     if not verb:
         raise ValueError("verb must not be empty")
     API_ERRORS.labels(verb.lower(), str(int(code))).inc()
+
+
+def record_resync(result: str) -> None:
+    """Count one resync timer tick: reconciled or skipped_invalid."""
+    _check("result", result, RESYNC_RESULTS)
+    RESYNCS.labels(result).inc()
 
 
 def set_managed_deployments(count: int) -> None:

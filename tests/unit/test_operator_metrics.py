@@ -36,6 +36,11 @@ RECORDS = {
         "deepseek_operator_api_errors_total",
         {"verb": "patch", "code": "409"},
     ),
+    "resync skipped an invalid resource": (
+        lambda: metrics.record_resync("skipped_invalid"),
+        "deepseek_operator_resyncs_total",
+        {"result": "skipped_invalid"},
+    ),
     "api error without response": (
         lambda: metrics.record_api_error("get", 0), "deepseek_operator_api_errors_total", {"verb": "get", "code": "0"}
     ),
@@ -65,6 +70,7 @@ def test_managed_deployments_gauge() -> None:
 BAD = {
     "unknown result": (lambda: metrics.record_reconcile("ok", 1.0), "result must be one of"),
     "unknown action": (lambda: metrics.record_child("Service", "updated"), "action must be one of"),
+    "unknown resync result": (lambda: metrics.record_resync("skipped"), "result must be one of"),
     "empty kind": (lambda: metrics.record_child("", "created"), "kind"),
     "empty verb": (lambda: metrics.record_api_error("", 500), "verb"),
     "negative count": (lambda: metrics.set_managed_deployments(-1), "negative"),
@@ -103,6 +109,7 @@ def test_metrics_server_serves_the_registry() -> None:
         "deepseek_operator_children_applied_total",
         "deepseek_operator_api_errors_total",
         "deepseek_operator_managed_deployments",
+        "deepseek_operator_resyncs_total",
         "process_cpu_seconds_total",
     ):
         assert name in body, name
