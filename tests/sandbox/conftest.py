@@ -1,0 +1,91 @@
+"""Fixtures for the sandbox's own tests: a running sandbox, kubectl, and deadline polling."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from deepseek_operator.sandbox import Sandbox
+
+HERE = pathlib.Path(__file__).parent
+ROOT = HERE.parents[1]
+KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
+STAND_IN_CRDS = HERE / "crds"
+
+Kubectl = Callable[..., Awaitable[tuple[int, str]]]
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    """A sandbox with the stand-in CRD, fast readiness, 2 nodes x 8 GPUs."""
+    async with Sandbox(STAND_IN_CRDS, ready_delay=0.2) as sb:
+        yield sb
+
+
+@pytest.fixture
+def kubectl(sandbox: Sandbox) -> Kubectl:
+    """Run the real kubectl against the sandbox without blocking the event loop."""
+    if not KUBECTL.exists():
+        pytest.skip("kubectl 1.33 not installed at .tools/bin/kubectl")
+
+    async def run(*args: str, stdin: str | None = None, timeout: float = 30) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            str(KUBECTL), "--kubeconfig", str(sandbox.kubeconfig_path), *args,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(sandbox.kubeconfig_path)},
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+        return proc.returncode or 0, out.decode()
+
+    return run
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy; fail at the deadline."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return result
+            await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., Awaitable[Any]]:
+    """The :func:`eventually` poller as a fixture."""
+    return eventually
+
+
+DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, labels: {{app: {name}}}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: {surge}, maxUnavailable: {unavailable}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+        - name: worker
+          image: {image}
+          resources: {{limits: {{nvidia.com/gpu: {gpus}}}}}
+"""
+
+
+def deployment(name: str, image: str = "registry.example.com/worker:1", replicas: int = 2,
+               surge: Any = 0, unavailable: Any = 1, gpus: int = 0) -> str:
+    """A Deployment manifest for kubectl apply."""
+    return DEPLOYMENT.format(name=name, image=image, replicas=replicas, surge=surge, unavailable=unavailable, gpus=gpus)
