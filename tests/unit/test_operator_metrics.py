@@ -6,6 +6,7 @@ import socket
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from deepseek_operator import metrics
@@ -113,3 +114,12 @@ def test_metrics_server_serves_the_registry() -> None:
         "process_cpu_seconds_total",
     ):
         assert name in body, name
+
+
+def test_every_operator_metric_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
+    names = {m.name for m in metrics.REGISTRY.collect() if m.name.startswith("deepseek_operator_")}
+    assert names
+    for name in names:
+        documented = f"`{name}`" in doc or f"`{name}_total`" in doc
+        assert documented, f"{name} is not in docs/observability.md"

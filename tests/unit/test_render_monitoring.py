@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -188,3 +189,10 @@ def test_schema_validation_can_fail() -> None:
     rule["spec"]["groups"][0]["rules"][0]["for"] = "ten minutes"
     with pytest.raises(AssertionError, match="for"):
         validate(rule, PROMETHEUS_RULE)
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    """runbook_url points at docs/observability.md#<alert>: that heading must exist."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
+    headings = set(re.findall(r"^#### (\w+)$", doc, flags=re.MULTILINE))
+    assert set(_alerts(_spec(canaries=1))) == headings
