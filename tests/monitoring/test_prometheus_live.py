@@ -28,7 +28,7 @@ import pytest
 import yaml
 from deepseek_operator.api import parse_spec
 from deepseek_operator.render.common import Capabilities
-from deepseek_operator.render.monitoring import render_service_monitor
+from deepseek_operator.render.monitoring import WORKER_METRICS, render_service_monitor
 from monitoring_cases import OWNER, rendered_rule_groups
 
 pytestmark = pytest.mark.slow
@@ -180,6 +180,19 @@ def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
     assert body["status"] == "success", (expr, body)
     result: list[dict[str, Any]] = body["data"]["result"]
     return result
+
+
+def test_worker_exports_every_contract_metric(worker_url: str, traffic: None) -> None:
+    """The names the alerts and the dashboard use exist on a real worker (GPU ones need a GPU)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{worker_url}/metrics", timeout=10).text
+    exported = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+    gpu = {m for m in WORKER_METRICS if "_gpu_" in m}
+    # A histogram is exported as its _bucket/_sum/_count series. The readiness probes already made
+    # requests, so the route/code-labelled series exist too.
+    expected = {f"{m}_count" if m.endswith("_seconds") else m for m in WORKER_METRICS - gpu}
+    assert not expected - exported, f"the worker does not export {sorted(expected - exported)}"
 
 
 def test_p99_latency_from_a_real_scrape(prometheus: str, traffic: None) -> None:
