@@ -101,6 +101,20 @@ def test_httproute_shape() -> None:
     assert route["spec"]["hostnames"] == ["chat.example.com"]
     assert route["spec"]["parentRefs"] == [{"name": "public", "namespace": "gw", "sectionName": "https"}]
     assert route["spec"]["rules"][0]["matches"] == [{"path": {"type": "PathPrefix", "value": "/v1"}}]
+    assert route["spec"]["rules"][0]["timeouts"] == {"request": "600s"}
+
+
+def test_proxy_timeouts_follow_the_request_timeout() -> None:
+    spec = parse_spec(
+        {"image": "i", "model": {"id": "m"}, "ingress": GW, "serving": {"requestTimeoutSeconds": 90}}
+    )
+    (route,) = render_ingress(OWNER, spec, {"primary": 100}, GATEWAY)
+    assert route["spec"]["rules"][0]["timeouts"] == {"request": "90s"}
+    validate(route, HTTPROUTE)
+    nginx_ingress = parse_spec({"image": "i", "model": {"id": "m"}, "ingress": NGINX}).ingress
+    nginx = spec.model_copy(update={"ingress": nginx_ingress})
+    (ingress,) = render_ingress(OWNER, nginx, {"primary": 100}, NO_GATEWAY)
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "90"
 
 
 def test_nginx_primary_ingress_fields() -> None:
@@ -114,7 +128,11 @@ def test_nginx_primary_ingress_fields() -> None:
         "pathType": "Prefix",
         "backend": {"service": {"name": "chat-primary", "port": {"number": 8000}}},
     }
-    assert "annotations" not in primary["metadata"]
+    assert primary["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "600",
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": "600",
+        "nginx.ingress.kubernetes.io/proxy-buffering": "off",
+    }
     # The canary shares host, path and class; TLS stays on the primary only.
     assert canary["spec"]["ingressClassName"] == "nginx"
     assert "tls" not in canary["spec"]

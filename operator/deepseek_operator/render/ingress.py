@@ -23,8 +23,9 @@ from deepseek_operator.render.common import (
 COMPONENT = "ingress"
 HTTPROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
 INGRESS_API_VERSION = "networking.k8s.io/v1"
-NGINX_CANARY = "nginx.ingress.kubernetes.io/canary"
-NGINX_CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
+NGINX = "nginx.ingress.kubernetes.io/"
+NGINX_CANARY = NGINX + "canary"
+NGINX_CANARY_WEIGHT = NGINX + "canary-weight"
 
 
 def render_ingress(
@@ -36,17 +37,20 @@ def render_ingress(
     - gateway-api -> one HTTPRoute named like the owner, one weighted backendRef per variant
       Service (a 0-weight backend stays listed, so adding weight later is a patch, not a new rule);
       [] when caps.gateway_api is False (the reconcile reports the missing API in a condition).
-    - ingress-nginx -> the primary Ingress, plus `<owner>-<canary>` with the nginx canary
-      annotations when the spec has a canary (the CRD allows at most one with this provider).
+    - ingress-nginx -> the primary Ingress (proxy timeouts, buffering off for streaming), plus
+      `<owner>-<canary>` with the nginx canary annotations when the spec has a canary (the CRD
+      allows at most one with this provider).
+    Both bound the proxy's request timeout by serving.requestTimeoutSeconds, not the proxy default.
     `weights` maps variant name -> percent; a variant missing from it gets 0.
     """
     ingress = spec.ingress
     if ingress is None:
         return []
     variants = resolve_variants(spec)
+    timeout = spec.serving.request_timeout_seconds
     if ingress.provider == "gateway-api":
-        return [_httproute(owner, ingress, variants, weights)] if caps.gateway_api else []
-    return _nginx_ingresses(owner, ingress, variants, weights)
+        return [_httproute(owner, ingress, variants, weights, timeout)] if caps.gateway_api else []
+    return _nginx_ingresses(owner, ingress, variants, weights, timeout)
 
 
 def ingress_url(spec: DeepSeekDeploymentSpec) -> str:
@@ -61,7 +65,7 @@ def ingress_url(spec: DeepSeekDeploymentSpec) -> str:
 
 
 def _httproute(
-    owner: Owner, ingress: IngressSpec, variants: list[ResolvedVariant], weights: Mapping[str, int]
+    owner: Owner, ingress: IngressSpec, variants: list[ResolvedVariant], weights: Mapping[str, int], timeout: int
 ) -> dict[str, Any]:
     # TLS belongs to the Gateway's listener in the Gateway API, so the route carries none.
     parent_refs = [
@@ -87,6 +91,9 @@ def _httproute(
                 {
                     "matches": [{"path": {"type": "PathPrefix", "value": ingress.path}}],
                     "backendRefs": backends,
+                    # Gateways default to short timeouts (Envoy Gateway: 15s); a generation may run
+                    # as long as the worker's own limit.
+                    "timeouts": {"request": f"{timeout}s"},
                 }
             ],
         },
@@ -94,10 +101,18 @@ def _httproute(
 
 
 def _nginx_ingresses(
-    owner: Owner, ingress: IngressSpec, variants: list[ResolvedVariant], weights: Mapping[str, int]
+    owner: Owner, ingress: IngressSpec, variants: list[ResolvedVariant], weights: Mapping[str, int], timeout: int
 ) -> list[dict[str, Any]]:
     primary = next(v for v in variants if v.is_primary)
-    out = [_nginx_ingress(owner, ingress, owner.name, primary.name, annotations={}, tls=True)]
+    # On the main Ingress only: ingress-nginx applies the main Ingress' proxy settings to the canary.
+    proxy = {
+        # nginx's 60s default would cut non-streamed generations; the worker enforces its own limit.
+        NGINX + "proxy-read-timeout": str(timeout),
+        NGINX + "proxy-send-timeout": str(timeout),
+        # Server-sent events must reach the client token by token, not when a buffer fills.
+        NGINX + "proxy-buffering": "off",
+    }
+    out = [_nginx_ingress(owner, ingress, owner.name, primary.name, annotations=proxy, tls=True)]
     for canary in (v for v in variants if not v.is_primary):
         annotations = {NGINX_CANARY: "true", NGINX_CANARY_WEIGHT: str(weights.get(canary.name, 0))}
         # ingress-nginx takes TLS from the main Ingress of the host; a tls block here would only
