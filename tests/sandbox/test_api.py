@@ -9,7 +9,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from deepseek_operator.sandbox import Sandbox
 
 from .conftest import eventually
@@ -108,7 +107,7 @@ async def test_strategic_merge_keeps_other_containers(http: aiohttp.ClientSessio
         "spec": {"containers": [{"name": "one", "image": "i1"}, {"name": "two", "image": "i2"}]}}}}
     await call(http, "POST", "/apis/apps/v1/namespaces/default/deployments", dep)
     patch = {"spec": {"template": {"spec": {"containers": [{"name": "two", "image": "i3"}]}}}}
-    code, obj = await call(http, "PATCH", "/apis/apps/v1/namespaces/default/deployments/m", patch,
+    _, obj = await call(http, "PATCH", "/apis/apps/v1/namespaces/default/deployments/m", patch,
                            "application/strategic-merge-patch+json")
     assert [c["image"] for c in obj["spec"]["template"]["spec"]["containers"]] == ["i1", "i3"]
 

@@ -6,7 +6,6 @@ import asyncio
 import importlib.util
 
 import pytest
-
 from deepseek_operator.sandbox import Sandbox
 
 from .conftest import KUBECTL, Kubectl, deployment, eventually

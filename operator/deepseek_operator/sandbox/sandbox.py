@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pathlib
 import tempfile
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -137,6 +138,14 @@ class Sandbox:
     def reset_stats(self) -> None:
         """Zero the write counter."""
         self.emulator.writes.reset()
+
+    def listen(self, callback: Callable[[str, str, dict[str, Any]], None]) -> None:
+        """Call ``callback(plural, event type, object)`` synchronously on every stored change.
+
+        Runs under the store lock, in order: use it to record histories (e.g. every pod state
+        during a rollout) rather than polling; it must not block or write.
+        """
+        self.store.listeners.append(lambda info, kind, obj: callback(info.plural, kind, obj))
 
     def set_pod_ready(self, namespace: str, name: str, ready: bool | None) -> None:
         """Force a pod's readiness (None returns it to the simulated default)."""
