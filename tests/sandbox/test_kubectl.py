@@ -55,6 +55,7 @@ async def test_table_columns(kubectl: Kubectl, sandbox: Sandbox) -> None:
     await kubectl("apply", "-f", "-", stdin=deployment("web", replicas=1))
     await eventually(lambda: sandbox.objects("pods", "default"))
     rc, out = await kubectl("get", "deploy,pods")
+    assert rc == 0, out
     lines = [line.split() for line in out.splitlines() if line.strip()]
     assert ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"] in lines
     assert ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] in lines
