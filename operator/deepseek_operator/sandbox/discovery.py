@@ -7,6 +7,7 @@ onto its subresource entries (kubectl then warns about ambiguous short names).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .resources import VERBS, ResourceInfo
@@ -56,8 +57,6 @@ def _versions(resources: list[ResourceInfo], group: str) -> list[str]:
 
 def _version_rank(version: str) -> tuple[int, int, int]:
     """Order like the apiserver: GA > beta > alpha, then higher numbers first."""
-    import re
-
     match = re.match(r"v(\d+)(alpha|beta)?(\d*)", version)
     if not match:
         return (3, 0, 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import secrets
 import uuid
 from typing import Any
 
@@ -112,7 +113,5 @@ def owner_uids(obj: dict[str, Any]) -> list[str]:
 
 def random_suffix(length: int = 5) -> str:
     """A name suffix from the apiserver's alphabet (no vowels, no look-alike digits)."""
-    import secrets
-
     alphabet = "bcdfghjklmnpqrstvwxz2456789"
     return "".join(secrets.choice(alphabet) for _ in range(length))
