@@ -43,40 +43,40 @@ def _lock(namespace: str, name: str) -> asyncio.Lock:
 
 
 async def run(body: kopf.Body | dict[str, Any]) -> None:
-    """Reconcile one resource under its lock; map outcomes to kopf's error semantics."""
+    """Reconcile one resource under its lock; map outcomes to kopf's error semantics.
+
+    The body is re-read inside the lock: a trigger's copy may predate the status the previous
+    reconcile just wrote, and reconciling from it would write that status again.
+    """
     meta = body["metadata"]
-    if meta.get("deletionTimestamp"):
-        _locks.pop((meta["namespace"], meta["name"]), None)
-        metrics.set_managed_deployments(len(_locks))
-        return  # children go with the owner through ownerReferences garbage collection
+    key = (meta["namespace"], meta["name"])
     api = await client()
+    async with _lock(*key):
+        fresh = await api.get(CR, *key)
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            _locks.pop(key, None)  # children go with the owner through ownerReferences garbage collection
+            metrics.set_managed_deployments(len(_locks))
+            return
+        metrics.set_managed_deployments(len(_locks))
+        target = kopf.Body(cast(kopf.RawBody, fresh))
 
-    target = body if isinstance(body, kopf.Body) else kopf.Body(cast(kopf.RawBody, body))
+        async def notify(kind: str, reason: str, message: str) -> None:
+            kopf.event(target, type=kind, reason=reason, message=message)
 
-    async def notify(kind: str, reason: str, message: str) -> None:
-        kopf.event(target, type=kind, reason=reason, message=message)
-
-    lock = _lock(meta["namespace"], meta["name"])
-    metrics.set_managed_deployments(len(_locks))
-    async with lock:
         try:
-            outcome = await reconcile(body, api, notify)
-            log.debug("%s/%s: %s, writes %s", meta["namespace"], meta["name"], outcome.reason, outcome.writes)
+            outcome = await reconcile(fresh, api, notify)
         except InvalidSpec as exc:
             # The status says why; retrying cannot help until the spec changes (no retry storm).
             raise kopf.PermanentError(str(exc)) from exc
         except ApiError as exc:
             raise kopf.TemporaryError(f"API error, retrying: {exc}", delay=RETRY_SECONDS) from exc
+        log.debug("%s/%s: %s, writes %s", *key, outcome.reason, outcome.writes)
 
 
 async def run_for_owner(namespace: str, name: str) -> None:
-    """Reconcile the DeepSeekDeployment a child belongs to, with its current body."""
-    api = await client()
-    body = await api.get(CR, namespace, name)
-    if body is None:
-        return
+    """Reconcile the DeepSeekDeployment a child belongs to."""
     try:
-        await run(body)
+        await run({"metadata": {"namespace": namespace, "name": name}})
     except (kopf.PermanentError, kopf.TemporaryError) as exc:
         log.info("reconcile of %s/%s from a child event: %s", namespace, name, exc)
 
@@ -92,10 +92,22 @@ async def on_change(body: kopf.Body, **_: Any) -> None:
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)
 async def on_resync(body: kopf.Body, **_: Any) -> None:
     # A timer's return value would be stored on the resource: return nothing, so idle means no writes.
+    if _reported_invalid(body):
+        metrics.record_resync("skipped_invalid")
+        return
+    metrics.record_resync("reconciled")
     try:
         await run(body)
     except kopf.PermanentError:
         return
+
+
+def _reported_invalid(body: kopf.Body) -> bool:
+    """This generation was already found invalid: only a spec change can help (no retry storm)."""
+    status = body.get("status") or {}
+    ready: dict[str, Any] = next((c for c in status.get("conditions", []) if c.get("type") == "Ready"), {})
+    generation = body.get("metadata", {}).get("generation")
+    return bool(ready.get("reason") == "InvalidSpec" and status.get("observedGeneration") == generation)
 
 
 CHILD_FILTER: dict[str, Any] = {LABEL_DEPLOYMENT: kopf.PRESENT, **MANAGED_BY}

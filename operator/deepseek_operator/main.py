@@ -7,6 +7,8 @@ Startup settings, each with its reason:
   that matter (rollbacks, missing integrations) itself.
 - the watch is restarted every 10 minutes (server-side timeout) so a silently dead connection cannot
   leave the operator blind; kopf resumes from the last resourceVersion.
+- a resync timer caught mid-reconcile when its resource is deleted is re-checked every second, not
+  every 60 s (kopf's default), so the finalizer goes and `kubectl delete` returns promptly.
 - the operator's Prometheus metrics are served on DEEPSEEK_OPERATOR_METRICS_PORT (default 9090; 0 = off).
 """
 
@@ -31,6 +33,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.watching.server_timeout = 600
+    settings.background.cancellation_polling = 1
     settings.posting.level = logging.WARNING
     port = int(os.environ.get("DEEPSEEK_OPERATOR_METRICS_PORT", "9090"))
     if port:

@@ -7,6 +7,7 @@ live state differs from the desired one, so an idle resource costs reads only.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 from deepseek_operator import metrics, rollback
 from deepseek_operator.api import PRIMARY, DeepSeekDeploymentSpec, InvalidSpec, parse_spec, resolve_variants
 from deepseek_operator.integrations import detect_capabilities, integration_conditions
-from deepseek_operator.k8s import KINDS, K8s
+from deepseek_operator.k8s import KINDS, ApiError, K8s
 from deepseek_operator.observe import VariantObservation, VariantState, variant_state
 from deepseek_operator.render.common import Capabilities, Owner, deployment_name, selector_labels
 from deepseek_operator.render.ingress import ingress_url, render_ingress
@@ -26,6 +27,7 @@ from deepseek_operator.render.workload import render_workload
 from deepseek_operator.status import Rollback, StatusInput, compute_status, invalid_spec_conditions, merge_conditions
 from deepseek_operator.traffic import effective_weights
 
+log = logging.getLogger(__name__)
 Notify = Callable[[str, str, str], Awaitable[None]]  # (type Normal|Warning, reason, message)
 DEPLOYMENT = KINDS[("apps/v1", "Deployment")]
 POD = KINDS[("v1", "Pod")]
@@ -76,6 +78,17 @@ async def reconcile(body: Mapping[str, Any], api: K8s, notify: Notify) -> Outcom
         await _write_invalid(api, owner, old_status, str(exc))
         metrics.record_reconcile("invalid", time.monotonic() - started)
         raise
+    try:
+        outcome = await _reconcile_valid(owner, spec, old_status, api, notify)
+    except ApiError:
+        metrics.record_reconcile("error", time.monotonic() - started)
+        raise
+    metrics.record_reconcile("success" if outcome.ready else "waiting", time.monotonic() - started)
+    return outcome
+
+
+async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_status: dict[str, Any], api: K8s,
+                           notify: Notify) -> Outcome:
     caps = await detect_capabilities(api, spec)
     plan = rollback.plan(spec, old_status)
     writes, states, weights = await _converge(api, owner, spec, caps, plan, old_status)
@@ -90,7 +103,6 @@ async def reconcile(body: Mapping[str, Any], api: K8s, notify: Notify) -> Outcom
     await _write_status(api, owner, old_status, status)
     await _announce_integrations(notify, old_status, status)
     ready = status["conditions"][0]["status"] == "True"
-    metrics.record_reconcile("success" if ready else "waiting", time.monotonic() - started)
     return Outcome(writes, ready, status["conditions"][0]["reason"])
 
 
@@ -172,8 +184,10 @@ def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan
 
 async def _write_status(api: K8s, owner: Owner, old: dict[str, Any], new: dict[str, Any]) -> None:
     """Patch the status subresource only when something in it changed."""
-    if all(old.get(key) == value for key, value in new.items()):
+    changed = sorted(key for key, value in new.items() if old.get(key) != value)
+    if not changed:
         return
+    log.info("%s/%s: status changed: %s", owner.namespace, owner.name, {k: new[k] for k in changed})
     await api.patch(CR, owner.namespace, owner.name, {"status": new}, sub="status")
 
 

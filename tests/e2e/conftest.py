@@ -1,0 +1,169 @@
+"""Operator end to end: the sandbox cluster in this event loop, the real `deepseek-operator` console
+script in a subprocess, and the real kubectl, each awaited without blocking the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import re
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from deepseek_operator.sandbox import Sandbox
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
+SHARED_CRDS = ROOT.parent / "shared" / "vendor" / "crds"
+OPERATOR = pathlib.Path(sys.executable).parent / "deepseek-operator"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1,
+                     what: str = "condition") -> Any:
+    """Poll `check` (sync or async) until truthy; fail with `what` at the deadline."""
+    last: Any = None
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                last = check()
+                if asyncio.iscoroutine(last):
+                    last = await last
+                if last:
+                    return last
+                await asyncio.sleep(interval)
+    except TimeoutError:
+        pytest.fail(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+@dataclass
+class Kubectl:
+    kubeconfig: pathlib.Path
+
+    async def __call__(self, *args: str, stdin: str | None = None, timeout: float = 60,
+                       check: bool = True) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            str(KUBECTL), *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, env={**os.environ, "KUBECONFIG": str(self.kubeconfig)})
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+        text = out.decode()
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} exited {proc.returncode}:\n{text}")
+        return text
+
+    async def json(self, *args: str) -> Any:
+        return json.loads(await self(*args, "-o", "json"))
+
+
+@dataclass
+class Operator:
+    """A running `deepseek-operator` process and its metrics endpoint."""
+
+    proc: asyncio.subprocess.Process
+    metrics_port: int
+    log_path: pathlib.Path
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` matching `labels` on the operator's /metrics."""
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5)).text
+        total = 0.0
+        for line in text.splitlines():
+            m = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
+            if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
+                total += float(m.group(2))
+        return total
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+    def log(self, lines: int = 40, grep: str = "") -> str:
+        """The operator's own log lines containing `grep` (HTTP client chatter dropped), last `lines`."""
+        text = self.log_path.read_text(errors="replace").splitlines()
+        own = [line for line in text if "httpcore" not in line and "httpx" not in line and grep in line]
+        return "\n".join(own[-lines:])
+
+
+StartOperator = Callable[[], Awaitable[Operator]]
+
+
+@pytest.fixture
+async def sandbox(request: pytest.FixtureRequest) -> AsyncIterator[Sandbox]:
+    """The sandbox with our CRD; `@pytest.mark.sandbox_apis(monitoring=True, gateway=True)` adds APIs."""
+    marker = request.node.get_closest_marker("sandbox_apis")
+    apis = marker.kwargs if marker else {}
+    async with Sandbox(ROOT / "crds", extra_crds_dir=SHARED_CRDS if SHARED_CRDS.exists() else None,
+                       with_monitoring=apis.get("monitoring", False), with_gateway_api=apis.get("gateway", False),
+                       ready_delay=0.3) as sb:
+        yield sb
+
+
+@pytest.fixture
+def kubectl(sandbox: Sandbox) -> Kubectl:
+    if not KUBECTL.exists():
+        pytest.fail("kubectl missing at .tools/bin/kubectl: run `make bootstrap`")
+    return Kubectl(sandbox.kubeconfig_path)
+
+
+@pytest.fixture
+async def start_operator(sandbox: Sandbox, tmp_path: pathlib.Path) -> AsyncIterator[StartOperator]:
+    """Start (and at teardown stop) `deepseek-operator` processes against the sandbox."""
+    running: list[Operator] = []
+
+    async def start() -> Operator:
+        port = free_port()
+        log_path = tmp_path / f"operator-{len(running)}.log"
+        env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig_path), "DEEPSEEK_OPERATOR_METRICS_PORT": str(port),
+               "DEEPSEEK_OPERATOR_RESYNC_SECONDS": "1"}
+        with log_path.open("wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                str(OPERATOR), "--standalone", "--namespace=default", "--verbose", stdout=log,
+                stderr=asyncio.subprocess.STDOUT, env=env)
+        op = Operator(proc, port, log_path)
+        running.append(op)
+
+        async def metrics_up() -> bool:
+            if proc.returncode is not None:
+                pytest.fail(f"operator exited {proc.returncode}:\n{op.log()}")
+            try:
+                await op.metric("deepseek_operator_reconciles_total")
+                return True
+            except httpx.HTTPError:
+                return False
+
+        await eventually(metrics_up, timeout=60, what="the operator's metrics endpoint")
+        return op
+
+    yield start
+    for op in running:
+        await op.stop()
+
+
+def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
+    for cond in obj.get("status", {}).get("conditions", []):
+        if cond["type"] == ctype:
+            return dict(cond)
+    return {}

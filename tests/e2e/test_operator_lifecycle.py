@@ -1,0 +1,181 @@
+"""Issue 2 end to end: the sandbox cluster, the real operator process and the real kubectl."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from deepseek_operator.sandbox import Sandbox, customs
+
+from tests.e2e.conftest import Kubectl, StartOperator, condition, eventually
+
+CHAT = """\
+apiVersion: deepseek.ai/v1alpha1
+kind: DeepSeekDeployment
+metadata: {name: chat}
+spec:
+  image: registry.example.com/deepseek-worker:1.0.0
+  replicas: 2
+  model: {id: deepseek-ai/DeepSeek-R1-Distill-Qwen-7B}
+  resources: {gpus: 2, cpu: "8", memory: 64Gi, shmSize: 16Gi}
+  scheduling:
+    nodeSelector: {nvidia.com/gpu.present: "true"}
+    tolerations: [{key: dedicated, operator: Equal, value: llm, effect: NoSchedule}]
+    priorityClassName: llm-serving
+  rollout: {maxSurge: 0, maxUnavailable: 1, progressDeadlineSeconds: 120}
+"""
+V2 = "registry.example.com/deepseek-worker:2.0.0"
+
+
+def ready_for_generation(sb: Sandbox, name: str = "chat") -> dict[str, Any] | None:
+    obj = sb.get("dsd", "default", name)
+    if obj is None:
+        return None
+    ready = condition(obj, "Ready")
+    gen = obj["metadata"]["generation"]
+    if ready.get("status") == "True" and obj["status"].get("observedGeneration") == gen:
+        return obj
+    return None
+
+
+def settled(sb: Sandbox, replicas: int) -> bool:
+    """Ready, and every pod belongs to the current Deployment (the deleted one's pods are gone)."""
+    dep = sb.get("deployments", "default", "chat-primary")
+    obj = ready_for_generation(sb)
+    if dep is None or obj is None or obj["status"]["readyReplicas"] != replicas:
+        return False
+    pods = sb.objects("pods", "default", "deepseek.ai/deployment=chat")
+    owners = {ref["uid"] for p in pods for ref in p["metadata"].get("ownerReferences", [])}
+    return len(pods) == replicas and owners == {dep["metadata"]["uid"]}
+
+
+async def test_apply_rollout_scale_heal_idle_delete(sandbox: Sandbox, kubectl: Kubectl,
+                                                    start_operator: StartOperator) -> None:
+    operator = await start_operator()
+    await kubectl("apply", "-f", "-", stdin=CHAT)
+
+    # Children exist with GPU limits and scheduling from the spec.
+    dep = await eventually(lambda: sandbox.get("deployments", "default", "chat-primary"), what="chat-primary")
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["priorityClassName"] == "llm-serving"
+    assert dep["metadata"]["ownerReferences"][0]["kind"] == "DeepSeekDeployment"
+    for svc in ("chat", "chat-primary"):
+        assert await eventually(lambda s=svc: sandbox.get("services", "default", s), what=f"service {svc}")
+
+    await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=60s")
+    obj = sandbox.get("dsd", "default", "chat")
+    assert obj is not None
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert obj["status"]["readyReplicas"] == 2
+    assert obj["status"]["image"] == "registry.example.com/deepseek-worker:1.0.0"
+    table = await kubectl("get", "dsd", "chat")
+    assert table.split()[:6] == ["NAME", "READY", "IMAGE", "MODEL", "STATUS", "URL"]
+    assert "2/2" in table and "Ready" in table.splitlines()[1]
+
+    # A new image: Ready goes False (RollingOut) and kubectl wait returns only on the new generation.
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p", f'{{"spec":{{"image":"{V2}"}}}}')
+    rolling = await eventually(
+        lambda: condition(sandbox.get("dsd", "default", "chat") or {}, "Ready").get("reason") == "RollingOut",
+        timeout=20, interval=0.02, what="Ready=False RollingOut")
+    assert rolling
+    await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=60s")
+    obj = sandbox.get("dsd", "default", "chat")
+    assert obj is not None and obj["status"]["image"] == V2
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    pods = sandbox.objects("pods", "default", "deepseek.ai/deployment=chat")
+    assert {p["spec"]["containers"][0]["image"] for p in pods} == {V2}
+
+    # The scale subresource.
+    await kubectl("scale", "dsd/chat", "--replicas=3")
+    await eventually(lambda: (ready_for_generation(sandbox) or {}).get("status", {}).get("readyReplicas") == 3,
+                     what="3 ready replicas")
+    assert (sandbox.get("deployments", "default", "chat-primary") or {})["spec"]["replicas"] == 3
+
+    # A child deleted by hand comes back.
+    await kubectl("delete", "service", "chat-primary")
+    await kubectl("delete", "deployment", "chat-primary", "--wait=false")
+    await eventually(lambda: sandbox.get("services", "default", "chat-primary"), what="service recreated")
+    await eventually(lambda: sandbox.get("deployments", "default", "chat-primary"), what="deployment recreated")
+    await eventually(lambda: settled(sandbox, 3), what="Ready again, old pods garbage-collected")
+
+    # Idle: several reconciles (resync every second), zero writes at the API.
+    sandbox.reset_stats()
+    before = await operator.metric("deepseek_operator_reconciles_total")
+
+    async def reconciled_thrice() -> bool:
+        return await operator.metric("deepseek_operator_reconciles_total") >= before + 3
+
+    await eventually(reconciled_thrice, what="three idle reconciles")
+    assert sandbox.stats().total == 0, (sandbox.stats().to_json(), operator.log(grep="deepseek_operator"))
+
+    # Deleting the resource removes its children.
+    await kubectl("delete", "dsd", "chat", "--timeout=30s")
+    await eventually(lambda: not sandbox.objects("deployments", "default", "deepseek.ai/deployment=chat")
+                     and not sandbox.objects("services", "default", "deepseek.ai/deployment=chat"),
+                     what="children garbage-collected")
+
+
+async def test_variant_removed_from_spec_loses_children(sandbox: Sandbox, kubectl: Kubectl,
+                                                        start_operator: StartOperator) -> None:
+    await start_operator()
+    with_canary = CHAT + "  variants: [{name: canary, weight: 10, replicas: 1}]\n"
+    await kubectl("apply", "-f", "-", stdin=with_canary)
+    await eventually(lambda: sandbox.get("deployments", "default", "chat-canary"), what="canary deployment")
+    await eventually(lambda: ready_for_generation(sandbox), what="Ready with the canary")
+    await kubectl("apply", "-f", "-", stdin=CHAT)
+    await eventually(lambda: sandbox.get("deployments", "default", "chat-canary") is None
+                     and sandbox.get("services", "default", "chat-canary") is None, what="canary children pruned")
+    assert sandbox.get("deployments", "default", "chat-primary") is not None
+
+
+async def test_invalid_spec_is_reported_without_retry_storm(sandbox: Sandbox, start_operator: StartOperator,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    operator = await start_operator()
+    # An old CRD without our CEL rules would let this through: switch the sandbox's admission off.
+    monkeypatch.setattr(customs, "admit", lambda info, obj: obj)
+    bad = {"apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment",
+           "metadata": {"name": "bad", "namespace": "default"},
+           "spec": {"image": "x:1", "model": {"id": "m"}, "rollout": {"maxSurge": 0, "maxUnavailable": 0}}}
+    await sandbox.store.create(sandbox.resource("dsd"), "default", bad)
+    obj = await eventually(
+        lambda: (o := sandbox.get("dsd", "default", "bad")) and condition(o, "Ready").get("reason") == "InvalidSpec"
+        and o, what="InvalidSpec condition")
+    assert "spec.rollout" in condition(obj, "Ready")["message"]
+    assert sandbox.get("deployments", "default", "bad-primary") is None
+    sandbox.reset_stats()
+    invalid_before = await operator.metric("deepseek_operator_reconciles_total", result="invalid")
+    skipped_before = await operator.metric("deepseek_operator_resyncs_total", result="skipped_invalid")
+
+    async def ticks_passed() -> bool:
+        return await operator.metric("deepseek_operator_resyncs_total", result="skipped_invalid") >= skipped_before + 3
+
+    # The invalid resource is reconciled once per spec change, not on every resync tick.
+    await eventually(ticks_passed, what="three resync ticks that skipped the invalid resource")
+    assert await operator.metric("deepseek_operator_reconciles_total", result="invalid") == invalid_before
+    assert sandbox.stats().total == 0, sandbox.stats().to_json()
+
+
+async def test_restart_converges_once_to_the_final_spec(sandbox: Sandbox, kubectl: Kubectl,
+                                                        start_operator: StartOperator) -> None:
+    first = await start_operator()
+    await kubectl("apply", "-f", "-", stdin=CHAT)
+    await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=60s")
+    await first.stop()
+
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p", f'{{"spec":{{"image":"{V2}"}}}}')
+    final = "registry.example.com/deepseek-worker:3.0.0"
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p", f'{{"spec":{{"image":"{final}","replicas":3}}}}')
+    sandbox.reset_stats()
+    await start_operator()
+    await eventually(lambda: (o := ready_for_generation(sandbox)) and o["status"]["image"] == final,
+                     timeout=60, what="Ready on the final image")
+    deployments = sandbox.objects("deployments", "default", "deepseek.ai/deployment=chat")
+    assert [d["metadata"]["name"] for d in deployments] == ["chat-primary"]
+    assert deployments[0]["spec"]["replicas"] == 3
+    assert sandbox.stats().count("patch", "deployments.apps") == 1, sandbox.stats().to_json()
+    assert sandbox.stats().count("create", "deployments.apps") == 0
+    pods = sandbox.objects("pods", "default", "deepseek.ai/deployment=chat")
+    assert {p["spec"]["containers"][0]["image"] for p in pods} == {final}
