@@ -56,7 +56,7 @@ def test_config_is_deepseek_v3_with_tokenizer_vocab(tiny_model_dir: Path, tokeni
     assert config.model_type == "deepseek_v3"
     assert config.vocab_size == len(tokenizer) == 129280
     assert config.n_routed_experts > 1 and config.kv_lora_rank > 0  # MoE + MLA
-    assert (tiny_model_dir / "model.safetensors").stat().st_size < 16 * 1024 * 1024
+    assert (tiny_model_dir / "model.safetensors").stat().st_size < 20 * 1024 * 1024
 
 
 def test_tokenizer_is_the_real_deepseek_one(tokenizer: Any) -> None:

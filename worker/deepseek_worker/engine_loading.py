@@ -7,15 +7,20 @@ and weights); the engine calls it through asyncio.to_thread.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from .types import EngineConfig
 
 log = logging.getLogger(__name__)
+
+# from_pretrained flips process-global state (default dtype, init-skipping contexts); two loads in
+# parallel threads corrupt each other's weights. Loads in one process are therefore serialized.
+_LOAD_LOCK = threading.Lock()
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -51,12 +56,22 @@ def resolve_dtype(config: EngineConfig, cuda: bool) -> torch.dtype:
     return torch.bfloat16 if cuda else torch.float32
 
 
-def quantization_config(config: EngineConfig, dtype: torch.dtype) -> BitsAndBytesConfig | None:
+# Modules kept in full precision under int8, per model type. DeepSeek MLA feeds kv_b_proj a 4-D
+# latent tensor, which bitsandbytes' 8-bit matmul cannot take (it assumes 2-D/3-D activations).
+_INT8_SKIP = {"deepseek_v2": ["kv_b_proj"], "deepseek_v3": ["kv_b_proj"]}
+
+
+def quantization_config(
+    config: EngineConfig, dtype: torch.dtype, model_type: str = ""
+) -> BitsAndBytesConfig | None:
     """bitsandbytes settings: int8 (LLM.int8), nf4 / fp4 (4-bit, compute in the model dtype)."""
     if config.quantization == "none":
         return None
     if config.quantization == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)  # type: ignore[no-untyped-call]
+        skip = _INT8_SKIP.get(model_type)
+        return BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+            load_in_8bit=True, llm_int8_skip_modules=["lm_head", *skip] if skip else None
+        )
     return BitsAndBytesConfig(  # type: ignore[no-untyped-call]
         load_in_4bit=True, bnb_4bit_quant_type=config.quantization, bnb_4bit_compute_dtype=dtype
     )
@@ -77,14 +92,17 @@ def load(config: EngineConfig) -> Loaded:
     path = resolve_model_path(config.model)
     cuda = torch.cuda.is_available()
     dtype = resolve_dtype(config, cuda)
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=config.revision)
+    with _LOAD_LOCK:
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=config.revision)
     kwargs: dict[str, Any] = {"revision": config.revision, "dtype": dtype}
     if cuda:
         kwargs["device_map"] = "auto"  # shard over every visible GPU
-    qconfig = quantization_config(config, dtype)
+    model_type = str(getattr(AutoConfig.from_pretrained(path, revision=config.revision), "model_type", ""))
+    qconfig = quantization_config(config, dtype, model_type)
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
-    model, attention = _load_with_fallback(path, kwargs, attention_candidates(config))
+    with _LOAD_LOCK:
+        model, attention = _load_with_fallback(path, kwargs, attention_candidates(config))
     model.eval()
     device = next(model.parameters()).device
     log.info("loaded %s dtype=%s attention=%s quantization=%s device=%s",
