@@ -37,6 +37,7 @@ class ReasoningParser:
         self._state = "reasoning" if in_reasoning else "start"
         self._buf = ""
         self._content_started = False
+        self._reasoning_started = False
         self.saw_thought = in_reasoning
 
     def feed(self, text: str) -> tuple[str, str]:
@@ -47,7 +48,7 @@ class ReasoningParser:
             if self._state == "start":
                 stripped = self._buf.lstrip()
                 if stripped.startswith(OPEN):
-                    self._buf = stripped[len(OPEN) :].lstrip("\n")
+                    self._buf = stripped[len(OPEN) :]
                     self._state = "reasoning"
                     self.saw_thought = True
                     continue
@@ -57,6 +58,9 @@ class ReasoningParser:
                 self._content_started = True  # no thought: keep the text exactly as generated
                 continue
             if self._state == "reasoning":
+                if not self._reasoning_started:  # the newline after <think> may arrive later
+                    self._buf = self._buf.lstrip("\n")
+                    self._reasoning_started = bool(self._buf)
                 end = self._buf.find(CLOSE)
                 if end >= 0:
                     reasoning += self._buf[:end]
