@@ -15,7 +15,11 @@ case "${1:-}" in
 esac
 
 shopt -s nullglob
-sources=("$src"/*.yaml)
+# CRD files only: crds/kustomization.yaml is for kustomize, and Helm would try to install it.
+sources=()
+for file in "$src"/*.yaml; do
+  [ "$(basename "$file")" = kustomization.yaml ] || sources+=("$file")
+done
 if [ ${#sources[@]} -eq 0 ]; then
   echo "no CRDs in $src/" >&2
   exit 1

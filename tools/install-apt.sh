@@ -5,6 +5,7 @@ need=()
 command -v promtool >/dev/null || need+=(prometheus)
 command -v rsync >/dev/null || need+=(rsync)
 command -v unzip >/dev/null || need+=(unzip)
+command -v npm >/dev/null || need+=(npm)  # gitlab-ci-local
 [ ${#need[@]} -eq 0 ] && exit 0
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
