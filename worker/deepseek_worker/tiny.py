@@ -134,11 +134,20 @@ def tiny_config_kwargs() -> dict[str, object]:
     }
 
 
-def _write_model(path: Path) -> None:
+def build_random_model(dest: Path, **overrides: object) -> Path:
+    """Build a random DeepSeek-V3 model like the tiny one but with config `overrides` (e.g. a wider
+    model for benchmarks) into `dest`, unconditionally. Same tokenizer and chat template."""
+    dest.mkdir(parents=True, exist_ok=True)
+    _write_model(dest, overrides)
+    _write_tokenizer(dest)
+    return dest
+
+
+def _write_model(path: Path, overrides: dict[str, object] | None = None) -> None:
     import torch
     from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
 
-    config = DeepseekV3Config(**tiny_config_kwargs())  # type: ignore[arg-type]
+    config = DeepseekV3Config(**{**tiny_config_kwargs(), **(overrides or {})})  # type: ignore[arg-type]
     with _SEED_LOCK:
         torch.manual_seed(0)
         model = DeepseekV3ForCausalLM(config).eval()  # type: ignore[no-untyped-call]
