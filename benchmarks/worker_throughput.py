@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # The imports below come after the offline switches: transformers reads them at import time.
 import torch
+
 from deepseek_worker.engine import Engine
 from deepseek_worker.tiny import build_random_model
 from deepseek_worker.types import EngineConfig, SamplingParams
@@ -124,6 +125,7 @@ def measure_http(b: Bench, repeats: int) -> bool:
     try:
         import httpx
         import uvicorn
+
         from deepseek_worker.app import build_app
         from deepseek_worker.settings import Settings
     except ImportError:

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from crd_docs import render_docs  # noqa: E402
 from crd_rules import LIST_MAP_KEYS, ROOT_RULES, RULES, Rule  # noqa: E402
+
 from deepseek_operator import api  # noqa: E402
 
 CRD_PATH = ROOT / "crds" / f"{api.GROUP}_{api.PLURAL}.yaml"

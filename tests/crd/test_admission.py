@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 from crd_support import crd, resource
+
 from deepseek_operator.sandbox.admission import apply_defaults, format_path, to_json_schema, validate
 
 

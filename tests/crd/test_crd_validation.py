@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from crd_cases import INVALID, VALID, Invalid, Valid
 from crd_support import crd, resource, samples
+
 from deepseek_operator import api
 from deepseek_operator.sandbox.admission import admit
 

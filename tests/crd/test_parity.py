@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from crd_support import resource, samples, schema
+
 from deepseek_operator import api
 from deepseek_operator.sandbox.admission import apply_defaults, crd_schema
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from deepseek_operator.sandbox import Sandbox
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

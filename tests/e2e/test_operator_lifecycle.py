@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from deepseek_operator.sandbox import Sandbox, customs
 
+from deepseek_operator.sandbox import Sandbox, customs
 from tests.e2e.conftest import Kubectl, StartOperator, condition, eventually
 
 CHAT = """\

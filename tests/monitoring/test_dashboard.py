@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from deepseek_operator.render.monitoring import WORKER_METRICS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,10 +26,11 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import yaml
+from monitoring_cases import OWNER, rendered_rule_groups
+
 from deepseek_operator.api import parse_spec
 from deepseek_operator.render.common import Capabilities
 from deepseek_operator.render.monitoring import WORKER_METRICS, render_service_monitor
-from monitoring_cases import OWNER, rendered_rule_groups
 
 pytestmark = pytest.mark.slow
 

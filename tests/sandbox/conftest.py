@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+
 from deepseek_operator.sandbox import Sandbox
 
 HERE = pathlib.Path(__file__).parent

@@ -6,6 +6,7 @@ import itertools
 from typing import Any
 
 import pytest
+
 from deepseek_operator.sandbox import Sandbox
 from deepseek_operator.sandbox.controllers import pod_ready
 

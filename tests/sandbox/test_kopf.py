@@ -6,8 +6,9 @@ import pathlib
 import textwrap
 
 import pytest
-from deepseek_operator.sandbox import Sandbox
 from kopf.testing import KopfRunner
+
+from deepseek_operator.sandbox import Sandbox
 
 from .conftest import Kubectl, eventually
 

@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 
 import pytest
+
 from deepseek_operator.sandbox import Sandbox
 
 from .conftest import KUBECTL, Kubectl, deployment, eventually

@@ -8,6 +8,7 @@ import signal
 import sys
 
 import aiohttp
+
 from deepseek_operator.sandbox import Sandbox
 
 from .conftest import KUBECTL, STAND_IN_CRDS, Kubectl, deployment, eventually

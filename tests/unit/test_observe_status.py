@@ -84,7 +84,10 @@ def state(name: str = "primary", phase: str = "Available", ready: int = 2, desir
     return VariantState(name, phase, image, desired, desired, ready, desired, reason, f"{name}: msg", fatal)  # type: ignore[arg-type]
 
 
-def status_of(states: list[VariantState], rb: Rollback = Rollback(), stable: str = "reg/worker:1",
+NO_ROLLBACK = Rollback()
+
+
+def status_of(states: list[VariantState], rb: Rollback = NO_ROLLBACK, stable: str = "reg/worker:1",
               old: dict[str, Any] | None = None) -> dict[str, Any]:
     inp = StatusInput(generation=4, variants=states, weights={"primary": 100}, selector="s", stable_image=stable,
                       rollback=rb, auto_rollback=True)

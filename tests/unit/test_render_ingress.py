@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from upstream_crds import HTTPROUTE, kube_validate, validate
+
 from deepseek_operator.api import DeepSeekDeploymentSpec, parse_spec
 from deepseek_operator.render.common import Capabilities, Owner
 from deepseek_operator.render.ingress import ingress_url, render_ingress
-from upstream_crds import HTTPROUTE, kube_validate, validate
 
 OWNER = Owner(name="chat", namespace="llm", uid="uid-1")
 GATEWAY = Capabilities(gateway_api=True)

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from upstream_crds import PROMETHEUS_RULE, SERVICE_MONITOR, validate
+
 from deepseek_operator.api import DeepSeekDeploymentSpec, parse_spec
 from deepseek_operator.render.common import Capabilities, Owner
 from deepseek_operator.render.monitoring import (
@@ -16,7 +18,6 @@ from deepseek_operator.render.monitoring import (
     render_service_monitor,
     rule_groups,
 )
-from upstream_crds import PROMETHEUS_RULE, SERVICE_MONITOR, validate
 
 OWNER = Owner(name="chat", namespace="llm", uid="uid-1")
 ALL = Capabilities(service_monitor=True, prometheus_rule=True)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from upstream_crds import kube_validate
+
 from deepseek_operator.api import parse_spec
 from deepseek_operator.render.common import Owner
 from deepseek_operator.render.network_policy import render_network_policy
-from upstream_crds import kube_validate
 
 OWNER = Owner(name="chat", namespace="llm", uid="uid-1")
 INGRESS_NS = {"kubernetes.io/metadata.name": "ingress-nginx"}

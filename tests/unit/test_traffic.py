@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from deepseek_operator.api import DeepSeekDeploymentSpec, ResolvedVariant, resolve_variants
 from deepseek_operator.traffic import effective_weights
 

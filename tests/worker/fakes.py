@@ -15,10 +15,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
+
 from deepseek_worker.app import build_app
 from deepseek_worker.settings import Settings
 from deepseek_worker.types import EngineStats, GenerationChunk, SamplingParams
-from fastapi import FastAPI
 
 DEADLINE = 30.0
 

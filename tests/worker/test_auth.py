@@ -154,8 +154,9 @@ async def test_valid_handmade_jwt_accepted(jwt_files: dict[str, Path]) -> None:
 
 
 def test_missing_secret_file_is_a_settings_error(tmp_path: Path) -> None:
-    from deepseek_worker.settings import Settings
     from pydantic import ValidationError
+
+    from deepseek_worker.settings import Settings
 
     with pytest.raises(ValidationError, match="jwt_secret_file"):
         Settings(jwt_secret_file=tmp_path / "absent")

@@ -14,10 +14,11 @@ import aiohttp
 import httpx
 import pytest
 import tenacity
+from fakes import serve_in_thread, wait_until
+
 from deepseek_worker.app import build_app
 from deepseek_worker.engine import Engine
 from deepseek_worker.settings import Settings
-from fakes import serve_in_thread, wait_until
 
 pytestmark = pytest.mark.slow
 MODEL = "deepseek-chat"

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_engine_helpers import DEADLINE, GREEDY, Outcome, chat_ids, collect
+
 from deepseek_worker.engine import Engine
 from deepseek_worker.types import EngineConfig, SamplingParams
-from test_engine_helpers import DEADLINE, GREEDY, Outcome, chat_ids, collect
 
 pytestmark = pytest.mark.slow
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from deepseek_worker.engine_loading import attention_candidates, load, quantization_config, resolve_dtype
 from deepseek_worker.types import EngineConfig
 

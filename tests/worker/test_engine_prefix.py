@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_engine_helpers import DEADLINE, chat_ids, collect
+
 from deepseek_worker.engine import Engine
 from deepseek_worker.engine_prefix import KV, PrefixCache
 from deepseek_worker.types import EngineConfig, SamplingParams
-from test_engine_helpers import DEADLINE, chat_ids, collect
 
 BLOCK = 4
 

@@ -8,8 +8,9 @@ import socket
 from typing import Any
 
 import httpx
-from deepseek_worker.limits import RateLimiter, TokenBucket
 from fakes import FakeEngine, make_app, serve_in_thread, wait_until
+
+from deepseek_worker.limits import RateLimiter, TokenBucket
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 

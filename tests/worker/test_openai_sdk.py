@@ -8,10 +8,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from fakes import make_app, serve_in_thread, wait_until
+
 from deepseek_worker.app import build_app
 from deepseek_worker.engine import Engine
 from deepseek_worker.settings import Settings
-from fakes import make_app, serve_in_thread, wait_until
 
 pytestmark = pytest.mark.slow
 KEY = "sk-test-key"

@@ -6,9 +6,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from test_engine_helpers import DEADLINE, chat_ids, collect
+
 from deepseek_worker.engine import Engine
 from deepseek_worker.types import EngineConfig, Quantization, SamplingParams
-from test_engine_helpers import DEADLINE, chat_ids, collect
 
 pytestmark = pytest.mark.slow
 
