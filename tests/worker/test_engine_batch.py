@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from deepseek_worker.engine_batch import BatchKV, layer_tensors
 from transformers import DynamicCache
+
+from deepseek_worker.engine_batch import BatchKV, layer_tensors
 
 
 def _cache(values: list[float]) -> DynamicCache:
