@@ -1,0 +1,122 @@
+"""Optional APIs end to end (DESIGN principle 7): the Gateway API and the Prometheus Operator.
+
+Without them the workers still roll out and a condition plus ONE Warning event say what is missing;
+with them the routing and monitoring objects exist and follow the spec.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from deepseek_operator.sandbox import Sandbox
+from tests.e2e.conftest import Kubectl, Operator, StartOperator, condition, eventually
+
+SPEC: dict[str, Any] = {
+    "image": "registry.example.com/deepseek-worker:1.0.0", "replicas": 2,
+    "model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"},
+    "ingress": {"provider": "gateway-api", "host": "chat.example.com", "gateway": {"parentRefs": [{"name": "public"}]}},
+}
+OWNED = "deepseek.ai/deployment=chat"
+
+
+def manifest(**spec: Any) -> str:
+    return json.dumps({"apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment",
+                       "metadata": {"name": "chat"}, "spec": {**SPEC, **spec}})
+
+
+def warnings(sb: Sandbox, reason: str) -> list[str]:
+    """Messages of Warning events with `reason` about chat, core v1 and events.k8s.io/v1 alike."""
+    out = []
+    for resource in ("v1/events", "events.k8s.io/v1/events"):
+        for ev in sb.objects(resource, "default"):
+            about = ev.get("involvedObject") or ev.get("regarding") or {}
+            if ev.get("type") == "Warning" and ev.get("reason") == reason and about.get("name") == "chat":
+                out.append(str(ev.get("message") or ev.get("note") or ""))
+    return out
+
+
+async def ticks(operator: Operator, n: int = 3) -> None:
+    """Wait until the operator has reconciled `n` more times (the resync runs every second)."""
+    before = await operator.metric("deepseek_operator_reconciles_total")
+
+    async def advanced() -> bool:
+        return await operator.metric("deepseek_operator_reconciles_total") >= before + n
+
+    await eventually(advanced, what=f"{n} more reconciles")
+
+
+def dsd(sb: Sandbox) -> dict[str, Any]:
+    return sb.get("dsd", "default", "chat") or {}
+
+
+async def disable(kubectl: Kubectl, part: str) -> None:
+    patch = {"spec": {"monitoring": {part: {"enabled": False}}}}
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p", json.dumps(patch))
+
+
+def monitoring_objects(sb: Sandbox) -> list[str]:
+    return sorted(o["kind"] + "/" + o["metadata"]["name"]
+                  for plural in ("servicemonitors", "prometheusrules") for o in sb.objects(plural, "default", OWNED))
+
+
+async def test_missing_apis_do_not_block_the_rollout_and_warn_once(sandbox: Sandbox, kubectl: Kubectl,
+                                                                   start_operator: StartOperator) -> None:
+    operator = await start_operator()
+    await kubectl("apply", "-f", "-", stdin=manifest())  # monitoring is on by default
+    await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=30s")
+
+    obj = dsd(sandbox)
+    assert obj["status"]["readyReplicas"] == 2
+    ingress, monitoring = condition(obj, "IngressReady"), condition(obj, "MonitoringReady")
+    assert (ingress["status"], ingress["reason"]) == ("False", "GatewayAPIMissing"), ingress
+    assert (monitoring["status"], monitoring["reason"]) == ("False", "PrometheusOperatorMissing"), monitoring
+    assert "ServiceMonitor" in monitoring["message"] and "PrometheusRule" in monitoring["message"]
+    assert "Ready" in await kubectl("get", "dsd", "chat")
+
+    # One Warning per missing API, not one per reconcile.
+    await eventually(lambda: warnings(sandbox, "GatewayAPIMissing") and warnings(sandbox, "PrometheusOperatorMissing"),
+                     what="the Warning events")
+    await ticks(operator)
+    assert len(warnings(sandbox, "GatewayAPIMissing")) == 1, warnings(sandbox, "GatewayAPIMissing")
+    assert len(warnings(sandbox, "PrometheusOperatorMissing")) == 1
+    described = await kubectl("describe", "dsd", "chat")
+    assert "GatewayAPIMissing" in described
+
+    # Monitoring switched off: nothing is missing any more, the condition goes.
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p",
+                  '{"spec":{"monitoring":{"serviceMonitor":{"enabled":false},"prometheusRule":{"enabled":false}}}}')
+    await eventually(lambda: dsd(sandbox).get("status", {}).get("observedGeneration") == dsd(sandbox)[
+        "metadata"]["generation"] and not condition(dsd(sandbox), "MonitoringReady"),
+        what="MonitoringReady gone once monitoring is disabled")
+    assert condition(dsd(sandbox), "Ready")["status"] == "True"
+
+
+@pytest.mark.sandbox_apis(monitoring=True, gateway=True)
+async def test_present_apis_get_their_objects_and_disabling_deletes_them(
+        sandbox: Sandbox, kubectl: Kubectl, start_operator: StartOperator) -> None:
+    operator = await start_operator()
+    await kubectl("apply", "-f", "-", stdin=manifest())
+    await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=30s")
+    await eventually(lambda: monitoring_objects(sandbox) == ["PrometheusRule/chat", "ServiceMonitor/chat"],
+                     what="the ServiceMonitor and the PrometheusRule")
+    obj = dsd(sandbox)
+    for ctype in ("IngressReady", "MonitoringReady"):
+        assert (condition(obj, ctype)["status"], condition(obj, ctype)["reason"]) == ("True", "Configured")
+    assert sandbox.get("httproutes", "default", "chat") is not None
+    assert warnings(sandbox, "GatewayAPIMissing") == [] and warnings(sandbox, "PrometheusOperatorMissing") == []
+
+    # Idle with the real upstream CRDs (their schema defaults add fields): no write.
+    await ticks(operator, 2)
+    sandbox.reset_stats()
+    await ticks(operator)
+    assert sandbox.stats().total == 0, (sandbox.stats().to_json(), operator.log(grep="status changed"))
+
+    await disable(kubectl, "prometheusRule")
+    await eventually(lambda: monitoring_objects(sandbox) == ["ServiceMonitor/chat"], what="the PrometheusRule deleted")
+    await disable(kubectl, "serviceMonitor")
+    await eventually(lambda: monitoring_objects(sandbox) == [], what="the ServiceMonitor deleted")
+    await eventually(lambda: not condition(dsd(sandbox), "MonitoringReady"), what="MonitoringReady gone")
+    assert sandbox.get("httproutes", "default", "chat") is not None
