@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 import pytest
-from deepseek_operator.sandbox import Sandbox
 
+from deepseek_operator.sandbox import Sandbox
 from tests.e2e.conftest import Kubectl, Operator, StartOperator, condition, eventually
 
 REG = "registry.example.com/deepseek-worker"
@@ -224,3 +224,21 @@ async def test_unschedulable_waits_for_the_progress_deadline_then_rolls_back(
     assert condition(obj, "Degraded")["reason"] == "RolledBack"
     events = await eventually(lambda: warnings(sandbox, "RolledBack"), what="a RolledBack event")
     assert len(events) == 1 and "ProgressDeadlineExceeded" in events[0], events
+
+
+async def test_clearing_failed_image_by_hand_retries_it(sandbox: Sandbox, kubectl: Kubectl,
+                                                       start_operator: StartOperator) -> None:
+    """docs/rollouts.md's escape hatch: the rollback memory is status.failedImage and nothing else."""
+    bad = FATAL["CrashLoopBackOff"][0]
+    await start_ready(sandbox, kubectl, start_operator)
+    await set_image(kubectl, bad)
+    await eventually(lambda: (o := current(sandbox)) and o["status"].get("failedImage") == bad
+                     and serving(sandbox, V1, 2), timeout=30, what="the first rollback")
+    await eventually(lambda: len(warnings(sandbox, "RolledBack")) == 1, what="the first RolledBack event")
+
+    await kubectl("patch", "dsd", "chat", "--subresource=status", "--type=merge", "-p",
+                  '{"status":{"failedImage":""}}')
+    # Retried: the bad image goes out again, fails again, and is rolled back again.
+    await eventually(lambda: len(warnings(sandbox, "RolledBack")) == 2, timeout=30, what="a second RolledBack")
+    await eventually(lambda: (o := current(sandbox)) and o["status"].get("failedImage") == bad
+                     and serving(sandbox, V1, 2), timeout=30, what="the second rollback")
