@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 import pytest
-from deepseek_operator.sandbox import Sandbox
 
+from deepseek_operator.sandbox import Sandbox
 from tests.e2e.conftest import Kubectl, Operator, StartOperator, condition, eventually
 
 REG = "registry.example.com/deepseek-worker"
