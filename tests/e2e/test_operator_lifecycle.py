@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from deepseek_operator.sandbox import Sandbox, customs
-from tests.e2e.conftest import Kubectl, StartOperator, condition, eventually
+from tests.e2e.conftest import Kubectl, Operator, StartOperator, condition, eventually
 
 CHAT = """\
 apiVersion: deepseek.ai/v1alpha1
@@ -39,14 +39,33 @@ def ready_for_generation(sb: Sandbox, name: str = "chat") -> dict[str, Any] | No
 
 
 def settled(sb: Sandbox, replicas: int) -> bool:
-    """Ready, and every pod belongs to the current Deployment (the deleted one's pods are gone)."""
+    """Ready, every pod belongs to the current Deployment (the deleted one's pods are gone) and is
+    Ready, and that Deployment's status says so: nothing in the cluster is left to change.
+
+    The pods' readiness matters: a recreated Deployment's new pods exist some 30 ms before the
+    operator writes the status that reflects them, and in that window the status written before the
+    deletion (Ready, `replicas` ready) would match (the "idle -> zero writes" flake).
+    """
     dep = sb.get("deployments", "default", "chat-primary")
     obj = ready_for_generation(sb)
     if dep is None or obj is None or obj["status"]["readyReplicas"] != replicas:
         return False
+    if dep.get("status", {}).get("readyReplicas") != replicas:
+        return False
     pods = sb.objects("pods", "default", "deepseek.ai/deployment=chat")
     owners = {ref["uid"] for p in pods for ref in p["metadata"].get("ownerReferences", [])}
-    return len(pods) == replicas and owners == {dep["metadata"]["uid"]}
+    ready = all(condition(p, "Ready").get("status") == "True" for p in pods)
+    return len(pods) == replicas and owners == {dep["metadata"]["uid"]} and ready
+
+
+async def reconciled(operator: Operator, n: int) -> None:
+    """Wait until the operator has finished `n` more reconciles."""
+    before = await operator.metric("deepseek_operator_reconciles_total")
+
+    async def advanced() -> bool:
+        return await operator.metric("deepseek_operator_reconciles_total") >= before + n
+
+    await eventually(advanced, what=f"{n} more reconciles")
 
 
 async def test_apply_rollout_scale_heal_idle_delete(sandbox: Sandbox, kubectl: Kubectl,
@@ -101,14 +120,12 @@ async def test_apply_rollout_scale_heal_idle_delete(sandbox: Sandbox, kubectl: K
     await eventually(lambda: sandbox.get("deployments", "default", "chat-primary"), what="deployment recreated")
     await eventually(lambda: settled(sandbox, 3), what="Ready again, old pods garbage-collected")
 
-    # Idle: several reconciles (resync every second), zero writes at the API.
+    # Idle: several reconciles (resync every second), zero writes at the API. First let a reconcile
+    # that read the cluster before it settled write its (last) status: reconciles of one resource
+    # are serialized, so the second to end from here started after the cluster had settled.
+    await reconciled(operator, 2)
     sandbox.reset_stats()
-    before = await operator.metric("deepseek_operator_reconciles_total")
-
-    async def reconciled_thrice() -> bool:
-        return await operator.metric("deepseek_operator_reconciles_total") >= before + 3
-
-    await eventually(reconciled_thrice, what="three idle reconciles")
+    await reconciled(operator, 3)
     assert sandbox.stats().total == 0, (sandbox.stats().to_json(), operator.log(grep="deepseek_operator"))
 
     # Deleting the resource removes its children.
