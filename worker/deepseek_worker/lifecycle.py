@@ -10,12 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from types import FrameType
 
 import uvicorn
 
 log = logging.getLogger("deepseek_worker.lifecycle")
+
+
+# The operator reads these from the pod's terminated state to report ModelLoadFailed with our message
+# (operator/deepseek_operator/observe.py): exit status 3 and a termination message starting so.
+MODEL_LOAD_EXIT_CODE = 3
+MODEL_LOAD_PREFIX = "model load failed"
+TERMINATION_LOG = os.environ.get("DEEPSEEK_TERMINATION_LOG", "/dev/termination-log")
+
+
+def report_model_load_failure(error: object) -> None:
+    """Write the Kubernetes termination message; outside a pod the path may not exist (ignored)."""
+    try:
+        with open(TERMINATION_LOG, "w", encoding="utf-8") as fh:
+            fh.write(f"{MODEL_LOAD_PREFIX}: {error}"[:4000])
+    except OSError:
+        log.debug("no termination log at %s", TERMINATION_LOG)
 
 
 class WorkerState:
@@ -68,10 +85,11 @@ class DrainingServer(uvicorn.Server):
         await super().serve(sockets)  # type: ignore[arg-type]
 
     async def on_tick(self, counter: int) -> bool:
-        """uvicorn calls this every 0.1 s; a failed model load ends the process with status 1."""
+        """uvicorn calls this every 0.1 s; a failed model load ends the process with MODEL_LOAD_EXIT_CODE."""
         if self.state.start_error is not None:
             log.error("engine failed to start (%s); exiting", self.state.start_error)
-            self.exit_code = 1
+            report_model_load_failure(self.state.start_error)
+            self.exit_code = MODEL_LOAD_EXIT_CODE
             return True
         return await super().on_tick(counter)
 

@@ -108,6 +108,8 @@ def render_container(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, ima
         "name": "worker",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
+        # The worker writes "model load failed: ..." there (observe.py reports it as ModelLoadFailed).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "env": worker_env(spec, variant, drain_seconds(spec)),
         "ports": [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "resources": {"requests": dict(limits), "limits": limits},
