@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from deepseek_operator.sandbox import Sandbox
-from tests.e2e.conftest import Kubectl, Operator, StartOperator, condition, eventually
+from tests.e2e.conftest import ROOT, Kubectl, Operator, StartOperator, condition, eventually
 
 REG = "registry.example.com/deepseek-worker"
 V1, V2, V3 = f"{REG}:1.0.0", f"{REG}:2.0.0", f"{REG}:3.0.0"
@@ -242,3 +242,10 @@ async def test_clearing_failed_image_by_hand_retries_it(sandbox: Sandbox, kubect
     await eventually(lambda: len(warnings(sandbox, "RolledBack")) == 2, timeout=30, what="a second RolledBack")
     await eventually(lambda: (o := current(sandbox)) and o["status"].get("failedImage") == bad
                      and serving(sandbox, V1, 2), timeout=30, what="the second rollback")
+
+
+def test_docs_name_every_reason_tested_here() -> None:
+    """docs/rollouts.md documents each reason these tests expect (and its test names it)."""
+    doc = (ROOT / "docs" / "rollouts.md").read_text()
+    for reason in [*KINDS, "Unschedulable", "RolledBack", "RolloutFailed", "RollingOut", "RolloutComplete"]:
+        assert f"`{reason}`" in doc, reason
