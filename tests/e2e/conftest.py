@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from deepseek_operator.sandbox import Sandbox
+from tests.waiting import eventually
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
@@ -30,23 +31,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1,
-                     what: str = "condition") -> Any:
-    """Poll `check` (sync or async) until truthy; fail with `what` at the deadline."""
-    last: Any = None
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                last = check()
-                if asyncio.iscoroutine(last):
-                    last = await last
-                if last:
-                    return last
-                await asyncio.sleep(interval)
-    except TimeoutError:
-        pytest.fail(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 @dataclass
@@ -168,3 +152,14 @@ def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
         if cond["type"] == ctype:
             return dict(cond)
     return {}
+
+
+def warnings(sb: Sandbox, reason: str, name: str = "chat") -> list[str]:
+    """Messages of Warning events with `reason` about `name`, core v1 and events.k8s.io/v1 alike."""
+    out = []
+    for resource in ("v1/events", "events.k8s.io/v1/events"):
+        for ev in sb.objects(resource, "default"):
+            about = ev.get("involvedObject") or ev.get("regarding") or {}
+            if ev.get("type") == "Warning" and ev.get("reason") == reason and about.get("name") == name:
+                out.append(str(ev.get("message") or ev.get("note") or ""))
+    return out

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from deepseek_operator.sandbox import Sandbox
-from tests.e2e.conftest import Kubectl, Operator, StartOperator, condition, eventually
+from tests.e2e.conftest import Kubectl, Operator, StartOperator, condition, eventually, warnings
 
 SPEC: dict[str, Any] = {
     "image": "registry.example.com/deepseek-worker:1.0.0", "replicas": 2,
@@ -27,15 +27,6 @@ def manifest(**spec: Any) -> str:
                        "metadata": {"name": "chat"}, "spec": {**SPEC, **spec}})
 
 
-def warnings(sb: Sandbox, reason: str) -> list[str]:
-    """Messages of Warning events with `reason` about chat, core v1 and events.k8s.io/v1 alike."""
-    out = []
-    for resource in ("v1/events", "events.k8s.io/v1/events"):
-        for ev in sb.objects(resource, "default"):
-            about = ev.get("involvedObject") or ev.get("regarding") or {}
-            if ev.get("type") == "Warning" and ev.get("reason") == reason and about.get("name") == "chat":
-                out.append(str(ev.get("message") or ev.get("note") or ""))
-    return out
 
 
 async def ticks(operator: Operator, n: int = 3) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from deepseek_operator.sandbox import Sandbox
-from tests.e2e.conftest import ROOT, Kubectl, Operator, StartOperator, condition, eventually
+from tests.e2e.conftest import ROOT, Kubectl, Operator, StartOperator, condition, eventually, warnings
 
 REG = "registry.example.com/deepseek-worker"
 V1, V2, V3 = f"{REG}:1.0.0", f"{REG}:2.0.0", f"{REG}:3.0.0"
@@ -70,15 +70,6 @@ def serving(sb: Sandbox, image: str, replicas: int) -> bool:
     return len(pods) == replicas and all(p["spec"]["containers"][0]["image"] == image and is_ready(p) for p in pods)
 
 
-def warnings(sb: Sandbox, reason: str) -> list[str]:
-    """Messages of Warning events with `reason` about chat, core v1 and events.k8s.io/v1 alike."""
-    out = []
-    for resource in ("v1/events", "events.k8s.io/v1/events"):
-        for ev in sb.objects(resource, "default"):
-            about = ev.get("involvedObject") or ev.get("regarding") or {}
-            if ev.get("type") == "Warning" and ev.get("reason") == reason and about.get("name") == "chat":
-                out.append(str(ev.get("message") or ev.get("note") or ""))
-    return out
 
 
 async def set_image(kubectl: Kubectl, image: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from deepseek_operator.sandbox import Sandbox
+from tests.waiting import eventually
 
 HERE = pathlib.Path(__file__).parent
 ROOT = HERE.parents[1]
@@ -48,18 +49,6 @@ def kubectl(sandbox: Sandbox) -> Kubectl:
         return proc.returncode or 0, out.decode()
 
     return run
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy; fail at the deadline."""
-    async with asyncio.timeout(timeout):
-        while True:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return result
-            await asyncio.sleep(interval)
 
 
 @pytest.fixture

@@ -328,6 +328,22 @@ class TokenResponse(BaseModel):
     expires_in: int
 
 
+def _stream_event(
+    kind: str, completion_id: str, created: int, model: str, choice: dict[str, Any], usage: Usage | None
+) -> dict[str, Any]:
+    """One streamed event of `kind`; the usage event has no choices and a usage object."""
+    out: dict[str, Any] = {
+        "id": completion_id,
+        "object": kind,
+        "created": created,
+        "model": model,
+        "choices": [] if usage is not None else [{"index": 0, **choice, "logprobs": None}],
+    }
+    if usage is not None:
+        out["usage"] = usage.model_dump()
+    return out
+
+
 def chat_chunk(
     completion_id: str,
     created: int,
@@ -336,20 +352,9 @@ def chat_chunk(
     finish_reason: str | None = None,
     usage: Usage | None = None,
 ) -> dict[str, Any]:
-    """One `chat.completion.chunk`; the usage chunk has no choices and a usage object."""
-    choices = (
-        [] if usage is not None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
-    )
-    out: dict[str, Any] = {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": choices,
-    }
-    if usage is not None:
-        out["usage"] = usage.model_dump()
-    return out
+    """One `chat.completion.chunk`."""
+    choice = {"delta": delta, "finish_reason": finish_reason}
+    return _stream_event("chat.completion.chunk", completion_id, created, model, choice, usage)
 
 
 def completion_chunk(
@@ -360,20 +365,9 @@ def completion_chunk(
     finish_reason: str | None = None,
     usage: Usage | None = None,
 ) -> dict[str, Any]:
-    """One streamed `text_completion` event; the usage event has no choices."""
-    choices = (
-        [] if usage is not None else [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}]
-    )
-    out: dict[str, Any] = {
-        "id": completion_id,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": choices,
-    }
-    if usage is not None:
-        out["usage"] = usage.model_dump()
-    return out
+    """One streamed `text_completion` event."""
+    choice = {"text": text, "finish_reason": finish_reason}
+    return _stream_event("text_completion", completion_id, created, model, choice, usage)
 
 
 def finish_reason(engine_reason: str | None) -> str:
