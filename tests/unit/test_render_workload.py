@@ -9,6 +9,7 @@ import pytest
 from deepseek_operator.api import parse_spec
 from deepseek_operator.render.common import Owner, child_name
 from deepseek_operator.render.workload import render_workload
+from tests.unit.upstream_crds import kube_validate
 
 OWNER = Owner("chat", "team-a", "uid-1", 3)
 BASE: dict[str, Any] = {"image": "reg/worker:1", "model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"}}
@@ -183,3 +184,24 @@ def test_child_name_hashes_only_when_too_long() -> None:
     assert child_name("chat", "primary") == "chat-primary"
     long = child_name("x" * 70)
     assert len(long) == 63 and long != child_name("x" * 71)
+
+
+FULL: dict[str, Any] = {
+    "resources": {"gpus": 2, "shmSize": "16Gi"},
+    "scheduling": {"nodeSelector": {"gpu": "h100"}, "tolerations": [{"key": "a", "operator": "Exists"}],
+                   "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                       "nodeSelectorTerms": [{"matchExpressions": [
+                           {"key": "gpu", "operator": "In", "values": ["h100"]}]}]}}},
+                   "priorityClassName": "llm", "runtimeClassName": "nvidia"},
+    "model": {"id": "r1", "source": {"pvc": {"claimName": "models", "subPath": "r1"}}},
+    "auth": {"apiKeysSecretRef": {"name": "keys"}, "jwt": {"secretRef": {"name": "jwt"}}},
+    "variants": [{"name": "canary", "weight": 10, "image": "reg/worker:2"}],
+}
+
+
+@pytest.mark.parametrize("extra", [{}, FULL], ids=["minimal", "everything set"])
+def test_rendered_children_pass_kubernetes_validate_strict(extra: dict[str, Any]) -> None:
+    children = render_workload(OWNER, spec(**extra))
+    assert {c["kind"] for c in children} == {"Deployment", "Service"}
+    for child in children:
+        kube_validate(child)
