@@ -27,6 +27,7 @@ RESYNC_SECONDS = float(os.environ.get("DEEPSEEK_OPERATOR_RESYNC_SECONDS", "60"))
 # Retry delay after an API error (409 conflict, 5xx): the next attempt usually succeeds.
 RETRY_SECONDS = 5
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
+_waiting: set[tuple[str, str]] = set()  # resources with a reconcile queued on their lock
 _client: K8s | None = None
 
 
@@ -46,31 +47,50 @@ async def run(body: kopf.Body | dict[str, Any]) -> None:
     """Reconcile one resource under its lock; map outcomes to kopf's error semantics.
 
     The body is re-read inside the lock: a trigger's copy may predate the status the previous
-    reconcile just wrote, and reconciling from it would write that status again.
+    reconcile just wrote, and reconciling from it would write that status again. For the same
+    reason triggers coalesce: while one reconcile of a resource waits for the lock, further
+    triggers return at once, since the waiting one will read everything they would (a rollout's
+    burst of pod events costs one or two reconciles, not one each).
     """
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
+    if key in _waiting:
+        metrics.record_coalesced()
+        return
     api = await client()
-    async with _lock(*key):
-        fresh = await api.get(CR, *key)
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            _locks.pop(key, None)  # children go with the owner through ownerReferences garbage collection
-            metrics.set_managed_deployments(len(_locks))
-            return
+    _waiting.add(key)
+    try:
+        lock = _lock(*key)
+        await lock.acquire()
+    finally:
+        _waiting.discard(key)
+    try:
+        await _run_locked(api, key)
+    finally:
+        lock.release()
+
+
+async def _run_locked(api: K8s, key: tuple[str, str]) -> None:
+    """The reconcile itself, with the lock held: fresh GET, deletion check, error mapping."""
+    fresh = await api.get(CR, *key)
+    if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+        _locks.pop(key, None)  # children go with the owner through ownerReferences garbage collection
         metrics.set_managed_deployments(len(_locks))
-        target = kopf.Body(cast(kopf.RawBody, fresh))
+        return
+    metrics.set_managed_deployments(len(_locks))
+    target = kopf.Body(cast(kopf.RawBody, fresh))
 
-        async def notify(kind: str, reason: str, message: str) -> None:
-            kopf.event(target, type=kind, reason=reason, message=message)
+    async def notify(kind: str, reason: str, message: str) -> None:
+        kopf.event(target, type=kind, reason=reason, message=message)
 
-        try:
-            outcome = await reconcile(fresh, api, notify)
-        except InvalidSpec as exc:
-            # The status says why; retrying cannot help until the spec changes (no retry storm).
-            raise kopf.PermanentError(str(exc)) from exc
-        except ApiError as exc:
-            raise kopf.TemporaryError(f"API error, retrying: {exc}", delay=RETRY_SECONDS) from exc
-        log.debug("%s/%s: %s, writes %s", *key, outcome.reason, outcome.writes)
+    try:
+        outcome = await reconcile(fresh, api, notify)
+    except InvalidSpec as exc:
+        # The status says why; retrying cannot help until the spec changes (no retry storm).
+        raise kopf.PermanentError(str(exc)) from exc
+    except ApiError as exc:
+        raise kopf.TemporaryError(f"API error, retrying: {exc}", delay=RETRY_SECONDS) from exc
+    log.debug("%s/%s: %s, writes %s", *key, outcome.reason, outcome.writes)
 
 
 async def run_for_owner(namespace: str, name: str) -> None:

@@ -18,25 +18,21 @@ INGRESS_CLASS = KINDS[("networking.k8s.io/v1", "IngressClass")]
 CACHE_SECONDS = 30.0
 
 
-async def detect_capabilities(api: K8s, spec: DeepSeekDeploymentSpec) -> Capabilities:
-    """Which optional APIs the cluster serves (cached briefly per client)."""
+async def detect_capabilities(api: K8s) -> Capabilities:
+    """Which optional APIs and IngressClasses the cluster serves; one answer per client per CACHE_SECONDS."""
     hit = api.cache.get("capabilities")
     if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
         cached: Capabilities = hit[1]
         return cached
     monitoring = await api.served("monitoring.coreos.com/v1")
     gateway = await api.served("gateway.networking.k8s.io/v1")
-    classes = frozenset(
-        c["metadata"]["name"] for c in await api.list(INGRESS_CLASS, None, {})
-    ) if spec.ingress is not None else frozenset()
+    classes = frozenset(c["metadata"]["name"] for c in await api.list(INGRESS_CLASS, None, {}))
     caps = Capabilities(
         service_monitor="servicemonitors" in monitoring,
         prometheus_rule="prometheusrules" in monitoring,
         gateway_api="httproutes" in gateway,
         ingress_classes=classes,
     )
-    if spec.ingress is None:
-        return caps  # classes were not read; don't cache a partial answer
     api.cache["capabilities"] = (time.monotonic(), caps)
     return caps
 

@@ -62,6 +62,11 @@ RESYNCS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+COALESCED = Counter(
+    PREFIX + "triggers_coalesced",
+    "Triggers (child events, timers) dropped because a reconcile of the same resource was already queued.",
+    registry=REGISTRY,
+)
 MANAGED_DEPLOYMENTS = Gauge(
     PREFIX + "managed_deployments",
     "DeepSeekDeployment resources this operator currently manages.",
@@ -100,6 +105,11 @@ def record_resync(result: str) -> None:
     """Count one resync timer tick: reconciled or skipped_invalid."""
     _check("result", result, RESYNC_RESULTS)
     RESYNCS.labels(result).inc()
+
+
+def record_coalesced() -> None:
+    """Count one trigger folded into an already queued reconcile."""
+    COALESCED.inc()
 
 
 def set_managed_deployments(count: int) -> None:

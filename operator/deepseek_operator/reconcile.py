@@ -89,7 +89,7 @@ async def reconcile(body: Mapping[str, Any], api: K8s, notify: Notify) -> Outcom
 
 async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_status: dict[str, Any], api: K8s,
                            notify: Notify) -> Outcome:
-    caps = await detect_capabilities(api, spec)
+    caps = await detect_capabilities(api)
     plan = rollback.plan(spec, old_status)
     writes, states, weights = await _converge(api, owner, spec, caps, plan, old_status)
     new_plan = rollback.detect_failure(spec, plan, states[0], old_status.get("image", ""))
