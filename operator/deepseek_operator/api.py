@@ -404,6 +404,7 @@ class DeepSeekDeploymentStatus(Model):
     selector: str = Field("", description="Label selector of the primary pods (scale subresource).")
     image: str = Field("", description="The image fully rolled out on the primary (the rollback target).")
     failed_image: str = Field("", description="Image a rollout failed with; not retried until spec changes.")
+    failed_reason: str = Field("", description="Why the rollout of failedImage failed: reason and the pod's message.")
     url: str = Field("", description="Public URL when an ingress is configured.")
     variants: list[VariantStatus] = Field(
         default_factory=list, max_length=16, description="Per variant state and weight."

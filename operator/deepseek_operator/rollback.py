@@ -1,7 +1,8 @@
 """Pure rollback policy (spec.rollout.autoRollback), remembered in status.image and status.failedImage.
 
 - status.image is the last image fully rolled out on the primary: the rollback target.
-- When a rollout of spec.image fails fatally (observe.py), status.failedImage = spec.image. With
+- When a rollout of spec.image fails fatally (observe.py), status.failedImage = spec.image and
+  status.failedReason says why (the reason and the pod's message). With
   autoRollback and a target to go back to, the primary is rendered with status.image again, once.
 - The bad image is not retried while spec.image still equals status.failedImage; setting a new
   image (the next CI pipeline) clears it. Rollback covers image changes, which is what pipelines
@@ -24,7 +25,7 @@ def plan(spec: DeepSeekDeploymentSpec, old_status: dict[str, Any]) -> Rollback:
     if not failed or failed != spec.image:
         return Rollback()
     rolled_back = spec.rollout.auto_rollback and bool(stable) and stable != spec.image
-    return Rollback(failed_image=failed, rolled_back=rolled_back)
+    return Rollback(failed_image=failed, rolled_back=rolled_back, reason=old_status.get("failedReason", ""))
 
 
 def primary_image(spec: DeepSeekDeploymentSpec, rollback: Rollback, stable: str) -> str:
@@ -39,4 +40,5 @@ def detect_failure(spec: DeepSeekDeploymentSpec, rollback: Rollback, primary: Va
         return None
     if primary.image != spec.image or spec.image == stable:
         return None
-    return Rollback(failed_image=spec.image, rolled_back=spec.rollout.auto_rollback and bool(stable))
+    return Rollback(failed_image=spec.image, rolled_back=spec.rollout.auto_rollback and bool(stable),
+                    reason=f"{primary.reason}: {primary.message}")

@@ -28,6 +28,7 @@ class Rollback:
 
     failed_image: str = ""
     rolled_back: bool = False
+    reason: str = ""  # "<Reason>: <message>" of the failure, for the conditions' messages
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,8 @@ def invalid_spec_conditions(message: str, generation: int) -> list[dict[str, Any
 def _ready(inp: StatusInput) -> tuple[bool, str, str]:
     primary = inp.variants[0]
     if inp.rollback.rolled_back:
-        return False, "RolledBack", (f"rollout of {inp.rollback.failed_image} failed; "
-                                     f"serving {primary.image} again")
+        return False, "RolledBack", (f"rollout of {inp.rollback.failed_image} failed "
+                                     f"({inp.rollback.reason}); serving {primary.image} again")
     for state in inp.variants:
         if state.phase != "Available":
             return False, state.reason, state.message
@@ -107,8 +108,8 @@ def _progressing(inp: StatusInput) -> tuple[bool, str, str]:
 def _degraded(inp: StatusInput) -> tuple[bool, str, str]:
     primary = inp.variants[0]
     if inp.rollback.rolled_back:
-        return True, "RolledBack", (f"image {inp.rollback.failed_image} failed to roll out; "
-                                    f"rolled back to {primary.image}")
+        return True, "RolledBack", (f"image {inp.rollback.failed_image} failed to roll out "
+                                    f"({inp.rollback.reason}); rolled back to {primary.image}")
     fatal = [s for s in inp.variants if s.phase == "Failed" and s.fatal]
     if fatal:
         hint = "" if inp.auto_rollback else " (rollout.autoRollback is off)"
@@ -138,8 +139,8 @@ def compute_status(inp: StatusInput, old: dict[str, Any], now: str) -> dict[str,
     ]
     conds += [condition(t, ok, reason, msg, inp.generation) for t, ok, reason, msg in inp.integrations]
     image = stable_image(inp)
-    failed_image = "" if (image == inp.rollback.failed_image and not inp.rollback.rolled_back) \
-        else inp.rollback.failed_image
+    cleared = image == inp.rollback.failed_image and not inp.rollback.rolled_back
+    failed_image, failed_reason = ("", "") if cleared else (inp.rollback.failed_image, inp.rollback.reason)
     status: dict[str, Any] = {
         "observedGeneration": inp.generation,
         "replicas": primary.replicas,
@@ -149,6 +150,7 @@ def compute_status(inp: StatusInput, old: dict[str, Any], now: str) -> dict[str,
         "selector": inp.selector,
         "image": image,
         "failedImage": failed_image,
+        "failedReason": failed_reason,
         "url": inp.url,
         "variants": [
             {"name": s.name, "weight": inp.weights.get(s.name, 0), "image": s.image,

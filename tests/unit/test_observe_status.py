@@ -139,9 +139,12 @@ def test_image_moves_only_when_primary_fully_available() -> None:
 
 
 def test_success_clears_failed_image() -> None:
-    assert status_of([state()], Rollback(IMG, False))["failedImage"] == ""
-    assert status_of([state(image="reg/worker:1")], Rollback("reg/worker:bad", True))["failedImage"] == \
-        "reg/worker:bad"
+    cleared = status_of([state()], Rollback(IMG, False, "CrashLoopBackOff: x"))
+    assert (cleared["failedImage"], cleared["failedReason"]) == ("", "")
+    kept = status_of([state(image="reg/worker:1")], Rollback("reg/worker:bad", True, "ImagePullBackOff: denied"))
+    assert (kept["failedImage"], kept["failedReason"]) == ("reg/worker:bad", "ImagePullBackOff: denied")
+    degraded = next(c for c in kept["conditions"] if c["type"] == "Degraded")
+    assert "ImagePullBackOff: denied" in degraded["message"] and "reg/worker:bad" in degraded["message"]
 
 
 def test_last_transition_time_kept_when_unchanged() -> None:
@@ -162,7 +165,8 @@ SPEC = {"image": IMG, "model": {"id": "m"}}
 
 
 @pytest.mark.parametrize(("auto", "old", "expected"), [
-    (True, {"image": "reg/worker:1", "failedImage": IMG}, Rollback(IMG, True)),
+    (True, {"image": "reg/worker:1", "failedImage": IMG, "failedReason": "OOMKilled: m"},
+     Rollback(IMG, True, "OOMKilled: m")),
     (False, {"image": "reg/worker:1", "failedImage": IMG}, Rollback(IMG, False)),
     (True, {"image": "reg/worker:1", "failedImage": "reg/worker:other"}, Rollback()),
     (True, {"image": "", "failedImage": IMG}, Rollback(IMG, False)),
@@ -176,7 +180,8 @@ def test_rollback_plan(auto: bool, old: dict[str, Any], expected: Rollback) -> N
 def test_rollback_detects_fatal_failure_of_new_image_once() -> None:
     spec = parse_spec(SPEC)
     failed = state(phase="Failed", reason="CrashLoopBackOff", fatal=True)
-    assert rollback.detect_failure(spec, Rollback(), failed, "reg/worker:1") == Rollback(IMG, True)
+    assert rollback.detect_failure(spec, Rollback(), failed, "reg/worker:1") == \
+        Rollback(IMG, True, "CrashLoopBackOff: primary: msg")
     assert rollback.detect_failure(spec, Rollback(IMG, True), failed, "reg/worker:1") is None
     assert rollback.detect_failure(spec, Rollback(), state(phase="Failed", reason="Unschedulable"),
                                    "reg/worker:1") is None
