@@ -106,3 +106,11 @@ def test_unknown_top_level_field_and_missing_spec() -> None:
     assert ("extra", 'unknown field "extra"') in validate(obj, crd())
     del obj["spec"], obj["extra"]
     assert validate(obj, crd()) == [("spec", "Required value")]
+
+
+def test_api_version_and_kind_are_allowed_even_when_the_schema_omits_them() -> None:
+    widget = {"spec": {"versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+        "type": "object", "properties": {"spec": {"type": "object", "properties": {"x": {"type": "integer"}}}}}}}]}}
+    obj = {"apiVersion": "g/v1", "kind": "W", "metadata": {"name": "w"}, "spec": {"x": 1}}
+    assert validate(obj, widget) == []
+    assert validate({**obj, "extra": 1}, widget) == [("extra", 'unknown field "extra"')]

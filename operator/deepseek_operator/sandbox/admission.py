@@ -116,8 +116,13 @@ def _validator(schema_json: str) -> jsonschema.Draft7Validator:
 
 
 def schema_errors(obj: dict[str, Any], schema: Schema) -> Errors:
-    """OpenAPI errors with apiserver-like paths and wording; metadata is the apiserver's business."""
-    root = {**schema, "properties": {**schema.get("properties", {}), "metadata": {"type": "object"}}}
+    """OpenAPI errors with apiserver-like paths and wording; metadata is the apiserver's business.
+
+    apiVersion and kind are always allowed at the root, as the apiserver does, even when a CRD's
+    schema does not list them.
+    """
+    always = {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"}}
+    root = {**schema, "properties": {**always, **schema.get("properties", {}), "metadata": {"type": "object"}}}
     validator = _validator(json.dumps(root, sort_keys=True))
     out: Errors = []
     for err in sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path]):
