@@ -92,7 +92,7 @@ class Operator:
         return "\n".join(own[-lines:])
 
 
-StartOperator = Callable[[], Awaitable[Operator]]
+StartOperator = Callable[..., Awaitable[Operator]]
 
 
 @pytest.fixture
@@ -118,14 +118,14 @@ async def start_operator(sandbox: Sandbox, tmp_path: pathlib.Path) -> AsyncItera
     """Start (and at teardown stop) `deepseek-operator` processes against the sandbox."""
     running: list[Operator] = []
 
-    async def start() -> Operator:
+    async def start(*extra_args: str) -> Operator:
         port = free_port()
         log_path = tmp_path / f"operator-{len(running)}.log"
         env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig_path), "DEEPSEEK_OPERATOR_METRICS_PORT": str(port),
                "DEEPSEEK_OPERATOR_RESYNC_SECONDS": "1"}
         with log_path.open("wb") as log:
             proc = await asyncio.create_subprocess_exec(
-                str(OPERATOR), "--standalone", "--namespace=default", "--verbose", stdout=log,
+                str(OPERATOR), "--standalone", "--namespace=default", "--verbose", *extra_args, stdout=log,
                 stderr=asyncio.subprocess.STDOUT, env=env)
         op = Operator(proc, port, log_path)
         running.append(op)

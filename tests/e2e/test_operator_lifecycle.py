@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
 from deepseek_operator.sandbox import Sandbox, customs
-from tests.e2e.conftest import Kubectl, Operator, StartOperator, condition, eventually
+from tests.e2e.conftest import Kubectl, Operator, StartOperator, condition, eventually, free_port
 
 CHAT = """\
 apiVersion: deepseek.ai/v1alpha1
@@ -113,6 +114,16 @@ async def test_apply_rollout_scale_heal_idle_delete(sandbox: Sandbox, kubectl: K
                      what="3 ready replicas")
     assert (sandbox.get("deployments", "default", "chat-primary") or {})["spec"]["replicas"] == 3
 
+    # A child changed by hand is put back (the Deployment event triggers a reconcile).
+    await kubectl("set", "image", "deployment/chat-primary", "worker=evil.example.com/miner:1")
+    await kubectl("patch", "service", "chat-primary", "--type=merge", "-p",
+                  '{"spec":{"selector":{"deepseek.ai/variant":"canary"}}}')
+    await eventually(lambda: (sandbox.get("deployments", "default", "chat-primary") or {})["spec"]["template"]
+                     ["spec"]["containers"][0]["image"] == V2, what="image put back")
+    await eventually(lambda: (sandbox.get("services", "default", "chat-primary") or {})["spec"]["selector"] == {
+        "deepseek.ai/deployment": "chat", "deepseek.ai/variant": "primary"}, what="selector put back")
+    await eventually(lambda: settled(sandbox, 3), what="Ready after the hand edits")
+
     # A child deleted by hand comes back.
     await kubectl("delete", "service", "chat-primary")
     await kubectl("delete", "deployment", "chat-primary", "--wait=false")
@@ -162,6 +173,10 @@ async def test_invalid_spec_is_reported_without_retry_storm(sandbox: Sandbox, st
         and o, what="InvalidSpec condition")
     assert "spec.rollout" in condition(obj, "Ready")["message"]
     assert sandbox.get("deployments", "default", "bad-primary") is None
+    # kopf records that it handled this spec (once) after the handler's permanent failure.
+    await eventually(lambda: "deepseek.ai/last-handled-configuration" in
+                     ((sandbox.get("dsd", "default", "bad") or {})["metadata"].get("annotations") or {}),
+                     what="kopf's handled-configuration annotation")
     sandbox.reset_stats()
     invalid_before = await operator.metric("deepseek_operator_reconciles_total", result="invalid")
     skipped_before = await operator.metric("deepseek_operator_resyncs_total", result="skipped_invalid")
@@ -196,3 +211,18 @@ async def test_restart_converges_once_to_the_final_spec(sandbox: Sandbox, kubect
     assert sandbox.stats().count("create", "deployments.apps") == 0
     pods = sandbox.objects("pods", "default", "deepseek.ai/deployment=chat")
     assert {p["spec"]["containers"][0]["image"] for p in pods} == {final}
+
+
+async def test_console_script_passes_kopf_options_through(sandbox: Sandbox, start_operator: StartOperator) -> None:
+    """`deepseek-operator --liveness=...` is kopf's own probe endpoint (what the chart's livenessProbe calls)."""
+    port = free_port()
+    await start_operator(f"--liveness=http://127.0.0.1:{port}/healthz")
+
+    async def healthy() -> bool:
+        try:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(f"http://127.0.0.1:{port}/healthz", timeout=5)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    assert await eventually(healthy, what="kopf's liveness endpoint")
