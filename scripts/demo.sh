@@ -69,7 +69,7 @@ env "${worker_env[@]}" DEEPSEEK_MODEL=tiny DEEPSEEK_QUANTIZATION=none DEEPSEEK_H
 pids+=($!)
 wait_for 300 "the worker to load the model" curl -sf "http://127.0.0.1:$port/health/ready"
 
-step "POST /v1/chat/completions"
+step "POST /v1/chat/completions (random weights: the words are noise, the API and usage are real)"
 model=$(curl -sf "http://127.0.0.1:$port/v1/models" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')
 curl -sf "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' -d @- <<EOF | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin), indent=2, ensure_ascii=False))'
 {"model": "$model", "messages": [{"role": "system", "content": "You are a helpful assistant."},
