@@ -1,9 +1,9 @@
-"""The one deadline-bounded poller every async test uses (no sleep-and-hope)."""
+"""Deadline-bounded waiting for async tests: the one poller, and subprocesses that never block the loop."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -24,3 +24,18 @@ async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: 
                 await asyncio.sleep(interval)
     except TimeoutError:
         pytest.fail(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+async def run_process(argv: list[str], env: Mapping[str, str], stdin: str | None = None,
+                      timeout: float = 60) -> tuple[int, str]:
+    """Run argv without blocking the event loop; (exit code, stdout+stderr). Killed at the deadline."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env=dict(env))
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode or 0, out.decode()

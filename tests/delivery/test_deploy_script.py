@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.waiting import run_process
+
 from .conftest import ROOT, TOOLS
 
 DEPLOY = ROOT / "scripts" / "deploy.sh"
@@ -48,19 +50,9 @@ class Cluster:
     env: dict[str, str]
 
     async def kubectl(self, *args: str, stdin: str | None = None) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            str(KUBECTL),
-            "--namespace",
-            NAMESPACE,
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=self.env,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), 60)
-        assert proc.returncode == 0, f"kubectl {' '.join(args)}: {out.decode()}"
-        return out.decode()
+        code, out = await run_process([str(KUBECTL), "--namespace", NAMESPACE, *args], self.env, stdin, 60)
+        assert code == 0, f"kubectl {' '.join(args)}: {out}"
+        return out
 
     async def dsd(self, name: str) -> dict[str, Any]:
         loaded: dict[str, Any] = json.loads(
@@ -69,24 +61,8 @@ class Cluster:
         return loaded
 
     async def deploy(self, name: str, image: str, timeout: str = "90s") -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            "bash",
-            str(DEPLOY),
-            name,
-            image,
-            "--namespace",
-            NAMESPACE,
-            "--timeout",
-            timeout,
-            "--interval",
-            "1",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=self.env,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 150)
-        assert proc.returncode is not None
-        return proc.returncode, out.decode()
+        argv = ["bash", str(DEPLOY), name, image, "--namespace", NAMESPACE, "--timeout", timeout, "--interval", "1"]
+        return await run_process(argv, self.env, timeout=150)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from deepseek_operator.sandbox import Sandbox
-from tests.waiting import eventually
+from tests.waiting import eventually, run_process
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
@@ -39,18 +39,10 @@ class Kubectl:
 
     async def __call__(self, *args: str, stdin: str | None = None, timeout: float = 60,
                        check: bool = True) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            str(KUBECTL), *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, env={**os.environ, "KUBECONFIG": str(self.kubeconfig)})
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise
-        text = out.decode()
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} exited {proc.returncode}:\n{text}")
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        code, text = await run_process([str(KUBECTL), *args], env, stdin, timeout)
+        if check and code != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} exited {code}:\n{text}")
         return text
 
     async def json(self, *args: str) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 
 from deepseek_operator.sandbox import Sandbox
-from tests.waiting import eventually
+from tests.waiting import eventually, run_process
 
 HERE = pathlib.Path(__file__).parent
 ROOT = HERE.parents[1]
@@ -35,18 +34,9 @@ def kubectl(sandbox: Sandbox) -> Kubectl:
         pytest.skip("kubectl 1.33 not installed at .tools/bin/kubectl")
 
     async def run(*args: str, stdin: str | None = None, timeout: float = 30) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            str(KUBECTL), "--kubeconfig", str(sandbox.kubeconfig_path), *args,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(sandbox.kubeconfig_path)},
-        )
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise
-        return proc.returncode or 0, out.decode()
+        env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig_path)}
+        return await run_process([str(KUBECTL), "--kubeconfig", str(sandbox.kubeconfig_path), *args], env, stdin,
+                                 timeout)
 
     return run
 
