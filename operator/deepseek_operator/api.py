@@ -104,7 +104,8 @@ class ModelOverride(Model):
 
 class Resources(Model):
     gpus: int = Field(1, ge=0, le=16, description="GPUs per worker pod (limits of gpuResourceName).")
-    gpu_resource_name: str = Field("nvidia.com/gpu", min_length=1, description="Extended resource of a GPU.")
+    gpu_resource_name: str = Field("nvidia.com/gpu", min_length=1,
+        description="Extended resource name of a GPU (nvidia.com/gpu, amd.com/gpu, ...).")
     cpu: str = Field("4", pattern=QUANTITY, description="CPU request and limit per pod.")
     memory: str = Field("32Gi", pattern=QUANTITY, description="Memory request and limit per pod.")
     shm_size: str = Field("8Gi", pattern=QUANTITY, description="Size of the memory-backed /dev/shm.")
@@ -148,7 +149,7 @@ class GatewaySpec(Model):
 
 class IngressSpec(Model):
     provider: IngressProvider = Field("ingress-nginx", description="ingress-nginx or gateway-api.")
-    host: str = Field(min_length=1, description="Public host name.")
+    host: str = Field(min_length=1, description="Public host name the ingress routes to the workers.")
     class_name: str = Field("", description="IngressClass name (ingress-nginx provider).")
     path: str = Field("/", pattern=r"^/", description="Path prefix routed to the workers.")
     tls: IngressTLS | None = Field(None, description="Serve HTTPS with this certificate Secret.")
@@ -161,7 +162,8 @@ class JwtSpec(Model):
     audience: str = Field("deepseek-api", min_length=1, description="JWT aud issued and required.")
     # Explicit alias: to_camel would give tokenTtlSeconds; the documented field is tokenTTLSeconds.
     token_ttl_seconds: int = Field(
-        3600, ge=60, le=86400, alias="tokenTTLSeconds", description="Access token lifetime."
+        3600, ge=60, le=86400, alias="tokenTTLSeconds",
+            description="Lifetime of access tokens from POST /auth/v1/token, in seconds."
     )
 
 
@@ -171,22 +173,25 @@ class AuthSpec(Model):
 
 
 class RateLimit(Model):
-    requests_per_minute: int = Field(600, ge=1, description="Per API key or client.")
-    burst: int = Field(60, ge=1, description="Token bucket size.")
+    requests_per_minute: int = Field(600, ge=1,
+        description="Requests per minute per API key (per client IP when auth is off).")
+    burst: int = Field(60, ge=1, description="Token bucket size: requests allowed in a burst above the steady rate.")
 
 
 class Serving(Model):
-    max_concurrent_requests: int = Field(64, ge=1, le=4096, description="Running + queued; then 503.")
+    max_concurrent_requests: int = Field(64, ge=1, le=4096,
+        description="Requests running + queued per pod; beyond it the worker answers 503 with Retry-After.")
     max_batch_size: int = Field(16, ge=1, le=512, description="Continuous batching running batch size.")
     max_new_tokens: int = Field(2048, ge=1, description="Cap and default of max_tokens.")
-    request_timeout_seconds: int = Field(600, ge=1, le=86400, description="Per request.")
+    request_timeout_seconds: int = Field(600, ge=1, le=86400,
+        description="Per request; also bounds the graceful drain (max 300 s) and the ingress timeout.")
 
 
 class ServiceMonitorSpec(Model):
     enabled: bool = Field(
         True, description="Create a ServiceMonitor when the Prometheus Operator API exists."
     )
-    interval: str = Field("30s", pattern=DURATION, description="Scrape interval.")
+    interval: str = Field("30s", pattern=DURATION, description="Prometheus scrape interval, e.g. 30s.")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels your Prometheus selects on.")
 
 
@@ -216,7 +221,8 @@ class NetworkPolicySpec(Model):
 class Rollout(Model):
     max_surge: int = Field(0, ge=0, description="Extra pods during an update (each needs GPUs).")
     max_unavailable: int = Field(1, ge=0, description="Pods that may be down during an update.")
-    progress_deadline_seconds: int = Field(1800, ge=10, description="Then the rollout has failed.")
+    progress_deadline_seconds: int = Field(1800, ge=10,
+        description="Seconds a rollout may make no progress; then it has failed (and autoRollback applies).")
     auto_rollback: bool = Field(True, description="Put the last fully available image back on failure.")
 
 
