@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from deepseek_operator.api import DeepSeekDeploymentSpec
-from deepseek_operator.k8s import KINDS, K8s
+from deepseek_operator.k8s import KINDS, ApiError, K8s
 from deepseek_operator.render.common import Capabilities
 
 INGRESS_CLASS = KINDS[("networking.k8s.io/v1", "IngressClass")]
@@ -26,7 +26,7 @@ async def detect_capabilities(api: K8s) -> Capabilities:
         return cached
     monitoring = await api.served("monitoring.coreos.com/v1")
     gateway = await api.served("gateway.networking.k8s.io/v1")
-    classes = frozenset(c["metadata"]["name"] for c in await api.list(INGRESS_CLASS, None, {}))
+    classes = await _ingress_classes(api)
     caps = Capabilities(
         service_monitor="servicemonitors" in monitoring,
         prometheus_rule="prometheusrules" in monitoring,
@@ -37,6 +37,16 @@ async def detect_capabilities(api: K8s) -> Capabilities:
     return caps
 
 
+async def _ingress_classes(api: K8s) -> frozenset[str] | None:
+    """IngressClass names; None when RBAC forbids reading them (the class check is then skipped)."""
+    try:
+        return frozenset(c["metadata"]["name"] for c in await api.list(INGRESS_CLASS, None, {}))
+    except ApiError as exc:
+        if exc.code == 403:
+            return None
+        raise
+
+
 def integration_conditions(spec: DeepSeekDeploymentSpec, caps: Capabilities) -> list[tuple[str, bool, str, str]]:
     """(type, ok, reason, message) for IngressReady and MonitoringReady; omitted when not asked for."""
     out: list[tuple[str, bool, str, str]] = []
@@ -45,7 +55,7 @@ def integration_conditions(spec: DeepSeekDeploymentSpec, caps: Capabilities) -> 
         if ingress.provider == "gateway-api" and not caps.gateway_api:
             out.append(("IngressReady", False, "GatewayAPIMissing",
                         "gateway.networking.k8s.io/v1 HTTPRoute is not served; install the Gateway API CRDs"))
-        elif ingress.provider == "ingress-nginx" and ingress.class_name \
+        elif ingress.provider == "ingress-nginx" and ingress.class_name and caps.ingress_classes is not None \
                 and ingress.class_name not in caps.ingress_classes:
             out.append(("IngressReady", False, "IngressClassMissing",
                         f"IngressClass {ingress.class_name!r} does not exist; the Ingress is created but "

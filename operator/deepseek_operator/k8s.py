@@ -40,6 +40,7 @@ KINDS = {
         Kind("v1", "Pod", "pods"),
         Kind("networking.k8s.io/v1", "Ingress", "ingresses"),
         Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+        Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
         Kind("networking.k8s.io/v1", "IngressClass", "ingressclasses", namespaced=False),
         Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
         Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),

@@ -33,8 +33,8 @@ DEPLOYMENT = KINDS[("apps/v1", "Deployment")]
 POD = KINDS[("v1", "Pod")]
 CR = KINDS[("deepseek.ai/v1alpha1", "DeepSeekDeployment")]
 # Kinds whose stale children are pruned; optional ones only when their API is served.
-CORE_KINDS = [("apps/v1", "Deployment"), ("v1", "Service"), ("networking.k8s.io/v1", "Ingress"),
-              ("networking.k8s.io/v1", "NetworkPolicy")]
+CORE_KINDS = [("apps/v1", "Deployment"), ("v1", "Service"), ("policy/v1", "PodDisruptionBudget"),
+              ("networking.k8s.io/v1", "Ingress"), ("networking.k8s.io/v1", "NetworkPolicy")]
 
 
 @dataclass(frozen=True)

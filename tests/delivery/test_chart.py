@@ -39,6 +39,7 @@ EXPECTED_NAMESPACED_RULES = {
     ("events.k8s.io", "events"): {"create", "patch"},
     ("networking.k8s.io", "ingresses"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("networking.k8s.io", "networkpolicies"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("monitoring.coreos.com", "servicemonitors"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("monitoring.coreos.com", "prometheusrules"): {"get", "list", "watch", "create", "patch", "update", "delete"},
@@ -46,6 +47,7 @@ EXPECTED_NAMESPACED_RULES = {
 EXPECTED_CLUSTER_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
     ("", "namespaces"): {"get", "list", "watch"},
+    ("networking.k8s.io", "ingressclasses"): {"get", "list"},
 }
 
 

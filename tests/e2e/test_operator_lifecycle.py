@@ -82,6 +82,8 @@ async def test_apply_rollout_scale_heal_idle_delete(sandbox: Sandbox, kubectl: K
     assert {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"} in pod["tolerations"]
     assert pod["priorityClassName"] == "llm-serving"
     assert dep["metadata"]["ownerReferences"][0]["kind"] == "DeepSeekDeployment"
+    pdb = await eventually(lambda: sandbox.get("poddisruptionbudgets", "default", "chat-primary"), what="the PDB")
+    assert pdb["spec"]["maxUnavailable"] == 1
     for svc in ("chat", "chat-primary"):
         assert await eventually(lambda s=svc: sandbox.get("services", "default", s), what=f"service {svc}")
 

@@ -38,7 +38,8 @@ def env(children: list[dict[str, Any]], name: str = "chat-primary") -> dict[str,
 def test_minimal_spec_renders_deployment_services_in_order() -> None:
     out = render_workload(OWNER, spec())
     assert [(c["kind"], c["metadata"]["name"]) for c in out] == [
-        ("Deployment", "chat-primary"), ("Service", "chat-primary"), ("Service", "chat")]
+        ("Deployment", "chat-primary"), ("Service", "chat-primary"), ("PodDisruptionBudget", "chat-primary"),
+        ("Service", "chat")]
 
 
 def test_children_carry_owner_reference_and_selector_labels() -> None:
@@ -177,7 +178,8 @@ def test_long_names_stay_within_limits_and_deterministic() -> None:
     assert all(len(c["metadata"]["name"]) <= 47 for c in out if c["kind"] == "Deployment")
     assert names == [c["metadata"]["name"] for c in render_workload(owner, spec(
         variants=[{"name": "canary-long-name-xx", "weight": 5}]))]
-    assert len(set(names)) == len(names)
+    keys = [(c["kind"], c["metadata"]["name"]) for c in out]
+    assert len(set(keys)) == len(keys)
 
 
 def test_child_name_hashes_only_when_too_long() -> None:
@@ -202,6 +204,14 @@ FULL: dict[str, Any] = {
 @pytest.mark.parametrize("extra", [{}, FULL], ids=["minimal", "everything set"])
 def test_rendered_children_pass_kubernetes_validate_strict(extra: dict[str, Any]) -> None:
     children = render_workload(OWNER, spec(**extra))
-    assert {c["kind"] for c in children} == {"Deployment", "Service"}
+    assert {c["kind"] for c in children} == {"Deployment", "Service", "PodDisruptionBudget"}
     for child in children:
         kube_validate(child)
+
+
+def test_disruption_budget_per_variant_lets_one_worker_go_at_a_time() -> None:
+    out = render_workload(OWNER, spec(variants=[{"name": "canary", "weight": 10}]))
+    pdb = by_name(out, "PodDisruptionBudget", "chat-canary")
+    assert pdb["spec"] == {"maxUnavailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow", "selector": {
+        "matchLabels": {"deepseek.ai/deployment": "chat", "deepseek.ai/variant": "canary"}}}
+    assert by_name(out, "PodDisruptionBudget", "chat-primary")["metadata"]["ownerReferences"][0]["uid"] == "uid-1"

@@ -62,6 +62,9 @@ kopf lists/watches namespaces and CRDs; the operator reads CRDs to detect option
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["get", "list", "watch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingressclasses"]
+  verbs: ["get", "list"]
 {{- end }}
 
 {{/*
@@ -95,6 +98,9 @@ watchNamespace otherwise. Exactly the verbs the operator uses; no wildcard, no S
   verbs: ["create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses", "networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]

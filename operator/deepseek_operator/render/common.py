@@ -40,7 +40,7 @@ class Capabilities:
     service_monitor: bool = False
     prometheus_rule: bool = False
     gateway_api: bool = False
-    ingress_classes: frozenset[str] = field(default_factory=frozenset)
+    ingress_classes: frozenset[str] | None = field(default_factory=frozenset)  # None: not readable (RBAC)
 
 
 def child_name(*parts: str, max_len: int = MAX_NAME) -> str:

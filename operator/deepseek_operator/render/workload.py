@@ -1,8 +1,9 @@
 """Worker Deployments and Services: pure functions of the spec.
 
 Contract: `render_workload(owner, spec, images)` returns, for the primary and each variant, one
-apps/v1 Deployment and one Service, plus one stable Service over all variants. `images` overrides a
-variant's image (the reconcile passes the rollback image here); everything else comes from the spec.
+apps/v1 Deployment, one Service and one PodDisruptionBudget, plus one stable Service over all
+variants. `images` overrides a variant's image (the reconcile passes the rollback image here);
+everything else comes from the spec.
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ def drain_seconds(spec: DeepSeekDeploymentSpec) -> int:
 def render_workload(
     owner: Owner, spec: DeepSeekDeploymentSpec, images: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
-    """Deployments + Services of every variant and the stable Service, in a deterministic order."""
+    """Deployment, Service and PodDisruptionBudget of every variant and the stable Service, in order."""
     images = images or {}
     children: list[dict[str, Any]] = []
     for variant in resolve_variants(spec):
         image = images.get(variant.name, variant.image)
         children.append(render_deployment(owner, spec, variant, image))
         children.append(render_variant_service(owner, variant.name))
+        children.append(render_disruption_budget(owner, variant.name))
     children.append(render_stable_service(owner))
     return children
 
@@ -192,6 +194,24 @@ def render_scheduling(spec: DeepSeekDeploymentSpec) -> dict[str, Any]:
         "runtimeClassName": sched.runtime_class_name,
     }
     return {key: value for key, value in out.items() if value}
+
+
+def render_disruption_budget(owner: Owner, variant: str) -> dict[str, Any]:
+    """At most one worker of a variant evicted at a time (node drains, autoscaler scale-down).
+
+    Unready pods may always be evicted (unhealthyPodEvictionPolicy AlwaysAllow), so a crash-looping
+    worker never blocks a drain; with one replica the budget still allows the eviction.
+    """
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(owner, deployment_name(owner, variant), variant),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(owner, variant)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
 
 
 def _service(owner: Owner, name: str, variant: str | None) -> dict[str, Any]:
