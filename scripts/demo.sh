@@ -49,7 +49,7 @@ kubectl get dsd
 step "Waiting for every DeepSeekDeployment to be Ready (kubectl wait --for=condition=Ready)"
 kubectl wait --for=condition=Ready dsd --all --timeout=180s
 kubectl get dsd
-kubectl get deployments,services,pods,httproutes,ingresses,servicemonitors,prometheusrules
+kubectl get deployments,services,poddisruptionbudgets,pods,httproutes,ingresses,servicemonitors,prometheusrules
 kubectl get dsd chat-prod -o jsonpath='{range .status.variants[*]}{.name}: weight {.weight}, {.readyReplicas}/{.replicas} ready{"\n"}{end}'
 
 step "Starting the worker with the chat sample's rendered settings (tiny model on CPU)"
