@@ -55,11 +55,10 @@ def owner_of(body: Mapping[str, Any]) -> Owner:
     return Owner(meta["name"], meta["namespace"], meta["uid"], int(meta.get("generation", 1)))
 
 
-def render_all(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, images: dict[str, str],
-               weights: dict[str, int]) -> list[dict[str, Any]]:
-    """Every child of the resource, pure."""
+def render_routing_and_monitoring(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities,
+                                  weights: dict[str, int]) -> list[dict[str, Any]]:
+    """The children besides the workload, pure: they depend on readiness (weights), so come second."""
     return [
-        *render_workload(owner, spec, images),
         *render_ingress(owner, spec, weights, caps),
         *render_service_monitor(owner, spec, caps),
         *render_prometheus_rule(owner, spec, caps),
@@ -114,9 +113,9 @@ async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: 
     writes = await _apply(api, workload)
     states = await observe(api, owner, spec, images)
     weights = effective_weights(resolve_variants(spec), {s.name: s.ready for s in states})
-    desired = render_all(owner, spec, caps, images, weights)
-    writes = _add(writes, await _apply(api, desired[len(workload):]))
-    writes = _add(writes, {"deleted": await prune(api, owner, desired, caps)})
+    others = render_routing_and_monitoring(owner, spec, caps, weights)
+    writes = _add(writes, await _apply(api, others))
+    writes = _add(writes, {"deleted": await prune(api, owner, workload + others, caps)})
     return writes, states, weights
 
 
