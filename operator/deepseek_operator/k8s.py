@@ -105,9 +105,8 @@ def apply_patch(desired: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]
     nulls = removals(previous, desired, live)
     if nulls is None and is_subset(desired, live) and previous == desired:
         return None
-    patch = _deep_merge(desired, nulls or {})
-    patch.setdefault("metadata", {}).setdefault("annotations", {})[LAST_APPLIED] = _canonical(desired)
-    return patch
+    record = {"metadata": {"annotations": {LAST_APPLIED: _canonical(desired)}}}
+    return _deep_merge(_deep_merge(desired, nulls or {}), record)  # fresh dicts: `desired` stays as given
 
 
 def _canonical(obj: dict[str, Any]) -> str:
