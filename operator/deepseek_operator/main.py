@@ -5,6 +5,8 @@ Startup settings, each with its reason:
   subresource belongs to status.py alone and its schema has no room for kopf's bookkeeping.
 - posting handler logs as Events is off (kopf's default since 1.45); the reconcile posts the Events
   that matter (rollbacks, missing integrations) itself.
+- Pods, Deployments and Services are watched with the server-side label selector
+  `deepseek.ai/deployment` (children only): in a large cluster the operator never streams every pod.
 - the watch is restarted every 10 minutes (server-side timeout) so a silently dead connection cannot
   leave the operator blind; kopf resumes from the last resourceVersion.
 - a resync timer caught mid-reconcile when its resource is deleted is re-checked every second, not
@@ -22,6 +24,7 @@ from typing import Any
 import kopf
 
 from deepseek_operator import handlers, metrics  # noqa: F401  (registers the handlers)
+from deepseek_operator.render.common import LABEL_DEPLOYMENT
 
 ANNOTATION_PREFIX = "deepseek.ai"
 
@@ -33,6 +36,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.watching.server_timeout = 600
+    for plural in ("pods", "deployments", "services"):  # children only, filtered by the API server
+        settings.watching.label_selectors[plural] = LABEL_DEPLOYMENT
     settings.background.cancellation_polling = 1
     settings.posting.level = logging.WARNING
     port = int(os.environ.get("DEEPSEEK_OPERATOR_METRICS_PORT", "9090"))
