@@ -50,13 +50,17 @@ def _annotations(rules: dict[str, Any], alert: str, labels: dict[str, str], valu
     return out
 
 
+# The labels every worker alert of the primary variant of llm/chat carries.
+PRIMARY_LABELS = {"namespace": "llm", "deepseek_deployment": "chat", "variant": "primary"}
+
+
 def _expect(rules: dict[str, Any], alert: str, labels: dict[str, str], value: str) -> list[dict[str, Any]]:
     return [{"exp_labels": labels, "exp_annotations": _annotations(rules, alert, labels, value)}]
 
 
 def _error_ratio_case(rules: dict[str, Any]) -> dict[str, Any]:
     ok, bad = f'route="{CHAT}", code="200"', f'route="{CHAT}", code="500"'
-    labels = {"namespace": "llm", "deepseek_deployment": "chat", "variant": "primary", "severity": "critical"}
+    labels = {**PRIMARY_LABELS, "severity": "critical"}
     return {
         "interval": "1m",
         "input_series": [
@@ -123,13 +127,7 @@ def _no_ready_case(rules: dict[str, Any]) -> dict[str, Any]:
 
 def _model_not_loaded_case(rules: dict[str, Any]) -> dict[str, Any]:
     draining = 'namespace="llm", deepseek_deployment="chat", variant="primary", pod="chat-primary-2"'
-    labels = {
-        "namespace": "llm",
-        "deepseek_deployment": "chat",
-        "variant": "primary",
-        "pod": "chat-primary-1",
-        "severity": "warning",
-    }
+    labels = {**PRIMARY_LABELS, "pod": "chat-primary-1", "severity": "warning"}
     return {
         "interval": "1m",
         "input_series": [
@@ -150,13 +148,7 @@ def _model_not_loaded_case(rules: dict[str, Any]) -> dict[str, Any]:
 
 
 def _queue_case(rules: dict[str, Any]) -> dict[str, Any]:
-    labels = {
-        "namespace": "llm",
-        "deepseek_deployment": "chat",
-        "variant": "primary",
-        "pod": "chat-primary-1",
-        "severity": "warning",
-    }
+    labels = {**PRIMARY_LABELS, "pod": "chat-primary-1", "severity": "warning"}
     return {
         "interval": "1m",
         "input_series": [
