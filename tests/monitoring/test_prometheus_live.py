@@ -9,6 +9,7 @@ query is valid PromQL against real data. Every wait polls with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -72,6 +73,20 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
+@contextlib.contextmanager
+def _serving(what: str, argv: list[str], log: Path, ready_path: str, port: int, timeout: float,
+             env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start argv (output to log), yield its base URL once GET ready_path succeeds; stop it afterwards."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _poll(what, lambda: True if httpx.get(f"{url}{ready_path}").is_success else None, timeout=timeout, log=log)
+        yield url
+    finally:
+        _stop(proc)
+
+
 @pytest.fixture(scope="module")
 def worker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if importlib.util.find_spec("deepseek_worker.cli") is None:
@@ -81,18 +96,9 @@ def worker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*cmd, "--model", "tiny", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _poll("the worker to become ready", lambda: True if httpx.get(f"{url}/health/ready").is_success else None,
-              timeout=180, log=log)
+    argv = [*cmd, "--model", "tiny", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    with _serving("the worker to become ready", argv, log, "/health/ready", port, 180, env) as url:
         yield url
-    finally:
-        _stop(proc)
 
 
 def _scrape_config(worker: str) -> dict[str, Any]:
@@ -139,19 +145,10 @@ def prometheus(worker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = _free_port()
     log = work / "prometheus.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _poll("Prometheus to become ready", lambda: True if httpx.get(f"{url}/-/ready").is_success else None,
-              timeout=60, log=log)
+    argv = [binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}"]
+    with _serving("Prometheus to become ready", argv, log, "/-/ready", port, 60) as url:
         yield url
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture(scope="module")
