@@ -45,10 +45,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def kubectl(kubeconfig: pathlib.Path, *args: str, stdin: str | None = None) -> str:
+async def kubectl(sb: Sandbox, *args: str, stdin: str | None = None) -> str:
     proc = await asyncio.create_subprocess_exec(
         str(KUBECTL), *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, env={**os.environ, "KUBECONFIG": str(kubeconfig)})
+        stderr=asyncio.subprocess.STDOUT, env={**os.environ, **sb.kubectl_env()})
     out, _ = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), 120)
     if proc.returncode:
         raise RuntimeError(out.decode())
@@ -81,7 +81,7 @@ async def converge(sb: Sandbox, names: list[str]) -> tuple[float, int]:
     """Apply `names` at once; seconds until all are Ready and the writes it took."""
     sb.reset_stats()
     started = time.perf_counter()
-    await kubectl(sb.kubeconfig_path, "apply", "-f", "-",
+    await kubectl(sb, "apply", "-f", "-",
                   stdin="---\n".join(RESOURCE.format(name=n) for n in names))
 
     async def ready() -> bool:
@@ -94,7 +94,7 @@ async def converge(sb: Sandbox, names: list[str]) -> tuple[float, int]:
 async def run(count: int) -> None:
     async with Sandbox(ROOT / "crds", ready_delay=0.2) as sb:
         port = free_port()
-        env = {**os.environ, "KUBECONFIG": str(sb.kubeconfig_path), "DEEPSEEK_OPERATOR_METRICS_PORT": str(port),
+        env = {**os.environ, **sb.kubectl_env(), "DEEPSEEK_OPERATOR_METRICS_PORT": str(port),
                "DEEPSEEK_OPERATOR_RESYNC_SECONDS": "2"}
         proc = await asyncio.create_subprocess_exec(str(OPERATOR), "--standalone", "--namespace=default",
                                                     stdout=asyncio.subprocess.DEVNULL,

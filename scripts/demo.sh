@@ -12,6 +12,8 @@ export PATH="$PWD/.tools/bin:$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS
 demo=.demo
 rm -rf "$demo" && mkdir -p "$demo"
 export KUBECONFIG="$PWD/$demo/kubeconfig"
+# kubectl caches discovery here, not in ~/.kube (the sandbox empties it at start): a stale cache for a reused port is never read.
+export KUBECACHEDIR="$KUBECONFIG.kubectl-cache"
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT

@@ -110,14 +110,14 @@ async def staging(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, Kubectl]]:
     """The sandbox with namespace deepseek-staging, the operator watching it, and DeepSeekDeployment `chat`
     Ready with the OLD image (a deploy starts from a serving resource, as in production)."""
     async with Sandbox(ROOT / "crds", ready_delay=0.3) as sandbox:
-        kubectl = Kubectl(sandbox.kubeconfig_path)
+        kubectl = Kubectl(sandbox)
         # `kubectl create namespace` sends a protobuf body, which the sandbox does not read; apply sends JSON.
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
         await kubectl("apply", "-f", "-", stdin=json.dumps(namespace))
         obj = json.loads(manifest(NAME))  # progressDeadlineSeconds 10, autoRollback
         obj["metadata"]["namespace"] = NAMESPACE
         await kubectl("apply", "-f", "-", stdin=json.dumps(obj))
-        env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig_path), "DEEPSEEK_OPERATOR_METRICS_PORT": "0",
+        env = {**os.environ, **sandbox.kubectl_env(), "DEEPSEEK_OPERATOR_METRICS_PORT": "0",
                "DEEPSEEK_OPERATOR_RESYNC_SECONDS": "1"}
         log_path = tmp_path / "operator.log"
         with log_path.open("wb") as log:
@@ -145,7 +145,8 @@ async def get_dsd(kubectl: Kubectl) -> dict[str, Any]:
 
 
 def job_variables(sandbox: Sandbox, image: str) -> list[str]:
-    return [f"KUBECONFIG={sandbox.kubeconfig_path}", f"WORKER_IMAGE={image}", f"DSD_NAME={NAME}",
+    return [f"KUBECONFIG={sandbox.kubeconfig_path}", f"KUBECACHEDIR={sandbox.kubectl_cache_dir}",
+            f"WORKER_IMAGE={image}", f"DSD_NAME={NAME}",
             f"DEPLOY_TIMEOUT={DEPLOY_TIMEOUT}"]
 
 

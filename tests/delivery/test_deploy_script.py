@@ -72,7 +72,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     async with Sandbox(ROOT / "crds", ready_delay=0.3) as sandbox:
         env = {
             **os.environ,
-            "KUBECONFIG": str(sandbox.kubeconfig_path),
+            **sandbox.kubectl_env(),
             "KUBECTL": str(KUBECTL),
             "DEEPSEEK_OPERATOR_METRICS_PORT": "0",
             "DEEPSEEK_OPERATOR_RESYNC_SECONDS": "1",

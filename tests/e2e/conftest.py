@@ -35,11 +35,13 @@ def free_port() -> int:
 
 @dataclass
 class Kubectl:
-    kubeconfig: pathlib.Path
+    """The real kubectl against one sandbox (its kubeconfig and its own discovery cache)."""
+
+    sandbox: Sandbox
 
     async def __call__(self, *args: str, stdin: str | None = None, timeout: float = 60,
                        check: bool = True) -> str:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        env = {**os.environ, **self.sandbox.kubectl_env()}
         code, text = await run_process([str(KUBECTL), *args], env, stdin, timeout)
         if check and code != 0:
             raise AssertionError(f"kubectl {' '.join(args)} exited {code}:\n{text}")
@@ -102,7 +104,7 @@ async def sandbox(request: pytest.FixtureRequest) -> AsyncIterator[Sandbox]:
 def kubectl(sandbox: Sandbox) -> Kubectl:
     if not KUBECTL.exists():
         pytest.fail("kubectl missing at .tools/bin/kubectl: run `make bootstrap`")
-    return Kubectl(sandbox.kubeconfig_path)
+    return Kubectl(sandbox)
 
 
 @pytest.fixture
@@ -113,7 +115,7 @@ async def start_operator(sandbox: Sandbox, tmp_path: pathlib.Path) -> AsyncItera
     async def start(*extra_args: str) -> Operator:
         port = free_port()
         log_path = tmp_path / f"operator-{len(running)}.log"
-        env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig_path), "DEEPSEEK_OPERATOR_METRICS_PORT": str(port),
+        env = {**os.environ, **sandbox.kubectl_env(), "DEEPSEEK_OPERATOR_METRICS_PORT": str(port),
                "DEEPSEEK_OPERATOR_RESYNC_SECONDS": "1"}
         with log_path.open("wb") as log:
             proc = await asyncio.create_subprocess_exec(

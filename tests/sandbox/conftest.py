@@ -34,7 +34,7 @@ def kubectl(sandbox: Sandbox) -> Kubectl:
         pytest.skip("kubectl 1.33 not installed at .tools/bin/kubectl")
 
     async def run(*args: str, stdin: str | None = None, timeout: float = 30) -> tuple[int, str]:
-        env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig_path)}
+        env = {**os.environ, **sandbox.kubectl_env()}
         return await run_process([str(KUBECTL), "--kubeconfig", str(sandbox.kubeconfig_path), *args], env, stdin,
                                  timeout)
 

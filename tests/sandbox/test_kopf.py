@@ -34,7 +34,8 @@ async def test_kopf_handler_runs_and_finalizer_added(sandbox: Sandbox, kubectl: 
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     script = tmp_path / "op.py"
     script.write_text(OPERATOR)
-    monkeypatch.setenv("KUBECONFIG", str(sandbox.kubeconfig_path))
+    for key, value in sandbox.kubectl_env().items():
+        monkeypatch.setenv(key, value)
     args = ["run", "--standalone", "--namespace=default", "--verbose", str(script)]
     with KopfRunner(args, timeout=30) as runner:
         await _exercise(sandbox, kubectl)

@@ -73,7 +73,8 @@ async def test_wait_for_available_and_rollout_status(kubectl: Kubectl) -> None:
 
 async def test_get_watch_prints_changes(kubectl: Kubectl, sandbox: Sandbox) -> None:
     proc = await asyncio.create_subprocess_exec(
-        str(KUBECTL), "--kubeconfig", str(sandbox.kubeconfig_path), "get", "configmaps", "-w",
+        str(KUBECTL), "--kubeconfig", str(sandbox.kubeconfig_path), "--cache-dir", str(sandbox.kubectl_cache_dir),
+        "get", "configmaps", "-w",
         "--request-timeout=10s", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         await asyncio.sleep(0)  # let kubectl start; the creation below is awaited by the watcher

@@ -45,10 +45,14 @@ async def test_cli_serves_until_sigterm(tmp_path: pathlib.Path) -> None:
         async with asyncio.timeout(20):
             url_line = (await proc.stdout.readline()).decode()
             export_line = (await proc.stdout.readline()).decode()
+            cache_line = (await proc.stdout.readline()).decode()
         assert url_line.startswith("deepseek-sandbox serving http://127.0.0.1:")
         assert export_line.strip() == f"export KUBECONFIG={kubeconfig.resolve()}"
+        cache = tmp_path / "kubeconfig.kubectl-cache"
+        assert cache_line.strip() == f"export KUBECACHEDIR={cache.resolve()}"
         kc = await asyncio.create_subprocess_exec(
-            str(KUBECTL), "--kubeconfig", str(kubeconfig), "get", "servicemonitors,widgets,ns",
+            str(KUBECTL), "--kubeconfig", str(kubeconfig), "--cache-dir", str(cache),
+            "get", "servicemonitors,widgets,ns",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         out, _ = await asyncio.wait_for(kc.communicate(), 30)
         assert kc.returncode == 0 and b"kube-system" in out, out

@@ -1,6 +1,7 @@
 """``deepseek-sandbox``: run the emulated cluster until SIGTERM/SIGINT.
 
-Prints the API URL and an ``export KUBECONFIG=...`` line, then serves until signalled.
+Prints the API URL and ``export KUBECONFIG=...`` / ``export KUBECACHEDIR=...`` lines (the second keeps
+kubectl's discovery cache per sandbox), then serves until signalled.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ async def serve(args: argparse.Namespace) -> None:
     async with sandbox as sb:
         print(f"deepseek-sandbox serving {sb.url}", flush=True)
         print(f"export KUBECONFIG={sb.kubeconfig_path.resolve()}", flush=True)
+        print(f"export KUBECACHEDIR={sb.kubectl_cache_dir.resolve()}", flush=True)
         await stop.wait()
 
 

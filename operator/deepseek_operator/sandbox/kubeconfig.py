@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import shutil
 
 import yaml
 
@@ -30,3 +31,17 @@ def write(path: pathlib.Path | str, url: str, namespace: str = "default") -> pat
     target.write_text(render(url, namespace), encoding="utf-8")
     target.chmod(0o600)
     return target
+
+
+def fresh_kubectl_cache(kubeconfig_path: pathlib.Path) -> pathlib.Path:
+    """An empty kubectl cache directory next to the kubeconfig (``<kubeconfig>.kubectl-cache``).
+
+    kubectl caches API discovery for hours under ``~/.kube/cache/discovery/<host>_<port>``. A sandbox
+    that reuses a port an earlier sandbox had, with other CRDs installed, would otherwise be answered
+    from that stale cache: ``kubectl explain dsd`` then fails with "doesn't have a resource type"
+    (``kubectl get`` retries after a cache miss; ``explain`` does not). Point ``KUBECACHEDIR`` here.
+    """
+    cache = kubeconfig_path.with_name(kubeconfig_path.name + ".kubectl-cache")
+    shutil.rmtree(cache, ignore_errors=True)
+    cache.mkdir(parents=True)
+    return cache

@@ -2,7 +2,7 @@
 
 It wires the emulator (:mod:`.server`), the controllers (:mod:`.controllers`, :mod:`.kubelet`),
 the CRDs to install and a kubeconfig file, and exposes what tests need: ``url``,
-``kubeconfig_path``, ``stats()``, ``objects()``, ``set_pod_ready()``.
+``kubeconfig_path``, ``kubectl_env()``, ``stats()``, ``objects()``, ``set_pod_ready()``.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class Sandbox:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._server: kmock.Server | None = None
         self.kubeconfig_path = pathlib.Path()
+        self.kubectl_cache_dir = pathlib.Path()
         self.url = ""
 
     @staticmethod
@@ -77,6 +78,7 @@ class Sandbox:
         self.url = str(self._server.url).rstrip("/")
         self.kubeconfig_path = self._kubeconfig_target()
         kubeconfig.write(self.kubeconfig_path, self.url)
+        self.kubectl_cache_dir = kubeconfig.fresh_kubectl_cache(self.kubeconfig_path)
         self.controllers.start()
         return self
 
@@ -106,6 +108,11 @@ class Sandbox:
             self._tmp.cleanup()
 
     # -- the API for tests ---------------------------------------------------------------------
+    def kubectl_env(self) -> dict[str, str]:
+        """Environment for a kubectl (or kopf) subprocess: this sandbox's kubeconfig and its own
+        kubectl cache, so discovery cached for an earlier sandbox on the same port is never used."""
+        return {"KUBECONFIG": str(self.kubeconfig_path), "KUBECACHEDIR": str(self.kubectl_cache_dir)}
+
     def resource(self, name: str) -> ResourceInfo:
         """Resolve ``pods``, ``deploy``, ``deployments.apps``, ``dsd``, ``apps/v1/deployments``."""
         for info in self.store.resources.values():
