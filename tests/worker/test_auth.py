@@ -13,7 +13,7 @@ import jwt
 import pytest
 from fakes import make_app
 
-SECRET = "test-signing-key-that-is-long-enough-0123456789"
+SECRET = "test-signing-key-long-enough-even-for-hs512-which-wants-64-bytes-0123"  # >= 64 bytes: no PyJWT warning
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 
 
