@@ -96,6 +96,13 @@ RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
             message="rollout: maxSurge and maxUnavailable must not both be 0 (no pod could ever be replaced)",
         ),
     ),
+    api.PrometheusRuleSpec: (
+        Rule(
+            rule="!has(self.labels) || !('severity' in self.labels)",
+            message="labels: severity is set per alert by the operator; route on another label",
+            field_path=".labels",
+        ),
+    ),
     api.IngressSpec: (
         Rule(
             rule="self.provider != 'gateway-api' || (has(self.gateway) && has(self.gateway.parentRefs) "

@@ -9,9 +9,10 @@ installed) and turns it into one message that names the field.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "deepseek.ai"
@@ -24,6 +25,7 @@ PRIMARY = "primary"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi)?$"
 DURATION = r"^[0-9]+(ms|s|m|h)$"
+PROMETHEUS_LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Quantization = Literal["none", "int8", "nf4", "fp4"]
@@ -195,8 +197,55 @@ class ServiceMonitorSpec(Model):
     labels: dict[str, str] = Field(default_factory=dict, description="Labels your Prometheus selects on.")
 
 
+class AlertThresholds(Model):
+    """Where the alerts fire. Whole numbers (Kubernetes API conventions avoid floats in specs)."""
+
+    p99_latency_seconds: int | None = Field(
+        None, ge=1, le=86400,
+        description="DeepSeekWorkerHighLatencyP99 fires above this P99 API latency; unset: 80% of "
+        "serving.requestTimeoutSeconds.",
+    )
+    p99_time_to_first_token_seconds: int = Field(
+        10, ge=1, le=3600, description="DeepSeekWorkerSlowTimeToFirstToken fires above this P99 time to first token."
+    )
+    error_percent: int = Field(
+        5, ge=1, le=100, description="DeepSeekWorkerHighErrorRatio fires above this percent of API requests with 5xx."
+    )
+    queue_saturation_percent: int = Field(
+        90, ge=1, le=100,
+        description="DeepSeekWorkerQueueSaturated fires above this percent of serving.maxConcurrentRequests in use.",
+    )
+    gpu_memory_percent: int = Field(
+        95, ge=1, le=100, description="DeepSeekWorkerGpuMemoryHigh fires above this percent of a GPU's memory in use."
+    )
+
+
 class PrometheusRuleSpec(Model):
     enabled: bool = Field(True, description="Create a PrometheusRule with the worker alerts.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels added to every alert, for Alertmanager routing (e.g. team: ml-platform). Keys are "
+        "Prometheus label names; severity is set per alert by the operator.",
+    )
+    # Explicit alias: to_camel would give runbookBaseUrl; Kubernetes spells the initialism URL.
+    runbook_base_url: str | None = Field(
+        None, pattern=r"^https?://[^\s#]+$", alias="runbookBaseURL",
+        description="Each alert's runbook_url is <runbookBaseURL>#<alert name in lower case>; unset: the "
+        "project's docs/observability.md.",
+    )
+    thresholds: AlertThresholds = Field(
+        default_factory=lambda: AlertThresholds(), description="Alert thresholds."
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _alert_label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in labels if not re.fullmatch(PROMETHEUS_LABEL_NAME, k))
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not a Prometheus label name ({PROMETHEUS_LABEL_NAME})")
+        if "severity" in labels:
+            raise ValueError("severity is set per alert by the operator; route on another label")
+        return labels
 
 
 class Monitoring(Model):

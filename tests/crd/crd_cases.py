@@ -189,6 +189,34 @@ INVALID = [
         "greater than serving.maxNewTokens",
         "cel",
     ),
+    Invalid(
+        "alert-label-severity",
+        {"monitoring": {"prometheusRule": {"labels": {"team": "ml", "severity": "page"}}}},
+        "spec.monitoring.prometheusRule.labels",
+        "severity is set per alert by the operator",
+        "cel",
+    ),
+    Invalid(
+        "alert-threshold-zero",
+        {"monitoring": {"prometheusRule": {"thresholds": {"errorPercent": 0}}}},
+        "spec.monitoring.prometheusRule.thresholds.errorPercent",
+        "minimum of 1",
+        "schema",
+    ),
+    Invalid(
+        "alert-threshold-over-100",
+        {"monitoring": {"prometheusRule": {"thresholds": {"gpuMemoryPercent": 101}}}},
+        "spec.monitoring.prometheusRule.thresholds.gpuMemoryPercent",
+        "maximum of 100",
+        "schema",
+    ),
+    Invalid(
+        "runbook-url-scheme",
+        {"monitoring": {"prometheusRule": {"runbookBaseURL": "wiki.example.com/llm"}}},
+        "spec.monitoring.prometheusRule.runbookBaseURL",
+        "does not match",
+        "schema",
+    ),
     Invalid("name-digit", {}, "", "DNS-1035", "cel", meta_name="7b-chat", parse_spec=False),
     Invalid("name-dot", {}, "", "DNS-1035", "cel", meta_name="chat.v1", parse_spec=False),
     Invalid("name-long", {}, "", "at most 63", "cel", meta_name="c" * 64, parse_spec=False),
@@ -213,6 +241,18 @@ VALID = [
     Valid("variant-pvc", {"variants": [{"name": "pvc", "model": {"source": {"pvc": {"claimName": "m"}}}}]}),
     Valid("variant-context", {"variants": [{"name": "long", "model": {"maxModelLen": 32768}}]}),
     Valid("surge-only", {"rollout": {"maxSurge": 1, "maxUnavailable": 0}}),
+    Valid(
+        "alert-routing-and-thresholds",
+        {
+            "monitoring": {
+                "prometheusRule": {
+                    "labels": {"team": "ml-platform"},
+                    "runbookBaseURL": "https://wiki.example.com/runbooks/llm",
+                    "thresholds": {"p99LatencySeconds": 30, "errorPercent": 1, "gpuMemoryPercent": 100},
+                }
+            }
+        },
+    ),
     Valid("hf-token", {"model": {**MODEL, "source": {"huggingFace": {"tokenSecretRef": {"name": "hf"}}}}}),
     Valid(
         "scheduling-free-form",

@@ -33,7 +33,11 @@ def test_defaults_fill_absent_fields_only_under_existing_or_defaulted_parents() 
     }
     assert spec["monitoring"] == {
         "serviceMonitor": {"enabled": True, "interval": "30s"},
-        "prometheusRule": {"enabled": True},
+        "prometheusRule": {
+            "enabled": True,
+            "thresholds": {"p99TimeToFirstTokenSeconds": 10, "errorPercent": 5, "queueSaturationPercent": 90,
+                           "gpuMemoryPercent": 95},
+        },
     }
     assert spec["variants"] == [{"name": "c", "weight": 0, "replicas": 1}]
     assert "ingress" not in spec and "rateLimit" not in spec, "optional parents without default stay absent"

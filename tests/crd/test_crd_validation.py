@@ -97,3 +97,14 @@ def test_kustomization_lists_every_sample() -> None:
 
     kustomization = yaml.safe_load((SAMPLES / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted(name for name, _ in samples())
+
+
+def test_alert_label_names_are_checked_by_parse_spec() -> None:
+    """A label name Prometheus would refuse passes the CRD (a CEL regex over map keys has no length
+    bound for the cost estimator; docs/validation.md) and is refused by parse_spec, naming the field."""
+    spec = {"monitoring": {"prometheusRule": {"labels": {"team-name": "ml", "ok": "x"}}}}
+    obj = resource(spec)
+    _, errors = admit(obj, crd())
+    assert errors == []
+    with pytest.raises(api.InvalidSpec, match=r"spec\.monitoring\.prometheusRule\.labels: team-name: not a Prometheus"):
+        api.parse_spec(obj["spec"])

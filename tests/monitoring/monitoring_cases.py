@@ -9,10 +9,12 @@ from deepseek_operator.render.common import Owner
 from deepseek_operator.render.monitoring import rule_groups
 
 OWNER = Owner(name="chat", namespace="llm", uid="uid-1")
+ROUTING = {"team": "ml-platform"}  # spec.monitoring.prometheusRule.labels: on every alert
 
 
 def spec_with_canary() -> DeepSeekDeploymentSpec:
-    """Short request timeout and progress deadline, so the thresholds in the rules are distinctive."""
+    """Short request timeout and progress deadline, so the thresholds in the rules are distinctive; a
+    routing label on every alert and a 10% error threshold (the default is 5%)."""
     return parse_spec(
         {
             "image": "img:1",
@@ -20,6 +22,7 @@ def spec_with_canary() -> DeepSeekDeploymentSpec:
             "variants": [{"name": "canary", "weight": 10}],
             "serving": {"requestTimeoutSeconds": 60},
             "rollout": {"progressDeadlineSeconds": 600},
+            "monitoring": {"prometheusRule": {"labels": ROUTING, "thresholds": {"errorPercent": 10}}},
         }
     )
 

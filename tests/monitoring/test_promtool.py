@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 import yaml
+from monitoring_cases import ROUTING
 
 pytestmark = pytest.mark.slow
 
 WORKER = 'namespace="llm", deepseek_deployment="chat", variant="primary", pod="chat-primary-1"'
 OTHER = 'namespace="llm", deepseek_deployment="other", variant="primary", pod="other-primary-1"'
+CANARY = 'namespace="llm", deepseek_deployment="chat", variant="canary", pod="chat-canary-1"'
 CHAT = "/v1/chat/completions"
 
 
@@ -50,8 +52,8 @@ def _annotations(rules: dict[str, Any], alert: str, labels: dict[str, str], valu
     return out
 
 
-# The labels every worker alert of the primary variant of llm/chat carries.
-PRIMARY_LABELS = {"namespace": "llm", "deepseek_deployment": "chat", "variant": "primary"}
+# The labels every worker alert of the primary variant of llm/chat carries (ROUTING: the spec's).
+PRIMARY_LABELS = {"namespace": "llm", "deepseek_deployment": "chat", "variant": "primary", **ROUTING}
 
 
 def _expect(rules: dict[str, Any], alert: str, labels: dict[str, str], value: str) -> list[dict[str, Any]]:
@@ -67,6 +69,9 @@ def _error_ratio_case(rules: dict[str, Any]) -> dict[str, Any]:
             # chat: 60 ok + 10 failing requests a minute -> 14.29% 5xx.
             {"series": f"deepseek_worker_requests_total{{{WORKER}, {ok}}}", "values": "0+60x30"},
             {"series": f"deepseek_worker_requests_total{{{WORKER}, {bad}}}", "values": "0+10x30"},
+            # The canary at 7% 5xx: over the default 5% but under the spec's errorPercent 10, so silent.
+            {"series": f"deepseek_worker_requests_total{{{CANARY}, {ok}}}", "values": "0+93x30"},
+            {"series": f"deepseek_worker_requests_total{{{CANARY}, {bad}}}", "values": "0+7x30"},
             # 5xx on /metrics is not user traffic and must not count.
             {
                 "series": f'deepseek_worker_requests_total{{{WORKER}, route="/metrics", code="500"}}',
@@ -92,7 +97,7 @@ def _no_ready_case(rules: dict[str, Any]) -> dict[str, Any]:
     def ksm(metric: str, deployment: str, values: str) -> dict[str, str]:
         return {"series": f'{metric}{{namespace="llm", deployment="{deployment}"}}', "values": values}
 
-    primary = {"namespace": "llm", "deployment": "chat-primary", "severity": "critical"}
+    primary = {"namespace": "llm", "deployment": "chat-primary", "severity": "critical", **ROUTING}
     canary = {**primary, "deployment": "chat-canary", "severity": "warning"}
     return {
         "interval": "1m",

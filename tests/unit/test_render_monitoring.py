@@ -125,6 +125,9 @@ EXPECTED_ALERTS = {
 }
 
 
+EXPECTED_SEVERITY = {**EXPECTED_ALERTS, "DeepSeekCanaryNoReadyReplicas": "warning"}
+
+
 @pytest.mark.parametrize("canaries", [0, 1], ids=["primary only", "with canary"])
 def test_alerts_have_severity_annotations_and_scope(canaries: int) -> None:
     alerts = _alerts(_spec(canaries=canaries))
@@ -150,6 +153,10 @@ def test_alerts_use_only_known_worker_metrics() -> None:
             assert base in WORKER_METRICS, (alert["alert"], metric)
 
 
+def _thresholds(**values: int) -> dict[str, Any]:
+    return {"prometheusRule": {"thresholds": values}}
+
+
 # name -> (spec extra, alert, expected fragment)
 FROM_SPEC = {
     "latency threshold is 80% of the request timeout": (
@@ -159,13 +166,62 @@ FROM_SPEC = {
         {"rollout": {"progressDeadlineSeconds": 1800}}, "DeepSeekRolloutStuck", "30m"
     ),
     "KSM alerts use the variant Deployment names": ({}, "DeepSeekNoReadyReplicas", 'deployment=~"chat-primary"'),
+    "an explicit latency threshold wins over the timeout": (
+        {"serving": {"requestTimeoutSeconds": 100}, "monitoring": _thresholds(p99LatencySeconds=30)},
+        "DeepSeekWorkerHighLatencyP99", ") > 30",
+    ),
+    "time-to-first-token threshold": (
+        {"monitoring": _thresholds(p99TimeToFirstTokenSeconds=4)}, "DeepSeekWorkerSlowTimeToFirstToken", ") > 4"
+    ),
+    "error percent becomes a ratio": (
+        {"monitoring": _thresholds(errorPercent=2)}, "DeepSeekWorkerHighErrorRatio", "> 0.02"
+    ),
+    "queue saturation percent": (
+        {"monitoring": _thresholds(queueSaturationPercent=75)}, "DeepSeekWorkerQueueSaturated", "> 0.75"
+    ),
+    "GPU memory percent": ({"monitoring": _thresholds(gpuMemoryPercent=100)}, "DeepSeekWorkerGpuMemoryHigh", ") > 1"),
 }
 
 
 @pytest.mark.parametrize("extra,alert,fragment", list(FROM_SPEC.values()), ids=list(FROM_SPEC))
 def test_alerts_follow_the_spec(extra: dict[str, Any], alert: str, fragment: str) -> None:
     rule = _alerts(_spec(**extra))[alert]
-    assert fragment in rule["expr"] or fragment == rule["for"]
+    assert fragment in rule["expr"] or fragment == rule["for"], rule["expr"]
+
+
+# alert -> (thresholds, what its summary says)
+SUMMARIES = {
+    "DeepSeekWorkerHighLatencyP99": ({"p99LatencySeconds": 30}, "P99 request latency over 30s"),
+    "DeepSeekWorkerSlowTimeToFirstToken": ({"p99TimeToFirstTokenSeconds": 4}, "time to first token over 4s"),
+    "DeepSeekWorkerHighErrorRatio": ({"errorPercent": 2}, "more than 2% of API requests"),
+    "DeepSeekWorkerQueueSaturated": ({"queueSaturationPercent": 75}, "queue above 75%"),
+    "DeepSeekWorkerGpuMemoryHigh": ({"gpuMemoryPercent": 80}, "GPU memory above 80%"),
+}
+
+
+@pytest.mark.parametrize("alert", list(SUMMARIES))
+def test_summaries_state_the_configured_threshold(alert: str) -> None:
+    thresholds, text = SUMMARIES[alert]
+    assert text in _alerts(_spec({"prometheusRule": {"thresholds": thresholds}}))[alert]["annotations"]["summary"]
+
+
+def test_default_thresholds() -> None:
+    alerts = _alerts(_spec(serving={"requestTimeoutSeconds": 600}))
+    assert alerts["DeepSeekWorkerHighLatencyP99"]["expr"].endswith(") > 480")
+    assert alerts["DeepSeekWorkerSlowTimeToFirstToken"]["expr"].endswith(") > 10")
+    assert alerts["DeepSeekWorkerHighErrorRatio"]["expr"].endswith("> 0.05")
+    assert alerts["DeepSeekWorkerQueueSaturated"]["expr"].endswith("> 0.9")
+    assert alerts["DeepSeekWorkerGpuMemoryHigh"]["expr"].endswith("> 0.95")
+
+
+def test_routing_labels_and_runbook_base_go_on_every_alert() -> None:
+    rule_spec = {"labels": {"team": "ml-platform", "service": "chat"}, "runbookBaseURL": "https://wiki.example.com/llm"}
+    alerts = _alerts(_spec({"prometheusRule": rule_spec}, canaries=1))
+    for name, alert in alerts.items():
+        assert alert["labels"] == {"team": "ml-platform", "service": "chat", "severity": EXPECTED_SEVERITY[name]}
+        assert alert["annotations"]["runbook_url"] == f"https://wiki.example.com/llm#{name.lower()}"
+    (rule,) = render_prometheus_rule(OWNER, _spec({"prometheusRule": rule_spec}), ALL)
+    validate(rule, PROMETHEUS_RULE)
 
 
 def test_canary_alert_names_canary_deployments_only() -> None:

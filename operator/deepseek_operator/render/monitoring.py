@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deepseek_operator.api import DeepSeekDeploymentSpec, resolve_variants
+from deepseek_operator.api import AlertThresholds, DeepSeekDeploymentSpec, PrometheusRuleSpec, resolve_variants
 from deepseek_operator.render.common import (
     HTTP_PORT_NAME,
     LABEL_COMPONENT,
@@ -28,7 +28,8 @@ API_VERSION = "monitoring.coreos.com/v1"
 COMPONENT = "monitoring"
 SCRAPED_COMPONENT = "worker"  # the component label of the variant Services (render/workload.py)
 METRICS_PATH = "/metrics"
-RUNBOOK_BASE_URL = "https://github.com/deepseek-ai/deepseek-operator/blob/main/docs/observability.md"
+# Where each alert's runbook section lives unless spec.monitoring.prometheusRule.runbookBaseURL says otherwise.
+DEFAULT_RUNBOOK_BASE_URL = "https://github.com/deepseek-ai/deepseek-operator/blob/main/docs/observability.md"
 GROUP_BY = "namespace, deepseek_deployment, variant"
 POD_BY = f"{GROUP_BY}, pod"
 API_ROUTES = 'route=~"/v1/.*"'  # user traffic only: probes and scrapes would dilute the ratios
@@ -139,17 +140,32 @@ def duration(seconds: int) -> str:
 def _alert(
     name: str, expr: str, for_: str, severity: str, summary: str, description: str
 ) -> dict[str, Any]:
+    """One alerting rule; _alerts() adds the user's labels and the runbook URL."""
     return {
         "alert": name,
         "expr": expr,
         "for": for_,
         "labels": {"severity": severity},
-        "annotations": {
-            "summary": summary,
-            "description": description,
-            "runbook_url": f"{RUNBOOK_BASE_URL}#{name.lower()}",
-        },
+        "annotations": {"summary": summary, "description": description},
     }
+
+
+def _routed(alert: dict[str, Any], rule_spec: PrometheusRuleSpec) -> dict[str, Any]:
+    """The alert with spec.monitoring.prometheusRule's labels (the CRD refuses `severity` among them)
+    and its runbook URL."""
+    base = rule_spec.runbook_base_url or DEFAULT_RUNBOOK_BASE_URL
+    return {
+        **alert,
+        "labels": {**rule_spec.labels, **alert["labels"]},
+        "annotations": {**alert["annotations"], "runbook_url": f"{base}#{alert['alert'].lower()}"},
+    }
+
+
+def latency_limit_seconds(spec: DeepSeekDeploymentSpec) -> float:
+    """DeepSeekWorkerHighLatencyP99's threshold: thresholds.p99LatencySeconds, else 80% of the request
+    timeout (requests are about to time out there)."""
+    chosen = spec.monitoring.prometheus_rule.thresholds.p99_latency_seconds
+    return float(chosen) if chosen is not None else 0.8 * spec.serving.request_timeout_seconds
 
 
 def _alerts(owner: Owner, spec: DeepSeekDeploymentSpec) -> list[dict[str, Any]]:
@@ -160,52 +176,60 @@ def _alerts(owner: Owner, spec: DeepSeekDeploymentSpec) -> list[dict[str, Any]]:
     primary_dep = deployment_name(owner, variants[0].name)
     all_deps = "|".join(deployment_name(owner, v.name) for v in variants)
     canary_deps = "|".join(deployment_name(owner, v.name) for v in variants[1:])
-    latency_limit = f"{0.8 * spec.serving.request_timeout_seconds:g}"
-    return [
-        *_traffic_alerts(sel, where, latency_limit),
-        *_capacity_alerts(sel, where),
+    rule_spec = spec.monitoring.prometheus_rule
+    alerts = [
+        *_traffic_alerts(sel, where, latency_limit_seconds(spec), rule_spec.thresholds),
+        *_capacity_alerts(sel, where, rule_spec.thresholds),
         *_availability_alerts(sel, where, owner.namespace, primary_dep, canary_deps),
         *_rollout_alerts(owner.namespace, where, all_deps, spec.rollout.progress_deadline_seconds),
     ]
+    return [_routed(alert, rule_spec) for alert in alerts]
 
 
 def _quantile(q: float, metric: str, matchers: str) -> str:
     return f"histogram_quantile({q}, sum by ({GROUP_BY}, le) (rate({metric}_bucket{{{matchers}}}[5m])))"
 
 
-def _traffic_alerts(sel: str, where: str, latency_limit: str) -> list[dict[str, Any]]:
+def _traffic_alerts(sel: str, where: str, latency_limit: float, limits: AlertThresholds) -> list[dict[str, Any]]:
     requests = "deepseek_worker_requests_total"
+    latency = _quantile(0.99, "deepseek_worker_request_duration_seconds", f"{sel}, {API_ROUTES}")
+    ttft = limits.p99_time_to_first_token_seconds
     errors = f'sum by ({GROUP_BY}) (rate({requests}{{{sel}, {API_ROUTES}, code=~"5.."}}[5m]))'
     total = f"sum by ({GROUP_BY}) (rate({requests}{{{sel}, {API_ROUTES}}}[5m]))"
     return [
         _alert(
             "DeepSeekWorkerHighLatencyP99",
-            f"{_quantile(0.99, 'deepseek_worker_request_duration_seconds', f'{sel}, {API_ROUTES}')} > {latency_limit}",
+            f"{latency} > {latency_limit:g}",
             "10m", "warning",
-            f"{where}: P99 request latency near the request timeout",
+            f"{where}: P99 request latency over {latency_limit:g}s",
             "P99 latency of variant {{ $labels.variant }} is {{ $value | humanizeDuration }}, over "
-            f"{latency_limit}s (80% of serving.requestTimeoutSeconds): requests are about to time out.",
+            f"{latency_limit:g}s: near serving.requestTimeoutSeconds, requests time out.",
         ),
         _alert(
             "DeepSeekWorkerSlowTimeToFirstToken",
-            f"{_quantile(0.99, 'deepseek_worker_time_to_first_token_seconds', sel)} > 10",
+            f"{_quantile(0.99, 'deepseek_worker_time_to_first_token_seconds', sel)} > {ttft}",
             "10m", "warning",
-            f"{where}: P99 time to first token over 10s",
+            f"{where}: P99 time to first token over {ttft}s",
             "Variant {{ $labels.variant }} takes {{ $value | humanizeDuration }} (P99) to the first "
             "token: requests queue behind a full batch; add replicas or lower maxNewTokens.",
         ),
         _alert(
             "DeepSeekWorkerHighErrorRatio",
-            f"{errors} / {total} > 0.05",
+            f"{errors} / {total} > {_ratio(limits.error_percent)}",
             "5m", "critical",
-            f"{where}: more than 5% of API requests fail with 5xx",
+            f"{where}: more than {limits.error_percent}% of API requests fail with 5xx",
             "{{ $value | humanizePercentage }} of variant {{ $labels.variant }}'s API requests "
             "answer 5xx (503 = admission queue full, 500 = engine error).",
         ),
     ]
 
 
-def _capacity_alerts(sel: str, where: str) -> list[dict[str, Any]]:
+def _ratio(percent: int) -> str:
+    """A percent as the ratio PromQL compares with: 5 -> '0.05'."""
+    return f"{percent / 100:g}"
+
+
+def _capacity_alerts(sel: str, where: str, limits: AlertThresholds) -> list[dict[str, Any]]:
     def gauge(name: str) -> str:
         return f"max by ({POD_BY}) (deepseek_worker_{name}{{{sel}}})"
 
@@ -216,17 +240,18 @@ def _capacity_alerts(sel: str, where: str) -> list[dict[str, Any]]:
     return [
         _alert(
             "DeepSeekWorkerQueueSaturated",
-            f"({gauge('queue_depth')} + {gauge('running_requests')}) / {gauge('max_concurrent_requests')} > 0.9",
+            f"({gauge('queue_depth')} + {gauge('running_requests')}) / {gauge('max_concurrent_requests')} "
+            f"> {_ratio(limits.queue_saturation_percent)}",
             "10m", "warning",
-            f"{where}: worker admission queue above 90%",
+            f"{where}: worker admission queue above {limits.queue_saturation_percent}%",
             "Pod {{ $labels.pod }} ({{ $labels.variant }}) holds {{ $value | humanizePercentage }} of "
             "serving.maxConcurrentRequests; beyond 100% it answers 503. Add replicas.",
         ),
         _alert(
             "DeepSeekWorkerGpuMemoryHigh",
-            f"{used} / {capacity} > 0.95",
+            f"{used} / {capacity} > {_ratio(limits.gpu_memory_percent)}",
             "15m", "warning",
-            f"{where}: GPU memory above 95%",
+            f"{where}: GPU memory above {limits.gpu_memory_percent}%",
             "GPU {{ $labels.gpu }} of pod {{ $labels.pod }} is {{ $value | humanizePercentage }} full: "
             "long prompts or large batches may hit CUDA out-of-memory. Lower maxBatchSize or maxModelLen.",
         ),
