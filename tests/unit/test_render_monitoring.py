@@ -202,7 +202,7 @@ SUMMARIES = {
 @pytest.mark.parametrize("alert", list(SUMMARIES))
 def test_summaries_state_the_configured_threshold(alert: str) -> None:
     thresholds, text = SUMMARIES[alert]
-    assert text in _alerts(_spec({"prometheusRule": {"thresholds": thresholds}}))[alert]["annotations"]["summary"]
+    assert text in _alerts(_spec(_thresholds(**thresholds)))[alert]["annotations"]["summary"]
 
 
 def test_default_thresholds() -> None:

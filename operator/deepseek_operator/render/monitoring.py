@@ -161,7 +161,7 @@ def _routed(alert: dict[str, Any], rule_spec: PrometheusRuleSpec) -> dict[str, A
     }
 
 
-def latency_limit_seconds(spec: DeepSeekDeploymentSpec) -> float:
+def _latency_limit_seconds(spec: DeepSeekDeploymentSpec) -> float:
     """DeepSeekWorkerHighLatencyP99's threshold: thresholds.p99LatencySeconds, else 80% of the request
     timeout (requests are about to time out there)."""
     chosen = spec.monitoring.prometheus_rule.thresholds.p99_latency_seconds
@@ -178,7 +178,7 @@ def _alerts(owner: Owner, spec: DeepSeekDeploymentSpec) -> list[dict[str, Any]]:
     canary_deps = "|".join(deployment_name(owner, v.name) for v in variants[1:])
     rule_spec = spec.monitoring.prometheus_rule
     alerts = [
-        *_traffic_alerts(sel, where, latency_limit_seconds(spec), rule_spec.thresholds),
+        *_traffic_alerts(sel, where, _latency_limit_seconds(spec), rule_spec.thresholds),
         *_capacity_alerts(sel, where, rule_spec.thresholds),
         *_availability_alerts(sel, where, owner.namespace, primary_dep, canary_deps),
         *_rollout_alerts(owner.namespace, where, all_deps, spec.rollout.progress_deadline_seconds),
@@ -203,7 +203,8 @@ def _traffic_alerts(sel: str, where: str, latency_limit: float, limits: AlertThr
             "10m", "warning",
             f"{where}: P99 request latency over {latency_limit:g}s",
             "P99 latency of variant {{ $labels.variant }} is {{ $value | humanizeDuration }}, over "
-            f"{latency_limit:g}s: near serving.requestTimeoutSeconds, requests time out.",
+            f"{latency_limit:g}s (thresholds.p99LatencySeconds; default 80% of serving.requestTimeoutSeconds, "
+            "past which requests time out).",
         ),
         _alert(
             "DeepSeekWorkerSlowTimeToFirstToken",
