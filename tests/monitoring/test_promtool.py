@@ -56,8 +56,15 @@ def _annotations(rules: dict[str, Any], alert: str, labels: dict[str, str], valu
 PRIMARY_LABELS = {"namespace": "llm", "deepseek_deployment": "chat", "variant": "primary", **ROUTING}
 
 
-def _expect(rules: dict[str, Any], alert: str, labels: dict[str, str], value: str) -> list[dict[str, Any]]:
-    return [{"exp_labels": labels, "exp_annotations": _annotations(rules, alert, labels, value)}]
+def _fires(rules: dict[str, Any], at: str, alert: str, labels: dict[str, str], value: str) -> dict[str, Any]:
+    """An alert_rule_test entry: at `at`, `alert` fires once with these labels and its annotations for `value`."""
+    expected = {"exp_labels": labels, "exp_annotations": _annotations(rules, alert, labels, value)}
+    return {"eval_time": at, "alertname": alert, "exp_alerts": [expected]}
+
+
+def _silent(at: str, alert: str) -> dict[str, Any]:
+    """An alert_rule_test entry: at `at`, `alert` does not fire."""
+    return {"eval_time": at, "alertname": alert, "exp_alerts": []}
 
 
 def _error_ratio_case(rules: dict[str, Any]) -> dict[str, Any]:
@@ -83,12 +90,8 @@ def _error_ratio_case(rules: dict[str, Any]) -> dict[str, Any]:
         ],
         "alert_rule_test": [
             # Pending for its 5m `for` first: nothing fires at 4m.
-            {"eval_time": "4m", "alertname": "DeepSeekWorkerHighErrorRatio", "exp_alerts": []},
-            {
-                "eval_time": "15m",
-                "alertname": "DeepSeekWorkerHighErrorRatio",
-                "exp_alerts": _expect(rules, "DeepSeekWorkerHighErrorRatio", labels, "14.29%"),
-            },
+            _silent("4m", "DeepSeekWorkerHighErrorRatio"),
+            _fires(rules, "15m", "DeepSeekWorkerHighErrorRatio", labels, "14.29%"),
         ],
     }
 
@@ -114,18 +117,10 @@ def _no_ready_case(rules: dict[str, Any]) -> dict[str, Any]:
             ksm("kube_deployment_status_replicas_available", "other-primary", "0x30"),
         ],
         "alert_rule_test": [
-            {"eval_time": "5m", "alertname": "DeepSeekNoReadyReplicas", "exp_alerts": []},
-            {
-                "eval_time": "10m",
-                "alertname": "DeepSeekNoReadyReplicas",
-                "exp_alerts": _expect(rules, "DeepSeekNoReadyReplicas", primary, "0"),
-            },
-            {"eval_time": "10m", "alertname": "DeepSeekCanaryNoReadyReplicas", "exp_alerts": []},
-            {
-                "eval_time": "20m",
-                "alertname": "DeepSeekCanaryNoReadyReplicas",
-                "exp_alerts": _expect(rules, "DeepSeekCanaryNoReadyReplicas", canary, "0"),
-            },
+            _silent("5m", "DeepSeekNoReadyReplicas"),
+            _fires(rules, "10m", "DeepSeekNoReadyReplicas", primary, "0"),
+            _silent("10m", "DeepSeekCanaryNoReadyReplicas"),
+            _fires(rules, "20m", "DeepSeekCanaryNoReadyReplicas", canary, "0"),
         ],
     }
 
@@ -143,11 +138,7 @@ def _model_not_loaded_case(rules: dict[str, Any]) -> dict[str, Any]:
             {"series": f"deepseek_worker_draining{{{draining}}}", "values": "1x30"},
         ],
         "alert_rule_test": [
-            {
-                "eval_time": "20m",
-                "alertname": "DeepSeekWorkerModelNotLoaded",
-                "exp_alerts": _expect(rules, "DeepSeekWorkerModelNotLoaded", labels, "0"),
-            },
+            _fires(rules, "20m", "DeepSeekWorkerModelNotLoaded", labels, "0"),
         ],
     }
 
@@ -162,11 +153,7 @@ def _queue_case(rules: dict[str, Any]) -> dict[str, Any]:
             {"series": f"deepseek_worker_max_concurrent_requests{{{WORKER}}}", "values": "64x30"},
         ],
         "alert_rule_test": [
-            {
-                "eval_time": "15m",
-                "alertname": "DeepSeekWorkerQueueSaturated",
-                "exp_alerts": _expect(rules, "DeepSeekWorkerQueueSaturated", labels, "93.75%"),
-            },
+            _fires(rules, "15m", "DeepSeekWorkerQueueSaturated", labels, "93.75%"),
         ],
     }
 
