@@ -145,9 +145,8 @@ async def get_dsd(kubectl: Kubectl) -> dict[str, Any]:
 
 
 def job_variables(sandbox: Sandbox, image: str) -> list[str]:
-    return [f"KUBECONFIG={sandbox.kubeconfig_path}", f"KUBECACHEDIR={sandbox.kubectl_cache_dir}",
-            f"WORKER_IMAGE={image}", f"DSD_NAME={NAME}",
-            f"DEPLOY_TIMEOUT={DEPLOY_TIMEOUT}"]
+    cluster = [f"{key}={value}" for key, value in sandbox.kubectl_env().items()]  # KUBECONFIG, KUBECACHEDIR
+    return [*cluster, f"WORKER_IMAGE={image}", f"DSD_NAME={NAME}", f"DEPLOY_TIMEOUT={DEPLOY_TIMEOUT}"]
 
 
 async def test_deploy_job_rolls_out_a_good_image(
