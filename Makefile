@@ -14,7 +14,7 @@ TOOLS := .tools/bin/kubectl .tools/.apt-stamp .tools/checkov-venv/bin/checkov \
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==25.3
-	$(PY) -m pip install -q -e '.[operator,worker,test]'
+	$(PY) -m pip install -q -e '.[operator,sandbox,worker,test]'
 	touch $@
 
 # apt first: unzip (binaries), npm (gitlab-ci-local), prometheus/promtool and rsync (tests).
@@ -37,7 +37,7 @@ demo: bootstrap
 	scripts/demo.sh
 
 lint: bootstrap
-	$(VENV)/bin/ruff check operator worker tests benchmarks tools
+	$(VENV)/bin/ruff check operator worker sandbox tests benchmarks tools
 	$(VENV)/bin/mypy
 	$(PY) tools/gen_crd.py --check
 	scripts/sync-chart-crds.sh --check

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from deepseek_operator.sandbox import Sandbox
+from deepseek_sandbox import Sandbox
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"

@@ -28,10 +28,8 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: poll until COMMAND succ
 }
 
 step "Starting the sandbox cluster (emulated API, Gateway API and Prometheus Operator CRDs served)"
-extra=()
-[ -d ../shared/vendor/crds ] && extra=(--extra-crds ../shared/vendor/crds)
 deepseek-sandbox --port 0 --kubeconfig "$KUBECONFIG" --with-gateway-api --with-monitoring --ready-delay 2 \
-  "${extra[@]}" >"$demo/sandbox.log" 2>&1 &
+  --extra-crds third_party/crds >"$demo/sandbox.log" 2>&1 &
 pids+=($!)
 wait_for 30 "the sandbox" kubectl get namespaces
 kubectl get nodes 2>/dev/null || true

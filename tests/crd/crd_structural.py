@@ -62,7 +62,7 @@ def _node_problems(path: str, node: dict[str, Any], is_property: bool) -> Iterat
 def _default_problems(where: str, node: dict[str, Any]) -> Iterator[str]:
     if "default" not in node:
         return
-    from deepseek_operator.sandbox.admission import to_json_schema
+    from deepseek_sandbox.admission import to_json_schema
 
     # A default must validate against its own node (the apiserver refuses the CRD otherwise).
     # Nested defaults are applied after it, so `required` children may still be missing here.

@@ -1,4 +1,4 @@
-"""Unit tests of deepseek_operator.sandbox.admission on small synthetic CRDs and on ours."""
+"""Unit tests of deepseek_sandbox.admission on small synthetic CRDs and on ours."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from crd_support import crd, resource
 
-from deepseek_operator.sandbox.admission import apply_defaults, format_path, to_json_schema, validate
+from deepseek_sandbox.admission import apply_defaults, format_path, to_json_schema, validate
 
 
 def _crd(spec_schema: dict[str, Any]) -> dict[str, Any]:

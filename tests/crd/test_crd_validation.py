@@ -13,7 +13,7 @@ from crd_cases import INVALID, VALID, Invalid, Valid
 from crd_support import crd, resource, samples
 
 from deepseek_operator import api
-from deepseek_operator.sandbox.admission import admit
+from deepseek_sandbox.admission import admit
 
 
 def _build(case: Invalid) -> dict[str, Any]:

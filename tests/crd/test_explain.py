@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from deepseek_operator.sandbox import Sandbox
+from deepseek_sandbox import Sandbox
 from tests.e2e.conftest import free_port
 from tests.waiting import run_process
 

@@ -12,7 +12,7 @@ from typing import Any
 from crd_support import resource, samples, schema
 
 from deepseek_operator import api
-from deepseek_operator.sandbox.admission import apply_defaults, crd_schema
+from deepseek_sandbox.admission import apply_defaults, crd_schema
 
 Flat = dict[str, tuple[Any, ...]]
 BOUNDS = ("minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "pattern")

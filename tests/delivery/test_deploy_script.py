@@ -31,7 +31,7 @@ NAMESPACE = "default"
 
 
 def _missing() -> str | None:
-    for module in ("deepseek_operator.sandbox.sandbox", "deepseek_operator.handlers", "deepseek_operator.main"):
+    for module in ("deepseek_sandbox.sandbox", "deepseek_operator.handlers", "deepseek_operator.main"):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not written yet"
     if not OPERATOR.exists():
@@ -67,7 +67,7 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    from deepseek_operator.sandbox import Sandbox
+    from deepseek_sandbox import Sandbox
 
     async with Sandbox(ROOT / "crds", ready_delay=0.3) as sandbox:
         env = {

@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from deepseek_operator.sandbox import Sandbox
+from deepseek_sandbox import Sandbox
 from tests.waiting import eventually, run_process
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
-SHARED_CRDS = ROOT.parent / "shared" / "vendor" / "crds"
+UPSTREAM_CRDS = ROOT / "third_party" / "crds"
 OPERATOR = pathlib.Path(sys.executable).parent / "deepseek-operator"
 
 
@@ -94,7 +94,7 @@ async def sandbox(request: pytest.FixtureRequest) -> AsyncIterator[Sandbox]:
     """The sandbox with our CRD; `@pytest.mark.sandbox_apis(monitoring=True, gateway=True)` adds APIs."""
     marker = request.node.get_closest_marker("sandbox_apis")
     apis = marker.kwargs if marker else {}
-    async with Sandbox(ROOT / "crds", extra_crds_dir=SHARED_CRDS if SHARED_CRDS.exists() else None,
+    async with Sandbox(ROOT / "crds", extra_crds_dir=UPSTREAM_CRDS,
                        with_monitoring=apis.get("monitoring", False), with_gateway_api=apis.get("gateway", False),
                        ready_delay=0.3) as sb:
         yield sb

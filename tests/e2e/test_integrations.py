@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from deepseek_operator.sandbox import Sandbox
+from deepseek_sandbox import Sandbox
 from tests.e2e.conftest import Kubectl, Operator, StartOperator, condition, eventually, warnings
 
 SPEC: dict[str, Any] = {

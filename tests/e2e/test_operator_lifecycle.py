@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from deepseek_operator.sandbox import Sandbox, customs
+from deepseek_sandbox import Sandbox, customs
 from tests.e2e.conftest import Kubectl, Operator, StartOperator, condition, eventually, free_port
 
 CHAT = """\

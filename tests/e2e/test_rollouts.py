@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from deepseek_operator.sandbox import Sandbox
+from deepseek_sandbox import Sandbox
 from tests.e2e.conftest import ROOT, Kubectl, Operator, StartOperator, condition, eventually, warnings
 
 REG = "registry.example.com/deepseek-worker"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from deepseek_operator.sandbox import Sandbox
+from deepseek_sandbox import Sandbox
 from tests.waiting import eventually, run_process
 
 HERE = pathlib.Path(__file__).parent

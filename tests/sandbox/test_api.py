@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from deepseek_operator.sandbox import Sandbox
+from deepseek_sandbox import Sandbox
 
 from .conftest import eventually
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from deepseek_operator.sandbox import Sandbox
-from deepseek_operator.sandbox.controllers import pod_ready
+from deepseek_sandbox import Sandbox
+from deepseek_sandbox.controllers import pod_ready
 
 from .conftest import Kubectl, deployment, eventually
 

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 from kopf.testing import KopfRunner
 
-from deepseek_operator.sandbox import Sandbox
+from deepseek_sandbox import Sandbox
 
 from .conftest import Kubectl, eventually
 

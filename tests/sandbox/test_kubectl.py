@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from deepseek_operator.sandbox import Sandbox
+from deepseek_sandbox import Sandbox
 
 from .conftest import KUBECTL, Kubectl, deployment, eventually
 
@@ -89,7 +89,7 @@ async def test_get_watch_prints_changes(kubectl: Kubectl, sandbox: Sandbox) -> N
 
 
 async def test_invalid_custom_resource_refused_with_field_path(kubectl: Kubectl) -> None:
-    if importlib.util.find_spec("deepseek_operator.sandbox.admission") is None:
+    if importlib.util.find_spec("deepseek_sandbox.admission") is None:
         pytest.skip("admission.py not present")
     bad = "apiVersion: sandbox.test/v1alpha1\nkind: Widget\nmetadata: {name: bad}\nspec: {replicas: -1}\n"
     rc, out = await kubectl("apply", "-f", "-", stdin=bad)

@@ -9,7 +9,7 @@ import sys
 
 import aiohttp
 
-from deepseek_operator.sandbox import Sandbox
+from deepseek_sandbox import Sandbox
 
 from .conftest import KUBECTL, STAND_IN_CRDS, Kubectl, deployment, eventually
 
@@ -37,7 +37,7 @@ async def test_counts_client_writes_not_controller_writes(sandbox: Sandbox, kube
 async def test_cli_serves_until_sigterm(tmp_path: pathlib.Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "deepseek_operator.sandbox.cli", "--port", "0", "--kubeconfig", str(kubeconfig),
+        sys.executable, "-m", "deepseek_sandbox.cli", "--port", "0", "--kubeconfig", str(kubeconfig),
         "--crds", str(STAND_IN_CRDS), "--ready-delay", "0.1", "--with-monitoring",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:

@@ -15,7 +15,7 @@ from typing import Any
 from . import errors
 from .resources import ResourceInfo
 
-_MODULE = "deepseek_operator.sandbox.admission"
+_MODULE = "deepseek_sandbox.admission"
 _cache: list[ModuleType | None] = []
 
 
