@@ -8,9 +8,14 @@ installed is missing, and a green run must not hide that.
 from __future__ import annotations
 
 import os
+import pathlib
+import shutil
+import subprocess
 from collections.abc import Generator
 
 import pytest
+
+from tests.real_cluster import RealCluster, operator_kubeconfig, start_control_plane, stop_control_plane
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -24,3 +29,48 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         report.longrepr = f"skipped in CI (a missing install step?): {report.longrepr}"
     return report
+
+
+# -- the real control plane (tools/control-plane), shared by every suite that runs on it ---------------
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CLUSTER_DIR = pathlib.Path(os.environ.get("CLUSTER_DIR", REPO / ".cluster"))
+OPERATOR_RELEASE, OPERATOR_NAMESPACE = "e2e", "deepseek-system"
+
+
+def _admin(*args: str, timeout: float = 120) -> str:
+    env = {**os.environ, "KUBECONFIG": str(CLUSTER_DIR / "kubeconfig"),
+           "KUBECACHEDIR": str(CLUSTER_DIR / "kubectl-cache"),
+           "PATH": f"{REPO / '.tools' / 'bin'}:{os.environ['PATH']}"}
+    done = subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+@pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Generator[RealCluster, None, None]:
+    """The real control plane with our CRD and the operator's identity (the chart's ServiceAccount).
+
+    Starts `make cluster`'s processes unless they already run (then leaves them running); installs the
+    CRD server-side and the chart (release `e2e`, which gives the ServiceAccount and its RBAC). Without
+    a Go toolchain the cluster cannot be built: a skip outside CI, a failure in CI (see above).
+    """
+    if shutil.which("go") is None and not (CLUSTER_DIR / "pids" / "kube-apiserver").exists():
+        pytest.skip("no Go toolchain: the real control plane cannot be built (tools/control-plane/build.sh)")
+    started = start_control_plane(CLUSTER_DIR)
+    try:
+        _admin("kubectl", "apply", "--server-side", "--force-conflicts", "-f",
+               str(REPO / "crds" / "deepseek.ai_deepseekdeployments.yaml"))
+        _admin("kubectl", "wait", "--for=condition=Established", "--timeout=60s",
+               "crd/deepseekdeployments.deepseek.ai")
+        _admin("helm", "upgrade", "--install", OPERATOR_RELEASE, str(REPO / "charts" / "deepseek-operator"),
+               "-n", OPERATOR_NAMESPACE, "--create-namespace", "--skip-crds", "--wait=false", timeout=300)
+        kubeconfig = tmp_path_factory.mktemp("operator") / "kubeconfig"
+        user = operator_kubeconfig(CLUSTER_DIR, OPERATOR_NAMESPACE, f"{OPERATOR_RELEASE}-deepseek-operator",
+                                   kubeconfig)
+        cluster = RealCluster(CLUSTER_DIR, kubeconfig, user)
+        yield cluster
+        cluster.close()
+    finally:
+        if started:
+            stop_control_plane(CLUSTER_DIR)

@@ -1,19 +1,27 @@
 """Thin kopf handlers: every trigger funnels into reconcile(); errors become kopf errors.
 
 Triggers: resume/create/update of a DeepSeekDeployment, events of its owned Deployments, Pods and
-Services (so readiness changes, hand-deleted children and failing pods are seen at once), and a
-resync timer for children nobody watches (Ingress, HTTPRoute, monitoring objects).
+Services (so readiness changes, hand-deleted children and failing pods are seen at once), and one
+cluster-wide resync loop for children nobody watches (Ingress, HTTPRoute, monitoring objects).
 A per-resource lock keeps two triggers from reconciling the same resource at once.
+
+No handler here may make kopf put its finalizer on a DeepSeekDeployment (no @kopf.timer, @kopf.daemon
+or mandatory @kopf.on.delete): children go with their owner through ownerReference garbage collection,
+and a finalizer would make `kubectl delete` (and CRD or namespace deletion) hang while the operator is
+down. That is why the resync is one task started at operator startup, not a per-resource timer.
+tests/unit/test_resync.py enforces this through kopf's own registry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from typing import Any, cast
 
 import kopf
+from kopf._core.engines import posting as kopf_posting
 
 from deepseek_operator import metrics
 from deepseek_operator.api import GROUP, PLURAL, VERSION, InvalidSpec
@@ -28,6 +36,11 @@ RESYNC_SECONDS = float(os.environ.get("DEEPSEEK_OPERATOR_RESYNC_SECONDS", "60"))
 RETRY_SECONDS = 5
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
 _waiting: set[tuple[str, str]] = set()  # resources with a reconcile queued on their lock
+# Resources the resync loop visits, with the body last seen for each (from the watch stream, like the
+# body a kopf timer got): enough to skip a generation already reported invalid without a GET.
+_known: dict[tuple[str, str], kopf.Body | dict[str, Any]] = {}
+_resync_task: asyncio.Task[None] | None = None
+_event_sink: tuple[asyncio.AbstractEventLoop, kopf_posting.K8sEventQueue] | None = None
 _client: K8s | None = None
 
 
@@ -75,6 +88,7 @@ async def _run_locked(api: K8s, key: tuple[str, str]) -> None:
     fresh = await api.get(CR, *key)
     if fresh is None or fresh["metadata"].get("deletionTimestamp"):
         _locks.pop(key, None)  # children go with the owner through ownerReferences garbage collection
+        _known.pop(key, None)  # gone: the resync loop stops visiting it
         metrics.set_managed_deployments(len(_locks))
         return
     metrics.set_managed_deployments(len(_locks))
@@ -101,28 +115,112 @@ async def run_for_owner(namespace: str, name: str) -> None:
         log.info("reconcile of %s/%s from a child event: %s", namespace, name, exc)
 
 
+def _key(body: kopf.Body | dict[str, Any]) -> tuple[str, str]:
+    meta = body["metadata"]
+    return (meta["namespace"], meta["name"])
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def on_change(body: kopf.Body, **_: Any) -> None:
     # Returning a value would make kopf store it in status; the reconcile writes status itself.
+    _known[_key(body)] = body
     await run(body)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)
-async def on_resync(body: kopf.Body, **_: Any) -> None:
-    # A timer's return value would be stored on the resource: return nothing, so idle means no writes.
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def on_resource_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """Track which resources exist, and their latest body, for the resync loop (never reconciles).
+
+    Every watch event counts (the initial listing has type None), status writes included, so the
+    loop sees an InvalidSpec status as soon as it is written. Deleted or deleting resources are
+    forgotten: their children go through garbage collection, nothing is left to resync.
+    """
+    _capture_event_sink()
+    if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        _known.pop(_key(body), None)
+    else:
+        _known[_key(body)] = body
+
+
+def _capture_event_sink() -> None:
+    """Remember kopf's Event queue, from inside a kopf handler, for the reconciles the loop runs.
+
+    kopf.event() posts through context variables kopf sets only in its per-object tasks; the resync
+    loop is not one, and without them its reconciles could not post Events (rollbacks, missing
+    integrations). Private kopf API (kopf is pinned): tests/unit/test_resync.py fails if it moves.
+    """
+    global _event_sink
+    with contextlib.suppress(LookupError):  # not inside kopf (unit tests): nothing to capture
+        _event_sink = (kopf_posting.event_queue_loop_var.get(), kopf_posting.event_queue_var.get())
+
+
+def _adopt_event_sink() -> None:
+    """In the resync task: let kopf.event() post to the queue captured from a handler, if any yet."""
+    if _event_sink is not None:
+        kopf_posting.event_queue_loop_var.set(_event_sink[0])
+        kopf_posting.event_queue_var.set(_event_sink[1])
+
+
+@kopf.on.startup()
+async def start_resync(**_: Any) -> None:
+    """Start the resync loop once per operator process; a second call while it runs is a no-op."""
+    global _resync_task
+    if _resync_task is None or _resync_task.done():
+        _resync_task = asyncio.create_task(resync_forever(RESYNC_SECONDS), name="deepseek-resync")
+
+
+@kopf.on.cleanup()
+async def stop_resync(**_: Any) -> None:
+    """Cancel the resync loop and wait until it has stopped (a reconcile in flight is cancelled)."""
+    global _resync_task
+    task, _resync_task = _resync_task, None
+    if task is not None:
+        task.cancel()
+        await asyncio.wait([task])  # wait() does not re-raise the task's CancelledError into cleanup
+
+
+async def resync_forever(interval: float) -> None:
+    """Every `interval` seconds, resync every known resource; returns only by cancellation.
+
+    The first tick waits a full interval: at startup the resume handlers reconcile everything already.
+    """
+    while True:
+        await asyncio.sleep(interval)
+        await resync_all()
+
+
+async def resync_all() -> None:
+    """One tick: resync every known resource concurrently; one resource's failure never stops another.
+
+    Each resync handles kopf's errors itself. Anything else is a bug: it is logged with its traceback
+    and the loop goes on, as kopf's own handler loop would, rather than ending resync for everyone.
+    """
+    _adopt_event_sink()  # before gather(): its tasks copy this task's context when created
+    bodies = list(_known.values())  # a snapshot: events may add or drop resources meanwhile
+    results = await asyncio.gather(*(_resync_one(body) for body in bodies), return_exceptions=True)
+    for body, result in zip(bodies, results, strict=True):
+        if isinstance(result, Exception):
+            log.error("resync of %s/%s failed", *_key(body), exc_info=result)
+
+
+async def _resync_one(body: kopf.Body | dict[str, Any]) -> None:
+    """Resync one resource: skip a generation already reported invalid, else run() and log kopf errors.
+
+    A TemporaryError is not retried here: the next tick (or a child's event) reconciles again.
+    """
     if _reported_invalid(body):
         metrics.record_resync("skipped_invalid")
         return
     metrics.record_resync("reconciled")
     try:
         await run(body)
-    except kopf.PermanentError:
-        return
+    except (kopf.PermanentError, kopf.TemporaryError) as exc:
+        log.info("resync of %s/%s: %s", *_key(body), exc)
 
 
-def _reported_invalid(body: kopf.Body) -> bool:
+def _reported_invalid(body: kopf.Body | dict[str, Any]) -> bool:
     """This generation was already found invalid: only a spec change can help (no retry storm)."""
     status = body.get("status") or {}
     ready: dict[str, Any] = next((c for c in status.get("conditions", []) if c.get("type") == "Ready"), {})

@@ -1,5 +1,11 @@
-"""Operator end to end: the sandbox cluster in this event loop, the real `deepseek-operator` console
-script in a subprocess, and the real kubectl, each awaited without blocking the loop.
+"""Operator end to end on two backends: the real control plane (`make cluster`: kube-apiserver, etcd,
+controller-manager, scheduler, kwok) and the sandbox (the emulated API, in this event loop). The real
+`deepseek-operator` console script runs in a subprocess and users act through the real kubectl.
+
+Every test that takes the `cluster` fixture runs on both (ids `[real]` and `[sandbox]`) unless it is
+marked `sandbox_only` with the reason (a sandbox-only hook such as a missing optional API). On the
+real cluster the operator authenticates as the chart's ServiceAccount, and each test leaves the
+`default` namespace as it found it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ import httpx
 import pytest
 
 from deepseek_sandbox import Sandbox
+from tests.real_cluster import RealCluster
 from tests.waiting import eventually, run_process
+
+Cluster = Sandbox | RealCluster
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
@@ -35,13 +44,13 @@ def free_port() -> int:
 
 @dataclass
 class Kubectl:
-    """The real kubectl against one sandbox (its kubeconfig and its own discovery cache)."""
+    """The real kubectl against one cluster (its kubeconfig and its own discovery cache)."""
 
-    sandbox: Sandbox
+    cluster: Cluster
 
     async def __call__(self, *args: str, stdin: str | None = None, timeout: float = 60,
                        check: bool = True) -> str:
-        env = {**os.environ, **self.sandbox.kubectl_env()}
+        env = {**os.environ, **self.cluster.kubectl_env()}
         code, text = await run_process([str(KUBECTL), *args], env, stdin, timeout)
         if check and code != 0:
             raise AssertionError(f"kubectl {' '.join(args)} exited {code}:\n{text}")
@@ -89,9 +98,28 @@ class Operator:
 StartOperator = Callable[..., Awaitable[Operator]]
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        only_sandbox = metafunc.definition.get_closest_marker("sandbox_only") is not None
+        metafunc.parametrize("backend", ["sandbox"] if only_sandbox else ["real", "sandbox"], indirect=True)
+
+
 @pytest.fixture
-async def sandbox(request: pytest.FixtureRequest) -> AsyncIterator[Sandbox]:
-    """The sandbox with our CRD; `@pytest.mark.sandbox_apis(monitoring=True, gateway=True)` adds APIs."""
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def cluster(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    """The test's cluster. Sandbox: a fresh one with our CRD; `@pytest.mark.sandbox_apis(monitoring=True,
+    gateway=True)` adds APIs. Real: the session's control plane (every optional API installed), with
+    the `default` namespace cleaned after the test."""
+    if backend == "real":
+        real: RealCluster = request.getfixturevalue("real_cluster")
+        real.reset_stats()
+        yield real
+        await clean_namespace(Kubectl(real), "default")
+        return
     marker = request.node.get_closest_marker("sandbox_apis")
     apis = marker.kwargs if marker else {}
     async with Sandbox(ROOT / "crds", extra_crds_dir=UPSTREAM_CRDS,
@@ -100,22 +128,49 @@ async def sandbox(request: pytest.FixtureRequest) -> AsyncIterator[Sandbox]:
         yield sb
 
 
+# What a test may leave in a namespace; `kubernetes` (the apiserver's own Service) stays.
+LEFTOVERS = ("deployments.apps,replicasets.apps,pods,poddisruptionbudgets.policy,ingresses.networking.k8s.io,"
+             "networkpolicies.networking.k8s.io,httproutes.gateway.networking.k8s.io,"
+             "servicemonitors.monitoring.coreos.com,prometheusrules.monitoring.coreos.com,secrets,configmaps")
+
+
+async def clean_namespace(kubectl: Kubectl, namespace: str) -> None:
+    """Delete every DeepSeekDeployment (finalizers dropped: the operator is stopped by now), every
+    object a test may have made, and the events, then wait until the garbage collector is done."""
+    for name in (await kubectl("get", "dsd", "-n", namespace, "-o", "name")).split():
+        await kubectl("patch", name, "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
+                      check=False)
+    await kubectl("delete", "dsd", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
+    await kubectl("delete", LEFTOVERS, "--all", "-n", namespace, "--wait=false", "--grace-period=0")
+    await kubectl("delete", "services", "-n", namespace, "--field-selector=metadata.name!=kubernetes",
+                  "--wait=false")
+    await kubectl("delete", "events", "--all", "-n", namespace, "--wait=false")
+
+    async def empty() -> bool:
+        return (await kubectl("get", "deployments,pods,services", "-n", namespace, "-o", "name",
+                              "--ignore-not-found")).split() in ([], ["service/kubernetes"])
+
+    await eventually(empty, timeout=60, interval=0.3, what=f"namespace {namespace} emptied")
+
+
 @pytest.fixture
-def kubectl(sandbox: Sandbox) -> Kubectl:
+def kubectl(cluster: Cluster) -> Kubectl:
     if not KUBECTL.exists():
         pytest.fail("kubectl missing at .tools/bin/kubectl: run `make bootstrap`")
-    return Kubectl(sandbox)
+    return Kubectl(cluster)
 
 
 @pytest.fixture
-async def start_operator(sandbox: Sandbox, tmp_path: pathlib.Path) -> AsyncIterator[StartOperator]:
-    """Start (and at teardown stop) `deepseek-operator` processes against the sandbox."""
+async def start_operator(cluster: Cluster, tmp_path: pathlib.Path) -> AsyncIterator[StartOperator]:
+    """Start (and at teardown stop, by PID) `deepseek-operator` processes against the cluster; on the
+    real one the operator is the chart's ServiceAccount."""
     running: list[Operator] = []
 
     async def start(*extra_args: str) -> Operator:
         port = free_port()
         log_path = tmp_path / f"operator-{len(running)}.log"
-        env = {**os.environ, **sandbox.kubectl_env(), "DEEPSEEK_OPERATOR_METRICS_PORT": str(port),
+        identity = cluster.operator_env() if isinstance(cluster, RealCluster) else cluster.kubectl_env()
+        env = {**os.environ, **identity, "DEEPSEEK_OPERATOR_METRICS_PORT": str(port),
                "DEEPSEEK_OPERATOR_RESYNC_SECONDS": "1"}
         with log_path.open("wb") as log:
             proc = await asyncio.create_subprocess_exec(
@@ -148,7 +203,7 @@ def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
     return {}
 
 
-def warnings(sb: Sandbox, reason: str, name: str = "chat") -> list[str]:
+def warnings(sb: Cluster, reason: str, name: str = "chat") -> list[str]:
     """Messages of Warning events with `reason` about `name`, core v1 and events.k8s.io/v1 alike."""
     out = []
     for resource in ("v1/events", "events.k8s.io/v1/events"):

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from deepseek_sandbox import Sandbox
-from tests.e2e.conftest import Kubectl, Operator, StartOperator, condition, eventually, warnings
+from tests.e2e.conftest import Cluster, Kubectl, Operator, StartOperator, condition, eventually, warnings
 
 SPEC: dict[str, Any] = {
     "image": "registry.example.com/deepseek-worker:1.0.0", "replicas": 2,
@@ -39,7 +38,7 @@ async def ticks(operator: Operator, n: int = 3) -> None:
     await eventually(advanced, what=f"{n} more reconciles")
 
 
-def dsd(sb: Sandbox) -> dict[str, Any]:
+def dsd(sb: Cluster) -> dict[str, Any]:
     return sb.get("dsd", "default", "chat") or {}
 
 
@@ -48,18 +47,19 @@ async def disable(kubectl: Kubectl, part: str) -> None:
     await kubectl("patch", "dsd", "chat", "--type=merge", "-p", json.dumps(patch))
 
 
-def monitoring_objects(sb: Sandbox) -> list[str]:
+def monitoring_objects(sb: Cluster) -> list[str]:
     return sorted(o["kind"] + "/" + o["metadata"]["name"]
                   for plural in ("servicemonitors", "prometheusrules") for o in sb.objects(plural, "default", OWNED))
 
 
-async def test_missing_apis_do_not_block_the_rollout_and_warn_once(sandbox: Sandbox, kubectl: Kubectl,
+@pytest.mark.sandbox_only(reason="the real cluster always serves the Gateway API and Prometheus Operator CRDs")
+async def test_missing_apis_do_not_block_the_rollout_and_warn_once(cluster: Cluster, kubectl: Kubectl,
                                                                    start_operator: StartOperator) -> None:
     operator = await start_operator()
     await kubectl("apply", "-f", "-", stdin=manifest())  # monitoring is on by default
     await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=30s")
 
-    obj = dsd(sandbox)
+    obj = dsd(cluster)
     assert obj["status"]["readyReplicas"] == 2
     ingress, monitoring = condition(obj, "IngressReady"), condition(obj, "MonitoringReady")
     assert (ingress["status"], ingress["reason"]) == ("False", "GatewayAPIMissing"), ingress
@@ -68,46 +68,46 @@ async def test_missing_apis_do_not_block_the_rollout_and_warn_once(sandbox: Sand
     assert "Ready" in await kubectl("get", "dsd", "chat")
 
     # One Warning per missing API, not one per reconcile.
-    await eventually(lambda: warnings(sandbox, "GatewayAPIMissing") and warnings(sandbox, "PrometheusOperatorMissing"),
+    await eventually(lambda: warnings(cluster, "GatewayAPIMissing") and warnings(cluster, "PrometheusOperatorMissing"),
                      what="the Warning events")
     await ticks(operator)
-    assert len(warnings(sandbox, "GatewayAPIMissing")) == 1, warnings(sandbox, "GatewayAPIMissing")
-    assert len(warnings(sandbox, "PrometheusOperatorMissing")) == 1
+    assert len(warnings(cluster, "GatewayAPIMissing")) == 1, warnings(cluster, "GatewayAPIMissing")
+    assert len(warnings(cluster, "PrometheusOperatorMissing")) == 1
     described = await kubectl("describe", "dsd", "chat")
     assert "GatewayAPIMissing" in described
 
     # Monitoring switched off: nothing is missing any more, the condition goes.
     await kubectl("patch", "dsd", "chat", "--type=merge", "-p",
                   '{"spec":{"monitoring":{"serviceMonitor":{"enabled":false},"prometheusRule":{"enabled":false}}}}')
-    await eventually(lambda: dsd(sandbox).get("status", {}).get("observedGeneration") == dsd(sandbox)[
-        "metadata"]["generation"] and not condition(dsd(sandbox), "MonitoringReady"),
+    await eventually(lambda: dsd(cluster).get("status", {}).get("observedGeneration") == dsd(cluster)[
+        "metadata"]["generation"] and not condition(dsd(cluster), "MonitoringReady"),
         what="MonitoringReady gone once monitoring is disabled")
-    assert condition(dsd(sandbox), "Ready")["status"] == "True"
+    assert condition(dsd(cluster), "Ready")["status"] == "True"
 
 
 @pytest.mark.sandbox_apis(monitoring=True, gateway=True)
 async def test_present_apis_get_their_objects_and_disabling_deletes_them(
-        sandbox: Sandbox, kubectl: Kubectl, start_operator: StartOperator) -> None:
+        cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator) -> None:
     operator = await start_operator()
     await kubectl("apply", "-f", "-", stdin=manifest())
     await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=30s")
-    await eventually(lambda: monitoring_objects(sandbox) == ["PrometheusRule/chat", "ServiceMonitor/chat"],
+    await eventually(lambda: monitoring_objects(cluster) == ["PrometheusRule/chat", "ServiceMonitor/chat"],
                      what="the ServiceMonitor and the PrometheusRule")
-    obj = dsd(sandbox)
+    obj = dsd(cluster)
     for ctype in ("IngressReady", "MonitoringReady"):
         assert (condition(obj, ctype)["status"], condition(obj, ctype)["reason"]) == ("True", "Configured")
-    assert sandbox.get("httproutes", "default", "chat") is not None
-    assert warnings(sandbox, "GatewayAPIMissing") == [] and warnings(sandbox, "PrometheusOperatorMissing") == []
+    assert cluster.get("httproutes", "default", "chat") is not None
+    assert warnings(cluster, "GatewayAPIMissing") == [] and warnings(cluster, "PrometheusOperatorMissing") == []
 
     # Idle with the real upstream CRDs (their schema defaults add fields): no write.
     await ticks(operator, 2)
-    sandbox.reset_stats()
+    cluster.reset_stats()
     await ticks(operator)
-    assert sandbox.stats().total == 0, (sandbox.stats().to_json(), operator.log(grep="status changed"))
+    assert cluster.stats().total == 0, (cluster.stats().to_json(), operator.log(grep="status changed"))
 
     await disable(kubectl, "prometheusRule")
-    await eventually(lambda: monitoring_objects(sandbox) == ["ServiceMonitor/chat"], what="the PrometheusRule deleted")
+    await eventually(lambda: monitoring_objects(cluster) == ["ServiceMonitor/chat"], what="the PrometheusRule deleted")
     await disable(kubectl, "serviceMonitor")
-    await eventually(lambda: monitoring_objects(sandbox) == [], what="the ServiceMonitor deleted")
-    await eventually(lambda: not condition(dsd(sandbox), "MonitoringReady"), what="MonitoringReady gone")
-    assert sandbox.get("httproutes", "default", "chat") is not None
+    await eventually(lambda: monitoring_objects(cluster) == [], what="the ServiceMonitor deleted")
+    await eventually(lambda: not condition(dsd(cluster), "MonitoringReady"), what="MonitoringReady gone")
+    assert cluster.get("httproutes", "default", "chat") is not None

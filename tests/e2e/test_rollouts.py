@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from deepseek_sandbox import Sandbox
-from tests.e2e.conftest import ROOT, Kubectl, Operator, StartOperator, condition, eventually, warnings
+from tests.e2e.conftest import ROOT, Cluster, Kubectl, Operator, StartOperator, condition, eventually, warnings
 
 REG = "registry.example.com/deepseek-worker"
 V1, V2, V3 = f"{REG}:1.0.0", f"{REG}:2.0.0", f"{REG}:3.0.0"
@@ -44,11 +43,11 @@ def manifest(image: str = V1, replicas: int = 2, gpus: int = 1, auto_rollback: b
     })
 
 
-def dsd(sb: Sandbox) -> dict[str, Any]:
+def dsd(sb: Cluster) -> dict[str, Any]:
     return sb.get("dsd", "default", "chat") or {}
 
 
-def current(sb: Sandbox) -> dict[str, Any] | None:
+def current(sb: Cluster) -> dict[str, Any] | None:
     """The resource when its status describes its current generation."""
     obj = dsd(sb)
     if obj and obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]:
@@ -60,11 +59,11 @@ def is_ready(pod: dict[str, Any]) -> bool:
     return condition(pod, "Ready").get("status") == "True"
 
 
-def primary_images(sb: Sandbox) -> list[str]:
+def primary_images(sb: Cluster) -> list[str]:
     return sorted(p["spec"]["containers"][0]["image"] for p in sb.objects("pods", "default", PRIMARY_PODS))
 
 
-def serving(sb: Sandbox, image: str, replicas: int) -> bool:
+def serving(sb: Cluster, image: str, replicas: int) -> bool:
     """Exactly `replicas` primary pods, all on `image` and Ready."""
     pods = sb.objects("pods", "default", PRIMARY_PODS)
     return len(pods) == replicas and all(p["spec"]["containers"][0]["image"] == image and is_ready(p) for p in pods)
@@ -86,7 +85,7 @@ async def ticks(operator: Operator, n: int = 3) -> None:
     await eventually(advanced, what=f"{n} more reconciles")
 
 
-async def start_ready(sb: Sandbox, kubectl: Kubectl, start_operator: StartOperator, **spec: Any) -> Operator:
+async def start_ready(sb: Cluster, kubectl: Kubectl, start_operator: StartOperator, **spec: Any) -> Operator:
     operator = await start_operator()
     await kubectl("apply", "-f", "-", stdin=manifest(**spec))
     await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=30s")
@@ -94,9 +93,10 @@ async def start_ready(sb: Sandbox, kubectl: Kubectl, start_operator: StartOperat
     return operator
 
 
+@pytest.mark.sandbox_only(reason="records every stored change synchronously (Sandbox.listen)")
 async def test_rollout_to_a_good_image_reports_progress_and_moves_status_image_last(
-        sandbox: Sandbox, kubectl: Kubectl, start_operator: StartOperator) -> None:
-    await start_ready(sandbox, kubectl, start_operator, replicas=3)
+        cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator) -> None:
+    await start_ready(cluster, kubectl, start_operator, replicas=3)
     seen: list[tuple[str, str, str, str]] = []
     early: list[list[tuple[str, bool]]] = []
 
@@ -110,17 +110,17 @@ async def test_rollout_to_a_good_image_reports_progress_and_moves_status_image_l
                      status.get("image", "")))
         if status.get("image") == V2:
             pods = [(p["spec"]["containers"][0]["image"], is_ready(p))
-                    for p in sandbox.objects("pods", "default", PRIMARY_PODS)]
+                    for p in cluster.objects("pods", "default", PRIMARY_PODS)]
             if len(pods) != 3 or any(image != V2 or not ok for image, ok in pods):
                 early.append(pods)
 
-    sandbox.listen(record)
+    cluster.listen(record)
     await set_image(kubectl, V2)
     await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=30s")
 
-    obj = dsd(sandbox)
+    obj = dsd(cluster)
     assert obj["status"]["image"] == V2 and obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
-    assert serving(sandbox, V2, 3)
+    assert serving(cluster, V2, 3)
     assert ("False", "RollingOut", "True", V1) in seen, seen  # during: not Ready, Progressing, old image
     assert early == [], f"status.image was {V2} while primary pods were {early[0]}"
     assert condition(obj, "Progressing")["reason"] == "RolloutComplete"
@@ -130,14 +130,14 @@ async def test_rollout_to_a_good_image_reports_progress_and_moves_status_image_l
 
 @pytest.mark.parametrize("kind", list(KINDS))
 async def test_failed_rollout_is_rolled_back_and_not_retried(
-        sandbox: Sandbox, kubectl: Kubectl, start_operator: StartOperator, kind: str) -> None:
+        cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator, kind: str) -> None:
     bad, reason, pod_message = KINDS[kind]
-    operator = await start_ready(sandbox, kubectl, start_operator)
+    operator = await start_ready(cluster, kubectl, start_operator)
     await set_image(kubectl, bad)
 
     # The old image is back on every primary pod; the status names the bad image.
-    obj = await eventually(lambda: (o := current(sandbox)) and o["status"].get("failedImage") == bad
-                           and serving(sandbox, V1, 2) and o, timeout=30, what="rolled back to the old image")
+    obj = await eventually(lambda: (o := current(cluster)) and o["status"].get("failedImage") == bad
+                           and serving(cluster, V1, 2) and o, timeout=30, what="rolled back to the old image")
     for ctype in ("Ready", "Degraded"):
         cond = condition(obj, ctype)
         assert cond["reason"] == "RolledBack" and bad in cond["message"], cond
@@ -145,35 +145,35 @@ async def test_failed_rollout_is_rolled_back_and_not_retried(
     assert condition(obj, "Available")["status"] == "True"
     assert obj["status"]["image"] == V1
     # The event says why, with the pod's own words.
-    events = await eventually(lambda: warnings(sandbox, "RolledBack"), what="a RolledBack event")
+    events = await eventually(lambda: warnings(cluster, "RolledBack"), what="a RolledBack event")
     assert len(events) == 1 and f"({reason}:" in events[0] and pod_message in events[0], events
 
     # Settled: several resync ticks later nothing has written the Deployment again (no retry).
     await ticks(operator)
-    sandbox.reset_stats()
+    cluster.reset_stats()
     await ticks(operator)
-    assert sandbox.stats().count("patch", "deployments.apps") == 0, sandbox.stats().to_json()
-    assert sandbox.stats().total == 0, (sandbox.stats().to_json(), operator.log(grep="status changed"))
-    assert primary_images(sandbox) == [V1, V1]
-    assert len(warnings(sandbox, "RolledBack")) == 1
+    assert cluster.stats().count("patch", "deployments.apps") == 0, cluster.stats().to_json()
+    assert cluster.stats().total == 0, (cluster.stats().to_json(), operator.log(grep="status changed"))
+    assert primary_images(cluster) == [V1, V1]
+    assert len(warnings(cluster, "RolledBack")) == 1
 
     # A new image is rolled out and clears failedImage.
     await set_image(kubectl, V3)
     await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=30s")
-    obj = dsd(sandbox)
+    obj = dsd(cluster)
     assert obj["status"]["image"] == V3 and obj["status"].get("failedImage", "") == ""
     assert condition(obj, "Degraded")["status"] == "False"
-    assert serving(sandbox, V3, 2)
+    assert serving(cluster, V3, 2)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
 async def test_failed_rollout_without_auto_rollback_stays_degraded(
-        sandbox: Sandbox, kubectl: Kubectl, start_operator: StartOperator, kind: str) -> None:
+        cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator, kind: str) -> None:
     bad, reason, pod_message = KINDS[kind]
-    operator = await start_ready(sandbox, kubectl, start_operator, auto_rollback=False)
+    operator = await start_ready(cluster, kubectl, start_operator, auto_rollback=False)
     await set_image(kubectl, bad)
 
-    obj = await eventually(lambda: (o := current(sandbox)) and condition(o, "Degraded").get("reason") == reason
+    obj = await eventually(lambda: (o := current(cluster)) and condition(o, "Degraded").get("reason") == reason
                            and o, timeout=30, what=f"Degraded {reason}")
     assert condition(obj, "Degraded")["status"] == "True"
     assert pod_message in condition(obj, "Degraded")["message"]
@@ -184,55 +184,55 @@ async def test_failed_rollout_without_auto_rollback_stays_degraded(
     assert obj["status"]["image"] == V1 and obj["status"]["failedImage"] == bad
 
     await ticks(operator)
-    assert bad in primary_images(sandbox), primary_images(sandbox)  # no rollback: the bad pod stays
-    assert (sandbox.get("deployments", "default", "chat-primary") or {})["spec"]["template"]["spec"][
+    assert bad in primary_images(cluster), primary_images(cluster)  # no rollback: the bad pod stays
+    assert (cluster.get("deployments", "default", "chat-primary") or {})["spec"]["template"]["spec"][
         "containers"][0]["image"] == bad
-    assert warnings(sandbox, "RolledBack") == []
-    assert len(warnings(sandbox, "RolloutFailed")) == 1
-    assert condition(dsd(sandbox), "Degraded")["reason"] == reason
+    assert warnings(cluster, "RolledBack") == []
+    assert len(warnings(cluster, "RolloutFailed")) == 1
+    assert condition(dsd(cluster), "Degraded")["reason"] == reason
 
 
 async def test_unschedulable_waits_for_the_progress_deadline_then_rolls_back(
-        sandbox: Sandbox, kubectl: Kubectl, start_operator: StartOperator) -> None:
+        cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator) -> None:
     # Two pods of 8 GPUs fill the sandbox's two 8-GPU nodes; maxSurge 1 needs a third node.
-    operator = await start_ready(sandbox, kubectl, start_operator, gpus=8, max_surge=1, max_unavailable=0)
+    operator = await start_ready(cluster, kubectl, start_operator, gpus=8, max_surge=1, max_unavailable=0)
     await set_image(kubectl, V2)
 
-    obj = await eventually(lambda: (o := current(sandbox)) and condition(o, "Ready").get("reason") == "Unschedulable"
+    obj = await eventually(lambda: (o := current(cluster)) and condition(o, "Ready").get("reason") == "Unschedulable"
                            and o, timeout=30, what="Ready=False Unschedulable")
     assert "Insufficient nvidia.com/gpu" in condition(obj, "Ready")["message"]
     assert condition(obj, "Progressing")["reason"] == "Unschedulable"
     # Not a failure yet: a cluster autoscaler may add a GPU node before the deadline.
     await ticks(operator)
-    obj = dsd(sandbox)
+    obj = dsd(cluster)
     assert condition(obj, "Degraded")["status"] == "False", condition(obj, "Degraded")
     assert obj["status"].get("failedImage", "") == ""
     assert condition(obj, "Available")["status"] == "True"  # maxUnavailable 0: the old pods serve
-    assert V2 in primary_images(sandbox)
+    assert V2 in primary_images(cluster)
 
-    obj = await eventually(lambda: (o := current(sandbox)) and o["status"].get("failedImage") == V2
-                           and serving(sandbox, V1, 2) and o, timeout=30, what="rolled back after the deadline")
+    obj = await eventually(lambda: (o := current(cluster)) and o["status"].get("failedImage") == V2
+                           and serving(cluster, V1, 2) and o, timeout=30, what="rolled back after the deadline")
     assert condition(obj, "Degraded")["reason"] == "RolledBack"
-    events = await eventually(lambda: warnings(sandbox, "RolledBack"), what="a RolledBack event")
+    events = await eventually(lambda: warnings(cluster, "RolledBack"), what="a RolledBack event")
     assert len(events) == 1 and "ProgressDeadlineExceeded" in events[0], events
 
 
-async def test_clearing_failed_image_by_hand_retries_it(sandbox: Sandbox, kubectl: Kubectl,
+async def test_clearing_failed_image_by_hand_retries_it(cluster: Cluster, kubectl: Kubectl,
                                                        start_operator: StartOperator) -> None:
     """docs/rollouts.md's escape hatch: the rollback memory is status.failedImage and nothing else."""
     bad = FATAL["CrashLoopBackOff"][0]
-    await start_ready(sandbox, kubectl, start_operator)
+    await start_ready(cluster, kubectl, start_operator)
     await set_image(kubectl, bad)
-    await eventually(lambda: (o := current(sandbox)) and o["status"].get("failedImage") == bad
-                     and serving(sandbox, V1, 2), timeout=30, what="the first rollback")
-    await eventually(lambda: len(warnings(sandbox, "RolledBack")) == 1, what="the first RolledBack event")
+    await eventually(lambda: (o := current(cluster)) and o["status"].get("failedImage") == bad
+                     and serving(cluster, V1, 2), timeout=30, what="the first rollback")
+    await eventually(lambda: len(warnings(cluster, "RolledBack")) == 1, what="the first RolledBack event")
 
     await kubectl("patch", "dsd", "chat", "--subresource=status", "--type=merge", "-p",
                   '{"status":{"failedImage":""}}')
     # Retried: the bad image goes out again, fails again, and is rolled back again.
-    await eventually(lambda: len(warnings(sandbox, "RolledBack")) == 2, timeout=30, what="a second RolledBack")
-    await eventually(lambda: (o := current(sandbox)) and o["status"].get("failedImage") == bad
-                     and serving(sandbox, V1, 2), timeout=30, what="the second rollback")
+    await eventually(lambda: len(warnings(cluster, "RolledBack")) == 2, timeout=30, what="a second RolledBack")
+    await eventually(lambda: (o := current(cluster)) and o["status"].get("failedImage") == bad
+                     and serving(cluster, V1, 2), timeout=30, what="the second rollback")
 
 
 def test_docs_name_every_reason_tested_here() -> None:

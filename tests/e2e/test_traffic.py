@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from deepseek_sandbox import Sandbox
-from tests.e2e.conftest import Kubectl, Operator, StartOperator, condition, eventually
+from tests.e2e.conftest import Cluster, Kubectl, Operator, StartOperator, condition, eventually
 
 REG = "registry.example.com/deepseek-worker"
 V1, CANARY_GOOD, CANARY_BAD = f"{REG}:1.0.0", f"{REG}:1.1.0", f"{REG}:1.1.0-never-ready"
@@ -36,35 +35,35 @@ def manifest(provider: str, canary_image: str, weight: int, tls: bool = False) -
     })
 
 
-def route_weights(sb: Sandbox) -> dict[str, int] | None:
+def route_weights(sb: Cluster) -> dict[str, int] | None:
     route = sb.get("httproutes", "default", "chat")
     if route is None:
         return None
     return {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
 
 
-def status_weights(sb: Sandbox) -> dict[str, int]:
+def status_weights(sb: Cluster) -> dict[str, int]:
     obj = sb.get("dsd", "default", "chat") or {}
     return {v["name"]: v["weight"] for v in obj.get("status", {}).get("variants", [])}
 
 
-def split(sb: Sandbox, primary: int, canary: int) -> bool:
+def split(sb: Cluster, primary: int, canary: int) -> bool:
     """The HTTPRoute and status.variants both give primary/canary these weights."""
     return route_weights(sb) == {"chat-primary": primary, "chat-canary": canary} \
         and status_weights(sb) == {"primary": primary, "canary": canary}
 
 
-def nginx_split(sb: Sandbox, canary: int) -> bool:
+def nginx_split(sb: Cluster, canary: int) -> bool:
     ing = sb.get("ingresses", "default", "chat-canary")
     return ing is not None and ing["metadata"].get("annotations", {}).get(CANARY_WEIGHT) == str(canary) \
         and status_weights(sb) == {"primary": 100 - canary, "canary": canary}
 
 
-def ingress_names(sb: Sandbox) -> list[str]:
+def ingress_names(sb: Cluster) -> list[str]:
     return sorted(i["metadata"]["name"] for i in sb.objects("ingresses", "default", "deepseek.ai/deployment=chat"))
 
 
-def canary_ready(sb: Sandbox) -> bool:
+def canary_ready(sb: Cluster) -> bool:
     pods = sb.objects("pods", "default", CANARY_PODS)
     return bool(pods) and all(condition(p, "Ready").get("status") == "True" for p in pods)
 
@@ -79,85 +78,86 @@ async def ticks(operator: Operator, n: int = 3) -> None:
     await eventually(advanced, what=f"{n} more reconciles")
 
 
-def fail_canary(sb: Sandbox, ready: bool | None) -> None:
+def fail_canary(sb: Cluster, ready: bool | None) -> None:
+    """Force the canary pods' readiness (both backends: see RealCluster.set_pod_ready)."""
     for pod in sb.objects("pods", "default", CANARY_PODS):
         sb.set_pod_ready("default", pod["metadata"]["name"], ready)
 
 
 @pytest.mark.sandbox_apis(gateway=True)
-async def test_httproute_weights_follow_canary_readiness(sandbox: Sandbox, kubectl: Kubectl,
+async def test_httproute_weights_follow_canary_readiness(cluster: Cluster, kubectl: Kubectl,
                                                          start_operator: StartOperator) -> None:
     operator = await start_operator()
     await kubectl("apply", "-f", "-", stdin=manifest("gateway-api", CANARY_BAD, 20))
 
     # The canary never becomes ready: it gets nothing, however long we look.
-    await eventually(lambda: split(sandbox, 100, 0), what="100/0 while the canary is not ready")
-    await eventually(lambda: (sandbox.get("dsd", "default", "chat") or {}).get("status", {}).get("readyReplicas") == 1,
+    await eventually(lambda: split(cluster, 100, 0), what="100/0 while the canary is not ready")
+    await eventually(lambda: (cluster.get("dsd", "default", "chat") or {}).get("status", {}).get("readyReplicas") == 1,
                      what="the primary ready")
     await ticks(operator)
-    assert split(sandbox, 100, 0), (route_weights(sandbox), status_weights(sandbox))
-    obj = sandbox.get("dsd", "default", "chat") or {}
+    assert split(cluster, 100, 0), (route_weights(cluster), status_weights(cluster))
+    obj = cluster.get("dsd", "default", "chat") or {}
     assert obj["status"]["url"] == "http://chat.example.com/v1"
     assert condition(obj, "IngressReady")["status"] == "True"
-    route = sandbox.get("httproutes", "default", "chat") or {}
+    route = cluster.get("httproutes", "default", "chat") or {}
     # The Gateway API CRD's schema defaults group and kind onto the parentRef.
     assert [(r["name"], r["namespace"]) for r in route["spec"]["parentRefs"]] == [("public", "gateways")]
     assert route["spec"]["hostnames"] == ["chat.example.com"]
 
     # A working canary image: the spec's split.
     await kubectl("apply", "-f", "-", stdin=manifest("gateway-api", CANARY_GOOD, 20))
-    await eventually(lambda: split(sandbox, 80, 20), what="80/20 once the canary is ready")
+    await eventually(lambda: split(cluster, 80, 20), what="80/20 once the canary is ready")
     await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=30s")
-    generation = (sandbox.get("dsd", "default", "chat") or {})["metadata"]["generation"]
+    generation = (cluster.get("dsd", "default", "chat") or {})["metadata"]["generation"]
 
     # The canary fails again without any spec change: back to 100/0, then 80/20 when it recovers.
-    fail_canary(sandbox, False)
-    await eventually(lambda: split(sandbox, 100, 0), what="100/0 after the canary's pods turned unready")
-    obj = sandbox.get("dsd", "default", "chat") or {}
+    fail_canary(cluster, False)
+    await eventually(lambda: split(cluster, 100, 0), what="100/0 after the canary's pods turned unready")
+    obj = cluster.get("dsd", "default", "chat") or {}
     assert obj["metadata"]["generation"] == generation
     assert condition(obj, "Ready")["status"] == "False"
-    fail_canary(sandbox, None)
-    await eventually(lambda: split(sandbox, 80, 20), what="80/20 after the canary recovered")
+    fail_canary(cluster, None)
+    await eventually(lambda: split(cluster, 80, 20), what="80/20 after the canary recovered")
 
 
 @pytest.mark.sandbox_apis(gateway=True)
-async def test_switching_provider_replaces_the_routing_objects(sandbox: Sandbox, kubectl: Kubectl,
+async def test_switching_provider_replaces_the_routing_objects(cluster: Cluster, kubectl: Kubectl,
                                                                start_operator: StartOperator) -> None:
     await start_operator()
     await kubectl("apply", "-f", "-", stdin=manifest("ingress-nginx", CANARY_GOOD, 30))
-    await eventually(lambda: nginx_split(sandbox, 30), what="nginx canary weight 30")
-    assert ingress_names(sandbox) == ["chat", "chat-canary"]
-    assert sandbox.get("httproutes", "default", "chat") is None
+    await eventually(lambda: nginx_split(cluster, 30), what="nginx canary weight 30")
+    assert ingress_names(cluster) == ["chat", "chat-canary"]
+    assert cluster.get("httproutes", "default", "chat") is None
 
     await kubectl("apply", "-f", "-", stdin=manifest("gateway-api", CANARY_GOOD, 30))
-    await eventually(lambda: split(sandbox, 70, 30) and not ingress_names(sandbox),
+    await eventually(lambda: split(cluster, 70, 30) and not ingress_names(cluster),
                      what="the HTTPRoute at 70/30 and no Ingress left")
 
     await kubectl("apply", "-f", "-", stdin=manifest("ingress-nginx", CANARY_GOOD, 30))
-    await eventually(lambda: nginx_split(sandbox, 30) and ingress_names(sandbox) == ["chat", "chat-canary"]
-                     and sandbox.get("httproutes", "default", "chat") is None,
+    await eventually(lambda: nginx_split(cluster, 30) and ingress_names(cluster) == ["chat", "chat-canary"]
+                     and cluster.get("httproutes", "default", "chat") is None,
                      what="the Ingress pair back and the HTTPRoute removed")
 
 
-async def test_nginx_canary_weight_follows_readiness(sandbox: Sandbox, kubectl: Kubectl,
+async def test_nginx_canary_weight_follows_readiness(cluster: Cluster, kubectl: Kubectl,
                                                      start_operator: StartOperator) -> None:
     operator = await start_operator()
     await kubectl("apply", "-f", "-", stdin=manifest("ingress-nginx", CANARY_BAD, 10, tls=True))
-    await eventually(lambda: nginx_split(sandbox, 0), what="canary-weight 0 while the canary is not ready")
+    await eventually(lambda: nginx_split(cluster, 0), what="canary-weight 0 while the canary is not ready")
     await ticks(operator)
-    assert nginx_split(sandbox, 0)
+    assert nginx_split(cluster, 0)
 
-    primary = sandbox.get("ingresses", "default", "chat") or {}
+    primary = cluster.get("ingresses", "default", "chat") or {}
     assert not any(k.endswith("/canary") or k.endswith("/canary-weight")
                    for k in primary["metadata"].get("annotations", {}))
     assert primary["spec"]["tls"] == [{"hosts": ["chat.example.com"], "secretName": "chat-tls"}]
     assert primary["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "chat-primary"
-    canary = sandbox.get("ingresses", "default", "chat-canary") or {}
+    canary = cluster.get("ingresses", "default", "chat-canary") or {}
     assert canary["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary"] == "true"
     assert canary["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "chat-canary"
-    assert (sandbox.get("dsd", "default", "chat") or {})["status"]["url"] == "https://chat.example.com/v1"
+    assert (cluster.get("dsd", "default", "chat") or {})["status"]["url"] == "https://chat.example.com/v1"
 
     await kubectl("apply", "-f", "-", stdin=manifest("ingress-nginx", CANARY_GOOD, 10, tls=True))
-    await eventually(lambda: nginx_split(sandbox, 10) and canary_ready(sandbox), what="canary-weight 10")
-    fail_canary(sandbox, False)
-    await eventually(lambda: nginx_split(sandbox, 0), what="canary-weight 0 after the canary turned unready")
+    await eventually(lambda: nginx_split(cluster, 10) and canary_ready(cluster), what="canary-weight 10")
+    fail_canary(cluster, False)
+    await eventually(lambda: nginx_split(cluster, 0), what="canary-weight 0 after the canary turned unready")

@@ -25,7 +25,7 @@ log() { printf 'control-plane build: %s\n' "$*" >&2; }
 all_built() {
   local b
   for b in "${BINARIES[@]}"; do [ -x "$BIN/$b" ] || return 1; done
-  [ -s "$ROOT/kwok/default-stages.yaml" ]
+  [ -s "$ROOT/kwok/stages/pod-ready.yaml" ]
 }
 
 # The staging replace block, read from the real k8s.io/kubernetes go.mod of this version.
@@ -91,21 +91,27 @@ build_kwok() {
   GOBIN="$BIN" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
   kwok_dir=$(cd "$ROOT" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-  mkdir -p "$ROOT/kwok"
-  # kwok runs no stages unless given some: bundle its own defaults (fast node and pod lifecycles).
+  # kwok runs no stages unless given some: keep its own (fast node and pod lifecycles) beside the
+  # binary; up.sh composes them with ours (tools/control-plane/kwok-stages.yaml).
+  mkdir -p "$ROOT/kwok/stages.tmp"
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
            pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
-    cat "$kwok_dir/kustomize/stage/$f"; printf '\n---\n'
-  done > "$ROOT/kwok/default-stages.yaml.tmp"
-  mv "$ROOT/kwok/default-stages.yaml.tmp" "$ROOT/kwok/default-stages.yaml"
+    cp "$kwok_dir/kustomize/stage/$f" "$ROOT/kwok/stages.tmp/"
+  done
+  chmod -R u+w "$ROOT/kwok/stages.tmp"
+  rm -rf "$ROOT/kwok/stages" && mv "$ROOT/kwok/stages.tmp" "$ROOT/kwok/stages"
 }
 
 main() {
   command -v go >/dev/null || { log "no Go toolchain on PATH (Go >= 1.26 is required)"; exit 1; }
   if all_built; then echo "$BIN"; exit 0; fi
   mkdir -p "$BIN"
+  # One build at a time per version set: a second caller waits, then finds the binaries built.
+  exec 9>"$ROOT/build.lock"
+  flock 9
+  if all_built; then echo "$BIN"; exit 0; fi
   [ -x "$BIN/etcd" ] || build_etcd
-  [ -s "$ROOT/kwok/default-stages.yaml" ] && [ -x "$BIN/kwok" ] || build_kwok
+  [ -s "$ROOT/kwok/stages/pod-ready.yaml" ] && [ -x "$BIN/kwok" ] || build_kwok
   [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ] && [ -x "$BIN/kube-scheduler" ] \
     || build_kubernetes
   all_built || { log "incomplete build in $BIN"; exit 1; }

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# `make cluster`: a local Kubernetes control plane without Docker, every process on 127.0.0.1.
+#   etcd, kube-apiserver (RBAC, ServiceAccount token issuer, JSON audit log at Metadata level),
+#   kube-controller-manager, kube-scheduler and kwok (fake nodes whose pods become Running/Ready).
+# Then: the upstream CRDs in third_party/crds and two fake GPU nodes (8 x nvidia.com/gpu each).
+#
+# Idempotent: when every process recorded in $CLUSTER_DIR/pids is alive and the apiserver is ready,
+# it changes nothing. Otherwise it stops what is left (by PID) and starts a fresh cluster.
+# Writes $CLUSTER_DIR/kubeconfig (admin, system:masters) and $CLUSTER_DIR/env (ports, paths).
+# `make cluster-down` (down.sh) stops every process by its PID.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+RUN=${CLUSTER_DIR:-$REPO/.cluster}
+API_PORT=${CLUSTER_API_PORT:-16443}
+ETCD_PORT=${CLUSTER_ETCD_PORT:-12379}
+ETCD_PEER_PORT=${CLUSTER_ETCD_PEER_PORT:-12380}
+KUBECTL=${KUBECTL:-kubectl}
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+START=$SECONDS
+
+log() { printf 'cluster: %s\n' "$*" >&2; }
+
+alive() { [ -f "$RUN/pids/$1" ] && kill -0 "$(cat "$RUN/pids/$1")" 2>/dev/null; }
+
+api_ready() {
+  [ -f "$RUN/token" ] && curl -sfk --max-time 2 -H "Authorization: Bearer $(cat "$RUN/token")" \
+    "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1
+}
+
+running() {
+  local c
+  for c in "${COMPONENTS[@]}"; do alive "$c" || return 1; done
+  api_ready
+}
+
+# wait_for SECONDS WHAT COMMAND...: poll COMMAND every 0.2 s until it succeeds or the deadline passes.
+wait_for() {
+  local deadline=$((SECONDS + $1)) what=$2; shift 2
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then log "timed out waiting for $what (logs: $RUN/logs)"; exit 1; fi
+    sleep 0.2
+  done
+}
+
+start() {
+  local name=$1; shift
+  "$@" >"$RUN/logs/$name.log" 2>&1 &
+  echo $! >"$RUN/pids/$name"
+}
+
+write_kubeconfig() {
+  cat >"$RUN/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: deepseek-local
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority: $RUN/pki/apiserver.crt
+users:
+- name: admin
+  user:
+    token: $(cat "$RUN/token")
+contexts:
+- name: deepseek-local
+  context: {cluster: deepseek-local, user: admin, namespace: default}
+current-context: deepseek-local
+EOF
+}
+
+prepare() {
+  "$HERE/down.sh" >/dev/null 2>&1 || true
+  rm -rf "$RUN"
+  mkdir -p "$RUN"/{pki,etcd,logs,pids,kubectl-cache}
+  python3 -c 'import secrets; print(secrets.token_hex(24))' >"$RUN/token"
+  printf '%s,admin,admin,system:masters\n' "$(cat "$RUN/token")" >"$RUN/tokens.csv"
+  openssl genrsa -out "$RUN/pki/sa.key" 2048 2>/dev/null
+  cp "$HERE/audit-policy.yaml" "$RUN/audit-policy.yaml"
+  compose_stages >"$RUN/kwok-stages.yaml"
+}
+
+# kwok's own stages plus ours; pod-ready must not make a pod with a failure image Ready.
+compose_stages() {
+  local f
+  for f in node-initialize node-heartbeat-with-lease pod-complete pod-delete; do
+    cat "$STAGES/$f.yaml"; printf '\n---\n'
+  done
+  sed '/^    matchExpressions:$/a\
+    - key: '"'"'[.spec.containers[].image | ascii_downcase | test("never-ready|crashloop|oomkilled|modelloadfail|imagepullbackoff|does-not-exist")] | any'"'"'\
+      operator: NotIn\
+      values: ["true"]' "$STAGES/pod-ready.yaml"
+  printf '\n---\n'
+  cat "$HERE/kwok-stages.yaml"
+}
+
+start_etcd() {
+  start etcd "$BIN/etcd" --name=deepseek-local --data-dir="$RUN/etcd" \
+    --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster="deepseek-local=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --listen-metrics-urls="" --unsafe-no-fsync=true --quota-backend-bytes=4294967296 \
+    --auto-compaction-mode=periodic --auto-compaction-retention=5m
+  wait_for 30 etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health"
+}
+
+# --advertise-address: with a loopback bind address the apiserver would otherwise look for a default
+# route. --endpoint-reconciler-type=none: the loopback address is not a valid Endpoints address
+# (kubernetes/kubernetes#28723). No --tls-cert-file: it writes a self-signed pair into --cert-dir.
+start_apiserver() {
+  start kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
+    --cert-dir="$RUN/pki" --token-auth-file="$RUN/tokens.csv" \
+    --authorization-mode=Node,RBAC --allow-privileged=true \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$RUN/pki/sa.key" --service-account-signing-key-file="$RUN/pki/sa.key" \
+    --service-cluster-ip-range=10.96.0.0/16 --endpoint-reconciler-type=none --profiling=false \
+    --audit-policy-file="$RUN/audit-policy.yaml" --audit-log-path="$RUN/audit.log" \
+    --audit-log-format=json --audit-log-mode=blocking --audit-log-maxsize=0
+  wait_for 90 "the apiserver (/readyz)" api_ready
+}
+
+start_controllers() {
+  start kube-controller-manager "$BIN/kube-controller-manager" \
+    --kubeconfig="$RUN/kubeconfig" --leader-elect=false --secure-port=0 \
+    --service-account-private-key-file="$RUN/pki/sa.key" --root-ca-file="$RUN/pki/apiserver.crt" \
+    --use-service-account-credentials=false --concurrent-deployment-syncs=10 \
+    --concurrent-replicaset-syncs=10 --concurrent-gc-syncs=20 --kube-api-qps=200 --kube-api-burst=400
+  start kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$RUN/kubeconfig" --leader-elect=false \
+    --secure-port=0 --kube-api-qps=200 --kube-api-burst=400
+  start kwok "$BIN/kwok" --kubeconfig="$RUN/kubeconfig" \
+    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --node-lease-duration-seconds=40 --cidr=10.244.0.0/16 --node-ip=127.0.0.1 \
+    --config="$RUN/kwok-stages.yaml"
+}
+
+kc() { KUBECONFIG="$RUN/kubeconfig" KUBECACHEDIR="$RUN/kubectl-cache" "$KUBECTL" "$@"; }
+
+install_basics() {
+  # The ServiceAccount admission plugin refuses pods until the controller-manager made `default`.
+  wait_for 60 "the default ServiceAccount" kc get serviceaccount default -n default
+  kc apply --server-side --force-conflicts -f "$REPO/third_party/crds/" >/dev/null
+  kc apply -f "$HERE/gpu-nodes.yaml" >/dev/null
+  wait_for 60 "the upstream CRDs" kc wait --for=condition=Established --timeout=2s crd --all
+  wait_for 60 "the fake GPU nodes" kc wait --for=condition=Ready --timeout=2s node --all
+}
+
+write_env() {
+  cat >"$RUN/env" <<EOF
+export KUBECONFIG=$RUN/kubeconfig
+export KUBECACHEDIR=$RUN/kubectl-cache
+CLUSTER_API_PORT=$API_PORT
+CLUSTER_AUDIT_LOG=$RUN/audit.log
+CLUSTER_BIN=$BIN
+EOF
+}
+
+main() {
+  command -v "$KUBECTL" >/dev/null || { log "kubectl not found (run make bootstrap)"; exit 1; }
+  if running; then log "already running ($RUN)"; echo "$RUN"; return 0; fi
+  BIN=$("$HERE/build.sh")
+  STAGES="$BIN/../kwok/stages"
+  prepare
+  start_etcd
+  start_apiserver
+  write_kubeconfig
+  start_controllers
+  install_basics
+  write_env
+  log "ready in $((SECONDS - START)) s: export KUBECONFIG=$RUN/kubeconfig KUBECACHEDIR=$RUN/kubectl-cache"
+  echo "$RUN"
+}
+
+main "$@"
