@@ -34,7 +34,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # -- the real control plane (tools/control-plane), shared by every suite that runs on it ---------------
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLUSTER_DIR = pathlib.Path(os.environ.get("CLUSTER_DIR", REPO / ".cluster"))
-OPERATOR_RELEASE, OPERATOR_NAMESPACE = "e2e", "deepseek-system"
+OPERATOR_RELEASE, OPERATOR_NAMESPACE = "e2e", "deepseek-e2e"
 
 
 def _admin(*args: str, timeout: float = 120) -> str:
@@ -64,7 +64,7 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Generator[RealClus
         _admin("kubectl", "wait", "--for=condition=Established", "--timeout=60s",
                "crd/deepseekdeployments.deepseek.ai")
         _admin("helm", "upgrade", "--install", OPERATOR_RELEASE, str(REPO / "charts" / "deepseek-operator"),
-               "-n", OPERATOR_NAMESPACE, "--create-namespace", "--skip-crds", "--wait=false", timeout=300)
+               "-n", OPERATOR_NAMESPACE, "--create-namespace", "--skip-crds", timeout=300)
         kubeconfig = tmp_path_factory.mktemp("operator") / "kubeconfig"
         user = operator_kubeconfig(CLUSTER_DIR, OPERATOR_NAMESPACE, f"{OPERATOR_RELEASE}-deepseek-operator",
                                    kubeconfig)

@@ -161,6 +161,11 @@ main() {
   command -v "$KUBECTL" >/dev/null || { log "kubectl not found (run make bootstrap)"; exit 1; }
   if running; then log "already running ($RUN)"; echo "$RUN"; return 0; fi
   BIN=$("$HERE/build.sh")
+  # One start at a time: a second caller waits here, then finds the cluster running.
+  mkdir -p "$(dirname "$RUN")"
+  exec 9>"$RUN.lock"
+  flock 9
+  if running; then log "already running ($RUN)"; echo "$RUN"; return 0; fi
   STAGES="$BIN/../kwok/stages"
   prepare
   start_etcd
