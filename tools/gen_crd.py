@@ -110,7 +110,10 @@ def crd_default(field: FieldInfo) -> tuple[bool, Any]:
     """(has_default, value) for the CRD; empty values are left out because absent means the same.
 
     A nested model whose default is what its own field defaults produce becomes `{}`, so the
-    apiserver fills the parent and then its children (structural defaulting is top-down).
+    apiserver fills the parent and then its children (structural defaulting is top-down) -- unless
+    the model carries CEL rules: the apiserver checks a default against the rules of its own
+    schema without filling the default's children first, so `{}` would fail a rule such as
+    `self.maxSurge > 0 || ...` with "no such key" and the whole CRD would be refused.
     """
     if field.is_required():
         return False, None
@@ -122,7 +125,9 @@ def crd_default(field: FieldInfo) -> tuple[bool, Any]:
             implied = type(value).model_validate({})
         except ValidationError:
             implied = None
-        return True, {} if implied == value else value.model_dump(by_alias=True, exclude_none=True)
+        if implied == value and type(value) not in RULES:
+            return True, {}
+        return True, value.model_dump(by_alias=True, exclude_none=True)
     return True, value
 
 
