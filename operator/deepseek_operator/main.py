@@ -9,8 +9,9 @@ Startup settings, each with its reason:
   `deepseek.ai/deployment` (children only): in a large cluster the operator never streams every pod.
 - the watch is restarted every 10 minutes (server-side timeout) so a silently dead connection cannot
   leave the operator blind; kopf resumes from the last resourceVersion.
-- a resync timer caught mid-reconcile when its resource is deleted is re-checked every second, not
-  every 60 s (kopf's default), so the finalizer goes and `kubectl delete` returns promptly.
+- daemon and timer cancellation is polled every second, not every 60 s (kopf's default). There are
+  none today: the resync is one cluster-wide loop (handlers.py) precisely so that kopf puts no
+  finalizer on DeepSeekDeployments and `kubectl delete` never waits for the operator.
 - the operator's Prometheus metrics are served on DEEPSEEK_OPERATOR_METRICS_PORT (default 9090; 0 = off).
 """
 
