@@ -5,8 +5,9 @@ A variant is in exactly one phase:
 - RollingOut: the current template is still being rolled out (including a first creation).
 - Unavailable: the rollout completed earlier but replicas are not ready now.
 - Failed: the rollout cannot finish; `fatal` failures are acted on at once (rollback), the others
-  (Unschedulable) only when the Deployment's progress deadline passes, since a GPU node may yet
-  be added by the cluster autoscaler.
+  (Unschedulable; FailedCreate, when the apiserver refuses the pods: a missing PriorityClass, a
+  quota, a Pod Security violation) only when the Deployment's progress deadline passes, since a GPU
+  node may yet be added by the cluster autoscaler and quota may yet be freed.
 """
 
 from __future__ import annotations
@@ -121,6 +122,11 @@ def variant_state(obs: VariantObservation) -> VariantState:
     complete = current and updated == obs.replicas and replicas == obs.replicas and available >= obs.replicas
     if complete and ready >= obs.replicas:
         return make("Available", "Available", summary)
+    refused = _condition(dep, "ReplicaFailure")
+    if refused.get("status") == "True":
+        # The ReplicaSet controller could not create pods; its message is the apiserver's refusal.
+        return make("Failed", refused.get("reason") or "FailedCreate",
+                    f"{obs.name}: {refused.get('message', 'pods could not be created')}")
     issue = next((i for i in (pod_issue(p, obs.image) for p in obs.pods) if i is not None), None)
     if issue is not None:
         return make("Failed", issue.reason, f"{obs.name}: {issue.message}", fatal=issue.fatal)

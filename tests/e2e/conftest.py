@@ -204,11 +204,13 @@ def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
 
 
 def warnings(sb: Cluster, reason: str, name: str = "chat") -> list[str]:
-    """Messages of Warning events with `reason` about `name`, core v1 and events.k8s.io/v1 alike."""
-    out = []
+    """Messages of Warning events with `reason` about `name`, core v1 and events.k8s.io/v1 alike.
+
+    A real apiserver serves one Event through both APIs (same uid); the sandbox stores them apart."""
+    out: dict[str, str] = {}
     for resource in ("v1/events", "events.k8s.io/v1/events"):
         for ev in sb.objects(resource, "default"):
             about = ev.get("involvedObject") or ev.get("regarding") or {}
             if ev.get("type") == "Warning" and ev.get("reason") == reason and about.get("name") == name:
-                out.append(str(ev.get("message") or ev.get("note") or ""))
-    return out
+                out.setdefault(ev["metadata"]["uid"], str(ev.get("message") or ev.get("note") or ""))
+    return list(out.values())

@@ -52,6 +52,12 @@ PHASES = [
      [pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                        "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."}])],
      "Failed", "Unschedulable", False),
+    ("pods refused by the apiserver wait for the deadline",
+     {**deployment(ready=0, updated=0, replicas=0, progressing="ReplicaSetUpdated"),
+      "status": {**deployment(ready=0, updated=0, replicas=0)["status"], "conditions": [
+          {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+           "message": 'pods "chat-primary-x" is forbidden: no PriorityClass with name llm-serving was found'}]}},
+     [], "Failed", "FailedCreate", False),
 ]
 
 
