@@ -37,11 +37,13 @@ CLUSTER_DIR = pathlib.Path(os.environ.get("CLUSTER_DIR", REPO / ".cluster"))
 OPERATOR_RELEASE, OPERATOR_NAMESPACE = "e2e", "deepseek-e2e"
 
 
-def _admin(*args: str, timeout: float = 120) -> str:
+def _admin(*args: str, timeout: float = 120, stdin: str | None = None) -> str:
+    """Run a command as the cluster admin; its stdout. Raises with the output on failure."""
     env = {**os.environ, "KUBECONFIG": str(CLUSTER_DIR / "kubeconfig"),
            "KUBECACHEDIR": str(CLUSTER_DIR / "kubectl-cache"),
            "PATH": f"{REPO / '.tools' / 'bin'}:{os.environ['PATH']}"}
-    done = subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=timeout, check=False,
+                          input=stdin)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return done.stdout
@@ -52,7 +54,7 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Generator[RealClus
     """The real control plane with our CRD and the operator's identity (the chart's ServiceAccount).
 
     Starts `make cluster`'s processes unless they already run (then leaves them running); installs the
-    CRD server-side and the chart (release `e2e`, which gives the ServiceAccount and its RBAC). Without
+    CRD server-side and the chart's objects (`helm template e2e`: the ServiceAccount and its RBAC). Without
     a Go toolchain the cluster cannot be built: a skip outside CI, a failure in CI (see above).
     """
     if shutil.which("go") is None and not (CLUSTER_DIR / "pids" / "kube-apiserver").exists():
@@ -63,8 +65,14 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Generator[RealClus
                str(REPO / "crds" / "deepseek.ai_deepseekdeployments.yaml"))
         _admin("kubectl", "wait", "--for=condition=Established", "--timeout=60s",
                "crd/deepseekdeployments.deepseek.ai")
-        _admin("helm", "upgrade", "--install", OPERATOR_RELEASE, str(REPO / "charts" / "deepseek-operator"),
-               "-n", OPERATOR_NAMESPACE, "--create-namespace", "--skip-crds", timeout=300)
+        # The chart's own objects (ServiceAccount, RBAC, ...) applied server-side: idempotent, so
+        # several test sessions can share one cluster (a helm release would lock per operation).
+        chart = _admin("helm", "template", OPERATOR_RELEASE, str(REPO / "charts" / "deepseek-operator"),
+                       "-n", OPERATOR_NAMESPACE, "--skip-crds")
+        namespace = f'{{"apiVersion": "v1", "kind": "Namespace", "metadata": {{"name": "{OPERATOR_NAMESPACE}"}}}}'
+        _admin("kubectl", "apply", "--server-side", "-f", "-", stdin=namespace)
+        _admin("kubectl", "apply", "--server-side", "--force-conflicts", "-n", OPERATOR_NAMESPACE, "-f", "-",
+               stdin=chart)
         kubeconfig = tmp_path_factory.mktemp("operator") / "kubeconfig"
         user = operator_kubeconfig(CLUSTER_DIR, OPERATOR_NAMESPACE, f"{OPERATOR_RELEASE}-deepseek-operator",
                                    kubeconfig)
