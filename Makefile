@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 TOOLS := .tools/bin/kubectl .tools/.apt-stamp .tools/checkov-venv/bin/checkov \
 	.tools/npm/node_modules/.bin/gitlab-ci-local
 
-.PHONY: demo test bootstrap lint sync-crds clean
+.PHONY: demo test bootstrap lint sync-crds clean control-plane cluster cluster-down
 
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -42,8 +42,22 @@ lint: bootstrap
 	$(PY) tools/gen_crd.py --check
 	scripts/sync-chart-crds.sh --check
 
+# The real control plane's binaries, built from Go modules into ~/.cache/deepseek-operator (keyed by
+# version; a no-op once built). Needs Go >= 1.26: without it this fails, in CI and out.
+control-plane:
+	tools/control-plane/build.sh >/dev/null
+
+# A local Kubernetes control plane without Docker (docs/cluster.md): etcd, kube-apiserver,
+# controller-manager, scheduler and kwok on 127.0.0.1, two fake 8-GPU nodes; .cluster/kubeconfig.
+cluster: .tools/bin/kubectl control-plane
+	tools/control-plane/up.sh >/dev/null
+
+cluster-down:
+	tools/control-plane/down.sh
+
 # CI=true turns any skipped test (a missing tool) into a failure: see tests/conftest.py.
-test: bootstrap lint
+# The operator suites start the real control plane themselves (and stop it, unless it already ran).
+test: bootstrap lint control-plane
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 # After a change to operator/deepseek_operator/api.py: regenerate the CRD, its docs and every copy.
@@ -52,5 +66,5 @@ sync-crds: $(VENV)/.stamp
 	scripts/sync-chart-crds.sh
 	manifests/install/generate.sh
 
-clean:
-	rm -rf $(VENV) .tools
+clean: cluster-down
+	rm -rf $(VENV) .tools .cluster

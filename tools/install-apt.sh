@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Debian packages the tests need: promtool/prometheus (alert rules, real scraping), rsync (gitlab-ci-local).
+# Debian packages the tests need: promtool/prometheus (alert rules, real scraping), rsync (gitlab-ci-local),
+# curl, openssl and flock (util-linux) for the real control plane (tools/control-plane/up.sh).
 set -euo pipefail
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
 command -v rsync >/dev/null || need+=(rsync)
 command -v unzip >/dev/null || need+=(unzip)
 command -v npm >/dev/null || need+=(npm)  # gitlab-ci-local
+command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
+command -v flock >/dev/null || need+=(util-linux)
 [ ${#need[@]} -eq 0 ] && exit 0
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq

@@ -1,0 +1,128 @@
+"""What `kubectl` and the cluster's own controllers promise users, proven with the real operator.
+
+On the real control plane these are the real apiserver's server-side printing, kubectl wait's
+generation check, the real scheduler's GPU accounting, the real Deployment controller and the real
+garbage collector; the sandbox runs the same tests against its emulation of each.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.e2e.conftest import Cluster, Kubectl, StartOperator, condition, eventually
+
+REG = "registry.example.com/deepseek-worker"
+V1, V2 = f"{REG}:1.0.0", f"{REG}:2.0.0"
+OWNED = "deepseek.ai/deployment=chat"
+
+
+def manifest(image: str = V1, replicas: int = 1, gpus: int = 1, max_surge: int = 0, max_unavailable: int = 1,
+             deadline: int = 60) -> str:
+    return json.dumps({
+        "apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment", "metadata": {"name": "chat"},
+        "spec": {
+            "image": image, "replicas": replicas, "model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"},
+            "resources": {"gpus": gpus, "cpu": "8", "memory": "64Gi", "shmSize": "16Gi"},
+            "ingress": {"provider": "ingress-nginx", "host": "chat.example.com"},
+            "rollout": {"maxSurge": max_surge, "maxUnavailable": max_unavailable,
+                        "progressDeadlineSeconds": deadline, "autoRollback": True},
+        },
+    })
+
+
+def dsd(sb: Cluster) -> dict[str, Any]:
+    return sb.get("dsd", "default", "chat") or {}
+
+
+def current(sb: Cluster) -> dict[str, Any] | None:
+    obj = dsd(sb)
+    if obj and obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]:
+        return obj
+    return None
+
+
+def gpus_in_use(sb: Cluster) -> dict[str, int]:
+    """GPUs requested by bound, non-terminating pods, per node."""
+    used: dict[str, int] = {}
+    for pod in sb.objects("pods", "default", OWNED):
+        node = pod["spec"].get("nodeName")
+        if node and not pod["metadata"].get("deletionTimestamp"):
+            limits = pod["spec"]["containers"][0]["resources"].get("limits", {})
+            used[node] = used.get(node, 0) + int(limits.get("nvidia.com/gpu", 0))
+    return used
+
+
+async def test_kubectl_get_prints_the_columns_from_the_server(cluster: Cluster, kubectl: Kubectl,
+                                                              start_operator: StartOperator) -> None:
+    await start_operator()
+    await kubectl("apply", "-f", "-", stdin=manifest(replicas=2))
+    await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=60s")
+    # kubectl knows no columns of a custom resource: it prints the server's Table.
+    header, row = (await kubectl("get", "dsd", "chat")).splitlines()
+    assert header.split() == ["NAME", "READY", "IMAGE", "MODEL", "STATUS", "URL", "AGE"], header
+    assert row.split()[:6] == ["chat", "2/2", V1, "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "Ready",
+                               "http://chat.example.com"], row
+
+
+async def test_kubectl_wait_returns_only_for_the_current_generation(cluster: Cluster, kubectl: Kubectl,
+                                                                    start_operator: StartOperator) -> None:
+    operator = await start_operator()
+    await kubectl("apply", "-f", "-", stdin=manifest())
+    await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=60s")
+    await operator.stop()
+    # A new generation nobody has observed: the status still says Ready=True, for the old one.
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p", json.dumps({"spec": {"image": V2}}))
+    stale = dsd(cluster)
+    assert condition(stale, "Ready")["status"] == "True"
+    assert stale["status"]["observedGeneration"] < stale["metadata"]["generation"]
+    early = await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=3s", check=False)
+    assert "condition met" not in early, early
+
+    await start_operator()
+    await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=60s")
+    assert current(cluster) is not None and dsd(cluster)["status"]["image"] == V2
+
+
+async def test_more_gpus_than_any_node_has_is_reported_unschedulable(cluster: Cluster, kubectl: Kubectl,
+                                                                     start_operator: StartOperator) -> None:
+    await start_operator()
+    await kubectl("apply", "-f", "-", stdin=manifest(gpus=16))
+    obj = await eventually(lambda: (o := current(cluster)) and condition(o, "Ready").get("reason") == "Unschedulable"
+                           and o, timeout=60, what="Ready=False Unschedulable")
+    assert "Insufficient nvidia.com/gpu" in condition(obj, "Ready")["message"], condition(obj, "Ready")
+    header, row = (await kubectl("get", "dsd", "chat")).splitlines()
+    assert row.split()[1] == "0/1" and "Unschedulable" in row.split(), row
+
+
+async def test_replace_in_place_on_full_gpu_nodes_completes(cluster: Cluster, kubectl: Kubectl,
+                                                            start_operator: StartOperator) -> None:
+    """Two 8-GPU pods fill both nodes; maxSurge 0 frees a node before each new pod, so it completes."""
+    await start_operator()
+    await kubectl("apply", "-f", "-", stdin=manifest(replicas=2, gpus=8))
+    await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=60s")
+    assert sorted(gpus_in_use(cluster).values()) == [8, 8], gpus_in_use(cluster)
+
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p", json.dumps({"spec": {"image": V2}}))
+    obj = await eventually(lambda: (o := current(cluster)) and o["status"].get("image") == V2
+                           and condition(o, "Ready").get("status") == "True" and o, timeout=90,
+                           what="the rollout on full nodes complete")
+    assert obj["status"]["readyReplicas"] == 2 and obj["status"].get("failedImage", "") == ""
+    pods = cluster.objects("pods", "default", OWNED)
+    assert sorted(p["spec"]["containers"][0]["image"] for p in pods) == [V2, V2]
+
+
+async def test_delete_with_the_operator_stopped_completes_and_children_are_collected(
+        cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator) -> None:
+    operator = await start_operator()
+    await kubectl("apply", "-f", "-", stdin=manifest(replicas=2))
+    await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=60s")
+    assert not dsd(cluster)["metadata"].get("finalizers"), "no finalizer: deletion must not need the operator"
+    kinds = ("deployments", "services", "poddisruptionbudgets", "pods", "ingresses")
+    assert all(cluster.objects(kind, "default", OWNED) for kind in kinds)
+    await operator.stop()
+
+    await kubectl("delete", "dsd", "chat", "--timeout=30s")
+    assert cluster.get("dsd", "default", "chat") is None
+    await eventually(lambda: not any(cluster.objects(kind, "default", OWNED) for kind in kinds), timeout=60,
+                     what="every child garbage-collected through its ownerReference")
