@@ -21,6 +21,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `after_suite` read what the whole session did (the audit log): run them last."""
+    items.sort(key=lambda item: item.get_closest_marker("after_suite") is not None)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport,
                                                                                             pytest.TestReport]:
@@ -60,6 +65,7 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Generator[RealClus
     if shutil.which("go") is None and not (CLUSTER_DIR / "pids" / "kube-apiserver").exists():
         pytest.skip("no Go toolchain: the real control plane cannot be built (tools/control-plane/build.sh)")
     started = start_control_plane(CLUSTER_DIR)
+    session_start = (CLUSTER_DIR / "audit.log").stat().st_size
     try:
         _admin("kubectl", "apply", "--server-side", "--force-conflicts", "-f",
                str(REPO / "crds" / "deepseek.ai_deepseekdeployments.yaml"))
@@ -76,7 +82,7 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Generator[RealClus
         kubeconfig = tmp_path_factory.mktemp("operator") / "kubeconfig"
         user = operator_kubeconfig(CLUSTER_DIR, OPERATOR_NAMESPACE, f"{OPERATOR_RELEASE}-deepseek-operator",
                                    kubeconfig)
-        cluster = RealCluster(CLUSTER_DIR, kubeconfig, user)
+        cluster = RealCluster(CLUSTER_DIR, kubeconfig, user, session_start=session_start)
         yield cluster
         cluster.close()
     finally:

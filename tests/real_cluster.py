@@ -87,6 +87,7 @@ class RealCluster:
     directory: pathlib.Path
     operator_kubeconfig: pathlib.Path
     operator_user: str
+    session_start: int = 0  # the audit log's size when this test session began
     _resources: dict[str, ApiResource] = field(default_factory=dict)
     _http: httpx.Client | None = None
 
@@ -237,10 +238,11 @@ def operator_kubeconfig(cluster: pathlib.Path, namespace: str, service_account: 
     return f"system:serviceaccount:{namespace}:{service_account}"
 
 
-def audit_usage(path: pathlib.Path, username: str) -> collections.Counter[tuple[str, str, str, str, int]]:
-    """(verb, apiGroup, resource, subresource, response code) -> count, over the whole audit log."""
+def audit_usage(path: pathlib.Path, username: str,
+                since: int = 0) -> collections.Counter[tuple[str, str, str, str, int]]:
+    """(verb, apiGroup, resource, subresource, response code) -> count, from byte `since` of the log."""
     usage: collections.Counter[tuple[str, str, str, str, int]] = collections.Counter()
-    for event in AuditLog(path, username).events(since=0):
+    for event in AuditLog(path, username).events(since=since):
         ref = event.get("objectRef") or {}
         usage[(event["verb"], ref.get("apiGroup", ""), ref.get("resource", ""), ref.get("subresource", ""),
                int((event.get("responseStatus") or {}).get("code", 0)))] += 1

@@ -3,6 +3,10 @@
 Each invalid case names the field path the apiserver reports and a piece of its message, and
 whether the refusal comes from the OpenAPI schema or a CEL rule. `spec` is merged over a minimal
 valid spec (top-level keys replace); `meta_name` replaces metadata.name.
+
+`message` is the sandbox's wording (Python jsonschema's); `real_message`, where the real kube-apiserver
+words it otherwise, is a piece of the real one, and `real_code` its HTTP status when that is not 422
+(tests/crd/test_real_apiserver.py; the differences are listed in docs/sandbox.md).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ class Invalid:
     drop: tuple[str, ...] = ()  # spec keys to remove from the minimal spec
     status: dict[str, Any] | None = None
     parse_spec: bool = True  # api.parse_spec refuses it too (spec-only cases)
+    real_message: str | None = None  # the real apiserver's wording, only where `message` is not in it
+    real_code: int = 422  # the real apiserver's HTTP status (with fieldValidation=Strict, as kubectl sends)
 
 
 def _variants(*weights: int, **extra: Any) -> list[dict[str, Any]]:
@@ -37,11 +43,39 @@ def _variants(*weights: int, **extra: Any) -> list[dict[str, Any]]:
 INVALID = [
     Invalid("image-missing", {}, "spec.image", "Required value", "schema", drop=("image",)),
     Invalid("model-missing", {}, "spec.model", "Required value", "schema", drop=("model",)),
-    Invalid("image-empty", {"image": ""}, "spec.image", "should be non-empty", "schema"),
+    Invalid(
+        "image-empty",
+        {"image": ""},
+        "spec.image",
+        "should be non-empty",
+        "schema",
+        real_message="should be at least 1 chars long",
+    ),
     Invalid("model-id-missing", {"model": {"revision": "main"}}, "spec.model.id", "Required value", "schema"),
-    Invalid("replicas-too-many", {"replicas": 300}, "spec.replicas", "maximum of 256", "schema"),
-    Invalid("replicas-negative", {"replicas": -1}, "spec.replicas", "minimum of 0", "schema"),
-    Invalid("replicas-string", {"replicas": "two"}, "spec.replicas", "not of type 'integer'", "schema"),
+    Invalid(
+        "replicas-too-many",
+        {"replicas": 300},
+        "spec.replicas",
+        "maximum of 256",
+        "schema",
+        real_message="less than or equal to 256",
+    ),
+    Invalid(
+        "replicas-negative",
+        {"replicas": -1},
+        "spec.replicas",
+        "minimum of 0",
+        "schema",
+        real_message="greater than or equal to 0",
+    ),
+    Invalid(
+        "replicas-string",
+        {"replicas": "two"},
+        "spec.replicas",
+        "not of type 'integer'",
+        "schema",
+        real_message="must be of type integer",
+    ),
     Invalid("dtype-enum", {"model": {**MODEL, "dtype": "int4"}}, "spec.model.dtype", "Unsupported value", "schema"),
     Invalid(
         "quantization-enum", {"model": {**MODEL, "quantization": "gptq"}}, "spec.model.quantization", '"nf4"', "schema"
@@ -50,27 +84,79 @@ INVALID = [
         "attention-enum", {"model": {**MODEL, "attention": "fa3"}}, "spec.model.attention", "Unsupported", "schema"
     ),
     Invalid("max-model-len-small", {"model": {**MODEL, "maxModelLen": 64}}, "spec.model.maxModelLen", "128", "schema"),
-    Invalid("cpu-quantity", {"resources": {"cpu": "four"}}, "spec.resources.cpu", "does not match", "schema"),
-    Invalid("gpus-too-many", {"resources": {"gpus": 17}}, "spec.resources.gpus", "maximum of 16", "schema"),
+    Invalid(
+        "cpu-quantity",
+        {"resources": {"cpu": "four"}},
+        "spec.resources.cpu",
+        "does not match",
+        "schema",
+        real_message="should match '^[0-9]+",
+    ),
+    Invalid(
+        "gpus-too-many",
+        {"resources": {"gpus": 17}},
+        "spec.resources.gpus",
+        "maximum of 16",
+        "schema",
+        real_message="less than or equal to 16",
+    ),
     Invalid(
         "variant-name-pattern",
         {"variants": [{"name": "Canary_1"}]},
         "spec.variants[0].name",
         "does not match",
         "schema",
+        real_message="should match '^[a-z0-9]",
     ),
-    Invalid("variant-name-long", {"variants": [{"name": "c" * 21}]}, "spec.variants[0].name", "is too long", "schema"),
-    Invalid("variant-weight", {"variants": _variants(101)}, "spec.variants[0].weight", "maximum of 100", "schema"),
+    Invalid(
+        "variant-name-long",
+        {"variants": [{"name": "c" * 21}]},
+        "spec.variants[0].name",
+        "is too long",
+        "schema",
+        real_message="Too long: may not be more than 20 bytes",
+    ),
+    Invalid(
+        "variant-weight",
+        {"variants": _variants(101)},
+        "spec.variants[0].weight",
+        "maximum of 100",
+        "schema",
+        real_message="less than or equal to 100",
+    ),
     Invalid(
         "variants-max-items",
         {"variants": _variants(*[1] * 9), "ingress": GATEWAY},
         "spec.variants",
         "is too long",
         "schema",
+        real_message="Too many: 9: must have at most 8 items",
     ),
-    Invalid("unknown-spec-field", {"gpu": 1}, "spec.gpu", 'unknown field "gpu"', "schema"),
-    Invalid("unknown-model-field", {"model": {**MODEL, "tokenizer": "x"}}, "spec.model.tokenizer", "unknown", "schema"),
-    Invalid("ingress-path", {"ingress": {**NGINX, "path": "api"}}, "spec.ingress.path", "does not match", "schema"),
+    Invalid(
+        "unknown-spec-field",
+        {"gpu": 1},
+        "spec.gpu",
+        'unknown field "gpu"',
+        "schema",
+        real_message='strict decoding error: unknown field "spec.gpu"',
+        real_code=400,
+    ),
+    Invalid(
+        "unknown-model-field",
+        {"model": {**MODEL, "tokenizer": "x"}},
+        "spec.model.tokenizer",
+        "unknown",
+        "schema",
+        real_code=400,
+    ),
+    Invalid(
+        "ingress-path",
+        {"ingress": {**NGINX, "path": "api"}},
+        "spec.ingress.path",
+        "does not match",
+        "schema",
+        real_message="should match '^/'",
+    ),
     Invalid(
         "ingress-host-missing", {"ingress": {"provider": "ingress-nginx"}}, "spec.ingress.host", "Required", "schema"
     ),
@@ -83,6 +169,7 @@ INVALID = [
         "spec.monitoring.serviceMonitor.interval",
         "does not match",
         "schema",
+        real_message="should match '^[0-9]+(ms|s|m|h)$'",
     ),
     Invalid("jwt-secret-missing", {"auth": {"jwt": {}}}, "spec.auth.jwt.secretRef", "Required value", "schema"),
     Invalid(
@@ -91,9 +178,24 @@ INVALID = [
         "spec.auth.jwt.tokenTTLSeconds",
         "minimum of 60",
         "schema",
+        real_message="greater than or equal to 60",
     ),
-    Invalid("batch-zero", {"serving": {"maxBatchSize": 0}}, "spec.serving.maxBatchSize", "minimum of 1", "schema"),
-    Invalid("rate-zero", {"rateLimit": {"requestsPerMinute": 0}}, "spec.rateLimit.requestsPerMinute", "min", "schema"),
+    Invalid(
+        "batch-zero",
+        {"serving": {"maxBatchSize": 0}},
+        "spec.serving.maxBatchSize",
+        "minimum of 1",
+        "schema",
+        real_message="greater than or equal to 1",
+    ),
+    Invalid(
+        "rate-zero",
+        {"rateLimit": {"requestsPerMinute": 0}},
+        "spec.rateLimit.requestsPerMinute",
+        "min",
+        "schema",
+        real_message="greater than or equal to 1",
+    ),
     Invalid(
         "pvc-claim-missing",
         {"model": {**MODEL, "source": {"pvc": {"subPath": "x"}}}},
@@ -107,6 +209,7 @@ INVALID = [
         "spec.scheduling.nodeSelector.gpu",
         "not of type 'string'",
         "schema",
+        real_message="must be of type string",
     ),
     Invalid(
         "variant-duplicate-key",
@@ -202,6 +305,7 @@ INVALID = [
         "spec.monitoring.prometheusRule.thresholds.errorPercent",
         "minimum of 1",
         "schema",
+        real_message="greater than or equal to 1",
     ),
     Invalid(
         "alert-threshold-over-100",
@@ -209,6 +313,7 @@ INVALID = [
         "spec.monitoring.prometheusRule.thresholds.gpuMemoryPercent",
         "maximum of 100",
         "schema",
+        real_message="less than or equal to 100",
     ),
     Invalid(
         "runbook-url-scheme",
@@ -216,6 +321,7 @@ INVALID = [
         "spec.monitoring.prometheusRule.runbookBaseURL",
         "does not match",
         "schema",
+        real_message="should match '^https?://",
     ),
     Invalid("name-digit", {}, "", "DNS-1035", "cel", meta_name="7b-chat", parse_spec=False),
     Invalid("name-dot", {}, "", "DNS-1035", "cel", meta_name="chat.v1", parse_spec=False),

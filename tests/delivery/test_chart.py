@@ -28,29 +28,6 @@ from .conftest import (
 VENDOR_CRDS = ROOT / "third_party" / "crds"
 
 # The exact permissions the operator needs (DESIGN: least privilege; docs/install.md explains each).
-EXPECTED_NAMESPACED_RULES = {
-    ("deepseek.ai", "deepseekdeployments"): {"get", "list", "watch", "patch", "update"},
-    ("deepseek.ai", "deepseekdeployments/status"): {"get", "patch", "update"},
-    ("deepseek.ai", "deepseekdeployments/scale"): {"get"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-    ("", "services"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-    ("networking.k8s.io", "ingresses"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-    ("networking.k8s.io", "networkpolicies"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-    ("monitoring.coreos.com", "servicemonitors"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-    ("monitoring.coreos.com", "prometheusrules"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-}
-EXPECTED_CLUSTER_RULES = {
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
-    ("", "namespaces"): {"get", "list", "watch"},
-    ("networking.k8s.io", "ingressclasses"): {"get", "list"},
-}
-
-
 def flatten_rules(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
     """(apiGroup, resource) -> verbs, failing on duplicates so each permission is stated once."""
     out: dict[tuple[str, str], set[str]] = {}
@@ -171,21 +148,28 @@ def test_sync_script_detects_a_stale_copy(tmp_path: Path) -> None:
     assert run([script, "--check"], check=False).returncode == 1
 
 
-def test_cluster_wide_rbac_is_exactly_what_the_operator_uses() -> None:
+def test_cluster_wide_rbac_is_the_watch_namespace_split_joined() -> None:
+    """Which verbs are granted is measured, not listed here: tests/delivery/test_rbac_usage.py checks
+    them against the real apiserver's audit log. Here: the two layouts grant the same rules."""
     objects = render_chart()
     assert not by_kind(objects, "Role")
     rules = flatten_rules(one(objects, "ClusterRole")["rules"])
-    assert rules == {**EXPECTED_CLUSTER_RULES, **EXPECTED_NAMESPACED_RULES}
+    split = render_chart("watchNamespace=team-a")
+    cluster_scoped = flatten_rules(one(split, "ClusterRole")["rules"])
+    namespaced = flatten_rules(one(split, "Role")["rules"])
+    assert not cluster_scoped.keys() & namespaced.keys()
+    assert rules == {**cluster_scoped, **namespaced}
+    assert {resource for _, resource in cluster_scoped} == {"customresourcedefinitions", "namespaces",
+                                                             "ingressclasses"}
     binding = one(objects, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "deepseek-operator", "namespace": NAMESPACE}]
 
 
 def test_watch_namespace_moves_namespaced_rules_to_a_role() -> None:
     objects = render_chart("watchNamespace=team-a")
-    assert flatten_rules(one(objects, "ClusterRole")["rules"]) == EXPECTED_CLUSTER_RULES
     role = one(objects, "Role")
     assert role["metadata"]["namespace"] == "team-a"
-    assert flatten_rules(role["rules"]) == EXPECTED_NAMESPACED_RULES
+    assert ("apps", "deployments") in flatten_rules(role["rules"])
     binding = one(objects, "RoleBinding")
     assert binding["metadata"]["namespace"] == "team-a"
     assert binding["roleRef"]["kind"] == "Role"

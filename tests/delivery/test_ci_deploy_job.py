@@ -1,12 +1,17 @@
-"""The real `deploy:staging` job of .gitlab-ci.yml, run by gitlab-ci-local (shell executor) against the
-sandbox cluster in this event loop and the real `deepseek-operator` in a subprocess.
+"""The real `deploy:staging` job of .gitlab-ci.yml, run by gitlab-ci-local (shell executor) against a
+cluster with the real `deepseek-operator` in a subprocess, on two backends (ids `sandbox` and `real`):
+
+- sandbox: the emulated API in this event loop (a fresh one per test);
+- real: the session's control plane (`real_cluster`: kube-apiserver, controller-manager, scheduler,
+  kwok). The test creates namespace deepseek-staging and deletes it at the end (after stopping the
+  operator), waiting until it is gone; the operator authenticates as the chart's ServiceAccount.
 
 gitlab-ci-local runs a shell-executor job in the checkout itself (CI_PROJECT_DIR is its --cwd; no copy,
 untracked and ignored files included), so the scratch checkout carries the pinned kubectl in .tools/bin
 and `tools/install-binaries.sh` has nothing to download. `apt-get` is a stub on PATH that records its
 arguments. The `needs:` on the build jobs are not run (`--needs` is opt-in): their dotenv variables
-(WORKER_IMAGE) come from `--variable`, and so does KUBECONFIG, whose value is the path of the sandbox's
-kubeconfig, which is what a GitLab *File* variable holds too.
+(WORKER_IMAGE) come from `--variable`, and so do KUBECONFIG (the path of the cluster admin's
+kubeconfig, which is what a GitLab *File* variable holds too) and KUBECACHEDIR.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ import shutil
 import signal
 import subprocess
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from deepseek_sandbox import Sandbox
-from tests.e2e.conftest import Kubectl, Operator, condition
+from tests.e2e.conftest import Cluster, Kubectl, Operator, clean_namespace, condition
+from tests.real_cluster import RealCluster
 from tests.waiting import eventually
 
 from .conftest import ROOT, TOOLS
@@ -34,8 +41,11 @@ from .test_deploy_script import BAD, GOOD, OLD, OPERATOR, _missing, manifest
 JOB = "deploy:staging"
 NAMESPACE = "deepseek-staging"  # the job's own DSD_NAMESPACE
 NAME = "chat"
+PRIMARY = f"{NAME}-primary"  # the operator's Deployment of the primary variant
+PRIMARY_PODS = f"deepseek.ai/deployment={NAME},deepseek.ai/variant=primary"
 GCL_DEADLINE = 150  # seconds for one gitlab-ci-local run; deploy.sh's own --timeout is DEPLOY_TIMEOUT
 DEPLOY_TIMEOUT = "60s"
+NAMESPACE_DEADLINE = 120  # seconds for the real namespace to be gone (the namespace controller)
 
 
 def _unavailable() -> str | None:
@@ -81,8 +91,9 @@ def apt_stub(tmp_path: Path) -> Path:
 async def run_job(checkout: Path, stub: Path, *variables: str) -> tuple[int, str]:
     """`gitlab-ci-local --force-shell-executor deploy:staging` with `--variable`s; (exit status, output).
 
-    KUBECONFIG and KUBECTL are removed from its environment: the job sees only what --variable gives it."""
-    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBECTL")}
+    KUBECONFIG, KUBECACHEDIR and KUBECTL are removed from its environment: the job sees only what
+    --variable gives it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBECACHEDIR", "KUBECTL")}
     env["PATH"] = f"{stub}{os.pathsep}{env['PATH']}"
     args = [arg for variable in variables for arg in ("--variable", variable)]
     proc = await asyncio.create_subprocess_exec(
@@ -105,38 +116,82 @@ def assert_before_script_ran(stub: Path, out: str) -> None:
     assert "Client Version" not in out, "tools/install-binaries.sh downloaded kubectl instead of using .tools/bin"
 
 
-@pytest.fixture
-async def staging(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, Kubectl]]:
-    """The sandbox with namespace deepseek-staging, the operator watching it, and DeepSeekDeployment `chat`
-    Ready with the OLD image (a deploy starts from a serving resource, as in production)."""
-    async with Sandbox(ROOT / "crds", ready_delay=0.3) as sandbox:
-        kubectl = Kubectl(sandbox)
-        # `kubectl create namespace` sends a protobuf body, which the sandbox does not read; apply sends JSON.
-        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-        await kubectl("apply", "-f", "-", stdin=json.dumps(namespace))
-        obj = json.loads(manifest(NAME))  # progressDeadlineSeconds 10, autoRollback
-        obj["metadata"]["namespace"] = NAMESPACE
-        await kubectl("apply", "-f", "-", stdin=json.dumps(obj))
-        env = {**os.environ, **sandbox.kubectl_env(), "DEEPSEEK_OPERATOR_METRICS_PORT": "0",
-               "DEEPSEEK_OPERATOR_RESYNC_SECONDS": "1"}
-        log_path = tmp_path / "operator.log"
-        with log_path.open("wb") as log:
-            proc = await asyncio.create_subprocess_exec(
-                str(OPERATOR), "--standalone", f"--namespace={NAMESPACE}", stdout=log,
-                stderr=asyncio.subprocess.STDOUT, env=env)
-        operator = Operator(proc, 0, log_path)
-        try:
-            async def serving_old() -> bool:
-                if proc.returncode is not None:
-                    pytest.fail(f"operator exited {proc.returncode}:\n{operator.log()}")
-                dsd = await get_dsd(kubectl)
-                return condition(dsd, "Ready").get("status") == "True" and dsd.get("status", {}).get("image") == OLD
+# -- the cluster: the sandbox or the real control plane ------------------------------------------------
+@dataclass
+class Staging:
+    """Namespace deepseek-staging on one backend, with the operator watching it."""
 
-            await eventually(serving_old, timeout=60, interval=0.2, what=f"{NAME} Ready with {OLD}")
-            yield sandbox, kubectl
-        finally:
-            await operator.stop()
-            print(operator.log(60))
+    cluster: Cluster
+    kubectl: Kubectl
+    operator: Operator
+
+
+@pytest.fixture(params=["sandbox", "real"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    """The cluster, with namespace deepseek-staging. Real: created here, and at teardown emptied and
+    deleted, waiting until it is gone (so the next test, or the next run, starts clean)."""
+    if request.param == "sandbox":
+        async with Sandbox(ROOT / "crds", ready_delay=0.3) as sandbox:
+            await create_namespace(Kubectl(sandbox))
+            yield sandbox
+        return
+    real: RealCluster = request.getfixturevalue("real_cluster")
+    kubectl = Kubectl(real)
+    if real.get("namespaces", None, NAMESPACE) is not None:  # left by an interrupted run
+        await delete_namespace(real, kubectl)
+    await create_namespace(kubectl)
+    try:
+        yield real
+    finally:
+        await delete_namespace(real, kubectl)
+
+
+async def create_namespace(kubectl: Kubectl) -> None:
+    # `kubectl create namespace` sends a protobuf body, which the sandbox does not read; `create -f` sends
+    # JSON, and fails (as it should) when the namespace is already there.
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    await kubectl("create", "-f", "-", stdin=json.dumps(namespace))
+
+
+async def delete_namespace(real: RealCluster, kubectl: Kubectl) -> None:
+    """Drop the DeepSeekDeployments' finalizers (no operator runs now) and their children, delete the
+    namespace and wait for the namespace controller to finish."""
+    await clean_namespace(kubectl, NAMESPACE)
+    await kubectl("delete", "namespace", NAMESPACE, "--wait=false", "--ignore-not-found")
+    await eventually(lambda: real.get("namespaces", None, NAMESPACE) is None, timeout=NAMESPACE_DEADLINE,
+                     interval=0.5, what=f"namespace {NAMESPACE} deleted")
+
+
+@pytest.fixture
+async def staging(backend: Cluster, tmp_path: Path) -> AsyncIterator[Staging]:
+    """The operator watching deepseek-staging (on the real cluster as the chart's ServiceAccount) and
+    DeepSeekDeployment `chat` Ready with the OLD image (a deploy starts from a serving resource, as in
+    production). The operator is stopped, by its PID, before `backend` deletes the namespace."""
+    kubectl = Kubectl(backend)
+    obj = json.loads(manifest(NAME))  # progressDeadlineSeconds 10, autoRollback
+    obj["metadata"]["namespace"] = NAMESPACE
+    await kubectl("apply", "-f", "-", stdin=json.dumps(obj))
+    identity = backend.operator_env() if isinstance(backend, RealCluster) else backend.kubectl_env()
+    env = {**os.environ, **identity, "DEEPSEEK_OPERATOR_METRICS_PORT": "0", "DEEPSEEK_OPERATOR_RESYNC_SECONDS": "1"}
+    log_path = tmp_path / "operator.log"
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            str(OPERATOR), "--standalone", f"--namespace={NAMESPACE}", stdout=log,
+            stderr=asyncio.subprocess.STDOUT, env=env)
+    operator = Operator(proc, 0, log_path)
+    try:
+        def serving_old() -> bool:
+            if proc.returncode is not None:
+                pytest.fail(f"operator exited {proc.returncode}:\n{operator.log()}")
+            dsd = backend.get("dsd", NAMESPACE, NAME) or {}
+            return condition(dsd, "Ready").get("status") == "True" and dsd.get("status", {}).get("image") == OLD
+
+        await eventually(serving_old, timeout=60, interval=0.2, what=f"{NAME} Ready with {OLD}")
+        await eventually(lambda: serving(backend, OLD), timeout=30, interval=0.2, what=f"pods on {OLD}")
+        yield Staging(backend, kubectl, operator)
+    finally:
+        await operator.stop()
+        print(operator.log(60))
 
 
 async def get_dsd(kubectl: Kubectl) -> dict[str, Any]:
@@ -144,37 +199,85 @@ async def get_dsd(kubectl: Kubectl) -> dict[str, Any]:
     return dsd
 
 
-def job_variables(sandbox: Sandbox, image: str) -> list[str]:
-    cluster = [f"{key}={value}" for key, value in sandbox.kubectl_env().items()]  # KUBECONFIG, KUBECACHEDIR
-    return [*cluster, f"WORKER_IMAGE={image}", f"DSD_NAME={NAME}", f"DEPLOY_TIMEOUT={DEPLOY_TIMEOUT}"]
+def job_variables(cluster: Cluster, image: str) -> list[str]:
+    cluster_vars = [f"{key}={value}" for key, value in cluster.kubectl_env().items()]  # KUBECONFIG, KUBECACHEDIR
+    return [*cluster_vars, f"WORKER_IMAGE={image}", f"DSD_NAME={NAME}", f"DEPLOY_TIMEOUT={DEPLOY_TIMEOUT}"]
 
 
-async def test_deploy_job_rolls_out_a_good_image(
-        staging: tuple[Sandbox, Kubectl], checkout: Path, apt_stub: Path) -> None:
-    sandbox, kubectl = staging
-    rc, out = await run_job(checkout, apt_stub, *job_variables(sandbox, GOOD))
+# -- what the cluster serves ------------------------------------------------------------------------------
+def pod_owners(cluster: Cluster) -> set[str]:
+    """The uids a pod of the primary Deployment names as owner: its ReplicaSets on a real cluster, the
+    Deployment itself in the sandbox (which has no ReplicaSets: docs/sandbox.md)."""
+    dep = cluster.get("deployments", NAMESPACE, PRIMARY)
+    if dep is None:
+        return set()
+    uid = dep["metadata"]["uid"]
+    if not isinstance(cluster, RealCluster):
+        return {uid}
+    return {rs["metadata"]["uid"] for rs in cluster.objects("replicasets", NAMESPACE, f"deepseek.ai/deployment={NAME}")
+            if any(ref["uid"] == uid for ref in rs["metadata"].get("ownerReferences", []))}
+
+
+def serving(cluster: Cluster, image: str) -> list[dict[str, Any]]:
+    """The primary pods when there is exactly one (spec.replicas), on `image`, Ready, and owned by the
+    operator's Deployment (through its ReplicaSet on a real cluster); [] otherwise."""
+    pods = cluster.objects("pods", NAMESPACE, PRIMARY_PODS)
+    owners = pod_owners(cluster)
+    ok = len(pods) == 1 and all(
+        p["spec"]["containers"][0]["image"] == image and condition(p, "Ready").get("status") == "True"
+        and not p["metadata"].get("deletionTimestamp")
+        and {ref["uid"] for ref in p["metadata"].get("ownerReferences", [])} & owners for p in pods)
+    return pods if ok else []
+
+
+def warnings(cluster: Cluster, reason: str) -> list[str]:
+    """Messages of Warning events with `reason` about `chat` in deepseek-staging, core v1 and events.k8s.io/v1
+    alike: a real apiserver serves one Event through both APIs (same uid); the sandbox stores them apart."""
+    out: dict[str, str] = {}
+    for resource in ("v1/events", "events.k8s.io/v1/events"):
+        for ev in cluster.objects(resource, NAMESPACE):
+            about = ev.get("involvedObject") or ev.get("regarding") or {}
+            if ev.get("type") == "Warning" and ev.get("reason") == reason and about.get("name") == NAME:
+                out.setdefault(ev["metadata"]["uid"], str(ev.get("message") or ev.get("note") or ""))
+    return list(out.values())
+
+
+# -- the tests ----------------------------------------------------------------------------------------------
+async def test_deploy_job_rolls_out_a_good_image(staging: Staging, checkout: Path, apt_stub: Path) -> None:
+    rc, out = await run_job(checkout, apt_stub, *job_variables(staging.cluster, GOOD))
     assert rc == 0, out
     assert f"PASS  {JOB}" in out, out
     assert f"rolled out: {GOOD} is Ready" in out, out
     assert_before_script_ran(apt_stub, out)
-    dsd = await get_dsd(kubectl)
+    dsd = await get_dsd(staging.kubectl)
     assert dsd["spec"]["image"] == GOOD
     assert dsd["status"]["image"] == GOOD
     assert condition(dsd, "Ready").get("status") == "True", dsd["status"]
+    pods = await eventually(lambda: serving(staging.cluster, GOOD), timeout=30, interval=0.2,
+                            what=f"the primary pod on {GOOD}")
+    assert [p["spec"]["containers"][0]["image"] for p in pods] == [GOOD]
+    assert warnings(staging.cluster, "RolledBack") == []
 
 
 async def test_deploy_job_fails_and_the_operator_rolls_back_a_never_ready_image(
-        staging: tuple[Sandbox, Kubectl], checkout: Path, apt_stub: Path) -> None:
-    sandbox, kubectl = staging
-    rc, out = await run_job(checkout, apt_stub, *job_variables(sandbox, BAD))
+        staging: Staging, checkout: Path, apt_stub: Path) -> None:
+    rc, out = await run_job(checkout, apt_stub, *job_variables(staging.cluster, BAD))
     assert rc == 1, out
     assert f"FAIL  {JOB}" in out, out
     assert "RolledBack" in out, out
     assert_before_script_ran(apt_stub, out)
-    dsd = await get_dsd(kubectl)
+    dsd = await get_dsd(staging.kubectl)
     assert dsd["spec"]["image"] == BAD, "deploy.sh set the image; the operator does not rewrite spec"
     assert dsd["status"]["image"] == OLD
     assert dsd["status"].get("failedImage") == BAD
+    assert condition(dsd, "Degraded").get("reason") == "RolledBack", dsd["status"]
+    pods = await eventually(lambda: serving(staging.cluster, OLD), timeout=30, interval=0.2,
+                            what=f"the primary pod back on {OLD}")
+    assert [p["spec"]["containers"][0]["image"] for p in pods] == [OLD]
+    events = await eventually(lambda: warnings(staging.cluster, "RolledBack"), timeout=30, interval=0.2,
+                              what="a RolledBack event")
+    assert len(events) == 1, events
+    assert BAD in events[0], events
 
 
 async def test_deploy_job_refuses_to_run_without_a_kubeconfig_file(

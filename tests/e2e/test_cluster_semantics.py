@@ -126,3 +126,26 @@ async def test_delete_with_the_operator_stopped_completes_and_children_are_colle
     assert cluster.get("dsd", "default", "chat") is None
     await eventually(lambda: not any(cluster.objects(kind, "default", OWNED) for kind in kinds), timeout=60,
                      what="every child garbage-collected through its ownerReference")
+
+
+async def test_network_policy_follows_the_spec(cluster: Cluster, kubectl: Kubectl,
+                                               start_operator: StartOperator) -> None:
+    """Created when enabled (the real apiserver validates it), changed in place, deleted when disabled."""
+    await start_operator()
+    spec = json.loads(manifest())
+    spec["spec"]["networkPolicy"] = {"enabled": True, "ingressNamespaceSelector": {"team": "edge"}}
+    await kubectl("apply", "-f", "-", stdin=json.dumps(spec))
+
+    def peers() -> list[dict[str, Any]]:
+        policies = cluster.objects("networkpolicies", "default", OWNED)
+        return [peer for p in policies for rule in p["spec"].get("ingress", []) for peer in rule.get("from", [])]
+
+    await eventually(lambda: {"team": "edge"} in [p.get("namespaceSelector", {}).get("matchLabels") for p in peers()],
+                     timeout=60, what="the NetworkPolicy admitting namespace team=edge")
+    patch = {"spec": {"networkPolicy": {"ingressNamespaceSelector": {"team": "gateway"}}}}
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p", json.dumps(patch))
+    await eventually(lambda: {"team": "gateway"} in [p.get("namespaceSelector", {}).get("matchLabels")
+                                                     for p in peers()], timeout=60, what="the selector changed")
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p", '{"spec":{"networkPolicy":{"enabled":false}}}')
+    await eventually(lambda: not cluster.objects("networkpolicies", "default", OWNED), timeout=60,
+                     what="the NetworkPolicy deleted")

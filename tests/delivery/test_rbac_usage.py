@@ -1,0 +1,61 @@
+"""The chart's RBAC against what the operator actually did on the real control plane.
+
+The operator suites run the operator as the chart's ServiceAccount (tests/conftest.py `real_cluster`),
+and the apiserver's audit log records each of its requests. After every other test of the session
+(`after_suite`), this module reads those requests and checks that none was refused, and that every
+grant in the chart's ClusterRole was used or is justified in docs/install.md's table of grants the
+suites do not exercise. A grant neither used nor justified is one to trim; a justification of a
+grant that was used is stale.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.delivery.conftest import ROOT, one, render_chart
+from tests.real_cluster import RealCluster, audit_usage
+
+Grant = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
+INSTALL_DOC = ROOT / "docs" / "install.md"
+UNEXERCISED_HEADING = "### Grants the test suites do not exercise"
+
+
+def chart_grants() -> set[Grant]:
+    """Every (group, resource, verb) the chart's ClusterRole grants with default values."""
+    rules = one(render_chart(), "ClusterRole")["rules"]
+    return {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def justified_grants() -> set[Grant]:
+    """Rows `| group | resource | verb | why |` of the unexercised-grants table in docs/install.md."""
+    text = INSTALL_DOC.read_text()
+    assert UNEXERCISED_HEADING in text, f"{INSTALL_DOC} lacks {UNEXERCISED_HEADING!r}"
+    table = text.split(UNEXERCISED_HEADING, 1)[1].split("\n#", 1)[0]
+    rows = set()
+    for line in table.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0] not in ("API group", "---") and not re.fullmatch(r"-+", cells[0]):
+            rows.add(("" if cells[0] == '""' else cells[0], cells[1], cells[2]))
+    return rows
+
+
+@pytest.mark.after_suite
+def test_every_operator_request_was_allowed_and_every_grant_is_used_or_justified(
+        real_cluster: RealCluster) -> None:
+    usage = audit_usage(real_cluster.audit.path, real_cluster.operator_user, since=real_cluster.session_start)
+    if not any(verb == "create" and resource == "deployments" for verb, _, resource, _, _ in usage):
+        pytest.skip("run with the operator suites (tests/e2e) in the same session: no operator writes audited")
+    refused = {key: n for key, n in usage.items() if key[4] in (401, 403)}
+    assert not refused, f"requests the apiserver refused the operator (verb, group, resource, sub, code): {refused}"
+
+    used = {(group, f"{resource}/{sub}" if sub else resource, verb) for verb, group, resource, sub, _ in usage
+            if resource}
+    grants = chart_grants()
+    unused = grants - used
+    justified = justified_grants()
+    assert sorted(unused - justified) == [], "granted, never used and not justified in docs/install.md: trim them"
+    assert sorted(justified - unused) == [], "justified as unexercised in docs/install.md, but used or not granted"
+    assert sorted(used - grants) == [], "used without a grant (impossible unless refused)"
