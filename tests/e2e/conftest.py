@@ -3,7 +3,8 @@ controller-manager, scheduler, kwok) and the sandbox (the emulated API, in this 
 `deepseek-operator` console script runs in a subprocess and users act through the real kubectl.
 
 Every test that takes the `cluster` fixture runs on both (ids `[real]` and `[sandbox]`) unless it is
-marked `sandbox_only` with the reason (a sandbox-only hook such as a missing optional API). On the
+marked `sandbox_only` with the reason (a sandbox-only hook such as a missing optional API), or
+`real_only` (a behaviour the sandbox does not emulate: docs/sandbox.md lists them). On the
 real cluster the operator authenticates as the chart's ServiceAccount, and each test leaves the
 `default` namespace as it found it.
 """
@@ -101,7 +102,9 @@ StartOperator = Callable[..., Awaitable[Operator]]
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         only_sandbox = metafunc.definition.get_closest_marker("sandbox_only") is not None
-        metafunc.parametrize("backend", ["sandbox"] if only_sandbox else ["real", "sandbox"], indirect=True)
+        only_real = metafunc.definition.get_closest_marker("real_only") is not None
+        backends = ["sandbox"] if only_sandbox else ["real"] if only_real else ["real", "sandbox"]
+        metafunc.parametrize("backend", backends, indirect=True)
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import Cluster, Kubectl, StartOperator, condition, eventually
 
 REG = "registry.example.com/deepseek-worker"
@@ -91,7 +93,7 @@ async def test_more_gpus_than_any_node_has_is_reported_unschedulable(cluster: Cl
     obj = await eventually(lambda: (o := current(cluster)) and condition(o, "Ready").get("reason") == "Unschedulable"
                            and o, timeout=60, what="Ready=False Unschedulable")
     assert "Insufficient nvidia.com/gpu" in condition(obj, "Ready")["message"], condition(obj, "Ready")
-    header, row = (await kubectl("get", "dsd", "chat")).splitlines()
+    _, row = (await kubectl("get", "dsd", "chat")).splitlines()
     assert row.split()[1] == "0/1" and "Unschedulable" in row.split(), row
 
 
@@ -149,3 +151,16 @@ async def test_network_policy_follows_the_spec(cluster: Cluster, kubectl: Kubect
     await kubectl("patch", "dsd", "chat", "--type=merge", "-p", '{"spec":{"networkPolicy":{"enabled":false}}}')
     await eventually(lambda: not cluster.objects("networkpolicies", "default", OWNED), timeout=60,
                      what="the NetworkPolicy deleted")
+
+
+@pytest.mark.real_only(reason="the sandbox admits pods naming any PriorityClass (docs/sandbox.md)")
+async def test_pods_the_apiserver_refuses_are_reported_with_its_message(cluster: Cluster, kubectl: Kubectl,
+                                                                        start_operator: StartOperator) -> None:
+    await start_operator()
+    spec = json.loads(manifest())
+    spec["spec"]["scheduling"] = {"priorityClassName": "no-such-class"}
+    await kubectl("apply", "-f", "-", stdin=json.dumps(spec))
+    obj = await eventually(lambda: (o := current(cluster)) and condition(o, "Ready").get("reason") == "FailedCreate"
+                           and o, timeout=60, what="Ready=False FailedCreate")
+    assert "no PriorityClass with name no-such-class was found" in condition(obj, "Ready")["message"]
+    assert condition(obj, "Degraded")["status"] == "False", "not a failure before the progress deadline"
