@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -50,9 +51,20 @@ def test_operator_image() -> None:
     bases = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
     assert bases and all(re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base) for base in bases), bases
     assert '".[operator]"' in text, "install the operator extra only"
-    assert "worker" not in re.findall(r"^COPY\s+(.*)$", text, flags=re.MULTILINE).__str__()
+    copied = re.findall(r"^COPY\s+(.*)$", text, flags=re.MULTILINE).__str__()
+    assert "worker" not in copied and "sandbox" not in copied, copied
     assert re.search(r'^ENTRYPOINT \["deepseek-operator"\]$', text, flags=re.MULTILINE)
     assert re.search(r"^HEALTHCHECK ", text, flags=re.MULTILINE)
+
+
+def test_operator_extra_ships_no_emulator() -> None:
+    """The sandbox (kmock's emulator and ours) is test and demo infrastructure, in its own extra."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    operator_deps = " ".join(project["optional-dependencies"]["operator"])
+    assert "kmock" not in operator_deps
+    assert any(dep.startswith("kmock==") for dep in project["optional-dependencies"]["sandbox"])
+    assert not (ROOT / "operator" / "deepseek_operator" / "sandbox").exists()
+    assert (ROOT / "sandbox" / "deepseek_sandbox" / "__init__.py").exists()
 
 
 def test_dockerignore_keeps_local_state_out_of_the_context() -> None:

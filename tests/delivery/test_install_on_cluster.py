@@ -23,8 +23,9 @@ RELEASE, NAMESPACE = "helm-it", "dso-helm-it"
 DRY_RELEASE, DRY_NAMESPACE, WATCHED = "dryrun-it", "dso-dryrun-it", "dso-dryrun-watched-it"
 CRD = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
        "metadata": {"name": "deepseekdeployments.deepseek.ai"}}
-# Our own field manager: applying the build adds the kustomize label to the shared CRD; applying CRD (no
-# fields) with this manager afterwards drops exactly what it added.
+# Both installs touch the shared CRD: Helm 4 server-side applies crds/ (field manager "helm") even when the
+# CRD exists, and the kustomize build adds its managed-by label. Applying CRD (no fields) as that field
+# manager afterwards gives up exactly what it took; the values stay (the suite's fixture co-owns them).
 MANAGER = "dso-install-it"
 DEADLINE = 90.0
 DIGEST = "sha256:" + "ab" * 32
@@ -35,7 +36,8 @@ COMBOS = {
     "many-values": [f"watchNamespace={WATCHED}", f"image.digest={DIGEST}", "imagePullSecrets[0].name=regcred",
                     "logLevel=debug", "logFormat=json", "extraArgs[0]=--verbose", "extraEnv[0].name=A",
                     "extraEnv[0].value=b", "podAnnotations.a=b", "metrics.serviceMonitor.enabled=true",
-                    "tolerations[0].key=k", "tolerations[0].operator=Exists", "serviceAccount.annotations.x=y"],
+                    "tolerations[0].key=k", "tolerations[0].operator=Exists",
+                    "serviceAccount.annotations.x=y"],  # "y": a YAML 1.1 bool unless the chart quotes it
 }
 
 
@@ -91,22 +93,36 @@ def container(deployment: dict[str, Any] | None) -> dict[str, Any]:
 
 
 # -- 1. helm install, upgrade, uninstall ---------------------------------------------------------------
+def crd_state(cluster: RealCluster) -> tuple[str, Any, Any, set[str]]:
+    crd = live(cluster, CRD)
+    assert crd is not None, "the CRD is missing"
+    meta = crd["metadata"]
+    return meta["uid"], crd["spec"], meta.get("labels"), {f["manager"] for f in meta.get("managedFields", [])}
+
+
+def release_crd(cluster: RealCluster, manager: str) -> None:
+    kubectl(cluster, "apply", "--server-side", f"--field-manager={manager}", "-f", "-", stdin=json.dumps(CRD))
+
+
 @pytest.fixture
 def no_release(real_cluster: RealCluster) -> Iterator[None]:
-    """No `helm-it` release or namespace before the test, and none after it, even when it fails."""
+    """No `helm-it` release or namespace before the test, none after it, and the CRD's managers as found."""
     def clean() -> None:
         helm(real_cluster, "uninstall", RELEASE, "-n", NAMESPACE, "--ignore-not-found")
         kubectl(real_cluster, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false")
         wait_gone(real_cluster, [namespace(NAMESPACE)], "the release namespace")
     clean()
+    helm_owned = "helm" in crd_state(real_cluster)[3]
     yield
     clean()
+    if not helm_owned:
+        release_crd(real_cluster, "helm")
 
 
 def test_helm_install_upgrade_uninstall(real_cluster: RealCluster, no_release: None) -> None:
     rendered = template(RELEASE, NAMESPACE)
     assert {"ClusterRole", "ClusterRoleBinding", "Deployment"} <= {o["kind"] for o in rendered}
-    crd_uid = live(real_cluster, CRD)["metadata"]["uid"]  # type: ignore[index]
+    uid, spec, _, _ = crd_state(real_cluster)
     helm(real_cluster, "install", RELEASE, CHART, "-n", NAMESPACE, "--create-namespace", "--timeout=2m")
     for obj in rendered:
         found = live(real_cluster, obj)
@@ -128,9 +144,8 @@ def test_helm_install_upgrade_uninstall(real_cluster: RealCluster, no_release: N
     helm(real_cluster, "uninstall", RELEASE, "-n", NAMESPACE, "--timeout=2m")
     wait_gone(real_cluster, rendered, "helm uninstall")
     assert real_cluster.objects("secrets", NAMESPACE, history) == [], "the release history is left"
-    # helm never deletes crds/ (and skipped it at install: the CRD existed): the same CRD is still there.
-    crd = live(real_cluster, CRD)
-    assert crd is not None and crd["metadata"]["uid"] == crd_uid, "helm uninstall removed the CRD"
+    # helm never deletes crds/: the same CRD (same uid) is still there, its definition unchanged.
+    assert crd_state(real_cluster)[:2] == (uid, spec), "helm install/uninstall changed or removed the CRD"
     kubectl(real_cluster, "delete", "namespace", NAMESPACE, "--wait=false")
     wait_gone(real_cluster, [namespace(NAMESPACE)], "the release namespace")
 
@@ -150,25 +165,23 @@ def plain_install(real_cluster: RealCluster) -> Iterator[list[dict[str, Any]]]:
         pytest.fail(f"already on the cluster (someone's install or a leftover), not touching it: {there}")
     yield built
     kubectl(real_cluster, "delete", "--ignore-not-found", "--wait=false", "-f", "-", stdin=stream(rest))
-    kubectl(real_cluster, "apply", "--server-side", f"--field-manager={MANAGER}", "-f", "-", stdin=json.dumps(CRD))
+    release_crd(real_cluster, MANAGER)
 
 
 def test_plain_install_apply_and_delete(real_cluster: RealCluster, plain_install: list[dict[str, Any]]) -> None:
     rest = [o for o in plain_install if not is_crd(o)]
     assert any(is_crd(o) for o in plain_install) and {o["kind"] for o in rest} >= {"Namespace", "Deployment"}
-    crd_before = live(real_cluster, CRD)
-    assert crd_before is not None
+    before = crd_state(real_cluster)
     kubectl(real_cluster, "apply", "--server-side", f"--field-manager={MANAGER}", "-f", "-",
             stdin=stream(plain_install))
     missing = [ref(o) for o in plain_install if live(real_cluster, o) is None]
     assert not missing, f"missing after kubectl apply: {missing}"
 
     kubectl(real_cluster, "delete", "--ignore-not-found", "--wait=false", "-f", "-", stdin=stream(rest))
-    wait_gone(real_cluster, rest, "kubectl delete of manifests/install")
-    kubectl(real_cluster, "apply", "--server-side", f"--field-manager={MANAGER}", "-f", "-", stdin=json.dumps(CRD))
-    crd_after = live(real_cluster, CRD)
-    assert crd_after is not None and crd_after["metadata"]["uid"] == crd_before["metadata"]["uid"]
-    assert crd_after["metadata"].get("labels") == crd_before["metadata"].get("labels"), "the CRD kept our label"
+    wait_gone(real_cluster, rest, "kubectl delete of manifests/install (its namespace included)")
+    release_crd(real_cluster, MANAGER)
+    after = crd_state(real_cluster)
+    assert after[:3] == before[:3] and MANAGER not in after[3], "the CRD changed (uid, spec, labels, managers)"
 
 
 # -- 3. server-side dry runs of documented value combinations ---------------------------------------------
