@@ -35,6 +35,7 @@ def test_defaults_fill_absent_fields_only_under_existing_or_defaulted_parents() 
         "serviceMonitor": {"enabled": True, "interval": "30s"},
         "prometheusRule": {
             "enabled": True,
+            "labels": {},  # a model with CEL rules defaults whole (tools/gen_crd.py crd_default)
             "thresholds": {"p99TimeToFirstTokenSeconds": 10, "errorPercent": 5, "queueSaturationPercent": 90,
                            "gpuMemoryPercent": 95},
         },
