@@ -238,7 +238,7 @@ def warnings(cluster: Cluster, reason: str) -> list[str]:
         for ev in cluster.objects(resource, NAMESPACE):
             about = ev.get("involvedObject") or ev.get("regarding") or {}
             if ev.get("type") == "Warning" and ev.get("reason") == reason and about.get("name") == NAME:
-                out[ev["metadata"]["uid"] + resource] = str(ev.get("message") or ev.get("note") or "")
+                out.setdefault(ev["metadata"]["uid"], str(ev.get("message") or ev.get("note") or ""))
     return list(out.values())
 
 

@@ -20,7 +20,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import httpx
 import pytest
@@ -29,7 +29,7 @@ from deepseek_sandbox import Sandbox
 from tests.real_cluster import RealCluster
 from tests.waiting import eventually, run_process
 
-Cluster = Sandbox | RealCluster
+Cluster: TypeAlias = Sandbox | RealCluster
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
