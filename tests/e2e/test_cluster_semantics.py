@@ -164,3 +164,23 @@ async def test_pods_the_apiserver_refuses_are_reported_with_its_message(cluster:
                            and o, timeout=60, what="Ready=False FailedCreate")
     assert "no PriorityClass with name no-such-class was found" in condition(obj, "Ready")["message"]
     assert condition(obj, "Degraded")["status"] == "False", "not a failure before the progress deadline"
+
+
+@pytest.mark.sandbox_apis(monitoring=True)
+async def test_budget_and_monitor_follow_the_spec_and_hand_edits_are_put_back(
+        cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator) -> None:
+    await start_operator()
+    await kubectl("apply", "-f", "-", stdin=manifest())
+    await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=60s")
+
+    def interval() -> str | None:
+        monitors = cluster.objects("servicemonitors", "default", OWNED)
+        return monitors[0]["spec"]["endpoints"][0].get("interval") if monitors else None
+
+    patch = {"spec": {"monitoring": {"serviceMonitor": {"interval": "15s"}}}}
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p", json.dumps(patch))
+    await eventually(lambda: interval() == "15s", timeout=60, what="the ServiceMonitor interval changed")
+
+    await kubectl("patch", "pdb", "chat-primary", "--type=merge", "-p", '{"spec":{"maxUnavailable":5}}')
+    await eventually(lambda: (cluster.get("poddisruptionbudgets", "default", "chat-primary") or {})
+                     .get("spec", {}).get("maxUnavailable") == 1, timeout=60, what="the PDB put back")

@@ -94,6 +94,18 @@ compose_stages() {
   cat "$HERE/kwok-stages.yaml"
 }
 
+# A port taken by another process (another cluster, another checkout's) would make the health checks
+# below talk to the wrong server: refuse at once, naming the variable that moves it.
+check_ports() {
+  local var port
+  for var in CLUSTER_API_PORT:$API_PORT CLUSTER_ETCD_PORT:$ETCD_PORT CLUSTER_ETCD_PEER_PORT:$ETCD_PEER_PORT; do
+    port=${var#*:}
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      log "port $port is in use (another control plane?): stop it or set ${var%%:*}"; exit 1
+    fi
+  done
+}
+
 start_etcd() {
   start etcd "$BIN/etcd" --name=deepseek-local --data-dir="$RUN/etcd" \
     --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
@@ -168,6 +180,7 @@ main() {
   if running; then log "already running ($RUN)"; echo "$RUN"; return 0; fi
   STAGES="$BIN/../kwok/stages"
   prepare
+  check_ports
   start_etcd
   start_apiserver
   write_kubeconfig
