@@ -1,9 +1,15 @@
 """Thin kopf handlers: every trigger funnels into reconcile(); errors become kopf errors.
 
-Triggers: resume/create/update of a DeepSeekDeployment, events of its owned Deployments, Pods and
-Services (so readiness changes, hand-deleted children and failing pods are seen at once), and one
-cluster-wide resync loop for children nobody watches (Ingress, HTTPRoute, monitoring objects).
+Triggers: a watch event of a DeepSeekDeployment whose generation this process has not reconciled yet
+(the initial listing at startup, a create, a spec change), events of its owned Deployments, Pods and
+Services (so readiness changes, hand-deleted children and failing pods are seen at once), one
+cluster-wide resync loop for children nobody watches (Ingress, HTTPRoute, monitoring objects), and
+the retry of a reconcile an API error stopped (retry.py: Retry-After, else exponential backoff).
 A per-resource lock keeps two triggers from reconciling the same resource at once.
+
+No kopf change handlers (on.create/update/resume): they make kopf write its diff-base annotation on
+every change of the resource's essence, labels and annotations included, so a label-only edit cost a
+write. Generation-gated events cost nothing for metadata-only edits and for our own status writes.
 
 No handler here may make kopf put its finalizer on a DeepSeekDeployment (no @kopf.timer, @kopf.daemon
 or mandatory @kopf.on.delete): children go with their owner through ownerReference garbage collection,
@@ -26,14 +32,13 @@ from kopf._core.engines import posting as kopf_posting
 from deepseek_operator import metrics
 from deepseek_operator.api import GROUP, PLURAL, VERSION, InvalidSpec
 from deepseek_operator.k8s import KINDS, ApiError, K8s
-from deepseek_operator.reconcile import reconcile
+from deepseek_operator.reconcile import reconcile, report_forbidden
 from deepseek_operator.render.common import LABEL_DEPLOYMENT, MANAGED_BY
+from deepseek_operator.retry import RetryQueue, server_delay
 
 log = logging.getLogger(__name__)
 CR = KINDS[("deepseek.ai/v1alpha1", "DeepSeekDeployment")]
 RESYNC_SECONDS = float(os.environ.get("DEEPSEEK_OPERATOR_RESYNC_SECONDS", "60"))
-# Retry delay after an API error (409 conflict, 5xx): the next attempt usually succeeds.
-RETRY_SECONDS = 5
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
 _waiting: set[tuple[str, str]] = set()  # resources with a reconcile queued on their lock
 # Resources the resync loop visits, with the body last seen for each (from the watch stream, like the
@@ -42,6 +47,8 @@ _known: dict[tuple[str, str], kopf.Body | dict[str, Any]] = {}
 _resync_task: asyncio.Task[None] | None = None
 _event_sink: tuple[asyncio.AbstractEventLoop, kopf_posting.K8sEventQueue] | None = None
 _client: K8s | None = None
+# The generation this process last reconciled to the end (or found invalid), per resource.
+_reconciled: dict[tuple[str, str], int] = {}
 
 
 async def client() -> K8s:
@@ -85,11 +92,12 @@ async def run(body: kopf.Body | dict[str, Any]) -> None:
 
 async def _run_locked(api: K8s, key: tuple[str, str]) -> None:
     """The reconcile itself, with the lock held: fresh GET, deletion check, error mapping."""
-    fresh = await api.get(CR, *key)
+    try:
+        fresh = await api.get(CR, *key)
+    except ApiError as exc:
+        raise _retry_later(key, exc) from exc
     if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-        _locks.pop(key, None)  # children go with the owner through ownerReferences garbage collection
-        _known.pop(key, None)  # gone: the resync loop stops visiting it
-        metrics.set_managed_deployments(len(_locks))
+        _forget(key)  # children go with the owner through ownerReferences garbage collection
         return
     metrics.set_managed_deployments(len(_locks))
     target = kopf.Body(cast(kopf.RawBody, fresh))
@@ -97,22 +105,57 @@ async def _run_locked(api: K8s, key: tuple[str, str]) -> None:
     async def notify(kind: str, reason: str, message: str) -> None:
         kopf.event(target, type=kind, reason=reason, message=message)
 
+    generation = int(fresh["metadata"].get("generation", 1))
     try:
         outcome = await reconcile(fresh, api, notify)
     except InvalidSpec as exc:
         # The status says why; retrying cannot help until the spec changes (no retry storm).
+        _finished(key, generation)
         raise kopf.PermanentError(str(exc)) from exc
     except ApiError as exc:
-        raise kopf.TemporaryError(f"API error, retrying: {exc}", delay=RETRY_SECONDS) from exc
+        if exc.code == 403:
+            await report_forbidden(fresh, api, notify, exc)
+        raise _retry_later(key, exc) from exc
+    _finished(key, generation)
     log.debug("%s/%s: %s, writes %s", *key, outcome.reason, outcome.writes)
 
 
+def _finished(key: tuple[str, str], generation: int) -> None:
+    _reconciled[key] = generation
+    _retries.success(key)
+
+
+def _forget(key: tuple[str, str]) -> None:
+    """The resource is gone or going: drop every piece of state kept for it."""
+    _locks.pop(key, None)
+    _known.pop(key, None)  # the resync loop stops visiting it
+    _reconciled.pop(key, None)
+    _retries.forget(key)
+    metrics.set_managed_deployments(len(_locks))
+
+
+def _retry_later(key: tuple[str, str], exc: ApiError) -> kopf.TemporaryError:
+    """Schedule this resource's retry (Retry-After on 429/503, else its backoff); the error to raise."""
+    delay = _retries.failure(key, server_delay(exc.code, exc.retry_after))
+    metrics.record_retry(exc.code, delay)
+    log.warning("%s/%s: API error %s; retrying in %.0f s", *key, exc, delay)
+    return kopf.TemporaryError(f"API error, retrying in {delay:.0f}s: {exc}", delay=delay)
+
+
+async def _retry(key: tuple[str, str]) -> None:
+    """A scheduled retry: reconcile again (a further failure schedules the next one)."""
+    await run_for_owner(*key)
+
+
+_retries = RetryQueue(run=_retry)
+
+
 async def run_for_owner(namespace: str, name: str) -> None:
-    """Reconcile the DeepSeekDeployment a child belongs to."""
+    """Reconcile one DeepSeekDeployment by name (a child's event, a retry); outcomes are logged."""
     try:
         await run({"metadata": {"namespace": namespace, "name": name}})
     except (kopf.PermanentError, kopf.TemporaryError) as exc:
-        log.info("reconcile of %s/%s from a child event: %s", namespace, name, exc)
+        log.info("reconcile of %s/%s: %s", namespace, name, exc)
 
 
 def _key(body: kopf.Body | dict[str, Any]) -> tuple[str, str]:
@@ -120,28 +163,23 @@ def _key(body: kopf.Body | dict[str, Any]) -> tuple[str, str]:
     return (meta["namespace"], meta["name"])
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def on_change(body: kopf.Body, **_: Any) -> None:
-    # Returning a value would make kopf store it in status; the reconcile writes status itself.
-    _known[_key(body)] = body
-    await run(body)
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def on_resource_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    """Track which resources exist, and their latest body, for the resync loop (never reconciles).
+    """Track the resources (and their latest body) for the resync loop; reconcile a new generation.
 
     Every watch event counts (the initial listing has type None), status writes included, so the
-    loop sees an InvalidSpec status as soon as it is written. Deleted or deleting resources are
-    forgotten: their children go through garbage collection, nothing is left to resync.
+    loop sees an InvalidSpec status as soon as it is written. A generation this process has already
+    reconciled is not reconciled again here: labels, annotations and status never change it.
+    Deleted or deleting resources are forgotten: their children go through garbage collection.
     """
     _capture_event_sink()
+    key = _key(body)
     if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
-        _known.pop(_key(body), None)
-    else:
-        _known[_key(body)] = body
+        _forget(key)
+        return
+    _known[key] = body
+    if _reconciled.get(key) != body.get("metadata", {}).get("generation"):
+        await run_for_owner(*key)
 
 
 def _capture_event_sink() -> None:
@@ -184,11 +222,15 @@ async def stop_resync(**_: Any) -> None:
 async def resync_forever(interval: float) -> None:
     """Every `interval` seconds, resync every known resource; returns only by cancellation.
 
-    The first tick waits a full interval: at startup the resume handlers reconcile everything already.
+    The first tick waits a full interval: at startup the initial listing reconciles everything already.
+    Cancelling it also cancels the scheduled retries (operator shutdown).
     """
-    while True:
-        await asyncio.sleep(interval)
-        await resync_all()
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            await resync_all()
+    finally:
+        await _retries.close()
 
 
 async def resync_all() -> None:

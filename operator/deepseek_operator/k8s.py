@@ -51,11 +51,22 @@ KINDS = {
 
 
 class ApiError(RuntimeError):
-    """A non-2xx answer the caller did not expect. `code` is the HTTP status."""
+    """A non-2xx answer the caller did not expect. `code` is the HTTP status; `retry_after` the
+    seconds of a `Retry-After` header (None without one, or in the HTTP-date form)."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After: 7` -> 7.0; absent or not a number of seconds -> None."""
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def kind_of(obj: dict[str, Any]) -> Kind:
@@ -140,7 +151,7 @@ class K8s:
                 message = response.json().get("message", response.text)
             except ValueError:
                 message = response.text
-            raise ApiError(response.status_code, message)
+            raise ApiError(response.status_code, message, retry_after_seconds(response.headers.get("Retry-After")))
 
     async def get(self, kind: Kind, namespace: str | None, name: str, sub: str = "") -> dict[str, Any] | None:
         path = f"{kind.plural}/{name}" + (f"/{sub}" if sub else "")

@@ -67,6 +67,18 @@ COALESCED = Counter(
     "Triggers (child events, timers) dropped because a reconcile of the same resource was already queued.",
     registry=REGISTRY,
 )
+RETRIES = Counter(
+    PREFIX + "retries_scheduled",
+    "Reconcile retries scheduled after an API error, by HTTP status code of the error (0: no response).",
+    ["code"],
+    registry=REGISTRY,
+)
+RETRY_DELAY = Histogram(
+    PREFIX + "retry_delay_seconds",
+    "Delay of each scheduled retry (Retry-After when the API sent one, else the backoff).",
+    buckets=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 300.0),
+    registry=REGISTRY,
+)
 MANAGED_DEPLOYMENTS = Gauge(
     PREFIX + "managed_deployments",
     "DeepSeekDeployment resources this operator currently manages.",
@@ -99,6 +111,12 @@ def record_api_error(verb: str, code: int) -> None:
     if not verb:
         raise ValueError("verb must not be empty")
     API_ERRORS.labels(verb.lower(), str(int(code))).inc()
+
+
+def record_retry(code: int, delay_seconds: float) -> None:
+    """Count one scheduled retry and observe its delay."""
+    RETRIES.labels(str(code)).inc()
+    RETRY_DELAY.observe(max(delay_seconds, 0.0))
 
 
 def record_resync(result: str) -> None:

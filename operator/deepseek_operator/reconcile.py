@@ -24,7 +24,15 @@ from deepseek_operator.render.ingress import ingress_url, render_ingress
 from deepseek_operator.render.monitoring import render_prometheus_rule, render_service_monitor
 from deepseek_operator.render.network_policy import render_network_policy
 from deepseek_operator.render.workload import render_workload
-from deepseek_operator.status import Rollback, StatusInput, compute_status, invalid_spec_conditions, merge_conditions
+from deepseek_operator.status import (
+    Rollback,
+    StatusInput,
+    compute_status,
+    forbidden_conditions,
+    forbidden_message,
+    invalid_spec_conditions,
+    merge_conditions,
+)
 from deepseek_operator.traffic import effective_weights
 
 log = logging.getLogger(__name__)
@@ -194,6 +202,24 @@ async def _write_invalid(api: K8s, owner: Owner, old: dict[str, Any], message: s
     conds = merge_conditions(invalid_spec_conditions(message, owner.generation), old.get("conditions", []), _now())
     kept = [c for c in old.get("conditions", []) if c.get("type") not in {c["type"] for c in conds}]
     await _write_status(api, owner, old, {**old, "observedGeneration": owner.generation, "conditions": conds + kept})
+
+
+async def report_forbidden(body: Mapping[str, Any], api: K8s, notify: Notify, error: ApiError) -> None:
+    """A 403 stopped the reconcile: say in Ready which verb on which resource, with ONE Warning event
+    per distinct refusal (not one per retry). If the status write is refused too, the log says it."""
+    owner = owner_of(body)
+    old: dict[str, Any] = dict(body.get("status") or {})
+    message = forbidden_message(error.message)
+    ready: dict[str, Any] = next((c for c in old.get("conditions", []) if c.get("type") == "Ready"), {})
+    if ready.get("reason") == "Forbidden" and ready.get("message") == message:
+        return
+    conds = merge_conditions(forbidden_conditions(message, owner.generation), old.get("conditions", []), _now())
+    kept = [c for c in old.get("conditions", []) if c.get("type") != "Ready"]
+    try:
+        await _write_status(api, owner, old, {**old, "conditions": conds + kept})
+    except ApiError as exc:
+        log.warning("%s/%s: %s (and the status write failed: %s)", owner.namespace, owner.name, message, exc)
+    await notify("Warning", "Forbidden", message)
 
 
 async def _announce_failure(notify: Notify, spec: DeepSeekDeploymentSpec, plan: Rollback,

@@ -14,6 +14,7 @@ gate Ready, since the workers serve through their Services regardless.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,26 @@ def merge_conditions(new: list[dict[str, Any]], old: list[dict[str, Any]], now: 
         stamp = prior.get("lastTransitionTime", now) if same and prior is not None else now
         merged.append({**cond, "lastTransitionTime": stamp})
     return merged
+
+
+_FORBIDDEN = re.compile(r'cannot (?P<verb>\w+) resource "(?P<resource>[^"]+)" in API group "(?P<group>[^"]*)"'
+                        r'(?: in the namespace "(?P<namespace>[^"]+)")?')
+
+
+def forbidden_message(apiserver_message: str) -> str:
+    """What the operator may not do, from a 403's message: verb, resource and where, then the fix."""
+    m = _FORBIDDEN.search(apiserver_message)
+    if m is None:
+        return f"the API refused the operator (403): {apiserver_message}; check its RBAC (docs/install.md)"
+    resource = m["resource"] + (f".{m['group']}" if m["group"] else "")
+    where = f" in namespace {m['namespace']}" if m["namespace"] else " (cluster scope)"
+    return (f"the operator may not {m['verb']} {resource}{where}: grant it in the operator's "
+            f"ClusterRole/Role (docs/install.md); the reconcile retries with backoff")
+
+
+def forbidden_conditions(message: str, generation: int) -> list[dict[str, Any]]:
+    """Ready=False Forbidden: a missing RBAC rule stops the reconcile until it is granted."""
+    return [condition("Ready", False, "Forbidden", message, generation)]
 
 
 def invalid_spec_conditions(message: str, generation: int) -> list[dict[str, Any]]:

@@ -190,10 +190,6 @@ async def test_invalid_spec_is_reported_without_retry_storm(cluster: Cluster, st
         and o, what="InvalidSpec condition")
     assert "spec.rollout" in condition(obj, "Ready")["message"]
     assert cluster.get("deployments", "default", "bad-primary") is None
-    # kopf records that it handled this spec (once) after the handler's permanent failure.
-    await eventually(lambda: "deepseek.ai/last-handled-configuration" in
-                     ((cluster.get("dsd", "default", "bad") or {})["metadata"].get("annotations") or {}),
-                     what="kopf's handled-configuration annotation")
     cluster.reset_stats()
     invalid_before = await operator.metric("deepseek_operator_reconciles_total", result="invalid")
     skipped_before = await operator.metric("deepseek_operator_resyncs_total", result="skipped_invalid")
@@ -243,3 +239,20 @@ async def test_console_script_passes_kopf_options_through(cluster: Cluster, star
             return False
 
     assert await eventually(healthy, what="kopf's liveness endpoint")
+
+
+async def test_metadata_only_edits_cost_no_write(cluster: Cluster, kubectl: Kubectl,
+                                                 start_operator: StartOperator) -> None:
+    """Labels and annotations do not change the generation: no reconcile, no kopf bookkeeping."""
+    operator = await start_operator()
+    await kubectl("apply", "-f", "-", stdin=CHAT.replace("replicas: 2", "replicas: 1"))
+    await eventually(lambda: settled(cluster, 1), timeout=60, what="Ready")
+    await reconciled(operator, 2)
+    cluster.reset_stats()
+    for i in range(10):
+        verb = "label" if i % 2 else "annotate"
+        await kubectl(verb, "dsd", "chat", f"team.example.com/edit-{i}=v{i}")
+    await reconciled(operator, 3)  # resync ticks after the edits, for good measure
+    assert cluster.stats().total == 0, (cluster.stats().to_json(), operator.log(grep="deepseek_operator"))
+    annotations = (cluster.get("dsd", "default", "chat") or {})["metadata"].get("annotations") or {}
+    assert not [a for a in annotations if a.startswith(("kopf.zalando.org/", "deepseek.ai/last-handled"))]

@@ -54,6 +54,7 @@ def fresh_state(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(handlers, "_locks", {})
     monkeypatch.setattr(handlers, "_resync_task", None)
     monkeypatch.setattr(handlers, "_event_sink", None)
+    monkeypatch.setattr(handlers, "_reconciled", {})
 
 
 def _causes(body: kopf.Body) -> tuple[causes.SpawningCause, causes.ChangingCause]:
@@ -72,7 +73,8 @@ def _requires_finalizer(registry: kopf.OperatorRegistry) -> bool:
 
 def test_no_handler_of_the_operator_requires_kopfs_finalizer() -> None:
     registry = kopf.get_default_registry()
-    assert registry._changing.has_handlers(resource=RESOURCE)  # our handlers are registered: not vacuous
+    assert registry._watching.has_handlers(resource=RESOURCE)  # our handlers are registered: not vacuous
+    assert not registry._changing.has_handlers(resource=RESOURCE)  # and no change handler (no diff-base writes)
     assert not _requires_finalizer(registry)
     # Stricter than kopf's per-object check, which honours filters: no timer or daemon at all (they
     # always require the finalizer), and no mandatory on.delete handler whatever its filters.
@@ -164,7 +166,10 @@ async def test_startup_starts_one_loop_and_cleanup_stops_it(monkeypatch: pytest.
     assert task.cancelled() and handlers._resync_task is None
 
 
-async def test_events_track_known_resources_and_forget_deleted_ones() -> None:
+async def test_events_track_known_resources_and_forget_deleted_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def no_reconcile(namespace: str, name: str) -> None: ...
+
+    monkeypatch.setattr(handlers, "run_for_owner", no_reconcile)
     await handlers.on_resource_event(type=None, body=_kbody(_body("a")))
     await handlers.on_resource_event(type="ADDED", body=_kbody(_body("b")))
     await handlers.on_resource_event(type="MODIFIED", body=_kbody(_invalid("b")))
@@ -214,3 +219,20 @@ async def test_reconciles_from_the_loop_post_events_through_kopf(monkeypatch: py
     await asyncio.wait_for(asyncio.create_task(operator()), DEADLINE)
     event = await asyncio.wait_for(queue.get(), DEADLINE)
     assert (event.reason, event.ref["name"]) == ("RolledBack", "a")
+
+
+async def test_only_a_generation_not_yet_reconciled_triggers_a_reconcile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Metadata-only edits and our own status writes keep the generation: they cost no reconcile."""
+    calls: list[str] = []
+
+    async def record(namespace: str, name: str) -> None:
+        calls.append(name)
+        handlers._reconciled[(namespace, name)] = 1  # what a finished reconcile of generation 1 records
+
+    monkeypatch.setattr(handlers, "run_for_owner", record)
+    await handlers.on_resource_event(type=None, body=_kbody(_body("a")))  # startup listing: reconcile
+    for i in range(10):  # label and annotation edits, status writes: same generation
+        await handlers.on_resource_event(type="MODIFIED", body=_kbody(_body("a", meta={"labels": {"i": str(i)}})))
+    assert calls == ["a"]
+    await handlers.on_resource_event(type="MODIFIED", body=_kbody(_body("a", meta={"generation": 2})))
+    assert calls == ["a", "a"]
