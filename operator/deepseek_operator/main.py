@@ -7,8 +7,9 @@ Startup settings, each with its reason:
   that matter (rollbacks, missing integrations) itself.
 - Pods, Deployments and Services are watched with the server-side label selector
   `deepseek.ai/deployment` (children only): in a large cluster the operator never streams every pod.
-- the watch is restarted every 10 minutes (server-side timeout) so a silently dead connection cannot
-  leave the operator blind; kopf resumes from the last resourceVersion.
+- the watch is restarted every 10 minutes (server-side timeout; DEEPSEEK_OPERATOR_WATCH_TIMEOUT_SECONDS)
+  so a silently dead connection cannot leave the operator blind; kopf resumes from the last
+  resourceVersion. The churn soak (tests/e2e/test_churn_soak.py) sets 2 s to inject restarts.
 - daemon and timer cancellation is polled every second, not every 60 s (kopf's default). There are
   none today: the resync is one cluster-wide loop (handlers.py) precisely so that kopf puts no
   finalizer on DeepSeekDeployments and `kubectl delete` never waits for the operator.
@@ -36,7 +37,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
-    settings.watching.server_timeout = 600
+    settings.watching.server_timeout = float(os.environ.get("DEEPSEEK_OPERATOR_WATCH_TIMEOUT_SECONDS", "600"))
     for plural in ("pods", "deployments", "services"):  # children only, filtered by the API server
         settings.watching.label_selectors[plural] = LABEL_DEPLOYMENT
     settings.background.cancellation_polling = 1

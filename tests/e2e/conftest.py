@@ -68,6 +68,7 @@ class Operator:
     proc: asyncio.subprocess.Process
     metrics_port: int
     log_path: pathlib.Path
+    killed: bool = False  # stopped with SIGKILL on purpose: its exit code and log prove nothing
 
     async def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` matching `labels` on the operator's /metrics."""
@@ -81,6 +82,7 @@ class Operator:
         return total
 
     async def stop(self) -> None:
+        """SIGTERM, as Kubernetes stops a pod; SIGKILL only if it has not exited after 20 s."""
         if self.proc.returncode is None:
             self.proc.terminate()
             try:
@@ -88,6 +90,21 @@ class Operator:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+
+    async def kill(self) -> None:
+        """SIGKILL at once (a crashed or evicted operator), by PID."""
+        self.killed = True
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    def check_clean_exit(self) -> None:
+        """A stopped operator exited 0 and never logged a traceback (unless killed on purpose)."""
+        if self.killed:
+            return
+        log = self.log_path.read_text(errors="replace")
+        assert self.proc.returncode == 0, f"operator exited {self.proc.returncode}:\n{self.log()}"
+        assert "Traceback" not in log, log[log.index("Traceback") - 2000:][:6000]
 
     def log(self, lines: int = 40, grep: str = "") -> str:
         """The operator's own log lines containing `grep` (HTTP client chatter dropped), last `lines`."""
@@ -169,12 +186,12 @@ async def start_operator(cluster: Cluster, tmp_path: pathlib.Path) -> AsyncItera
     real one the operator is the chart's ServiceAccount."""
     running: list[Operator] = []
 
-    async def start(*extra_args: str) -> Operator:
+    async def start(*extra_args: str, **extra_env: str) -> Operator:
         port = free_port()
         log_path = tmp_path / f"operator-{len(running)}.log"
         identity = cluster.operator_env() if isinstance(cluster, RealCluster) else cluster.kubectl_env()
         env = {**os.environ, **identity, "DEEPSEEK_OPERATOR_METRICS_PORT": str(port),
-               "DEEPSEEK_OPERATOR_RESYNC_SECONDS": "1"}
+               "DEEPSEEK_OPERATOR_RESYNC_SECONDS": "1", **extra_env}
         with log_path.open("wb") as log:
             proc = await asyncio.create_subprocess_exec(
                 str(OPERATOR), "--standalone", "--namespace=default", "--verbose", *extra_args, stdout=log,
@@ -197,6 +214,8 @@ async def start_operator(cluster: Cluster, tmp_path: pathlib.Path) -> AsyncItera
     yield start
     for op in running:
         await op.stop()
+    for op in running:
+        op.check_clean_exit()
 
 
 def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ spec:
   rollout: {maxSurge: 0, maxUnavailable: 1, progressDeadlineSeconds: 120}
 """
 V2 = "registry.example.com/deepseek-worker:2.0.0"
+OWNED = "deepseek.ai/deployment=chat"
 PRIORITY_CLASS = ('{"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", '
                   '"metadata": {"name": "llm-serving"}, "value": 1000}')
 
@@ -256,3 +257,20 @@ async def test_metadata_only_edits_cost_no_write(cluster: Cluster, kubectl: Kube
     assert cluster.stats().total == 0, (cluster.stats().to_json(), operator.log(grep="deepseek_operator"))
     annotations = (cluster.get("dsd", "default", "chat") or {})["metadata"].get("annotations") or {}
     assert not [a for a in annotations if a.startswith(("kopf.zalando.org/", "deepseek.ai/last-handled"))]
+
+
+async def test_sigkill_mid_reconcile_leaves_exactly_one_child_of_each_kind(
+        cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator) -> None:
+    """Killed after its first child exists, the next operator converges without duplicates or orphans."""
+    first = await start_operator()
+    await kubectl("apply", "-f", "-", stdin=CHAT.replace("replicas: 2", "replicas: 1"))
+    await eventually(lambda: cluster.objects("deployments", "default", OWNED)
+                     or cluster.objects("services", "default", OWNED), interval=0.005, what="the first child")
+    await first.kill()
+
+    await start_operator()
+    await eventually(lambda: settled(cluster, 1), timeout=60, what="Ready after the restart")
+    kinds = {kind: sorted(o["metadata"]["name"] for o in cluster.objects(kind, "default", OWNED))
+             for kind in ("deployments", "poddisruptionbudgets", "services")}
+    assert kinds == {"deployments": ["chat-primary"], "poddisruptionbudgets": ["chat-primary"],
+                     "services": ["chat", "chat-primary"]}, kinds
