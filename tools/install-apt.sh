@@ -10,6 +10,7 @@ command -v npm >/dev/null || need+=(npm)  # gitlab-ci-local
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
 command -v flock >/dev/null || need+=(util-linux)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)  # tests/reliability: a real reverse proxy
 [ ${#need[@]} -eq 0 ] && exit 0
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
