@@ -15,5 +15,6 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)  # tests/
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# Debian starts a prometheus service on install; tests start their own on loopback.
+# Debian starts prometheus (and nginx) services on install; tests start their own on loopback.
 (systemctl stop prometheus 2>/dev/null || service prometheus stop 2>/dev/null || pkill -x prometheus) || true
+(systemctl stop nginx 2>/dev/null || service nginx stop 2>/dev/null) || true
