@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import streams
 from .auth import Authenticator
 from .lifecycle import WorkerState
-from .limits import AdmissionMiddleware, RateLimiter, token_endpoint_limiter
+from .limits import AdmissionMiddleware, AuthFailureThrottle, RateLimiter, token_endpoint_limiter
 from .metrics import Metrics, MetricsMiddleware
 from .protocol import (
     APIError,
@@ -57,6 +57,9 @@ def build_app(engine: EngineProtocol, settings: Settings) -> FastAPI:
     app = FastAPI(title="deepseek-worker", version="1", lifespan=_lifespan(engine, state))
     app.state.engine, app.state.settings, app.state.worker = engine, settings, state
     app.state.metrics, app.state.auth = metrics, auth
+    # On app.state so tests can drive their clocks.
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_rpm, settings.burst)
+    app.state.auth_throttle = AuthFailureThrottle(settings.auth_failures_per_minute)
     _install_error_handlers(app)
     _add_routes(app, engine, settings, state, metrics, auth)
     app.add_middleware(
@@ -64,9 +67,11 @@ def build_app(engine: EngineProtocol, settings: Settings) -> FastAPI:
         state=state,
         ready=lambda: engine.ready,
         identify=auth.identify,
-        limiter=RateLimiter(settings.rate_limit_rpm, settings.burst),
+        limiter=app.state.rate_limiter,
         token_limiter=token_endpoint_limiter(settings.rate_limit_rpm, settings.burst),
+        auth_throttle=app.state.auth_throttle,
         max_concurrent=settings.max_concurrent_requests,
+        max_concurrent_per_key=settings.per_key_concurrency,
         max_body_bytes=settings.max_body_bytes,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost

@@ -4,6 +4,9 @@ Off unless keys or a JWT secret are configured. Secrets are compared in constant
 (hmac.compare_digest over SHA-256 digests, so lengths leak nothing either) and every configured
 key is compared, so timing does not reveal which one matched. Files are re-read when their mtime
 changes, so a rotated Kubernetes Secret takes effect without a restart.
+
+A 401 carries an RFC 6750 challenge: `Bearer realm="deepseek-worker"` when no bearer credential was
+sent (section 3.1: no error code then), plus `error="invalid_token"` when one was sent and refused.
 """
 
 from __future__ import annotations
@@ -20,9 +23,24 @@ from starlette.types import Scope
 
 from .limits import client_ip
 from .protocol import APIError, TokenResponse
-from .settings import Settings
+from .settings import MIN_JWT_SECRET_BYTES, Settings
 
 ALGORITHMS = ["HS256"]  # the allowlist: "none" and asymmetric algorithms are refused
+REALM = "deepseek-worker"
+
+
+class AuthError(APIError):
+    """A 401 whose WWW-Authenticate challenge says why (RFC 6750 section 3)."""
+
+    def __init__(self, message: str, *, error: str | None = None) -> None:
+        super().__init__(401, message)
+        self.error = error
+
+    def headers(self) -> dict[str, str]:
+        headers = super().headers()
+        challenge = f'Bearer realm="{REALM}"'
+        headers["WWW-Authenticate"] = challenge if self.error is None else f'{challenge}, error="{self.error}"'
+        return headers
 
 
 def _digest(secret: str) -> bytes:
@@ -74,6 +92,9 @@ class Authenticator:
         lines = self._secret_file.lines()
         if not lines:
             raise APIError(500, "JWT signing key file is empty.", type_="server_error")
+        if len(lines[0].encode()) < MIN_JWT_SECRET_BYTES:  # checked at start-up too; this catches a rotation
+            message = f"JWT signing key is shorter than {MIN_JWT_SECRET_BYTES} bytes; refusing to use it."
+            raise APIError(500, message, type_="server_error")
         return lines[0]
 
     def _key_identity(self, token: str) -> str | None:
@@ -112,12 +133,12 @@ class Authenticator:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise APIError(401, "Missing bearer token (Authorization: Bearer <key>).")
+            raise AuthError("Missing bearer token (Authorization: Bearer <key>).")
         identity = self._key_identity(token)
         if identity is None and self.jwt_enabled and token.count(".") == 2:
             identity = self._jwt_identity(token)
         if identity is None:
-            raise APIError(401, "Invalid API key or access token.")
+            raise AuthError("Invalid API key or access token.", error="invalid_token")
         return identity
 
     def _client_ok(self, client_id: str, client_secret: str) -> bool:

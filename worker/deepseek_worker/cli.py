@@ -27,10 +27,12 @@ FLAGS = [
     "--max-model-len",
     "--max-batch-size",
     "--max-concurrent-requests",
+    "--max-concurrent-requests-per-key",
     "--max-new-tokens",
     "--request-timeout-seconds",
     "--rate-limit-rpm",
     "--rate-limit-burst",
+    "--auth-failures-per-minute",
     "--api-keys",
     "--api-keys-file",
     "--jwt-secret-file",
@@ -71,10 +73,22 @@ def load_settings(argv: Sequence[str] | None = None) -> tuple[Settings, str]:
         raise SystemExit(2) from None
 
 
+class _PathOnlyAccessLog(logging.Filter):
+    """uvicorn's access line prints the path with its query string, where a caller may have put a
+    credential (`?api_key=...`); no route takes a query, so log the path alone (docs/security.md)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], args[3], args[4])
+        return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     settings, log_level = load_settings(argv)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.access").addFilter(_PathOnlyAccessLog())
     # Imported late: torch/transformers take seconds, and a bad flag should fail fast.
     from .app import build_app
     from .engine import Engine

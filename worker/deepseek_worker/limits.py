@@ -1,9 +1,12 @@
-"""Admission control: drain/readiness gate, body size cap, auth, rate limits, concurrency cap.
+"""Admission control: drain/readiness gate, body size cap, auth, rate limits, concurrency caps.
 
 One pure-ASGI middleware so that every refusal happens before the body is parsed and before any
-engine work, and so the in-flight count covers a streamed response until its last byte.
-Order: not ready/draining (503) -> Content-Length cap (413) -> auth (401) -> rate limit (429)
--> concurrency cap (503) -> body cap while reading (413).
+engine work, and so the in-flight counts cover a streamed response until its last byte.
+Order for API routes (/v1/, /auth/): not ready/draining (503) -> Content-Length cap (413)
+-> failed-auth throttle per client address (429) -> auth (401) -> rate limit (429)
+-> per-key concurrency cap (429) -> worker concurrency cap (503) -> body cap while reading (413).
+The generated docs (/docs, /redoc, /openapi.json) pass only the throttle and auth.
+Every response admitted past the rate limiter carries OpenAI's x-ratelimit-*-requests headers.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -22,6 +26,29 @@ from .lifecycle import WorkerState
 from .protocol import APIError
 
 GATED_PREFIXES = ("/v1/", "/auth/")
+DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")  # FastAPI's generated schema and its two UIs
+
+
+def is_docs_path(path: str) -> bool:
+    """The generated docs, including /docs/oauth2-redirect."""
+    return path in DOCS_PATHS or path.startswith("/docs/")
+
+
+def openai_duration(seconds: float) -> str:
+    """A duration the way OpenAI's x-ratelimit-reset-* headers write it (Go style): 12ms, 1s, 1.5s, 6m0s."""
+    ms = max(0, math.ceil(seconds * 1000 - 1e-6))  # up, so a client that waits this long is never early
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
 
 
 class TokenBucket:
@@ -33,14 +60,39 @@ class TokenBucket:
         self.tokens = float(capacity)
         self.stamp = now
 
-    def take(self, now: float) -> float:
-        """Take one token. Returns 0 when allowed, else seconds until a token is available."""
+    def peek(self, now: float) -> float:
+        """Refill only. Returns 0 when a token is available, else seconds until one is."""
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1:
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+    def take(self, now: float) -> float:
+        """Take one token. Returns 0 when allowed, else seconds until a token is available."""
+        wait = self.peek(now)
+        if wait == 0:
             self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
+        return wait
+
+    def full_in(self) -> float:
+        """Seconds until the bucket is full again (its initial state), as of the last peek/take."""
+        return (self.capacity - self.tokens) / self.rate
+
+
+@dataclass(frozen=True)
+class RateState:
+    """One identity's limit after a request was counted: what OpenAI's x-ratelimit headers report."""
+
+    limit: int  # the bucket size: requests permitted before the limit is exhausted
+    remaining: int
+    reset_seconds: float  # until the bucket is full again
+    retry_after: int | None  # None when this request was allowed
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "x-ratelimit-limit-requests": str(self.limit),
+            "x-ratelimit-remaining-requests": str(self.remaining),
+            "x-ratelimit-reset-requests": openai_duration(self.reset_seconds),
+        }
 
 
 class RateLimiter:
@@ -63,17 +115,54 @@ class RateLimiter:
     def enabled(self) -> bool:
         return self.rate > 0
 
-    def check(self, identity: str) -> int | None:
-        """None when allowed, else whole seconds to wait (>= 1) before retrying."""
-        if not self.enabled:
-            return None
-        now = self.clock()
+    def _bucket(self, identity: str, now: float) -> TokenBucket:
         bucket = self._buckets.pop(identity, None) or TokenBucket(self.rate, self.burst, now)
         self._buckets[identity] = bucket
         while len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
+        return bucket
+
+    def take(self, identity: str) -> RateState | None:
+        """Count one request. None when limiting is off."""
+        if not self.enabled:
+            return None
+        now = self.clock()
+        bucket = self._bucket(identity, now)
         wait = bucket.take(now)
+        return RateState(
+            limit=self.burst,
+            remaining=math.floor(bucket.tokens),
+            reset_seconds=bucket.full_in(),
+            retry_after=None if wait == 0 else max(1, math.ceil(wait)),
+        )
+
+    def check(self, identity: str) -> int | None:
+        """None when allowed, else whole seconds to wait (>= 1) before retrying."""
+        state = self.take(identity)
+        return None if state is None else state.retry_after
+
+
+class AuthFailureThrottle(RateLimiter):
+    """Failed authentications per client address: `per_minute` of them (also the burst), then 429.
+
+    Only failures take a token; `retry_after` peeks, so a throttled address is refused before its
+    credential is even looked at, and addresses that never fail are never tracked.
+    """
+
+    def __init__(self, per_minute: int, max_keys: int = 10000, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(per_minute, per_minute, max_keys, clock)
+
+    def retry_after(self, address: str) -> int | None:
+        """None while `address` may still try, else whole seconds until its next attempt."""
+        bucket = self._buckets.get(address) if self.enabled else None
+        if bucket is None:
+            return None
+        wait = bucket.peek(self.clock())
         return None if wait == 0 else max(1, math.ceil(wait))
+
+    def failed(self, address: str) -> None:
+        """Count one failed authentication from `address`."""
+        self.take(address)
 
 
 def token_endpoint_limiter(rpm: int, burst: int) -> RateLimiter:
@@ -103,11 +192,12 @@ def client_ip(scope: Scope) -> str:
 
 
 # identify(headers, scope) -> identity string for rate limiting; raises APIError(401).
+# Identities of authenticated callers start "key:" or "client:"; without a credential "ip:".
 Identify = Callable[[Headers, Scope], str]
 
 
 class AdmissionMiddleware:
-    """Gates API routes; health, metrics and docs pass straight through."""
+    """Gates API routes and (auth only) the docs; health and metrics pass straight through."""
 
     def __init__(
         self,
@@ -118,7 +208,9 @@ class AdmissionMiddleware:
         identify: Identify,
         limiter: RateLimiter,
         token_limiter: RateLimiter | None = None,
+        auth_throttle: AuthFailureThrottle | None = None,
         max_concurrent: int,
+        max_concurrent_per_key: int | None = None,
         max_body_bytes: int,
     ) -> None:
         self.app = app
@@ -127,26 +219,53 @@ class AdmissionMiddleware:
         self.identify = identify
         self.limiter = limiter
         self.token_limiter = token_limiter or limiter
+        self.auth_throttle = auth_throttle or AuthFailureThrottle(0)
         self.max_concurrent = max_concurrent
+        self.max_concurrent_per_key = max_concurrent_per_key or max_concurrent
         self.max_body_bytes = max_body_bytes
+        self.per_key: dict[str, int] = {}  # in-flight requests per authenticated identity
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope["path"]).startswith(GATED_PREFIXES):
+        path = str(scope["path"]) if scope["type"] == "http" else ""
+        if path.startswith(GATED_PREFIXES):
+            await self._api(scope, receive, send)
+        elif is_docs_path(path):
+            try:
+                self._authenticate(scope, Headers(scope=scope))
+            except APIError as err:
+                await self._refuse(err, scope, receive, send)
+                return
             await self.app(scope, receive, send)
-            return
+        else:
+            await self.app(scope, receive, send)
+
+    async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rate: RateState | None = None
         try:
-            self._admit(scope)
+            identity = self._precheck(scope)
+            limiter = self.token_limiter if str(scope["path"]).startswith("/auth/") else self.limiter
+            rate = limiter.take(identity)
+            if rate is not None and rate.retry_after is not None:
+                raise APIError(429, "Rate limit reached; retry later.", retry_after=rate.retry_after)
+            self._check_slots(identity)
         except APIError as err:
-            await send_error(err, scope, receive, send)
+            await self._refuse(err, scope, receive, send, rate)
             return
+        keyed = not identity.startswith("ip:")
         self.state.enter()
+        if keyed:
+            self.per_key[identity] = self.per_key.get(identity, 0) + 1
         try:
-            await self.app(scope, self._capped(receive), send)
+            await self.app(scope, self._capped(receive), self._sending(scope, send, rate))
         finally:
+            if keyed:
+                left = self.per_key.pop(identity, 1) - 1
+                if left > 0:
+                    self.per_key[identity] = left
             self.state.leave()
 
-    def _admit(self, scope: Scope) -> None:
-        """Raise the first APIError that refuses this request."""
+    def _precheck(self, scope: Scope) -> str:
+        """Gates before the rate limiter; returns the caller's identity or raises the refusal."""
         headers = Headers(scope=scope)
         if self.state.draining:
             raise APIError(503, "The worker is shutting down; retry on another replica.", retry_after=1)
@@ -155,13 +274,51 @@ class AdmissionMiddleware:
         length = _content_length(headers)
         if length is not None and length > self.max_body_bytes:
             raise APIError(413, f"Request body is larger than {self.max_body_bytes} bytes.")
-        identity = self.identify(headers, scope)
-        limiter = self.token_limiter if str(scope["path"]).startswith("/auth/") else self.limiter
-        retry_after = limiter.check(identity)
+        return self._authenticate(scope, headers)
+
+    def _authenticate(self, scope: Scope, headers: Headers) -> str:
+        """The failed-auth throttle for this address (before the credential is looked at), then auth."""
+        retry_after = self.auth_throttle.retry_after(client_ip(scope))
         if retry_after is not None:
-            raise APIError(429, "Rate limit reached; retry later.", retry_after=retry_after)
+            raise APIError(
+                429, "Too many failed authentication attempts from this address; retry later.", retry_after=retry_after
+            )
+        return self.identify(headers, scope)
+
+    def _check_slots(self, identity: str) -> None:
+        """Per-key cap (authenticated callers only: without auth every client behind an ingress shares
+        one address), then the worker's own cap."""
+        held = self.per_key.get(identity, 0)
+        if not identity.startswith("ip:") and held >= self.max_concurrent_per_key:
+            raise APIError(
+                429,
+                f"This API key already has {held} requests in flight, its limit on this worker; "
+                "retry when one has finished.",
+                retry_after=1,
+            )
         if self.state.inflight >= self.max_concurrent:
             raise APIError(503, "The worker is at its concurrency limit; retry later.", retry_after=1)
+
+    async def _refuse(
+        self, err: APIError, scope: Scope, receive: Receive, send: Send, rate: RateState | None = None
+    ) -> None:
+        if err.status == 401:
+            self.auth_throttle.failed(client_ip(scope))
+        await send_error(err, scope, receive, send, rate.headers() if rate is not None else None)
+
+    def _sending(self, scope: Scope, send: Send, rate: RateState | None) -> Send:
+        """Add the rate-limit headers to the response; count a 401 from a route (the token endpoint)."""
+        extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (rate.headers() if rate else {}).items()]
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                if message["status"] == 401:
+                    self.auth_throttle.failed(client_ip(scope))
+                if extra:
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        return wrapped
 
     def _capped(self, receive: Receive) -> Receive:
         """Count body bytes as they arrive: Content-Length may be absent (chunked) or lie."""
@@ -180,9 +337,11 @@ class AdmissionMiddleware:
         return wrapped
 
 
-async def send_error(err: APIError, scope: Scope, receive: Receive, send: Send) -> None:
+async def send_error(
+    err: APIError, scope: Scope, receive: Receive, send: Send, extra_headers: dict[str, str] | None = None
+) -> None:
     """Send `err` as a JSON response (used before the app runs)."""
-    headers = err.headers()
+    headers = {**err.headers(), **(extra_headers or {})}
     if err.status == 503:
         headers["Connection"] = "close"  # let the client's pool reconnect elsewhere
     response = JSONResponse(err.body(), status_code=err.status, headers=headers)

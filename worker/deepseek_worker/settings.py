@@ -13,6 +13,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .types import Attention, Dtype, EngineConfig, Quantization
 
+MIN_JWT_SECRET_BYTES = 32  # HS256 wants a key at least as long as its 256-bit output (RFC 7518 3.2)
+
+
+def jwt_secret_bytes(text: str) -> int:
+    """Length in bytes of the signing key in a secret file's text: its first non-comment line."""
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            return len(line.strip().encode())
+    return 0
+
 
 class Settings(BaseSettings):
     """All worker settings. Field names are the env names without the `DEEPSEEK_` prefix."""
@@ -28,10 +38,13 @@ class Settings(BaseSettings):
     max_model_len: int = Field(8192, ge=16)
     max_batch_size: int = Field(16, ge=1)
     max_concurrent_requests: int = Field(64, ge=1)
+    # 0 = half of max_concurrent_requests (at least 1); see per_key_concurrency.
+    max_concurrent_requests_per_key: int = Field(0, ge=0)
     max_new_tokens: int = Field(2048, ge=1)
     request_timeout_seconds: float = Field(600, gt=0)
     rate_limit_rpm: int = Field(0, ge=0)
     rate_limit_burst: int = Field(0, ge=0)
+    auth_failures_per_minute: int = Field(10, ge=0)  # per client address; 0 = no throttle
     # A plain str: pydantic-settings would try to JSON-decode a list type from the environment.
     api_keys: str | None = None
     api_keys_file: Path | None = None
@@ -53,18 +66,38 @@ class Settings(BaseSettings):
             raise ValueError(f"file not found: {path}")
         return path
 
+    @field_validator("jwt_secret_file")
+    @classmethod
+    def _strong_jwt_secret(cls, path: Path | None) -> Path | None:
+        """An HS256 key shorter than 32 bytes can be brute-forced offline from one issued token."""
+        if path is not None:
+            size = jwt_secret_bytes(path.read_text(encoding="utf-8"))
+            if size < MIN_JWT_SECRET_BYTES:
+                raise ValueError(
+                    f"the JWT signing key in {path} is {size} bytes; at least {MIN_JWT_SECRET_BYTES} are required"
+                    " (e.g. `openssl rand -hex 32`)"
+                )
+        return path
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.max_new_tokens >= self.max_model_len:
             raise ValueError("max_new_tokens must be smaller than max_model_len")
         if self.jwt_clients_file is not None and self.jwt_secret_file is None:
             raise ValueError("jwt_clients_file needs jwt_secret_file")
+        if self.max_concurrent_requests_per_key > self.max_concurrent_requests:
+            raise ValueError("max_concurrent_requests_per_key must not exceed max_concurrent_requests")
         return self
 
     @property
     def served_name(self) -> str:
         """The name /v1/models reports and `model` must match."""
         return self.served_model_name or self.model
+
+    @property
+    def per_key_concurrency(self) -> int:
+        """Slots one API key / JWT client may hold: the explicit cap, else half the worker's, at least 1."""
+        return self.max_concurrent_requests_per_key or max(1, self.max_concurrent_requests // 2)
 
     @property
     def burst(self) -> int:
