@@ -37,7 +37,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
-    settings.watching.server_timeout = float(os.environ.get("DEEPSEEK_OPERATOR_WATCH_TIMEOUT_SECONDS", "600"))
+    # An integer: the apiserver refuses `timeoutSeconds=600.0` (strconv.ParseInt), the sandbox did not.
+    settings.watching.server_timeout = int(os.environ.get("DEEPSEEK_OPERATOR_WATCH_TIMEOUT_SECONDS", "600"))
     for plural in ("pods", "deployments", "services"):  # children only, filtered by the API server
         settings.watching.label_selectors[plural] = LABEL_DEPLOYMENT
     settings.background.cancellation_polling = 1
