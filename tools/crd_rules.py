@@ -32,6 +32,12 @@ class Rule:
 
 
 _NO_QUANT = "(!has({m}.quantization) || {m}.quantization == 'none')"
+# Defaults spelt out where a rule reads fields of two subtrees: the apiserver has applied them
+# (the has() guards never fire there), but the rule stays right on its own.
+_DEADLINE = "(has(self.rollout.progressDeadlineSeconds) ? self.rollout.progressDeadlineSeconds : {d})"
+_REQUIRE_DIGEST = "has(self.rollout.requireDigest) && self.rollout.requireDigest"
+IMAGE_MESSAGE = f"image: must be a valid OCI image reference ({api.IMAGE_REF_HELP})"
+DIGEST_MESSAGE = "rollout.requireDigest is set: pin the image by digest (...@sha256:<64 hex>)"
 
 SPEC_RULES = (
     Rule(
@@ -75,6 +81,33 @@ SPEC_RULES = (
         message="variants[].model.maxModelLen must be greater than serving.maxNewTokens",
         field_path=".variants",
     ),
+    Rule(
+        rule=f"self.image.matches('{api.IMAGE_REF}')",
+        message=IMAGE_MESSAGE,
+        field_path=".image",
+    ),
+    Rule(
+        rule=f"!({_REQUIRE_DIGEST}) || self.image.matches('{api.DIGEST_PINNED}')",
+        message=f"image: {DIGEST_MESSAGE}",
+        field_path=".image",
+    ),
+    Rule(
+        rule=f"!({_REQUIRE_DIGEST}) || !has(self.variants) || self.variants.all(v, !has(v.image) "
+        f"|| v.image.matches('{api.DIGEST_PINNED}'))",
+        message=f"variants[].image: {DIGEST_MESSAGE}",
+        field_path=".variants",
+    ),
+    Rule(
+        rule=_DEADLINE.format(d=api.Rollout.model_fields["progress_deadline_seconds"].default)
+        + " >= (has(self.model.loadTimeoutSeconds) ? self.model.loadTimeoutSeconds : "
+        + str(api.ModelSpec.model_fields["load_timeout_seconds"].default)
+        + ") && (!has(self.variants) || self.variants.all(v, !has(v.model) || !has(v.model.loadTimeoutSeconds) || "
+        + _DEADLINE.format(d=api.Rollout.model_fields["progress_deadline_seconds"].default)
+        + " >= v.model.loadTimeoutSeconds))",
+        message="rollout.progressDeadlineSeconds must be at least the model load budget (model.loadTimeoutSeconds "
+        "and every variant's): a shorter deadline fails every rollout while the model is still loading",
+        field_path=".rollout.progressDeadlineSeconds",
+    ),
 )
 
 RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
@@ -84,6 +117,11 @@ RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
             rule="self.name != 'primary'",
             message="name: 'primary' is reserved for the main deployment",
             field_path=".name",
+        ),
+        Rule(
+            rule=f"!has(self.image) || self.image.matches('{api.IMAGE_REF}')",
+            message=IMAGE_MESSAGE,
+            field_path=".image",
         ),
     ),
     api.ModelSource: (

@@ -49,6 +49,8 @@ PRINTER_COLUMNS = [
     },
     {"name": "URL", "type": "string", "jsonPath": ".status.url", "description": "Public URL."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Strategy", "type": "string", "jsonPath": ".status.variants[0].strategy", "priority": 1,
+     "description": "Rolling update the primary's last rollout used (Surge or Replace); kubectl get -o wide."},
 ]
 
 

@@ -26,6 +26,30 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi)?$"
 DURATION = r"^[0-9]+(ms|s|m|h)$"
 PROMETHEUS_LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
+# An OCI image reference as the distribution reference grammar has it (what `docker pull` accepts):
+# [registry[:port]/]repository[:tag][@algorithm:hex]. Repository path components are lowercase,
+# separated by '.', '_', '__' or dashes; tags are at most 128 characters. No backslashes ('[.]', not
+# '\.'): the same text is a CEL string literal in tools/crd_rules.py, evaluated by RE2 on the
+# apiserver and by google-re2 in the sandbox; `_image_reference` below uses re.fullmatch (Python's `$`
+# would also match before a trailing newline, RE2's does not).
+_DOMAIN_PART = "[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_PATH_PART = "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REF = (
+    f"^(?:{_DOMAIN_PART}(?:[.]{_DOMAIN_PART})*(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*"
+    "(?::[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?"
+    "(?:@[a-zA-Z][a-zA-Z0-9]*(?:[-_+.][a-zA-Z][a-zA-Z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+IMAGE_REF_HELP = "[registry[:port]/]repository[:tag][@sha256:<digest>], repository in lowercase"
+# What rollout.requireDigest asks of every image: pinned by a sha256 digest.
+DIGEST_PINNED = "@sha256:[0-9a-f]{64}$"
+
+
+def _image_reference(image: str | None) -> str | None:
+    """Refuse what no registry could serve: the CRD's CEL rule says the same (tools/crd_rules.py)."""
+    if image is not None and not re.fullmatch(IMAGE_REF, image):
+        raise ValueError(f"not a valid OCI image reference ({IMAGE_REF_HELP})")
+    return image
+
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Quantization = Literal["none", "int8", "nf4", "fp4"]
@@ -90,6 +114,12 @@ class ModelSpec(Model):
     max_model_len: int = Field(
         8192, ge=128, le=1048576, description="Prompt + completion tokens per request."
     )
+    load_timeout_seconds: int = Field(
+        1800, ge=10, le=86400,
+        description="Seconds a worker may take to start serving: weight download (huggingFace) plus "
+        "loading onto the GPUs. The startup probe restarts a worker not ready by then; "
+        "rollout.progressDeadlineSeconds must be at least this.",
+    )
 
 
 class ModelOverride(Model):
@@ -102,6 +132,9 @@ class ModelOverride(Model):
     quantization: Quantization | None = Field(None, description="Quantization; inherits the primary's.")
     attention: Attention | None = Field(None, description="Attention kernel; inherits the primary's.")
     max_model_len: int | None = Field(None, ge=128, le=1048576, description="Inherits the primary's.")
+    load_timeout_seconds: int | None = Field(
+        None, ge=10, le=86400, description="Model load budget in seconds; inherits the primary's."
+    )
 
 
 class Resources(Model):
@@ -131,6 +164,11 @@ class Variant(Model):
     )
     replicas: int = Field(1, ge=0, le=64, description="Worker pods of this variant.")
     model: ModelOverride | None = Field(None, description="Changes to spec.model for this variant.")
+
+    @field_validator("image")
+    @classmethod
+    def _oci_reference(cls, image: str | None) -> str | None:
+        return _image_reference(image)
 
 
 class IngressTLS(Model):
@@ -258,21 +296,41 @@ class Monitoring(Model):
 
 
 class NetworkPolicySpec(Model):
-    enabled: bool = Field(False, description="Restrict ingress to the worker pods.")
+    enabled: bool = Field(
+        True, description="Default-deny ingress and egress of the worker pods, with the allowances of "
+        "docs/security.md (API port from this namespace and ingressNamespaceSelector, metrics from "
+        "monitoringNamespaceSelector, DNS, TCP 443 for huggingFace sources). Off only when set false."
+    )
     ingress_namespace_selector: dict[str, str] = Field(
-        default_factory=dict, description="Labels of the ingress controller/gateway namespace."
+        default_factory=dict, description="Labels of the ingress controller/gateway namespace, allowed to "
+        "the API port; empty: only pods of the resource's own namespace reach it."
     )
     monitoring_namespace_selector: dict[str, str] = Field(
-        default_factory=dict, description="Labels of the Prometheus namespace (metrics scrapes)."
+        default_factory=dict, description="Labels of the Prometheus namespace, allowed to the worker port "
+        "for metrics scrapes; empty: only pods of the resource's own namespace can scrape."
     )
+
+
+RolloutStrategy = Literal["Auto", "Surge", "Replace"]
 
 
 class Rollout(Model):
-    max_surge: int = Field(0, ge=0, description="Extra pods during an update (each needs GPUs).")
-    max_unavailable: int = Field(1, ge=0, description="Pods that may be down during an update.")
+    strategy: RolloutStrategy = Field(
+        "Auto", description="Surge: new pods before old ones go (needs spare GPUs). Replace: old pods go "
+        "first (no spare GPU needed; a 1-replica variant is down meanwhile). Auto: Surge, and Replace when a "
+        "surge pod stays unschedulable for surgeTimeoutSeconds.")
+    surge_timeout_seconds: int = Field(
+        120, ge=0, le=86400, description="Auto: seconds a surge pod may stay unschedulable (no free GPU) "
+        "before the rollout replaces in place.")
+    max_surge: int = Field(0, ge=0, description="Extra pods at once with strategy Surge (at least 1).")
+    max_unavailable: int = Field(1, ge=0, description="Pods down at once with strategy Replace (at least 1).")
     progress_deadline_seconds: int = Field(1800, ge=10,
         description="Seconds a rollout may make no progress; then it has failed (and autoRollback applies).")
     auto_rollback: bool = Field(True, description="Put the last fully available image back on failure.")
+    require_digest: bool = Field(
+        False, description="Refuse images (spec.image and every variant's) not pinned by digest "
+        "(...@sha256:<64 hex>)."
+    )
 
 
 class DeepSeekDeploymentSpec(Model):
@@ -300,11 +358,16 @@ class DeepSeekDeploymentSpec(Model):
         default_factory=lambda: Monitoring(), description="ServiceMonitor and alerts."
     )
     network_policy: NetworkPolicySpec = Field(
-        default_factory=lambda: NetworkPolicySpec(), description="Worker ingress."
+        default_factory=lambda: NetworkPolicySpec(), description="Worker pod network policy (default-deny)."
     )
     rollout: Rollout = Field(
         default_factory=lambda: Rollout(), description="How image and spec changes roll out."
     )
+
+    @field_validator("image")
+    @classmethod
+    def _oci_reference(cls, image: str | None) -> str | None:
+        return _image_reference(image)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> DeepSeekDeploymentSpec:
@@ -354,6 +417,31 @@ def cross_field_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
         f"spec.variants[{i}].model.maxModelLen: must be greater than serving.maxNewTokens"
         for i, v in enumerate(spec.variants)
         if v.model and v.model.max_model_len is not None and v.model.max_model_len <= spec.serving.max_new_tokens
+    ]
+    errors += _digest_errors(spec)
+    budgets = [spec.model.load_timeout_seconds] + [
+        v.model.load_timeout_seconds for v in spec.variants if v.model and v.model.load_timeout_seconds is not None
+    ]
+    if spec.rollout.progress_deadline_seconds < max(budgets):
+        errors.append(
+            f"spec.rollout.progressDeadlineSeconds: must be at least the model load budget "
+            f"(model.loadTimeoutSeconds, or a variant's: {max(budgets)}); a shorter deadline fails "
+            "every rollout while the model is still loading"
+        )
+    return errors
+
+
+def _digest_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
+    """rollout.requireDigest: the main image and every variant's pinned by digest."""
+    if not spec.rollout.require_digest:
+        return []
+    errors = []
+    if not re.search(DIGEST_PINNED, spec.image):
+        errors.append("spec.image: rollout.requireDigest is set: pin the image by digest (...@sha256:<64 hex>)")
+    errors += [
+        f"spec.variants[{i}].image: rollout.requireDigest is set: pin the image by digest (...@sha256:<64 hex>)"
+        for i, v in enumerate(spec.variants)
+        if v.image is not None and not re.search(DIGEST_PINNED, v.image)
     ]
     return errors
 
@@ -446,6 +534,8 @@ class VariantStatus(Model):
     image: str = Field("", description="Image the variant's pods run.")
     replicas: int = Field(0, description="Pods of the variant.")
     ready_replicas: int = Field(0, description="Ready pods of the variant.")
+    strategy: str = Field("", description="Rolling update the variant's last rollout used: Surge or Replace.")
+    strategy_template: str = Field("", description="Hash of the pod template that strategy was chosen for.")
 
 
 class DeepSeekDeploymentStatus(Model):

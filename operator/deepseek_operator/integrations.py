@@ -2,14 +2,15 @@
 
 A missing Gateway API, IngressClass or Prometheus Operator never fails the reconcile: the workers
 and Services still roll out, the renderers skip what cannot be created, and IngressReady /
-MonitoringReady carry the reason.
+MonitoringReady carry the reason. NetworkPolicyReady says whom the worker NetworkPolicy admits, and
+is False when the ingress or the ServiceMonitor the spec asks for would be blocked by it.
 """
 
 from __future__ import annotations
 
 import time
 
-from deepseek_operator.api import DeepSeekDeploymentSpec
+from deepseek_operator.api import DeepSeekDeploymentSpec, resolve_variants
 from deepseek_operator.k8s import KINDS, ApiError, K8s
 from deepseek_operator.render.common import Capabilities
 
@@ -72,4 +73,41 @@ def integration_conditions(spec: DeepSeekDeploymentSpec, caps: Capabilities) -> 
                     "CRDs or set spec.monitoring.*.enabled=false"))
     elif any(enabled for _, enabled, _ in wanted):
         out.append(("MonitoringReady", True, "Configured", "ServiceMonitor/PrometheusRule applied"))
+    out += network_policy_conditions(spec, caps)
     return out
+
+
+def _labels(selector: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+def network_policy_conditions(spec: DeepSeekDeploymentSpec,
+                              caps: Capabilities) -> list[tuple[str, bool, str, str]]:
+    """NetworkPolicyReady while spec.networkPolicy is enabled: what the policy admits, or what it blocks
+    that the spec needs (an ingress, a ServiceMonitor) because no namespace selector names its namespace."""
+    policy = spec.network_policy
+    if not policy.enabled:
+        return []
+    gaps: list[tuple[str, str]] = []
+    if spec.ingress is not None and not policy.ingress_namespace_selector:
+        gaps.append(("IngressNamespaceNotAllowed",
+                     "spec.ingress is set but spec.networkPolicy.ingressNamespaceSelector is empty: the worker "
+                     "API port admits pods of this namespace only, so an ingress controller or gateway in "
+                     "another namespace cannot connect; set it to that namespace's labels (e.g. "
+                     "kubernetes.io/metadata.name: ingress-nginx)"))
+    if spec.monitoring.service_monitor.enabled and caps.service_monitor and not policy.monitoring_namespace_selector:
+        gaps.append(("MonitoringNamespaceNotAllowed",
+                     "a ServiceMonitor is applied but spec.networkPolicy.monitoringNamespaceSelector is empty: "
+                     "Prometheus in another namespace cannot scrape the workers; set it to that namespace's "
+                     "labels (e.g. kubernetes.io/metadata.name: monitoring)"))
+    if gaps:
+        return [("NetworkPolicyReady", False, gaps[0][0], "; ".join(message for _, message in gaps))]
+    api = "this namespace"
+    if policy.ingress_namespace_selector:
+        api += f" and namespaces {_labels(policy.ingress_namespace_selector)}"
+    scrapes = (f"; metrics scrapes from namespaces {_labels(policy.monitoring_namespace_selector)}"
+               if policy.monitoring_namespace_selector else "")
+    hub = [v.name for v in resolve_variants(spec) if v.model.source.hugging_face is not None]
+    egress = "DNS" + (f" and TCP 443 for {', '.join(hub)} (huggingFace)" if hub else "")
+    return [("NetworkPolicyReady", True, "Configured",
+             f"default-deny; API port from {api}{scrapes}; egress: {egress} only")]

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from deepseek_operator import metrics, rollback
+from deepseek_operator import metrics, rollback, strategy
 from deepseek_operator.api import PRIMARY, DeepSeekDeploymentSpec, InvalidSpec, parse_spec, resolve_variants
 from deepseek_operator.integrations import detect_capabilities, integration_conditions
 from deepseek_operator.k8s import KINDS, ApiError, K8s
 from deepseek_operator.observe import VariantObservation, VariantState, variant_state
-from deepseek_operator.render.common import Capabilities, Owner, deployment_name, selector_labels
+from deepseek_operator.render.common import LABEL_VARIANT, Capabilities, Owner, deployment_name, selector_labels
 from deepseek_operator.render.ingress import ingress_url, render_ingress
 from deepseek_operator.render.monitoring import render_prometheus_rule, render_service_monitor
 from deepseek_operator.render.network_policy import render_network_policy
@@ -33,6 +33,7 @@ from deepseek_operator.status import (
     invalid_spec_conditions,
     merge_conditions,
 )
+from deepseek_operator.strategy import Strategy
 from deepseek_operator.traffic import effective_weights
 
 log = logging.getLogger(__name__)
@@ -98,33 +99,79 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
                            notify: Notify) -> Outcome:
     caps = await detect_capabilities(api)
     plan = rollback.plan(spec, old_status)
-    writes, states, weights = await _converge(api, owner, spec, caps, plan, old_status)
+    chosen = _strategies(owner, spec, plan, old_status)
+    writes, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen)
     new_plan = rollback.detect_failure(spec, plan, states[0], old_status.get("image", ""))
     if new_plan is not None:
         plan = new_plan
         await _announce_failure(notify, spec, plan, states[0])
         if plan.rolled_back:
-            more, states, weights = await _converge(api, owner, spec, caps, plan, old_status)
+            chosen = _strategies(owner, spec, plan, old_status)
+            more, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen)
             writes = _add(writes, more)
-    status = _status(owner, spec, caps, plan, states, weights, old_status)
+    fallen = _fall_back(spec, chosen, states, pods)
+    if fallen != chosen:  # Auto: no GPU for the surge pod; replace in place for the rest of this rollout
+        chosen = fallen
+        await notify("Normal", "SurgeFallback", _fallback_message(spec, chosen))
+        more, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen)
+        writes = _add(writes, more)
+    status = _status(owner, spec, caps, plan, states, weights, old_status, chosen)
     await _write_status(api, owner, old_status, status)
     await _announce_integrations(notify, old_status, status)
     ready = status["conditions"][0]["status"] == "True"
     return Outcome(writes, ready, status["conditions"][0]["reason"])
 
 
+Chosen = dict[str, tuple[Strategy, str]]  # variant -> (strategy, pod template hash)
+Pods = dict[str, list[dict[str, Any]]]  # variant -> its pods, as observed
+
+
+def _strategies(owner: Owner, spec: DeepSeekDeploymentSpec, plan: Rollback, old_status: dict[str, Any]) -> Chosen:
+    """Each variant's rolling update before observing: the requested one, or Auto's remembered choice."""
+    images = {PRIMARY: rollback.primary_image(spec, plan, old_status.get("image", ""))}
+    remembered = {v.get("name"): v for v in old_status.get("variants", [])}
+    chosen: Chosen = {}
+    for child in render_workload(owner, spec, images):
+        if child["kind"] == "Deployment":
+            name = child["metadata"]["labels"][LABEL_VARIANT]
+            template = strategy.template_hash(child)
+            chosen[name] = (strategy.initial(spec.rollout.strategy, remembered.get(name, {}), template), template)
+    return chosen
+
+
+def _fall_back(spec: DeepSeekDeploymentSpec, chosen: Chosen, states: list[VariantState], pods: Pods) -> Chosen:
+    """Auto variants whose surge pod has waited surgeTimeoutSeconds for a GPU switch to Replace."""
+    if spec.rollout.strategy != "Auto":
+        return chosen
+    now = datetime.now(UTC)
+    out = dict(chosen)
+    for state in states:
+        current, template = chosen[state.name]
+        if current == "Surge" and strategy.surge_stuck(pods.get(state.name, []), state.image, now,
+                                                      spec.rollout.surge_timeout_seconds):
+            out[state.name] = ("Replace", template)
+    return out
+
+
+def _fallback_message(spec: DeepSeekDeploymentSpec, chosen: Chosen) -> str:
+    names = ", ".join(sorted(n for n, (s, _) in chosen.items() if s == "Replace"))
+    return (f"no free GPU for a surge pod after {spec.rollout.surge_timeout_seconds}s: replacing in place "
+            f"({names}; rollout.strategy Auto)")
+
+
 async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
-                    old_status: dict[str, Any]) -> tuple[dict[str, int], list[VariantState], dict[str, int]]:
+                    old_status: dict[str, Any], chosen: Chosen,
+                    ) -> tuple[dict[str, int], list[VariantState], dict[str, int], Pods]:
     """Apply the workload, observe it, then apply traffic/monitoring children with readiness-based weights."""
     images = {PRIMARY: rollback.primary_image(spec, plan, old_status.get("image", ""))}
-    workload = render_workload(owner, spec, images)
+    workload = render_workload(owner, spec, images, {name: s for name, (s, _) in chosen.items()})
     writes = await _apply(api, workload)
-    states = await observe(api, owner, spec, images)
+    states, pods = await observe(api, owner, spec, images)
     weights = effective_weights(resolve_variants(spec), {s.name: s.ready for s in states})
     others = render_routing_and_monitoring(owner, spec, caps, weights)
     writes = _add(writes, await _apply(api, others))
     writes = _add(writes, {"deleted": await prune(api, owner, workload + others, caps)})
-    return writes, states, weights
+    return writes, states, weights, pods
 
 
 async def _apply(api: K8s, children: list[dict[str, Any]]) -> dict[str, int]:
@@ -138,15 +185,15 @@ async def _apply(api: K8s, children: list[dict[str, Any]]) -> dict[str, int]:
 
 
 async def observe(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec,
-                  images: dict[str, str]) -> list[VariantState]:
-    """Read each variant's Deployment and pods and classify them (primary first)."""
-    states = []
+                  images: dict[str, str]) -> tuple[list[VariantState], Pods]:
+    """Read each variant's Deployment and pods and classify them (primary first); the pods too."""
+    states, all_pods = [], {}
     for variant in resolve_variants(spec):
         dep = await api.get(DEPLOYMENT, owner.namespace, deployment_name(owner, variant.name))
-        pods = await api.list(POD, owner.namespace, selector_labels(owner, variant.name))
+        pods = all_pods[variant.name] = await api.list(POD, owner.namespace, selector_labels(owner, variant.name))
         image = images.get(variant.name, variant.image)
         states.append(variant_state(VariantObservation(variant.name, image, variant.replicas, dep, pods)))
-    return states
+    return states, all_pods
 
 
 async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Capabilities) -> int:
@@ -173,8 +220,12 @@ async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Cap
 
 
 def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
-            states: list[VariantState], weights: dict[str, int], old_status: dict[str, Any]) -> dict[str, Any]:
+            states: list[VariantState], weights: dict[str, int], old_status: dict[str, Any],
+            chosen: Chosen) -> dict[str, Any]:
     selector = ",".join(f"{k}={v}" for k, v in selector_labels(owner, PRIMARY).items())
+    notes: dict[str, tuple[str, str, str]] = {s.name: (chosen[s.name][0], chosen[s.name][1],
+                      strategy.downtime(chosen[s.name][0], s.desired, spec.rollout.max_unavailable))
+             for s in states if s.name in chosen}
     inp = StatusInput(
         generation=owner.generation,
         variants=states,
@@ -185,6 +236,7 @@ def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan
         auto_rollback=spec.rollout.auto_rollback,
         url=ingress_url(spec) if spec.ingress else "",
         integrations=integration_conditions(spec, caps),
+        strategies=notes,
     )
     return compute_status(inp, old_status, _now())
 

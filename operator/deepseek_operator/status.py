@@ -43,6 +43,8 @@ class StatusInput:
     auto_rollback: bool
     url: str = ""
     integrations: list[tuple[str, bool, str, str]] = field(default_factory=list)  # (type, ok, reason, message)
+    # Per variant: (strategy, template hash, downtime note); see strategy.py.
+    strategies: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
 
 def condition(ctype: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
@@ -116,13 +118,23 @@ def _available(primary: VariantState) -> tuple[bool, str, str]:
     return False, "NoReadyReplicas", primary.message
 
 
+def _variant_status(state: VariantState, inp: StatusInput) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": state.name, "weight": inp.weights.get(state.name, 0), "image": state.image,
+                           "replicas": state.replicas, "readyReplicas": state.ready}
+    if state.name in inp.strategies:
+        out["strategy"], out["strategyTemplate"], _ = inp.strategies[state.name]
+    return out
+
+
 def _progressing(inp: StatusInput) -> tuple[bool, str, str]:
     failed = [s for s in inp.variants if s.phase == "Failed"]
     if failed:
         return False, failed[0].reason, failed[0].message
     rolling = [s for s in inp.variants if s.phase == "RollingOut"]
     if rolling:
-        return True, "RollingOut", "; ".join(s.message for s in rolling)
+        notes = [f"{s.name}: {inp.strategies[s.name][2]}" for s in rolling
+                 if s.name in inp.strategies and inp.strategies[s.name][2]]
+        return True, "RollingOut", "; ".join([s.message for s in rolling] + notes)
     return False, "RolloutComplete", "every variant runs its current template"
 
 
@@ -173,11 +185,7 @@ def compute_status(inp: StatusInput, old: dict[str, Any], now: str) -> dict[str,
         "failedImage": failed_image,
         "failedReason": failed_reason,
         "url": inp.url,
-        "variants": [
-            {"name": s.name, "weight": inp.weights.get(s.name, 0), "image": s.image,
-             "replicas": s.replicas, "readyReplicas": s.ready}
-            for s in inp.variants
-        ],
+        "variants": [_variant_status(s, inp) for s in inp.variants],
         "conditions": merge_conditions(conds, old.get("conditions", []), now),
     }
     return status

@@ -48,7 +48,7 @@ def namespace() -> Iterator[str]:
 def manifest(name: str, image: str, auto_rollback: bool = True) -> str:
     return json.dumps({
         "apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment", "metadata": {"name": name},
-        "spec": {"image": image, "replicas": 1, "model": {"id": MODEL, "maxModelLen": 512},
+        "spec": {"image": image, "replicas": 1, "model": {"id": MODEL, "maxModelLen": 512, "loadTimeoutSeconds": 600},
                  "serving": {"maxNewTokens": 64}, "resources": {"gpus": GPUS, "cpu": "1", "memory": "2Gi"},
                  "rollout": {"progressDeadlineSeconds": 600, "autoRollback": auto_rollback}}})
 

@@ -17,6 +17,8 @@ from typing import Any
 NGINX = {"provider": "ingress-nginx", "host": "chat.example.com"}
 GATEWAY = {"provider": "gateway-api", "host": "chat.example.com", "gateway": {"parentRefs": [{"name": "gw"}]}}
 MODEL = {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"}
+SHA = "sha256:" + "0123456789abcdef" * 4
+PINNED = f"registry.example.com/deepseek-worker@{SHA}"
 
 
 @dataclass(frozen=True)
@@ -323,6 +325,37 @@ INVALID = [
         "schema",
         real_message="should match '^https?://",
     ),
+    # Images (issue 9 item 10): OCI references only; rollout.requireDigest pins every image by digest.
+    Invalid("image-not-a-reference", {"image": "NOT a valid ref!!"}, "spec.image", "valid OCI image reference",
+            "cel"),
+    Invalid("image-uppercase-repository", {"image": "registry.example.com/DeepSeek-Worker:1.0"}, "spec.image",
+            "valid OCI image reference", "cel"),
+    Invalid("image-bad-tag", {"image": "registry.example.com/deepseek-worker:-1"}, "spec.image",
+            "valid OCI image reference", "cel"),
+    Invalid("image-url-scheme", {"image": "https://registry.example.com/deepseek-worker:1.0"}, "spec.image",
+            "valid OCI image reference", "cel"),
+    Invalid("image-trailing-newline", {"image": "registry.example.com/deepseek-worker:1.0\n"}, "spec.image",
+            "valid OCI image reference", "cel"),
+    Invalid("variant-image-not-a-reference", {"variants": [{"name": "c", "image": "worker 2.0"}]},
+            "spec.variants[0].image", "valid OCI image reference", "cel"),
+    Invalid("require-digest-tag", {"rollout": {"requireDigest": True}}, "spec.image", "pin the image by digest",
+            "cel"),
+    Invalid("require-digest-short-digest",
+            {"image": "registry.example.com/deepseek-worker@sha256:" + "ab" * 16, "rollout": {"requireDigest": True}},
+            "spec.image", "pin the image by digest", "cel"),
+    Invalid("require-digest-variant",
+            {"image": PINNED, "rollout": {"requireDigest": True},
+             "variants": [{"name": "c", "image": "registry.example.com/deepseek-worker:2.0"}]},
+            "spec.variants", "pin the image by digest", "cel"),
+    # The model load budget (issue 9 item 5): a progress deadline never shorter than a model load.
+    Invalid("deadline-shorter-than-load", {"rollout": {"progressDeadlineSeconds": 600}},
+            "spec.rollout.progressDeadlineSeconds", "at least the model load budget", "cel"),
+    Invalid("deadline-shorter-than-variant-load",
+            {"model": {**MODEL, "loadTimeoutSeconds": 300}, "rollout": {"progressDeadlineSeconds": 600},
+             "variants": [{"name": "big", "model": {"id": "deepseek-ai/DeepSeek-R1", "loadTimeoutSeconds": 900}}]},
+            "spec.rollout.progressDeadlineSeconds", "at least the model load budget", "cel"),
+    Invalid("load-timeout-small", {"model": {**MODEL, "loadTimeoutSeconds": 5}}, "spec.model.loadTimeoutSeconds",
+            "minimum of 10", "schema", real_message="greater than or equal to 10"),
     Invalid("name-digit", {}, "", "DNS-1035", "cel", meta_name="7b-chat", parse_spec=False),
     Invalid("name-dot", {}, "", "DNS-1035", "cel", meta_name="chat.v1", parse_spec=False),
     Invalid("name-long", {}, "", "at most 63", "cel", meta_name="c" * 64, parse_spec=False),
@@ -359,6 +392,21 @@ VALID = [
             }
         },
     ),
+    Valid("image-registry-port-tag-digest",
+          {"image": f"registry.example.com:5000/ml/deepseek-worker:1.2.0@{SHA}"}),
+    Valid("image-digest-only", {"image": PINNED}),
+    Valid("image-short-names",
+          {"image": "deepseek-worker", "variants": [{"name": "c", "image": "localhost:5000/w_x"}]}),
+    Valid("require-digest-pinned",
+          {"image": PINNED, "rollout": {"requireDigest": True},
+           "variants": [{"name": "c", "weight": 10, "image": f"registry.example.com/deepseek-worker:2.0@{SHA}"},
+                        {"name": "inherits"}]}),
+    Valid("short-deadline-with-short-load",
+          {"model": {**MODEL, "loadTimeoutSeconds": 10}, "rollout": {"progressDeadlineSeconds": 10}}),
+    Valid("variant-load-budget",
+          {"model": {**MODEL, "loadTimeoutSeconds": 600}, "rollout": {"progressDeadlineSeconds": 900},
+           "variants": [{"name": "big", "model": {"loadTimeoutSeconds": 900}}]}),
+    Valid("network-policy-off", {"networkPolicy": {"enabled": False}}),
     Valid("hf-token", {"model": {**MODEL, "source": {"huggingFace": {"tokenSecretRef": {"name": "hf"}}}}}),
     Valid(
         "scheduling-free-form",

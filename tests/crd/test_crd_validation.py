@@ -108,3 +108,24 @@ def test_alert_label_names_are_checked_by_parse_spec() -> None:
     assert errors == []
     with pytest.raises(api.InvalidSpec, match=r"spec\.monitoring\.prometheusRule\.labels: team-name: not a Prometheus"):
         api.parse_spec(obj["spec"])
+
+
+def test_network_policy_is_on_by_default() -> None:
+    """Default-deny worker network unless the spec turns it off (docs/security.md)."""
+    from deepseek_sandbox.admission import apply_defaults
+
+    defaulted = apply_defaults(resource(), crd())["spec"]
+    assert defaulted["networkPolicy"] == {"enabled": True}
+    assert api.parse_spec(resource()["spec"]).network_policy.enabled is True
+    off, errors = admit(resource({"networkPolicy": {"enabled": False}}), crd())
+    assert errors == [] and off["spec"]["networkPolicy"] == {"enabled": False}
+
+
+def test_load_budget_and_deadline_defaults_agree() -> None:
+    """The CRD's defaults satisfy the deadline rule on their own: progressDeadlineSeconds >= the budget."""
+    from deepseek_sandbox.admission import apply_defaults
+
+    spec = apply_defaults(resource(), crd())["spec"]
+    assert spec["model"]["loadTimeoutSeconds"] == 1800
+    assert spec["rollout"]["progressDeadlineSeconds"] == 1800
+    assert spec["rollout"]["requireDigest"] is False

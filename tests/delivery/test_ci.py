@@ -74,6 +74,49 @@ def test_daemonless_builds_record_the_digest(ci: dict[str, Any], name: str, imag
     assert "$IMAGE_VAR=$CI_REGISTRY_IMAGE/$IMAGE_NAME@$(cat" in script
 
 
+@pytest.mark.parametrize(("name", "build", "image_var"), [("sign:worker", "build:worker", "WORKER_IMAGE"),
+                                                          ("sign:operator", "build:operator", "OPERATOR_IMAGE")])
+def test_every_built_image_is_signed_keyless_by_digest(ci: dict[str, Any], name: str, build: str,
+                                                       image_var: str) -> None:
+    """cosign keyless with the job's GitLab OIDC token (aud sigstore), on the digest the build recorded."""
+    sign, template = job(ci, name), ci[".sign"]
+    assert sign["stage"] == "build"
+    assert sign["needs"] == [{"job": build, "artifacts": True}], "the build's dotenv artifact holds the digest"
+    assert sign["variables"] == {"IMAGE_VAR": image_var}
+    assert template["variables"]["COSIGN_YES"] == "true", "non-interactive"
+    assert sign["id_tokens"] == {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}}, "cosign reads SIGSTORE_ID_TOKEN"
+    image = sign["image"] if isinstance(sign["image"], str) else sign["image"]["name"]
+    assert ":" in image and not image.endswith(":latest"), "a pinned signing image"
+    script = sign["script"]
+    assert script[0] == "apk add --no-cache cosign"
+    assert 'IMAGE_REF="$(printenv "$IMAGE_VAR")"' in script
+    assert any("@sha256:[0-9a-f]{64}$" in line and "exit 1" in line for line in script), "refuses a non-digest"
+    (signing,) = [line for line in script if line.startswith("cosign sign")]
+    assert signing.endswith(' "$IMAGE_REF"'), "signs the pushed digest, never a tag"
+    assert "--key" not in signing, "keyless: no long-lived key"
+    assert "$CI_COMMIT_SHA" in signing, "the commit is an annotation of the signature"
+    joined = "\n".join(script)
+    assert "$CI_REGISTRY_PASSWORD" not in signing and "-p " not in joined, "no password on a command line"
+    assert "DOCKER_CONFIG" in joined, "registry credentials for pushing the signature, as the kaniko job writes them"
+    (verify,) = [line for line in script if "cosign verify" in line]
+    assert '--certificate-identity "$CI_PROJECT_URL//$CI_CONFIG_PATH@$REF"' in verify
+    assert '--certificate-oidc-issuer "$CI_SERVER_URL"' in verify
+    assert list(ci).index(name) > list(ci).index(build), "listed after its build"
+
+
+def test_only_the_signing_jobs_get_an_oidc_token(ci: dict[str, Any]) -> None:
+    """The build jobs run the Dockerfiles' RUN steps (third-party installs): no token that signs as us."""
+    with_token = sorted(name for name in ci if isinstance(ci[name], dict) and not name.startswith(".")
+                        and "id_tokens" in job(ci, name))
+    assert with_token == ["sign:operator", "sign:worker"]
+
+
+def test_deploy_jobs_need_the_signatures(ci: dict[str, Any]) -> None:
+    for name in ("deploy:staging", "deploy:production"):
+        needed = {n["job"]: n["artifacts"] for n in job(ci, name)["needs"]}
+        assert needed["sign:worker"] is False and needed["sign:operator"] is False, name
+
+
 def test_deploy_jobs(ci: dict[str, Any]) -> None:
     staging, production = job(ci, "deploy:staging"), job(ci, "deploy:production")
     main_only = "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"
@@ -122,7 +165,8 @@ def test_gitlab_ci_local_lists_the_pipeline(ci_repo: Path) -> None:
     proc = gitlab_ci_local(ci_repo, "--list")
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()[1:] if line.strip()}
-    assert list(rows) == ["lint", "test", "build:worker", "build:operator", "deploy:staging", "deploy:production"]
+    assert list(rows) == ["lint", "test", "build:worker", "build:operator", "sign:worker", "sign:operator",
+                          "deploy:staging", "deploy:production"]
     assert rows["deploy:production"][:2] == ["deploy", "manual"]
     assert rows["deploy:staging"][:2] == ["deploy", "on_success"]
 

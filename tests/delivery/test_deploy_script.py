@@ -109,7 +109,7 @@ def manifest(name: str) -> str:
             "spec": {
                 "image": OLD,
                 "replicas": 1,
-                "model": {"id": "deepseek-ai/tiny"},
+                "model": {"id": "deepseek-ai/tiny", "loadTimeoutSeconds": 10},
                 "rollout": {"progressDeadlineSeconds": 10, "autoRollback": True},
             },
         }

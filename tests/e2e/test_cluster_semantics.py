@@ -20,15 +20,17 @@ OWNED = "deepseek.ai/deployment=chat"
 
 
 def manifest(image: str = V1, replicas: int = 1, gpus: int = 1, max_surge: int = 0, max_unavailable: int = 1,
-             deadline: int = 60) -> str:
+             deadline: int = 60, strategy: str = "Auto", surge_timeout: int = 3) -> str:
     return json.dumps({
         "apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment", "metadata": {"name": "chat"},
         "spec": {
-            "image": image, "replicas": replicas, "model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"},
+            "image": image, "replicas": replicas,
+            "model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "loadTimeoutSeconds": 10},
             "resources": {"gpus": gpus, "cpu": "8", "memory": "64Gi", "shmSize": "16Gi"},
             "ingress": {"provider": "ingress-nginx", "host": "chat.example.com"},
-            "rollout": {"maxSurge": max_surge, "maxUnavailable": max_unavailable,
-                        "progressDeadlineSeconds": deadline, "autoRollback": True},
+            "rollout": {"strategy": strategy, "surgeTimeoutSeconds": surge_timeout, "maxSurge": max_surge,
+                        "maxUnavailable": max_unavailable, "progressDeadlineSeconds": deadline,
+                        "autoRollback": True},
         },
     })
 
@@ -97,14 +99,16 @@ async def test_more_gpus_than_any_node_has_is_reported_unschedulable(cluster: Cl
     assert row.split()[1] == "0/1" and "Unschedulable" in row.split(), row
 
 
-async def test_replace_in_place_on_full_gpu_nodes_completes(cluster: Cluster, kubectl: Kubectl,
-                                                            start_operator: StartOperator) -> None:
-    """Two 8-GPU pods fill both nodes; maxSurge 0 frees a node before each new pod, so it completes."""
-    await start_operator()
-    await kubectl("apply", "-f", "-", stdin=manifest(replicas=2, gpus=8))
+def primary_strategy(sb: Cluster) -> str:
+    variants = dsd(sb).get("status", {}).get("variants") or [{}]
+    return str(variants[0].get("strategy", ""))
+
+
+async def roll_out_on_full_nodes(cluster: Cluster, kubectl: Kubectl, strategy: str) -> dict[str, Any]:
+    """Two 8-GPU pods fill both nodes, then a new image: no GPU is free for a surge pod."""
+    await kubectl("apply", "-f", "-", stdin=manifest(replicas=2, gpus=8, strategy=strategy))
     await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=60s")
     assert sorted(gpus_in_use(cluster).values()) == [8, 8], gpus_in_use(cluster)
-
     await kubectl("patch", "dsd", "chat", "--type=merge", "-p", json.dumps({"spec": {"image": V2}}))
     obj = await eventually(lambda: (o := current(cluster)) and o["status"].get("image") == V2
                            and condition(o, "Ready").get("status") == "True" and o, timeout=90,
@@ -112,6 +116,61 @@ async def test_replace_in_place_on_full_gpu_nodes_completes(cluster: Cluster, ku
     assert obj["status"]["readyReplicas"] == 2 and obj["status"].get("failedImage", "") == ""
     pods = cluster.objects("pods", "default", OWNED)
     assert sorted(p["spec"]["containers"][0]["image"] for p in pods) == [V2, V2]
+    return obj
+
+
+async def test_replace_in_place_on_full_gpu_nodes_completes(cluster: Cluster, kubectl: Kubectl,
+                                                            start_operator: StartOperator) -> None:
+    await start_operator()
+    await roll_out_on_full_nodes(cluster, kubectl, "Replace")
+    assert primary_strategy(cluster) == "Replace"
+
+
+async def test_auto_without_a_spare_gpu_falls_back_to_replace_and_completes(
+        cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator) -> None:
+    """The surge pod stays unschedulable for surgeTimeoutSeconds (3 s): Auto replaces in place."""
+    await start_operator()
+    await roll_out_on_full_nodes(cluster, kubectl, "Auto")
+    assert primary_strategy(cluster) == "Replace"
+    header, row = (await kubectl("get", "dsd", "chat", "-o", "wide")).splitlines()
+    assert header.split()[-1] == "STRATEGY" and row.split()[-1] == "Replace", (header, row)
+    events = [e for e in cluster.objects("v1/events", "default") if e.get("reason") == "SurgeFallback"]
+    assert events and "no free GPU for a surge pod after 3s" in events[0]["message"], events
+
+
+async def test_auto_with_a_spare_gpu_surges_and_never_drops_to_zero_ready(
+        cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator) -> None:
+    """One replica of 8 GPUs, a second node free: the new pod is Ready before the old one goes."""
+    await start_operator()
+    await kubectl("apply", "-f", "-", stdin=manifest(replicas=1, gpus=8))
+    await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=60s")
+    seen: list[int] = []
+
+    def ready_pods() -> int:
+        return sum(condition(p, "Ready").get("status") == "True" and not p["metadata"].get("deletionTimestamp")
+                   for p in cluster.objects("pods", "default", OWNED))
+
+    def done() -> bool:
+        seen.append(ready_pods())  # sampled every 10 ms through the whole rollout
+        obj = current(cluster)
+        return bool(obj and obj["status"].get("image") == V2 and condition(obj, "Ready").get("status") == "True")
+
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p", json.dumps({"spec": {"image": V2}}))
+    await eventually(done, timeout=60, interval=0.01, what="the surge rollout complete")
+    assert min(seen) >= 1, f"a moment with no ready replica: {seen}"
+    assert primary_strategy(cluster) == "Surge"
+
+
+async def test_a_one_replica_replace_says_it_causes_downtime_before_it_starts(
+        cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator) -> None:
+    await start_operator()
+    await kubectl("apply", "-f", "-", stdin=manifest(replicas=1, strategy="Replace"))
+    await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=60s")
+    # A new image that never becomes Ready keeps the rollout (and its condition) in progress.
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p", json.dumps({"spec": {"image": f"{V2}-never-ready"}}))
+    obj = await eventually(lambda: (o := current(cluster)) and condition(o, "Progressing").get("reason")
+                           == "RollingOut" and o, timeout=30, what="Progressing RollingOut")
+    assert "serves nothing meanwhile" in condition(obj, "Progressing")["message"], condition(obj, "Progressing")
 
 
 async def test_delete_with_the_operator_stopped_completes_and_children_are_collected(

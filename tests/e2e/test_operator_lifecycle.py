@@ -17,7 +17,7 @@ metadata: {name: chat}
 spec:
   image: registry.example.com/deepseek-worker:1.0.0
   replicas: 2
-  model: {id: deepseek-ai/DeepSeek-R1-Distill-Qwen-7B}
+  model: {id: deepseek-ai/DeepSeek-R1-Distill-Qwen-7B, loadTimeoutSeconds: 60}
   resources: {gpus: 2, cpu: "8", memory: 64Gi, shmSize: 16Gi}
   scheduling:
     nodeSelector: {nvidia.com/gpu.present: "true"}

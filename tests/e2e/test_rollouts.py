@@ -30,15 +30,16 @@ KINDS = {**FATAL, "ProgressDeadlineExceeded": DEADLINE}
 
 
 def manifest(image: str = V1, replicas: int = 2, gpus: int = 1, auto_rollback: bool = True,
-             max_surge: int = 0, max_unavailable: int = 1) -> str:
+             max_surge: int = 0, max_unavailable: int = 1, strategy: str = "Auto") -> str:
     """The resource as JSON (kubectl apply takes JSON as YAML)."""
     return json.dumps({
         "apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment", "metadata": {"name": "chat"},
         "spec": {
-            "image": image, "replicas": replicas, "model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"},
+            "image": image, "replicas": replicas,
+            "model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "loadTimeoutSeconds": 10},
             "resources": {"gpus": gpus, "cpu": "8", "memory": "64Gi", "shmSize": "16Gi"},
-            "rollout": {"maxSurge": max_surge, "maxUnavailable": max_unavailable, "progressDeadlineSeconds": 10,
-                        "autoRollback": auto_rollback},
+            "rollout": {"strategy": strategy, "maxSurge": max_surge, "maxUnavailable": max_unavailable,
+                        "progressDeadlineSeconds": 10, "autoRollback": auto_rollback},
         },
     })
 
@@ -195,7 +196,7 @@ async def test_failed_rollout_without_auto_rollback_stays_degraded(
 async def test_unschedulable_waits_for_the_progress_deadline_then_rolls_back(
         cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator) -> None:
     # Two pods of 8 GPUs fill the sandbox's two 8-GPU nodes; maxSurge 1 needs a third node.
-    operator = await start_ready(cluster, kubectl, start_operator, gpus=8, max_surge=1, max_unavailable=0)
+    operator = await start_ready(cluster, kubectl, start_operator, gpus=8, strategy="Surge")
     await set_image(kubectl, V2)
 
     obj = await eventually(lambda: (o := current(cluster)) and condition(o, "Ready").get("reason") == "Unschedulable"

@@ -18,7 +18,7 @@ def spec_with_canary() -> DeepSeekDeploymentSpec:
     return parse_spec(
         {
             "image": "img:1",
-            "model": {"id": "m"},
+            "model": {"id": "m", "loadTimeoutSeconds": 600},
             "variants": [{"name": "canary", "weight": 10}],
             "serving": {"requestTimeoutSeconds": 60},
             "rollout": {"progressDeadlineSeconds": 600},

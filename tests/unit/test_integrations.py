@@ -10,7 +10,10 @@ from deepseek_operator.api import parse_spec
 from deepseek_operator.integrations import integration_conditions
 from deepseek_operator.render.common import Capabilities
 
-BASE: dict[str, Any] = {"image": "w:1", "model": {"id": "m"}}
+# The ingress and monitoring cases leave the NetworkPolicy out; its own cases come last.
+BASE: dict[str, Any] = {"image": "w:1", "model": {"id": "m"}, "networkPolicy": {"enabled": False}}
+EDGE = {"kubernetes.io/metadata.name": "ingress-nginx"}
+PROMETHEUS = {"kubernetes.io/metadata.name": "monitoring"}
 GATEWAY = {"provider": "gateway-api", "host": "h", "gateway": {"parentRefs": [{"name": "public"}]}}
 NGINX = {"provider": "ingress-nginx", "host": "h", "className": "nginx"}
 NO_MONITORING = {"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False}}
@@ -34,6 +37,28 @@ CASES = [
      [("IngressReady", True, "Configured")]),
     ("ingress classes unreadable (RBAC): not reported missing", {"ingress": NGINX, "monitoring": NO_MONITORING},
      Capabilities(ingress_classes=None), [("IngressReady", True, "Configured")]),
+    # spec.networkPolicy (default on): False when the spec needs a namespace the policy does not admit.
+    ("network policy on, nothing else: same namespace only", {"monitoring": NO_MONITORING, "networkPolicy": {}},
+     NONE, [("NetworkPolicyReady", True, "Configured")]),
+    ("ingress but no ingress namespace allowed",
+     {"ingress": NGINX, "monitoring": NO_MONITORING, "networkPolicy": {}}, ALL,
+     [("IngressReady", True, "Configured"), ("NetworkPolicyReady", False, "IngressNamespaceNotAllowed")]),
+    ("ingress namespace allowed",
+     {"ingress": NGINX, "monitoring": NO_MONITORING, "networkPolicy": {"ingressNamespaceSelector": EDGE}}, ALL,
+     [("IngressReady", True, "Configured"), ("NetworkPolicyReady", True, "Configured")]),
+    ("ServiceMonitor applied but Prometheus not allowed", {"networkPolicy": {}}, ALL,
+     [("MonitoringReady", True, "Configured"), ("NetworkPolicyReady", False, "MonitoringNamespaceNotAllowed")]),
+    ("no ServiceMonitor API: nothing to scrape, nothing blocked", {"networkPolicy": {}}, NONE,
+     [("MonitoringReady", False, "PrometheusOperatorMissing"), ("NetworkPolicyReady", True, "Configured")]),
+    ("both blocked: the ingress is named first",
+     {"ingress": GATEWAY, "networkPolicy": {"monitoringNamespaceSelector": {}}}, ALL,
+     [("IngressReady", True, "Configured"), ("MonitoringReady", True, "Configured"),
+      ("NetworkPolicyReady", False, "IngressNamespaceNotAllowed")]),
+    ("both allowed",
+     {"ingress": GATEWAY,
+      "networkPolicy": {"ingressNamespaceSelector": EDGE, "monitoringNamespaceSelector": PROMETHEUS}},
+     ALL, [("IngressReady", True, "Configured"), ("MonitoringReady", True, "Configured"),
+           ("NetworkPolicyReady", True, "Configured")]),
 ]
 
 
@@ -43,3 +68,22 @@ def test_integration_conditions(extra: dict[str, Any], caps: Capabilities,
     got = integration_conditions(parse_spec({**BASE, **extra}), caps)
     assert [(t, ok, reason) for t, ok, reason, _ in got] == expected
     assert all(message for *_, message in got)
+
+
+def test_network_policy_condition_says_whom_it_admits() -> None:
+    spec = parse_spec({**BASE, "ingress": GATEWAY, "variants": [{"name": "pvc", "model": {"source": {
+        "pvc": {"claimName": "m"}}}}], "networkPolicy": {"ingressNamespaceSelector": EDGE,
+                                                         "monitoringNamespaceSelector": PROMETHEUS}})
+    ((_, ok, reason, message),) = [c for c in integration_conditions(spec, ALL) if c[0] == "NetworkPolicyReady"]
+    assert (ok, reason) == (True, "Configured")
+    assert message == ("default-deny; API port from this namespace and namespaces "
+                       "kubernetes.io/metadata.name=ingress-nginx; metrics scrapes from namespaces "
+                       "kubernetes.io/metadata.name=monitoring; egress: DNS and TCP 443 for primary (huggingFace) only")
+
+
+def test_both_gaps_are_in_the_message() -> None:
+    spec = parse_spec({**BASE, "ingress": NGINX, "networkPolicy": {}})
+    ((_, ok, _, message),) = [c for c in integration_conditions(spec, ALL) if c[0] == "NetworkPolicyReady"]
+    assert not ok
+    assert "spec.networkPolicy.ingressNamespaceSelector is empty" in message
+    assert "spec.networkPolicy.monitoringNamespaceSelector is empty" in message

@@ -1,7 +1,14 @@
-"""Table tests of render/network_policy.py, validated with kubernetes-validate --strict."""
+"""Table tests of render/network_policy.py: kubernetes-validate --strict, and the real apiserver.
+
+Every case's policies are also sent to the real kube-apiserver (tests/real_cluster.py, `make cluster`)
+as a server-side dry run in a namespace of this module's own: it must accept them and return them
+unchanged (no defaults added, so the operator's apply of them is idle on the next reconcile).
+"""
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,69 +17,142 @@ from upstream_crds import kube_validate
 from deepseek_operator.api import parse_spec
 from deepseek_operator.render.common import Owner
 from deepseek_operator.render.network_policy import render_network_policy
+from tests.real_cluster import RealCluster
 
 OWNER = Owner(name="chat", namespace="llm", uid="uid-1")
 INGRESS_NS = {"kubernetes.io/metadata.name": "ingress-nginx"}
 MONITORING_NS = {"kubernetes.io/metadata.name": "monitoring"}
 SAME_NAMESPACE: dict[str, Any] = {"podSelector": {}}
+API_PORT = [{"protocol": "TCP", "port": 8000}]
+DNS = {
+    "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+}
+HUB = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}],
+       "ports": [{"protocol": "TCP", "port": 443}]}
+PVC = {"pvc": {"claimName": "models"}}
+HF_TOKEN = {"huggingFace": {"tokenSecretRef": {"name": "hf"}}}
 
 
-def _render(policy: dict[str, Any] | None) -> list[dict[str, Any]]:
-    raw: dict[str, Any] = {"image": "img:1", "model": {"id": "m"}}
-    if policy is not None:
-        raw["networkPolicy"] = policy
+def _render(extra: dict[str, Any]) -> list[dict[str, Any]]:
+    raw: dict[str, Any] = {"image": "img:1", "model": {"id": "m"}, **extra}
     return render_network_policy(OWNER, parse_spec(raw))
 
 
-# name -> (spec.networkPolicy, expected `from` peers, or None for no policy)
-CASES = {
-    "omitted: no policy": (None, None),
-    "disabled: no policy": ({"enabled": False, "ingressNamespaceSelector": INGRESS_NS}, None),
-    "enabled, no selectors: same namespace only": ({"enabled": True}, [SAME_NAMESPACE]),
+def _by_name(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objs}
+
+
+# name -> (spec fields, expected ingress rules of the default-deny policy or None for no policies,
+#          variants allowed to the model hub or None for no hub policy)
+CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]] | None, list[str] | None]] = {
+    "omitted: on by default, same namespace only, hub egress": (
+        {}, [{"from": [SAME_NAMESPACE], "ports": API_PORT}], ["primary"]),
+    "disabled: no policy at all": (
+        {"networkPolicy": {"enabled": False, "ingressNamespaceSelector": INGRESS_NS}}, None, None),
     "ingress and monitoring namespaces": (
-        {"enabled": True, "ingressNamespaceSelector": INGRESS_NS, "monitoringNamespaceSelector": MONITORING_NS},
-        [
-            {"namespaceSelector": {"matchLabels": INGRESS_NS}},
-            {"namespaceSelector": {"matchLabels": MONITORING_NS}},
-            SAME_NAMESPACE,
-        ],
-    ),
+        {"networkPolicy": {"ingressNamespaceSelector": INGRESS_NS, "monitoringNamespaceSelector": MONITORING_NS}},
+        [{"from": [{"namespaceSelector": {"matchLabels": INGRESS_NS}}, SAME_NAMESPACE], "ports": API_PORT},
+         {"from": [{"namespaceSelector": {"matchLabels": MONITORING_NS}}], "ports": API_PORT}],
+        ["primary"]),
     "monitoring only: empty ingress selector is omitted, never match-all": (
-        {"enabled": True, "monitoringNamespaceSelector": MONITORING_NS},
-        [{"namespaceSelector": {"matchLabels": MONITORING_NS}}, SAME_NAMESPACE],
-    ),
+        {"networkPolicy": {"enabled": True, "monitoringNamespaceSelector": MONITORING_NS}},
+        [{"from": [SAME_NAMESPACE], "ports": API_PORT},
+         {"from": [{"namespaceSelector": {"matchLabels": MONITORING_NS}}], "ports": API_PORT}],
+        ["primary"]),
+    "pvc source: no egress beyond DNS": (
+        {"model": {"id": "m", "source": PVC}}, [{"from": [SAME_NAMESPACE], "ports": API_PORT}], None),
+    "pvc primary, hub canary: only the canary may download": (
+        {"model": {"id": "m", "source": PVC},
+         "variants": [{"name": "canary", "model": {"source": HF_TOKEN}}, {"name": "pvc2"}]},
+        [{"from": [SAME_NAMESPACE], "ports": API_PORT}], ["canary"]),
+    "hub primary, canaries inherit it, one on a pvc": (
+        {"variants": [{"name": "a"}, {"name": "b", "model": {"source": PVC}}]},
+        [{"from": [SAME_NAMESPACE], "ports": API_PORT}], ["primary", "a"]),
 }
 
 
-@pytest.mark.parametrize("policy,expected_peers", list(CASES.values()), ids=list(CASES))
-def test_network_policy(policy: dict[str, Any] | None, expected_peers: list[dict[str, Any]] | None) -> None:
-    objs = _render(policy)
-    if expected_peers is None:
+@pytest.mark.parametrize(("extra", "ingress", "downloading"), list(CASES.values()), ids=list(CASES))
+def test_network_policy(extra: dict[str, Any], ingress: list[dict[str, Any]] | None,
+                        downloading: list[str] | None) -> None:
+    objs = _render(extra)
+    if ingress is None:
         assert objs == []
         return
-    (obj,) = objs
-    kube_validate(obj)
-    assert obj["metadata"]["name"] == "chat"
-    assert obj["metadata"]["namespace"] == "llm"
-    assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
-    assert obj["spec"]["podSelector"] == {"matchLabels": {"deepseek.ai/deployment": "chat"}}
-    assert obj["spec"]["policyTypes"] == ["Ingress"]
-    (rule,) = obj["spec"]["ingress"]
-    assert rule["ports"] == [{"protocol": "TCP", "port": 8000}]
-    assert rule["from"] == expected_peers
+    for obj in objs:
+        kube_validate(obj)
+        assert obj["metadata"]["namespace"] == "llm"
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+        assert obj["metadata"]["labels"]["app.kubernetes.io/component"] == "network-policy"
+    policies = _by_name(objs)
+    assert sorted(policies) == sorted(["chat"] + (["chat-model-hub"] if downloading else []))
+    deny = policies["chat"]["spec"]
+    assert deny["podSelector"] == {"matchLabels": {"deepseek.ai/deployment": "chat"}}, "every variant's pods"
+    assert deny["policyTypes"] == ["Ingress", "Egress"], "default-deny both ways"
+    assert deny["ingress"] == ingress
+    assert deny["egress"] == [DNS], "DNS only (the hub policy adds 443 where needed)"
+    if downloading:
+        hub = policies["chat-model-hub"]["spec"]
+        assert hub["podSelector"] == {
+            "matchLabels": {"deepseek.ai/deployment": "chat"},
+            "matchExpressions": [{"key": "deepseek.ai/variant", "operator": "In", "values": downloading}]}
+        assert hub["policyTypes"] == ["Egress"], "adds egress only: ingress stays as the default-deny policy says"
+        assert hub["egress"] == [HUB]
+        assert "ingress" not in hub
 
 
 def test_no_empty_namespace_selector_ever() -> None:
-    """An empty namespaceSelector matches every namespace: it would switch the policy off."""
-    (obj,) = _render({"enabled": True, "ingressNamespaceSelector": {}, "monitoringNamespaceSelector": {}})
-    for peer in obj["spec"]["ingress"][0]["from"]:
-        assert peer.get("namespaceSelector", {"matchLabels": {"x": "y"}})["matchLabels"]
+    """An empty namespaceSelector matches every namespace: it would open the port to the whole cluster."""
+    objs = _render({"networkPolicy": {"enabled": True, "ingressNamespaceSelector": {},
+                                      "monitoringNamespaceSelector": {}}})
+    for obj in objs:
+        for rule in obj["spec"].get("ingress", []) + obj["spec"].get("egress", []):
+            for peer in rule.get("from", []) + rule.get("to", []):
+                if "namespaceSelector" in peer:
+                    assert peer["namespaceSelector"]["matchLabels"], peer
+
+
+def test_only_the_api_port_is_ever_open_for_ingress() -> None:
+    """The worker has one port (8000: API, health, /metrics); nothing else is reachable."""
+    objs = _render({"networkPolicy": {"ingressNamespaceSelector": INGRESS_NS,
+                                      "monitoringNamespaceSelector": MONITORING_NS}})
+    ports = [p for o in objs for rule in o["spec"].get("ingress", []) for p in rule["ports"]]
+    assert ports and all(p == {"protocol": "TCP", "port": 8000} for p in ports)
 
 
 def test_selectors_are_copied_not_shared() -> None:
-    spec = parse_spec(
-        {"image": "i", "model": {"id": "m"}, "networkPolicy": {"enabled": True, "ingressNamespaceSelector": INGRESS_NS}}
-    )
-    (obj,) = render_network_policy(OWNER, spec)
-    obj["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["x"] = "y"
+    spec = parse_spec({"image": "i", "model": {"id": "m"}, "networkPolicy": {"ingressNamespaceSelector": INGRESS_NS}})
+    first = render_network_policy(OWNER, spec)
+    first[0]["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["x"] = "y"
+    first[0]["spec"]["egress"][0]["to"][0]["podSelector"]["matchLabels"]["x"] = "y"
+    first[1]["spec"]["egress"][0]["to"].clear()
     assert spec.network_policy.ingress_namespace_selector == INGRESS_NS
+    assert render_network_policy(OWNER, spec)[0]["spec"]["egress"] == [DNS]
+    assert render_network_policy(OWNER, spec)[1]["spec"]["egress"] == [HUB]
+
+
+# -- the real apiserver ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def namespace(real_cluster: RealCluster) -> Iterator[str]:
+    """A namespace of this module's own (a fresh name: a deleted one may still be terminating)."""
+    name = f"netpol-render-{secrets.token_hex(3)}"
+    created = real_cluster.http.post("/api/v1/namespaces",
+                                     json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    assert created.status_code == 201, created.text
+    yield name
+    real_cluster.http.delete(f"/api/v1/namespaces/{name}")
+
+
+@pytest.mark.parametrize("extra", [c[0] for c in CASES.values() if c[1] is not None],
+                         ids=[name for name, c in CASES.items() if c[1] is not None])
+def test_the_real_apiserver_accepts_the_policies_unchanged(real_cluster: RealCluster, namespace: str,
+                                                           extra: dict[str, Any]) -> None:
+    path = real_cluster.resource("networkpolicies.networking.k8s.io").path(namespace)
+    for obj in _render(extra):
+        obj["metadata"]["namespace"] = namespace
+        # A dry run admits an ownerReference to a missing owner; the garbage collector never sees it.
+        response = real_cluster.http.post(path, json=obj, params={"dryRun": "All", "fieldValidation": "Strict"})
+        assert response.status_code == 201, response.text
+        assert "warning" not in response.headers, response.headers["warning"]
+        assert response.json()["spec"] == obj["spec"], "the apiserver added defaults: the next apply would write"

@@ -106,12 +106,43 @@ def test_probes_allow_slow_model_loads_and_grace_covers_drain() -> None:
     out = render_workload(OWNER, spec(serving={"requestTimeoutSeconds": 120}))
     c = container(out)
     startup = c["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 1800
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 1800, "model.loadTimeoutSeconds default"
+    assert startup["httpGet"]["path"] == "/health/ready", "liveness answers 200 while the model loads"
     assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
     grace = by_name(out, "Deployment", "chat-primary")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert env(out)["DEEPSEEK_DRAIN_TIMEOUT_SECONDS"] == "120"
     assert grace > 120 + c["lifecycle"]["preStop"]["sleep"]["seconds"]
+
+
+# name -> (spec.model.loadTimeoutSeconds, failureThreshold of the 10 s startup probe)
+LOAD_BUDGETS = {"default 30 min": (None, 180), "minimum": (10, 1), "not a multiple of the period": (95, 10),
+                "a day for a 600 GB download": (86400, 8640)}
+
+
+@pytest.mark.parametrize(("budget", "threshold"), list(LOAD_BUDGETS.values()), ids=list(LOAD_BUDGETS))
+def test_startup_probe_allows_exactly_the_model_load_budget(budget: int | None, threshold: int) -> None:
+    """periodSeconds * failureThreshold covers model.loadTimeoutSeconds, by less than one period."""
+    model = {**BASE["model"], **({"loadTimeoutSeconds": budget} if budget else {})}
+    startup = container(render_workload(OWNER, spec(model=model, rollout={"progressDeadlineSeconds": 86400})))[
+        "startupProbe"]
+    assert (startup["periodSeconds"], startup["failureThreshold"]) == (10, threshold)
+    allowed = startup["periodSeconds"] * startup["failureThreshold"]
+    assert (budget or 1800) <= allowed < (budget or 1800) + startup["periodSeconds"]
+
+
+def test_each_variant_gets_its_own_load_budget() -> None:
+    out = render_workload(OWNER, spec(model={**BASE["model"], "loadTimeoutSeconds": 300},
+                                      rollout={"progressDeadlineSeconds": 3600},
+                                      variants=[{"name": "big", "model": {"loadTimeoutSeconds": 3600}},
+                                                {"name": "same"}]))
+    thresholds = {name: container(out, f"chat-{name}")["startupProbe"]["failureThreshold"]
+                  for name in ("primary", "big", "same")}
+    assert thresholds == {"primary": 30, "big": 360, "same": 30}
+    for name in ("primary", "big", "same"):
+        dep = by_name(out, "Deployment", f"chat-{name}")
+        assert dep["spec"]["progressDeadlineSeconds"] == 3600
+        kube_validate(dep)
 
 
 def test_pvc_source_mounts_claim_read_only_and_points_worker_at_it() -> None:
@@ -163,7 +194,8 @@ def test_image_override_is_what_rollback_uses() -> None:
 
 
 def test_rollout_strategy_from_spec() -> None:
-    dep = by_name(render_workload(OWNER, spec(rollout={"maxSurge": 1, "maxUnavailable": 0,
+    dep = by_name(render_workload(OWNER, spec(model={**BASE["model"], "loadTimeoutSeconds": 600},
+                                              rollout={"maxSurge": 1, "maxUnavailable": 0,
                                                        "progressDeadlineSeconds": 600})),
                   "Deployment", "chat-primary")
     assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}

@@ -23,15 +23,22 @@ from deepseek_operator.render.common import (
     variant_service_name,
 )
 from deepseek_operator.render.worker_env import AUTH_MOUNT, CACHE_MOUNT, MODEL_MOUNT, worker_env
+from deepseek_operator.strategy import Strategy, rolling_update
 
 WORKER_UID = 10001
 # Time the endpoints controller and ingress need to stop sending new requests before SIGTERM.
 PRESTOP_SLEEP_SECONDS = 5
 # The worker drains in-flight requests for at most this long after SIGTERM.
 MAX_DRAIN_SECONDS = 300
-# Model downloads and loads can take long: allow up to 30 min before liveness applies.
+# Model downloads and loads can take long: the startup probe allows model.loadTimeoutSeconds (default
+# 30 min) before the worker is restarted and liveness applies; the CRD makes
+# rollout.progressDeadlineSeconds at least as long.
 STARTUP_PERIOD_SECONDS = 10
-STARTUP_FAILURE_THRESHOLD = 180
+
+
+def startup_failure_threshold(load_timeout_seconds: int) -> int:
+    """Startup probe failures allowed: period * threshold covers the load budget (by less than a period)."""
+    return max(1, -(-load_timeout_seconds // STARTUP_PERIOD_SECONDS))
 
 
 def drain_seconds(spec: DeepSeekDeploymentSpec) -> int:
@@ -40,14 +47,21 @@ def drain_seconds(spec: DeepSeekDeploymentSpec) -> int:
 
 
 def render_workload(
-    owner: Owner, spec: DeepSeekDeploymentSpec, images: dict[str, str] | None = None
+    owner: Owner, spec: DeepSeekDeploymentSpec, images: dict[str, str] | None = None,
+    strategies: dict[str, Strategy] | None = None,
 ) -> list[dict[str, Any]]:
-    """Deployment, Service and PodDisruptionBudget of every variant and the stable Service, in order."""
+    """Deployment, Service and PodDisruptionBudget of every variant and the stable Service, in order.
+
+    `images` and `strategies` override, per variant, the spec's image (a rollback) and the rolling
+    update (strategy.py: Auto's choice); without them: the spec's image, Surge unless Replace is asked.
+    """
     images = images or {}
+    strategies = strategies or {}
     children: list[dict[str, Any]] = []
     for variant in resolve_variants(spec):
         image = images.get(variant.name, variant.image)
-        children.append(render_deployment(owner, spec, variant, image))
+        chosen = strategies.get(variant.name) or ("Replace" if spec.rollout.strategy == "Replace" else "Surge")
+        children.append(render_deployment(owner, spec, variant, image, chosen))
         children.append(render_variant_service(owner, variant.name))
         children.append(render_disruption_budget(owner, variant.name))
     children.append(render_stable_service(owner))
@@ -55,9 +69,10 @@ def render_workload(
 
 
 def render_deployment(
-    owner: Owner, spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, image: str
+    owner: Owner, spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, image: str,
+    strategy: Strategy = "Surge",
 ) -> dict[str, Any]:
-    """The worker Deployment of one variant."""
+    """The worker Deployment of one variant, rolled out with `strategy` (strategy.rolling_update)."""
     rollout = spec.rollout
     return {
         "apiVersion": "apps/v1",
@@ -68,7 +83,7 @@ def render_deployment(
             "selector": {"matchLabels": selector_labels(owner, variant.name)},
             "strategy": {
                 "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": rollout.max_surge, "maxUnavailable": rollout.max_unavailable},
+                "rollingUpdate": rolling_update(strategy, rollout.max_surge, rollout.max_unavailable),
             },
             "progressDeadlineSeconds": rollout.progress_deadline_seconds,
             "revisionHistoryLimit": 3,
@@ -115,7 +130,11 @@ def render_container(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, ima
         "env": worker_env(spec, variant, drain_seconds(spec)),
         "ports": [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "resources": {"requests": dict(limits), "limits": limits},
-        "startupProbe": _probe("/health/live", STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD),
+        # /health/ready, not /health/live: the worker's port (and liveness) answers at once while the
+        # model loads in the background, so only readiness tells a finished load. A worker not ready
+        # within model.loadTimeoutSeconds is restarted; afterwards liveness and readiness take over.
+        "startupProbe": _probe("/health/ready", STARTUP_PERIOD_SECONDS,
+                               startup_failure_threshold(variant.model.load_timeout_seconds)),
         "readinessProbe": _probe("/health/ready", 5, 3),
         "livenessProbe": _probe("/health/live", 10, 6),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
