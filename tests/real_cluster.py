@@ -12,10 +12,13 @@ API server here, so a few milliseconds of blocking cannot stall the cluster or t
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import pathlib
+import secrets
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +132,18 @@ class RealCluster:
         response = self.http.patch(self.resource("pods").path(namespace, name), json=patch,
                                    headers={"Content-Type": "application/merge-patch+json"})
         response.raise_for_status()
+
+    @contextlib.contextmanager
+    def scratch_namespace(self, prefix: str) -> Iterator[str]:
+        """A namespace of its own for a test module (a fresh name: a deleted one may still terminate)."""
+        name = f"{prefix}-{secrets.token_hex(3)}"
+        created = self.http.post("/api/v1/namespaces",
+                                 json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        assert created.status_code == 201, created.text
+        try:
+            yield name
+        finally:
+            self.http.delete(f"/api/v1/namespaces/{name}")
 
     def stats(self) -> WriteStats:
         """The operator's writes since `reset_stats()`, from the audit log."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -37,13 +36,9 @@ COLUMNS = ["READY", "IMAGE", "MODEL", "STATUS", "URL", "AGE", "STRATEGY"]  # STR
 
 @pytest.fixture(scope="module")
 def namespace(real_cluster: RealCluster) -> Iterator[str]:
-    """A namespace of this module's own (a fresh name: a deleted one may still be terminating)."""
-    name = f"crd-cases-{secrets.token_hex(3)}"
-    created = real_cluster.http.post("/api/v1/namespaces",
-                                     json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    assert created.status_code == 201, created.text
-    yield name
-    real_cluster.http.delete(f"/api/v1/namespaces/{name}")
+    """A namespace of this module's own."""
+    with real_cluster.scratch_namespace("crd-cases") as name:
+        yield name
 
 
 def _build(case: Invalid, namespace: str) -> dict[str, Any]:

@@ -218,6 +218,19 @@ async def start_operator(cluster: Cluster, tmp_path: pathlib.Path) -> AsyncItera
         op.check_clean_exit()
 
 
+def dsd(sb: Cluster, name: str = "chat") -> dict[str, Any]:
+    """The DeepSeekDeployment `name` in `default` ({} when absent)."""
+    return sb.get("dsd", "default", name) or {}
+
+
+def current(sb: Cluster, name: str = "chat") -> dict[str, Any] | None:
+    """The resource when its status describes its current generation."""
+    obj = dsd(sb, name)
+    if obj and obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]:
+        return obj
+    return None
+
+
 def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
     for cond in obj.get("status", {}).get("conditions", []):
         if cond["type"] == ctype:

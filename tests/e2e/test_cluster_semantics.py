@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Cluster, Kubectl, StartOperator, condition, eventually
+from tests.e2e.conftest import Cluster, Kubectl, StartOperator, condition, current, dsd, eventually
 
 REG = "registry.example.com/deepseek-worker"
 V1, V2 = f"{REG}:1.0.0", f"{REG}:2.0.0"
@@ -34,16 +34,6 @@ def manifest(image: str = V1, replicas: int = 1, gpus: int = 1, max_surge: int =
         },
     })
 
-
-def dsd(sb: Cluster) -> dict[str, Any]:
-    return sb.get("dsd", "default", "chat") or {}
-
-
-def current(sb: Cluster) -> dict[str, Any] | None:
-    obj = dsd(sb)
-    if obj and obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]:
-        return obj
-    return None
 
 
 def gpus_in_use(sb: Cluster) -> dict[str, int]:

@@ -11,7 +11,18 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ROOT, Cluster, Kubectl, Operator, StartOperator, condition, eventually, warnings
+from tests.e2e.conftest import (
+    ROOT,
+    Cluster,
+    Kubectl,
+    Operator,
+    StartOperator,
+    condition,
+    current,
+    dsd,
+    eventually,
+    warnings,
+)
 
 REG = "registry.example.com/deepseek-worker"
 V1, V2, V3 = f"{REG}:1.0.0", f"{REG}:2.0.0", f"{REG}:3.0.0"
@@ -43,17 +54,6 @@ def manifest(image: str = V1, replicas: int = 2, gpus: int = 1, auto_rollback: b
         },
     })
 
-
-def dsd(sb: Cluster) -> dict[str, Any]:
-    return sb.get("dsd", "default", "chat") or {}
-
-
-def current(sb: Cluster) -> dict[str, Any] | None:
-    """The resource when its status describes its current generation."""
-    obj = dsd(sb)
-    if obj and obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]:
-        return obj
-    return None
 
 
 def is_ready(pod: dict[str, Any]) -> bool:

@@ -7,7 +7,6 @@ unchanged (no defaults added, so the operator's apply of them is idle on the nex
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -135,13 +134,9 @@ def test_selectors_are_copied_not_shared() -> None:
 # -- the real apiserver ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def namespace(real_cluster: RealCluster) -> Iterator[str]:
-    """A namespace of this module's own (a fresh name: a deleted one may still be terminating)."""
-    name = f"netpol-render-{secrets.token_hex(3)}"
-    created = real_cluster.http.post("/api/v1/namespaces",
-                                     json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    assert created.status_code == 201, created.text
-    yield name
-    real_cluster.http.delete(f"/api/v1/namespaces/{name}")
+    """A namespace of this module's own."""
+    with real_cluster.scratch_namespace("netpol-render") as name:
+        yield name
 
 
 @pytest.mark.parametrize("extra", [c[0] for c in CASES.values() if c[1] is not None],
