@@ -88,17 +88,30 @@ def _serving(what: str, argv: list[str], log: Path, ready_path: str, port: int, 
 
 
 @pytest.fixture(scope="module")
-def worker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def worker_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(API URL, metrics-only URL) of a real worker started as the operator starts it (--metrics-port)."""
     if importlib.util.find_spec("deepseek_worker.cli") is None:
         pytest.skip("the worker package (deepseek_worker.cli) is not installed yet")
     exe = Path(sys.executable).parent / "deepseek-worker"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "deepseek_worker.cli"]
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    argv = [*cmd, "--model", "tiny", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    argv = [*cmd, "--model", "tiny", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+            "--metrics-port", str(metrics_port)]
     with _serving("the worker to become ready", argv, log, "/health/ready", port, 180, env) as url:
-        yield url
+        yield url, f"http://127.0.0.1:{metrics_port}"
+
+
+@pytest.fixture(scope="module")
+def worker_url(worker_urls: tuple[str, str]) -> str:
+    return worker_urls[0]
+
+
+@pytest.fixture(scope="module")
+def metrics_url(worker_urls: tuple[str, str]) -> str:
+    """What the ServiceMonitor scrapes: the `metrics` port (docs/security.md: Prometheus only)."""
+    return worker_urls[1]
 
 
 def _scrape_config(worker: str) -> dict[str, Any]:
@@ -131,7 +144,7 @@ def _scrape_config(worker: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(worker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def prometheus(metrics_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = shutil.which("prometheus") or "/usr/bin/prometheus"
     if not Path(binary).is_file():
         pytest.skip("prometheus not installed (tools/install-apt.sh installs Debian's prometheus package)")
@@ -140,7 +153,7 @@ def prometheus(worker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(work / "rules.yaml")],
-        "scrape_configs": [_scrape_config(worker_url)],
+        "scrape_configs": [_scrape_config(metrics_url)],
     }
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = _free_port()
@@ -191,6 +204,20 @@ def test_worker_exports_every_contract_metric(worker_url: str, traffic: None) ->
     # requests, so the route/code-labelled series exist too.
     expected = {f"{m}_count" if m.endswith("_seconds") else m for m in WORKER_METRICS - gpu}
     assert not expected - exported, f"the worker does not export {sorted(expected - exported)}"
+
+
+def test_the_metrics_port_serves_the_metrics_and_nothing_else(worker_url: str, metrics_url: str,
+                                                              traffic: None) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def names(url: str) -> set[str]:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        return {family.name for family in text_string_to_metric_families(text)}
+
+    assert names(metrics_url) == names(worker_url)
+    # prometheus-client's server answers every path with the exposition: no API route lives there.
+    other = httpx.get(f"{metrics_url}/v1/models", timeout=10)
+    assert other.headers["content-type"].startswith("text/plain") and '"object"' not in other.text
 
 
 def test_p99_latency_from_a_real_scrape(prometheus: str, traffic: None) -> None:

@@ -72,7 +72,7 @@ def test_service_monitor_shape() -> None:
     }
     assert sm["spec"]["namespaceSelector"] == {"matchNames": ["llm"]}
     (endpoint,) = sm["spec"]["endpoints"]
-    assert endpoint["port"] == "http"
+    assert endpoint["port"] == "metrics"  # the worker's metrics-only listener (NetworkPolicy: Prometheus only)
     assert endpoint["path"] == "/metrics"
     assert endpoint["interval"] == "15s"
     assert {(r["sourceLabels"][0], r["targetLabel"]) for r in endpoint["relabelings"]} == {
@@ -96,7 +96,7 @@ def test_selector_matches_variant_services_not_the_stable_one() -> None:
     assert selected(render_variant_service(OWNER, "primary"))
     assert selected(render_variant_service(OWNER, "canary"))
     assert not selected(render_stable_service(OWNER))
-    assert render_variant_service(OWNER, "primary")["spec"]["ports"][0]["name"] == "http"
+    assert [p["name"] for p in render_variant_service(OWNER, "primary")["spec"]["ports"]] == ["http", "metrics"]
 
 
 def test_prometheus_rule_carries_user_labels() -> None:

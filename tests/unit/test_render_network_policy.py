@@ -23,6 +23,7 @@ INGRESS_NS = {"kubernetes.io/metadata.name": "ingress-nginx"}
 MONITORING_NS = {"kubernetes.io/metadata.name": "monitoring"}
 SAME_NAMESPACE: dict[str, Any] = {"podSelector": {}}
 API_PORT = [{"protocol": "TCP", "port": 8000}]
+METRICS_PORT = [{"protocol": "TCP", "port": 9090}]
 DNS = {
     "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
             "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
@@ -53,12 +54,12 @@ CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]] | None, list[str] | 
     "ingress and monitoring namespaces": (
         {"networkPolicy": {"ingressNamespaceSelector": INGRESS_NS, "monitoringNamespaceSelector": MONITORING_NS}},
         [{"from": [{"namespaceSelector": {"matchLabels": INGRESS_NS}}, SAME_NAMESPACE], "ports": API_PORT},
-         {"from": [{"namespaceSelector": {"matchLabels": MONITORING_NS}}], "ports": API_PORT}],
+         {"from": [{"namespaceSelector": {"matchLabels": MONITORING_NS}}], "ports": METRICS_PORT}],
         ["primary"]),
     "monitoring only: empty ingress selector is omitted, never match-all": (
         {"networkPolicy": {"enabled": True, "monitoringNamespaceSelector": MONITORING_NS}},
         [{"from": [SAME_NAMESPACE], "ports": API_PORT},
-         {"from": [{"namespaceSelector": {"matchLabels": MONITORING_NS}}], "ports": API_PORT}],
+         {"from": [{"namespaceSelector": {"matchLabels": MONITORING_NS}}], "ports": METRICS_PORT}],
         ["primary"]),
     "pvc source: no egress beyond DNS": (
         {"model": {"id": "m", "source": PVC}}, [{"from": [SAME_NAMESPACE], "ports": API_PORT}], None),
@@ -112,12 +113,16 @@ def test_no_empty_namespace_selector_ever() -> None:
                     assert peer["namespaceSelector"]["matchLabels"], peer
 
 
-def test_only_the_api_port_is_ever_open_for_ingress() -> None:
-    """The worker has one port (8000: API, health, /metrics); nothing else is reachable."""
+def test_prometheus_reaches_the_metrics_port_only_and_clients_the_api_port_only() -> None:
+    """Two ports (8000: API and health; 9090: /metrics alone): each opens to its own peers."""
     objs = _render({"networkPolicy": {"ingressNamespaceSelector": INGRESS_NS,
                                       "monitoringNamespaceSelector": MONITORING_NS}})
-    ports = [p for o in objs for rule in o["spec"].get("ingress", []) for p in rule["ports"]]
-    assert ports and all(p == {"protocol": "TCP", "port": 8000} for p in ports)
+    rules = [rule for o in objs for rule in o["spec"].get("ingress", [])]
+    by_port = {p["port"]: [peer for r in rules if p in r["ports"] for peer in r["from"]]
+               for r in rules for p in r["ports"]}
+    assert set(by_port) == {8000, 9090}
+    assert by_port[9090] == [{"namespaceSelector": {"matchLabels": MONITORING_NS}}]
+    assert {"namespaceSelector": {"matchLabels": MONITORING_NS}} not in by_port[8000]
 
 
 def test_selectors_are_copied_not_shared() -> None:

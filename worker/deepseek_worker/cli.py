@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
+from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from .settings import Settings
@@ -42,6 +43,7 @@ FLAGS = [
     "--jwt-ttl-seconds",
     "--host",
     "--port",
+    "--metrics-port",
     "--drain-timeout-seconds",
     "--max-body-bytes",
 ]
@@ -96,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     engine = Engine(settings.engine_config())
     app = build_app(engine, settings)
+    if settings.metrics_port:
+        # prometheus-client's own server, in a daemon thread: the same registry as the API's /metrics.
+        start_http_server(settings.metrics_port, addr=settings.host, registry=app.state.metrics.registry)
     config = uvicorn.Config(
         app,
         host=settings.host,

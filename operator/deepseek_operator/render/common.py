@@ -18,6 +18,8 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = {"app.kubernetes.io/managed-by": OPERATOR_NAME}
 HTTP_PORT = 8000
 HTTP_PORT_NAME = "http"
+METRICS_PORT = 9090  # the worker's metrics-only listener (DEEPSEEK_METRICS_PORT)
+METRICS_PORT_NAME = "metrics"
 MAX_NAME = 63
 # Pod names are "<deployment>-<10 char hash>-<5 char suffix>"; keep Deployment names short enough.
 MAX_DEPLOYMENT_NAME = 47

@@ -13,10 +13,10 @@ from typing import Any
 
 from deepseek_operator.api import AlertThresholds, DeepSeekDeploymentSpec, PrometheusRuleSpec, resolve_variants
 from deepseek_operator.render.common import (
-    HTTP_PORT_NAME,
     LABEL_COMPONENT,
     LABEL_DEPLOYMENT,
     LABEL_VARIANT,
+    METRICS_PORT_NAME,
     Capabilities,
     Owner,
     deployment_name,
@@ -94,7 +94,7 @@ def render_service_monitor(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Cap
                 "namespaceSelector": {"matchNames": [owner.namespace]},
                 "endpoints": [
                     {
-                        "port": HTTP_PORT_NAME,
+                        "port": METRICS_PORT_NAME,
                         "path": METRICS_PATH,
                         "interval": sm.interval,
                         "relabelings": relabelings,

@@ -29,6 +29,7 @@ from deepseek_operator.api import DeepSeekDeploymentSpec, resolve_variants
 from deepseek_operator.render.common import (
     HTTP_PORT,
     LABEL_VARIANT,
+    METRICS_PORT,
     Owner,
     child_name,
     metadata,
@@ -71,7 +72,7 @@ def render_network_policy(owner: Owner, spec: DeepSeekDeploymentSpec) -> list[di
     # is ever renamed.
     ingress: list[dict[str, Any]] = [{"from": [*api_peers, {"podSelector": {}}], "ports": [_port(HTTP_PORT)]}]
     if policy.monitoring_namespace_selector:
-        ingress.append({"from": [_namespaces(policy.monitoring_namespace_selector)], "ports": [_port(HTTP_PORT)]})
+        ingress.append({"from": [_namespaces(policy.monitoring_namespace_selector)], "ports": [_port(METRICS_PORT)]})
     children: list[dict[str, Any]] = [
         {
             "apiVersion": "networking.k8s.io/v1",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from deepseek_operator.api import DeepSeekDeploymentSpec, ResolvedVariant
+from deepseek_operator.render.common import METRICS_PORT
 
 MODEL_MOUNT = "/models"
 CACHE_MOUNT = "/models-cache"
@@ -33,6 +34,7 @@ def worker_env(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, drain_sec
         _env("DEEPSEEK_MODEL", model_location(variant)),
         _env("DEEPSEEK_MODEL_REVISION", model.revision),
         _env("DEEPSEEK_SERVED_MODEL_NAME", model.id),
+        _env("DEEPSEEK_METRICS_PORT", METRICS_PORT),
         _env("DEEPSEEK_DTYPE", model.dtype),
         _env("DEEPSEEK_QUANTIZATION", model.quantization),
         _env("DEEPSEEK_ATTENTION", model.attention),

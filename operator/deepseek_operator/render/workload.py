@@ -14,6 +14,8 @@ from deepseek_operator.api import DeepSeekDeploymentSpec, ResolvedVariant, resol
 from deepseek_operator.render.common import (
     HTTP_PORT,
     HTTP_PORT_NAME,
+    METRICS_PORT,
+    METRICS_PORT_NAME,
     Owner,
     common_labels,
     deployment_name,
@@ -128,7 +130,8 @@ def render_container(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, ima
         # The worker writes "model load failed: ..." there (observe.py reports it as ModelLoadFailed).
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "env": worker_env(spec, variant, drain_seconds(spec)),
-        "ports": [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"},
+                  {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "resources": {"requests": dict(limits), "limits": limits},
         # /health/ready, not /health/live: the worker's port (and liveness) answers at once while the
         # model loads in the background, so only readiness tells a finished load. A worker not ready
@@ -241,7 +244,9 @@ def _service(owner: Owner, name: str, variant: str | None) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(owner, variant),
-            "ports": [{"name": HTTP_PORT_NAME, "port": HTTP_PORT, "targetPort": HTTP_PORT_NAME, "protocol": "TCP"}],
+            "ports": [{"name": HTTP_PORT_NAME, "port": HTTP_PORT, "targetPort": HTTP_PORT_NAME, "protocol": "TCP"},
+                      {"name": METRICS_PORT_NAME, "port": METRICS_PORT, "targetPort": METRICS_PORT_NAME,
+                       "protocol": "TCP"}],
         },
     }
 
