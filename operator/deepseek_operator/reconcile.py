@@ -61,7 +61,8 @@ def _now() -> str:
 
 def owner_of(body: Mapping[str, Any]) -> Owner:
     meta = body["metadata"]
-    return Owner(meta["name"], meta["namespace"], meta["uid"], int(meta.get("generation", 1)))
+    return Owner(meta["name"], meta["namespace"], meta["uid"], int(meta.get("generation", 1)),
+                 str(meta.get("resourceVersion", "")))
 
 
 def render_routing_and_monitoring(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities,
@@ -247,7 +248,11 @@ async def _write_status(api: K8s, owner: Owner, old: dict[str, Any], new: dict[s
     if not changed:
         return
     log.info("%s/%s: status changed: %s", owner.namespace, owner.name, {k: new[k] for k in changed})
-    await api.patch(CR, owner.namespace, owner.name, {"status": new}, sub="status")
+    # The resourceVersion read makes the patch conditional: a status someone changed meanwhile (e.g.
+    # `failedImage` cleared by hand) answers 409 and the reconcile is retried from a fresh read,
+    # instead of this write silently putting the old value back.
+    meta = {"resourceVersion": owner.resource_version} if owner.resource_version else {}
+    await api.patch(CR, owner.namespace, owner.name, {"metadata": meta, "status": new}, sub="status")
 
 
 async def _write_invalid(api: K8s, owner: Owner, old: dict[str, Any], message: str) -> None:

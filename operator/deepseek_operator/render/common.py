@@ -33,6 +33,7 @@ class Owner:
     namespace: str
     uid: str
     generation: int = 1
+    resource_version: str = ""  # of the body reconciled: the status write's optimistic-concurrency precondition
 
 
 @dataclass(frozen=True)
