@@ -15,7 +15,13 @@ from collections.abc import Generator
 
 import pytest
 
-from tests.real_cluster import RealCluster, operator_kubeconfig, start_control_plane, stop_control_plane
+from tests.real_cluster import (
+    RealCluster,
+    admin_env,
+    operator_kubeconfig,
+    start_control_plane,
+    stop_control_plane,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -44,11 +50,8 @@ OPERATOR_RELEASE, OPERATOR_NAMESPACE = "e2e", "deepseek-e2e"
 
 def _admin(*args: str, timeout: float = 120, stdin: str | None = None) -> str:
     """Run a command as the cluster admin; its stdout. Raises with the output on failure."""
-    env = {**os.environ, "KUBECONFIG": str(CLUSTER_DIR / "kubeconfig"),
-           "KUBECACHEDIR": str(CLUSTER_DIR / "kubectl-cache"),
-           "PATH": f"{REPO / '.tools' / 'bin'}:{os.environ['PATH']}"}
-    done = subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=timeout, check=False,
-                          input=stdin)
+    done = subprocess.run(list(args), env=admin_env(CLUSTER_DIR), capture_output=True, text=True,
+                          timeout=timeout, check=False, input=stdin)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return done.stdout

@@ -233,13 +233,18 @@ def _env(directory: pathlib.Path) -> dict[str, str]:
     return {**os.environ, "CLUSTER_DIR": str(directory), "PATH": f"{ROOT / '.tools' / 'bin'}:{os.environ['PATH']}"}
 
 
+def admin_env(directory: pathlib.Path) -> dict[str, str]:
+    """Environment of a kubectl/helm subprocess acting as the cluster's admin."""
+    return {**_env(directory), "KUBECONFIG": str(directory / "kubeconfig"),
+            "KUBECACHEDIR": str(directory / "kubectl-cache")}
+
+
 def operator_kubeconfig(cluster: pathlib.Path, namespace: str, service_account: str,
                         out: pathlib.Path) -> str:
     """A kubeconfig with a fresh token of `namespace/service_account`; returns the audit username."""
-    admin = {**_env(cluster), "KUBECONFIG": str(cluster / "kubeconfig"),
-             "KUBECACHEDIR": str(cluster / "kubectl-cache")}
     token = subprocess.run(["kubectl", "create", "token", service_account, "-n", namespace, "--duration=24h"],
-                           env=admin, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+                           env=admin_env(cluster), capture_output=True, text=True, timeout=60,
+                           check=True).stdout.strip()
     port = _env_value(cluster / "env", "CLUSTER_API_PORT")
     config = {
         "apiVersion": "v1", "kind": "Config", "current-context": "operator",
