@@ -2,7 +2,9 @@
 
 Startup settings, each with its reason:
 - progress and diff-base storage in `deepseek.ai/*` annotations, not in `status`: the status
-  subresource belongs to status.py alone and its schema has no room for kopf's bookkeeping.
+  subresource belongs to status.py alone and its schema has no room for kopf's bookkeeping. Today
+  kopf writes neither (handlers.py registers no change handlers, so metadata-only edits cost no
+  write); the settings only keep a future change handler out of the status.
 - posting handler logs as Events is off (kopf's default since 1.45); the reconcile posts the Events
   that matter (rollbacks, missing integrations) itself.
 - Pods, Deployments and Services are watched with the server-side label selector
