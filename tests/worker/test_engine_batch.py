@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from deepseek_worker.engine_batch import BatchKV, layer_tensors
+from deepseek_worker.engine.batch import BatchKV, layer_tensors
 
 
 def _cache(values: list[float]) -> DynamicCache:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from deepseek_worker.engine_loading import attention_candidates, load, quantization_config, resolve_dtype
+from deepseek_worker.engine.loading import attention_candidates, load, quantization_config, resolve_dtype
 from deepseek_worker.types import EngineConfig
 
 
@@ -51,7 +51,7 @@ def test_missing_flash_attention_falls_back_to_sdpa_with_a_warning(
         pass
     else:
         pytest.skip("flash-attn is installed here: nothing to fall back from")
-    with caplog.at_level(logging.WARNING, logger="deepseek_worker.engine_loading"):
+    with caplog.at_level(logging.WARNING, logger="deepseek_worker.engine.loading"):
         loaded = load(EngineConfig(model=str(tiny_model_dir), attention="flash_attention_2"))
     assert loaded.attention == "sdpa"
     assert loaded.model.config._attn_implementation == "sdpa"

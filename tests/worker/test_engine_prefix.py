@@ -10,7 +10,7 @@ import torch
 from test_engine_helpers import DEADLINE, chat_ids, collect
 
 from deepseek_worker.engine import Engine
-from deepseek_worker.engine_prefix import KV, PrefixCache
+from deepseek_worker.engine.prefix import KV, PrefixCache
 from deepseek_worker.types import EngineConfig, SamplingParams
 
 BLOCK = 4

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from deepseek_worker.engine_text import IncrementalDetokenizer, StopMatcher
+from deepseek_worker.engine.text import IncrementalDetokenizer, StopMatcher
 
 
 @pytest.fixture(scope="module")

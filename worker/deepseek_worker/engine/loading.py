@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-from .types import EngineConfig
+from ..types import EngineConfig
 
 log = logging.getLogger(__name__)
 

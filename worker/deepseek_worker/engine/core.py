@@ -18,10 +18,10 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .engine_loading import Loaded, load
-from .engine_runner import Result, Runner, Sequence
-from .tiny import chat_template as deepseek_chat_template
-from .types import EngineConfig, EngineStats, GenerationChunk, SamplingParams
+from ..tiny import chat_template as deepseek_chat_template
+from ..types import EngineConfig, EngineStats, GenerationChunk, SamplingParams
+from .loading import Loaded, load
+from .runner import Result, Runner, Sequence
 
 log = logging.getLogger(__name__)
 

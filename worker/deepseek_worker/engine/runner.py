@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from .engine_batch import BatchKV, layer_tensors
-from .engine_loading import Loaded
-from .engine_prefix import PrefixCache
-from .engine_sampling import make_generator, sample_rows
-from .engine_text import IncrementalDetokenizer, StopMatcher
-from .types import EngineConfig, FinishReason, GenerationChunk, SamplingParams
+from ..types import EngineConfig, FinishReason, GenerationChunk, SamplingParams
+from .batch import BatchKV, layer_tensors
+from .loading import Loaded
+from .prefix import PrefixCache
+from .sampling import make_generator, sample_rows
+from .text import IncrementalDetokenizer, StopMatcher
 
 _keys = itertools.count()
 

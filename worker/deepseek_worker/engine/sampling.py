@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .types import SamplingParams
+from ..types import SamplingParams
 
 
 def make_generator(seed: int | None) -> torch.Generator:
