@@ -1,11 +1,14 @@
 """Thin kopf handlers: every trigger funnels into reconcile(); errors become kopf errors.
 
 Triggers: a watch event of a DeepSeekDeployment whose generation this process has not reconciled yet
-(the initial listing at startup, a create, a spec change), events of its owned Deployments, Pods and
-Services (so readiness changes, hand-deleted children and failing pods are seen at once), one
-cluster-wide resync loop for children nobody watches (Ingress, HTTPRoute, monitoring objects), and
-the retry of a reconcile an API error stopped (retry.py: Retry-After, else exponential backoff).
-A per-resource lock keeps two triggers from reconciling the same resource at once.
+(the initial listing at startup, a create, a spec change); a change of any child in the watch-fed
+caches (cache.py: owned Deployments, Pods, Services, PDBs, Ingresses, NetworkPolicies, HTTPRoutes and
+monitoring objects), so readiness changes, hand-deleted or hand-edited children and failing pods are
+seen at once; a change of the optional APIs (CRDs, IngressClasses), which reconciles everything; a
+slow resync loop (DEEPSEEK_OPERATOR_RESYNC_SECONDS, 600 by default) as a safety net, which costs no
+API request for an unchanged resource since every read is cached; and the retry of a reconcile an
+API error stopped (retry.py: Retry-After, else exponential backoff). A per-resource lock keeps two
+triggers from reconciling the same resource at once.
 
 No kopf change handlers (on.create/update/resume): they make kopf write its diff-base annotation on
 every change of the resource's essence, labels and annotations included, so a label-only edit cost a
@@ -31,14 +34,18 @@ from kopf._core.engines import posting as kopf_posting
 
 from deepseek_operator import metrics
 from deepseek_operator.api import GROUP, PLURAL, VERSION, InvalidSpec
-from deepseek_operator.k8s import KINDS, ApiError, K8s
+from deepseek_operator.cache import CachedK8s
+from deepseek_operator.k8s import KINDS, ApiError, K8s, Kind
 from deepseek_operator.reconcile import reconcile, report_forbidden
-from deepseek_operator.render.common import LABEL_DEPLOYMENT, MANAGED_BY
+from deepseek_operator.render.common import LABEL_DEPLOYMENT
 from deepseek_operator.retry import RetryQueue, server_delay
 
 log = logging.getLogger(__name__)
 CR = KINDS[("deepseek.ai/v1alpha1", "DeepSeekDeployment")]
-RESYNC_SECONDS = float(os.environ.get("DEEPSEEK_OPERATOR_RESYNC_SECONDS", "60"))
+RESYNC_SECONDS = float(os.environ.get("DEEPSEEK_OPERATOR_RESYNC_SECONDS", "600"))
+WATCH_TIMEOUT_SECONDS = int(os.environ.get("DEEPSEEK_OPERATOR_WATCH_TIMEOUT_SECONDS", "600"))
+# The namespaces the operator handles, as given to `deepseek-operator` (main.cli); None: all of them.
+NAMESPACES: list[str] | None = None
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
 _waiting: set[tuple[str, str]] = set()  # resources with a reconcile queued on their lock
 # Resources the resync loop visits, with the body last seen for each (from the watch stream, like the
@@ -46,17 +53,45 @@ _waiting: set[tuple[str, str]] = set()  # resources with a reconcile queued on t
 _known: dict[tuple[str, str], kopf.Body | dict[str, Any]] = {}
 _resync_task: asyncio.Task[None] | None = None
 _event_sink: tuple[asyncio.AbstractEventLoop, kopf_posting.K8sEventQueue] | None = None
-_client: K8s | None = None
+_client: CachedK8s | None = None
+_triggered: set[asyncio.Task[None]] = set()  # reconciles started by cache changes, until they end
 # The generation this process last reconciled to the end (or found invalid), per resource.
 _reconciled: dict[tuple[str, str], int] = {}
 
 
-async def client() -> K8s:
-    """The shared API client, created on first use (after kopf has logged in)."""
+async def client() -> CachedK8s:
+    """The shared API client with its watch-fed caches, created and started on first use."""
     global _client
     if _client is None:
-        _client = await K8s.connect()
+        plain = await K8s.connect()
+        _client = CachedK8s(plain._api, NAMESPACES, _cache_changed, WATCH_TIMEOUT_SECONDS)
+        await _client.start()
     return _client
+
+
+def _cache_changed(kind: Kind, obj: dict[str, Any]) -> None:
+    """A cached object changed: reconcile its owner, or everything when an optional API changed.
+
+    Only owners kopf has listed are reconciled (`_known`): that keeps the caches' triggers inside
+    kopf's namespaces (glob patterns included) and skips the children of deleted resources.
+    """
+    meta = obj.get("metadata", {})
+    owner = (meta.get("labels") or {}).get(LABEL_DEPLOYMENT)
+    if kind.kind in ("CustomResourceDefinition", "IngressClass"):
+        keys = list(_known)
+    elif owner and (meta.get("namespace"), owner) in _known:
+        keys = [(meta["namespace"], owner)]
+    else:
+        return
+    for key in keys:
+        task = asyncio.get_running_loop().create_task(_triggered_run(key))
+        _triggered.add(task)
+        task.add_done_callback(_triggered.discard)
+
+
+async def _triggered_run(key: tuple[str, str]) -> None:
+    _adopt_event_sink()
+    await run_for_owner(*key)
 
 
 def _lock(namespace: str, name: str) -> asyncio.Lock:
@@ -90,7 +125,7 @@ async def run(body: kopf.Body | dict[str, Any]) -> None:
         lock.release()
 
 
-async def _run_locked(api: K8s, key: tuple[str, str]) -> None:
+async def _run_locked(api: CachedK8s, key: tuple[str, str]) -> None:
     """The reconcile itself, with the lock held: fresh GET, deletion check, error mapping."""
     try:
         fresh = await api.get(CR, *key)
@@ -115,9 +150,18 @@ async def _run_locked(api: K8s, key: tuple[str, str]) -> None:
     except ApiError as exc:
         if exc.code == 403:
             await report_forbidden(fresh, api, notify, exc)
+        if exc.code == 409:  # the cached copy was older than the server's: read it before retrying
+            await _refresh(api, key)
         raise _retry_later(key, exc) from exc
     _finished(key, generation)
     log.debug("%s/%s: %s, writes %s", *key, outcome.reason, outcome.writes)
+
+
+async def _refresh(api: CachedK8s, key: tuple[str, str]) -> None:
+    try:
+        await api.refresh(CR, *key)
+    except ApiError as exc:
+        log.info("%s/%s: refresh after a conflict failed: %s", *key, exc)
 
 
 def _finished(key: tuple[str, str], generation: int) -> None:
@@ -164,7 +208,7 @@ def _key(body: kopf.Body | dict[str, Any]) -> tuple[str, str]:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def on_resource_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+async def on_resource_event(type: str | None, event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     """Track the resources (and their latest body) for the resync loop; reconcile a new generation.
 
     Every watch event counts (the initial listing has type None), status writes included, so the
@@ -174,6 +218,12 @@ async def on_resource_event(type: str | None, body: kopf.Body, **_: Any) -> None
     """
     _capture_event_sink()
     key = _key(body)
+    api = await client()
+    raw = cast(dict[str, Any], event["object"])
+    if type == "DELETED":
+        api.dsd.forget(raw)
+    else:
+        api.dsd.observe(raw)  # the reconcile reads this store: kopf's watch is the cache's feed
     if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
         _forget(key)
         return
@@ -217,6 +267,20 @@ async def stop_resync(**_: Any) -> None:
     if task is not None:
         task.cancel()
         await asyncio.wait([task])  # wait() does not re-raise the task's CancelledError into cleanup
+
+
+@kopf.on.cleanup()
+async def stop_caches(**_: Any) -> None:
+    """Stop the reconciles the caches started, then the informers; the client can be made anew."""
+    global _client
+    tasks = list(_triggered)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+    api, _client = _client, None
+    if api is not None:
+        await api.stop()
 
 
 async def resync_forever(interval: float) -> None:
@@ -268,16 +332,3 @@ def _reported_invalid(body: kopf.Body | dict[str, Any]) -> bool:
     ready: dict[str, Any] = next((c for c in status.get("conditions", []) if c.get("type") == "Ready"), {})
     generation = body.get("metadata", {}).get("generation")
     return bool(ready.get("reason") == "InvalidSpec" and status.get("observedGeneration") == generation)
-
-
-CHILD_FILTER: dict[str, Any] = {LABEL_DEPLOYMENT: kopf.PRESENT, **MANAGED_BY}
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=CHILD_FILTER)
-@kopf.on.event("", "v1", "services", labels=CHILD_FILTER)
-@kopf.on.event("", "v1", "pods", labels={LABEL_DEPLOYMENT: kopf.PRESENT})
-async def on_child_event(body: kopf.Body, **_: Any) -> None:
-    labels = body.get("metadata", {}).get("labels", {})
-    namespace = body.get("metadata", {}).get("namespace")
-    if namespace and labels.get(LABEL_DEPLOYMENT):
-        await run_for_owner(namespace, labels[LABEL_DEPLOYMENT])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import kr8s.asyncio
 from deepseek_operator import metrics
 
 LAST_APPLIED = "deepseek.ai/last-applied"
+Page = tuple[list[dict[str, Any]], str, str]  # (items, resourceVersion, continue token)
 MERGE_PATCH = "application/merge-patch+json"
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,37 @@ class K8s:
             item.setdefault("kind", kind.kind)
         return items
 
+    async def list_page(self, kind: Kind, namespace: str | None, params: dict[str, str],
+                        ) -> Page | None:
+        """One page of a list: (items, the list's resourceVersion, the continue token). None: API absent."""
+        resp = await self._call("GET", kind.api_version, kind.plural, namespace, params=params)
+        if resp.status_code == 404:
+            return None
+        self._raise(resp)
+        body = resp.json()
+        items: list[dict[str, Any]] = body.get("items", [])
+        for item in items:
+            item.setdefault("apiVersion", kind.api_version)
+            item.setdefault("kind", kind.kind)
+        meta = body.get("metadata", {})
+        return items, str(meta.get("resourceVersion", "")), str(meta.get("continue", "") or "")
+
+    async def watch(self, kind: Kind, namespace: str | None, params: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+        """The events of one watch request (`watch=true` is added), until the server ends it.
+
+        Raises ApiError when the request itself is refused (403, 404 for an absent API, 410).
+        """
+        async with self._api.call_api("GET", version=kind.api_version, namespace=namespace, url=kind.plural,
+                                      raise_for_status=False, stream=True,
+                                      params={**params, "watch": "true"}) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                metrics.record_api_error("WATCH", response.status_code)
+                self._raise(response)
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield json.loads(line)
+
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         kind = kind_of(obj)
         resp = await self._call("POST", kind.api_version, kind.plural, obj["metadata"].get("namespace"), json=obj)
@@ -188,11 +221,15 @@ class K8s:
         self._raise(resp)
         return dict(resp.json())
 
-    async def delete(self, kind: Kind, namespace: str | None, name: str) -> None:
+    async def delete(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """Delete (background propagation); the object as the server last had it, None if already gone."""
         resp = await self._call("DELETE", kind.api_version, f"{kind.plural}/{name}", namespace,
                                 json={"propagationPolicy": "Background"})
-        if resp.status_code != 404:
-            self._raise(resp)
+        if resp.status_code == 404:
+            return None
+        self._raise(resp)
+        body = resp.json()
+        return dict(body) if body.get("kind") != "Status" else None
 
     async def served(self, api_version: str) -> set[str]:
         """Plurals served under a group version; empty when the API is not installed."""

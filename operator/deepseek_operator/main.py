@@ -7,11 +7,13 @@ Startup settings, each with its reason:
   write); the settings only keep a future change handler out of the status.
 - posting handler logs as Events is off (kopf's default since 1.45); the reconcile posts the Events
   that matter (rollbacks, missing integrations) itself.
-- Pods, Deployments and Services are watched with the server-side label selector
-  `deepseek.ai/deployment` (children only): in a large cluster the operator never streams every pod.
-- the watch is restarted every 10 minutes (server-side timeout; DEEPSEEK_OPERATOR_WATCH_TIMEOUT_SECONDS)
-  so a silently dead connection cannot leave the operator blind; kopf resumes from the last
-  resourceVersion. The churn soak (tests/e2e/test_churn_soak.py) sets 2 s to inject restarts.
+- kopf watches only DeepSeekDeployments. The children are watched by the operator's own caches
+  (cache.py), with the server-side label selector `deepseek.ai/deployment`: in a large cluster the
+  operator never streams every pod, and kopf's per-object machinery is not spent on child events.
+- every watch (kopf's and the caches') is restarted every 10 minutes (server-side timeout;
+  DEEPSEEK_OPERATOR_WATCH_TIMEOUT_SECONDS) so a silently dead connection cannot leave the operator
+  blind; each resumes from its last resourceVersion. The churn soak (tests/e2e/test_churn_soak.py)
+  sets 2 s to inject restarts.
 - daemon and timer cancellation is polled every second, not every 60 s (kopf's default). There are
   none today: the resync is one cluster-wide loop (handlers.py) precisely so that kopf puts no
   finalizer on DeepSeekDeployments and `kubectl delete` never waits for the operator.
@@ -20,6 +22,7 @@ Startup settings, each with its reason:
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -27,8 +30,7 @@ from typing import Any
 
 import kopf
 
-from deepseek_operator import handlers, metrics  # noqa: F401  (registers the handlers)
-from deepseek_operator.render.common import LABEL_DEPLOYMENT
+from deepseek_operator import handlers, metrics  # importing handlers registers them with kopf
 
 ANNOTATION_PREFIX = "deepseek.ai"
 
@@ -40,9 +42,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     # An integer: the apiserver refuses `timeoutSeconds=600.0` (strconv.ParseInt), the sandbox did not.
-    settings.watching.server_timeout = int(os.environ.get("DEEPSEEK_OPERATOR_WATCH_TIMEOUT_SECONDS", "600"))
-    for plural in ("pods", "deployments", "services"):  # children only, filtered by the API server
-        settings.watching.label_selectors[plural] = LABEL_DEPLOYMENT
+    settings.watching.server_timeout = handlers.WATCH_TIMEOUT_SECONDS
     settings.background.cancellation_polling = 1
     settings.posting.level = logging.WARNING
     port = int(os.environ.get("DEEPSEEK_OPERATOR_METRICS_PORT", "9090"))
@@ -50,8 +50,21 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         metrics.start_metrics_server(port)
 
 
+def handled_namespaces(args: list[str]) -> list[str] | None:
+    """The namespaces of kopf's `-n/--namespace` options; None for --all-namespaces, none given, or
+    a glob pattern (then the caches watch every namespace and only owners kopf handles reconcile)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-n", "--namespace", action="append", default=[])
+    parser.add_argument("-A", "--all-namespaces", action="store_true")
+    known, _ = parser.parse_known_args(args)
+    if known.all_namespaces or not known.namespace or any(set(n) & set("*?[!") for n in known.namespace):
+        return None
+    return sorted(set(known.namespace))
+
+
 def cli() -> None:
-    """Console script: pass every argument through to `kopf run`."""
+    """Console script: pass every argument through to `kopf run` (the caches learn the namespaces)."""
     from kopf.cli import main as kopf_main
 
+    handlers.NAMESPACES = handled_namespaces(sys.argv[1:])
     kopf_main(args=["run", "-m", "deepseek_operator.main", *sys.argv[1:]], prog_name="deepseek-operator")

@@ -79,6 +79,13 @@ RETRY_DELAY = Histogram(
     buckets=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 300.0),
     registry=REGISTRY,
 )
+INFORMER_LISTS = Counter(
+    PREFIX + "informer_lists",
+    "Full lists by the watch-fed caches, by resource: one at startup each, then one per expired watch "
+    "or lost connection (a steady rise means the watches keep failing).",
+    ["resource"],
+    registry=REGISTRY,
+)
 MANAGED_DEPLOYMENTS = Gauge(
     PREFIX + "managed_deployments",
     "DeepSeekDeployment resources this operator currently manages.",
@@ -128,6 +135,13 @@ def record_resync(result: str) -> None:
 def record_coalesced() -> None:
     """Count one trigger folded into an already queued reconcile."""
     COALESCED.inc()
+
+
+def record_informer_list(resource: str) -> None:
+    """Count one complete list by an informer of `resource` (a plural)."""
+    if not resource:
+        raise ValueError("resource must not be empty")
+    INFORMER_LISTS.labels(resource).inc()
 
 
 def set_managed_deployments(count: int) -> None:

@@ -213,7 +213,8 @@ async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Cap
         for live in await api.list(kind, owner.namespace, selector_labels(owner)):
             refs = live["metadata"].get("ownerReferences") or []
             mine = any(r.get("uid") == owner.uid for r in refs)
-            if mine and (kind.api_version, kind.kind, live["metadata"]["name"]) not in wanted:
+            going = bool(live["metadata"].get("deletionTimestamp"))  # deleted already, held by a finalizer
+            if mine and not going and (kind.api_version, kind.kind, live["metadata"]["name"]) not in wanted:
                 await api.delete(kind, owner.namespace, live["metadata"]["name"])
                 metrics.record_child(kind.kind, "deleted")
                 deleted += 1

@@ -1,4 +1,4 @@
-"""The operator's startup settings (deepseek_operator.main.configure)."""
+"""The operator's startup settings (deepseek_operator.main.configure) and what kopf watches."""
 
 from __future__ import annotations
 
@@ -9,14 +9,29 @@ from kopf._cogs.structs.references import Resource
 from deepseek_operator import main
 
 
-async def test_children_are_watched_with_a_server_side_label_selector(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_kopf_watches_only_deepseekdeployments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Children are watched by the operator's caches (cache.py), not by kopf: no kopf child handler."""
     monkeypatch.setenv("DEEPSEEK_OPERATOR_METRICS_PORT", "0")
     settings = kopf.OperatorSettings()
     await main.configure(settings=settings)
-    selectors = settings.watching.label_selectors
-    for resource in (Resource("", "v1", "pods"), Resource("apps", "v1", "deployments"), Resource("", "v1", "services")):
-        assert selectors.collect(resource) == ["deepseek.ai/deployment"]
-    assert selectors.collect(Resource("deepseek.ai", "v1alpha1", "deepseekdeployments")) == []
+    registry = kopf.get_default_registry()
+    handlers = registry._watching.get_all_handlers()
+    watched = {(h.selector.group, h.selector.plural or h.selector.any_name) for h in handlers if h.selector}
+    assert watched == {("deepseek.ai", "deepseekdeployments")}
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
     assert settings.background.cancellation_polling == 1
+    assert settings.watching.server_timeout == 600
+    assert settings.watching.label_selectors.collect(Resource("", "v1", "pods")) == []
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--standalone", "--namespace=default", "--verbose"], ["default"]),
+    (["-n", "b", "--namespace", "a", "-n", "a"], ["a", "b"]),
+    (["--all-namespaces"], None),
+    (["-A"], None),
+    ([], None),
+    (["-n", "team-*"], None),  # a glob: the caches watch every namespace, kopf picks the owners
+])
+def test_the_caches_watch_the_namespaces_kopf_handles(args: list[str], expected: list[str] | None) -> None:
+    assert main.handled_namespaces(args) == expected

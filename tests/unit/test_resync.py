@@ -21,6 +21,7 @@ from kopf._core.reactor import inventory, processing
 
 from deepseek_operator import handlers, main, metrics
 from deepseek_operator.api import GROUP, PLURAL, VERSION
+from deepseek_operator.informer import Store
 from deepseek_operator.reconcile import Outcome
 
 RESOURCE = kopf.Resource(GROUP, VERSION, PLURAL, kind="DeepSeekDeployment", namespaced=True)
@@ -35,6 +36,11 @@ def _body(name: str, **extra: Any) -> dict[str, Any]:
 
 def _kbody(body: dict[str, Any]) -> kopf.Body:
     return kopf.Body(cast(kopf.RawBody, body))
+
+
+async def _event(type: str | None, body: dict[str, Any]) -> None:
+    """One watch event of a DeepSeekDeployment, as kopf delivers it to the operator's handler."""
+    await handlers.on_resource_event(type=type, event={"type": type, "object": body}, body=_kbody(body))
 
 
 def _invalid(name: str) -> dict[str, Any]:
@@ -55,6 +61,7 @@ def fresh_state(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(handlers, "_resync_task", None)
     monkeypatch.setattr(handlers, "_event_sink", None)
     monkeypatch.setattr(handlers, "_reconciled", {})
+    monkeypatch.setattr(handlers, "_client", FakeApi())
 
 
 def _causes(body: kopf.Body) -> tuple[causes.SpawningCause, causes.ChangingCause]:
@@ -170,20 +177,21 @@ async def test_events_track_known_resources_and_forget_deleted_ones(monkeypatch:
     async def no_reconcile(namespace: str, name: str) -> None: ...
 
     monkeypatch.setattr(handlers, "run_for_owner", no_reconcile)
-    await handlers.on_resource_event(type=None, body=_kbody(_body("a")))
-    await handlers.on_resource_event(type="ADDED", body=_kbody(_body("b")))
-    await handlers.on_resource_event(type="MODIFIED", body=_kbody(_invalid("b")))
+    await _event(None, _body("a"))
+    await _event("ADDED", _body("b"))
+    await _event("MODIFIED", _invalid("b"))
     assert handlers._reported_invalid(handlers._known[("default", "b")])  # the latest body is kept
-    await handlers.on_resource_event(type="DELETED", body=_kbody(_body("a")))
-    await handlers.on_resource_event(type="MODIFIED", body=_kbody(_body("b", meta={"deletionTimestamp": "t"})))
+    await _event("DELETED", _body("a"))
+    await _event("MODIFIED", _body("b", meta={"deletionTimestamp": "t"}))
     assert handlers._known == {}
 
 
 class FakeApi:
-    """A cluster holding the given resources, by name."""
+    """A cluster holding the given resources, by name; `dsd` is the store kopf's events feed."""
 
     def __init__(self, *bodies: dict[str, Any]) -> None:
         self.objects = {b["metadata"]["name"]: b for b in bodies}
+        self.dsd = Store()
 
     async def get(self, _kind: Any, _namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get(name)
@@ -207,7 +215,7 @@ async def test_reconciles_from_the_loop_post_events_through_kopf(monkeypatch: py
     async def inside_kopf() -> None:  # what kopf sets in its per-object tasks before calling handlers
         kopf_posting.event_queue_loop_var.set(asyncio.get_running_loop())
         kopf_posting.event_queue_var.set(queue)
-        await handlers.on_resource_event(type=None, body=_kbody(_body("a")))
+        await _event(None, _body("a"))
 
     async def operator() -> None:  # kopf's root context holds only the settings
         kopf_posting.settings_var.set(kopf.OperatorSettings())
@@ -230,9 +238,9 @@ async def test_only_a_generation_not_yet_reconciled_triggers_a_reconcile(monkeyp
         handlers._reconciled[(namespace, name)] = 1  # what a finished reconcile of generation 1 records
 
     monkeypatch.setattr(handlers, "run_for_owner", record)
-    await handlers.on_resource_event(type=None, body=_kbody(_body("a")))  # startup listing: reconcile
+    await _event(None, _body("a"))  # startup listing: reconcile
     for i in range(10):  # label and annotation edits, status writes: same generation
-        await handlers.on_resource_event(type="MODIFIED", body=_kbody(_body("a", meta={"labels": {"i": str(i)}})))
+        await _event("MODIFIED", _body("a", meta={"labels": {"i": str(i)}}))
     assert calls == ["a"]
-    await handlers.on_resource_event(type="MODIFIED", body=_kbody(_body("a", meta={"generation": 2})))
+    await _event("MODIFIED", _body("a", meta={"generation": 2}))
     assert calls == ["a", "a"]

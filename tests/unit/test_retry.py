@@ -36,8 +36,14 @@ class FakeApi:
     def __init__(self) -> None:
         self.obj = body()
         self.status_writes = 0
+        self.refreshes = 0
 
     async def get(self, _kind: Any, _namespace: str, _name: str) -> dict[str, Any]:
+        return self.obj
+
+    async def refresh(self, _kind: Any, _namespace: str, _name: str) -> dict[str, Any]:
+        """What CachedK8s.refresh does: read the object from the API into the cache."""
+        self.refreshes += 1
         return self.obj
 
     async def patch(self, _kind: Any, _ns: str, _name: str, patch: dict[str, Any], sub: str = "") -> dict[str, Any]:
@@ -122,9 +128,11 @@ async def test_429_is_retried_after_the_seconds_the_api_asks(gaps: list[float],
 
 async def test_409_on_a_child_patch_is_retried_at_once_and_succeeds(gaps: list[float],
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    api = FakeApi()
     script = Script(ApiError(409, 'Operation cannot be fulfilled on deployments.apps "chat-primary"'))
-    await attempt(FakeApi(), script, monkeypatch)
+    await attempt(api, script, monkeypatch)
     assert script.calls == 2 and gaps == [1]
+    assert api.refreshes == 1  # the cached copy is replaced by the server's before the retry reads it
 
 
 async def test_a_persistent_403_names_verb_and_resource_once_and_backs_off(

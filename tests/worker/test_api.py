@@ -44,7 +44,7 @@ async def test_chat_json_shape_and_usage() -> None:
     assert r.status_code == 200
     body = r.json()
     assert body["object"] == "chat.completion"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": eng.reply}
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": eng.reply, "refusal": None}
     assert body["choices"][0]["finish_reason"] == "stop"
     prompt = len(eng.apply_chat_template(CHAT["messages"]).split())
     assert body["usage"]["prompt_tokens"] == prompt
