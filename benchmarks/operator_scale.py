@@ -1,42 +1,64 @@
-"""Operator benchmark: convergence time and API writes for 1 and N resources, and the idle cost.
+"""Operator scale on the real control plane: N DeepSeekDeployments at once, against kopf's own floor.
 
-Runs the sandbox cluster in this process and the real `deepseek-operator` as a subprocess, creates
-resources through kubectl, and reads the sandbox's write counter and the operator's metrics.
+    .venv/bin/python benchmarks/operator_scale.py --counts 10,100,1000
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/operator_scale.py --count 20
-
-Prints a markdown table of ratios measured in this one run (docs/benchmarks.md, "Operator").
+Starts a control plane of its own (tools/control-plane/up.sh in .cluster-bench, on ports apart from
+`make cluster`'s) with three roomy CPU-only kwok nodes. For each N, in a fresh namespace:
+- the operator (`deepseek-operator`, the chart's ServiceAccount) and the null operator
+  (benchmarks/null_operator.py: kopf, the same settings, handlers that do nothing, its own
+  ServiceAccount) run side by side, so both see the same events in the same run;
+- N resources (replicas 1, no GPU; kwok makes the pods Ready) are created with one `kubectl create`;
+- measured: seconds from the last create until all are Ready for their generation; the operator's
+  API requests per resource from the apiserver's audit log (reads, writes, watches, 409 conflicts),
+  writes split into children created and status patches; CPU seconds (utime + stime) and peak RSS
+  (VmHWM) of both processes; then 2 minutes idle with a 30 s resync: requests per second besides
+  watches, reconciles done meanwhile, and CPU seconds of both.
+Prints a markdown table and writes docs/operator-scale.png (docs/benchmarks.md, "Operator scale").
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import collections
+import json
 import os
 import pathlib
-import re
+import signal
 import socket
+import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from deepseek_sandbox import Sandbox
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
-OPERATOR = pathlib.Path(sys.executable).parent / "deepseek-operator"
-RESOURCE = """\
-apiVersion: deepseek.ai/v1alpha1
-kind: DeepSeekDeployment
-metadata: {{name: {name}}}
-spec:
-  image: registry.example.com/deepseek-worker:1.0.0
-  replicas: 2
-  model: {{id: deepseek-ai/DeepSeek-R1-Distill-Qwen-7B}}
-  resources: {{gpus: 0}}
-"""
+sys.path.insert(0, str(ROOT))
+from tests.real_cluster import AuditLog, RealCluster, admin_env, operator_kubeconfig  # noqa: E402
+
+BENCH = ROOT / ".cluster-bench"
+PORTS = {"CLUSTER_API_PORT": "17443", "CLUSTER_ETCD_PORT": "13379", "CLUSTER_ETCD_PEER_PORT": "13380"}
+SYSTEM = "deepseek-bench"
+RELEASE = "bench"
+BIN = pathlib.Path(sys.executable).parent
+IDLE_SECONDS = 120
+RESYNC_SECONDS = "30"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NODES = {"apiVersion": "v1", "kind": "List", "items": [{
+    "apiVersion": "v1", "kind": "Node",
+    "metadata": {"name": f"cpu-node-{i}", "annotations": {"kwok.x-k8s.io/node": "fake"},
+                 "labels": {"type": "kwok", "kubernetes.io/os": "linux", "kubernetes.io/hostname": f"cpu-node-{i}"}},
+    "status": {"capacity": (cap := {"cpu": "1000", "memory": "4Ti", "pods": "500", "ephemeral-storage": "4Ti"}),
+               "allocatable": cap}} for i in range(1, 4)]}
+
+
+def resource(namespace: str, i: int) -> dict[str, Any]:
+    return {"apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment",
+            "metadata": {"name": f"chat-{i:04d}", "namespace": namespace},
+            "spec": {"image": "registry.example.com/deepseek-worker:1.0.0", "replicas": 1,
+                     "model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"},
+                     "resources": {"gpus": 0, "cpu": "10m", "memory": "64Mi"}}}
 
 
 def free_port() -> int:
@@ -45,105 +67,245 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def kubectl(sb: Sandbox, *args: str, stdin: str | None = None) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        str(KUBECTL), *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, env={**os.environ, **sb.kubectl_env()})
-    out, _ = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), 120)
-    if proc.returncode:
-        raise RuntimeError(out.decode())
-    return out.decode()
+def env() -> dict[str, str]:
+    return {**admin_env(BENCH), **PORTS}
 
 
-async def metric(port: int, name: str) -> float:
-    async with httpx.AsyncClient() as client:
-        text = (await client.get(f"http://127.0.0.1:{port}/metrics", timeout=5)).text
-    return sum(float(m.group(1)) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+def admin(*args: str, stdin: str | None = None, timeout: float = 600) -> str:
+    done = subprocess.run(list(args), env=env(), input=stdin, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(args)}: {done.stdout}{done.stderr}")
+    return done.stdout
 
 
-def all_ready(sb: Sandbox, names: list[str]) -> bool:
-    for name in names:
-        obj = sb.get("dsd", "default", name) or {}
-        status = obj.get("status", {})
-        ready = [c for c in status.get("conditions", []) if c["type"] == "Ready" and c["status"] == "True"]
-        if not ready or status.get("observedGeneration") != obj["metadata"].get("generation"):
-            return False
-    return True
+@dataclass
+class Process:
+    """A process this benchmark started, stopped by its PID; CPU and memory from /proc."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+
+    def cpu_seconds(self) -> float:
+        fields = pathlib.Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+    def peak_rss_mb(self) -> float:
+        for line in pathlib.Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmHWM")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
 
 
-async def until(check: Any, timeout: float) -> None:
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.05)
+def start(name: str, cmd: list[str], kubeconfig: pathlib.Path, log: pathlib.Path, **extra: str) -> Process:
+    environment = {**os.environ, "KUBECONFIG": str(kubeconfig), "HF_HUB_OFFLINE": "1", **extra}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=environment, cwd=ROOT)
+    return Process(name, proc)
 
 
-async def converge(sb: Sandbox, names: list[str]) -> tuple[float, int]:
-    """Apply `names` at once; seconds until all are Ready and the writes it took."""
-    sb.reset_stats()
-    started = time.perf_counter()
-    await kubectl(sb, "apply", "-f", "-",
-                  stdin="---\n".join(RESOURCE.format(name=n) for n in names))
-
-    async def ready() -> bool:
-        return all_ready(sb, names)
-
-    await until(ready, 300)
-    return time.perf_counter() - started, sb.stats().total
-
-
-async def run(count: int) -> None:
-    async with Sandbox(ROOT / "crds", ready_delay=0.2) as sb:
-        port = free_port()
-        env = {**os.environ, **sb.kubectl_env(), "DEEPSEEK_OPERATOR_METRICS_PORT": str(port),
-               "DEEPSEEK_OPERATOR_RESYNC_SECONDS": "2"}
-        proc = await asyncio.create_subprocess_exec(str(OPERATOR), "--standalone", "--namespace=default",
-                                                    stdout=asyncio.subprocess.DEVNULL,
-                                                    stderr=asyncio.subprocess.DEVNULL, env=env)
+def wait_http(url: str, proc: Process, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited {proc.proc.returncode}")
         try:
-            async def up() -> bool:
-                try:
-                    await metric(port, "deepseek_operator_reconciles_total")
-                    return True
-                except httpx.HTTPError:
-                    return False
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{proc.name}: {url} not up in {timeout}s")
 
-            await until(up, 60)
-            one_s, one_w = await converge(sb, ["single"])
-            names = [f"bulk-{i}" for i in range(count)]
-            many_s, many_w = await converge(sb, names)
-            sb.reset_stats()
-            before = await metric(port, "deepseek_operator_reconciles_total")
-            sum_before = await metric(port, "deepseek_operator_reconcile_duration_seconds_sum")
-            idle_started = time.perf_counter()
 
-            async def idle_round() -> bool:  # every resource reconciled at least twice more
-                return await metric(port, "deepseek_operator_reconciles_total") >= before + 2 * (count + 1)
+def metric(port: int, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#") and line[len(name)] in " {")
 
-            await until(idle_round, 120)
-            idle_s = time.perf_counter() - idle_started
-            idle_reconciles = await metric(port, "deepseek_operator_reconciles_total") - before
-            idle_seconds = await metric(port, "deepseek_operator_reconcile_duration_seconds_sum") - sum_before
-            print(f"| figure | value (one run, {count} resources, 2 replicas each) |")
-            print("|---|---|")
-            print(f"| time to Ready: {count} resources / 1 resource | {many_s / one_s:.2f}x "
-                  f"({many_s:.1f} s / {one_s:.1f} s) |")
-            print(f"| API writes to converge, per resource ({count} at once / alone) | "
-                  f"{many_w / count:.1f} / {one_w} |")
-            print(f"| writes while idle ({idle_reconciles:.0f} reconciles in {idle_s:.1f} s) | "
-                  f"{sb.stats().total} |")
-            print(f"| idle reconciles per second (sandbox and operator sharing the machine) | "
-                  f"{idle_reconciles / idle_s:.1f} |")
-            print(f"| mean idle reconcile wall time ({count + 1} resources resyncing together) | "
-                  f"{1000 * idle_seconds / max(idle_reconciles, 1):.0f} ms |")
-        finally:
-            proc.terminate()
-            await proc.wait()
+
+def ready_count(cluster: RealCluster, namespace: str) -> int:
+    count = 0
+    for obj in cluster.objects("dsd", namespace):
+        status = obj.get("status", {})
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+        count += ready and status.get("observedGeneration") == obj["metadata"]["generation"]
+    return count
+
+
+@dataclass
+class Requests:
+    """One user's requests by class, from the audit log."""
+
+    by_class: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    @classmethod
+    def of(cls, audit: AuditLog) -> Requests:
+        counts: collections.Counter[str] = collections.Counter()
+        for event in audit.events():
+            verb, ref = event["verb"], event.get("objectRef") or {}
+            code = int((event.get("responseStatus") or {}).get("code") or 0)
+            counts["watch" if verb == "watch" else "read" if verb in ("get", "list") else "write"] += 1
+            counts["conflict"] += code == 409
+            counts["error"] += code >= 400 and code != 409 and not (verb == "get" and code == 404)
+            if verb == "create" and ref.get("resource") != "events":
+                counts["created"] += 1
+            if verb == "patch" and ref.get("subresource") == "status":
+                counts["status"] += 1
+            if verb == "create" and ref.get("resource") == "events":
+                counts["events"] += 1
+        return cls(counts)
+
+
+def run_one(cluster: RealCluster, n: int, kubeconfigs: dict[str, pathlib.Path], users: dict[str, str],
+            logs: pathlib.Path) -> dict[str, Any]:
+    namespace = f"bench-{n}"
+    admin("kubectl", "create", "namespace", namespace)
+    port, live = free_port(), free_port()
+    operator = start("operator", [str(BIN / "deepseek-operator"), "--standalone", f"--namespace={namespace}"],
+                     kubeconfigs["operator"], logs / f"operator-{n}.log", DEEPSEEK_OPERATOR_METRICS_PORT=str(port),
+                     DEEPSEEK_OPERATOR_RESYNC_SECONDS=RESYNC_SECONDS)
+    null = start("null", [str(BIN / "kopf"), "run", "--standalone", f"--namespace={namespace}",
+                          f"--liveness=http://127.0.0.1:{live}/healthz", str(ROOT / "benchmarks" / "null_operator.py")],
+                 kubeconfigs["null"], logs / f"null-{n}.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/metrics", operator)
+        wait_http(f"http://127.0.0.1:{live}/healthz", null)
+        audits = {who: AuditLog(cluster.directory / "audit.log", users[who]) for who in users}
+        for audit in audits.values():
+            audit.mark()
+        cpu0 = {p.name: p.cpu_seconds() for p in (operator, null)}
+        items = [resource(namespace, i) for i in range(n)]
+        admin("kubectl", "create", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+        applied = time.monotonic()
+        while ready_count(cluster, namespace) < n:
+            if time.monotonic() - applied > 900:
+                raise TimeoutError(f"N={n}: not all Ready after 900 s")
+            time.sleep(0.5)
+        ready_s = time.monotonic() - applied
+        busy = {p.name: p.cpu_seconds() - cpu0[p.name] for p in (operator, null)}
+        work = Requests.of(audits["operator"]).by_class
+        audits["operator"].mark()
+        idle0 = {p.name: p.cpu_seconds() for p in (operator, null)}
+        reconciles0 = metric(port, "deepseek_operator_reconciles_total")
+        time.sleep(IDLE_SECONDS)
+        idle = Requests.of(audits["operator"]).by_class
+        result = {
+            "n": n, "ready_s": ready_s,
+            "reads": work["read"] / n, "writes": work["write"] / n, "watches": work["watch"],
+            "created": work["created"] / n, "status": work["status"] / n, "events": work["events"],
+            "conflicts": work["conflict"], "errors": work["error"],
+            "cpu": busy["operator"], "cpu_null": busy["null"],
+            "idle_rps": (idle["read"] + idle["write"]) / IDLE_SECONDS, "idle_watches": idle["watch"],
+            "idle_reconciles": metric(port, "deepseek_operator_reconciles_total") - reconciles0,
+            "idle_cpu": operator.cpu_seconds() - idle0["operator"], "idle_cpu_null": null.cpu_seconds() - idle0["null"],
+            "rss": operator.peak_rss_mb(), "rss_null": null.peak_rss_mb(),
+        }
+    finally:
+        operator.stop()
+        null.stop()
+    admin("kubectl", "delete", "namespace", namespace, "--wait=true", "--timeout=600s", timeout=700)
+    return result
+
+
+def apply_generated(*create: str) -> None:
+    """`kubectl create ... --dry-run=client -o yaml | kubectl apply -f -`: create unless it exists."""
+    admin("kubectl", "apply", "-f", "-", stdin=admin("kubectl", *create, "--dry-run=client", "-o", "yaml"))
+
+
+def setup() -> tuple[RealCluster, dict[str, pathlib.Path], dict[str, str]]:
+    done = subprocess.run([str(ROOT / "tools/control-plane/up.sh")], env={**env(), "CLUSTER_DIR": str(BENCH)},
+                          capture_output=True, text=True, timeout=3600, check=False)
+    if done.returncode:
+        raise RuntimeError(done.stderr)
+    admin("kubectl", "apply", "--server-side", "--force-conflicts", "-f",
+          str(ROOT / "crds" / "deepseek.ai_deepseekdeployments.yaml"))
+    admin("kubectl", "wait", "--for=condition=Established", "crd/deepseekdeployments.deepseek.ai", "--timeout=60s")
+    admin("kubectl", "apply", "-f", "-", stdin=json.dumps(NODES))
+    admin("kubectl", "wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
+    chart = admin("helm", "template", RELEASE, str(ROOT / "charts/deepseek-operator"), "-n", SYSTEM, "--skip-crds")
+    apply_generated("create", "namespace", SYSTEM)
+    admin("kubectl", "apply", "--server-side", "--force-conflicts", "-n", SYSTEM, "-f", "-", stdin=chart)
+    apply_generated("create", "serviceaccount", "null-operator", "-n", SYSTEM)
+    apply_generated("create", "clusterrolebinding", "null-operator", f"--clusterrole={RELEASE}-deepseek-operator",
+                    f"--serviceaccount={SYSTEM}:null-operator")
+    kubeconfigs = {"operator": BENCH / "operator.kubeconfig", "null": BENCH / "null.kubeconfig"}
+    users = {"operator": operator_kubeconfig(BENCH, SYSTEM, f"{RELEASE}-deepseek-operator", kubeconfigs["operator"]),
+             "null": operator_kubeconfig(BENCH, SYSTEM, "null-operator", kubeconfigs["null"])}
+    return RealCluster(BENCH, kubeconfigs["operator"], users["operator"]), kubeconfigs, users
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = ("| N | all Ready after (s) | reads / resource | writes / resource (children created + status) "
+            "| 409s, other errors | operator CPU s / resource | null operator CPU s / resource | CPU ratio "
+            "| peak RSS MB (null) | idle requests / s (watches) | idle reconciles | idle CPU s (null) |")
+    rows = [head, "|" + "---|" * 12]
+    for r in results:
+        n = r["n"]
+        rows.append(
+            f"| {n} | {r['ready_s']:.1f} | {r['reads']:.2f} "
+            f"| {r['writes']:.2f} ({r['created']:.2f} + {r['status']:.2f}) "
+            f"| {r['conflicts']}, {r['errors']} | {r['cpu'] / n:.4f} | {r['cpu_null'] / n:.4f} "
+            f"| {r['cpu'] / max(r['cpu_null'], 1e-9):.2f} | {r['rss']:.0f} ({r['rss_null']:.0f}) "
+            f"| {r['idle_rps']:.3f} ({r['idle_watches']}) | {r['idle_reconciles']:.0f} "
+            f"| {r['idle_cpu']:.1f} ({r['idle_cpu_null']:.1f}) |")
+    return "\n".join(rows)
+
+
+def plot(results: list[dict[str, Any]], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = [r["n"] for r in results]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    axes[0].plot(ns, [r["ready_s"] for r in results], "o-")
+    axes[0].set(title="all Ready after the last create", xlabel="resources", ylabel="seconds", xscale="log")
+    axes[1].plot(ns, [r["cpu"] / r["n"] for r in results], "o-", label="operator")
+    axes[1].plot(ns, [r["cpu_null"] / r["n"] for r in results], "s--", label="null kopf operator (floor)")
+    axes[1].set(title="CPU seconds per resource", xlabel="resources", xscale="log")
+    axes[1].legend()
+    axes[2].plot(ns, [r["reads"] for r in results], "o-", label="reads")
+    axes[2].plot(ns, [r["writes"] for r in results], "s-", label="writes")
+    axes[2].set(title="API requests per resource (no watches)", xlabel="resources", xscale="log")
+    axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=20, help="resources created at once")
-    asyncio.run(run(parser.parse_args().count))
+    global IDLE_SECONDS
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--counts", default="10,100,1000", help="comma-separated N values")
+    parser.add_argument("--idle-seconds", type=int, default=IDLE_SECONDS, help="idle window after each N")
+    parser.add_argument("--keep", action="store_true", help="leave the benchmark's control plane running")
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "operator-scale.png"))
+    args = parser.parse_args()
+    IDLE_SECONDS = args.idle_seconds
+    logs = BENCH / "logs-bench"
+    try:
+        cluster, kubeconfigs, users = setup()
+        logs.mkdir(exist_ok=True)
+        results = []
+        for n in (int(c) for c in args.counts.split(",")):
+            results.append(run_one(cluster, n, kubeconfigs, users, logs))
+            print(json.dumps(results[-1]), flush=True)
+        print(table(results))
+        plot(results, pathlib.Path(args.plot))
+    finally:
+        if not args.keep:
+            subprocess.run([str(ROOT / "tools/control-plane/down.sh")], env={**env(), "CLUSTER_DIR": str(BENCH)},
+                           capture_output=True, timeout=120, check=False)
 
 
 if __name__ == "__main__":

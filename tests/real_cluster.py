@@ -73,6 +73,16 @@ class AuditLog:
                     out.append(event)
         return out
 
+    def requests(self) -> collections.Counter[tuple[str, str]]:
+        """Every request after the offset by (verb, resource), reads included; `watch` is a verb here."""
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        for event in self.events():
+            ref = event.get("objectRef") or {}
+            plural = ref.get("resource", "")
+            resource = f"{plural}.{ref['apiGroup']}" if ref.get("apiGroup") else plural
+            counts[(event["verb"], resource or event.get("requestURI", ""))] += 1
+        return counts
+
     def writes(self) -> WriteStats:
         stats = WriteStats()
         for event in self.events():

@@ -36,6 +36,7 @@ from deepseek_operator import metrics
 from deepseek_operator.api import GROUP, PLURAL, VERSION, InvalidSpec
 from deepseek_operator.cache import CachedK8s
 from deepseek_operator.k8s import KINDS, ApiError, K8s, Kind
+from deepseek_operator.kopf_settings import WATCH_TIMEOUT_SECONDS
 from deepseek_operator.reconcile import reconcile, report_forbidden
 from deepseek_operator.render.common import LABEL_DEPLOYMENT
 from deepseek_operator.retry import RetryQueue, server_delay
@@ -43,7 +44,6 @@ from deepseek_operator.retry import RetryQueue, server_delay
 log = logging.getLogger(__name__)
 CR = KINDS[("deepseek.ai/v1alpha1", "DeepSeekDeployment")]
 RESYNC_SECONDS = float(os.environ.get("DEEPSEEK_OPERATOR_RESYNC_SECONDS", "600"))
-WATCH_TIMEOUT_SECONDS = int(os.environ.get("DEEPSEEK_OPERATOR_WATCH_TIMEOUT_SECONDS", "600"))
 # The namespaces the operator handles, as given to `deepseek-operator` (main.cli); None: all of them.
 NAMESPACES: list[str] | None = None
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -54,18 +54,26 @@ _known: dict[tuple[str, str], kopf.Body | dict[str, Any]] = {}
 _resync_task: asyncio.Task[None] | None = None
 _event_sink: tuple[asyncio.AbstractEventLoop, kopf_posting.K8sEventQueue] | None = None
 _client: CachedK8s | None = None
+_client_lock = asyncio.Lock()
 _triggered: set[asyncio.Task[None]] = set()  # reconciles started by cache changes, until they end
 # The generation this process last reconciled to the end (or found invalid), per resource.
 _reconciled: dict[tuple[str, str], int] = {}
 
 
 async def client() -> CachedK8s:
-    """The shared API client with its watch-fed caches, created and started on first use."""
+    """The shared API client with its watch-fed caches, created and started on first use.
+
+    Under a lock: at startup kopf calls every resource's handler at once, and each one creating a
+    client of its own would start a set of informers each (their watches would exhaust the HTTP
+    connection pool the reconciles share, and the operator would stall).
+    """
     global _client
-    if _client is None:
-        plain = await K8s.connect()
-        _client = CachedK8s(plain._api, NAMESPACES, _cache_changed, WATCH_TIMEOUT_SECONDS)
-        await _client.start()
+    async with _client_lock:
+        if _client is None:
+            plain = await K8s.connect()
+            created = CachedK8s(plain._api, NAMESPACES, _cache_changed, WATCH_TIMEOUT_SECONDS)
+            await created.start()
+            _client = created
     return _client
 
 

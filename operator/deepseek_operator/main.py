@@ -23,7 +23,6 @@ Startup settings, each with its reason:
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from typing import Any
@@ -31,20 +30,12 @@ from typing import Any
 import kopf
 
 from deepseek_operator import handlers, metrics  # importing handlers registers them with kopf
-
-ANNOTATION_PREFIX = "deepseek.ai"
+from deepseek_operator.kopf_settings import configure_kopf
 
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
-    )
-    # An integer: the apiserver refuses `timeoutSeconds=600.0` (strconv.ParseInt), the sandbox did not.
-    settings.watching.server_timeout = handlers.WATCH_TIMEOUT_SECONDS
-    settings.background.cancellation_polling = 1
-    settings.posting.level = logging.WARNING
+    configure_kopf(settings)
     port = int(os.environ.get("DEEPSEEK_OPERATOR_METRICS_PORT", "9090"))
     if port:
         metrics.start_metrics_server(port)

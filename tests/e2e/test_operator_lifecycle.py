@@ -191,6 +191,11 @@ async def test_invalid_spec_is_reported_without_retry_storm(cluster: Cluster, st
         and o, what="InvalidSpec condition")
     assert "spec.rollout" in condition(obj, "Ready")["message"]
     assert cluster.get("deployments", "default", "bad-primary") is None
+    # The status is visible before the reconcile that wrote it has counted itself: wait for the count.
+    async def counted() -> bool:
+        return await operator.metric("deepseek_operator_reconciles_total", result="invalid") >= 1
+
+    await eventually(counted, what="the invalid reconcile counted")
     cluster.reset_stats()
     invalid_before = await operator.metric("deepseek_operator_reconciles_total", result="invalid")
     skipped_before = await operator.metric("deepseek_operator_resyncs_total", result="skipped_invalid")
