@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
 TOOLS := .tools/bin/kubectl .tools/.apt-stamp .tools/checkov-venv/bin/checkov \
-	.tools/npm/node_modules/.bin/gitlab-ci-local
+	.tools/npm/node_modules/.bin/gitlab-ci-local .tools/litellm-venv/bin/python
 
 .PHONY: demo test bootstrap lint sync-crds clean control-plane cluster cluster-down
 
@@ -30,6 +30,9 @@ $(VENV)/.stamp: pyproject.toml
 
 .tools/npm/node_modules/.bin/gitlab-ci-local: .tools/.apt-stamp tools/install-gitlab-ci-local.sh
 	tools/install-gitlab-ci-local.sh
+
+.tools/litellm-venv/bin/python: tools/install-litellm.sh
+	tools/install-litellm.sh
 
 bootstrap: $(VENV)/.stamp $(TOOLS)
 

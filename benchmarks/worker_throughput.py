@@ -7,7 +7,10 @@ Python, dominates a step) once under ~/.cache/deepseek-worker/bench-v1, then mea
 tokens/s for: bare generate at batch 1 and 8, the engine at concurrency 1 and 8, and the same
 engine behind the HTTP app (uvicorn on 127.0.0.1, /v1/completions). It also measures
 time-to-first-token (TTFT) overhead and the prefix-cache speed-up for a long shared system prompt.
-Prints a markdown table of ratios and writes docs/worker-throughput.png. Numbers are medians of
+Then, on the tiny test model: 8 concurrent streaming chat requests over HTTP (max_tokens 64) vs
+one bare batched `model.generate` of the same 8 prompts, interleaved, ratio measured in one run
+(`--stream-chat-only` runs just that). Prints a markdown table of ratios and writes
+docs/worker-throughput.png. Numbers are medians of
 `--repeats` interleaved runs; EOS is disabled so every request generates exactly `--tokens`.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import threading
@@ -165,6 +169,109 @@ def measure_http(b: Bench, repeats: int) -> bool:
     return True
 
 
+STREAM_QUESTIONS = [f"Question {i}: in one paragraph, what is {i} times {i + 1}, and why?" for i in range(8)]
+
+
+class StreamChatBench:
+    """Streaming chat over HTTP vs bare batched `model.generate`, on the tiny test model.
+
+    The worker (build_app + uvicorn on 127.0.0.1, in a thread of this process) gets `conc`
+    concurrent `POST /v1/chat/completions` with `stream: true`, `max_tokens` = `tokens`, greedy,
+    EOS disabled; the client (httpx, on this process's event loop) reads every SSE event. The
+    baseline is one `model.generate` of the same prompts (the chat template rendered and tokenized
+    by the worker's own tokenizer, left-padded) with exactly `tokens` new tokens. Both run in
+    the same process, interleaved, so their ratio is measured in one run.
+    """
+
+    def __init__(self, tokens: int, conc: int) -> None:
+        from deepseek_worker.app import build_app
+        from deepseek_worker.settings import Settings
+        from deepseek_worker.tiny import build_tiny_model
+
+        self.tokens, self.conc = tokens, conc
+        settings = Settings(model=str(build_tiny_model()), served_model_name="tiny", max_model_len=512,
+                            max_new_tokens=tokens, max_batch_size=conc, max_concurrent_requests=4 * conc)
+        self.engine = Engine(settings.engine_config())
+        self.server, self.thread = serve(build_app(self.engine, settings))
+        assert self.engine._runner is not None and self.engine.loaded is not None
+        self.engine._runner.eos_ids = frozenset()  # exactly `tokens` per request
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.messages = [[{"role": "user", "content": q}] for q in STREAM_QUESTIONS[:conc]]
+        prompts = [self.engine.tokenize(self.engine.apply_chat_template(m)) for m in self.messages]
+        width = max(len(p) for p in prompts)
+        self.ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+        self.mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        self.model = self.engine.loaded.model
+
+    @torch.inference_mode()
+    def bare(self) -> float:
+        """Generated tokens/s of one batched greedy `model.generate`."""
+        seconds = timed(lambda: self.model.generate(
+            self.ids, attention_mask=self.mask, max_new_tokens=self.tokens, min_new_tokens=self.tokens,
+            do_sample=False, pad_token_id=0))
+        return self.conc * self.tokens / seconds
+
+    async def http(self) -> float:
+        """Generated tokens/s of `conc` concurrent streaming chat requests, first byte sent to last [DONE]."""
+        import httpx
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=300) as client:
+            async def one(messages: list[dict[str, str]]) -> None:
+                body = {"model": "tiny", "messages": messages, "max_tokens": self.tokens, "temperature": 0,
+                        "stream": True, "stream_options": {"include_usage": True}}
+                usage = None
+                async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                    r.raise_for_status()
+                    async for line in r.aiter_lines():
+                        if line.startswith("data: {") and '"usage":{' in line:
+                            usage = json.loads(line[6:])["usage"]
+                assert usage is not None and usage["completion_tokens"] == self.tokens, usage
+
+            seconds = await atimed(lambda: asyncio.gather(*(one(m) for m in self.messages)))
+        return self.conc * self.tokens / seconds
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(60)
+
+
+def serve(app: Any) -> tuple[Any, threading.Thread]:
+    """uvicorn on 127.0.0.1:<free port> in a daemon thread; returns once the app's engine is ready."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not (server.started and app.state.engine.ready):
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("HTTP server or engine did not start")
+        time.sleep(0.05)
+    return server, thread
+
+
+def measure_stream_chat(tokens: int, conc: int, repeats: int) -> dict[str, float]:
+    """Interleaved repeats of bare generate and streaming chat over HTTP; medians and their ratio."""
+    bench = StreamChatBench(tokens, conc)
+    try:
+        bench.bare()  # warm-up: first-call allocations, lazy inits, the connection pool
+        asyncio.run(bench.http())
+        bare, http = [], []
+        for _ in range(repeats):
+            bare.append(bench.bare())
+            http.append(asyncio.run(bench.http()))
+    finally:
+        bench.close()
+    ratios = [h / b for h, b in zip(http, bare, strict=True)]
+    return {"bare": statistics.median(bare), "http": statistics.median(http), "ratio": statistics.median(ratios)}
+
+
+def stream_chat_report(result: dict[str, float], tokens: int, conc: int) -> str:
+    return (f"Streaming chat over HTTP (tiny model, {conc} concurrent, max_tokens {tokens}): "
+            f"{result['http']:.0f} tok/s; bare batched model.generate of the same {conc} prompts: "
+            f"{result['bare']:.0f} tok/s; ratio {result['ratio']:.2f}x (aim >= 0.8).")
+
+
 def report(b: Bench, http: bool) -> str:
     m = b.median
     rows = [
@@ -224,11 +331,18 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--plot", type=Path, default=DOCS / "worker-throughput.png")
+    parser.add_argument("--stream-chat-only", action="store_true",
+                        help="only the tiny-model streaming chat vs bare generate comparison")
     args = parser.parse_args()
+    stream_chat = measure_stream_chat(args.tokens, 8, max(args.repeats, 5))
+    if args.stream_chat_only:
+        print(stream_chat_report(stream_chat, args.tokens, 8))
+        return
     b = asyncio.run(main_async(args))
     http = measure_http(b, args.repeats)
     plot(b, args.plot)
     print(report(b, http))
+    print("\n" + stream_chat_report(stream_chat, args.tokens, 8))
     print(f"\nplot: {args.plot}")
 
 

@@ -344,3 +344,35 @@ async def test_bad_thinking_is_400(thinking: Any, param: str) -> None:
     async with c:
         r = await c.post("/v1/chat/completions", json={**CHAT, "thinking": thinking})
     error(r, 400, param)
+
+
+# --- the per-token serialisation shortcut and the reasoning token count, as units ---------------
+
+
+@pytest.mark.parametrize("text", ["plain", 'quo"te\\', "line\nbreak\t", "ünïcödé 你好 🚀", "\u2028\x00\x1f", ""])
+def test_text_events_are_byte_identical_to_full_serialisation(text: str) -> None:
+    from deepseek_worker.protocol import chat_chunk
+    from deepseek_worker.streams import _MARKER, TextEvents, sse
+
+    for usage in (False, True):
+        fast = TextEvents(chat_chunk("id-1", 7, "m", {"content": _MARKER}, include_usage=usage))
+        assert fast(text) == sse(chat_chunk("id-1", 7, "m", {"content": text}, include_usage=usage))
+
+
+@pytest.mark.parametrize(
+    ("chunks", "in_reasoning", "expected"),
+    [
+        ([" ", " <thi", "nk>a", "b</th", "ink>", " c"], False, 5),  # whitespace and split tags count once decided
+        (["hello", "<think>x</think>"], False, 0),  # a tag inside content is content
+        (["a", "b</think>", "c"], True, 2),  # the template opened the thought
+        (["<think>a</think>b"], False, 1),  # opened and closed in one chunk
+    ],
+)
+def test_reasoning_parser_counts_thought_tokens(chunks: list[str], in_reasoning: bool, expected: int) -> None:
+    from deepseek_worker.reasoning import ReasoningParser
+
+    parser = ReasoningParser(in_reasoning)
+    for chunk in chunks:
+        parser.feed(chunk, 1)
+    parser.flush()
+    assert parser.reasoning_tokens == expected

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import streams
 from .auth import Authenticator
 from .lifecycle import WorkerState
-from .limits import AdmissionMiddleware, AuthFailureThrottle, RateLimiter, token_endpoint_limiter
+from .limits import API_PREFIXES, AdmissionMiddleware, AuthFailureThrottle, RateLimiter, token_endpoint_limiter
 from .metrics import Metrics, MetricsMiddleware
 from .protocol import (
     APIError,
@@ -116,11 +116,16 @@ def _add_routes(
         if model != served:
             raise APIError(404, f"The model `{model}` does not exist.", param="model", type_="model_not_found")
 
-    @app.get("/v1/models", response_model=ModelList, responses=ERROR_RESPONSES)
-    async def list_models() -> ModelList:
-        return ModelList(data=[ModelCard(id=served, created=created, max_model_len=engine.max_model_len)])
+    def card() -> ModelCard:
+        return ModelCard(id=served, created=created, max_model_len=engine.max_model_len)
 
-    @app.post("/v1/chat/completions", response_model=None, responses=ERROR_RESPONSES)
+    async def list_models() -> ModelList:
+        return ModelList(data=[card()])
+
+    async def retrieve_model(model_id: str) -> ModelCard:
+        check_model(model_id)
+        return card()
+
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         started = time.perf_counter()
         check_model(body.model)
@@ -128,9 +133,8 @@ def _add_routes(
         if body.stream:
             return _sse(streams.stream_chat(engine, settings, metrics, job, started))
         result = await streams.complete_chat(engine, settings, metrics, job, started)
-        return JSONResponse(result.model_dump(exclude_none=True))
+        return JSONResponse(result.model_dump())  # null logprobs/refusal stay: OpenAI requires them
 
-    @app.post("/v1/completions", response_model=None, responses=ERROR_RESPONSES)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         started = time.perf_counter()
         check_model(body.model)
@@ -139,6 +143,19 @@ def _add_routes(
             return _sse(streams.stream_completion(engine, settings, metrics, job, started))
         result = await streams.complete_text(engine, settings, metrics, job, started)
         return JSONResponse(result.model_dump())
+
+    # Each API route twice: under /v1 (OpenAI's base URL) and without it (DeepSeek documents
+    # https://api.deepseek.com as a base URL too). Same handler, and API_PATHS in limits.py /
+    # metrics.py give both the same admission and metrics.
+    for prefix in API_PREFIXES:
+        app.add_api_route(prefix + "/models", list_models, methods=["GET"], response_model=ModelList,
+                          responses=ERROR_RESPONSES)
+        app.add_api_route(prefix + "/models/{model_id:path}", retrieve_model, methods=["GET"],
+                          response_model=ModelCard, responses=ERROR_RESPONSES)
+        app.add_api_route(prefix + "/chat/completions", chat_completions, methods=["POST"], response_model=None,
+                          responses=ERROR_RESPONSES)
+        app.add_api_route(prefix + "/completions", completions, methods=["POST"], response_model=None,
+                          responses=ERROR_RESPONSES)
 
     @app.post("/auth/v1/token", response_model=TokenResponse, responses=ERROR_RESPONSES)
     async def token(request: Request) -> TokenResponse:

@@ -2,7 +2,7 @@
 
 One pure-ASGI middleware so that every refusal happens before the body is parsed and before any
 engine work, and so the in-flight counts cover a streamed response until its last byte.
-Order for API routes (/v1/, /auth/): not ready/draining (503) -> Content-Length cap (413)
+Order for API routes (/v1/ and its unprefixed aliases, /auth/): not ready/draining (503) -> Content-Length cap (413)
 -> failed-auth throttle per client address (429) -> auth (401) -> rate limit (429)
 -> per-key concurrency cap (429) -> worker concurrency cap (503) -> body cap while reading (413).
 The generated docs (/docs, /redoc, /openapi.json) pass only the throttle and auth.
@@ -26,7 +26,16 @@ from .lifecycle import WorkerState
 from .protocol import APIError
 
 GATED_PREFIXES = ("/v1/", "/auth/")
+# The API routes are served under /v1 (OpenAI's base URL) and without it (DeepSeek documents
+# https://api.deepseek.com as a base URL): the unprefixed ones are gated exactly like /v1/.
+API_PREFIXES = ("/v1", "")
+UNPREFIXED_API_PATHS = ("/chat/completions", "/completions", "/models")
 DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")  # FastAPI's generated schema and its two UIs
+
+
+def is_api_path(path: str) -> bool:
+    """A model API path (chat, completions, models), with or without the /v1 prefix."""
+    return path.startswith("/v1/") or path in UNPREFIXED_API_PATHS or path.startswith("/models/")
 
 
 def is_docs_path(path: str) -> bool:
@@ -227,7 +236,7 @@ class AdmissionMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope["path"]) if scope["type"] == "http" else ""
-        if path.startswith(GATED_PREFIXES):
+        if path.startswith(GATED_PREFIXES) or is_api_path(path):
             await self._api(scope, receive, send)
         elif is_docs_path(path):
             try:
@@ -269,7 +278,7 @@ class AdmissionMiddleware:
         headers = Headers(scope=scope)
         if self.state.draining:
             raise APIError(503, "The worker is shutting down; retry on another replica.", retry_after=1)
-        if not self.ready() and str(scope["path"]).startswith("/v1/"):
+        if not self.ready() and is_api_path(str(scope["path"])):
             raise APIError(503, "The model is still loading.", retry_after=5)
         length = _content_length(headers)
         if length is not None and length > self.max_body_bytes:

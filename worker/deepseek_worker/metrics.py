@@ -30,6 +30,11 @@ ROUTES = frozenset(
         "/v1/chat/completions",
         "/v1/completions",
         "/v1/models",
+        "/v1/models/{id}",
+        "/chat/completions",
+        "/completions",
+        "/models",
+        "/models/{id}",
         "/auth/v1/token",
         "/health/live",
         "/health/ready",
@@ -38,6 +43,14 @@ ROUTES = frozenset(
 )
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12)
+
+
+def route_label(path: str) -> str:
+    """The `route` label: a path of ROUTES, a model id folded into `{id}`, else "other" (bounded values)."""
+    for models in ("/v1/models/", "/models/"):
+        if path.startswith(models):
+            return models + "{id}"
+    return path if path in ROUTES else "other"
 
 
 class EngineCollector(Collector):
@@ -169,7 +182,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = scope["path"] if scope["path"] in ROUTES else "other"  # bounded label values
+        route = route_label(str(scope["path"]))
         started = time.perf_counter()
         status = 500  # if the app dies before sending headers, the server answers 500
 

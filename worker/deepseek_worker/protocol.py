@@ -11,7 +11,15 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from .types import SamplingParams
 
@@ -98,13 +106,23 @@ class TextPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    """One chat message. `content` is a string or a list of text parts."""
+    """One chat message. `content` is a string or a list of text parts.
+
+    `developer` (OpenAI's newer name for the system role) is rendered as `system`. `prefix: true`
+    (DeepSeek's chat prefix completion) is allowed only on the last message, an assistant one:
+    the reply then continues that message (checked by ChatCompletionRequest.check).
+    """
 
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    prefix: bool | None = None
+
+    def template_role(self) -> str:
+        """The role as chat templates know it (developer -> system)."""
+        return "system" if self.role == "developer" else self.role
 
     @model_validator(mode="after")
     def _needs_content(self) -> ChatMessage:
@@ -120,8 +138,11 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    """`include_obfuscation` is accepted and ignored: events are never padded (see docs/worker-api.md)."""
+
     model_config = _Strict
-    include_usage: bool = False
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
 
 
 Stop = str | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)] | None
@@ -131,19 +152,21 @@ class _GenerationRequest(BaseModel):
     """Fields shared by chat and text completions."""
 
     model_config = _Strict
+    # Every optional parameter also takes an explicit null, meaning its default (the openai SDK
+    # sends null for a parameter passed as None; OpenAI's spec marks them nullable).
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
     stop: Stop = None
-    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
-    stream: bool = False
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # OpenAI: a signed 64-bit integer
+    stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = None
     # Accepted only at their neutral values (SDKs send some of them by default).
-    n: Literal[1] = 1
-    frequency_penalty: Literal[0] = 0
-    presence_penalty: Literal[0] = 0
+    n: Literal[1] | None = None
+    frequency_penalty: Literal[0] | None = None
+    presence_penalty: Literal[0] | None = None
     logit_bias: Annotated[dict[str, float], Field(max_length=0)] | None = None
 
     @field_validator("stop")
@@ -159,7 +182,19 @@ class _GenerationRequest(BaseModel):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
     def include_usage(self) -> bool:
-        return self.stream_options is not None and self.stream_options.include_usage
+        return self.stream_options is not None and bool(self.stream_options.include_usage)
+
+    def check(self) -> None:
+        """Cross-field rules pydantic cannot name a param for; raises a 400 APIError naming it."""
+        if self.stream_options is not None and not self.stream:
+            raise APIError(400, "stream_options is only allowed when stream is true.", param="stream_options")
+
+
+class Thinking(BaseModel):
+    """DeepSeek's `thinking` parameter: {"type": "enabled" | "disabled"}."""
+
+    model_config = _Strict
+    type: Literal["enabled", "disabled"]
 
 
 class ChatCompletionRequest(_GenerationRequest):
@@ -173,16 +208,54 @@ class ChatCompletionRequest(_GenerationRequest):
     tool_choice: Literal["none"] | None = None
     response_format: dict[Literal["type"], Literal["text"]] | None = None
     parallel_tool_calls: bool | None = None
+    thinking: Thinking | None = None  # DeepSeek: reasoning on/off (see streams.prepare_chat)
+    # OpenAI parameters accepted and ignored: they do not change the output.
+    metadata: dict[str, str] | None = None
+    store: Literal[False] | None = None  # nothing is stored, so `true` is refused
+    service_tier: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None  # the prefix cache is automatic
+    prompt_cache_retention: str | None = None
+    # OpenAI parameters accepted only as null (their default): anything else would change the output.
+    modalities: list[Literal["text"]] | None = None
+    audio: None = None
+    prediction: None = None
+    reasoning_effort: None = None
+    verbosity: None = None
+    web_search_options: None = None
+    moderation: None = None
+    prompt_cache_options: None = None
+    functions: None = None
+    function_call: None = None
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    def check(self) -> None:
+        """The shared rules, then DeepSeek's prefix rule: only the last message, an assistant one."""
+        super().check()
+        last = len(self.messages) - 1
+        for i, message in enumerate(self.messages):
+            if message.prefix and (i != last or message.role != "assistant"):
+                raise APIError(
+                    400, "prefix: true is only allowed on the last message, and only when its role is assistant.",
+                    param=f"messages[{i}].prefix",
+                )
+
+    def prefix_message(self) -> ChatMessage | None:
+        """The assistant message the reply continues (DeepSeek chat prefix completion), if any."""
+        last = self.messages[-1]
+        return last if last.prefix and last.role == "assistant" else None
 
 
 class CompletionRequest(_GenerationRequest):
     """POST /v1/completions (one prompt string)."""
 
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
-    echo: Literal[False] = False
+    # An empty prompt is refused (OpenAI would generate from <|endoftext|>; there is no such start here).
+    prompt: Annotated[str, Field(min_length=1)] | Annotated[
+        list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=1)
+    ]
+    echo: Literal[False] | None = None
     logprobs: Literal[0] | None = None
     best_of: Literal[1] | None = None
     suffix: Literal[""] | None = None
@@ -226,8 +299,8 @@ def sampling_params(
         )
     return SamplingParams(
         max_tokens=wanted,
-        temperature=request.temperature,
-        top_p=request.top_p,
+        temperature=1.0 if request.temperature is None else request.temperature,
+        top_p=1.0 if request.top_p is None else request.top_p,
         stop=request.stop_tuple(),
         seed=request.seed,
     )
@@ -248,6 +321,10 @@ class PromptTokensDetails(BaseModel):
     cached_tokens: int = 0
 
 
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
 class Usage(BaseModel):
     """OpenAI usage plus DeepSeek's cache hit/miss split."""
 
@@ -255,25 +332,40 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails
+    completion_tokens_details: CompletionTokensDetails
     prompt_cache_hit_tokens: int
     prompt_cache_miss_tokens: int
 
     @classmethod
-    def of(cls, prompt: int, completion: int, cached: int) -> Usage:
+    def of(cls, prompt: int, completion: int, cached: int, reasoning: int = 0) -> Usage:
         return cls(
             prompt_tokens=prompt,
             completion_tokens=completion,
             total_tokens=prompt + completion,
             prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
+            completion_tokens_details=CompletionTokensDetails(reasoning_tokens=reasoning),
             prompt_cache_hit_tokens=cached,
             prompt_cache_miss_tokens=prompt - cached,
         )
 
 
+def _without_none(data: dict[str, Any], keep: frozenset[str]) -> dict[str, Any]:
+    """Drop optional keys whose value is None, except those OpenAI's schema requires (`keep`)."""
+    return {k: v for k, v in data.items() if v is not None or k in keep}
+
+
 class AssistantMessage(BaseModel):
+    """The reply. `content` and `refusal` are always present (OpenAI requires both, nullable);
+    other fields (reasoning_content, ...) only when set, as DeepSeek does."""
+
     role: Literal["assistant"] = "assistant"
     content: str | None
+    refusal: str | None = None
     reasoning_content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self), frozenset({"role", "content", "refusal"}))
 
 
 class ChatChoice(BaseModel):
@@ -291,6 +383,10 @@ class ChatCompletion(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     system_fingerprint: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self), frozenset({"id", "object", "created", "model", "choices", "usage"}))
 
 
 class CompletionChoice(BaseModel):
@@ -329,9 +425,16 @@ class TokenResponse(BaseModel):
 
 
 def _stream_event(
-    kind: str, completion_id: str, created: int, model: str, choice: dict[str, Any], usage: Usage | None
+    kind: str,
+    completion_id: str,
+    created: int,
+    model: str,
+    choice: dict[str, Any],
+    usage: Usage | None,
+    include_usage: bool,
 ) -> dict[str, Any]:
-    """One streamed event of `kind`; the usage event has no choices and a usage object."""
+    """One streamed event of `kind`; the usage event has no choices and a usage object. With
+    `include_usage` every other event carries `"usage": null`, as OpenAI sends it."""
     out: dict[str, Any] = {
         "id": completion_id,
         "object": kind,
@@ -341,6 +444,8 @@ def _stream_event(
     }
     if usage is not None:
         out["usage"] = usage.model_dump()
+    elif include_usage:
+        out["usage"] = None
     return out
 
 
@@ -351,10 +456,12 @@ def chat_chunk(
     delta: dict[str, Any],
     finish_reason: str | None = None,
     usage: Usage | None = None,
+    *,
+    include_usage: bool = False,
 ) -> dict[str, Any]:
     """One `chat.completion.chunk`."""
     choice = {"delta": delta, "finish_reason": finish_reason}
-    return _stream_event("chat.completion.chunk", completion_id, created, model, choice, usage)
+    return _stream_event("chat.completion.chunk", completion_id, created, model, choice, usage, include_usage)
 
 
 def completion_chunk(
@@ -364,10 +471,12 @@ def completion_chunk(
     text: str,
     finish_reason: str | None = None,
     usage: Usage | None = None,
+    *,
+    include_usage: bool = False,
 ) -> dict[str, Any]:
     """One streamed `text_completion` event."""
     choice = {"text": text, "finish_reason": finish_reason}
-    return _stream_event("text_completion", completion_id, created, model, choice, usage)
+    return _stream_event("text_completion", completion_id, created, model, choice, usage, include_usage)
 
 
 def finish_reason(engine_reason: str | None) -> str:

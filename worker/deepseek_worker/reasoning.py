@@ -18,6 +18,24 @@ def prompt_opens_reasoning(prompt: str) -> bool:
     return tail.endswith(OPEN)
 
 
+def apply_thinking(prompt: str, thinking: str | None) -> tuple[str, bool]:
+    """DeepSeek's `thinking` parameter on a rendered prompt -> (prompt, output starts in a thought).
+
+    None keeps the template's choice. "enabled" opens a thought when the template did not
+    (`<think>\n`, as DeepSeek-V3.1's thinking mode does). "disabled" closes a thought the template
+    opened with an empty one (`<think>\n\n</think>\n\n`, the R1 convention); the caller then
+    treats the whole output as content.
+    """
+    opens = prompt_opens_reasoning(prompt)
+    if thinking == "enabled" and not opens:
+        return prompt + OPEN + "\n", True
+    if thinking == "disabled":
+        if opens:
+            prompt += ("" if prompt.endswith("\n") else "\n") + "\n" + CLOSE + "\n\n"
+        return prompt, False
+    return prompt, opens
+
+
 def _held_suffix(text: str, tag: str) -> int:
     """Length of the longest suffix of `text` that is a proper prefix of `tag`."""
     for size in range(min(len(tag) - 1, len(text)), 0, -1):
@@ -30,18 +48,37 @@ class ReasoningParser:
     """Feed decoded text chunks; get back (reasoning_delta, content_delta) pairs.
 
     Contract: the concatenation of all reasoning deltas plus all content deltas (after `flush`)
-    equals the input minus the tags and the whitespace right after `</think>`.
+    equals the input minus the tags and the whitespace right after `</think>`. With `split=False`
+    nothing is parsed: every chunk is content, unchanged (thinking disabled).
+
+    `reasoning_tokens` counts the tokens (as passed to `feed`) generated inside the thought, its
+    tags included: a chunk that opens or closes the thought counts as reasoning.
     """
 
-    def __init__(self, in_reasoning: bool = False) -> None:
-        self._state = "reasoning" if in_reasoning else "start"
+    def __init__(self, in_reasoning: bool = False, *, split: bool = True) -> None:
+        self._state = "reasoning" if in_reasoning else "start" if split else "content"
         self._buf = ""
-        self._content_started = False
+        self._content_started = not split
         self._reasoning_started = False
         self.saw_thought = in_reasoning
+        self.reasoning_tokens = 0
+        self._undecided_tokens = 0  # tokens seen before it is known whether a thought opens
 
-    def feed(self, text: str) -> tuple[str, str]:
-        """Consume one chunk; return what can be emitted now."""
+    def feed(self, text: str, tokens: int = 0) -> tuple[str, str]:
+        """Consume one chunk of `tokens` generated tokens; return what can be emitted now."""
+        before = self._state
+        out = self._feed(text)
+        if before == "reasoning":
+            self.reasoning_tokens += tokens
+        elif before == "start":
+            if self._state == "start":
+                self._undecided_tokens += tokens
+            elif self.saw_thought:
+                self.reasoning_tokens += self._undecided_tokens + tokens
+            self._undecided_tokens = 0 if self._state != "start" else self._undecided_tokens
+        return out
+
+    def _feed(self, text: str) -> tuple[str, str]:
         self._buf += text
         reasoning, content = "", ""
         while True:

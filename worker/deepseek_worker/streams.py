@@ -35,7 +35,7 @@ from .protocol import (
     now,
     sampling_params,
 )
-from .reasoning import ReasoningParser, prompt_opens_reasoning, split_reasoning
+from .reasoning import ReasoningParser, apply_thinking
 from .settings import Settings
 from .types import EngineProtocol, GenerationChunk, SamplingParams
 
@@ -49,24 +49,44 @@ class Job:
     model: str
     include_usage: bool
     in_reasoning: bool = False
+    split_reasoning: bool = True  # False: thinking disabled or a prefix continued, all output is content
     id: str = field(default_factory=lambda: new_id("chatcmpl"))
     created: int = field(default_factory=now)
 
 
 async def prepare_chat(engine: EngineProtocol, settings: Settings, body: ChatCompletionRequest) -> Job:
-    """Render the chat template and tokenize (off the event loop: long prompts take a while)."""
-    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    """Render the chat template and tokenize (off the event loop: long prompts take a while).
+
+    `developer` messages render as `system`. A prefix message (DeepSeek chat prefix completion) is
+    left out of the template and its text appended after the generation prompt, so the assistant
+    turn stays open and the reply continues it (any thought the template opened is closed first).
+    `thinking` then opens or closes the thought (reasoning.apply_thinking).
+    """
+    body.check()
+    prefix = body.prefix_message()
+    shown = body.messages[:-1] if prefix is not None else body.messages
+    messages = [{"role": m.template_role(), "content": m.text()} for m in shown]
     try:
         prompt = await asyncio.to_thread(engine.apply_chat_template, messages)
     except (TemplateError, ValueError, TypeError) as exc:
         raise APIError(400, f"Messages cannot be rendered by the chat template: {exc}", param="messages") from exc
+    thinking = body.thinking.type if body.thinking is not None else None
+    prompt, in_reasoning = apply_thinking(prompt, "disabled" if prefix is not None else thinking)
+    split = thinking != "disabled" and prefix is None
+    if prefix is not None:
+        prompt += prefix.text()
     ids = await asyncio.to_thread(engine.tokenize, prompt)
+    if not ids:
+        raise APIError(400, "The messages render to an empty prompt.", param="messages")
     params = sampling_params(body, len(ids), settings.max_new_tokens, _max_len(engine, settings))
-    return Job(ids, params, settings.served_name, body.include_usage(), prompt_opens_reasoning(prompt))
+    return Job(ids, params, settings.served_name, body.include_usage(), in_reasoning, split)
 
 
 async def prepare_completion(engine: EngineProtocol, settings: Settings, body: CompletionRequest) -> Job:
+    body.check()
     ids = await asyncio.to_thread(engine.tokenize, body.prompt_text())
+    if not ids:  # before any stream starts: a 400, never a 200 followed by an error event
+        raise APIError(400, "The prompt is empty after tokenization.", param="prompt")
     params = sampling_params(body, len(ids), settings.max_new_tokens, _max_len(engine, settings))
     return Job(ids, params, settings.served_name, body.include_usage(), id=new_id("cmpl"))
 
@@ -83,7 +103,9 @@ async def _chunks(engine: EngineProtocol, settings: Settings, job: Job) -> Async
     try:
         while True:
             try:
-                chunk = await asyncio.wait_for(anext(source), max(0.0, deadline - loop.time()))
+                # timeout_at, not wait_for: wait_for wraps every chunk's await in a new Task (per token).
+                async with asyncio.timeout_at(deadline):
+                    chunk = await anext(source)
             except StopAsyncIteration:
                 return
             except TimeoutError:
@@ -103,37 +125,52 @@ async def _chunks(engine: EngineProtocol, settings: Settings, job: Job) -> Async
 
 async def _collect(
     engine: EngineProtocol, settings: Settings, metrics: Metrics, job: Job, started: float
-) -> tuple[str, GenerationChunk]:
+) -> tuple[list[GenerationChunk], GenerationChunk]:
     timer = TokenTimer(metrics, started)
-    parts: list[str] = []
+    got: list[GenerationChunk] = []
     last = GenerationChunk("", prompt_tokens=len(job.prompt_ids))
     async with aclosing(_chunks(engine, settings, job)) as chunks:
         async for chunk in chunks:
             timer.observe(chunk.completion_tokens)
-            parts.append(chunk.text)
+            got.append(chunk)
             last = chunk
     timer.finish(last.prompt_tokens or len(job.prompt_ids))
-    return "".join(parts), last
+    return got, last
 
 
-def _usage(job: Job, last: GenerationChunk) -> Usage:
-    return Usage.of(last.prompt_tokens or len(job.prompt_ids), last.completion_tokens, last.cached_prompt_tokens)
+def _usage(job: Job, last: GenerationChunk, reasoning_tokens: int = 0) -> Usage:
+    prompt = last.prompt_tokens or len(job.prompt_ids)
+    return Usage.of(prompt, last.completion_tokens, last.cached_prompt_tokens, reasoning_tokens)
+
+
+def _parser(job: Job) -> ReasoningParser:
+    return ReasoningParser(job.in_reasoning, split=job.split_reasoning)
 
 
 async def complete_chat(
     engine: EngineProtocol, settings: Settings, metrics: Metrics, job: Job, started: float
 ) -> ChatCompletion:
-    text, last = await _collect(engine, settings, metrics, job, started)
-    reasoning, content = split_reasoning(text, job.in_reasoning)
-    message = AssistantMessage(content=content, reasoning_content=reasoning)
+    got, last = await _collect(engine, settings, metrics, job, started)
+    parser, reasoning, content, seen = _parser(job), [], [], 0
+    for chunk in got:  # chunk by chunk, as streamed, so reasoning tokens are counted the same way
+        r, c = parser.feed(chunk.text, chunk.completion_tokens - seen)
+        seen = chunk.completion_tokens
+        reasoning.append(r)
+        content.append(c)
+    r, c = parser.flush()
+    message = AssistantMessage(
+        content="".join(content) + c, reasoning_content="".join(reasoning) + r if parser.saw_thought else None
+    )
     choice = ChatChoice(message=message, finish_reason=finish_reason(last.finish_reason))
-    return ChatCompletion(id=job.id, created=job.created, model=job.model, choices=[choice], usage=_usage(job, last))
+    usage = _usage(job, last, parser.reasoning_tokens)
+    return ChatCompletion(id=job.id, created=job.created, model=job.model, choices=[choice], usage=usage)
 
 
 async def complete_text(
     engine: EngineProtocol, settings: Settings, metrics: Metrics, job: Job, started: float
 ) -> Completion:
-    text, last = await _collect(engine, settings, metrics, job, started)
+    got, last = await _collect(engine, settings, metrics, job, started)
+    text = "".join(chunk.text for chunk in got)
     choice = CompletionChoice(text=text, finish_reason=finish_reason(last.finish_reason))
     return Completion(id=job.id, created=job.created, model=job.model, choices=[choice], usage=_usage(job, last))
 
@@ -143,29 +180,62 @@ def sse(payload: dict[str, Any] | str) -> str:
     return f"data: {data}\n\n"
 
 
+_MARKER = "\x00\x01text\x01\x00"
+_MARKER_JSON = json.dumps(_MARKER)
+
+
+class TextEvents:
+    """The SSE events of one stream that differ only in one string (a content, reasoning or text
+    delta), serialised once: per token only the string is JSON-encoded. Output is byte-identical
+    to `sse(payload)` with the string in place of `_MARKER` (json.dumps encodes a string the same
+    way inside and outside an object)."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        head, tail = sse(payload).split(_MARKER_JSON, 1)
+        self._head, self._tail = head, tail
+
+    def __call__(self, text: str) -> str:
+        return self._head + json.dumps(text) + self._tail
+
+
 async def stream_chat(
     engine: EngineProtocol, settings: Settings, metrics: Metrics, job: Job, started: float
 ) -> AsyncIterator[str]:
-    """SSE chat stream: role chunk, reasoning/content deltas, finish chunk, [usage], [DONE]."""
-    parser = ReasoningParser(job.in_reasoning)
+    """SSE chat stream: role chunk, reasoning/content deltas, finish chunk, [usage], [DONE].
+    With include_usage every chunk but the last carries `"usage": null`."""
+    parser = _parser(job)
+    seen = 0
+    usage = job.include_usage
+
+    def chunk(delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
+        return chat_chunk(job.id, job.created, job.model, delta, reason, include_usage=usage)
+
+    content_event = TextEvents(chunk({"content": _MARKER}))
+    reasoning_event = TextEvents(chunk({"reasoning_content": _MARKER}))
 
     def deltas(reasoning: str, content: str) -> list[str]:
         out = []
         if reasoning:
-            out.append(sse(chat_chunk(job.id, job.created, job.model, {"reasoning_content": reasoning})))
+            out.append(reasoning_event(reasoning))
         if content:
-            out.append(sse(chat_chunk(job.id, job.created, job.model, {"content": content})))
+            out.append(content_event(content))
         return out
+
+    def on_chunk(c: GenerationChunk) -> list[str]:
+        nonlocal seen
+        tokens, seen = c.completion_tokens - seen, c.completion_tokens
+        return deltas(*parser.feed(c.text, tokens))
 
     def finish(last: GenerationChunk) -> list[str]:
         out = deltas(*parser.flush())
-        out.append(sse(chat_chunk(job.id, job.created, job.model, {}, finish_reason(last.finish_reason))))
-        if job.include_usage:
-            out.append(sse(chat_chunk(job.id, job.created, job.model, {}, usage=_usage(job, last))))
+        out.append(sse(chunk({}, finish_reason(last.finish_reason))))
+        if usage:
+            totals = _usage(job, last, parser.reasoning_tokens)
+            out.append(sse(chat_chunk(job.id, job.created, job.model, {}, usage=totals)))
         return out
 
-    yield sse(chat_chunk(job.id, job.created, job.model, {"role": "assistant", "content": ""}))
-    async for event in _stream(engine, settings, metrics, job, started, lambda c: deltas(*parser.feed(c.text)), finish):
+    yield sse(chunk({"role": "assistant", "content": ""}))
+    async for event in _stream(engine, settings, metrics, job, started, on_chunk, finish):
         yield event
 
 
@@ -173,13 +243,16 @@ async def stream_completion(
     engine: EngineProtocol, settings: Settings, metrics: Metrics, job: Job, started: float
 ) -> AsyncIterator[str]:
     """SSE text completion stream: text deltas, finish event, [usage], [DONE]."""
+    usage = job.include_usage
+    text_event = TextEvents(completion_chunk(job.id, job.created, job.model, _MARKER, include_usage=usage))
 
     def delta(chunk: GenerationChunk) -> list[str]:
-        return [sse(completion_chunk(job.id, job.created, job.model, chunk.text))] if chunk.text else []
+        return [text_event(chunk.text)] if chunk.text else []
 
     def finish(last: GenerationChunk) -> list[str]:
-        out = [sse(completion_chunk(job.id, job.created, job.model, "", finish_reason(last.finish_reason)))]
-        if job.include_usage:
+        reason = finish_reason(last.finish_reason)
+        out = [sse(completion_chunk(job.id, job.created, job.model, "", reason, include_usage=usage))]
+        if usage:
             out.append(sse(completion_chunk(job.id, job.created, job.model, "", usage=_usage(job, last))))
         return out
 

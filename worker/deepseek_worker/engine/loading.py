@@ -40,7 +40,7 @@ class Loaded:
 def resolve_model_path(model: str) -> str:
     """"tiny" -> the locally built tiny model directory; anything else is passed to HF as-is."""
     if model == "tiny":
-        from .tiny import build_tiny_model
+        from ..tiny import build_tiny_model
 
         return str(build_tiny_model())
     return model
