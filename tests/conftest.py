@@ -71,13 +71,16 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Generator[RealClus
     session_start = (CLUSTER_DIR / "audit.log").stat().st_size
     try:
         _admin("kubectl", "apply", "--server-side", "--force-conflicts", "-f",
-               str(REPO / "crds" / "deepseek.ai_deepseekdeployments.yaml"))
+               str(REPO / "crds" / "deepseek.ai_deepseekdeployments.yaml"), "-f",
+               str(REPO / "crds" / "kopf.dev_kopfpeerings.yaml"))
         _admin("kubectl", "wait", "--for=condition=Established", "--timeout=60s",
-               "crd/deepseekdeployments.deepseek.ai")
+               "crd/deepseekdeployments.deepseek.ai", "crd/kopfpeerings.kopf.dev",
+               "crd/clusterkopfpeerings.kopf.dev")
         # The chart's own objects (ServiceAccount, RBAC, ...) applied server-side: idempotent, so
         # several test sessions can share one cluster (a helm release would lock per operation).
+        # Leader election on: its RBAC (kopf's peering objects) is what tests/e2e/test_leader_election.py uses.
         chart = _admin("helm", "template", OPERATOR_RELEASE, str(REPO / "charts" / "deepseek-operator"),
-                       "-n", OPERATOR_NAMESPACE, "--skip-crds")
+                       "-n", OPERATOR_NAMESPACE, "--skip-crds", "--set", "leaderElection.enabled=true")
         namespace = f'{{"apiVersion": "v1", "kind": "Namespace", "metadata": {{"name": "{OPERATOR_NAMESPACE}"}}}}'
         _admin("kubectl", "apply", "--server-side", "-f", "-", stdin=namespace)
         _admin("kubectl", "apply", "--server-side", "--force-conflicts", "-n", OPERATOR_NAMESPACE, "-f", "-",

@@ -84,6 +84,19 @@ class CachedK8s(K8s):
             await asyncio.wait(tasks)
         self._tasks.clear()
 
+    def watch_peering(self, kind: Kind, name: str) -> None:
+        """Cache kopf's peering object `name` (leadership.py), per watched namespace or cluster-wide."""
+        for namespace in ([None] if not kind.namespaced else self._scopes()):
+            self._start(kind, namespace, field_selector=f"metadata.name={name}")
+
+    def peering(self, kind: Kind, name: str, namespace: str | None) -> dict[str, Any] | None:
+        """The cached peering object (None: there is none); LookupError before its first list."""
+        slot = (f"{kind.plural}/metadata.name={name}", (namespace or "") if kind.namespaced else "")
+        informer = self._informers.get(slot)
+        if informer is None or not informer.synced.is_set():
+            raise LookupError(f"{kind.plural}/{name} not listed yet")
+        return informer.store.get(namespace if kind.namespaced else None, name)
+
     def _scopes(self) -> list[str | None]:
         return list(self.namespaces) if self.namespaces is not None else [None]
 

@@ -37,6 +37,7 @@ from deepseek_operator.api import GROUP, PLURAL, VERSION, InvalidSpec
 from deepseek_operator.cache import CachedK8s
 from deepseek_operator.k8s import KINDS, ApiError, K8s, Kind
 from deepseek_operator.kopf_settings import WATCH_TIMEOUT_SECONDS
+from deepseek_operator.leadership import CLUSTER_PEERING, PEERING, Leadership
 from deepseek_operator.reconcile import reconcile, report_forbidden
 from deepseek_operator.render.common import LABEL_DEPLOYMENT
 from deepseek_operator.retry import RetryQueue, server_delay
@@ -55,6 +56,8 @@ _resync_task: asyncio.Task[None] | None = None
 _event_sink: tuple[asyncio.AbstractEventLoop, kopf_posting.K8sEventQueue] | None = None
 _client: CachedK8s | None = None
 _client_lock = asyncio.Lock()
+# Whether this replica may write (kopf peering); always yes without peering. See leadership.py.
+LEADERSHIP = Leadership()
 _triggered: set[asyncio.Task[None]] = set()  # reconciles started by cache changes, until they end
 # The generation this process last reconciled to the end (or found invalid), per resource.
 _reconciled: dict[tuple[str, str], int] = {}
@@ -73,8 +76,18 @@ async def client() -> CachedK8s:
             plain = await K8s.connect()
             created = CachedK8s(plain._api, NAMESPACES, _cache_changed, WATCH_TIMEOUT_SECONDS)
             await created.start()
+            if LEADERSHIP.name is not None:
+                kind, name = (CLUSTER_PEERING if LEADERSHIP.clusterwide else PEERING), LEADERSHIP.name
+                created.watch_peering(kind, name)
+                LEADERSHIP.lookup = lambda namespace: created.peering(kind, name, namespace)
             _client = created
     return _client
+
+
+def configure_leadership(name: str | None, priority: int, identity: str) -> None:
+    """Peering on (`name`) or off (None): from kopf's settings at startup, before any handler runs."""
+    global LEADERSHIP
+    LEADERSHIP = Leadership(name=name, priority=priority, identity=identity, clusterwide=NAMESPACES is None)
 
 
 def _cache_changed(kind: Kind, obj: dict[str, Any]) -> None:
@@ -85,12 +98,30 @@ def _cache_changed(kind: Kind, obj: dict[str, Any]) -> None:
     """
     meta = obj.get("metadata", {})
     owner = (meta.get("labels") or {}).get(LABEL_DEPLOYMENT)
+    if kind in (PEERING, CLUSTER_PEERING):
+        _peering_changed(meta.get("namespace"))
+        return
     if kind.kind in ("CustomResourceDefinition", "IngressClass"):
         keys = list(_known)
     elif owner and (meta.get("namespace"), owner) in _known:
         keys = [(meta["namespace"], owner)]
     else:
         return
+    _schedule(keys)
+
+
+def _peering_changed(namespace: str | None) -> None:
+    """The peering object changed: catch up where this replica just took the lead; where it is
+    paused, forget what it reconciled, so that leading again reconciles everything anew."""
+    for ns in sorted({k[0] for k in _known} if namespace is None else {namespace}):
+        if LEADERSHIP.turned_active(ns):
+            _schedule([k for k in _known if k[0] == ns])
+        elif not LEADERSHIP.active(ns):
+            for key in [k for k in _reconciled if k[0] == ns]:
+                _reconciled.pop(key, None)
+
+
+def _schedule(keys: list[tuple[str, str]]) -> None:
     for key in keys:
         task = asyncio.get_running_loop().create_task(_triggered_run(key))
         _triggered.add(task)
@@ -117,6 +148,8 @@ async def run(body: kopf.Body | dict[str, Any]) -> None:
     """
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
+    if not LEADERSHIP.active(key[0]):  # another replica leads: it reconciles (kopf pauses too)
+        return
     if key in _waiting:
         metrics.record_coalesced()
         return

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
+import zlib
 from typing import Any
 
 import kopf
@@ -36,9 +38,19 @@ from deepseek_operator.kopf_settings import configure_kopf
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     configure_kopf(settings)
+    if not settings.peering.standalone:  # leader election (leadership.py)
+        identity = os.environ.get("POD_ID", "")  # set by cli() before kopf read it
+        settings.peering.priority = settings.peering.priority or priority_of(identity or socket.gethostname())
+        handlers.configure_leadership(settings.peering.name, settings.peering.priority, identity)
     port = int(os.environ.get("DEEPSEEK_OPERATOR_METRICS_PORT", "9090"))
     if port:
         metrics.start_metrics_server(port)
+
+
+def priority_of(identity: str) -> int:
+    """A peering priority from the replica's identity (its pod name): distinct replicas get distinct
+    priorities (1 in a million collide; both then pause with kopf's warning until one restarts)."""
+    return zlib.crc32(identity.encode()) % 1_000_000 + 1
 
 
 def handled_namespaces(args: list[str]) -> list[str] | None:
@@ -58,4 +70,7 @@ def cli() -> None:
     from kopf.cli import main as kopf_main
 
     handlers.NAMESPACES = handled_namespaces(sys.argv[1:])
+    # kopf's peering identity (kopf reads POD_ID; the chart sets it to the pod name): set it here when
+    # absent, so leadership.py knows which heartbeat is this replica's own.
+    os.environ.setdefault("POD_ID", f"{socket.gethostname()}-{os.getpid()}")
     kopf_main(args=["run", "-m", "deepseek_operator.main", *sys.argv[1:]], prog_name="deepseek-operator")

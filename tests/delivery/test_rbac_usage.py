@@ -23,8 +23,9 @@ UNEXERCISED_HEADING = "### Grants the test suites do not exercise"
 
 
 def chart_grants() -> set[Grant]:
-    """Every (group, resource, verb) the chart's ClusterRole grants with default values."""
-    rules = one(render_chart(), "ClusterRole")["rules"]
+    """Every (group, resource, verb) the chart's ClusterRole grants, as the suites install it
+    (tests/conftest.py: default values, leader election on)."""
+    rules = one(render_chart("leaderElection.enabled=true"), "ClusterRole")["rules"]
     return {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
             for resource in rule["resources"] for verb in rule["verbs"]}
 

@@ -190,11 +190,12 @@ async def start_operator(cluster: Cluster, tmp_path: pathlib.Path) -> AsyncItera
         port = free_port()
         log_path = tmp_path / f"operator-{len(running)}.log"
         identity = cluster.operator_env() if isinstance(cluster, RealCluster) else cluster.kubectl_env()
+        mode = [] if any(a.startswith("--peering") for a in extra_args) else ["--standalone"]
         env = {**os.environ, **identity, "DEEPSEEK_OPERATOR_METRICS_PORT": str(port),
                "DEEPSEEK_OPERATOR_RESYNC_SECONDS": "1", **extra_env}
         with log_path.open("wb") as log:
             proc = await asyncio.create_subprocess_exec(
-                str(OPERATOR), "--standalone", "--namespace=default", "--verbose", *extra_args, stdout=log,
+                str(OPERATOR), *mode, "--namespace=default", "--verbose", *extra_args, stdout=log,
                 stderr=asyncio.subprocess.STDOUT, env=env)
         op = Operator(proc, port, log_path)
         running.append(op)

@@ -18,7 +18,7 @@ OWNED = "deepseek.ai/deployment=chat"
 CHAT = json.dumps({
     "apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment", "metadata": {"name": "chat"},
     "spec": {"image": "registry.example.com/deepseek-worker:1.0.0", "replicas": 1,
-             "model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"}, "resources": {"gpus": 0},
+             "model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"},
              "ingress": {"provider": "gateway-api", "host": "chat.example.com",
                          "gateway": {"parentRefs": [{"name": "public"}]}},
              "variants": [{"name": "canary", "weight": 10, "replicas": 1}]}})

@@ -166,7 +166,7 @@ async def test_cached_reads_cost_no_request_and_writes_are_stored_at_once(monkey
     assert await api.get(POD, "default", "x") is None and calls == ["patch", "get"]  # pods: no informer here
 
 
-async def test_optional_apis_are_read_from_the_crd_informers() -> None:
+async def test_optional_apis_are_read_from_the_crd_informers(monkeypatch: pytest.MonkeyPatch) -> None:
     api = CachedK8s(None, None, on_change=lambda kind, o: None)
     for name in ("servicemonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com"):
         inf = Informer(api, CRD, None, field_selector=f"metadata.name={name}")
@@ -177,4 +177,8 @@ async def test_optional_apis_are_read_from_the_crd_informers() -> None:
            "status": {"conditions": [{"type": "Established", "status": "True"}]}}
     api._informers[("customresourcedefinitions/metadata.name=servicemonitors.monitoring.coreos.com", "")] \
         .store.observe(crd)
+    monkeypatch.setattr(Informer, "run", lambda self: asyncio.sleep(0))  # no API behind this client
     assert await api.served("monitoring.coreos.com/v1") == {"servicemonitors"}
+    assert ("servicemonitors", "") in api._informers  # its informer starts once the CRD serves it
+    assert ("prometheusrules", "") not in api._informers
+    await api.stop()

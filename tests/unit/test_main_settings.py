@@ -6,17 +6,18 @@ import kopf
 import pytest
 from kopf._cogs.structs.references import Resource
 
-from deepseek_operator import main
+from deepseek_operator import handlers, main
 
 
 async def test_kopf_watches_only_deepseekdeployments(monkeypatch: pytest.MonkeyPatch) -> None:
     """Children are watched by the operator's caches (cache.py), not by kopf: no kopf child handler."""
     monkeypatch.setenv("DEEPSEEK_OPERATOR_METRICS_PORT", "0")
+    monkeypatch.setattr(handlers, "LEADERSHIP", handlers.LEADERSHIP)  # configure() replaces it
     settings = kopf.OperatorSettings()
     await main.configure(settings=settings)
     registry = kopf.get_default_registry()
-    handlers = registry._watching.get_all_handlers()
-    watched = {(h.selector.group, h.selector.plural or h.selector.any_name) for h in handlers if h.selector}
+    registered = registry._watching.get_all_handlers()
+    watched = {(h.selector.group, h.selector.plural or h.selector.any_name) for h in registered if h.selector}
     assert watched == {("deepseek.ai", "deepseekdeployments")}
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)

@@ -62,6 +62,7 @@ def fresh_state(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(handlers, "_event_sink", None)
     monkeypatch.setattr(handlers, "_reconciled", {})
     monkeypatch.setattr(handlers, "_client", FakeApi())
+    monkeypatch.setattr(handlers, "LEADERSHIP", handlers.LEADERSHIP)  # main.configure() may replace it
 
 
 def _causes(body: kopf.Body) -> tuple[causes.SpawningCause, causes.ChangingCause]:

@@ -65,6 +65,11 @@ kopf lists/watches namespaces and CRDs; the operator reads CRDs to detect option
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingressclasses"]
   verbs: ["list", "watch"]
+{{- if and .Values.leaderElection.enabled (not .Values.watchNamespace) }}
+- apiGroups: ["kopf.dev"]
+  resources: ["clusterkopfpeerings"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
 {{- end }}
 
 {{/*
@@ -103,4 +108,9 @@ audit log by tests/delivery/test_rbac_usage.py (docs/install.md); no wildcard, n
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors", "prometheusrules"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+{{- if .Values.leaderElection.enabled }}
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
 {{- end }}
