@@ -47,6 +47,13 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         metrics.start_metrics_server(port)
 
 
+@kopf.on.startup()
+async def start_caches(**_: Any) -> None:
+    """List and start watching the children before the first resource arrives (after configure():
+    kopf runs startup handlers in order, and the caches need to know about leader election)."""
+    await handlers.client()
+
+
 def priority_of(identity: str) -> int:
     """A peering priority from the replica's identity (its pod name): distinct replicas get distinct
     priorities (1 in a million collide; both then pause with kopf's warning until one restarts)."""

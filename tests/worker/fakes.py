@@ -157,3 +157,38 @@ def wait_until(predicate: Any, timeout: float = DEADLINE, what: str = "condition
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+@contextmanager
+def serve_tiny(model_dir: Any, model: str, api_key: str, max_new_tokens: int) -> Iterator[str]:
+    """The real engine on the tiny model behind uvicorn, with one API key; yields the base URL once ready."""
+    import httpx
+
+    from deepseek_worker.engine import Engine
+
+    settings = Settings(model=str(model_dir), served_model_name=model, max_model_len=512,
+                        max_new_tokens=max_new_tokens, api_keys=api_key)
+    app = build_app(Engine(settings.engine_config()), settings)
+    with serve_in_thread(app) as url:
+        wait_until(lambda: httpx.get(url + "/health/ready").status_code == 200, 120, "model load")
+        yield url
+
+
+def asgi_client(engine: Any | None = None, **settings: Any) -> tuple[Any, Any]:
+    """An httpx client talking to make_app() in process (no server), and the engine behind it."""
+    import httpx
+
+    app, eng = make_app(engine, **settings)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://worker"), eng
+
+
+def sse_events(body: str) -> list[Any]:
+    """Parse an SSE body into JSON payloads (and the literal "[DONE]")."""
+    import json
+
+    out: list[Any] = []
+    for block in body.strip().split("\n\n"):
+        assert block.startswith("data: "), block
+        data = block[len("data: ") :]
+        out.append(data if data == "[DONE]" else json.loads(data))
+    return out

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import httpx
 import pytest
-from fakes import FakeEngine, make_app
+from fakes import FakeEngine, asgi_client, make_app, sse_events
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hello there"}]}
 
 
-def client(engine: FakeEngine | None = None, **settings: Any) -> tuple[httpx.AsyncClient, Any]:
-    app, eng = make_app(engine, **settings)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://worker"), eng
-
-
-def events(body: str) -> list[Any]:
-    """Parse an SSE body into JSON payloads (and the literal "[DONE]")."""
-    out: list[Any] = []
-    for block in body.strip().split("\n\n"):
-        assert block.startswith("data: "), block
-        data = block[len("data: ") :]
-        out.append(data if data == "[DONE]" else json.loads(data))
-    return out
+client = asgi_client
+events = sse_events
 
 
 def assert_error(response: httpx.Response, status: int, param: str | None = None) -> dict[str, Any]:

@@ -10,17 +10,12 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
-from fakes import serve_in_thread, wait_until
+from fakes import serve_tiny
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 from langchain_deepseek import ChatDeepSeek
 from langchain_openai import ChatOpenAI
-
-from deepseek_worker.app import build_app
-from deepseek_worker.engine import Engine
-from deepseek_worker.settings import Settings
 
 pytestmark = pytest.mark.slow
 KEY = "sk-langchain"
@@ -30,12 +25,7 @@ MESSAGES = [SystemMessage("Be brief."), HumanMessage("Say hi.")]
 
 @pytest.fixture(scope="module")
 def base_url(tiny_model_dir: Path) -> Iterator[str]:
-    settings = Settings(
-        model=str(tiny_model_dir), served_model_name=MODEL, max_model_len=512, max_new_tokens=32, api_keys=KEY
-    )
-    app = build_app(Engine(settings.engine_config()), settings)
-    with serve_in_thread(app) as url:
-        wait_until(lambda: httpx.get(url + "/health/ready").status_code == 200, 120, "model load")
+    with serve_tiny(tiny_model_dir, MODEL, KEY, max_new_tokens=32) as url:
         yield url
 
 

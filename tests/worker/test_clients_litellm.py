@@ -19,11 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes import serve_in_thread, wait_until
-
-from deepseek_worker.app import build_app
-from deepseek_worker.engine import Engine
-from deepseek_worker.settings import Settings
+from fakes import serve_tiny
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,12 +67,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def base_url(tiny_model_dir: Path) -> Iterator[str]:
-    settings = Settings(
-        model=str(tiny_model_dir), served_model_name=MODEL, max_model_len=512, max_new_tokens=32, api_keys=KEY
-    )
-    app = build_app(Engine(settings.engine_config()), settings)
-    with serve_in_thread(app) as url:
-        wait_until(lambda: httpx.get(url + "/health/ready").status_code == 200, 120, "model load")
+    with serve_tiny(tiny_model_dir, MODEL, KEY, max_new_tokens=32) as url:
         yield url
 
 

@@ -8,12 +8,11 @@ thinking), DeepSeek's chat prefix completion, thinking on/off and reasoning toke
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 import pytest
-from fakes import FakeEngine, make_app
+from fakes import FakeEngine, asgi_client, sse_events
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hello there"}]}
 THOUGHT = "<think>Let me think. </think> The answer is 4."  # pieces: 4 inside the thought, 4 after
@@ -37,18 +36,8 @@ class RecordingEngine(FakeEngine):
         return super().tokenize(text)
 
 
-def client(engine: FakeEngine | None = None, **settings: Any) -> tuple[httpx.AsyncClient, Any]:
-    app, eng = make_app(engine, **settings)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://worker"), eng
-
-
-def events(body: str) -> list[Any]:
-    out: list[Any] = []
-    for block in body.strip().split("\n\n"):
-        assert block.startswith("data: "), block
-        data = block[len("data: ") :]
-        out.append(data if data == "[DONE]" else json.loads(data))
-    return out
+client = asgi_client
+events = sse_events
 
 
 def error(r: httpx.Response, status: int, param: str | None) -> dict[str, Any]:

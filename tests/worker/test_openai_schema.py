@@ -20,11 +20,7 @@ import jsonschema
 import openai.types
 import openai.types.chat
 import pytest
-from fakes import serve_in_thread, wait_until
-
-from deepseek_worker.app import build_app
-from deepseek_worker.engine import Engine
-from deepseek_worker.settings import Settings
+from fakes import serve_tiny
 
 pytestmark = pytest.mark.slow
 SPEC = Path(__file__).resolve().parents[2] / "third_party" / "openai-openapi" / "openapi-components.json"
@@ -78,12 +74,7 @@ def nullable(schema: dict[str, Any]) -> bool:
 
 @pytest.fixture(scope="module")
 def base_url(tiny_model_dir: Path) -> Iterator[str]:
-    settings = Settings(
-        model=str(tiny_model_dir), served_model_name=MODEL, max_model_len=512, max_new_tokens=8, api_keys=KEY
-    )
-    app = build_app(Engine(settings.engine_config()), settings)
-    with serve_in_thread(app) as url:
-        wait_until(lambda: httpx.get(url + "/health/ready").status_code == 200, 120, "model load")
+    with serve_tiny(tiny_model_dir, MODEL, KEY, max_new_tokens=8) as url:
         yield url
 
 
