@@ -127,6 +127,14 @@ def wait_http(url: str, proc: Process, timeout: float = 90) -> None:
     raise TimeoutError(f"{proc.name}: {url} not up in {timeout}s")
 
 
+def wait_for(check: Any, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout}s")
+        time.sleep(0.2)
+
+
 def metric(port: int, name: str) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     return sum(float(line.split()[-1]) for line in text.splitlines()
@@ -180,6 +188,9 @@ def run_one(cluster: RealCluster, n: int, kubeconfigs: dict[str, pathlib.Path], 
     try:
         wait_http(f"http://127.0.0.1:{port}/metrics", operator)
         wait_http(f"http://127.0.0.1:{live}/healthz", null)
+        # Startup reads are not per-resource costs: count from when every cache has listed (6 child
+        # kinds, IngressClasses, 3 CRDs, and the 3 optional kinds this cluster serves).
+        wait_for(lambda: metric(port, "deepseek_operator_informer_lists_total") >= 13, "the caches' first lists")
         audits = {who: AuditLog(cluster.directory / "audit.log", users[who]) for who in users}
         for audit in audits.values():
             audit.mark()

@@ -73,7 +73,16 @@ class CachedK8s(K8s):
             self._start_scoped(kind)
         self._start(INGRESS_CLASS, None)
         for crd in OPTIONAL_KINDS:
-            self._start(CRD, None, field_selector=f"metadata.name={crd}")
+            informer = self._start(CRD, None, field_selector=f"metadata.name={crd}")
+            self._tasks[(crd, "first-list")] = asyncio.create_task(self._optional_after_first_list(informer, crd))
+
+    async def _optional_after_first_list(self, informer: Informer, name: str) -> None:
+        """Start an optional kind's informer as soon as its CRD's first list shows it (the first list
+        tells no change, and waiting for the first reconcile would leave the cache cold until then)."""
+        await informer.synced.wait()
+        crd = informer.store.get(None, name)
+        if crd is not None:
+            self._crd_changed(crd)
 
     async def stop(self) -> None:
         """Cancel every informer and wait until they have stopped."""
@@ -104,14 +113,16 @@ class CachedK8s(K8s):
         for namespace in self._scopes():
             self._start(kind, namespace, label_selector=LABEL_DEPLOYMENT)
 
-    def _start(self, kind: Kind, namespace: str | None, label_selector: str = "", field_selector: str = "") -> None:
+    def _start(self, kind: Kind, namespace: str | None, label_selector: str = "",
+               field_selector: str = "") -> Informer:
         slot = (kind.plural + (f"/{field_selector}" if field_selector else ""), namespace or "")
         if slot in self._informers:
-            return
+            return self._informers[slot]
         informer = Informer(self, kind, namespace, label_selector, field_selector,
                             on_change=lambda obj: self._changed(kind, obj), timeout_seconds=self._timeout)
         self._informers[slot] = informer
         self._tasks[slot] = asyncio.create_task(informer.run(), name=f"informer-{slot[0]}-{slot[1]}")
+        return informer
 
     def _changed(self, kind: Kind, obj: dict[str, Any]) -> None:
         if kind is CRD:
