@@ -130,6 +130,12 @@ RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
             message="source: set exactly one of pvc or huggingFace",
         ),
     ),
+    api.ModelArchitecture: (
+        Rule(
+            rule="!has(self.kvLoraRank) || (has(self.qkRopeHeadDim) && has(self.qkNopeHeadDim) && has(self.vHeadDim))",
+            message=f"architecture: {api.MLA_DIMS_MESSAGE}",
+        ),
+    ),
     api.Rollout: (
         Rule(
             rule="self.maxSurge > 0 || self.maxUnavailable > 0",

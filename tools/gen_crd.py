@@ -51,6 +51,8 @@ PRINTER_COLUMNS = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Strategy", "type": "string", "jsonPath": ".status.variants[0].strategy", "priority": 1,
      "description": "Rolling update the primary's last rollout used (Surge or Replace); kubectl get -o wide."},
+    {"name": "Fit", "type": "string", "jsonPath": ".status.gpuFit.summary", "priority": 1,
+     "description": "GPU-fit plan of the primary: True/False/Unknown, required/available GiB per GPU."},
 ]
 
 

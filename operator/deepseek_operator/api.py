@@ -25,6 +25,8 @@ PRIMARY = "primary"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi)?$"
 DURATION = r"^[0-9]+(ms|s|m|h)$"
+# A parameter count: digits with an optional K, M, B (billion) or T suffix, e.g. 671B, 7.6B, 8430400.
+PARAMETER_COUNT = r"^[0-9]+(\.[0-9]+)?[KMBT]?$"
 PROMETHEUS_LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
 # An OCI image reference as the distribution reference grammar has it (what `docker pull` accepts):
 # [registry[:port]/]repository[:tag][@algorithm:hex]. Repository path components are lowercase,
@@ -98,6 +100,46 @@ class ModelSource(Model):
         return self
 
 
+class ModelArchitecture(Model):
+    """Sizing geometry of a model outside the GPU-fit catalogue (docs/gpu-sizing.md); config.json names in
+    parentheses. Set on a catalogued model, it replaces the catalogue's entry."""
+
+    parameters: str = Field(
+        pattern=PARAMETER_COUNT, description="Total parameters as loaded, e.g. 671B, 7.6B or 8430400.")
+    layers: int = Field(ge=1, le=1024, description="Decoder layers (num_hidden_layers).")
+    hidden_size: int = Field(ge=1, le=1048576, description="Hidden size (hidden_size).")
+    attention_heads: int = Field(ge=1, le=4096, description="Attention heads (num_attention_heads).")
+    kv_heads: int | None = Field(
+        None, ge=1, le=4096, description="Key/value heads (num_key_value_heads); unset: attentionHeads.")
+    head_dim: int | None = Field(
+        None, ge=1, le=4096, description="Per-head dimension (head_dim); unset: hiddenSize / attentionHeads.")
+    vocab_size: int | None = Field(
+        None, ge=1, le=16777216,
+        description="Vocabulary (vocab_size): the embedding and LM head stay unquantized under bitsandbytes.")
+    tied_embeddings: bool = Field(False, description="The LM head shares the embedding (tie_word_embeddings).")
+    kv_lora_rank: int | None = Field(
+        None, ge=1, le=65536,
+        description="MLA latent rank (kv_lora_rank); set for DeepSeek-V2/V3-style attention, with the three "
+        "head dimensions below.")
+    qk_rope_head_dim: int | None = Field(None, ge=1, le=4096, description="MLA rope key dimension (qk_rope_head_dim).")
+    qk_nope_head_dim: int | None = Field(
+        None, ge=1, le=4096, description="MLA non-rope key dimension (qk_nope_head_dim).")
+    v_head_dim: int | None = Field(None, ge=1, le=4096, description="MLA value head dimension (v_head_dim).")
+    routed_expert_parameters: str | None = Field(
+        None, pattern=PARAMETER_COUNT,
+        description="Parameters of fused routed MoE experts, which bitsandbytes does not quantize, e.g. 654B.")
+
+    @model_validator(mode="after")
+    def _mla_dims(self) -> ModelArchitecture:
+        dims = (self.qk_rope_head_dim, self.qk_nope_head_dim, self.v_head_dim)
+        if self.kv_lora_rank is not None and any(d is None for d in dims):
+            raise ValueError(MLA_DIMS_MESSAGE)
+        return self
+
+
+MLA_DIMS_MESSAGE = "kvLoraRank (MLA) needs qkRopeHeadDim, qkNopeHeadDim and vHeadDim"
+
+
 def _default_source() -> ModelSource:
     return ModelSource.model_validate({"huggingFace": {}})
 
@@ -120,6 +162,9 @@ class ModelSpec(Model):
         "loading onto the GPUs. The startup probe restarts a worker not ready by then; "
         "rollout.progressDeadlineSeconds must be at least this.",
     )
+    architecture: ModelArchitecture | None = Field(
+        None, description="Sizing geometry for the GPU-fit plan of a model not in the catalogue "
+        "(docs/gpu-sizing.md); unset: the catalogue entry of id.")
 
 
 class ModelOverride(Model):
@@ -135,6 +180,8 @@ class ModelOverride(Model):
     load_timeout_seconds: int | None = Field(
         None, ge=10, le=86400, description="Model load budget in seconds; inherits the primary's."
     )
+    architecture: ModelArchitecture | None = Field(
+        None, description="GPU-fit sizing geometry; inherits the primary's when id is inherited too.")
 
 
 class Resources(Model):
@@ -144,6 +191,10 @@ class Resources(Model):
     cpu: str = Field("4", pattern=QUANTITY, description="CPU request and limit per pod.")
     memory: str = Field("32Gi", pattern=QUANTITY, description="Memory request and limit per pod.")
     shm_size: str = Field("8Gi", pattern=QUANTITY, description="Size of the memory-backed /dev/shm.")
+    gpu_memory: str | None = Field(
+        None, pattern=QUANTITY,
+        description="Memory of one GPU, e.g. 80Gi, for the GPU-fit plan; unset: from the nvidia.com/gpu.memory "
+        "or nvidia.com/gpu.product label in scheduling.nodeSelector (docs/gpu-sizing.md).")
 
 
 class Scheduling(Model):
@@ -503,6 +554,8 @@ def resolve_variants(spec: DeepSeekDeploymentSpec) -> list[ResolvedVariant]:
     out = [primary]
     for v in spec.variants:
         overrides = v.model.model_dump(by_alias=True, exclude_none=True) if v.model else {}
+        if "id" in overrides and "architecture" not in overrides:
+            overrides["architecture"] = None  # the primary's geometry describes the primary's model
         model = ModelSpec.model_validate({**spec.model.model_dump(by_alias=True), **overrides})
         out.append(
             ResolvedVariant(
@@ -528,6 +581,24 @@ class Condition(Model):
     observed_generation: int = Field(0, description="The generation this condition describes.")
 
 
+class GpuFitStatus(Model):
+    """The GPU-fit plan of one variant (docs/gpu-sizing.md); figures per GPU, in GiB."""
+
+    fits: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown (the message says why).")
+    required_per_gpu: str = Field("", alias="requiredPerGPU", description="Weights + KV cache + margin, e.g. 156.2Gi.")
+    available_per_gpu: str = Field("", alias="availablePerGPU", description="Memory of one GPU, e.g. 79.6Gi.")
+    weights_per_gpu: str = Field("", alias="weightsPerGPU", description="Model weights on one GPU.")
+    kv_cache_per_gpu: str = Field(
+        "", alias="kvCachePerGPU", description="KV cache for maxModelLen x maxBatchSize tokens on one GPU.")
+    margin_per_gpu: str = Field(
+        "", alias="marginPerGPU", description="Runtime, attention workspace, activations and fragmentation.")
+    gpus: int = Field(0, description="GPUs per pod the weights are split over.")
+    model: str = Field("", description="Catalogue entry planned with, or spec.model.architecture.")
+    memory_source: str = Field("", description="Where availablePerGPU comes from.")
+    summary: str = Field("", description="fits, required/available GiB per GPU (the FIT column).")
+    message: str = Field("", description="The figures and, when it does not fit, what would.")
+
+
 class VariantStatus(Model):
     name: str = Field(description="Variant name; 'primary' for the main deployment.")
     weight: int = Field(0, description="Effective traffic percent now (0 while not ready).")
@@ -536,6 +607,7 @@ class VariantStatus(Model):
     ready_replicas: int = Field(0, description="Ready pods of the variant.")
     strategy: str = Field("", description="Rolling update the variant's last rollout used: Surge or Replace.")
     strategy_template: str = Field("", description="Hash of the pod template that strategy was chosen for.")
+    gpu_fit: GpuFitStatus | None = Field(None, description="The variant's GPU-fit plan.")
 
 
 class DeepSeekDeploymentStatus(Model):
@@ -551,6 +623,7 @@ class DeepSeekDeploymentStatus(Model):
     failed_image: str = Field("", description="Image a rollout failed with; not retried until spec changes.")
     failed_reason: str = Field("", description="Why the rollout of failedImage failed: reason and the pod's message.")
     url: str = Field("", description="Public URL when an ingress is configured.")
+    gpu_fit: GpuFitStatus | None = Field(None, description="The primary's GPU-fit plan (docs/gpu-sizing.md).")
     variants: list[VariantStatus] = Field(
         default_factory=list, max_length=16, description="Per variant state and weight."
     )

@@ -5,13 +5,19 @@ A variant is in exactly one phase:
 - RollingOut: the current template is still being rolled out (including a first creation).
 - Unavailable: the rollout completed earlier but replicas are not ready now.
 - Failed: the rollout cannot finish; `fatal` failures are acted on at once (rollback), the others
-  (Unschedulable; FailedCreate, when the apiserver refuses the pods: a missing PriorityClass, a
-  quota, a Pod Security violation) only when the Deployment's progress deadline passes, since a GPU
-  node may yet be added by the cluster autoscaler and quota may yet be freed.
+  (InsufficientGPU, NoMatchingNode, Unschedulable; FailedCreate, when the apiserver refuses the pods: a
+  missing PriorityClass, a quota, a Pod Security violation) only when the Deployment's progress
+  deadline passes, since a GPU node may yet be added by the cluster autoscaler and quota may yet be freed.
+
+Reasons (docs/rollouts.md): InsufficientGPU (the scheduler found no node with enough free GPUs),
+NoMatchingNode (node selector, affinity or taints exclude every node), Unschedulable (any other
+scheduler refusal), ImagePullFailed, CrashLoop, OOMKilled, OOMAtLoad, ModelLoadFailed,
+ProgressDeadlineExceeded. Each message carries the kubelet's or scheduler's own words and the fix.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,6 +27,12 @@ Phase = Literal["Available", "RollingOut", "Unavailable", "Failed"]
 # (docs/worker-api.md); the kubelet copies the message into the container's terminated state.
 MODEL_LOAD_EXIT_CODE = 3
 MODEL_LOAD_PREFIX = "model load failed"
+# A CUDA out-of-memory while loading: its own exit code and prefix (worker lifecycle.py).
+OOM_AT_LOAD_EXIT_CODE = 4
+OOM_AT_LOAD_PREFIX = "out of GPU memory while loading the model"
+# The scheduler's words (kube-scheduler's fit and taint plugins; the sandbox says the same).
+_INSUFFICIENT_GPU = re.compile(r"Insufficient [^\s,]*gpu")
+_NO_MATCHING_NODE = ("didn't match Pod's node affinity/selector", "untolerated taint", "didn't match pod affinity")
 IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
 
 
@@ -42,6 +54,7 @@ class VariantObservation:
     replicas: int
     deployment: dict[str, Any] | None
     pods: list[dict[str, Any]] = field(default_factory=list)
+    fit_note: str = ""  # the GPU-fit plan's figures, put beside an OOMAtLoad (gpufit.py)
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,7 @@ def pod_issue(pod: dict[str, Any], image: str) -> PodIssue | None:
     status = pod.get("status", {})
     for cond in status.get("conditions", []):
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            return PodIssue(cond.get("reason") or "Unschedulable", cond.get("message", ""), fatal=False)
+            return _unscheduled(cond.get("reason") or "Unschedulable", cond.get("message", ""))
     for cs in status.get("containerStatuses", []):
         issue = _container_issue(cs)
         if issue is not None:
@@ -74,21 +87,42 @@ def pod_issue(pod: dict[str, Any], image: str) -> PodIssue | None:
     return None
 
 
+def _unscheduled(reason: str, message: str) -> PodIssue:
+    """Why the scheduler placed no pod, and the fix. Only the part before "preemption:" is the verdict
+    on the nodes; a node short of GPUs wins over others the selector excluded (more GPUs would help)."""
+    verdict = message.split("preemption:", 1)[0]
+    if reason == "Unschedulable" and _INSUFFICIENT_GPU.search(verdict):
+        return PodIssue("InsufficientGPU", f"no node has enough free GPUs for the pod ({message.strip()}); free "
+                        "GPUs or add a GPU node (a cluster autoscaler may), or lower resources.gpus", fatal=False)
+    if reason == "Unschedulable" and any(words in verdict for words in _NO_MATCHING_NODE):
+        return PodIssue("NoMatchingNode", f"no node matches the pod's scheduling constraints ({message.strip()}); "
+                        "fix spec.scheduling (nodeSelector, affinity, tolerations) or label or untaint a GPU node",
+                        fatal=False)
+    return PodIssue(reason, message, fatal=False)
+
+
 def _container_issue(cs: dict[str, Any]) -> PodIssue | None:
     for terminated in (cs.get("state", {}).get("terminated"), cs.get("lastState", {}).get("terminated")):
         if not terminated:
             continue
-        message = terminated.get("message", "") or ""
+        message = (terminated.get("message", "") or "").strip()
+        if terminated.get("exitCode") == OOM_AT_LOAD_EXIT_CODE or message.startswith(OOM_AT_LOAD_PREFIX):
+            return PodIssue("OOMAtLoad", f"{message or OOM_AT_LOAD_PREFIX}; use another quantization, more GPUs, a "
+                            "smaller model.maxModelLen or serving.maxBatchSize (status.gpuFit)", True)
         if terminated.get("exitCode") == MODEL_LOAD_EXIT_CODE or message.startswith(MODEL_LOAD_PREFIX):
-            return PodIssue("ModelLoadFailed", message.strip() or "the worker could not load the model", True)
+            return PodIssue("ModelLoadFailed", f"{message or 'the worker could not load the model'}; check "
+                            "spec.model.id, revision and source (a token for gated models)", True)
         if terminated.get("reason") == "OOMKilled":
             return PodIssue("OOMKilled", f"container {cs.get('name')} was OOM-killed; raise resources.memory", True)
     waiting = cs.get("state", {}).get("waiting") or {}
     reason = waiting.get("reason", "")
     if reason in IMAGE_PULL_REASONS:
-        return PodIssue("ImagePullBackOff", waiting.get("message", reason), True)
+        return PodIssue("ImagePullFailed", f"{waiting.get('message', reason)}; check the image name and tag, and "
+                        "that the nodes can pull from its registry", True)
     if reason == "CrashLoopBackOff":
-        return PodIssue(reason, waiting.get("message", "") or f"restarted {cs.get('restartCount', 0)} times", True)
+        detail = waiting.get("message", "") or f"restarted {cs.get('restartCount', 0)} times"
+        return PodIssue("CrashLoop", f"{detail}; the worker keeps exiting: see `kubectl logs --previous` of the pod",
+                        True)
     return None
 
 
@@ -129,7 +163,8 @@ def variant_state(obs: VariantObservation) -> VariantState:
                     f"{obs.name}: {refused.get('message', 'pods could not be created')}")
     issue = next((i for i in (pod_issue(p, obs.image) for p in obs.pods) if i is not None), None)
     if issue is not None:
-        return make("Failed", issue.reason, f"{obs.name}: {issue.message}", fatal=issue.fatal)
+        note = f"; GPU-fit plan: {obs.fit_note}" if issue.reason == "OOMAtLoad" and obs.fit_note else ""
+        return make("Failed", issue.reason, f"{obs.name}: {issue.message}{note}", fatal=issue.fatal)
     settled = current and updated == obs.replicas and replicas <= obs.replicas
     if settled and progressing.get("reason") == "NewReplicaSetAvailable":
         return make("Unavailable", "ReplicasUnavailable", summary)

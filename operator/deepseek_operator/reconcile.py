@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from deepseek_operator import metrics, rollback, strategy
+from deepseek_operator import gpufit, metrics, rollback, strategy
 from deepseek_operator.api import PRIMARY, DeepSeekDeploymentSpec, InvalidSpec, parse_spec, resolve_variants
 from deepseek_operator.integrations import detect_capabilities, integration_conditions
 from deepseek_operator.k8s import KINDS, ApiError, K8s
@@ -30,6 +30,7 @@ from deepseek_operator.status import (
     compute_status,
     forbidden_conditions,
     forbidden_message,
+    insufficient_memory_conditions,
     invalid_spec_conditions,
     merge_conditions,
 )
@@ -98,6 +99,9 @@ async def reconcile(body: Mapping[str, Any], api: K8s, notify: Notify) -> Outcom
 
 async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_status: dict[str, Any], api: K8s,
                            notify: Notify) -> Outcome:
+    fits = gpufit.plan_variants(spec)
+    if any(fit.fits == "False" for fit in fits.values()):
+        return await _refuse_unfit(api, owner, spec, old_status, fits, notify)
     caps = await detect_capabilities(api)
     plan = rollback.plan(spec, old_status)
     chosen = _strategies(owner, spec, plan, old_status)
@@ -116,7 +120,7 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
         await notify("Normal", "SurgeFallback", _fallback_message(spec, chosen))
         more, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen)
         writes = _add(writes, more)
-    status = _status(owner, spec, caps, plan, states, weights, old_status, chosen)
+    status = _status(owner, spec, caps, plan, states, weights, old_status, chosen, fits)
     await _write_status(api, owner, old_status, status)
     await _announce_integrations(notify, old_status, status)
     ready = status["conditions"][0]["status"] == "True"
@@ -193,7 +197,8 @@ async def observe(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec,
         dep = await api.get(DEPLOYMENT, owner.namespace, deployment_name(owner, variant.name))
         pods = all_pods[variant.name] = await api.list(POD, owner.namespace, selector_labels(owner, variant.name))
         image = images.get(variant.name, variant.image)
-        states.append(variant_state(VariantObservation(variant.name, image, variant.replicas, dep, pods)))
+        fit = gpufit.plan(variant.model, spec.resources, spec.serving, spec.scheduling.node_selector)
+        states.append(variant_state(VariantObservation(variant.name, image, variant.replicas, dep, pods, fit.message)))
     return states, all_pods
 
 
@@ -223,7 +228,7 @@ async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Cap
 
 def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
             states: list[VariantState], weights: dict[str, int], old_status: dict[str, Any],
-            chosen: Chosen) -> dict[str, Any]:
+            chosen: Chosen, fits: dict[str, gpufit.GpuFit]) -> dict[str, Any]:
     selector = ",".join(f"{k}={v}" for k, v in selector_labels(owner, PRIMARY).items())
     notes: dict[str, tuple[str, str, str]] = {s.name: (chosen[s.name][0], chosen[s.name][1],
                       strategy.downtime(chosen[s.name][0], s.desired, spec.rollout.max_unavailable))
@@ -239,8 +244,28 @@ def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan
         url=ingress_url(spec) if spec.ingress else "",
         integrations=integration_conditions(spec, caps),
         strategies=notes,
+        gpu_fit={name: gpufit.status_of(fit) for name, fit in fits.items()},
     )
     return compute_status(inp, old_status, _now())
+
+
+async def _refuse_unfit(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, old: dict[str, Any],
+                        fits: dict[str, gpufit.GpuFit], notify: Notify) -> Outcome:
+    """A variant's plan does not fit its GPUs: say so with the numbers before any pod is created. No
+    child is applied or pruned (what runs keeps running), and one Warning event per distinct message."""
+    message = "; ".join(f"{name}: {fit.message}" for name, fit in fits.items() if fit.fits == "False")
+    conds = merge_conditions(insufficient_memory_conditions(message, owner.generation),
+                             old.get("conditions", []), _now())
+    kept = [c for c in old.get("conditions", []) if c.get("type") not in {c["type"] for c in conds}]
+    before = {v.get("name"): v for v in old.get("variants", [])}
+    variants = [{**before.get(name, {"name": name}), "gpuFit": gpufit.status_of(fit)} for name, fit in fits.items()]
+    status = {"ready": f"0/{spec.replicas}", **old, "observedGeneration": owner.generation,
+              "gpuFit": gpufit.status_of(fits[PRIMARY]), "variants": variants, "conditions": conds + kept}
+    await _write_status(api, owner, old, status)
+    ready: dict[str, Any] = next((c for c in old.get("conditions", []) if c.get("type") == "Ready"), {})
+    if (ready.get("reason"), ready.get("message")) != ("InsufficientGPUMemory", message):
+        await notify("Warning", "InsufficientGPUMemory", message)
+    return Outcome({}, False, "InsufficientGPUMemory")
 
 
 async def _write_status(api: K8s, owner: Owner, old: dict[str, Any], new: dict[str, Any]) -> None:

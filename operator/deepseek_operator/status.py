@@ -45,6 +45,8 @@ class StatusInput:
     integrations: list[tuple[str, bool, str, str]] = field(default_factory=list)  # (type, ok, reason, message)
     # Per variant: (strategy, template hash, downtime note); see strategy.py.
     strategies: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    # Per variant: status.gpuFit of its plan (gpufit.status_of); the primary's is also status.gpuFit.
+    gpu_fit: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def condition(ctype: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
@@ -99,6 +101,15 @@ def invalid_spec_conditions(message: str, generation: int) -> list[dict[str, Any
     ]
 
 
+def insufficient_memory_conditions(message: str, generation: int) -> list[dict[str, Any]]:
+    """A GPU-fit plan that does not fit: nothing is rolled out (no pod would ever load), children stay."""
+    return [
+        condition("Ready", False, "InsufficientGPUMemory", message, generation),
+        condition("Progressing", False, "InsufficientGPUMemory", message, generation),
+        condition("Degraded", True, "InsufficientGPUMemory", message, generation),
+    ]
+
+
 def _ready(inp: StatusInput) -> tuple[bool, str, str]:
     primary = inp.variants[0]
     if inp.rollback.rolled_back:
@@ -123,6 +134,8 @@ def _variant_status(state: VariantState, inp: StatusInput) -> dict[str, Any]:
                            "replicas": state.replicas, "readyReplicas": state.ready}
     if state.name in inp.strategies:
         out["strategy"], out["strategyTemplate"], _ = inp.strategies[state.name]
+    if state.name in inp.gpu_fit:
+        out["gpuFit"] = inp.gpu_fit[state.name]
     return out
 
 
@@ -185,6 +198,7 @@ def compute_status(inp: StatusInput, old: dict[str, Any], now: str) -> dict[str,
         "failedImage": failed_image,
         "failedReason": failed_reason,
         "url": inp.url,
+        **({"gpuFit": inp.gpu_fit[primary.name]} if primary.name in inp.gpu_fit else {}),
         "variants": [_variant_status(s, inp) for s in inp.variants],
         "conditions": merge_conditions(conds, old.get("conditions", []), now),
     }

@@ -8,9 +8,12 @@ tested end to end without real images:
 ``imagepullbackoff`` / ``does-not-exist``  Pending, waiting ImagePullBackOff
 ``oomkilled``                          CrashLoopBackOff, lastState terminated OOMKilled (137)
 ``modelloadfail``                      terminated exit 1 "model load failed: ...", restarts grow
+``oomatload``                          terminated exit 4 "out of GPU memory while loading the model: ..."
 
-GPU capacity is ``nodes`` x ``gpus_per_node`` of ``nvidia.com/gpu``; a pod that does not fit stays
-Pending with PodScheduled=False/Unschedulable. Readiness can be forced per pod with
+GPU capacity is ``nodes`` x ``gpus_per_node`` of ``nvidia.com/gpu``; nodes carry the labels of the real
+control plane's fake GPU nodes (NODE_LABELS). A pod whose nodeSelector no node matches, or that does
+not fit, stays Pending with PodScheduled=False/Unschedulable and the real scheduler's words ("N node(s)
+didn't match Pod's node affinity/selector.", "N Insufficient nvidia.com/gpu."). Readiness can be forced per pod with
 :meth:`Kubelet.set_ready` or the annotation ``sandbox.deepseek.ai/ready: "false"``.
 """
 
@@ -27,6 +30,9 @@ from .store import Store
 GPU = "nvidia.com/gpu"
 READY_ANNOTATION = "sandbox.deepseek.ai/ready"
 NODE_PREFIX = "sandbox-node-"
+# As tools/control-plane/gpu-nodes.yaml labels its nodes (NVIDIA GPU feature discovery's labels).
+NODE_LABELS = {"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+               "nvidia.com/gpu.memory": "81559"}
 
 
 def requests_of(pod: dict[str, Any]) -> dict[str, int]:
@@ -44,7 +50,8 @@ def requests_of(pod: dict[str, Any]) -> dict[str, int]:
 def failure_mode(pod: dict[str, Any]) -> str | None:
     """The simulated failure selected by the pod's images, if any."""
     images = " ".join(str(c.get("image", "")) for c in (pod.get("spec") or {}).get("containers") or []).lower()
-    for mode in ("imagepullbackoff", "does-not-exist", "crashloop", "oomkilled", "modelloadfail", "never-ready"):
+    for mode in ("imagepullbackoff", "does-not-exist", "crashloop", "oomkilled", "modelloadfail", "oomatload",
+                 "never-ready"):
         if mode in images:
             return "imagepullbackoff" if mode == "does-not-exist" else mode
     return None
@@ -85,8 +92,8 @@ class Kubelet:
             cap = {"cpu": "64", "memory": "512Gi", "pods": "110", GPU: str(self.gpus_per_node)}
             status = {"capacity": cap, "allocatable": cap,
                       "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}
-            await self.store.create(info, None, {"metadata": {"name": name, "labels": {
-                "kubernetes.io/hostname": name, "nvidia.com/gpu.present": "true"}}, "status": status})
+            await self.store.create(info, None, {"metadata": {"name": name, "labels": self._labels(name)},
+                                                 "status": status})
 
     async def sync(self) -> None:
         """One pass over all pods: schedule the pending, then refresh every status."""
@@ -128,9 +135,17 @@ class Kubelet:
                     free[node][res] = free[node].get(res, 0) - qty
         return free
 
+    def _labels(self, node: str) -> dict[str, str]:
+        return {"kubernetes.io/hostname": node, **NODE_LABELS, "nvidia.com/gpu.count": str(self.gpus_per_node)}
+
+    def _selected(self, pod: dict[str, Any]) -> list[str]:
+        """Nodes whose labels match the pod's nodeSelector (affinity and taints are not emulated)."""
+        selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+        return [n for n in self.nodes if all(self._labels(n).get(k) == v for k, v in selector.items())]
+
     def _fit(self, pod: dict[str, Any], free: dict[str, dict[str, int]]) -> str | None:
         wants = requests_of(pod)
-        for node in self.nodes:
+        for node in self._selected(pod):
             if all(free[node].get(res, 0) >= qty for res, qty in wants.items()):
                 for res, qty in wants.items():
                     free[node][res] = free[node].get(res, 0) - qty
@@ -139,9 +154,11 @@ class Kubelet:
 
     def _unschedulable(self, pod: dict[str, Any]) -> dict[str, Any]:
         wants = requests_of(pod)
-        n = len(self.nodes)
-        reasons = " ".join(f"{n} Insufficient {res}." for res in sorted(wants))
-        msg = f"0/{n} nodes are available: {reasons}"
+        n, selected = len(self.nodes), len(self._selected(pod))
+        reasons = [f"{n - selected} node(s) didn't match Pod's node affinity/selector."] if selected < n else []
+        if selected:
+            reasons += [f"{selected} Insufficient {res}." for res in sorted(wants)]
+        msg = f"0/{n} nodes are available: {' '.join(reasons)}"
         return {"phase": "Pending", "conditions": [_condition("PodScheduled", False, "Unschedulable", msg)],
                 "qosClass": "Burstable"}
 
@@ -196,6 +213,10 @@ class Kubelet:
             msg = f"back-off 10s restarting failed container={name} pod={pod['metadata']['name']}"
             return {**base, "restartCount": restarts, "lastState": {"terminated": last},
                     "state": {"waiting": {"reason": "CrashLoopBackOff", "message": msg}}}
+        if mode == "oomatload":
+            term = {**crashed, "exitCode": 4, "message": "out of GPU memory while loading the model: OutOfMemoryError: "
+                    "CUDA out of memory. Tried to allocate 2.00 GiB"}
+            return {**base, "restartCount": restarts, "state": {"terminated": term}, "lastState": {"terminated": term}}
         if mode == "modelloadfail":
             term = {**crashed, "message": f"model load failed: cannot load weights for image {image}"}
             return {**base, "restartCount": restarts, "state": {"terminated": term}, "lastState": {"terminated": term}}

@@ -19,6 +19,7 @@ GATEWAY = {"provider": "gateway-api", "host": "chat.example.com", "gateway": {"p
 MODEL = {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"}
 SHA = "sha256:" + "0123456789abcdef" * 4
 PINNED = f"registry.example.com/deepseek-worker@{SHA}"
+ARCH = {"parameters": "7.6B", "layers": 28, "hiddenSize": 3584, "attentionHeads": 28}
 
 
 @dataclass(frozen=True)
@@ -356,6 +357,19 @@ INVALID = [
             "spec.rollout.progressDeadlineSeconds", "at least the model load budget", "cel"),
     Invalid("load-timeout-small", {"model": {**MODEL, "loadTimeoutSeconds": 5}}, "spec.model.loadTimeoutSeconds",
             "minimum of 10", "schema", real_message="greater than or equal to 10"),
+    # GPU-fit inputs (issue 11): the GPU's memory and the geometry of a model outside the catalogue.
+    Invalid("gpu-memory-not-a-quantity", {"resources": {"gpus": 1, "gpuMemory": "80 GB"}},
+            "spec.resources.gpuMemory", "does not match", "schema", real_message="should match"),
+    Invalid("architecture-parameters-missing", {"model": {**MODEL, "architecture": {"layers": 2, "hiddenSize": 64,
+            "attentionHeads": 4}}}, "spec.model.architecture.parameters", "Required value", "schema"),
+    Invalid("architecture-parameters-word", {"model": {**MODEL, "architecture": {**ARCH, "parameters": "7 billion"}}},
+            "spec.model.architecture.parameters", "does not match", "schema", real_message="should match"),
+    Invalid("architecture-mla-without-dims",
+            {"model": {**MODEL, "architecture": {**ARCH, "kvLoraRank": 512, "qkRopeHeadDim": 64}}},
+            "spec.model.architecture", "kvLoraRank (MLA) needs qkRopeHeadDim, qkNopeHeadDim and vHeadDim", "cel"),
+    Invalid("variant-architecture-mla-without-dims",
+            {"variants": [{"name": "c", "model": {"id": "x/y", "architecture": {**ARCH, "kvLoraRank": 512}}}]},
+            "spec.variants[0].model.architecture", "kvLoraRank (MLA) needs", "cel"),
     Invalid("name-digit", {}, "", "DNS-1035", "cel", meta_name="7b-chat", parse_spec=False),
     Invalid("name-dot", {}, "", "DNS-1035", "cel", meta_name="chat.v1", parse_spec=False),
     Invalid("name-long", {}, "", "at most 63", "cel", meta_name="c" * 64, parse_spec=False),
@@ -407,6 +421,13 @@ VALID = [
           {"model": {**MODEL, "loadTimeoutSeconds": 600}, "rollout": {"progressDeadlineSeconds": 900},
            "variants": [{"name": "big", "model": {"loadTimeoutSeconds": 900}}]}),
     Valid("network-policy-off", {"networkPolicy": {"enabled": False}}),
+    Valid("gpu-fit-inputs",
+          {"resources": {"gpus": 8, "gpuMemory": "141Gi"},
+           "model": {"id": "my-org/my-moe", "architecture": {
+               "parameters": "671B", "layers": 61, "hiddenSize": 7168, "attentionHeads": 128, "vocabSize": 129280,
+               "kvLoraRank": 512, "qkRopeHeadDim": 64, "qkNopeHeadDim": 128, "vHeadDim": 128,
+               "routedExpertParameters": "653.9B"}},
+           "variants": [{"name": "gqa", "model": {"id": "my-org/dense", "architecture": {**ARCH, "kvHeads": 4}}}]}),
     Valid("hf-token", {"model": {**MODEL, "source": {"huggingFace": {"tokenSecretRef": {"name": "hf"}}}}}),
     Valid(
         "scheduling-free-form",
@@ -426,7 +447,9 @@ VALID = [
             "readyReplicas": 1,
             "ready": "1/1",
             "selector": "deepseek.ai/deployment=chat",
-            "variants": [{"name": "primary", "weight": 100}],
+            "variants": [{"name": "primary", "weight": 100, "gpuFit": {"fits": "Unknown", "message": "m"}}],
+            "gpuFit": {"fits": "False", "requiredPerGPU": "201.3Gi", "availablePerGPU": "79.6Gi", "gpus": 8,
+                       "summary": "False 201.3/79.6Gi", "message": "m"},
             "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "lastTransitionTime": "t"}],
         },
     ),

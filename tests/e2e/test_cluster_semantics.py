@@ -78,15 +78,15 @@ async def test_kubectl_wait_returns_only_for_the_current_generation(cluster: Clu
     assert current(cluster) is not None and dsd(cluster)["status"]["image"] == V2
 
 
-async def test_more_gpus_than_any_node_has_is_reported_unschedulable(cluster: Cluster, kubectl: Kubectl,
-                                                                     start_operator: StartOperator) -> None:
+async def test_more_gpus_than_any_node_has_is_reported_insufficient_gpu(cluster: Cluster, kubectl: Kubectl,
+                                                                        start_operator: StartOperator) -> None:
     await start_operator()
     await kubectl("apply", "-f", "-", stdin=manifest(gpus=16))
-    obj = await eventually(lambda: (o := current(cluster)) and condition(o, "Ready").get("reason") == "Unschedulable"
-                           and o, timeout=60, what="Ready=False Unschedulable")
+    obj = await eventually(lambda: (o := current(cluster)) and condition(o, "Ready").get("reason") == "InsufficientGPU"
+                           and o, timeout=60, what="Ready=False InsufficientGPU")
     assert "Insufficient nvidia.com/gpu" in condition(obj, "Ready")["message"], condition(obj, "Ready")
     _, row = (await kubectl("get", "dsd", "chat")).splitlines()
-    assert row.split()[1] == "0/1" and "Unschedulable" in row.split(), row
+    assert row.split()[1] == "0/1" and "InsufficientGPU" in row.split(), row
 
 
 def primary_strategy(sb: Cluster) -> str:

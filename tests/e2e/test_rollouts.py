@@ -30,8 +30,8 @@ PRIMARY_PODS = "deepseek.ai/deployment=chat,deepseek.ai/variant=primary"
 
 # failure kind -> (bad image, the reason the operator reports, a fragment of the pod's own message)
 FATAL = {
-    "CrashLoopBackOff": (f"{REG}:2.0.0-crashloop", "CrashLoopBackOff", "back-off 10s restarting failed container"),
-    "ImagePullBackOff": (f"{REG}:2.0.0-does-not-exist", "ImagePullBackOff", "Back-off pulling image"),
+    "CrashLoop": (f"{REG}:2.0.0-crashloop", "CrashLoop", "back-off 10s restarting failed container"),
+    "ImagePullFailed": (f"{REG}:2.0.0-does-not-exist", "ImagePullFailed", "Back-off pulling image"),
     "OOMKilled": (f"{REG}:2.0.0-oomkilled", "OOMKilled", "was OOM-killed; raise resources.memory"),
     "ModelLoadFailed": (f"{REG}:2.0.0-modelloadfail", "ModelLoadFailed", "model load failed: cannot load weights"),
 }
@@ -199,10 +199,10 @@ async def test_unschedulable_waits_for_the_progress_deadline_then_rolls_back(
     operator = await start_ready(cluster, kubectl, start_operator, gpus=8, strategy="Surge")
     await set_image(kubectl, V2)
 
-    obj = await eventually(lambda: (o := current(cluster)) and condition(o, "Ready").get("reason") == "Unschedulable"
-                           and o, timeout=30, what="Ready=False Unschedulable")
+    obj = await eventually(lambda: (o := current(cluster)) and condition(o, "Ready").get("reason") == "InsufficientGPU"
+                           and o, timeout=30, what="Ready=False InsufficientGPU")
     assert "Insufficient nvidia.com/gpu" in condition(obj, "Ready")["message"]
-    assert condition(obj, "Progressing")["reason"] == "Unschedulable"
+    assert condition(obj, "Progressing")["reason"] == "InsufficientGPU"
     # Not a failure yet: a cluster autoscaler may add a GPU node before the deadline.
     await ticks(operator)
     obj = dsd(cluster)
@@ -221,7 +221,7 @@ async def test_unschedulable_waits_for_the_progress_deadline_then_rolls_back(
 async def test_clearing_failed_image_by_hand_retries_it(cluster: Cluster, kubectl: Kubectl,
                                                        start_operator: StartOperator) -> None:
     """docs/rollouts.md's escape hatch: the rollback memory is status.failedImage and nothing else."""
-    bad = FATAL["CrashLoopBackOff"][0]
+    bad = FATAL["CrashLoop"][0]
     await start_ready(cluster, kubectl, start_operator)
     await set_image(kubectl, bad)
     await eventually(lambda: (o := current(cluster)) and o["status"].get("failedImage") == bad
@@ -239,5 +239,5 @@ async def test_clearing_failed_image_by_hand_retries_it(cluster: Cluster, kubect
 def test_docs_name_every_reason_tested_here() -> None:
     """docs/rollouts.md documents each reason these tests expect (and its test names it)."""
     doc = (ROOT / "docs" / "rollouts.md").read_text()
-    for reason in [*KINDS, "Unschedulable", "RolledBack", "RolloutFailed", "RollingOut", "RolloutComplete"]:
+    for reason in [*KINDS, "InsufficientGPU", "RolledBack", "RolloutFailed", "RollingOut", "RolloutComplete"]:
         assert f"`{reason}`" in doc, reason

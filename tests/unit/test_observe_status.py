@@ -43,15 +43,15 @@ PHASES = [
      "ProgressDeadlineExceeded", True),
     ("unready after rollout", deployment(ready=1, available=1), [], "Unavailable", "ReplicasUnavailable", False),
     ("image pull", deployment(ready=1, updated=1, progressing="ReplicaSetUpdated"),
-     [pod(**waiting("ImagePullBackOff", "pull access denied"))], "Failed", "ImagePullBackOff", True),
+     [pod(**waiting("ImagePullBackOff", "pull access denied"))], "Failed", "ImagePullFailed", True),
     ("crash loop", deployment(ready=1, updated=1, progressing="ReplicaSetUpdated"),
-     [pod(**waiting("CrashLoopBackOff"))], "Failed", "CrashLoopBackOff", True),
+     [pod(**waiting("CrashLoopBackOff"))], "Failed", "CrashLoop", True),
     ("crash of an old image pod is ignored", deployment(ready=1, updated=1, progressing="ReplicaSetUpdated"),
      [pod(image="reg/worker:1", **waiting("CrashLoopBackOff"))], "RollingOut", "RollingOut", False),
     ("unschedulable waits for the deadline", deployment(ready=1, updated=1, progressing="ReplicaSetUpdated"),
      [pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                        "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."}])],
-     "Failed", "Unschedulable", False),
+     "Failed", "InsufficientGPU", False),
     ("pods refused by the apiserver wait for the deadline",
      {**deployment(ready=0, updated=0, replicas=0, progressing="ReplicaSetUpdated"),
       "status": {**deployment(ready=0, updated=0, replicas=0)["status"], "conditions": [
@@ -74,7 +74,12 @@ ISSUES = [
                                            "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}, "OOMKilled"),
     ("model load failure by exit code", {"containerStatuses": [{"name": "worker", "lastState": {
         "terminated": {"exitCode": 3, "message": "model load failed: no such repo"}}}]}, "ModelLoadFailed"),
-    ("err image pull", waiting("ErrImagePull"), "ImagePullBackOff"),
+    ("err image pull", waiting("ErrImagePull"), "ImagePullFailed"),
+    ("out of GPU memory at load by exit code", {"containerStatuses": [{"name": "worker", "lastState": {
+        "terminated": {"exitCode": 4, "message": "out of GPU memory while loading the model: CUDA out of memory"}}}]},
+     "OOMAtLoad"),
+    ("out of GPU memory at load by message", {"containerStatuses": [{"name": "worker", "state": {
+        "terminated": {"exitCode": 1, "message": "out of GPU memory while loading the model: x"}}}]}, "OOMAtLoad"),
     ("running and fine", {"containerStatuses": [{"name": "worker", "state": {"running": {}}}]}, None),
 ]
 
@@ -117,10 +122,10 @@ CONDITION_CASES = [
     ("rolled back", [state(image="reg/worker:1")], Rollback("reg/worker:bad", True), {
         "Ready": ("False", "RolledBack"), "Available": ("True", "MinimumReplicasAvailable"),
         "Progressing": ("False", "RolloutComplete"), "Degraded": ("True", "RolledBack")}),
-    ("failed without rollback", [state(phase="Failed", ready=1, reason="CrashLoopBackOff", fatal=True)],
+    ("failed without rollback", [state(phase="Failed", ready=1, reason="CrashLoop", fatal=True)],
      Rollback("reg/worker:2", False), {
-        "Ready": ("False", "CrashLoopBackOff"), "Progressing": ("False", "CrashLoopBackOff"),
-        "Available": ("True", "MinimumReplicasAvailable"), "Degraded": ("True", "CrashLoopBackOff")}),
+        "Ready": ("False", "CrashLoop"), "Progressing": ("False", "CrashLoop"),
+        "Available": ("True", "MinimumReplicasAvailable"), "Degraded": ("True", "CrashLoop")}),
     ("canary lost readiness", [state(), state("canary", "Unavailable", 0, 1, "ReplicasUnavailable")], Rollback(), {
         "Ready": ("False", "ReplicasUnavailable"), "Available": ("True", "MinimumReplicasAvailable"),
         "Progressing": ("False", "RolloutComplete"), "Degraded": ("True", "ReplicasUnavailable")}),
@@ -145,12 +150,12 @@ def test_image_moves_only_when_primary_fully_available() -> None:
 
 
 def test_success_clears_failed_image() -> None:
-    cleared = status_of([state()], Rollback(IMG, False, "CrashLoopBackOff: x"))
+    cleared = status_of([state()], Rollback(IMG, False, "CrashLoop: x"))
     assert (cleared["failedImage"], cleared["failedReason"]) == ("", "")
-    kept = status_of([state(image="reg/worker:1")], Rollback("reg/worker:bad", True, "ImagePullBackOff: denied"))
-    assert (kept["failedImage"], kept["failedReason"]) == ("reg/worker:bad", "ImagePullBackOff: denied")
+    kept = status_of([state(image="reg/worker:1")], Rollback("reg/worker:bad", True, "ImagePullFailed: denied"))
+    assert (kept["failedImage"], kept["failedReason"]) == ("reg/worker:bad", "ImagePullFailed: denied")
     degraded = next(c for c in kept["conditions"] if c["type"] == "Degraded")
-    assert "ImagePullBackOff: denied" in degraded["message"] and "reg/worker:bad" in degraded["message"]
+    assert "ImagePullFailed: denied" in degraded["message"] and "reg/worker:bad" in degraded["message"]
 
 
 def test_last_transition_time_kept_when_unchanged() -> None:
@@ -185,11 +190,11 @@ def test_rollback_plan(auto: bool, old: dict[str, Any], expected: Rollback) -> N
 
 def test_rollback_detects_fatal_failure_of_new_image_once() -> None:
     spec = parse_spec(SPEC)
-    failed = state(phase="Failed", reason="CrashLoopBackOff", fatal=True)
+    failed = state(phase="Failed", reason="CrashLoop", fatal=True)
     assert rollback.detect_failure(spec, Rollback(), failed, "reg/worker:1") == \
-        Rollback(IMG, True, "CrashLoopBackOff: primary: msg")
+        Rollback(IMG, True, "CrashLoop: primary: msg")
     assert rollback.detect_failure(spec, Rollback(IMG, True), failed, "reg/worker:1") is None
-    assert rollback.detect_failure(spec, Rollback(), state(phase="Failed", reason="Unschedulable"),
+    assert rollback.detect_failure(spec, Rollback(), state(phase="Failed", reason="InsufficientGPU"),
                                    "reg/worker:1") is None
     assert rollback.detect_failure(spec, Rollback(), failed, IMG) is None
     assert rollback.primary_image(spec, Rollback(IMG, True), "reg/worker:1") == "reg/worker:1"

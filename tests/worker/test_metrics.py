@@ -28,6 +28,8 @@ DOCUMENTED = [
     "deepseek_worker_prefix_cache_hits",
     "deepseek_worker_prefix_cache_lookups",
     "deepseek_worker_model_loaded",
+    "deepseek_worker_model_weight_bytes",
+    "deepseek_worker_kv_cache_bytes_per_token",
     "deepseek_worker_draining",
 ]
 

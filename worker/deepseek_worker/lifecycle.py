@@ -23,16 +23,36 @@ log = logging.getLogger("deepseek_worker.lifecycle")
 # (operator/deepseek_operator/observe.py): exit status 3 and a termination message starting so.
 MODEL_LOAD_EXIT_CODE = 3
 MODEL_LOAD_PREFIX = "model load failed"
+# A CUDA out-of-memory while loading: the operator reports OOMAtLoad beside its GPU-fit plan.
+OOM_AT_LOAD_EXIT_CODE = 4
+OOM_AT_LOAD_PREFIX = "out of GPU memory while loading the model"
 TERMINATION_LOG = os.environ.get("DEEPSEEK_TERMINATION_LOG", "/dev/termination-log")
 
 
-def report_model_load_failure(error: object) -> None:
-    """Write the Kubernetes termination message; outside a pod the path may not exist (ignored)."""
+def is_out_of_memory(error: object) -> bool:
+    """app.py records a start failure as "<exception type>: <message>"; torch.cuda.OutOfMemoryError
+    (and bitsandbytes' re-raised CUDA errors) say "CUDA out of memory"."""
+    text = str(error)
+    return text.startswith("OutOfMemoryError") or "CUDA out of memory" in text
+
+
+def load_failure(error: object) -> tuple[int, str]:
+    """(exit status, termination message) of a worker whose model did not load."""
+    if is_out_of_memory(error):
+        return OOM_AT_LOAD_EXIT_CODE, f"{OOM_AT_LOAD_PREFIX}: {error}"
+    return MODEL_LOAD_EXIT_CODE, f"{MODEL_LOAD_PREFIX}: {error}"
+
+
+def report_model_load_failure(error: object) -> int:
+    """Write the Kubernetes termination message (outside a pod the path may not exist: ignored);
+    returns the exit status to end with."""
+    code, message = load_failure(error)
     try:
         with open(TERMINATION_LOG, "w", encoding="utf-8") as fh:
-            fh.write(f"{MODEL_LOAD_PREFIX}: {error}"[:4000])
+            fh.write(message[:4000])
     except OSError:
         log.debug("no termination log at %s", TERMINATION_LOG)
+    return code
 
 
 class WorkerState:
@@ -85,11 +105,11 @@ class DrainingServer(uvicorn.Server):
         await super().serve(sockets)  # type: ignore[arg-type]
 
     async def on_tick(self, counter: int) -> bool:
-        """uvicorn calls this every 0.1 s; a failed model load ends the process with MODEL_LOAD_EXIT_CODE."""
+        """uvicorn calls this every 0.1 s; a failed model load ends the process with MODEL_LOAD_EXIT_CODE
+        (OOM_AT_LOAD_EXIT_CODE for a CUDA out-of-memory)."""
         if self.state.start_error is not None:
             log.error("engine failed to start (%s); exiting", self.state.start_error)
-            report_model_load_failure(self.state.start_error)
-            self.exit_code = MODEL_LOAD_EXIT_CODE
+            self.exit_code = report_model_load_failure(self.state.start_error)
             return True
         return await super().on_tick(counter)
 

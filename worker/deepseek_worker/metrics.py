@@ -77,6 +77,13 @@ class EngineCollector(Collector):
         yield _gauge("prefix_cache_hit_ratio", "Lifetime prefix cache hits / lookups.", ratio)
         yield _gauge("engine_steps", "Scheduler steps run since start.", stats.steps)
         yield _gauge("model_loaded", "1 once the model is loaded and serving.", 1 if self.engine.ready else 0)
+        # Measured after loading (engine/loading.py), to check the operator's GPU-fit plan against;
+        # engines without a loaded model (test fakes, still loading) report 0.
+        loaded = getattr(self.engine, "loaded", None)
+        yield _gauge("model_weight_bytes", "Bytes of the loaded weights (parameters, buffers, quantization "
+                     "states), all devices.", getattr(loaded, "weight_bytes", 0))
+        yield _gauge("kv_cache_bytes_per_token", "KV-cache bytes one token adds, all layers.",
+                     getattr(loaded, "kv_cache_bytes_per_token", 0))
         yield _gauge("draining", "1 while draining after SIGTERM.", 1 if self.state.draining else 0)
         yield from _gpu_metrics()
 

@@ -35,6 +35,8 @@ class Loaded:
     dtype: torch.dtype
     attention: str
     device: torch.device
+    weight_bytes: int = 0  # measured: parameters, buffers and bitsandbytes' quantization states
+    kv_cache_bytes_per_token: int = 0  # measured: what one token adds to the KV cache, all layers
 
 
 def resolve_model_path(model: str) -> str:
@@ -105,9 +107,51 @@ def load(config: EngineConfig) -> Loaded:
         model, attention = _load_with_fallback(path, kwargs, attention_candidates(config))
     model.eval()
     device = next(model.parameters()).device
-    log.info("loaded %s dtype=%s attention=%s quantization=%s device=%s",
-             path, dtype, attention, config.quantization, device)
-    return Loaded(model, tokenizer, path, dtype, attention, device)
+    weights, per_token = weight_bytes(model), kv_bytes_per_token(model, device)
+    # The operator's GPU-fit plan (docs/gpu-sizing.md) is checked against these two figures.
+    log.info("loaded %s dtype=%s attention=%s quantization=%s device=%s weight_bytes=%d kv_cache_bytes_per_token=%d",
+             path, dtype, attention, config.quantization, device, weights, per_token)
+    return Loaded(model, tokenizer, path, dtype, attention, device, weights, per_token)
+
+
+def weight_bytes(model: Any) -> int:
+    """Bytes of every parameter and buffer (tied ones once) plus bitsandbytes' quantization states
+    (4-bit absmax/code, 8-bit row scales), which live beside the packed weights, not in parameters()."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+
+    def add(t: Any) -> None:
+        nonlocal total
+        if isinstance(t, torch.Tensor) and t.numel() and (key := (t.data_ptr(), t.numel())) not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+
+    for tensor in [*model.parameters(), *model.buffers()]:
+        add(tensor)
+        state = getattr(tensor, "quant_state", None)
+        for nested in (state, getattr(state, "state2", None)):
+            for name in ("absmax", "code", "offset"):
+                add(getattr(nested, name, None))
+        add(getattr(tensor, "SCB", None))
+    return total
+
+
+def kv_bytes_per_token(model: Any, device: torch.device) -> int:
+    """KV-cache bytes one token adds: a forward pass over two tokens, cache bytes halved. 0 (logged)
+    when the model cannot run it (then nothing is claimed)."""
+    from transformers import DynamicCache
+
+    try:
+        cache = DynamicCache(config=model.config)
+        with torch.no_grad():
+            model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device), past_key_values=cache, use_cache=True)
+        layers: list[Any] = list(cache.layers)
+        size = sum(int(t.numel() * t.element_size()) for layer in layers for t in (layer.keys, layer.values)
+                   if isinstance(t, torch.Tensor))
+    except (RuntimeError, ValueError, TypeError, AttributeError) as exc:
+        log.warning("could not measure the KV cache per token: %s", exc)
+        return 0
+    return int(size // 2)
 
 
 def _load_with_fallback(path: str, kwargs: dict[str, Any], candidates: list[str]) -> tuple[Any, str]:

@@ -1,0 +1,383 @@
+"""Pure GPU-fit plan: will one variant's model fit in the memory of its pod's GPUs? (docs/gpu-sizing.md)
+
+`plan(model, resources, serving, node_selector) -> GpuFit`, no I/O. Per GPU, with the weights split
+evenly over `resources.gpus` (the worker loads with `device_map="auto"`, which balances layers):
+
+    required = weights + kv_cache + margin
+    weights  = (kept x dtype_bytes + quantizable x quant_bytes) / gpus
+    kv_cache = maxModelLen x maxBatchSize x kv_bytes_per_token / gpus
+    margin   = 1 GiB runtime + attention workspace + prefill activations + 5% of (weights + kv_cache)
+
+- dtype_bytes: float32 4, bfloat16/float16/auto 2 (auto is bfloat16 on GPUs).
+- quant_bytes: none = dtype_bytes; int8 1 (+ a float32 scale per output row, counted as 1/256);
+  nf4/fp4 0.5 + a float32 absmax per block of 64 = 0.5625 (the worker does not double-quantize).
+- kept: what bitsandbytes leaves at dtype: the embedding, an untied LM head, the fused routed experts
+  of DeepSeek's MoE layers (transformers >= 5 stores them as 3-D parameters, not nn.Linear), and under
+  int8 MLA's kv_b_proj (loading.py skips it).
+- kv_bytes_per_token: MLA (V2/V3/R1): layers x (kv_lora_rank + qk_rope_head_dim) x dtype_bytes -- the
+  compressed latent and the rope key that transformers caches; GQA (the distills):
+  2 x layers x kv_heads x head_dim x dtype_bytes.
+- attention workspace: the keys and values one layer expands for attention over the whole batch,
+  maxBatchSize x maxModelLen x heads x (k_dim + v_dim) x dtype_bytes (MLA expands the latent per head;
+  sdpa repeats GQA's kv heads), on one GPU at a time. Prefill activations: one prompt of
+  maxModelLen tokens (the worker prefills one request at a time), 12 x hidden x dtype_bytes per token.
+
+GPU memory per device: `resources.gpuMemory`, else the node selector's `nvidia.com/gpu.memory` (MiB,
+as NVIDIA GPU feature discovery sets it), else its `nvidia.com/gpu.product` through PRODUCTS; with
+none of them the fit is Unknown and the message says why.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from deepseek_operator.api import DeepSeekDeploymentSpec, ModelArchitecture, ModelSpec, Resources, Serving
+
+GIB = 1024**3
+MIB = 1024**2
+RUNTIME_BYTES = 1 * GIB  # CUDA context, cuBLAS/NCCL workspaces, allocator reserve
+FRAGMENTATION = 0.05
+ACTIVATION_HIDDEN_FACTOR = 12
+PRODUCT_LABEL = "nvidia.com/gpu.product"
+MEMORY_LABEL = "nvidia.com/gpu.memory"
+Fits = Literal["True", "False", "Unknown"]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What the plan needs of a model; values from its config.json (sources in docs/gpu-sizing.md)."""
+
+    parameters: int  # total, as loaded (V3/R1: without the multi-token-prediction layer)
+    layers: int
+    hidden_size: int
+    attention_heads: int
+    kv_heads: int
+    head_dim: int
+    vocab_size: int = 0
+    tied_embeddings: bool = False
+    kv_lora_rank: int = 0  # > 0: MLA
+    qk_rope_head_dim: int = 0
+    qk_nope_head_dim: int = 0
+    v_head_dim: int = 0
+    routed_expert_parameters: int = 0  # fused MoE experts: bitsandbytes leaves them at dtype
+
+    @property
+    def mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    def kv_elements_per_token(self) -> int:
+        if self.mla:
+            return self.layers * (self.kv_lora_rank + self.qk_rope_head_dim)
+        return 2 * self.layers * self.kv_heads * self.head_dim
+
+    def attention_elements_per_token(self) -> int:
+        """Expanded keys + values of one layer for one cached token (the attention workspace)."""
+        if self.mla:
+            return self.attention_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim)
+        return 2 * self.attention_heads * self.head_dim
+
+    def kept_parameters(self, quantization: str) -> int:
+        """Parameters bitsandbytes does not quantize (see the module docstring)."""
+        embeddings = self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
+        kept = embeddings + self.routed_expert_parameters
+        if quantization == "int8" and self.mla:
+            kept += self.layers * self.kv_lora_rank * self.attention_heads * (self.qk_nope_head_dim + self.v_head_dim)
+        return min(kept, self.parameters)
+
+
+def _mla(parameters: float, layers: int, hidden: int, heads: int, vocab: int, moe_layers: int, experts: int,
+         moe_intermediate: int) -> Architecture:
+    return Architecture(
+        parameters=int(parameters), layers=layers, hidden_size=hidden, attention_heads=heads, kv_heads=heads,
+        head_dim=192, vocab_size=vocab, kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128,
+        v_head_dim=128, routed_expert_parameters=moe_layers * experts * 3 * hidden * moe_intermediate)
+
+
+# config.json of each hub repo; parameters as the hub's safetensors metadata counts them (V3/R1: 671B
+# without the 14B multi-token-prediction module, which transformers does not load).
+_V3 = _mla(671e9, layers=61, hidden=7168, heads=128, vocab=129280, moe_layers=58, experts=256, moe_intermediate=2048)
+_V2 = _mla(236e9, layers=60, hidden=5120, heads=128, vocab=102400, moe_layers=59, experts=160, moe_intermediate=1536)
+_V2_LITE = _mla(15.7e9, layers=27, hidden=2048, heads=16, vocab=102400, moe_layers=26, experts=64,
+                moe_intermediate=1408)
+
+
+def _gqa(parameters: float, layers: int, hidden: int, heads: int, kv_heads: int, vocab: int,
+         tied: bool = False) -> Architecture:
+    return Architecture(parameters=int(parameters), layers=layers, hidden_size=hidden, attention_heads=heads,
+                        kv_heads=kv_heads, head_dim=hidden // heads, vocab_size=vocab, tied_embeddings=tied)
+
+
+CATALOGUE: dict[str, Architecture] = {
+    **{name: _V3 for name in ("deepseek-v3", "deepseek-v3-base", "deepseek-v3-0324", "deepseek-r1",
+                              "deepseek-r1-zero", "deepseek-r1-0528", "deepseek-v3.1", "deepseek-v3.1-base")},
+    **{name: _V2 for name in ("deepseek-v2", "deepseek-v2-chat", "deepseek-v2.5", "deepseek-coder-v2-instruct")},
+    **{name: _V2_LITE for name in ("deepseek-v2-lite", "deepseek-v2-lite-chat", "deepseek-coder-v2-lite-instruct")},
+    "deepseek-r1-distill-qwen-1.5b": _gqa(1.777e9, layers=28, hidden=1536, heads=12, kv_heads=2, vocab=151936),
+    "deepseek-r1-distill-qwen-7b": _gqa(7.616e9, layers=28, hidden=3584, heads=28, kv_heads=4, vocab=152064),
+    "deepseek-r1-distill-qwen-14b": _gqa(14.77e9, layers=48, hidden=5120, heads=40, kv_heads=8, vocab=152064),
+    "deepseek-r1-distill-qwen-32b": _gqa(32.76e9, layers=64, hidden=5120, heads=40, kv_heads=8, vocab=152064),
+    "deepseek-r1-distill-llama-8b": _gqa(8.03e9, layers=32, hidden=4096, heads=32, kv_heads=8, vocab=128256),
+    "deepseek-r1-distill-llama-70b": _gqa(70.55e9, layers=80, hidden=8192, heads=64, kv_heads=8, vocab=128256),
+}
+
+# nvidia.com/gpu.product values (GPU feature discovery: the product name, spaces as '-') -> MiB the
+# driver reports (nvidia-smi's total). MIG slices ("...-MIG-1g.10gb") are read from their suffix.
+PRODUCTS: dict[str, int] = {
+    "Tesla-T4": 15360,
+    "Tesla-V100-SXM2-16GB": 16384,
+    "Tesla-V100-SXM2-32GB": 32768,
+    "NVIDIA-A10": 23028,
+    "NVIDIA-A10G": 23028,
+    "NVIDIA-L4": 23034,
+    "NVIDIA-L40": 46068,
+    "NVIDIA-L40S": 46068,
+    "NVIDIA-RTX-A6000": 49140,
+    "NVIDIA-RTX-6000-Ada-Generation": 49140,
+    "NVIDIA-A100-PCIE-40GB": 40960,
+    "NVIDIA-A100-SXM4-40GB": 40960,
+    "NVIDIA-A100-80GB-PCIe": 81920,
+    "NVIDIA-A100-SXM4-80GB": 81920,
+    "NVIDIA-H100-PCIe": 81559,
+    "NVIDIA-H100-80GB-HBM3": 81559,
+    "NVIDIA-H100-NVL": 95830,
+    "NVIDIA-GH200-480GB": 97871,
+    "NVIDIA-H200": 143771,
+    "NVIDIA-H200-NVL": 143771,
+    "NVIDIA-B200": 183359,
+}
+_MIG = re.compile(r"-MIG-\d+g\.(\d+)gb$")
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi)?$")
+_SUFFIX = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+           "Ki": 1024, "Mi": MIB, "Gi": GIB, "Ti": 1024**4, "Pi": 1024**5}
+_COUNT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([KMBT])?$")
+_COUNT_SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
+
+
+def quantity_bytes(text: str) -> int:
+    """A Kubernetes quantity ("80Gi", "81559Mi", "85899345920") in bytes."""
+    m = _QUANTITY.match(text)
+    if m is None:
+        raise ValueError(f"not a quantity: {text!r}")
+    return int(float(m.group(1)) * _SUFFIX[m.group(2) or ""])
+
+
+def count(text: str) -> int:
+    """A parameter count ("671B", "7.6B", "8430400") as an integer."""
+    m = _COUNT.match(text)
+    if m is None:
+        raise ValueError(f"not a parameter count: {text!r}")
+    return int(float(m.group(1)) * _COUNT_SUFFIX[m.group(2) or ""])
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """One variant's sizing inputs (resolved: the variant's model, the spec's resources and serving)."""
+
+    model_id: str
+    dtype: str
+    quantization: str
+    max_model_len: int
+    max_batch_size: int
+    gpus: int
+    gpu_memory: str | None = None
+    node_selector: tuple[tuple[str, str], ...] = ()
+    architecture: Architecture | None = None  # spec.model.architecture, overriding the catalogue
+    min_model_len: int = 128  # the smallest maxModelLen to suggest (greater than serving.maxNewTokens)
+
+
+@dataclass(frozen=True)
+class GpuFit:
+    """The plan. Byte figures are per GPU; `available` is 0 when unknown."""
+
+    fits: Fits
+    weights: int = 0
+    kv_cache: int = 0
+    margin: int = 0
+    available: int = 0
+    gpus: int = 0
+    model: str = ""  # catalogue key or "spec.model.architecture"
+    memory_source: str = ""  # where `available` came from
+    message: str = ""
+
+    @property
+    def required(self) -> int:
+        return self.weights + self.kv_cache + self.margin
+
+
+def gib(n: float) -> str:
+    return f"{n / GIB:.1f}"
+
+
+def lookup(model_id: str) -> tuple[str, Architecture] | None:
+    """The catalogue entry of an HF id or a path ending in a known repo name (case-insensitive)."""
+    key = model_id.rstrip("/").rsplit("/", 1)[-1].lower()
+    arch = CATALOGUE.get(key)
+    return (key, arch) if arch is not None else None
+
+
+def gpu_memory(inp: Inputs) -> tuple[int, str]:
+    """(bytes per GPU, where from), or (0, why unknown)."""
+    if inp.gpu_memory:
+        return quantity_bytes(inp.gpu_memory), f"resources.gpuMemory {inp.gpu_memory}"
+    labels = dict(inp.node_selector)
+    if MEMORY_LABEL in labels and labels[MEMORY_LABEL].isdigit():
+        return int(labels[MEMORY_LABEL]) * MIB, f"{MEMORY_LABEL}={labels[MEMORY_LABEL]}"
+    product = labels.get(PRODUCT_LABEL)
+    if product is None:
+        return 0, (f"set resources.gpuMemory (e.g. 80Gi) or a scheduling.nodeSelector {PRODUCT_LABEL} label "
+                   "to know the GPU's memory")
+    mig = _MIG.search(product)
+    if product in PRODUCTS:
+        return PRODUCTS[product] * MIB, product
+    if mig:
+        return int(mig.group(1)) * 10**9, product
+    return 0, f"GPU product {product} is not in the table (docs/gpu-sizing.md): set resources.gpuMemory"
+
+
+def _dtype_bytes(dtype: str) -> int:
+    return 4 if dtype == "float32" else 2
+
+
+def _quant_bytes(quantization: str, dtype: str) -> float:
+    if quantization == "int8":
+        return 1 + 4 / 256
+    if quantization in ("nf4", "fp4"):
+        return 0.5 + 4 / 64
+    return float(_dtype_bytes(dtype))
+
+
+def weight_bytes(arch: Architecture, quantization: str, dtype: str) -> int:
+    """All weights of the model (not per GPU)."""
+    kept = arch.kept_parameters(quantization) if quantization != "none" else 0
+    return int(kept * _dtype_bytes(dtype) + (arch.parameters - kept) * _quant_bytes(quantization, dtype))
+
+
+def kv_bytes_per_token(arch: Architecture, dtype: str) -> int:
+    return arch.kv_elements_per_token() * _dtype_bytes(dtype)
+
+
+def _figures(arch: Architecture, inp: Inputs) -> tuple[int, int, int]:
+    """(weights, kv_cache, margin) per GPU."""
+    gpus = max(inp.gpus, 1)
+    size = _dtype_bytes(inp.dtype)
+    weights = weight_bytes(arch, inp.quantization, inp.dtype) // gpus
+    tokens = inp.max_model_len * inp.max_batch_size
+    kv = tokens * kv_bytes_per_token(arch, inp.dtype) // gpus
+    workspace = tokens * arch.attention_elements_per_token() * size
+    activations = inp.max_model_len * ACTIVATION_HIDDEN_FACTOR * arch.hidden_size * size
+    margin = RUNTIME_BYTES + workspace + activations + int(FRAGMENTATION * (weights + kv))
+    return weights, kv, margin
+
+
+def plan(model: ModelSpec, resources: Resources, serving: Serving, node_selector: dict[str, str]) -> GpuFit:
+    """The fit of one variant's model on its pod's GPUs; a non-fitting plan's message says what would fit."""
+    return plan_inputs(Inputs(
+        model_id=model.id, dtype=model.dtype, quantization=model.quantization, max_model_len=model.max_model_len,
+        max_batch_size=serving.max_batch_size, gpus=resources.gpus, gpu_memory=resources.gpu_memory,
+        node_selector=tuple(sorted(node_selector.items())),
+        architecture=architecture(model.architecture) if model.architecture else None,
+        min_model_len=max(128, serving.max_new_tokens + 1)))
+
+
+def architecture(spec: ModelArchitecture) -> Architecture:
+    """spec.model.architecture as the plan's Architecture (unset geometry derived as config.json does)."""
+    heads = spec.attention_heads
+    return Architecture(
+        parameters=count(spec.parameters), layers=spec.layers, hidden_size=spec.hidden_size,
+        attention_heads=heads, kv_heads=spec.kv_heads or heads, head_dim=spec.head_dim or spec.hidden_size // heads,
+        vocab_size=spec.vocab_size or 0, tied_embeddings=spec.tied_embeddings, kv_lora_rank=spec.kv_lora_rank or 0,
+        qk_rope_head_dim=spec.qk_rope_head_dim or 0, qk_nope_head_dim=spec.qk_nope_head_dim or 0,
+        v_head_dim=spec.v_head_dim or 0,
+        routed_expert_parameters=count(spec.routed_expert_parameters) if spec.routed_expert_parameters else 0)
+
+
+def status_of(fit: GpuFit) -> dict[str, object]:
+    """status.gpuFit (and status.variants[].gpuFit): GiB figures as quantities, e.g. 156.2Gi."""
+    out: dict[str, object] = {"fits": fit.fits, "gpus": fit.gpus, "model": fit.model, "message": fit.message}
+    if fit.weights:
+        out.update(requiredPerGPU=f"{gib(fit.required)}Gi", weightsPerGPU=f"{gib(fit.weights)}Gi",
+                   kvCachePerGPU=f"{gib(fit.kv_cache)}Gi", marginPerGPU=f"{gib(fit.margin)}Gi")
+    if fit.available:
+        out.update(availablePerGPU=f"{gib(fit.available)}Gi", memorySource=fit.memory_source)
+    required = f" {gib(fit.required)}" if fit.weights else ""
+    available = f"/{gib(fit.available)}Gi" if fit.available else ("Gi" if fit.weights else "")
+    out["summary"] = f"{fit.fits}{required}{available}"
+    return {k: v for k, v in out.items() if v not in ("", None)}
+
+
+def plan_inputs(inp: Inputs) -> GpuFit:
+    """The fit of one variant from its resolved inputs."""
+    if inp.architecture is not None:
+        name, arch = "spec.model.architecture", inp.architecture
+    else:
+        found = lookup(inp.model_id)
+        if found is None:
+            return GpuFit("Unknown", gpus=inp.gpus, message=(
+                f"model {inp.model_id} is not in the catalogue (docs/gpu-sizing.md): set "
+                "spec.model.architecture to plan its GPU memory"))
+        name, arch = found
+    if inp.gpus < 1:
+        return GpuFit("Unknown", gpus=0, model=name, message="resources.gpus is 0: the worker runs on CPU")
+    weights, kv, margin = _figures(arch, inp)
+    available, source = gpu_memory(inp)
+    fit = GpuFit("Unknown", weights, kv, margin, available, inp.gpus, name, source if available else "")
+    needs = (f"needs {gib(fit.required)} GiB per GPU (weights {gib(weights)}, KV cache {gib(kv)}, "
+             f"margin {gib(margin)}) on {inp.gpus} GPU(s)")
+    if not available:
+        return replace(fit, message=f"{needs}; GPU memory unknown: {source}")
+    if fit.required <= available:
+        return replace(fit, fits="True", message=f"{needs}; {source} has {gib(available)} GiB")
+    return replace(fit, fits="False", message=f"{needs} but {source} has {gib(available)} GiB; "
+                   f"{_alternatives(arch, inp, available)}")
+
+
+def _fits(arch: Architecture, inp: Inputs, available: int) -> bool:
+    return sum(_figures(arch, inp)) <= available
+
+
+def _alternatives(arch: Architecture, inp: Inputs, available: int) -> str:
+    """What would fit: another quantization, more GPUs, a smaller maxModelLen or maxBatchSize."""
+    out = []
+    for quant in ("int8", "nf4"):
+        if quant != inp.quantization and _fits(arch, replace(inp, quantization=quant), available):
+            out.append(f"model.quantization {quant}")
+            break
+    gpus = next((g for g in range(inp.gpus + 1, 17) if _fits(arch, replace(inp, gpus=g), available)), None)
+    if gpus is not None:
+        out.append(f"resources.gpus {gpus}")
+    length = _largest(lambda n: _fits(arch, replace(inp, max_model_len=n), available), inp.min_model_len,
+                      inp.max_model_len)
+    if length is not None:
+        out.append(f"model.maxModelLen {length}")
+    batch = _largest(lambda n: _fits(arch, replace(inp, max_batch_size=n), available), 1, inp.max_batch_size)
+    if batch is not None:
+        out.append(f"serving.maxBatchSize {batch}")
+    if not out:
+        return ("nothing within 16 GPUs per pod fits: the weights alone need "
+                f"{gib(weight_bytes(arch, inp.quantization, inp.dtype))} GiB; use a smaller model or larger GPUs")
+    return "would fit: " + " or ".join(out)
+
+
+def _largest(ok: Callable[[int], bool], low: int, high: int) -> int | None:
+    """The largest n in [low, high) with ok(n) (monotone: smaller n needs less memory), else None."""
+    if high <= low or not ok(low):
+        return None
+    while high - low > 1:
+        mid = (low + high) // 2
+        if ok(mid):
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def plan_variants(spec: DeepSeekDeploymentSpec) -> dict[str, GpuFit]:
+    """The plan of every variant (the primary first), each with its own model on the spec's resources."""
+    from deepseek_operator.api import resolve_variants
+
+    selector = spec.scheduling.node_selector
+    return {v.name: plan(v.model, spec.resources, spec.serving, selector) for v in resolve_variants(spec)}

@@ -1,0 +1,110 @@
+"""Issue 11: the GPU-fit plan before any pod, and scheduler reasons that say what to do.
+
+On the real control plane the two fake GPU nodes (tools/control-plane/gpu-nodes.yaml) have 8 GPUs each
+and the label nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3; the sandbox's nodes carry the same labels.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Cluster, Kubectl, StartOperator, condition, current, eventually, warnings
+
+REG = "registry.example.com/deepseek-worker"
+H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+OWNED = "deepseek.ai/deployment=chat"
+
+
+def manifest(model: dict[str, Any], gpus: int = 1, node_selector: dict[str, str] | None = None,
+             image: str = f"{REG}:1.0.0") -> str:
+    return json.dumps({
+        "apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment", "metadata": {"name": "chat"},
+        "spec": {
+            "image": image, "replicas": 1, "model": {**model, "loadTimeoutSeconds": 10},
+            "resources": {"gpus": gpus, "cpu": "8", "memory": "64Gi", "shmSize": "16Gi"},
+            "scheduling": {"nodeSelector": node_selector or {}},
+            "rollout": {"progressDeadlineSeconds": 60},
+        },
+    })
+
+
+async def ready_reason(cluster: Cluster, reason: str, timeout: float = 60) -> dict[str, Any]:
+    obj: dict[str, Any] = await eventually(
+        lambda: (o := current(cluster)) and condition(o, "Ready").get("reason") == reason and o,
+        timeout=timeout, what=f"Ready=False {reason}")
+    return obj
+
+
+async def test_v3_bf16_on_8_h100s_is_refused_before_any_pod(cluster: Cluster, kubectl: Kubectl,
+                                                           start_operator: StartOperator) -> None:
+    await start_operator()
+    await kubectl("apply", "-f", "-", stdin=manifest({"id": "deepseek-ai/DeepSeek-V3"}, gpus=8, node_selector=H100))
+    obj = await ready_reason(cluster, "InsufficientGPUMemory")
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "False"
+    # 671e9 x 2 bytes / 8 = 156.2 GiB of weights per GPU; an H100 80GB has 81559 MiB = 79.6 GiB.
+    assert "needs 177.5 GiB per GPU (weights 156.2, KV cache 1.1, margin 20.2) on 8 GPU(s)" in ready["message"]
+    assert "NVIDIA-H100-80GB-HBM3 has 79.6 GiB" in ready["message"]
+    fit = obj["status"]["gpuFit"]
+    assert (fit["fits"], fit["requiredPerGPU"], fit["availablePerGPU"], fit["gpus"]) == \
+        ("False", "177.5Gi", "79.6Gi", 8)
+    assert obj["status"]["variants"][0]["gpuFit"] == fit
+    # Decided in the reconcile that wrote this status, before anything was applied: nothing exists.
+    assert cluster.objects("deployments", "default", OWNED) == []
+    assert cluster.objects("pods", "default", OWNED) == []
+    header, row = (await kubectl("get", "dsd", "chat", "-o", "wide")).splitlines()
+    assert header.split()[-1] == "FIT" and "InsufficientGPUMemory" in row.split(), (header, row)
+    assert row.split()[-2:] == ["False", "177.5/79.6Gi"], row
+    await eventually(lambda: len(warnings(cluster, "InsufficientGPUMemory")) == 1, what="one Warning event")
+
+
+async def test_the_suggested_quantization_fits_and_rolls_out(cluster: Cluster, kubectl: Kubectl,
+                                                             start_operator: StartOperator) -> None:
+    await start_operator()
+    llama = {"id": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B"}
+    await kubectl("apply", "-f", "-", stdin=manifest(llama, gpus=2, node_selector=H100))
+    refused = condition(await ready_reason(cluster, "InsufficientGPUMemory"), "Ready")["message"]
+    assert "would fit: model.quantization int8" in refused, refused
+    assert cluster.objects("deployments", "default", OWNED) == []
+
+    await kubectl("apply", "-f", "-", stdin=manifest({**llama, "quantization": "int8"}, gpus=2, node_selector=H100))
+    await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=90s")
+    obj = current(cluster)
+    assert obj is not None
+    fit = obj["status"]["gpuFit"]
+    assert fit["fits"] == "True" and fit["availablePerGPU"] == "79.6Gi", fit
+    assert float(fit["requiredPerGPU"].removesuffix("Gi")) < 79.6
+    pods = cluster.objects("pods", "default", OWNED)
+    assert len(pods) == 1 and pods[0]["spec"]["nodeSelector"] == H100
+
+
+async def test_a_node_selector_no_node_matches_is_no_matching_node(cluster: Cluster, kubectl: Kubectl,
+                                                                  start_operator: StartOperator) -> None:
+    """The real scheduler's own words; the 16-GPU InsufficientGPU case is in test_cluster_semantics.py."""
+    await start_operator()
+    b200 = {"nvidia.com/gpu.product": "NVIDIA-B200"}  # no such node: both are H100s
+    await kubectl("apply", "-f", "-", stdin=manifest({"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"},
+                                                     node_selector=b200))
+    obj = await ready_reason(cluster, "NoMatchingNode")
+    message = condition(obj, "Ready")["message"]
+    assert "didn't match Pod's node affinity/selector" in message and "fix spec.scheduling" in message, message
+    assert obj["status"]["gpuFit"]["fits"] == "True"  # the plan fits a B200: the nodes are the problem
+    assert condition(obj, "Degraded")["status"] == "False"  # not a failure before the progress deadline
+    _, row = (await kubectl("get", "dsd", "chat")).splitlines()
+    assert "NoMatchingNode" in row.split(), row
+
+
+@pytest.mark.sandbox_only(reason="the real cluster's kwok stages (tools/control-plane) have no CUDA OOM at load")
+async def test_out_of_memory_at_load_is_reported_with_the_plan(cluster: Cluster, kubectl: Kubectl,
+                                                               start_operator: StartOperator) -> None:
+    await start_operator()
+    await kubectl("apply", "-f", "-", stdin=manifest({"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"},
+                                                     node_selector=H100, image=f"{REG}:1.0.0-oomatload"))
+    obj = await ready_reason(cluster, "OOMAtLoad")
+    message = condition(obj, "Ready")["message"]
+    assert "out of GPU memory while loading the model: OutOfMemoryError: CUDA out of memory" in message, message
+    assert "GPU-fit plan: needs 25.7 GiB per GPU" in message and "has 79.6 GiB" in message, message
+    assert condition(obj, "Degraded")["reason"] == "OOMAtLoad"

@@ -1,0 +1,156 @@
+"""The GPU-fit plan (gpufit.py) against numbers computed by hand, and the scheduler-reason split (observe.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from deepseek_operator import gpufit
+from deepseek_operator.api import InvalidSpec, parse_spec
+from deepseek_operator.gpufit import GIB, MIB, Inputs, plan_inputs, plan_variants
+from deepseek_operator.observe import VariantObservation, pod_issue, variant_state
+from deepseek_operator.status import Rollback, StatusInput, compute_status
+from tests.unit.test_observe_status import deployment, pod, state
+
+H200 = (("nvidia.com/gpu.product", "NVIDIA-H200"),)
+H100 = (("nvidia.com/gpu.product", "NVIDIA-H100-80GB-HBM3"),)
+
+
+def inputs(model: str = "deepseek-ai/DeepSeek-V3", **kw: Any) -> Inputs:
+    base: dict[str, Any] = {"model_id": model, "dtype": "auto", "quantization": "none", "max_model_len": 8192,
+                            "max_batch_size": 16, "gpus": 8, "node_selector": H200}
+    return Inputs(**{**base, **kw})
+
+
+def test_v3_bf16_on_8_h200_does_not_fit_by_the_weights_alone() -> None:
+    fit = plan_inputs(inputs())
+    # 671e9 parameters x 2 bytes / 8 GPUs = 167.75e9 bytes = 156.2 GiB per GPU; an H200 has 143771 MiB.
+    assert fit.weights == 671_000_000_000 * 2 // 8
+    assert f"{fit.weights / GIB:.1f}" == "156.2"
+    assert fit.available == 143771 * MIB
+    assert fit.fits == "False"
+    assert "needs 177.5 GiB per GPU (weights 156.2, KV cache 1.1, margin 20.2) on 8 GPU(s)" in fit.message
+    assert "NVIDIA-H200 has 140.4 GiB" in fit.message and "would fit: resources.gpus 11" in fit.message
+
+
+def test_mla_cache_is_the_latent_and_rope_key_not_the_per_head_formula() -> None:
+    v3 = gpufit.CATALOGUE["deepseek-v3"]
+    # 61 layers x (kv_lora_rank 512 + qk_rope_head_dim 64) x 2 bytes per token.
+    assert gpufit.kv_bytes_per_token(v3, "bfloat16") == 61 * 576 * 2 == 70272
+    naive = 2 * 61 * 7168 * 2  # 2 (K, V) x layers x hidden x 2 bytes
+    assert round(naive / 70272) == 25
+    fit = plan_inputs(inputs())
+    assert fit.kv_cache == 8192 * 16 * 70272 // 8
+
+
+def test_gqa_cache_of_a_distill() -> None:
+    qwen7 = gpufit.CATALOGUE["deepseek-r1-distill-qwen-7b"]
+    assert gpufit.kv_bytes_per_token(qwen7, "bfloat16") == 2 * 28 * 4 * 128 * 2  # 56 KiB per token
+
+
+def test_nf4_of_a_dense_distill_fits_where_bf16_does_not() -> None:
+    l4 = (("nvidia.com/gpu.product", "NVIDIA-L4"),)
+    bf16 = plan_inputs(inputs("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", gpus=1, node_selector=l4))
+    assert bf16.fits == "False"
+    assert "would fit: model.quantization int8 or resources.gpus 2 or model.maxModelLen" in bf16.message
+    nf4 = plan_inputs(inputs("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", gpus=1, node_selector=l4, quantization="nf4"))
+    assert nf4.fits == "True"
+    # Embedding and LM head (2 x 152064 x 3584) stay bf16; the rest at 0.5 + 4/64 bytes.
+    kept = 2 * 152064 * 3584
+    assert nf4.weights == int(kept * 2 + (7_616_000_000 - kept) * 0.5625)
+
+
+def test_v3_nf4_keeps_the_fused_routed_experts_at_bf16() -> None:
+    """transformers >= 5 stores DeepSeek's routed experts as 3-D parameters, which bitsandbytes skips
+    (tests/worker/test_gpu_fit_measured.py measures it): nf4 saves little on V3 and 8 H200s are short."""
+    v3 = gpufit.CATALOGUE["deepseek-v3"]
+    assert v3.routed_expert_parameters == 58 * 256 * 3 * 7168 * 2048
+    fit = plan_inputs(inputs(quantization="nf4"))
+    assert fit.fits == "False" and fit.weights > 150 * GIB
+    assert plan_inputs(inputs(quantization="nf4", gpus=16)).fits == "True"
+
+
+def test_gpu_memory_sources_in_order() -> None:
+    assert plan_inputs(inputs(gpu_memory="200Gi", gpus=8)).available == 200 * GIB
+    labelled = (("nvidia.com/gpu.memory", "81559"), ("nvidia.com/gpu.product", "NVIDIA-H200"))
+    assert plan_inputs(inputs(node_selector=labelled)).available == 81559 * MIB
+    assert plan_inputs(inputs(node_selector=H100)).available == 81559 * MIB
+    mig = (("nvidia.com/gpu.product", "NVIDIA-A100-SXM4-40GB-MIG-3g.20gb"),)
+    assert plan_inputs(inputs(node_selector=mig)).available == 20 * 10**9
+
+
+@pytest.mark.parametrize(("kw", "why"), [
+    ({"node_selector": ()}, "set resources.gpuMemory (e.g. 80Gi) or a scheduling.nodeSelector"),
+    ({"node_selector": (("nvidia.com/gpu.product", "Acme-X1"),)}, "GPU product Acme-X1 is not in the table"),
+    ({"model_id": "my-org/unknown-model"}, "not in the catalogue (docs/gpu-sizing.md): set spec.model.architecture"),
+    ({"gpus": 0}, "resources.gpus is 0"),
+])
+def test_unknown_fit_says_why(kw: dict[str, Any], why: str) -> None:
+    fit = plan_inputs(inputs(**kw))
+    assert fit.fits == "Unknown" and why in fit.message, fit.message
+
+
+def test_spec_override_plans_an_unknown_model_and_variants_get_their_own_plan() -> None:
+    spec = parse_spec({
+        "image": "r/w:1", "model": {"id": "my-org/dense-7b", "architecture": {
+            "parameters": "7.616B", "layers": 28, "hiddenSize": 3584, "attentionHeads": 28, "kvHeads": 4,
+            "vocabSize": 152064}},
+        "resources": {"gpus": 1, "gpuMemory": "80Gi"},
+        "variants": [{"name": "big", "model": {"id": "deepseek-ai/DeepSeek-R1"}}],
+    })
+    fits = plan_variants(spec)
+    catalogued = plan_inputs(inputs("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", gpus=1, gpu_memory="80Gi"))
+    assert fits["primary"].model == "spec.model.architecture"
+    assert (fits["primary"].weights, fits["primary"].kv_cache) == (catalogued.weights, catalogued.kv_cache)
+    assert fits["primary"].fits == "True"
+    # The variant changed id: the primary's geometry is not inherited, the catalogue's V3 entry is used.
+    assert fits["big"].model == "deepseek-r1" and fits["big"].fits == "False"
+
+
+def test_architecture_errors_name_the_field() -> None:
+    with pytest.raises(InvalidSpec, match=r"spec.model.architecture: kvLoraRank \(MLA\) needs qkRopeHeadDim"):
+        parse_spec({"image": "r/w:1", "model": {"id": "x", "architecture": {
+            "parameters": "1B", "layers": 2, "hiddenSize": 64, "attentionHeads": 4, "kvLoraRank": 64}}})
+    with pytest.raises(InvalidSpec, match=r"spec.resources.gpuMemory: String should match pattern"):
+        parse_spec({"image": "r/w:1", "model": {"id": "x"}, "resources": {"gpuMemory": "80 GB"}})
+
+
+def test_status_carries_the_plan_for_the_primary_and_each_variant() -> None:
+    fit = gpufit.status_of(plan_inputs(inputs()))
+    assert fit["summary"] == "False 177.5/140.4Gi" and fit["requiredPerGPU"] == "177.5Gi"
+    inp = StatusInput(generation=1, variants=[state()], weights={"primary": 100}, selector="s", stable_image="",
+                      rollback=Rollback(), auto_rollback=True, gpu_fit={"primary": fit})
+    status = compute_status(inp, {}, "2026-01-01T00:00:00Z")
+    assert status["gpuFit"] == fit and status["variants"][0]["gpuFit"] == fit
+
+
+SCHEDULER = [
+    ("0/2 nodes are available: 2 Insufficient nvidia.com/gpu. preemption: 0/2 nodes are available: "
+     "2 No preemption victims found for incoming pod.", "InsufficientGPU", "lower resources.gpus"),
+    ("0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector. preemption: 0/2 nodes are "
+     "available: 2 Preemption is not helpful for scheduling.", "NoMatchingNode", "fix spec.scheduling"),
+    ("0/3 nodes are available: 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }, "
+     "2 node(s) didn't match Pod's node affinity/selector.", "NoMatchingNode", "untaint"),
+    ("0/3 nodes are available: 1 Insufficient nvidia.com/gpu, 2 node(s) didn't match Pod's node affinity/selector.",
+     "InsufficientGPU", "add a GPU node"),
+    ("0/2 nodes are available: 2 Insufficient cpu.", "Unschedulable", "Insufficient cpu"),
+]
+
+
+@pytest.mark.parametrize(("message", "reason", "fix"), SCHEDULER, ids=[s[1] + str(i) for i, s in enumerate(SCHEDULER)])
+def test_unschedulable_is_split_by_the_schedulers_words(message: str, reason: str, fix: str) -> None:
+    issue = pod_issue(pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                       "message": message}]), "reg/worker:2")
+    assert issue is not None and (issue.reason, issue.fatal) == (reason, False)
+    assert fix in issue.message and message in issue.message
+
+
+def test_oom_at_load_puts_the_plan_beside_the_failure() -> None:
+    crashed = pod(containerStatuses=[{"name": "worker", "lastState": {"terminated": {
+        "exitCode": 4, "message": "out of GPU memory while loading the model: CUDA out of memory"}}}])
+    obs = VariantObservation("primary", "reg/worker:2", 2, deployment(ready=0, updated=1), [crashed],
+                             fit_note="needs 93.6 GiB per GPU (weights 76.8, ...)")
+    result = variant_state(obs)
+    assert (result.phase, result.reason, result.fatal) == ("Failed", "OOMAtLoad", True)
+    assert "CUDA out of memory" in result.message and "GPU-fit plan: needs 93.6 GiB per GPU" in result.message
