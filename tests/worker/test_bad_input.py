@@ -51,8 +51,14 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
     ("stop-empty", CHAT, chat(stop=""), 400, "stop"),
     ("stop-wrong-type", CHAT, chat(stop=5), 400, "stop"),
     ("n-two", CHAT, chat(n=2), 400, "n"),
-    ("logprobs", CHAT, chat(logprobs=True), 400, "logprobs"),
-    ("tools", CHAT, chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
+    ("top-logprobs-without-logprobs", CHAT, chat(top_logprobs=3), 400, "top_logprobs"),
+    ("top-logprobs-over-20", CHAT, chat(logprobs=True, top_logprobs=21), 400, "top_logprobs"),
+    ("logprobs-not-bool", CHAT, chat(logprobs="sometimes"), 400, "logprobs"),
+    ("completion-logprobs-over-5", COMPLETIONS, {"model": "fake", "prompt": "a", "logprobs": 6}, 400, "logprobs"),
+    ("tools-missing-name", CHAT, chat(tools=[{"type": "function", "function": {}}]), 400, "tools[0].function.name"),
+    ("tools-parameters-not-object", CHAT, chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]), 400, "tools[0].function.parameters"),  # noqa: E501
+    ("tool-choice-unknown", CHAT, chat(tools=[{"type": "function", "function": {"name": "f"}}], tool_choice={"type": "function", "function": {"name": "g"}}), 400, "tool_choice"),  # noqa: E501
+    ("response-format-unsupported", CHAT, chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "not": {}}}}), 400, "response_format"),  # noqa: E501
     ("presence-penalty", CHAT, chat(presence_penalty=1.0), 400, "presence_penalty"),
     ("unknown-parameter", CHAT, chat(frobnicate=True), 400, "frobnicate"),
     ("stream-not-bool", CHAT, chat(stream="yes please"), 400, "stream"),

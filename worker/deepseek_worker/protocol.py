@@ -2,7 +2,7 @@
 
 No web-framework imports: app.py turns these into HTTP. Requests are strict (unknown top-level
 parameters are refused with 400 naming them) because silently ignoring e.g. `tools` gives wrong
-answers; parameters we accept only at their neutral value (n=1, logprobs=false...) say so.
+answers; parameters we accept only at their neutral value (n=1, no penalties...) say so.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from .structured import ResponseFormat
+from .tools import ToolCallIn, ToolChoice, ToolDef
 from .types import SamplingParams
 
 # --- errors -----------------------------------------------------------------------------------
@@ -118,6 +120,7 @@ class ChatMessage(BaseModel):
     content: str | list[TextPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    tool_calls: list[ToolCallIn] | None = None  # an assistant's earlier calls (tools.py renders them)
     prefix: bool | None = None
 
     def template_role(self) -> str:
@@ -202,11 +205,11 @@ class ChatCompletionRequest(_GenerationRequest):
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: int | None = Field(None, ge=1)
-    logprobs: Literal[False] | None = None
-    top_logprobs: Literal[0] | None = None
-    tools: Annotated[list[dict[str, Any]], Field(max_length=0)] | None = None
-    tool_choice: Literal["none"] | None = None
-    response_format: dict[Literal["type"], Literal["text"]] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(strict=True, ge=0, le=20)] | None = None
+    tools: list[ToolDef] | None = None  # tools.py: prompt, forced-call grammar, parsing
+    tool_choice: ToolChoice | None = None
+    response_format: ResponseFormat | None = None  # structured.py
     parallel_tool_calls: bool | None = None
     thinking: Thinking | None = None  # DeepSeek: reasoning on/off (see streams.prepare_chat)
     # OpenAI parameters accepted and ignored: they do not change the output.
@@ -234,6 +237,8 @@ class ChatCompletionRequest(_GenerationRequest):
     def check(self) -> None:
         """The shared rules, then DeepSeek's prefix rule: only the last message, an assistant one."""
         super().check()
+        if self.top_logprobs and not self.logprobs:
+            raise APIError(400, "top_logprobs requires logprobs to be true.", param="top_logprobs")
         last = len(self.messages) - 1
         for i, message in enumerate(self.messages):
             if message.prefix and (i != last or message.role != "assistant"):
@@ -256,7 +261,7 @@ class CompletionRequest(_GenerationRequest):
         list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=1)
     ]
     echo: Literal[False] | None = None
-    logprobs: Literal[0] | None = None
+    logprobs: Annotated[int, Field(strict=True, ge=0, le=5)] | None = None  # legacy: top-n per token
     best_of: Literal[1] | None = None
     suffix: Literal[""] | None = None
 
@@ -362,6 +367,7 @@ class AssistantMessage(BaseModel):
     content: str | None
     refusal: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
     @model_serializer(mode="wrap")
     def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -372,7 +378,7 @@ class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None  # {"content": [...]} when requested (features.py)
 
 
 class ChatCompletion(BaseModel):
@@ -393,7 +399,7 @@ class CompletionChoice(BaseModel):
     index: int = 0
     text: str
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None  # tokens, token_logprobs, top_logprobs, text_offset
 
 
 class Completion(BaseModel):

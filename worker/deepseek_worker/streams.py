@@ -12,11 +12,12 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jinja2 import TemplateError
 
+from . import features, tools
 from .metrics import Metrics, TokenTimer
 from .protocol import (
     APIError,
@@ -50,6 +51,8 @@ class Job:
     include_usage: bool
     in_reasoning: bool = False
     split_reasoning: bool = True  # False: thinking disabled or a prefix continued, all output is content
+    tools: tools.ToolPlan | None = None  # parse tool calls out of the reply (features.py)
+    prompt_chars: int = 0  # /v1/completions: logprobs' text_offset counts from the prompt's start
     id: str = field(default_factory=lambda: new_id("chatcmpl"))
     created: int = field(default_factory=now)
 
@@ -63,9 +66,10 @@ async def prepare_chat(engine: EngineProtocol, settings: Settings, body: ChatCom
     `thinking` then opens or closes the thought (reasoning.apply_thinking).
     """
     body.check()
+    extras = features.chat_features(body)  # tools / response_format / logprobs: 400s before any work
     prefix = body.prefix_message()
     shown = body.messages[:-1] if prefix is not None else body.messages
-    messages = [{"role": m.template_role(), "content": m.text()} for m in shown]
+    messages = tools.chat_messages(shown, extras.plan)
     try:
         prompt = await asyncio.to_thread(engine.apply_chat_template, messages)
     except (TemplateError, ValueError, TypeError) as exc:
@@ -79,7 +83,8 @@ async def prepare_chat(engine: EngineProtocol, settings: Settings, body: ChatCom
     if not ids:
         raise APIError(400, "The messages render to an empty prompt.", param="messages")
     params = sampling_params(body, len(ids), settings.max_new_tokens, _max_len(engine, settings))
-    return Job(ids, params, settings.served_name, body.include_usage(), in_reasoning, split)
+    params = replace(params, grammar=extras.grammar, logprobs=extras.logprobs)
+    return Job(ids, params, settings.served_name, body.include_usage(), in_reasoning, split, extras.plan)
 
 
 async def prepare_completion(engine: EngineProtocol, settings: Settings, body: CompletionRequest) -> Job:
@@ -88,7 +93,10 @@ async def prepare_completion(engine: EngineProtocol, settings: Settings, body: C
     if not ids:  # before any stream starts: a 400, never a 200 followed by an error event
         raise APIError(400, "The prompt is empty after tokenization.", param="prompt")
     params = sampling_params(body, len(ids), settings.max_new_tokens, _max_len(engine, settings))
-    return Job(ids, params, settings.served_name, body.include_usage(), id=new_id("cmpl"))
+    params = replace(params, logprobs=features.completion_features(body))
+    job = Job(ids, params, settings.served_name, body.include_usage(), id=new_id("cmpl"))
+    job.prompt_chars = len(body.prompt_text())
+    return job
 
 
 def _max_len(engine: EngineProtocol, settings: Settings) -> int:
@@ -158,10 +166,13 @@ async def complete_chat(
         reasoning.append(r)
         content.append(c)
     r, c = parser.flush()
+    text, calls = features.split_tool_calls("".join(content) + c, job.tools)
     message = AssistantMessage(
-        content="".join(content) + c, reasoning_content="".join(reasoning) + r if parser.saw_thought else None
+        content=text, reasoning_content="".join(reasoning) + r if parser.saw_thought else None, tool_calls=calls
     )
-    choice = ChatChoice(message=message, finish_reason=finish_reason(last.finish_reason))
+    reason = features.tool_finish(finish_reason(last.finish_reason), bool(calls))
+    logprobs = features.chat_logprobs([e for g in got for e in g.logprobs]) if job.params.logprobs is not None else None
+    choice = ChatChoice(message=message, finish_reason=reason, logprobs=logprobs)
     usage = _usage(job, last, parser.reasoning_tokens)
     return ChatCompletion(id=job.id, created=job.created, model=job.model, choices=[choice], usage=usage)
 
@@ -171,7 +182,10 @@ async def complete_text(
 ) -> Completion:
     got, last = await _collect(engine, settings, metrics, job, started)
     text = "".join(chunk.text for chunk in got)
-    choice = CompletionChoice(text=text, finish_reason=finish_reason(last.finish_reason))
+    logprobs = None
+    if job.params.logprobs is not None:
+        logprobs, _ = features.completion_logprobs([e for g in got for e in g.logprobs], job.prompt_chars)
+    choice = CompletionChoice(text=text, finish_reason=finish_reason(last.finish_reason), logprobs=logprobs)
     return Completion(id=job.id, created=job.created, model=job.model, choices=[choice], usage=_usage(job, last))
 
 
@@ -212,8 +226,13 @@ async def stream_chat(
 
     content_event = TextEvents(chunk({"content": _MARKER}))
     reasoning_event = TextEvents(chunk({"reasoning_content": _MARKER}))
+    rich = None  # tool calls or logprobs: per-event dicts instead of the pre-serialised fast path
+    if job.tools is not None or job.params.logprobs is not None:
+        rich = features.RichChatStream(chunk, job.tools, job.params.logprobs is not None)
 
-    def deltas(reasoning: str, content: str) -> list[str]:
+    def deltas(reasoning: str, content: str, logprobs: tuple[Any, ...] = ()) -> list[str]:
+        if rich is not None:
+            return rich.events(reasoning, content, logprobs)
         out = []
         if reasoning:
             out.append(reasoning_event(reasoning))
@@ -224,11 +243,14 @@ async def stream_chat(
     def on_chunk(c: GenerationChunk) -> list[str]:
         nonlocal seen
         tokens, seen = c.completion_tokens - seen, c.completion_tokens
-        return deltas(*parser.feed(c.text, tokens))
+        return deltas(*parser.feed(c.text, tokens), c.logprobs)
 
     def finish(last: GenerationChunk) -> list[str]:
         out = deltas(*parser.flush())
-        out.append(sse(chunk({}, finish_reason(last.finish_reason))))
+        if rich is not None:
+            out += rich.finish(finish_reason(last.finish_reason))
+        else:
+            out.append(sse(chunk({}, finish_reason(last.finish_reason))))
         if usage:
             totals = _usage(job, last, parser.reasoning_tokens)
             out.append(sse(chat_chunk(job.id, job.created, job.model, {}, usage=totals)))
@@ -246,12 +268,27 @@ async def stream_completion(
     usage = job.include_usage
     text_event = TextEvents(completion_chunk(job.id, job.created, job.model, _MARKER, include_usage=usage))
 
+    offset = job.prompt_chars
+    pending: list[Any] = []  # logprobs of tokens whose text is still held back
+
     def delta(chunk: GenerationChunk) -> list[str]:
-        return [text_event(chunk.text)] if chunk.text else []
+        nonlocal offset
+        if job.params.logprobs is None:
+            return [text_event(chunk.text)] if chunk.text else []
+        pending.extend(chunk.logprobs)
+        if not chunk.text:
+            return []
+        event = completion_chunk(job.id, job.created, job.model, chunk.text, include_usage=usage)
+        event["choices"][0]["logprobs"], offset = features.completion_logprobs(pending, offset)
+        pending.clear()
+        return [sse(event)]
 
     def finish(last: GenerationChunk) -> list[str]:
         reason = finish_reason(last.finish_reason)
-        out = [sse(completion_chunk(job.id, job.created, job.model, "", reason, include_usage=usage))]
+        event = completion_chunk(job.id, job.created, job.model, "", reason, include_usage=usage)
+        if pending:
+            event["choices"][0]["logprobs"], _ = features.completion_logprobs(pending, offset)
+        out = [sse(event)]
         if usage:
             out.append(sse(completion_chunk(job.id, job.created, job.model, "", usage=_usage(job, last))))
         return out

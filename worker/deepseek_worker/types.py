@@ -31,14 +31,48 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class GrammarSpec:
+    """A constraint on a request's output: xgrammar EBNF text whose root rule is `root`.
+
+    The engine masks every token the grammar cannot accept and lets the request stop only where
+    the grammar is complete (docs/worker-engine.md, "Constrained decoding")."""
+
+    ebnf: str
+
+
+@dataclass(frozen=True)
 class SamplingParams:
-    """Per-request generation parameters. temperature == 0 means greedy."""
+    """Per-request generation parameters. temperature == 0 means greedy.
+
+    `logprobs`: None = not requested; n >= 0 = the sampled token's log-probability plus the n
+    most likely alternatives. `grammar`: constrain the output (structured output, tool calls)."""
 
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    logprobs: int | None = None
+    grammar: GrammarSpec | None = None
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    """One candidate token: its text, UTF-8 bytes and log-probability."""
+
+    token: str
+    bytes: tuple[int, ...]
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability and the most likely alternatives at that step."""
+
+    token: str
+    bytes: tuple[int, ...]
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,6 +90,9 @@ class GenerationChunk:
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
     error: str | None = None
+    # Tokens generated since the previous chunk, when logprobs were requested (their text may be
+    # partly held back in `text`, e.g. an incomplete character).
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass

@@ -120,6 +120,11 @@ class Engine:
             yield GenerationChunk("", "error", len(prompt_ids), error="engine is not running")
             return
         seq = self._runner.new_sequence(prompt_ids, params, request_id)
+        if seq.extras is not None:  # grammar compile / token table: a worker thread, never a step
+            problem = await asyncio.to_thread(self._runner.prepare, seq)
+            if problem is not None:
+                yield GenerationChunk("", "error", len(prompt_ids), error=problem)
+                return
         queue: asyncio.Queue[GenerationChunk] = asyncio.Queue()
         self._queues[seq.key] = queue
         self._waiting.append(seq)

@@ -17,8 +17,11 @@ from transformers import DynamicCache
 
 from ..types import EngineConfig, FinishReason, GenerationChunk, SamplingParams
 from .batch import BatchKV, layer_tensors
+from .constrained import Grammars
 from .loading import Loaded
 from .prefix import PrefixCache
+from .processors import RowExtras
+from .processors import sample as sample_with_extras
 from .sampling import make_generator, sample_rows
 from .text import IncrementalDetokenizer, StopMatcher
 
@@ -40,11 +43,13 @@ class Sequence:
     completion: int = 0
     cached: int = 0
     finish: FinishReason | None = None
+    extras: RowExtras | None = None  # grammar / logprobs; None on the plain path
 
     def chunk(self, text: str, error: str | None = None) -> GenerationChunk:
-        """A chunk carrying this sequence's cumulative counters."""
+        """A chunk carrying this sequence's cumulative counters (and logprobs since the last one)."""
+        logprobs = self.extras.take() if self.extras is not None else ()
         return GenerationChunk(
-            text, self.finish, len(self.prompt_ids), self.completion, self.cached, error
+            text, self.finish, len(self.prompt_ids), self.completion, self.cached, error, logprobs
         )
 
 
@@ -66,6 +71,7 @@ class Runner:
         self.vocab = int(self.model.get_input_embeddings().weight.shape[0])
         self.input_device = self.model.get_input_embeddings().weight.device
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.grammars = Grammars(self.tokenizer, self.vocab, self.eos_ids)
 
     def new_sequence(self, prompt_ids: list[int], params: SamplingParams, request_id: str) -> Sequence:
         """Per-request state; cheap, safe to call on the event loop."""
@@ -77,7 +83,13 @@ class Runner:
             generator=make_generator(params.seed),
             detok=IncrementalDetokenizer(self.tokenizer, list(prompt_ids)),
             stops=StopMatcher(params.stop),
+            extras=RowExtras.of(params),
         )
+
+    def prepare(self, seq: Sequence) -> str | None:
+        """Compile the sequence's grammar / load the token table (a worker thread, before it is
+        queued; the decode thread never compiles). Returns an error message or None."""
+        return seq.extras.prepare(self.grammars) if seq.extras is not None else None
 
     @torch.inference_mode()
     def step(self, admit: list[Sequence], drop: set[int]) -> list[Result]:
@@ -96,7 +108,7 @@ class Runner:
             results.append(self._prefill(seq))
         if len(self.batch) or admit:
             self.steps += 1
-        return [(s, c) for s, c in results if c.text or c.finish_reason]
+        return [(s, c) for s, c in results if c.text or c.finish_reason or c.logprobs]
 
     def fail_all(self, seqs: list[Sequence], message: str) -> list[Result]:
         """End `seqs` and everything running with "error" and reset the batch (loop-level fallback)."""
@@ -110,7 +122,7 @@ class Runner:
         self.step_log.append((self.steps, tuple(s.request_id for s in seqs)))
         try:
             out = self.model(**self.batch.decode_inputs(), logits_to_keep=1)
-            tokens = sample_rows(out.logits[:, -1], [s.params for s in seqs], [s.generator for s in seqs])
+            tokens = self._sample(out.logits[:, -1], seqs)
         except Exception as exc:  # noqa: BLE001 -- reported to every request of the pass as "error"
             return self.fail_all([], f"decode failed: {exc!r}")
         self.batch.advance(tokens)
@@ -158,12 +170,22 @@ class Runner:
         )
         self.prefix.insert(ids, layer_tensors(cache))
         seq.cached = hit
-        first = sample_rows(out.logits[:, -1], [seq.params], [seq.generator])[0]
+        first = self._sample(out.logits[:, -1], [seq])[0]
         return cache, first
+
+    def _sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
+        """One token per row; grammar masks and logprobs only when some row asked for them."""
+        params, gens = [s.params for s in seqs], [s.generator for s in seqs]
+        if all(s.extras is None for s in seqs):
+            return sample_rows(logits, params, gens)
+        extras = [s.extras for s in seqs]
+        return sample_with_extras(logits, extras, lambda masked: sample_rows(masked, params, gens), self.eos_ids)
 
     def _emit(self, seq: Sequence, token: int) -> GenerationChunk:
         """Account one generated token; decide whether the sequence finished and what text to send."""
         seq.completion += 1
+        if seq.extras is not None and seq.extras.error is not None:
+            return self._finish(seq, "error", seq.stops.flush(), seq.extras.error)
         if token in self.eos_ids:
             return self._finish(seq, "stop", seq.stops.flush())
         text, stopped = seq.stops.feed(seq.detok.push(token))
