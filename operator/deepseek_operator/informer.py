@@ -51,6 +51,16 @@ def key_of(obj: Mapping[str, Any]) -> Key:
     return (meta.get("namespace") or "", meta["name"])
 
 
+def slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without `metadata.managedFields` (server-side apply bookkeeping the reconcile never
+    reads, often the largest part of a small object), as client-go informers' transforms drop it.
+    Shallow: the top level and metadata are new dicts, so the caller's object is left as it was."""
+    meta = obj.get("metadata") or {}
+    if "managedFields" not in meta:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
 def _newer(candidate: int | None, current: int | None) -> bool:
     return candidate is None or current is None or candidate > current
 
@@ -93,7 +103,7 @@ class Store:
             return False
         self._gone.pop(key, None)
         self._unindex(key, current)
-        self._objects[key] = obj
+        self._objects[key] = obj = slim(obj)
         owner = obj["metadata"].get("labels", {}).get(LABEL_DEPLOYMENT)
         if owner is not None:
             self._owned.setdefault((key[0], owner), set()).add(key)
@@ -111,11 +121,11 @@ class Store:
 
     def replace(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A fresh list replaces everything; returns the objects that changed, appeared or went away."""
-        fresh = {key_of(o): o for o in items}
+        fresh = {key_of(o): slim(o) for o in items}
         changed = [o for k, o in fresh.items() if self._objects.get(k) != o]
         gone = [o for k, o in self._objects.items() if k not in fresh]
         self._objects, self._owned, self._gone = {}, {}, {}
-        for obj in items:
+        for obj in fresh.values():
             self.observe(obj)
         return changed + gone
 

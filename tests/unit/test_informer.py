@@ -182,3 +182,14 @@ async def test_optional_apis_are_read_from_the_crd_informers(monkeypatch: pytest
     assert ("servicemonitors", "") in api._informers  # its informer starts once the CRD serves it
     assert ("prometheusrules", "") not in api._informers
     await api.stop()
+
+
+def test_the_store_drops_managed_fields_and_leaves_the_callers_object_alone() -> None:
+    store = Store()
+    given = obj("a", 1)
+    given["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    assert store.observe(given)
+    assert "managedFields" not in store.get("default", "a")["metadata"]
+    assert "managedFields" in given["metadata"]  # kopf's body, for one, must stay as kopf gave it
+    store.replace([given])
+    assert "managedFields" not in store.get("default", "a")["metadata"]
