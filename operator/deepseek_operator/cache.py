@@ -185,8 +185,13 @@ class CachedK8s(K8s):
         return plurals
 
     async def refresh(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
-        """Read one object from the API into its store (after a 409, or a miss); None if it is gone."""
-        live = await super().get(kind, namespace, name)
+        """Read one object from the API into its store (after a 409, or a miss); None if it is gone.
+
+        Through a list by name (`fieldSelector=metadata.name=...`), as `kubectl wait` reads one object:
+        `list` is granted for every cached kind anyway, so the operator needs no `get` at all (RBAC).
+        """
+        page = await self.list_page(kind, namespace, {"fieldSelector": f"metadata.name={name}"})
+        live = page[0][0] if page and page[0] else None
         store = self._store(kind, namespace)
         if live is not None and store is not None:
             store.observe(live)

@@ -80,7 +80,7 @@ audit log by tests/delivery/test_rbac_usage.py (docs/install.md); no wildcard, n
 {{- define "deepseek-operator.namespacedRules" -}}
 - apiGroups: ["deepseek.ai"]
   resources: ["deepseekdeployments"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["deepseek.ai"]
   resources: ["deepseekdeployments/status"]
   verbs: ["patch"]
