@@ -61,6 +61,16 @@ def slim(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
+def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """A pod as the reconcile reads it (observe.py, strategy.py): metadata, its containers' names
+    and images, and the whole status. The rest of the spec (env, probes, volumes: most of a worker
+    pod's size) is the Deployment's, which the cache holds anyway."""
+    pod = slim(pod)
+    spec = pod.get("spec") or {}
+    containers = [{"name": c.get("name"), "image": c.get("image")} for c in spec.get("containers", [])]
+    return {**pod, "spec": {"containers": containers, "nodeName": spec.get("nodeName")}}
+
+
 def _newer(candidate: int | None, current: int | None) -> bool:
     return candidate is None or current is None or candidate > current
 
@@ -68,7 +78,8 @@ def _newer(candidate: int | None, current: int | None) -> bool:
 class Store:
     """The newest version seen of each object of one kind, indexed by owner for label-selected lists."""
 
-    def __init__(self) -> None:
+    def __init__(self, transform: Callable[[dict[str, Any]], dict[str, Any]] = slim) -> None:
+        self._transform = transform  # what is kept of each object (never the caller's dict itself)
         self._objects: dict[Key, dict[str, Any]] = {}
         self._owned: dict[tuple[str, str], set[Key]] = {}  # (namespace, owner label value) -> keys
         self._gone: dict[Key, int | None] = {}
@@ -103,7 +114,7 @@ class Store:
             return False
         self._gone.pop(key, None)
         self._unindex(key, current)
-        self._objects[key] = obj = slim(obj)
+        self._objects[key] = obj = self._transform(obj)
         owner = obj["metadata"].get("labels", {}).get(LABEL_DEPLOYMENT)
         if owner is not None:
             self._owned.setdefault((key[0], owner), set()).add(key)
@@ -121,7 +132,7 @@ class Store:
 
     def replace(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A fresh list replaces everything; returns the objects that changed, appeared or went away."""
-        fresh = {key_of(o): slim(o) for o in items}
+        fresh = {key_of(o): self._transform(o) for o in items}
         changed = [o for k, o in fresh.items() if self._objects.get(k) != o]
         gone = [o for k, o in self._objects.items() if k not in fresh]
         self._objects, self._owned, self._gone = {}, {}, {}
@@ -162,7 +173,7 @@ class Informer:
     timeout_seconds: int = 600
 
     def __post_init__(self) -> None:
-        self.store = Store()
+        self.store = Store(slim_pod if self.kind.plural == "pods" else slim)
         self.synced = asyncio.Event()
         self.absent = False
         self.refused: ApiError | None = None

@@ -193,3 +193,16 @@ def test_the_store_drops_managed_fields_and_leaves_the_callers_object_alone() ->
     assert "managedFields" in given["metadata"]  # kopf's body, for one, must stay as kopf gave it
     store.replace([given])
     assert "managedFields" not in store.get("default", "a")["metadata"]
+
+
+def test_pods_are_cached_with_what_the_reconcile_reads_only() -> None:
+    inf = Informer(None, POD, "default")  # type: ignore[arg-type]
+    pod = obj("chat-primary-x", 3)
+    pod["spec"] = {"containers": [{"name": "worker", "image": "w:1", "env": [{"name": "A", "value": "b"}]}],
+                   "volumes": [{"name": "shm"}], "nodeName": "gpu-node-1"}
+    pod["status"] = {"conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": [{"name": "worker"}]}
+    inf.store.observe(pod)
+    cached = inf.store.get("default", "chat-primary-x")
+    assert cached["spec"] == {"containers": [{"name": "worker", "image": "w:1"}], "nodeName": "gpu-node-1"}
+    assert cached["status"] == pod["status"] and cached["metadata"]["labels"] == pod["metadata"]["labels"]
+    assert "env" in pod["spec"]["containers"][0]  # the watch event itself is left as it came
