@@ -224,8 +224,12 @@ def run_one(cluster: RealCluster, n: int, kubeconfigs: dict[str, pathlib.Path], 
     finally:
         operator.stop()
         null.stop()
-    admin("kubectl", "delete", "namespace", namespace, "--wait=true", "--timeout=600s", timeout=700)
     return result
+
+
+def delete_namespace(n: int) -> None:
+    """Garbage collection of N resources' children takes minutes: not part of any figure."""
+    admin("kubectl", "delete", "namespace", f"bench-{n}", "--wait=true", "--timeout=900s", timeout=1000)
 
 
 def apply_generated(*create: str) -> None:
@@ -311,6 +315,7 @@ def main() -> None:
         for n in (int(c) for c in args.counts.split(",")):
             results.append(run_one(cluster, n, kubeconfigs, users, logs))
             print(json.dumps(results[-1]), flush=True)
+            delete_namespace(n)
         print(table(results))
         plot(results, pathlib.Path(args.plot))
     finally:
