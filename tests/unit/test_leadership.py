@@ -11,11 +11,9 @@ import pytest
 from deepseek_operator import handlers, main
 from deepseek_operator.leadership import Leadership
 
-NOW = datetime.datetime.now(datetime.UTC)
-
-
 def heartbeat(priority: int, seconds_ago: float = 0, lifetime: int = 30) -> dict[str, Any]:
-    lastseen = (NOW - datetime.timedelta(seconds=seconds_ago)).isoformat()
+    # Now, not at import: a full suite collects this module long before it runs the test.
+    lastseen = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds_ago)).isoformat()
     return {"priority": priority, "lifetime": lifetime, "lastseen": lastseen}
 
 
