@@ -11,6 +11,7 @@ import pytest
 from deepseek_operator import handlers, main
 from deepseek_operator.leadership import Leadership
 
+
 def heartbeat(priority: int, seconds_ago: float = 0, lifetime: int = 30) -> dict[str, Any]:
     # Now, not at import: a full suite collects this module long before it runs the test.
     lastseen = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds_ago)).isoformat()
