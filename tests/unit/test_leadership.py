@@ -27,16 +27,19 @@ def test_without_peering_every_replica_is_active() -> None:
     assert Leadership().active("default")
 
 
+# (priority, seconds since the last heartbeat) per peer; heartbeats are dated when the test runs.
 @pytest.mark.parametrize(("peers", "active"), [
-    ({"me": heartbeat(100)}, True),
-    ({"me": heartbeat(100), "other": heartbeat(50)}, True),
-    ({"me": heartbeat(100), "other": heartbeat(200)}, False),  # a higher priority leads
-    ({"me": heartbeat(100), "other": heartbeat(200, seconds_ago=31)}, True),  # ... until its heartbeat expires
-    ({"me": heartbeat(100), "other": heartbeat(100)}, False),  # a tie pauses both, as kopf does
+    ({"me": (100, 0)}, True),
+    ({"me": (100, 0), "other": (50, 0)}, True),
+    ({"me": (100, 0), "other": (200, 0)}, False),  # a higher priority leads
+    ({"me": (100, 0), "other": (200, 31)}, True),  # ... until its heartbeat expires
+    ({"me": (100, 0), "other": (100, 0)}, False),  # a tie pauses both, as kopf does
     (None, True),  # no peering object: kopf finds no peers and runs
 ])
-def test_the_live_replica_with_the_highest_priority_leads(peers: dict[str, Any] | None, active: bool) -> None:
-    assert standing(peers).active("default") is active
+def test_the_live_replica_with_the_highest_priority_leads(peers: dict[str, tuple[int, float]] | None,
+                                                          active: bool) -> None:
+    beats = None if peers is None else {who: heartbeat(p, seconds_ago=ago) for who, (p, ago) in peers.items()}
+    assert standing(beats).active("default") is active
 
 
 def test_a_peering_object_not_listed_yet_means_paused() -> None:
