@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
+from feature_server import sdk, serve
 
 # Never touch the network: a hub lookup would retry for ~50 s before failing.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,3 +21,16 @@ def tiny_model_dir() -> Path:
     from deepseek_worker.tiny import build_tiny_model
 
     return build_tiny_model()
+
+
+@pytest.fixture(scope="module")
+def url(tiny_model_dir: Path) -> Iterator[str]:
+    """A worker on the tiny model for one test module (feature_server.serve); modules may define their own."""
+    with serve(tiny_model_dir) as base:
+        yield base
+
+
+@pytest.fixture
+def client(url: str) -> openai.OpenAI:
+    """The openai SDK against `url`."""
+    return sdk(url)

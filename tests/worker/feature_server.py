@@ -1,5 +1,6 @@
 """Helpers (no tests) for the tools / structured output / logprobs suites: the tiny model served by
-uvicorn with a context long enough for tool prompts, and jsonschema checks."""
+uvicorn with a context long enough for tool prompts (the `url` and `client` fixtures of conftest.py
+serve it), and jsonschema checks."""
 
 from __future__ import annotations
 

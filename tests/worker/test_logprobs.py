@@ -5,7 +5,6 @@ model's own logits (checked against a direct forward pass), whatever the samplin
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import httpx
 import openai
 import pytest
 import torch
-from feature_server import MODEL, sdk, serve
+from feature_server import MODEL
 from test_engine_helpers import chat_ids, collect
 
 from deepseek_worker.engine import Engine
@@ -21,17 +20,6 @@ from deepseek_worker.types import EngineConfig, SamplingParams
 
 pytestmark = pytest.mark.slow
 MESSAGES: Any = [{"role": "user", "content": "Count to five."}]
-
-
-@pytest.fixture(scope="module")
-def url(tiny_model_dir: Path) -> Iterator[str]:
-    with serve(tiny_model_dir) as base:
-        yield base
-
-
-@pytest.fixture
-def client(url: str) -> openai.OpenAI:
-    return sdk(url)
 
 
 def test_chat_logprobs_shape_and_greedy_consistency(client: openai.OpenAI) -> None:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from feature_server import MODEL, concurrently, sdk, serve, validates
+from feature_server import MODEL, concurrently, validates
 from test_engine_helpers import GREEDY, chat_ids, collect
 
 from deepseek_worker.engine import Engine
@@ -42,17 +41,6 @@ PERSON = {
 }
 FORMAT: Any = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
 MESSAGES: Any = [{"role": "user", "content": "Describe a person as JSON."}]
-
-
-@pytest.fixture(scope="module")
-def url(tiny_model_dir: Path) -> Iterator[str]:
-    with serve(tiny_model_dir) as base:
-        yield base
-
-
-@pytest.fixture
-def client(url: str) -> openai.OpenAI:
-    return sdk(url)
 
 
 def test_json_schema_output_validates_over_20_sampled_requests(client: openai.OpenAI) -> None:

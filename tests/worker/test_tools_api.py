@@ -5,14 +5,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from feature_server import MODEL, concurrently, sdk, serve, validates
+from feature_server import MODEL, concurrently, validates
 
 pytestmark = pytest.mark.slow
 
@@ -40,17 +38,6 @@ TOOLS: list[Any] = [
 SCHEMAS = {"get_weather": WEATHER, "search": SEARCH}
 MESSAGES: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
 NAMED: Any = {"type": "function", "function": {"name": "get_weather"}}
-
-
-@pytest.fixture(scope="module")
-def url(tiny_model_dir: Path) -> Iterator[str]:
-    with serve(tiny_model_dir) as base:
-        yield base
-
-
-@pytest.fixture
-def client(url: str) -> openai.OpenAI:
-    return sdk(url)
 
 
 def test_named_tool_choice_always_valid_arguments_over_20_seeds(client: openai.OpenAI) -> None:
