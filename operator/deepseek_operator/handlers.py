@@ -71,6 +71,8 @@ async def client() -> CachedK8s:
     connection pool the reconciles share, and the operator would stall).
     """
     global _client
+    if _client is not None:  # every handler call asks: no lock once it exists
+        return _client
     async with _client_lock:
         if _client is None:
             plain = await K8s.connect()
