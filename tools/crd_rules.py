@@ -36,6 +36,10 @@ _NO_QUANT = "(!has({m}.quantization) || {m}.quantization == 'none')"
 # (the has() guards never fire there), but the rule stays right on its own.
 _DEADLINE = "(has(self.rollout.progressDeadlineSeconds) ? self.rollout.progressDeadlineSeconds : {d})"
 _REQUIRE_DIGEST = "has(self.rollout.requireDigest) && self.rollout.requireDigest"
+_CACHED = "has({m}.cache) && {m}.cache.enabled"
+# A variant's model inherits source and cache from spec.model where it does not set them.
+_V_CACHED = f"(has(v.model.cache) ? v.model.cache.enabled : ({_CACHED.format(m='self.model')}))"
+_V_SOURCE = "(has(v.model.source) ? has(v.model.source.{s}) : has(self.model.source.{s}))"
 IMAGE_MESSAGE = f"image: must be a valid OCI image reference ({api.IMAGE_REF_HELP})"
 DIGEST_MESSAGE = "rollout.requireDigest is set: pin the image by digest (...@sha256:<64 hex>)"
 
@@ -79,6 +83,18 @@ SPEC_RULES = (
         rule="!has(self.variants) || self.variants.all(v, !has(v.model) || !has(v.model.maxModelLen) "
         "|| v.model.maxModelLen > self.serving.maxNewTokens)",
         message="variants[].model.maxModelLen must be greater than serving.maxNewTokens",
+        field_path=".variants",
+    ),
+    Rule(
+        rule=f"!has(self.variants) || self.variants.all(v, !has(v.model) || !{_V_CACHED} || "
+        f"!{_V_SOURCE.format(s='pvc')})",
+        message=f"variants[].model.{api.CACHE_PVC_MESSAGE}",
+        field_path=".variants",
+    ),
+    Rule(
+        rule=f"!has(self.variants) || self.variants.all(v, !has(v.model) || !{_V_SOURCE.format(s='modelScope')} "
+        f"|| {_V_CACHED})",
+        message=f"variants[].model.{api.MODELSCOPE_CACHE_MESSAGE}",
         field_path=".variants",
     ),
     Rule(
@@ -126,8 +142,23 @@ RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
     ),
     api.ModelSource: (
         Rule(
-            rule="has(self.pvc) != has(self.huggingFace)",
-            message="source: set exactly one of pvc or huggingFace",
+            rule="[has(self.pvc), has(self.huggingFace), has(self.modelScope)].filter(x, x).size() == 1",
+            message=f"source: {api.SOURCE_MESSAGE}",
+        ),
+    ),
+    api.ModelCache: (
+        Rule(rule="!self.enabled || has(self.size)", message=f"cache.{api.CACHE_SIZE_MESSAGE}", field_path=".size"),
+    ),
+    api.ModelSpec: (
+        Rule(
+            rule=f"!({_CACHED.format(m='self')}) || !has(self.source.pvc)",
+            message=api.CACHE_PVC_MESSAGE,
+            field_path=".cache",
+        ),
+        Rule(
+            rule=f"!has(self.source.modelScope) || ({_CACHED.format(m='self')})",
+            message=api.MODELSCOPE_CACHE_MESSAGE,
+            field_path=".source.modelScope",
         ),
     ),
     api.ModelArchitecture: (

@@ -47,6 +47,8 @@ PRINTER_COLUMNS = [
         "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
         "description": "Reason of the Ready condition.",
     },
+    {"name": "Download", "type": "string", "jsonPath": ".status.download.summary",
+     "description": "The primary's model cache download: percent, Stalled, Failed or Complete."},
     {"name": "URL", "type": "string", "jsonPath": ".status.url", "description": "Public URL."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Strategy", "type": "string", "jsonPath": ".status.variants[0].strategy", "priority": 1,

@@ -79,25 +79,89 @@ class PvcSource(Model):
     sub_path: str = Field("", description="Directory inside the claim; the model id is resolved there.")
 
 
+# A hub endpoint: http(s) URL without spaces, e.g. https://hf-mirror.com.
+ENDPOINT_URL = r"^https?://[^\s/]+(/[^\s]*)?$"
+
+
 class HuggingFaceSource(Model):
     token_secret_ref: SecretKeyRef | None = Field(
         None, description="Secret key holding an HF token (HF_TOKEN), needed for gated models."
     )
+    endpoint: str | None = Field(
+        None, pattern=ENDPOINT_URL, max_length=2048,
+        description="Hub URL of a mirror (HF_ENDPOINT), e.g. https://hf-mirror.com; unset: huggingface.co.")
+
+
+class ModelScopeSource(Model):
+    token_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret key holding a ModelScope access token, for private models.")
+    endpoint: str | None = Field(
+        None, pattern=ENDPOINT_URL, max_length=2048,
+        description="ModelScope URL (MODELSCOPE_DOMAIN); unset: https://www.modelscope.cn.")
 
 
 class ModelSource(Model):
-    """Where the weights come from: exactly one of pvc or huggingFace."""
+    """Where the weights come from: exactly one of pvc, huggingFace or modelScope."""
 
     pvc: PvcSource | None = Field(None, description="Weights pre-loaded on a PersistentVolumeClaim.")
     hugging_face: HuggingFaceSource | None = Field(
-        None, description="Download from the Hugging Face hub into the pod's cache volume."
+        None, description="Download from the Hugging Face hub: by each worker into its cache volume, or once "
+        "into model.cache."
     )
+    model_scope: ModelScopeSource | None = Field(
+        None, description="Download from ModelScope once into model.cache (needs cache.enabled).")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ModelSource:
-        if (self.pvc is None) == (self.hugging_face is None):
-            raise ValueError("set exactly one of pvc or huggingFace")
+        if sum(s is not None for s in (self.pvc, self.hugging_face, self.model_scope)) != 1:
+            raise ValueError(SOURCE_MESSAGE)
         return self
+
+    @property
+    def kind(self) -> Literal["pvc", "huggingFace", "modelScope"]:
+        """Which source is set."""
+        if self.pvc is not None:
+            return "pvc"
+        return "huggingFace" if self.hugging_face is not None else "modelScope"
+
+    @property
+    def hub(self) -> HuggingFaceSource | ModelScopeSource | None:
+        """The hub source (huggingFace or modelScope); None for pvc."""
+        return self.hugging_face if self.hugging_face is not None else self.model_scope
+
+
+SOURCE_MESSAGE = "set exactly one of pvc, huggingFace or modelScope"
+AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
+
+
+class ModelCache(Model):
+    """A PersistentVolumeClaim the operator fills once with a download Job before any worker starts
+    (docs/model-cache.md). Workers mount it read-only; a new image does not download again."""
+
+    enabled: bool = Field(False, description="Pre-download the model into a PersistentVolumeClaim.")
+    size: str | None = Field(
+        None, pattern=QUANTITY, max_length=64,
+        description="Requested storage, e.g. 40Gi: the model's files plus headroom; required when enabled.")
+    storage_class_name: str | None = Field(
+        None, max_length=253, description="StorageClass of the claim; unset: the cluster's default class.")
+    access_modes: list[AccessMode] = Field(
+        default_factory=lambda: list[AccessMode](["ReadWriteOnce"]), min_length=1, max_length=4,
+        description="Access modes of the claim. Workers on several nodes need ReadOnlyMany or ReadWriteMany.")
+    stall_timeout_seconds: int = Field(
+        300, ge=10, le=86400,
+        description="Seconds without a downloaded byte before Ready says DownloadStalled.")
+
+    @model_validator(mode="after")
+    def _size_when_enabled(self) -> ModelCache:
+        if self.enabled and self.size is None:
+            raise ValueError(CACHE_SIZE_MESSAGE)
+        return self
+
+
+CACHE_SIZE_MESSAGE = "size: required when cache.enabled is true"
+CACHE_PVC_MESSAGE = "cache: a pvc source is on a volume already; the cache is for huggingFace or modelScope"
+MODELSCOPE_CACHE_MESSAGE = ("source.modelScope: needs cache.enabled (a download Job fetches ModelScope models "
+                            "once; the workers load them from the cache)")
 
 
 class ModelArchitecture(Model):
@@ -165,6 +229,31 @@ class ModelSpec(Model):
     architecture: ModelArchitecture | None = Field(
         None, description="Sizing geometry for the GPU-fit plan of a model not in the catalogue "
         "(docs/gpu-sizing.md); unset: the catalogue entry of id.")
+    cache: ModelCache | None = Field(
+        None, description="Download the model once into a PersistentVolumeClaim before workers start, "
+        "with progress in status (docs/model-cache.md).")
+
+    @model_validator(mode="after")
+    def _cache_and_source(self) -> ModelSpec:
+        errors = model_cache_errors(self)
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    @property
+    def cached(self) -> bool:
+        """The model is pre-downloaded into a cache PersistentVolumeClaim."""
+        return self.cache is not None and self.cache.enabled
+
+
+def model_cache_errors(model: ModelSpec) -> list[str]:
+    """The cache/source rules the CRD states in CEL (tools/crd_rules.py), for one resolved model."""
+    errors = []
+    if model.cached and model.source.pvc is not None:
+        errors.append(CACHE_PVC_MESSAGE)
+    if model.source.model_scope is not None and not model.cached:
+        errors.append(MODELSCOPE_CACHE_MESSAGE)
+    return errors
 
 
 class ModelOverride(Model):
@@ -182,6 +271,7 @@ class ModelOverride(Model):
     )
     architecture: ModelArchitecture | None = Field(
         None, description="GPU-fit sizing geometry; inherits the primary's when id is inherited too.")
+    cache: ModelCache | None = Field(None, description="Model cache; inherits spec.model.cache.")
 
 
 class Resources(Model):
@@ -470,6 +560,7 @@ def cross_field_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
         if v.model and v.model.max_model_len is not None and v.model.max_model_len <= spec.serving.max_new_tokens
     ]
     errors += _digest_errors(spec)
+    errors += _variant_model_errors(spec)
     budgets = [spec.model.load_timeout_seconds] + [
         v.model.load_timeout_seconds for v in spec.variants if v.model and v.model.load_timeout_seconds is not None
     ]
@@ -537,6 +628,27 @@ class ResolvedVariant(BaseModel):
     is_primary: bool
 
 
+def _merged_model(primary: ModelSpec, variant: Variant) -> dict[str, Any]:
+    """A variant's model as wire data: its overrides over the primary's model."""
+    overrides = variant.model.model_dump(by_alias=True, exclude_none=True) if variant.model else {}
+    if "id" in overrides and "architecture" not in overrides:
+        overrides["architecture"] = None  # the primary's geometry describes the primary's model
+    return {**primary.model_dump(by_alias=True), **overrides}
+
+
+def _variant_model_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
+    """Cache/source rules on each variant's model as inherited (the CRD's CEL says the same)."""
+    errors = []
+    for i, v in enumerate(spec.variants):
+        if v.model is None or (v.model.source is None and v.model.cache is None):
+            continue
+        try:
+            ModelSpec.model_validate(_merged_model(spec.model, v))
+        except ValidationError as exc:
+            errors += [f"spec.variants[{i}].model.{str(e['msg']).removeprefix('Value error, ')}" for e in exc.errors()]
+    return errors
+
+
 def resolve_variants(spec: DeepSeekDeploymentSpec) -> list[ResolvedVariant]:
     """The primary first, then each canary with its overrides merged over spec.model.
 
@@ -553,10 +665,7 @@ def resolve_variants(spec: DeepSeekDeploymentSpec) -> list[ResolvedVariant]:
     )
     out = [primary]
     for v in spec.variants:
-        overrides = v.model.model_dump(by_alias=True, exclude_none=True) if v.model else {}
-        if "id" in overrides and "architecture" not in overrides:
-            overrides["architecture"] = None  # the primary's geometry describes the primary's model
-        model = ModelSpec.model_validate({**spec.model.model_dump(by_alias=True), **overrides})
+        model = ModelSpec.model_validate(_merged_model(spec.model, v))
         out.append(
             ResolvedVariant(
                 name=v.name,
@@ -599,6 +708,25 @@ class GpuFitStatus(Model):
     message: str = Field("", description="The figures and, when it does not fit, what would.")
 
 
+class DownloadStatus(Model):
+    """The model cache of one variant: its download Job's progress (docs/model-cache.md)."""
+
+    phase: Literal["Pending", "Downloading", "Stalled", "Failed", "Complete"] = Field(
+        description="Pending (the Job's pod has not reported yet), Downloading, Stalled, Failed or Complete.")
+    claim_name: str = Field("", description="The cache PersistentVolumeClaim.")
+    job: str = Field("", description="The download Job.")
+    model: str = Field("", description="Model id and revision downloaded, e.g. deepseek-ai/DeepSeek-V2-Lite@main.")
+    commit: str = Field("", description="Commit the revision resolved to.")
+    bytes_done: int = Field(0, description="Bytes on the volume so far.")
+    bytes_total: int = Field(0, description="Bytes of the model's files; 0 while unknown.")
+    percent: int = Field(0, ge=0, le=100, description="bytesDone of bytesTotal, 100 only when Complete.")
+    bytes_per_second: int = Field(0, description="Download rate over the last half minute.")
+    eta_seconds: int | None = Field(None, description="Seconds left at that rate; unset while unknown.")
+    progress_at: str = Field("", description="When the last byte arrived (RFC 3339).")
+    summary: str = Field("", description="Phase and percent, e.g. 42% (the DOWNLOAD column).")
+    message: str = Field("", description="Human-readable detail: sizes, rate, ETA, or why it failed.")
+
+
 class VariantStatus(Model):
     name: str = Field(description="Variant name; 'primary' for the main deployment.")
     weight: int = Field(0, description="Effective traffic percent now (0 while not ready).")
@@ -608,6 +736,7 @@ class VariantStatus(Model):
     strategy: str = Field("", description="Rolling update the variant's last rollout used: Surge or Replace.")
     strategy_template: str = Field("", description="Hash of the pod template that strategy was chosen for.")
     gpu_fit: GpuFitStatus | None = Field(None, description="The variant's GPU-fit plan.")
+    download: DownloadStatus | None = Field(None, description="The variant's model cache download.")
 
 
 class DeepSeekDeploymentStatus(Model):
@@ -624,6 +753,8 @@ class DeepSeekDeploymentStatus(Model):
     failed_reason: str = Field("", description="Why the rollout of failedImage failed: reason and the pod's message.")
     url: str = Field("", description="Public URL when an ingress is configured.")
     gpu_fit: GpuFitStatus | None = Field(None, description="The primary's GPU-fit plan (docs/gpu-sizing.md).")
+    download: DownloadStatus | None = Field(
+        None, description="The primary's model cache download (docs/model-cache.md).")
     variants: list[VariantStatus] = Field(
         default_factory=list, max_length=16, description="Per variant state and weight."
     )

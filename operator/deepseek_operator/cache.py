@@ -32,7 +32,10 @@ INGRESS_CLASS = KINDS[("networking.k8s.io/v1", "IngressClass")]
 SYNC_TIMEOUT = 60.0
 CHILD_KINDS = [KINDS[k] for k in (
     ("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Pod"), ("policy/v1", "PodDisruptionBudget"),
-    ("networking.k8s.io/v1", "Ingress"), ("networking.k8s.io/v1", "NetworkPolicy"))]
+    ("networking.k8s.io/v1", "Ingress"), ("networking.k8s.io/v1", "NetworkPolicy"),
+    # The model cache (render/model_cache.py).
+    ("batch/v1", "Job"), ("v1", "PersistentVolumeClaim"), ("v1", "ConfigMap"), ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "RoleBinding"))]
 # Optional child kinds, by the CRD that serves them.
 OPTIONAL_KINDS = {
     "httproutes.gateway.networking.k8s.io": KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")],

@@ -61,6 +61,8 @@ LEADERSHIP = Leadership()
 _triggered: set[asyncio.Task[None]] = set()  # reconciles started by cache changes, until they end
 # The generation this process last reconciled to the end (or found invalid), per resource.
 _reconciled: dict[tuple[str, str], int] = {}
+# A later look a reconcile asked for (Outcome.recheck_seconds: a download's stall), one per resource.
+_rechecks: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
 
 async def client() -> CachedK8s:
@@ -197,7 +199,17 @@ async def _run_locked(api: CachedK8s, key: tuple[str, str]) -> None:
             await _refresh(api, key)
         raise _retry_later(key, exc) from exc
     _finished(key, generation)
+    _recheck_later(key, outcome.recheck_seconds)
     log.debug("%s/%s: %s, writes %s", *key, outcome.reason, outcome.writes)
+
+
+def _recheck_later(key: tuple[str, str], seconds: float | None) -> None:
+    """Reconcile `key` again after `seconds` (a newer request replaces the older; None cancels)."""
+    previous = _rechecks.pop(key, None)
+    if previous is not None:
+        previous.cancel()
+    if seconds is not None:
+        _rechecks[key] = asyncio.get_running_loop().call_later(seconds, _schedule, [key])
 
 
 async def _refresh(api: CachedK8s, key: tuple[str, str]) -> None:
@@ -215,6 +227,7 @@ def _finished(key: tuple[str, str], generation: int) -> None:
 def _forget(key: tuple[str, str]) -> None:
     """The resource is gone or going: drop every piece of state kept for it."""
     _locks.pop(key, None)
+    _recheck_later(key, None)
     _known.pop(key, None)  # the resync loop stops visiting it
     _reconciled.pop(key, None)
     _retries.forget(key)

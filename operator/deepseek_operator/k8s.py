@@ -47,6 +47,12 @@ KINDS = {
         Kind("networking.k8s.io/v1", "Ingress", "ingresses"),
         Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
         Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+        Kind("batch/v1", "Job", "jobs"),
+        Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+        Kind("v1", "ConfigMap", "configmaps"),
+        Kind("v1", "ServiceAccount", "serviceaccounts"),
+        Kind("rbac.authorization.k8s.io/v1", "Role", "roles"),
+        Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
         Kind("networking.k8s.io/v1", "IngressClass", "ingressclasses", namespaced=False),
         Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
         Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
@@ -250,14 +256,19 @@ class K8s:
         self._raise(resp)
         return {r["name"] for r in resp.json().get("resources", []) if "/" not in r["name"]}
 
-    async def apply(self, desired: dict[str, Any]) -> str:
-        """Create or patch `desired` to match. Returns created, patched or unchanged."""
+    async def apply(self, desired: dict[str, Any], create_only: bool = False) -> str:
+        """Create or patch `desired` to match. Returns created, patched or unchanged.
+
+        `create_only`: an object that exists is left as it is (immutable specs, such as a Job's pod
+        template or a claim's, and data another party owns)."""
         kind, meta = kind_of(desired), desired["metadata"]
         live = await self.get(kind, meta.get("namespace"), meta["name"])
         if live is None:
             body = _deep_merge(desired, {"metadata": {"annotations": {LAST_APPLIED: _canonical(desired)}}})
             await self.create(body)
             return "created"
+        if create_only:
+            return "unchanged"
         patch = apply_patch(desired, live)
         if patch is None:
             return "unchanged"

@@ -7,6 +7,7 @@ live state differs from the desired one, so an idle resource costs reads only.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,11 +17,20 @@ from typing import Any
 
 from deepseek_operator import gpufit, metrics, rollback, strategy
 from deepseek_operator.api import PRIMARY, DeepSeekDeploymentSpec, InvalidSpec, parse_spec, resolve_variants
+from deepseek_operator.download import DownloadState, download_state
 from deepseek_operator.integrations import detect_capabilities, integration_conditions
 from deepseek_operator.k8s import KINDS, ApiError, K8s
-from deepseek_operator.observe import VariantObservation, VariantState, variant_state
-from deepseek_operator.render.common import LABEL_VARIANT, Capabilities, Owner, deployment_name, selector_labels
+from deepseek_operator.observe import Phase, VariantObservation, VariantState, variant_state
+from deepseek_operator.render.common import (
+    LABEL_VARIANT,
+    Capabilities,
+    Owner,
+    cache_name,
+    deployment_name,
+    selector_labels,
+)
 from deepseek_operator.render.ingress import ingress_url, render_ingress
+from deepseek_operator.render.model_cache import CREATE_ONLY, cached_models, render_model_cache
 from deepseek_operator.render.monitoring import render_prometheus_rule, render_service_monitor
 from deepseek_operator.render.network_policy import render_network_policy
 from deepseek_operator.render.workload import render_workload
@@ -44,7 +54,13 @@ POD = KINDS[("v1", "Pod")]
 CR = KINDS[("deepseek.ai/v1alpha1", "DeepSeekDeployment")]
 # Kinds whose stale children are pruned; optional ones only when their API is served.
 CORE_KINDS = [("apps/v1", "Deployment"), ("v1", "Service"), ("policy/v1", "PodDisruptionBudget"),
-              ("networking.k8s.io/v1", "Ingress"), ("networking.k8s.io/v1", "NetworkPolicy")]
+              ("networking.k8s.io/v1", "Ingress"), ("networking.k8s.io/v1", "NetworkPolicy"),
+              ("batch/v1", "Job"), ("v1", "ConfigMap"), ("v1", "PersistentVolumeClaim"),
+              ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("rbac.authorization.k8s.io/v1", "Role"),
+              ("v1", "ServiceAccount")]
+JOB = KINDS[("batch/v1", "Job")]
+CONFIG_MAP = KINDS[("v1", "ConfigMap")]
+CLAIM = KINDS[("v1", "PersistentVolumeClaim")]
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,7 @@ class Outcome:
     writes: dict[str, int]
     ready: bool
     reason: str
+    recheck_seconds: float | None = None  # reconcile again then, even without an event (a download's stall)
 
 
 def _now() -> str:
@@ -120,11 +137,13 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
         await notify("Normal", "SurgeFallback", _fallback_message(spec, chosen))
         more, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen)
         writes = _add(writes, more)
-    status = _status(owner, spec, caps, plan, states, weights, old_status, chosen, fits)
+    downloads = await observe_downloads(api, owner, spec)
+    status = _status(owner, spec, caps, plan, states, weights, old_status, chosen, fits, downloads)
     await _write_status(api, owner, old_status, status)
     await _announce_integrations(notify, old_status, status)
+    await _announce_downloads(notify, old_status, status)
     ready = status["conditions"][0]["status"] == "True"
-    return Outcome(writes, ready, status["conditions"][0]["reason"])
+    return Outcome(writes, ready, status["conditions"][0]["reason"], _recheck(owner, spec, downloads))
 
 
 Chosen = dict[str, tuple[Strategy, str]]  # variant -> (strategy, pod template hash)
@@ -169,36 +188,90 @@ async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: 
                     ) -> tuple[dict[str, int], list[VariantState], dict[str, int], Pods]:
     """Apply the workload, observe it, then apply traffic/monitoring children with readiness-based weights."""
     images = {PRIMARY: rollback.primary_image(spec, plan, old_status.get("image", ""))}
+    caches = render_model_cache(owner, spec, images)
+    writes = await _apply(api, caches)
+    downloads = await observe_downloads(api, owner, spec)
+    held = {v.name: downloads[cache_name(owner, v.model)] for v in resolve_variants(spec)
+            if v.model.cached and not downloads[cache_name(owner, v.model)].complete}
     workload = render_workload(owner, spec, images, {name: s for name, (s, _) in chosen.items()})
-    writes = await _apply(api, workload)
-    states, pods = await observe(api, owner, spec, images)
+    writes = _add(writes, await _apply(api, [c for c in workload if not _held_deployment(c, held)]))
+    states, pods = await observe(api, owner, spec, images, held)
     weights = effective_weights(resolve_variants(spec), {s.name: s.ready for s in states})
     others = render_routing_and_monitoring(owner, spec, caps, weights)
     writes = _add(writes, await _apply(api, others))
-    writes = _add(writes, {"deleted": await prune(api, owner, workload + others, caps)})
+    kept = await _claims_in_use(api, owner, held)
+    writes = _add(writes, {"deleted": await prune(api, owner, caches + workload + others + kept, caps)})
     return writes, states, weights, pods
+
+
+def _held_deployment(child: dict[str, Any], held: dict[str, DownloadState]) -> bool:
+    """A variant's Deployment waits (untouched, not pruned) while its model cache downloads."""
+    return child["kind"] == "Deployment" and child["metadata"]["labels"].get(LABEL_VARIANT) in held
+
+
+async def _claims_in_use(api: K8s, owner: Owner, held: dict[str, DownloadState]) -> list[dict[str, Any]]:
+    """The claims a held variant's live Deployment still mounts (its previous model's cache): kept,
+    so that its pods can restart while the new model downloads."""
+    kept = []
+    for name in held:
+        live = await api.get(DEPLOYMENT, owner.namespace, deployment_name(owner, name)) or {}
+        for volume in live.get("spec", {}).get("template", {}).get("spec", {}).get("volumes", []):
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim:
+                kept.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim}})
+    return kept
+
+
+async def observe_downloads(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec) -> dict[str, DownloadState]:
+    """Each cached model's download state, by cache name (from the caches: Job, ConfigMap, claim)."""
+    now = datetime.now(UTC)
+    out = {}
+    for model, _ in cached_models(spec).values():
+        assert model.cache is not None
+        name = cache_name(owner, model)
+        job = await api.get(JOB, owner.namespace, name)
+        progress = await api.get(CONFIG_MAP, owner.namespace, name)
+        claim = await api.get(CLAIM, owner.namespace, name)
+        names = (name, owner.namespace, f"{model.id}@{model.revision}")
+        out[name] = download_state(names, job, progress, claim, model.cache.stall_timeout_seconds, now)
+    return out
+
+
+def _recheck(owner: Owner, spec: DeepSeekDeploymentSpec, downloads: dict[str, DownloadState]) -> float | None:
+    """While bytes arrive, look again when the stall timeout would pass: a pod that stops reporting
+    sends no event."""
+    waits = [float(model.cache.stall_timeout_seconds) + 1.0 for model, _ in cached_models(spec).values()
+             if model.cache is not None and downloads[cache_name(owner, model)].phase == "Downloading"]
+    return min(waits) if waits else None
 
 
 async def _apply(api: K8s, children: list[dict[str, Any]]) -> dict[str, int]:
     """Apply each child in order; count the actions."""
     writes: dict[str, int] = {}
     for child in children:
-        action = await api.apply(child)
+        action = await api.apply(child, create_only=child["kind"] in CREATE_ONLY)
         metrics.record_child(child["kind"], action)
         writes[action] = writes.get(action, 0) + 1
     return writes
 
 
-async def observe(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec,
-                  images: dict[str, str]) -> tuple[list[VariantState], Pods]:
-    """Read each variant's Deployment and pods and classify them (primary first); the pods too."""
+async def observe(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, images: dict[str, str],
+                  held: dict[str, DownloadState] | None = None) -> tuple[list[VariantState], Pods]:
+    """Read each variant's Deployment and pods and classify them (primary first); the pods too.
+    A `held` variant (its model cache not downloaded yet) is rolling out, or failed, for that reason."""
     states, all_pods = [], {}
     for variant in resolve_variants(spec):
         dep = await api.get(DEPLOYMENT, owner.namespace, deployment_name(owner, variant.name))
         pods = all_pods[variant.name] = await api.list(POD, owner.namespace, selector_labels(owner, variant.name))
         image = images.get(variant.name, variant.image)
         fit = gpufit.plan(variant.model, spec.resources, spec.serving, spec.scheduling.node_selector)
-        states.append(variant_state(VariantObservation(variant.name, image, variant.replicas, dep, pods, fit.message)))
+        state = variant_state(VariantObservation(variant.name, image, variant.replicas, dep, pods, fit.message))
+        download = (held or {}).get(variant.name)
+        if download is not None:
+            phase: Phase = "RollingOut" if download.reason == "Downloading" else "Failed"
+            state = dataclasses.replace(state, phase=phase, reason=download.reason, fatal=False,
+                                        message=f"{variant.name}: {download.message}")
+        states.append(state)
     return states, all_pods
 
 
@@ -228,7 +301,7 @@ async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Cap
 
 def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
             states: list[VariantState], weights: dict[str, int], old_status: dict[str, Any],
-            chosen: Chosen, fits: dict[str, gpufit.GpuFit]) -> dict[str, Any]:
+            chosen: Chosen, fits: dict[str, gpufit.GpuFit], downloads: dict[str, DownloadState]) -> dict[str, Any]:
     selector = ",".join(f"{k}={v}" for k, v in selector_labels(owner, PRIMARY).items())
     notes: dict[str, tuple[str, str, str]] = {s.name: (chosen[s.name][0], chosen[s.name][1],
                       strategy.downtime(chosen[s.name][0], s.desired, spec.rollout.max_unavailable))
@@ -245,6 +318,8 @@ def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan
         integrations=integration_conditions(spec, caps),
         strategies=notes,
         gpu_fit={name: gpufit.status_of(fit) for name, fit in fits.items()},
+        downloads={v.name: downloads[cache_name(owner, v.model)].status() for v in resolve_variants(spec)
+                   if v.model.cached},
     )
     return compute_status(inp, old_status, _now())
 
@@ -313,6 +388,19 @@ async def _announce_failure(notify: Notify, spec: DeepSeekDeploymentSpec, plan: 
     else:
         await notify("Warning", "RolloutFailed", f"rollout of {spec.image} failed ({primary.reason}: "
                      f"{primary.message}); {'no earlier image' if spec.rollout.auto_rollback else 'autoRollback off'}")
+
+
+async def _announce_downloads(notify: Notify, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """One event per download phase change of a variant: started, stalled, failed, complete."""
+    before = {v.get("name"): (v.get("download") or {}).get("phase") for v in old.get("variants", [])}
+    for variant in new["variants"]:
+        download = variant.get("download")
+        if not download or before.get(variant["name"]) == download["phase"]:
+            continue
+        kind = "Warning" if download["phase"] in ("Stalled", "Failed") else "Normal"
+        reason = {"Stalled": "DownloadStalled", "Failed": "DownloadFailed", "Complete": "Downloaded"}.get(
+            download["phase"], "Downloading")
+        await notify(kind, reason, f"{variant['name']}: {download['message']}")
 
 
 async def _announce_integrations(notify: Notify, old: dict[str, Any], new: dict[str, Any]) -> None:

@@ -47,6 +47,8 @@ class StatusInput:
     strategies: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     # Per variant: status.gpuFit of its plan (gpufit.status_of); the primary's is also status.gpuFit.
     gpu_fit: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per cached variant: status.download of its model cache (download.py); the primary's is status.download.
+    downloads: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def condition(ctype: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
@@ -136,6 +138,8 @@ def _variant_status(state: VariantState, inp: StatusInput) -> dict[str, Any]:
         out["strategy"], out["strategyTemplate"], _ = inp.strategies[state.name]
     if state.name in inp.gpu_fit:
         out["gpuFit"] = inp.gpu_fit[state.name]
+    if state.name in inp.downloads:
+        out["download"] = inp.downloads[state.name]
     return out
 
 
@@ -199,6 +203,7 @@ def compute_status(inp: StatusInput, old: dict[str, Any], now: str) -> dict[str,
         "failedReason": failed_reason,
         "url": inp.url,
         **({"gpuFit": inp.gpu_fit[primary.name]} if primary.name in inp.gpu_fit else {}),
+        **({"download": inp.downloads[primary.name]} if primary.name in inp.downloads else {}),
         "variants": [_variant_status(s, inp) for s in inp.variants],
         "conditions": merge_conditions(conds, old.get("conditions", []), now),
     }

@@ -19,6 +19,7 @@ GATEWAY = {"provider": "gateway-api", "host": "chat.example.com", "gateway": {"p
 MODEL = {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"}
 SHA = "sha256:" + "0123456789abcdef" * 4
 PINNED = f"registry.example.com/deepseek-worker@{SHA}"
+CACHE = {"enabled": True, "size": "40Gi"}
 ARCH = {"parameters": "7.6B", "layers": 28, "hiddenSize": 3584, "attentionHeads": 28}
 
 
@@ -238,9 +239,38 @@ INVALID = [
         "source-both",
         {"model": {**MODEL, "source": {"pvc": {"claimName": "m"}, "huggingFace": {}}}},
         "spec.model.source",
-        "exactly one of pvc or huggingFace",
+        "exactly one of pvc, huggingFace or modelScope",
         "cel",
     ),
+    Invalid(
+        "source-three",
+        {"model": {**MODEL, "source": {"huggingFace": {}, "modelScope": {}}, "cache": CACHE}},
+        "spec.model.source",
+        "exactly one of pvc, huggingFace or modelScope",
+        "cel",
+    ),
+    Invalid("cache-size-missing", {"model": {**MODEL, "cache": {"enabled": True}}}, "spec.model.cache.size",
+            "required when cache.enabled", "cel"),
+    Invalid("cache-bad-size", {"model": {**MODEL, "cache": {"enabled": True, "size": "lots"}}},
+            "spec.model.cache.size", "does not match", "schema", real_message="should match '^[0-9]+"),
+    Invalid("cache-bad-mode", {"model": {**MODEL, "cache": {**CACHE, "accessModes": ["ReadMostly"]}}},
+            "spec.model.cache.accessModes[0]", "ReadWriteOnce", "schema"),
+    Invalid("cache-stall-too-short", {"model": {**MODEL, "cache": {**CACHE, "stallTimeoutSeconds": 1}}},
+            "spec.model.cache.stallTimeoutSeconds", "less than the minimum", "schema",
+            real_message="should be greater than or equal to 10"),
+    Invalid("cache-of-pvc", {"model": {**MODEL, "source": {"pvc": {"claimName": "m"}}, "cache": CACHE}},
+            "spec.model.cache", "a pvc source is on a volume already", "cel"),
+    Invalid("modelscope-without-cache", {"model": {**MODEL, "source": {"modelScope": {}}}},
+            "spec.model.source.modelScope", "needs cache.enabled", "cel"),
+    Invalid("endpoint-not-url", {"model": {**MODEL, "source": {"huggingFace": {"endpoint": "hf-mirror.com"}}}},
+            "spec.model.source.huggingFace.endpoint", "does not match", "schema", real_message="should match '^https?"),
+    Invalid("variant-modelscope-without-cache",
+            {"variants": [{"name": "c", "model": {"source": {"modelScope": {}}}}]},
+            "spec.variants", "needs cache.enabled", "cel"),
+    Invalid("variant-cache-of-inherited-pvc",
+            {"model": {**MODEL, "source": {"pvc": {"claimName": "m"}}},
+             "variants": [{"name": "c", "model": {"cache": CACHE}}]},
+            "spec.variants", "a pvc source is on a volume already", "cel"),
     Invalid("source-none", {"model": {**MODEL, "source": {}}}, "spec.model.source", "exactly one", "cel"),
     Invalid(
         "variant-source-both",
@@ -388,6 +418,14 @@ class Valid:
 VALID = [
     Valid("minimal", {}),
     Valid("cpu-only", {"resources": {"gpus": 0}}),
+    Valid("cache-huggingface-mirror", {"model": {**MODEL, "cache": {**CACHE, "storageClassName": "fast",
+                                                                   "accessModes": ["ReadOnlyMany"]},
+                                                 "source": {"huggingFace": {"endpoint": "https://hf-mirror.com"}}}}),
+    Valid("cache-modelscope", {"model": {**MODEL, "cache": CACHE, "source": {"modelScope": {
+        "tokenSecretRef": {"name": "ms"}}}}}),
+    Valid("variant-modelscope-inherits-cache", {"model": {**MODEL, "cache": CACHE},
+                                               "variants": [{"name": "c", "model": {"source": {"modelScope": {}}}}]}),
+    Valid("cache-disabled-without-size", {"model": {**MODEL, "cache": {"enabled": False}}}),
     Valid("one-canary-nginx", {"variants": _variants(10), "ingress": NGINX}),
     Valid("three-canaries-gateway", {"variants": _variants(40, 30, 30), "ingress": GATEWAY}),
     Valid("canary-paused", {"variants": [{"name": "c", "weight": 20, "replicas": 0}]}),

@@ -60,7 +60,8 @@ def test_names_subresources_and_columns() -> None:
         "labelSelectorPath": ".status.selector",
     }
     columns = [(c["name"].upper(), c.get("priority", 0)) for c in version["additionalPrinterColumns"]]
-    assert columns == [("READY", 0), ("IMAGE", 0), ("MODEL", 0), ("STATUS", 0), ("URL", 0), ("AGE", 0),
+    assert columns == [("READY", 0), ("IMAGE", 0), ("MODEL", 0), ("STATUS", 0), ("DOWNLOAD", 0), ("URL", 0),
+                       ("AGE", 0),
                        ("STRATEGY", 1), ("FIT", 1)]  # priority 1: `kubectl get -o wide` only
 
 

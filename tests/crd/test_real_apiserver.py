@@ -31,7 +31,7 @@ CRD_PATH = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}"
 DRY_RUN = {"dryRun": "All", "fieldValidation": "Strict"}
 MERGE = {"Content-Type": "application/merge-patch+json"}
 NOT_CHECKED = "some validation rules were not checked because the object was invalid"
-COLUMNS = ["READY", "IMAGE", "MODEL", "STATUS", "URL", "AGE", "STRATEGY", "FIT"]  # STRATEGY, FIT: -o wide
+COLUMNS = ["READY", "IMAGE", "MODEL", "STATUS", "DOWNLOAD", "URL", "AGE", "STRATEGY", "FIT"]  # STRATEGY, FIT: -o wide
 
 
 @pytest.fixture(scope="module")

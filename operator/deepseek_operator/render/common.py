@@ -6,10 +6,11 @@ Renderers are pure: `(owner, spec, capabilities) -> list[dict]`. Nothing here ta
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from deepseek_operator.api import API_VERSION, KIND
+from deepseek_operator.api import API_VERSION, KIND, ModelSpec
 
 OPERATOR_NAME = "deepseek-operator"
 LABEL_DEPLOYMENT = "deepseek.ai/deployment"
@@ -110,3 +111,21 @@ def stable_service_name(owner: Owner) -> str:
 def deployment_name(owner: Owner, variant: str) -> str:
     """The worker Deployment of one variant."""
     return child_name(owner.name, variant, max_len=MAX_DEPLOYMENT_NAME)
+
+
+def cache_key(model: ModelSpec) -> str:
+    """10 hex chars naming a model cache by everything its volume and download depend on: source,
+    endpoint, id, revision, and the claim's size, class and access modes (a PVC's spec is immutable,
+    so a change there is a new cache, downloaded anew, and the old one is pruned)."""
+    cache = model.cache
+    hub = model.source.hub
+    parts = [model.source.kind, hub.endpoint if hub else None, model.id, model.revision,
+             cache.size if cache else None, cache.storage_class_name if cache else None,
+             sorted(cache.access_modes) if cache else None]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:10]
+
+
+def cache_name(owner: Owner, model: ModelSpec) -> str:
+    """The name of a model cache's PVC, download Job, progress ConfigMap and RBAC objects.
+    52 characters at most: the Job's pods add a 6-character suffix and must stay within 63."""
+    return child_name(owner.name, "model", cache_key(model), max_len=52)

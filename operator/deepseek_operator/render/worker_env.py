@@ -10,11 +10,16 @@ from deepseek_operator.render.common import METRICS_PORT
 MODEL_MOUNT = "/models"
 CACHE_MOUNT = "/models-cache"
 AUTH_MOUNT = "/etc/deepseek"
+# Where the download Job puts a cached model's files on its claim (mounted at MODEL_MOUNT).
+DOWNLOAD_DIR = f"{MODEL_MOUNT}/model"
 
 
 def model_location(variant: ResolvedVariant) -> str:
-    """What the worker loads: a path on the model volume for pvc sources, else the hub id."""
+    """What the worker loads: the downloaded files for a cached model, a path on the model volume for
+    pvc sources, else the hub id."""
     model = variant.model
+    if model.cached:
+        return DOWNLOAD_DIR
     if model.source.pvc is None:
         return model.id
     if model.id.startswith("/"):
@@ -47,10 +52,13 @@ def worker_env(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, drain_sec
         _env("DEEPSEEK_PORT", 8000),
         _env("HF_HOME", CACHE_MOUNT),
     ]
-    if model.source.pvc is not None:
-        env.append(_env("HF_HUB_OFFLINE", 1))
-    token = model.source.hugging_face.token_secret_ref if model.source.hugging_face else None
-    if token is not None:
+    if model.source.pvc is not None or model.cached:
+        env.append(_env("HF_HUB_OFFLINE", 1))  # everything is on the volume: never call a hub
+    hub = model.source.hugging_face
+    if hub is not None and hub.endpoint and not model.cached:
+        env.append(_env("HF_ENDPOINT", hub.endpoint))
+    token = hub.token_secret_ref if hub is not None and not model.cached else None
+    if token is not None:  # a cached model's token goes to its download Job only
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}})
     if spec.rate_limit is not None:
         env.append(_env("DEEPSEEK_RATE_LIMIT_RPM", spec.rate_limit.requests_per_minute))

@@ -17,6 +17,7 @@ from deepseek_operator.render.common import (
     METRICS_PORT,
     METRICS_PORT_NAME,
     Owner,
+    cache_name,
     common_labels,
     deployment_name,
     metadata,
@@ -91,13 +92,13 @@ def render_deployment(
             "revisionHistoryLimit": 3,
             "template": {
                 "metadata": {"labels": common_labels(owner, variant.name)},
-                "spec": render_pod_spec(spec, variant, image),
+                "spec": render_pod_spec(owner, spec, variant, image),
             },
         },
     }
 
 
-def render_pod_spec(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, image: str) -> dict[str, Any]:
+def render_pod_spec(owner: Owner, spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, image: str) -> dict[str, Any]:
     """Pod spec: one worker container, Pod Security "restricted", GPU scheduling from the spec."""
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
@@ -111,7 +112,7 @@ def render_pod_spec(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, imag
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [render_container(spec, variant, image)],
-        "volumes": render_volumes(spec, variant),
+        "volumes": render_volumes(owner, spec, variant),
     }
     pod.update(render_scheduling(spec))
     return pod
@@ -160,21 +161,29 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def render_volumes(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant) -> list[dict[str, Any]]:
+def render_volumes(owner: Owner, spec: DeepSeekDeploymentSpec, variant: ResolvedVariant) -> list[dict[str, Any]]:
     """/dev/shm in memory, the model source, a writable cache and /tmp, and the auth Secrets."""
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shm_size}},
         {"name": "cache", "emptyDir": {}},
         {"name": "tmp", "emptyDir": {}},
     ]
-    pvc = variant.model.source.pvc
-    if pvc is not None:
-        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": pvc.claim_name, "readOnly": True}})
+    claim = model_claim(owner, variant)
+    if claim is not None:
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
     if spec.auth.api_keys_secret_ref is not None:
         volumes.append({"name": "api-keys", "secret": {"secretName": spec.auth.api_keys_secret_ref.name}})
     if spec.auth.jwt is not None:
         volumes.append({"name": "jwt", "secret": {"secretName": spec.auth.jwt.secret_ref.name}})
     return volumes
+
+
+def model_claim(owner: Owner, variant: ResolvedVariant) -> str | None:
+    """The PersistentVolumeClaim a variant loads its model from: its cache, its pvc source, or none."""
+    if variant.model.cached:
+        return cache_name(owner, variant.model)
+    pvc = variant.model.source.pvc
+    return pvc.claim_name if pvc is not None else None
 
 
 def render_volume_mounts(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant) -> list[dict[str, Any]]:
@@ -185,9 +194,9 @@ def render_volume_mounts(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant)
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     pvc = variant.model.source.pvc
-    if pvc is not None:
+    if pvc is not None or variant.model.cached:
         mount: dict[str, Any] = {"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True}
-        if pvc.sub_path:
+        if pvc is not None and pvc.sub_path:
             mount["subPath"] = pvc.sub_path
         mounts.append(mount)
     if spec.auth.api_keys_secret_ref is not None:
