@@ -17,8 +17,10 @@ ModelScope endpoints: GET /api/v1/models/{repo}[/revisions], GET /api/v1/models/
 Errors use each hub's shape: X-Error-Code RepoNotFound / RevisionNotFound / EntryNotFound and a JSON
 {"error": ...} on the Hugging Face side, {"Code", "Message", "Success": false} on ModelScope's.
 
-Modes: --bytes-per-second caps the rate of all file bodies together; --stall-after-bytes sends that
-many file-body bytes in total and then holds every connection open without sending anything;
+Modes: --bytes-per-second caps the rate of all file bodies together and sends bodies over 64 KiB
+one at a time (a single slow link: the steps of progress on disk stay apart, although
+huggingface_hub writes in 10 MiB blocks); --stall-after-bytes sends that
+many bytes of each file body and then holds the connection open without sending anything;
 --require-token answers 401 unless `Authorization: Bearer TOKEN`; --request-log appends
 "METHOD /path?query" per request.
 """
@@ -26,6 +28,7 @@ many file-body bytes in total and then holds every connection open without sendi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -85,7 +88,7 @@ class Hub:
         self.stall_after: int | None = args.stall_after_bytes
         self.log_path: Path | None = Path(args.request_log) if args.request_log else None
         self.lock = threading.Lock()
-        self.sent = 0
+        self.lane = threading.Lock()  # throttled: one large body at a time
         self.next_send = 0.0
 
     def record(self, method: str, target: str) -> None:
@@ -93,22 +96,18 @@ class Hub:
             with self.lock, self.log_path.open("a") as f:
                 f.write(f"{method} {target}\n")
 
-    def allow(self, n: int) -> int:
-        """Bytes of the next n this connection may send now (pacing the global rate); blocks forever
-        (until the process is stopped) once a stall threshold is reached."""
-        with self.lock:
-            if self.stall_after is not None:
-                n = min(n, self.stall_after - self.sent)
+    def allow(self, n: int, body_sent: int) -> int:
+        """How many of the next n bytes of a body that has sent `body_sent` may go now, after pacing
+        the global rate; blocks forever (until the process is stopped) at the stall threshold."""
+        if self.stall_after is not None:
+            n = min(n, self.stall_after - body_sent)
             if n <= 0:
-                wait = None
-            else:
-                self.sent += n
-                start = max(time.monotonic(), self.next_send)
-                self.next_send = start + (n / self.rate if self.rate else 0.0)
-                wait = start - time.monotonic()
-        if wait is None:
-            while True:
-                time.sleep(3600)
+                while True:
+                    time.sleep(3600)
+        with self.lock:
+            start = max(time.monotonic(), self.next_send)
+            self.next_send = start + (n / self.rate if self.rate else 0.0)
+            wait = start - time.monotonic()
         if wait > 0:
             time.sleep(wait)
         return n
@@ -156,7 +155,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "fakehub/1"
     hub: Hub
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 -- the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: the request log (if any) records requests
 
     def do_HEAD(self) -> None:
@@ -284,17 +283,18 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _file(self, f: RepoFile, headers: dict[str, str], head: bool) -> None:
-        start, end = 0, f.size - 1
-        ranged = self._range(f.size)
-        if ranged == "invalid":
+        """The file with the hub's headers; `Range: bytes=a-b` (or `a-`, `-n`) gets 206, a bad range 416."""
+        try:
+            ranged = self._range(f.size)
+        except ValueError:
             self.send_response(416)
             self.send_header("Content-Range", f"bytes */{f.size}")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        start, end = ranged or (0, f.size - 1)
         self.send_response(206 if ranged else 200)
         if ranged:
-            start, end = ranged
             self.send_header("Content-Range", f"bytes {start}-{end}/{f.size}")
         for key, value in {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes", **headers}.items():
             self.send_header(key, value)
@@ -303,25 +303,26 @@ class Handler(BaseHTTPRequestHandler):
         if not head:
             self._send_body(f.disk, start, end + 1)
 
-    def _range(self, size: int) -> tuple[int, int] | str | None:
+    def _range(self, size: int) -> tuple[int, int] | None:
+        """(first, last) byte of a Range header, None without one; ValueError when unsatisfiable."""
         header = self.headers.get("Range", "")
         if not header.startswith("bytes="):
             return None
         first, _, last = header[len("bytes="):].split(",")[0].partition("-")
-        try:
-            start = int(first) if first else size - int(last)
-            end = min(int(last), size - 1) if first and last else size - 1
-        except ValueError:
-            return "invalid"
-        return (start, end) if 0 <= start <= end else "invalid"
+        start = int(first) if first else size - int(last)
+        end = min(int(last), size - 1) if first and last else size - 1
+        if not 0 <= start <= end:
+            raise ValueError(header)
+        return start, end
 
     def _send_body(self, disk: Path, start: int, stop: int) -> None:
+        lane = self.hub.lane if self.hub.rate and stop - start > CHUNK else contextlib.nullcontext()
         try:
-            with disk.open("rb") as fh:
+            with lane, disk.open("rb") as fh:
                 fh.seek(start)
                 position = start
                 while position < stop:
-                    n = self.hub.allow(min(CHUNK, stop - position))
+                    n = self.hub.allow(min(CHUNK, stop - position), position - start)
                     self.wfile.write(fh.read(n))
                     position += n
         except (BrokenPipeError, ConnectionResetError):

@@ -4,8 +4,10 @@ The download pod reports into its ConfigMap (`data.progress`, a JSON object; doc
 Job's conditions are the authority on the end: Complete, or Failed (podFailurePolicy, backoff limit).
 Phases:
 - Pending: no progress reported yet (the claim is not bound, or the pod is not scheduled or started).
-- Downloading: bytes arrive. Stalled: no byte for `stall_timeout_seconds`, by the operator's clock,
-  so a pod that stopped reporting at all stalls too. Failed: the downloader or the Job gave up.
+- Downloading: bytes arrive (or a failed attempt is retried by the Job). Stalled: no byte for
+  `stall_timeout_seconds`, by the operator's clock, so a pod that stopped reporting at all stalls too.
+- Failed: the Job gave up, or the downloader reported a failure no retry can fix (Unauthorized,
+  NotFound, DiskFull: it exits 2, which fails the Job through its podFailurePolicy).
 - Complete: the Job succeeded. Only then do workers of the model start.
 """
 
@@ -115,16 +117,16 @@ def download_state(names: tuple[str, str, str], job: dict[str, Any] | None, conf
                          **_figures(report))
     if _job_condition(job, "Complete") is not None:
         return _with(base, "Complete", "", f"{model} is on claim {name} ({size(base.bytes_total)})")
-    retry = f"then `kubectl delete job {name} -n {namespace}` to download again"
-    if report.get("phase") == "Failed" or (failed := _job_condition(job, "Failed")) is not None:
-        why = str(report.get("reason") or "")
-        detail = str(report.get("message") or "") if report.get("phase") == "Failed" else ""
-        if not detail:
-            failed = _job_condition(job, "Failed") or {}
+    reported_failure = report.get("phase") == "Failed"
+    why = str(report.get("reason") or "Error") if reported_failure else ""
+    failed = _job_condition(job, "Failed")
+    if failed is not None or why in FIXES:  # the Job gave up, or will: a permanent failure (exit 2)
+        detail = str(report.get("message") or "") if reported_failure else ""
+        if not detail and failed is not None:
             detail = f"{failed.get('reason', 'Failed')}: {failed.get('message', 'the download Job failed')}"
         fix = FIXES.get(why, f"see `kubectl logs job/{name} -n {namespace}`")
         return _with(base, "Failed", "DownloadFailed", f"download of {model} failed ({why or 'Error'}: {detail}); "
-                     f"{fix}, {retry}")
+                     f"{fix}, then `kubectl delete job {name} -n {namespace}` to download again")
     if not report:
         return _with(base, "Pending", "Downloading", _pending_message(model, name, claim))
     progress_at = _parse_time(report.get("progressAt"))
@@ -134,7 +136,9 @@ def download_state(names: tuple[str, str, str], job: dict[str, Any] | None, conf
                      f"no byte of {model} downloaded for {idle:.0f}s (at {_figures_text(base)}); check the hub "
                      f"endpoint and the network from the cluster (`kubectl logs job/{name} -n {namespace}`); the "
                      f"download goes on when bytes arrive")
-    return _with(base, "Downloading", "Downloading", f"downloading {model} into claim {name}: {_figures_text(base)}")
+    retrying = f"; the last attempt failed ({why}: {report.get('message', '')}), the Job retries" if why else ""
+    return _with(base, "Downloading", "Downloading",
+                 f"downloading {model} into claim {name}: {_figures_text(base)}{retrying}")
 
 
 def _figures(report: dict[str, Any]) -> dict[str, Any]:

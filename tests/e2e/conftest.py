@@ -151,7 +151,8 @@ async def cluster(backend: str, request: pytest.FixtureRequest) -> AsyncIterator
 # What a test may leave in a namespace; `kubernetes` (the apiserver's own Service) stays.
 LEFTOVERS = ("deployments.apps,replicasets.apps,pods,poddisruptionbudgets.policy,ingresses.networking.k8s.io,"
              "networkpolicies.networking.k8s.io,httproutes.gateway.networking.k8s.io,"
-             "servicemonitors.monitoring.coreos.com,prometheusrules.monitoring.coreos.com,secrets,configmaps")
+             "servicemonitors.monitoring.coreos.com,prometheusrules.monitoring.coreos.com,secrets,configmaps,"
+             "jobs.batch,persistentvolumeclaims")
 
 
 async def clean_namespace(kubectl: Kubectl, namespace: str) -> None:

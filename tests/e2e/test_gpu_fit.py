@@ -97,7 +97,6 @@ async def test_a_node_selector_no_node_matches_is_no_matching_node(cluster: Clus
     assert "NoMatchingNode" in row.split(), row
 
 
-@pytest.mark.sandbox_only(reason="the real cluster's kwok stages (tools/control-plane) have no CUDA OOM at load")
 async def test_out_of_memory_at_load_is_reported_with_the_plan(cluster: Cluster, kubectl: Kubectl,
                                                                start_operator: StartOperator) -> None:
     await start_operator()

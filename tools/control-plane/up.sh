@@ -83,11 +83,17 @@ prepare() {
 # kwok's own stages plus ours; pod-ready must not make a pod with a failure image Ready.
 compose_stages() {
   local f
-  for f in node-initialize node-heartbeat-with-lease pod-complete pod-delete; do
+  for f in node-initialize node-heartbeat-with-lease pod-delete; do
     cat "$STAGES/$f.yaml"; printf '\n---\n'
   done
+  # A held download pod ends when the test says so (kwok-stages.yaml), not at once.
   sed '/^    matchExpressions:$/a\
-    - key: '"'"'[.spec.containers[].image | ascii_downcase | test("never-ready|crashloop|oomkilled|modelloadfail|imagepullbackoff|does-not-exist")] | any'"'"'\
+    - key: '"'"'[.spec.containers[].image | ascii_downcase | contains("download-hold")] | any'"'"'\
+      operator: NotIn\
+      values: ["true"]' "$STAGES/pod-complete.yaml"
+  printf '\n---\n'
+  sed '/^    matchExpressions:$/a\
+    - key: '"'"'[.spec.containers[].image | ascii_downcase | test("never-ready|crashloop|oomkilled|modelloadfail|oomatload|imagepullbackoff|does-not-exist")] | any'"'"'\
       operator: NotIn\
       values: ["true"]' "$STAGES/pod-ready.yaml"
   printf '\n---\n'

@@ -176,6 +176,7 @@ def _download(settings: DownloadSettings, reporter: Reporter) -> int:
     try:
         settings.directory.mkdir(parents=True, exist_ok=True)
         (settings.directory / MARKER).unlink(missing_ok=True)  # another revision's: no longer true
+        hub.prepare()
         files = hub.list_files()
         reporter.set_files(files.commit, files.sizes)
         reporter.start()

@@ -31,6 +31,8 @@ class RepoFiles:
 
 
 class Hub(Protocol):
+    def prepare(self) -> None: ...
+
     def list_files(self) -> RepoFiles: ...
 
     def download(self, files: RepoFiles) -> None: ...
@@ -46,6 +48,12 @@ class HuggingFaceHub:
     local_dir: Path
     endpoint: str | None
     token: str | None
+
+    def prepare(self) -> None:
+        """Remove partial files of an earlier, killed run: huggingface_hub names them per process and
+        never resumes them, so they would only hold disk space (and count as progress)."""
+        for partial in (self.local_dir / ".cache" / "huggingface" / "download").rglob("*.incomplete"):
+            partial.unlink(missing_ok=True)
 
     def list_files(self) -> RepoFiles:
         from huggingface_hub import HfApi
@@ -73,6 +81,9 @@ class ModelScopeHub:
     local_dir: Path
     endpoint: str | None
     token: str | None
+
+    def prepare(self) -> None:
+        """Nothing: modelscope resumes its `<file>.incomplete` with a Range request."""
 
     def list_files(self) -> RepoFiles:
         from modelscope_hub import HubApi

@@ -108,6 +108,24 @@ audit log by tests/delivery/test_rbac_usage.py (docs/install.md); no wildcard, n
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors", "prometheusrules"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+# The model cache (docs/model-cache.md): claims, download Jobs and progress ConfigMaps are created,
+# never patched; configmaps' patch is here because the download pod's Role grants it on one
+# ConfigMap, and RBAC lets the operator grant only what it holds itself.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["list", "watch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["list", "watch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 {{- if .Values.leaderElection.enabled }}
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]

@@ -107,6 +107,7 @@ def download_env(owner: Owner, model: ModelSpec) -> list[dict[str, Any]]:
         _env("DEEPSEEK_DOWNLOAD_DIR", DOWNLOAD_DIR),
         _env("DEEPSEEK_PROGRESS_CONFIGMAP", name),
         _env("DEEPSEEK_PROGRESS_NAMESPACE", owner.namespace),
+        _env("HF_HUB_OFFLINE", "0"),  # the one pod that must reach the hub, whatever the image's default
         _env("HF_HOME", "/tmp/hf"),
         _env("MODELSCOPE_CACHE", "/tmp/modelscope"),
     ]
