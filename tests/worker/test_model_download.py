@@ -421,6 +421,22 @@ def test_a_refused_progress_write_does_not_stop_the_download(plain_hub: Hub, tmp
     assert all("403" in line for line in warnings) and "Traceback" not in result.stderr
 
 
+def test_a_retried_job_drops_partial_files_of_the_killed_run(plain_hub: Hub, tiny_model_dir: Path,
+                                                             tmp_path: Path) -> None:
+    """huggingface_hub never resumes another process's `.incomplete` file: left in place it would
+    hold disk space and count as progress."""
+    target = tmp_path / "model"
+    orphan = target / ".cache" / "huggingface" / "download" / "model.safetensors.0123abcd.incomplete"
+    orphan.parent.mkdir(parents=True)
+    with orphan.open("wb") as f:
+        f.truncate(64 * 1024 * 1024)  # sparse: more than the whole repo
+    with recorder() as rec:
+        result = download(downloader_env(tmp_path, plain_hub, target, rec))
+    assert result.returncode == 0, result.stderr
+    assert not orphan.exists() and sha256s(target) == sha256s(tiny_model_dir)
+    assert all(d["bytesDone"] < d["bytesTotal"] for d in rec.docs() if d["phase"] == "Downloading" and d["bytesTotal"])
+
+
 def test_no_space_left_is_a_permanent_disk_full(plain_hub: Hub, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """In process (the conftest's HF_HUB_OFFLINE is lifted for the client): the first file write

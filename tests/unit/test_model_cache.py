@@ -1,0 +1,187 @@
+"""render/model_cache.py and download.py: the cache's objects, and a download's state from them."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from deepseek_operator.api import parse_spec
+from deepseek_operator.download import download_state
+from deepseek_operator.render.common import Owner, cache_name
+from deepseek_operator.render.model_cache import render_model_cache
+from deepseek_operator.render.workload import render_workload
+from tests.pss import object_violations
+from tests.unit.upstream_crds import kube_validate
+
+OWNER = Owner("chat", "team-a", "uid-1", 3)
+MODEL = {"id": "deepseek-ai/DeepSeek-V2-Lite", "cache": {"enabled": True, "size": "40Gi"}}
+NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def spec(model: dict[str, Any] | None = None, **extra: Any) -> Any:
+    return parse_spec({"image": "reg/worker:1", "model": model or MODEL, **extra})
+
+
+def kinds(children: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(c["kind"], c["metadata"]["name"]) for c in children]
+
+
+def test_one_set_of_objects_per_cached_model_in_order_and_valid() -> None:
+    out = render_model_cache(OWNER, spec())
+    name = cache_name(OWNER, spec().model)
+    assert kinds(out) == [("ServiceAccount", name), ("Role", name), ("RoleBinding", name), ("ConfigMap", name),
+                          ("PersistentVolumeClaim", name), ("Job", name)]
+    assert len(name) <= 52 and name.startswith("chat-model-")
+    for child in out:
+        assert child["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+        assert child["metadata"]["labels"]["deepseek.ai/deployment"] == "chat"
+        kube_validate(child)
+
+
+def test_the_download_pod_may_patch_its_one_configmap_and_nothing_else() -> None:
+    out = {c["kind"]: c for c in render_model_cache(OWNER, spec())}
+    name = out["Job"]["metadata"]["name"]
+    assert out["Role"]["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name],
+                                     "verbs": ["patch"]}]
+    assert out["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "team-a"}]
+    assert out["ServiceAccount"]["automountServiceAccountToken"] is False
+    pod = out["Job"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == name and pod["automountServiceAccountToken"] is True
+    assert "data" not in out["ConfigMap"]  # the downloader owns it
+
+
+def test_the_job_retries_transient_failures_only_and_is_restricted() -> None:
+    job = render_model_cache(OWNER, spec())[-1]
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "FailJob", "onExitCodes": {"containerName": "download", "operator": "In",
+                                                             "values": [2]}}
+    assert job["spec"]["backoffLimit"] == 3
+    pod = job["spec"]["template"]
+    assert "deepseek.ai/deployment" not in pod["metadata"]["labels"]  # no worker Service selects it
+    assert object_violations(job) == []  # Pod Security "restricted"
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["DEEPSEEK_DOWNLOAD_SOURCE"] == "huggingFace" and env["DEEPSEEK_MODEL"] == MODEL["id"]
+    assert env["DEEPSEEK_DOWNLOAD_DIR"] == "/models/model" and env["HF_HUB_OFFLINE"] == "0"
+    assert container["command"] == ["deepseek-worker-download"] and container["image"] == "reg/worker:1"
+
+
+def test_modelscope_source_endpoint_and_token_go_to_the_job_only() -> None:
+    model = {**MODEL, "source": {"modelScope": {"endpoint": "https://modelscope.example.com",
+                                                "tokenSecretRef": {"name": "ms", "key": "t"}}}}
+    s = spec(model)
+    (container,) = render_model_cache(OWNER, s)[-1]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["DEEPSEEK_DOWNLOAD_SOURCE"] == "modelScope"
+    assert env["DEEPSEEK_DOWNLOAD_ENDPOINT"] == "https://modelscope.example.com"
+    assert env["DEEPSEEK_DOWNLOAD_TOKEN"] == {"secretKeyRef": {"name": "ms", "key": "t"}}
+    deployment = render_workload(OWNER, s)[0]
+    worker_env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert worker_env["DEEPSEEK_MODEL"] == "/models/model" and worker_env["HF_HUB_OFFLINE"] == "1"
+    assert "HF_TOKEN" not in worker_env and "DEEPSEEK_DOWNLOAD_TOKEN" not in worker_env
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "model", "persistentVolumeClaim": {"claimName": cache_name(OWNER, s.model),
+                                                       "readOnly": True}} in volumes
+
+
+def test_variants_share_a_cache_of_the_same_model_and_get_their_own_otherwise() -> None:
+    same = spec(variants=[{"name": "canary", "weight": 10, "image": "reg/worker:2"}])
+    assert [k for k, _ in kinds(render_model_cache(OWNER, same))].count("Job") == 1
+    other = spec(variants=[{"name": "canary", "weight": 10, "model": {"id": "deepseek-ai/DeepSeek-V2-Lite-Chat"}}])
+    assert [k for k, _ in kinds(render_model_cache(OWNER, other))].count("Job") == 2
+
+
+def test_the_cache_name_changes_with_what_the_volume_holds_not_with_the_image_or_stall_timeout() -> None:
+    base = cache_name(OWNER, spec().model)
+    assert cache_name(OWNER, spec({**MODEL, "revision": "v2"}).model) != base
+    assert cache_name(OWNER, spec({**MODEL, "cache": {"enabled": True, "size": "80Gi"}}).model) != base
+    assert cache_name(OWNER, spec({**MODEL, "source": {"huggingFace": {"endpoint": "https://hf-mirror.com"}}}
+                                  ).model) != base
+    assert cache_name(OWNER, spec({**MODEL, "cache": {**MODEL["cache"], "stallTimeoutSeconds": 60}}).model) == base
+    assert cache_name(OWNER, parse_spec({"image": "reg/worker:9", "model": MODEL}).model) == base
+
+
+def test_uncached_huggingface_mirror_is_the_workers_hf_endpoint() -> None:
+    s = spec({"id": "deepseek-ai/DeepSeek-V2-Lite", "source": {"huggingFace": {"endpoint": "https://hf-mirror.com"}}})
+    assert render_model_cache(OWNER, s) == []
+    env = {e["name"]: e.get("value") for e in render_workload(OWNER, s)[0]["spec"]["template"]["spec"]
+           ["containers"][0]["env"]}
+    assert env["HF_ENDPOINT"] == "https://hf-mirror.com" and "HF_HUB_OFFLINE" not in env
+
+
+# -- download.py ----------------------------------------------------------------------------------
+
+NAMES = ("chat-model-abc", "team-a", "deepseek-ai/DeepSeek-V2-Lite@main")
+
+
+def progress(**fields: Any) -> dict[str, Any]:
+    report = {"phase": "Downloading", "bytesDone": 0, "bytesTotal": 0, "bytesPerSecond": 0,
+              "progressAt": "2026-12-01T11:59:58Z", "reason": "", "message": "", **fields}
+    return {"data": {"progress": json.dumps(report)}}
+
+
+def job(condition: str | None = None, **extra: Any) -> dict[str, Any]:
+    conds = [{"type": condition, "status": "True", **extra}] if condition else []
+    return {"status": {"conditions": conds}}
+
+
+BOUND = {"status": {"phase": "Bound"}}
+
+
+def state(job_obj: Any = None, cm: Any = None, claim: Any = BOUND, stall: int = 300, now: datetime = NOW) -> Any:
+    return download_state(NAMES, job_obj, cm, claim, stall, now)
+
+
+def test_pending_until_the_first_report_naming_an_unbound_claim() -> None:
+    unbound = state(job(), None, {"status": {"phase": "Pending"}})
+    assert (unbound.phase, unbound.reason) == ("Pending", "Downloading")
+    assert "to be bound (Pending)" in unbound.message and "storageClassName" in unbound.message
+    assert "waiting for the download Job" in state(job(), None).message
+    assert state(job(), {"data": {"progress": "not json"}}).phase == "Pending"
+
+
+def test_downloading_has_percent_rate_and_eta() -> None:
+    s = state(job(), progress(bytesDone=42 * 2**20, bytesTotal=100 * 2**20, bytesPerSecond=2 * 2**20))
+    assert (s.phase, s.percent, s.eta_seconds) == ("Downloading", 42, 29)
+    assert s.status()["summary"] == "42%" and "42% (42 MiB of 100 MiB), 2 MiB/s, about 29s left" in s.message
+    assert state(job(), progress(bytesDone=100, bytesTotal=100)).percent == 99  # 100 only when the Job is done
+
+
+def test_no_byte_for_the_stall_timeout_is_stalled_even_without_reports() -> None:
+    report = progress(bytesDone=10, bytesTotal=100, progressAt="2026-12-01T11:55:00Z")
+    assert state(job(), report, stall=300).phase == "Stalled"
+    stalled = state(job(), report, stall=300)
+    assert stalled.reason == "DownloadStalled" and stalled.status()["summary"] == "Stalled 10%"
+    assert "for 300s" in stalled.message
+    assert state(job(), report, stall=301).phase == "Downloading"
+    assert state(job(), report, now=NOW - timedelta(seconds=200)).phase == "Downloading"
+
+
+@pytest.mark.parametrize(("reason", "fix"), [("Unauthorized", "tokenSecretRef"), ("NotFound", "spec.model.id"),
+                                             ("DiskFull", "raise model.cache.size")])
+def test_permanent_failures_fail_at_once_with_the_fix(reason: str, fix: str) -> None:
+    s = state(job(), progress(phase="Failed", reason=reason, message="401 Client Error"))
+    assert (s.phase, s.reason) == ("Failed", "DownloadFailed")
+    assert fix in s.message and "kubectl delete job chat-model-abc -n team-a" in s.message
+    assert "401 Client Error" in s.message
+
+
+def test_a_transient_failure_is_retried_by_the_job_not_reported_failed() -> None:
+    s = state(job(), progress(phase="Failed", reason="Error", message="ReadTimeout", bytesDone=5, bytesTotal=10))
+    assert s.phase == "Downloading" and "the Job retries" in s.message and "ReadTimeout" in s.message
+    given_up = state(job("Failed", reason="BackoffLimitExceeded", message="Job has reached the specified backoff"),
+                     progress(phase="Failed", reason="Error", message="ReadTimeout"))
+    assert given_up.phase == "Failed" and "ReadTimeout" in given_up.message
+    silent = state(job("Failed", reason="PodFailurePolicy", message="Container download exited 2"), None)
+    assert silent.phase == "Failed" and "PodFailurePolicy: Container download exited 2" in silent.message
+
+
+def test_complete_only_when_the_job_succeeded() -> None:
+    report = progress(phase="Complete", bytesDone=100, bytesTotal=100, commit="abc")
+    assert state(job(), report).phase == "Downloading"  # the pod is still exiting
+    done = state(job("Complete"), report)
+    assert done.complete and done.percent == 100 and done.status()["summary"] == "Complete"
+    assert done.status()["commit"] == "abc"
