@@ -243,6 +243,16 @@ async def test_progress_rises_then_workers_start_from_the_cache_and_a_new_image_
     assert obj["status"]["image"].endswith("1.1.0-download-hold")
     assert one(real_cluster, "jobs")["metadata"]["uid"] == job["metadata"]["uid"]
 
+    # A new revision is a new cache: while it waits (no volume for its claim) the workers keep serving
+    # the old one, untouched, and the claim they mount is kept.
+    serving = one(real_cluster, "deployments")
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p", json.dumps({"spec": {"model": {"revision": "v2"}}}))
+    obj = await ready_reason(real_cluster, "Downloading")
+    assert "to be bound" in condition(obj, "Ready")["message"] and condition(obj, "Available")["status"] == "True"
+    assert one(real_cluster, "jobs")["metadata"]["name"] != name  # the old Job is pruned, not its claim
+    assert one(real_cluster, "deployments")["metadata"]["generation"] == serving["metadata"]["generation"]
+    assert real_cluster.get("persistentvolumeclaims", "default", name) is not None
+
     # The worker starts from the downloaded files with the hub gone, on the rendered env.
     await hub.stop()
     await _worker_answers_from(env, tmp_path / "model", tmp_path)
