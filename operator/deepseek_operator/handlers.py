@@ -45,6 +45,11 @@ from deepseek_operator.retry import RetryQueue, server_delay
 log = logging.getLogger(__name__)
 CR = KINDS[("deepseek.ai/v1alpha1", "DeepSeekDeployment")]
 RESYNC_SECONDS = float(os.environ.get("DEEPSEEK_OPERATOR_RESYNC_SECONDS", "600"))
+# Reconciles running at once, all resources together. More would only queue on the API client's
+# in-flight limit (k8s.MAX_IN_FLIGHT) while each holds its rendered children in memory; a resource
+# whose reconcile waits for a slot keeps its lock, so its further triggers coalesce meanwhile.
+MAX_RECONCILES = int(os.environ.get("DEEPSEEK_OPERATOR_MAX_RECONCILES", "16"))
+_slots = asyncio.Semaphore(MAX_RECONCILES)
 # The namespaces the operator handles, as given to `deepseek-operator` (main.cli); None: all of them.
 NAMESPACES: list[str] | None = None
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -165,7 +170,8 @@ async def run(body: kopf.Body | dict[str, Any]) -> None:
     finally:
         _waiting.discard(key)
     try:
-        await _run_locked(api, key)
+        async with _slots:
+            await _run_locked(api, key)
     finally:
         lock.release()
 
@@ -283,7 +289,7 @@ async def on_resource_event(type: str | None, event: kopf.RawEvent, body: kopf.B
     if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
         _forget(key)
         return
-    _known[key] = body
+    _known[key] = api.dsd.get(*key) or body  # the store's copy, without managedFields
     if _reconciled.get(key) != body.get("metadata", {}).get("generation"):
         await run_for_owner(*key)
 
