@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -37,12 +38,25 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.real_cluster import AuditLog, RealCluster, admin_env, operator_kubeconfig  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "operator"))
+from deepseek_operator.api import parse_spec  # noqa: E402
+from deepseek_operator.cache import CHILD_KINDS, OPTIONAL_KINDS  # noqa: E402
+from deepseek_operator.reconcile import owner_of, render_routing_and_monitoring  # noqa: E402
+from deepseek_operator.render.common import Capabilities  # noqa: E402
+from deepseek_operator.render.workload import render_workload  # noqa: E402
+
 BENCH = ROOT / ".cluster-bench"
 PORTS = {"CLUSTER_API_PORT": "17443", "CLUSTER_ETCD_PORT": "13379", "CLUSTER_ETCD_PEER_PORT": "13380"}
 SYSTEM = "deepseek-bench"
 RELEASE = "bench"
 BIN = pathlib.Path(sys.executable).parent
 IDLE_SECONDS = 120
+# Informers the operator starts here: the child kinds, IngressClasses, and per optional kind its CRD
+# and, this cluster serving all three, the kind itself.
+INFORMERS = len(CHILD_KINDS) + 1 + 2 * len(OPTIONAL_KINDS)
+RESOURCES = {"Deployment": "deployments", "Service": "services", "PodDisruptionBudget": "poddisruptionbudgets",
+             "NetworkPolicy": "networkpolicies", "ServiceMonitor": "servicemonitors",
+             "PrometheusRule": "prometheusrules"}
 RESYNC_SECONDS = "30"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NODES = {"apiVersion": "v1", "kind": "List", "items": [{
@@ -188,9 +202,9 @@ def run_one(cluster: RealCluster, n: int, kubeconfigs: dict[str, pathlib.Path], 
     try:
         wait_http(f"http://127.0.0.1:{port}/metrics", operator)
         wait_http(f"http://127.0.0.1:{live}/healthz", null)
-        # Startup reads are not per-resource costs: count from when every cache has listed (6 child
+        # Startup reads are not per-resource costs: count from when every cache has listed (the child
         # kinds, IngressClasses, 3 CRDs, and the 3 optional kinds this cluster serves).
-        wait_for(lambda: metric(port, "deepseek_operator_informer_lists_total") >= 13, "the caches' first lists")
+        wait_for(lambda: metric(port, "deepseek_operator_informer_lists_total") >= INFORMERS, "the caches' first lists")
         audits = {who: AuditLog(cluster.directory / "audit.log", users[who]) for who in users}
         for audit in audits.values():
             audit.mark()
@@ -227,9 +241,52 @@ def run_one(cluster: RealCluster, n: int, kubeconfigs: dict[str, pathlib.Path], 
     return result
 
 
-def delete_namespace(n: int) -> None:
+def floor_one(cluster: RealCluster, n: int) -> dict[str, Any]:
+    """The control plane's own floor: the children the operator would create for N resources, rendered
+    by its renderers and created by this process with the operator's in-flight limit (20), no
+    operator at all; seconds until every Deployment is available. No operator can be faster here."""
+    namespace = f"bench-floor-{n}"
+    admin("kubectl", "create", "namespace", namespace)
+    children = [child for i in range(n) for child in rendered_children(namespace, i)]
+    started = time.monotonic()
+    with httpx.Client(base_url=str(cluster.http.base_url), headers=dict(cluster.http.headers), timeout=120,
+                      verify=str(cluster.directory / "pki" / "apiserver.crt"),
+                      limits=httpx.Limits(max_connections=20)) as client, \
+            concurrent.futures.ThreadPoolExecutor(20) as pool:
+        codes = collections.Counter(pool.map(lambda c: create(cluster, client, c), children))
+    created_s = time.monotonic() - started
+    assert set(codes) == {201}, codes
+    while available(cluster, namespace) < n:
+        if time.monotonic() - started > 900:
+            raise TimeoutError(f"floor N={n}: not all available after 900 s")
+        time.sleep(0.5)
+    return {"n": n, "children": len(children), "created_s": created_s, "ready_s": time.monotonic() - started}
+
+
+def rendered_children(namespace: str, i: int) -> list[dict[str, Any]]:
+    """What the operator creates for resource(namespace, i), without the owner reference."""
+    body = {**resource(namespace, i), "metadata": {**resource(namespace, i)["metadata"], "uid": "floor"}}
+    owner, spec = owner_of(body), parse_spec(body["spec"])
+    caps = Capabilities(service_monitor=True, prometheus_rule=True, gateway_api=True)
+    out = render_workload(owner, spec) + render_routing_and_monitoring(owner, spec, caps, {"primary": 100})
+    for child in out:
+        child["metadata"].pop("ownerReferences")
+    return out
+
+
+def create(cluster: RealCluster, client: httpx.Client, child: dict[str, Any]) -> int:
+    res = cluster.resource(RESOURCES[child["kind"]])
+    return client.post(res.path(child["metadata"]["namespace"]), json=child).status_code
+
+
+def available(cluster: RealCluster, namespace: str) -> int:
+    deployments = cluster.objects("deployments", namespace)
+    return sum(int(d.get("status", {}).get("availableReplicas", 0)) >= 1 for d in deployments)
+
+
+def delete_namespace(name: str) -> None:
     """Garbage collection of N resources' children takes minutes: not part of any figure."""
-    admin("kubectl", "delete", "namespace", f"bench-{n}", "--wait=true", "--timeout=900s", timeout=1000)
+    admin("kubectl", "delete", "namespace", name, "--wait=true", "--timeout=900s", timeout=1000)
 
 
 def apply_generated(*create: str) -> None:
@@ -305,6 +362,8 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=int, default=IDLE_SECONDS, help="idle window after each N")
     parser.add_argument("--keep", action="store_true", help="leave the benchmark's control plane running")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "operator-scale.png"))
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the control plane alone creating the same children (floor_one)")
     args = parser.parse_args()
     IDLE_SECONDS = args.idle_seconds
     logs = BENCH / "logs-bench"
@@ -315,7 +374,10 @@ def main() -> None:
         for n in (int(c) for c in args.counts.split(",")):
             results.append(run_one(cluster, n, kubeconfigs, users, logs))
             print(json.dumps(results[-1]), flush=True)
-            delete_namespace(n)
+            delete_namespace(f"bench-{n}")
+            if args.floor:
+                print(json.dumps({"floor": floor_one(cluster, n)}), flush=True)
+                delete_namespace(f"bench-floor-{n}")
         print(table(results))
         plot(results, pathlib.Path(args.plot))
     finally:
