@@ -62,3 +62,43 @@ def test_object_without_annotation_is_patched_once_to_record_it() -> None:
     desired = {"spec": {"replicas": 1}}
     patch = apply_patch(desired, {"spec": {"replicas": 1}})
     assert patch is not None and LAST_APPLIED in patch["metadata"]["annotations"]
+
+
+async def test_an_unchanged_live_version_is_not_compared_again_but_a_new_one_is(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """K8s.apply remembers (resourceVersion, desired) found in sync: an idle reconcile skips the deep
+    comparison, while any new live version (drift) or new desired object is compared, and patched."""
+    from deepseek_operator import k8s as k8s_module
+
+    desired = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x", "namespace": "d"},
+               "spec": {"type": "ClusterIP"}}
+    live = {**desired, "metadata": {**desired["metadata"], "resourceVersion": "7", "annotations": {
+        k8s_module.LAST_APPLIED: k8s_module._canonical(desired)}}, "spec": {"type": "ClusterIP", "x": 1}}
+    patches: list[Any] = []
+    compared: list[Any] = []
+
+    class Api(k8s_module.K8s):
+        async def get(self, *_: Any, **__: Any) -> dict[str, Any]:
+            return live
+
+        async def patch(self, *args: Any, **_: Any) -> dict[str, Any]:
+            patches.append(args)
+            return {}
+
+    def counting(*args: Any) -> Any:
+        compared.append(args)
+        return apply_patch(*args)
+
+    api = Api(None)
+    monkeypatch.setattr(k8s_module, "apply_patch", counting)
+    assert await api.apply(desired) == "unchanged"
+    assert await api.apply(desired) == "unchanged"
+    assert len(compared) == 1  # the second time: same version, same desired object
+    live["spec"] = {"type": "NodePort"}  # drift, and the server's new version
+    live["metadata"]["resourceVersion"] = "8"
+    assert await api.apply(desired) == "patched" and len(patches) == 1
+    other = {**desired, "spec": {"type": "ClusterIP", "sessionAffinity": "None"}}
+    live["spec"] = {"type": "ClusterIP"}
+    live["metadata"]["resourceVersion"] = "9"
+    assert await api.apply(desired) == "unchanged"
+    assert await api.apply(other) == "patched"  # a new desired object at the same version is compared

@@ -66,7 +66,7 @@ class DownloadSettings:
             model=_required(env, "DEEPSEEK_MODEL"),
             revision=env.get("DEEPSEEK_MODEL_REVISION", "").strip() or "main",
             directory=Path(_required(env, "DEEPSEEK_DOWNLOAD_DIR")),
-            endpoint=env.get("DEEPSEEK_DOWNLOAD_ENDPOINT", "").strip().rstrip("/") or None,
+            endpoint=_endpoint(env.get("DEEPSEEK_DOWNLOAD_ENDPOINT", "")),
             token=env.get("DEEPSEEK_DOWNLOAD_TOKEN", "").strip() or None,
             interval=_interval(env.get("DEEPSEEK_PROGRESS_INTERVAL_SECONDS", "5")),
             kube=_kube_target(env),
@@ -87,6 +87,14 @@ def _required(env: Mapping[str, str], name: str) -> str:
     if not value:
         raise SettingsError(f"{name}: required")
     return value
+
+
+def _endpoint(raw: str) -> str | None:
+    """A hub base URL without a trailing slash; a bare domain means https."""
+    value = raw.strip().rstrip("/")
+    if not value:
+        return None
+    return value if "://" in value else f"https://{value}"
 
 
 def _interval(raw: str) -> float:
@@ -141,6 +149,13 @@ def _marker_matches(marker: dict[str, object] | None, settings: DownloadSettings
     return marker is not None and all(marker.get(key) == getattr(settings, key) for key in MARKER_KEYS)
 
 
+def _int(value: object) -> int:
+    try:
+        return max(int(str(value)), 0)
+    except ValueError:
+        return 0
+
+
 def _model_files(directory: Path) -> int:
     """Files of a finished download: everything but the clients' .cache folder and the marker."""
     return sum(1 for p in directory.rglob("*")
@@ -159,7 +174,7 @@ def run(settings: DownloadSettings) -> int:
             log.info("%s@%s is already in %s (marker %s): nothing to download",
                      settings.model, settings.revision, settings.directory, MARKER)
             progress.commit = str(marker.get("commit") or "")
-            progress.bytes_total = int(str(marker.get("bytes") or 0))
+            progress.bytes_total = _int(marker.get("bytes"))
             progress.files_total = _model_files(settings.directory)
             reporter.finish("Complete")
             return 0

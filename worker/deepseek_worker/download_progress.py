@@ -162,7 +162,10 @@ class ConfigMapSink:
         self.target = target
         verify: ssl.SSLContext | bool = True
         if target.api.startswith("https://") and target.ca_file.is_file():
-            verify = ssl.create_default_context(cafile=str(target.ca_file))
+            try:
+                verify = ssl.create_default_context(cafile=str(target.ca_file))
+            except OSError as exc:  # ssl.SSLError too: an unreadable CA is a failed write, not a crash
+                log.warning("ignoring the CA file %s (%s): using the system's CAs", target.ca_file, exc)
         self._client = httpx.Client(verify=verify, timeout=WRITE_TIMEOUT_SECONDS)
 
     def write(self, document: Mapping[str, object]) -> None:
