@@ -25,7 +25,8 @@ GI, MI = 1024**3, 1024**2
 # What to do about each of the downloader's failure reasons (docs/model-cache.md).
 FIXES = {
     "Unauthorized": "set source.*.tokenSecretRef to a Secret with a token that may read the model",
-    "NotFound": "check spec.model.id and revision (and source endpoint)",
+    "NotFound": "check spec.model.id and revision (and source endpoint; ModelScope's default branch is usually "
+                "master, not main)",
     "DiskFull": "raise model.cache.size (a new cache is created and downloaded)",
 }
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from tests.e2e.conftest import Cluster, Kubectl, StartOperator, condition, current, eventually, warnings
 
 REG = "registry.example.com/deepseek-worker"
