@@ -48,7 +48,7 @@ RESYNC_SECONDS = float(os.environ.get("DEEPSEEK_OPERATOR_RESYNC_SECONDS", "600")
 # Reconciles running at once, all resources together. More would only queue on the API client's
 # in-flight limit (k8s.MAX_IN_FLIGHT) while each holds its rendered children in memory; a resource
 # whose reconcile waits for a slot keeps its lock, so its further triggers coalesce meanwhile.
-MAX_RECONCILES = int(os.environ.get("DEEPSEEK_OPERATOR_MAX_RECONCILES", "16"))
+MAX_RECONCILES = int(os.environ.get("DEEPSEEK_OPERATOR_MAX_RECONCILES", "64"))
 _slots = asyncio.Semaphore(MAX_RECONCILES)
 # The namespaces the operator handles, as given to `deepseek-operator` (main.cli); None: all of them.
 NAMESPACES: list[str] | None = None

@@ -139,6 +139,39 @@ def apply_patch(desired: dict[str, Any], live: dict[str, Any], canonical: str | 
     return _deep_merge(_deep_merge(desired, nulls or {}), record)  # fresh dicts: `desired` stays as given
 
 
+# Connections the HTTP pool may hold, open or idle: the operator bounds them itself, by the informers'
+# watches (one connection each, held for minutes) plus MAX_IN_FLIGHT requests.
+POOL_CONNECTIONS = 10_000
+
+
+def _unbounded_pool(api: Any) -> None:
+    """Let kr8s's httpx client keep every connection it opened (each new one is a TLS handshake).
+
+    httpcore 1.0.9 closes an idle connection whenever the pool holds more connections than
+    `max_keepalive_connections` (20 by default), counting busy ones too
+    (https://github.com/encode/httpcore/pull/1000). With the informers' watches holding about 19
+    connections, every request then opened a connection and closed it after the answer: a TLS
+    handshake per write, a fifth of the operator's CPU at 300 resources (py-spy). And a pool of
+    `max_connections` 100 would be filled by the watches of seven namespaces, queueing every other
+    request behind watches that last minutes. kr8s creates the client itself (again after a
+    re-authentication), so the limits are raised each time it does; private attributes of the
+    pinned httpx/httpcore, checked by tests/e2e/test_api_client.py.
+    """
+    create = api._create_session
+
+    def unbound() -> None:
+        if api._session is not None:
+            pool = api._session._transport._pool
+            pool._max_connections = pool._max_keepalive_connections = POOL_CONNECTIONS
+
+    async def create_unbounded() -> None:
+        await create()
+        unbound()
+
+    api._create_session = create_unbounded
+    unbound()  # kr8s made one already, to check the server's version
+
+
 def _canonical(obj: dict[str, Any]) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
@@ -162,7 +195,9 @@ class K8s:
     @classmethod
     async def connect(cls) -> K8s:
         """From $KUBECONFIG / ~/.kube/config, or the in-cluster service account."""
-        return cls(await kr8s.asyncio.api())
+        api = await kr8s.asyncio.api()
+        _unbounded_pool(api)
+        return cls(api)
 
     async def _call(self, method: str, api_version: str, path: str, namespace: str | None = None,
                     **kwargs: Any) -> httpx.Response:

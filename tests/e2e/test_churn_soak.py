@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.conftest import RealCluster, StartOperator, eventually
 
-CYCLES = 500
+CYCLES = 300
 NAMES = 5  # resources churned in turn: a create often meets the previous one's deletion
 OWNED_KINDS = ("deployments", "services", "poddisruptionbudgets", "pods")
 
