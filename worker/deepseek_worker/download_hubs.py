@@ -39,15 +39,20 @@ class Hub(Protocol):
 
 
 @dataclass
-class HuggingFaceHub:
-    """huggingface_hub: `model_info(files_metadata=True)`, then `snapshot_download(local_dir=)` of the
-    resolved commit (so the branch cannot move between listing and download)."""
+class HubRepo:
+    """One repo revision of a hub, to download into `local_dir` (what both clients take)."""
 
     model: str
     revision: str
     local_dir: Path
     endpoint: str | None
     token: str | None
+
+
+@dataclass
+class HuggingFaceHub(HubRepo):
+    """huggingface_hub: `model_info(files_metadata=True)`, then `snapshot_download(local_dir=)` of the
+    resolved commit (so the branch cannot move between listing and download)."""
 
     def prepare(self) -> None:
         """Remove partial files of an earlier, killed run: huggingface_hub names them per process and
@@ -71,16 +76,10 @@ class HuggingFaceHub:
 
 
 @dataclass
-class ModelScopeHub:
+class ModelScopeHub(HubRepo):
     """modelscope: `HubApi.list_repo_files`, then `snapshot_download(local_dir=)`. The file listing
     carries no repo commit, so `commit` is the revision when that is a commit sha, else "". The
     client's lock files go to `local_dir/.cache/modelscope` (the PVC), not to $HOME."""
-
-    model: str
-    revision: str
-    local_dir: Path
-    endpoint: str | None
-    token: str | None
 
     def prepare(self) -> None:
         """Nothing: modelscope resumes its `<file>.incomplete` with a Range request."""
