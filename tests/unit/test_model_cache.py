@@ -66,7 +66,8 @@ def test_the_job_retries_transient_failures_only_and_is_restricted() -> None:
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["DEEPSEEK_DOWNLOAD_SOURCE"] == "huggingFace" and env["DEEPSEEK_MODEL"] == MODEL["id"]
     assert env["DEEPSEEK_DOWNLOAD_DIR"] == "/models/model" and env["HF_HUB_OFFLINE"] == "0"
-    assert container["command"] == ["deepseek-worker-download"] and container["image"] == "reg/worker:1"
+    assert container["command"] == ["/usr/bin/tini", "--", "deepseek-worker-download"]
+    assert container["image"] == "reg/worker:1"
 
 
 def test_modelscope_source_endpoint_and_token_go_to_the_job_only() -> None:

@@ -128,7 +128,9 @@ def render_download_job(owner: Owner, spec: DeepSeekDeploymentSpec, model: Model
         "name": "download",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["deepseek-worker-download"],
+        # The worker image's init (its ENTRYPOINT runs tini too), so SIGTERM reaches the downloader:
+        # a process that is PID 1 gets no default signal handling from the kernel.
+        "command": ["/usr/bin/tini", "--", "deepseek-worker-download"],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "env": download_env(owner, model),
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
