@@ -54,7 +54,7 @@ async def test_kubectl_get_prints_the_columns_from_the_server(cluster: Cluster, 
     await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=60s")
     # kubectl knows no columns of a custom resource: it prints the server's Table.
     header, row = (await kubectl("get", "dsd", "chat")).splitlines()
-    assert header.split() == ["NAME", "READY", "IMAGE", "MODEL", "STATUS", "URL", "AGE"], header
+    assert header.split() == ["NAME", "READY", "IMAGE", "MODEL", "STATUS", "DOWNLOAD", "URL", "AGE"], header
     assert row.split()[:6] == ["chat", "2/2", V1, "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "Ready",
                                "http://chat.example.com"], row
 

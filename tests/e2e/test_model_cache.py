@@ -79,16 +79,28 @@ async def start_hub(tiny_model_dir: pathlib.Path, tmp_path: pathlib.Path) -> Asy
 
 
 @pytest.fixture
-async def volume(real_cluster: RealCluster) -> AsyncIterator[str]:
-    """A PersistentVolume of the test's storage class for the cache claim to bind (deleted after)."""
-    name = f"model-cache-{secrets.token_hex(3)}"
-    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
-          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": CLASS,
-                   "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": f"/tmp/{name}"}}}
-    created = real_cluster.http.post("/api/v1/persistentvolumes", json=pv)
-    assert created.status_code == 201, created.text
-    yield name
-    real_cluster.http.delete(f"/api/v1/persistentvolumes/{name}")
+async def volumes(real_cluster: RealCluster) -> AsyncIterator[Callable[[], str]]:
+    """Create PersistentVolumes of the test's storage class for cache claims to bind (deleted after)."""
+    names: list[str] = []
+
+    def create() -> str:
+        name = f"model-cache-{secrets.token_hex(3)}"
+        pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+              "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": CLASS,
+                       "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": f"/tmp/{name}"}}}
+        created = real_cluster.http.post("/api/v1/persistentvolumes", json=pv)
+        assert created.status_code == 201, created.text
+        names.append(name)
+        return name
+
+    yield create
+    for name in names:
+        real_cluster.http.delete(f"/api/v1/persistentvolumes/{name}")
+
+
+@pytest.fixture
+def volume(volumes: Callable[[], str]) -> str:
+    return volumes()
 
 
 def manifest(hub_url: str, image: str = IMAGE, stall_seconds: int = 60) -> str:
@@ -182,7 +194,8 @@ async def columns(kubectl: Kubectl) -> dict[str, str]:
 
 async def test_progress_rises_then_workers_start_from_the_cache_and_a_new_image_does_not_download(
         real_cluster: RealCluster, kubectl: Kubectl, start_operator: StartOperator, start_hub: Callable[..., Any],
-        volume: str, tmp_path: pathlib.Path) -> None:
+        volumes: Callable[[], str], tmp_path: pathlib.Path) -> None:
+    volumes()
     hub = await start_hub("--bytes-per-second", str(4 * 1024 * 1024))
     await start_operator()
     await kubectl("apply", "-f", "-", stdin=manifest(hub.url))
@@ -249,9 +262,18 @@ async def test_progress_rises_then_workers_start_from_the_cache_and_a_new_image_
     await kubectl("patch", "dsd", "chat", "--type=merge", "-p", json.dumps({"spec": {"model": {"revision": "v2"}}}))
     obj = await ready_reason(real_cluster, "Downloading")
     assert "to be bound" in condition(obj, "Ready")["message"] and condition(obj, "Available")["status"] == "True"
-    assert one(real_cluster, "jobs")["metadata"]["name"] != name  # the old Job is pruned, not its claim
+    new_job = one(real_cluster, "jobs")
+    assert new_job["metadata"]["name"] != name  # the old Job is pruned, not its claim
     assert one(real_cluster, "deployments")["metadata"]["generation"] == serving["metadata"]["generation"]
     assert real_cluster.get("persistentvolumeclaims", "default", name) is not None
+    # Once the new cache is downloaded the workers move to it, and the old claim goes.
+    volumes()
+    end_pod(real_cluster, await held_pod(real_cluster, new_job["metadata"]["name"]), 0)
+    await ready_reason(real_cluster, "Ready", timeout=90)
+    claims = await eventually(lambda: [c for c in real_cluster.objects("persistentvolumeclaims", "default")
+                                       if c["metadata"]["name"] == name and not c["metadata"].get(
+                                           "deletionTimestamp")] == [], timeout=60, what="the old claim pruned")
+    assert claims
 
     # The worker starts from the downloaded files with the hub gone, on the rendered env.
     await hub.stop()

@@ -109,7 +109,7 @@ async def test_apply_rollout_scale_heal_idle_delete(cluster: Cluster, kubectl: K
     assert obj["status"]["readyReplicas"] == 2
     assert obj["status"]["image"] == "registry.example.com/deepseek-worker:1.0.0"
     table = await kubectl("get", "dsd", "chat")
-    assert table.split()[:6] == ["NAME", "READY", "IMAGE", "MODEL", "STATUS", "URL"]
+    assert table.split()[:7] == ["NAME", "READY", "IMAGE", "MODEL", "STATUS", "DOWNLOAD", "URL"]
     assert "2/2" in table and "Ready" in table.splitlines()[1]
 
     # A new image: Ready goes False (RollingOut) and kubectl wait returns only on the new generation.
