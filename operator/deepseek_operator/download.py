@@ -45,6 +45,7 @@ class DownloadState:
     progress_at: str = ""
     reason: str = ""  # the Ready condition's reason while the variant waits for this cache
     message: str = ""
+    stall_timeout_seconds: int = 0  # model.cache.stallTimeoutSeconds it was judged with
 
     @property
     def complete(self) -> bool:
@@ -115,7 +116,7 @@ def download_state(names: tuple[str, str, str], job: dict[str, Any] | None, conf
     name, namespace, model = names
     report = progress_of(config_map)
     base = DownloadState("Pending", name, name, model, commit=str(report.get("commit", "")),
-                         **_figures(report))
+                         stall_timeout_seconds=stall_timeout_seconds, **_figures(report))
     if _job_condition(job, "Complete") is not None:
         return _with(base, "Complete", "", f"{model} is on claim {name} ({size(base.bytes_total)})")
     reported_failure = report.get("phase") == "Failed"

@@ -30,7 +30,7 @@ from deepseek_operator.render.common import (
     selector_labels,
 )
 from deepseek_operator.render.ingress import ingress_url, render_ingress
-from deepseek_operator.render.model_cache import CREATE_ONLY, cached_models, render_model_cache
+from deepseek_operator.render.model_cache import CREATE_ONLY, render_model_cache
 from deepseek_operator.render.monitoring import render_prometheus_rule, render_service_monitor
 from deepseek_operator.render.network_policy import render_network_policy
 from deepseek_operator.render.workload import render_workload
@@ -121,29 +121,30 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
         return await _refuse_unfit(api, owner, spec, old_status, fits, notify)
     caps = await detect_capabilities(api)
     plan = rollback.plan(spec, old_status)
+    caches = await _model_caches(api, owner, spec, rollback.primary_image(spec, plan, old_status.get("image", "")))
     chosen = _strategies(owner, spec, plan, old_status)
-    writes, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen)
+    writes, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen, caches)
+    writes = _add(writes, caches.writes)
     new_plan = rollback.detect_failure(spec, plan, states[0], old_status.get("image", ""))
     if new_plan is not None:
         plan = new_plan
         await _announce_failure(notify, spec, plan, states[0])
         if plan.rolled_back:
             chosen = _strategies(owner, spec, plan, old_status)
-            more, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen)
+            more, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen, caches)
             writes = _add(writes, more)
     fallen = _fall_back(spec, chosen, states, pods)
     if fallen != chosen:  # Auto: no GPU for the surge pod; replace in place for the rest of this rollout
         chosen = fallen
         await notify("Normal", "SurgeFallback", _fallback_message(spec, chosen))
-        more, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen)
+        more, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen, caches)
         writes = _add(writes, more)
-    downloads = await observe_downloads(api, owner, spec)
-    status = _status(owner, spec, caps, plan, states, weights, old_status, chosen, fits, downloads)
+    status = _status(owner, spec, caps, plan, states, weights, old_status, chosen, fits, caches.downloads)
     await _write_status(api, owner, old_status, status)
     await _announce_integrations(notify, old_status, status)
     await _announce_downloads(notify, old_status, status)
     ready = status["conditions"][0]["status"] == "True"
-    return Outcome(writes, ready, status["conditions"][0]["reason"], _recheck(owner, spec, downloads))
+    return Outcome(writes, ready, status["conditions"][0]["reason"], _recheck(caches.downloads))
 
 
 Chosen = dict[str, tuple[Strategy, str]]  # variant -> (strategy, pod template hash)
@@ -183,24 +184,41 @@ def _fallback_message(spec: DeepSeekDeploymentSpec, chosen: Chosen) -> str:
             f"({names}; rollout.strategy Auto)")
 
 
+@dataclass(frozen=True)
+class ModelCaches:
+    """This reconcile's model caches (render/model_cache.py): their children as applied, the writes
+    that took, and the download of each cached variant's model, read once after applying them."""
+
+    children: list[dict[str, Any]]
+    writes: dict[str, int]
+    downloads: dict[str, DownloadState]  # cached variant -> the download of its model's cache
+
+    def held(self) -> dict[str, DownloadState]:
+        """The variants whose Deployment waits for its model's download."""
+        return {name: state for name, state in self.downloads.items() if not state.complete}
+
+
+async def _model_caches(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, primary_image: str) -> ModelCaches:
+    """Apply the cache children (created once: the image only matters for a new Job), then observe."""
+    children = render_model_cache(owner, spec, {PRIMARY: primary_image})
+    writes = await _apply(api, children)
+    return ModelCaches(children, writes, await observe_downloads(api, owner, spec))
+
+
 async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
-                    old_status: dict[str, Any], chosen: Chosen,
+                    old_status: dict[str, Any], chosen: Chosen, caches: ModelCaches,
                     ) -> tuple[dict[str, int], list[VariantState], dict[str, int], Pods]:
     """Apply the workload, observe it, then apply traffic/monitoring children with readiness-based weights."""
     images = {PRIMARY: rollback.primary_image(spec, plan, old_status.get("image", ""))}
-    caches = render_model_cache(owner, spec, images)
-    writes = await _apply(api, caches)
-    downloads = await observe_downloads(api, owner, spec)
-    held = {v.name: downloads[cache_name(owner, v.model)] for v in resolve_variants(spec)
-            if v.model.cached and not downloads[cache_name(owner, v.model)].complete}
+    held = caches.held()
     workload = render_workload(owner, spec, images, {name: s for name, (s, _) in chosen.items()})
-    writes = _add(writes, await _apply(api, [c for c in workload if not _held_deployment(c, held)]))
+    writes = await _apply(api, [c for c in workload if not _held_deployment(c, held)])
     states, pods = await observe(api, owner, spec, images, held)
     weights = effective_weights(resolve_variants(spec), {s.name: s.ready for s in states})
     others = render_routing_and_monitoring(owner, spec, caps, weights)
     writes = _add(writes, await _apply(api, others))
     kept = await _claims_in_use(api, owner, held)
-    writes = _add(writes, {"deleted": await prune(api, owner, caches + workload + others + kept, caps)})
+    writes = _add(writes, {"deleted": await prune(api, owner, caches.children + workload + others + kept, caps)})
     return writes, states, weights, pods
 
 
@@ -223,25 +241,30 @@ async def _claims_in_use(api: K8s, owner: Owner, held: dict[str, DownloadState])
 
 
 async def observe_downloads(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec) -> dict[str, DownloadState]:
-    """Each cached model's download state, by cache name (from the caches: Job, ConfigMap, claim)."""
+    """The download state of each cached variant's model, from the caches (Job, ConfigMap, claim);
+    variants of one model share its one reading."""
     now = datetime.now(UTC)
+    by_cache: dict[str, DownloadState] = {}
     out = {}
-    for model, _ in cached_models(spec).values():
-        assert model.cache is not None
+    for variant in resolve_variants(spec):
+        model = variant.model
+        if model.cache is None or not model.cached:
+            continue
         name = cache_name(owner, model)
-        job = await api.get(JOB, owner.namespace, name)
-        progress = await api.get(CONFIG_MAP, owner.namespace, name)
-        claim = await api.get(CLAIM, owner.namespace, name)
-        names = (name, owner.namespace, f"{model.id}@{model.revision}")
-        out[name] = download_state(names, job, progress, claim, model.cache.stall_timeout_seconds, now)
+        if name not in by_cache:
+            job = await api.get(JOB, owner.namespace, name)
+            progress = await api.get(CONFIG_MAP, owner.namespace, name)
+            claim = await api.get(CLAIM, owner.namespace, name)
+            names = (name, owner.namespace, f"{model.id}@{model.revision}")
+            by_cache[name] = download_state(names, job, progress, claim, model.cache.stall_timeout_seconds, now)
+        out[variant.name] = by_cache[name]
     return out
 
 
-def _recheck(owner: Owner, spec: DeepSeekDeploymentSpec, downloads: dict[str, DownloadState]) -> float | None:
+def _recheck(downloads: dict[str, DownloadState]) -> float | None:
     """While bytes arrive, look again when the stall timeout would pass: a pod that stops reporting
     sends no event."""
-    waits = [float(model.cache.stall_timeout_seconds) + 1.0 for model, _ in cached_models(spec).values()
-             if model.cache is not None and downloads[cache_name(owner, model)].phase == "Downloading"]
+    waits = [state.stall_timeout_seconds + 1.0 for state in downloads.values() if state.phase == "Downloading"]
     return min(waits) if waits else None
 
 
@@ -318,8 +341,7 @@ def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan
         integrations=integration_conditions(spec, caps),
         strategies=notes,
         gpu_fit={name: gpufit.status_of(fit) for name, fit in fits.items()},
-        downloads={v.name: downloads[cache_name(owner, v.model)].status() for v in resolve_variants(spec)
-                   if v.model.cached},
+        downloads={name: state.status() for name, state in downloads.items()},
     )
     return compute_status(inp, old_status, _now())
 
