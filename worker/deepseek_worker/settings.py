@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     attention: Attention = "auto"
     max_model_len: int = Field(8192, ge=16)
     max_batch_size: int = Field(16, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    kv_cache_bytes: int | None = Field(None, ge=1)
+    max_num_batched_tokens: int = Field(2048, ge=16)
+    enforce_eager: bool = False
     max_concurrent_requests: int = Field(64, ge=1)
     # 0 = half of max_concurrent_requests (at least 1); see per_key_concurrency.
     max_concurrent_requests_per_key: int = Field(0, ge=0)
@@ -118,4 +122,8 @@ class Settings(BaseSettings):
             attention=self.attention,
             max_model_len=self.max_model_len,
             max_batch_size=self.max_batch_size,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            kv_cache_bytes=self.kv_cache_bytes,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            enforce_eager=self.enforce_eager,
         )

@@ -28,6 +28,17 @@ class EngineConfig:
     max_model_len: int = 8192
     max_batch_size: int = 16
     prefix_cache_bytes: int = 256 * 1024 * 1024
+    # The KV pool (docs/worker-engine.md, "Memory"): exact bytes when set, else this share of each
+    # device's total memory minus what loading left allocated. On CPU without kv_cache_bytes the pool
+    # holds max_batch_size sequences of max_model_len.
+    gpu_memory_utilization: float = 0.9
+    kv_cache_bytes: int | None = None
+    # Prompt tokens prefilled per engine step, over all admitted requests (chunked prefill).
+    max_num_batched_tokens: int = 2048
+    # True: never capture CUDA graphs (debugging; the CPU is always eager).
+    enforce_eager: bool = False
+    # Consecutive failed engine steps after which the engine reports itself unhealthy (/health/live 503).
+    max_consecutive_step_failures: int = 3
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,20 @@ class GenerationChunk:
     logprobs: tuple[TokenLogprob, ...] = ()
 
 
+@dataclass(frozen=True)
+class EngineMeasurements:
+    """What the engine measured at start-up, for logs, /health and the operator's status (the GPU-fit
+    plan is checked against these: docs/gpu-sizing.md)."""
+
+    weight_bytes: int = 0
+    kv_cache_bytes_per_token: int = 0
+    kv_pool_tokens: int = 0  # tokens the KV pool holds, all sequences together
+    kv_pool_bytes: int = 0
+    peak_memory_bytes: int = 0  # the device allocator's peak after warm-up (0 on CPU)
+    load_seconds: float = 0.0
+    device: str = "cpu"
+
+
 @dataclass
 class EngineStats:
     """Point-in-time engine gauges and counters, read by metrics.py."""
@@ -106,6 +131,9 @@ class EngineStats:
     prefix_cache_capacity_bytes: int = 0
     prefix_cache_hits: int = 0
     prefix_cache_lookups: int = 0
+    kv_pool_tokens: int = 0
+    kv_pool_used_tokens: int = 0
+    preemptions: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -117,6 +145,19 @@ class EngineProtocol(Protocol):
 
     @property
     def ready(self) -> bool: ...
+
+    @property
+    def healthy(self) -> bool:
+        """False after `max_consecutive_step_failures` failed steps in a row (a wedged device)."""
+        ...
+
+    @property
+    def generation_defaults(self) -> dict[str, float]:
+        """Sampling defaults from the checkpoint's generation_config.json (`temperature`, `top_p`,
+        `top_k` when it sets them); the protocol layer applies them to fields a request left unset."""
+        ...
+
+    def measurements(self) -> EngineMeasurements: ...
 
     def apply_chat_template(self, messages: list[dict[str, Any]]) -> str: ...
 
