@@ -79,12 +79,20 @@ async def test_failing_requests_end_with_error_and_loop_goes_on(engine: Engine, 
     assert runner is not None
     real = runner._run_prompt
 
-    def explode_for_boom(seq: Any) -> Any:
+    def explode_for_boom(seq: Any, size: int) -> Any:
         if seq.request_id == "boom":
             raise RuntimeError("prefill exploded")
-        return real(seq)
+        return real(seq, size)
+
+    real_batch = runner._run_prompt_batch
+
+    def explode_batch_with_boom(seqs: list[Any]) -> Any:
+        if any(s.request_id == "boom" for s in seqs):
+            raise RuntimeError("batched prefill exploded")
+        return real_batch(seqs)
 
     monkeypatch.setattr(runner, "_run_prompt", explode_for_boom)
+    monkeypatch.setattr(runner, "_run_prompt_batch", explode_batch_with_boom)
     ids = chat_ids(engine, "Hello")
     good_alone = await collect(engine, ids, GREEDY, "solo")
     good, bad_id, empty, boom = await asyncio.wait_for(asyncio.gather(
@@ -111,7 +119,7 @@ async def test_closing_the_iterator_frees_the_slot(engine: Engine) -> None:
     assert engine.stats().running == 0
     await collect(engine, ids, GREEDY, "next")  # at least one full step ran since the close
     runner = engine._runner
-    assert runner is not None and len(runner.batch) == 0
+    assert runner is not None and not runner.seqs
     assert sum("leaver" in b for _, b in engine.step_log) < 20
 
 
@@ -125,7 +133,7 @@ async def test_cancelling_the_consumer_task_frees_the_slot(engine: Engine) -> No
         await task
     assert engine.stats().running == 0
     await collect(engine, ids, GREEDY, "next")
-    assert engine._runner is not None and len(engine._runner.batch) == 0
+    assert engine._runner is not None and not engine._runner.seqs
 
 
 async def test_stop_string_truncates_output(engine: Engine) -> None:

@@ -1,4 +1,5 @@
-"""The contract between the engine (engine.py, no web imports) and the HTTP layer (app.py).
+"""The contract between the engine (engine/, no web imports) and the protocol and server layers
+(protocol/, server/).
 
 Both sides import only from here, so either can be tested against a fake of the other.
 """
@@ -61,6 +62,7 @@ class SamplingParams:
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: off
     stop: tuple[str, ...] = ()
     seed: int | None = None
     logprobs: int | None = None
@@ -122,7 +124,7 @@ class EngineMeasurements:
 
 @dataclass
 class EngineStats:
-    """Point-in-time engine gauges and counters, read by metrics.py."""
+    """Point-in-time engine gauges and counters, read by server/metrics.py."""
 
     waiting: int = 0
     running: int = 0
@@ -138,7 +140,7 @@ class EngineStats:
 
 
 class EngineProtocol(Protocol):
-    """What app.py needs from an engine. Cancelling/closing a `generate` iterator frees its slot."""
+    """What the server (server/) needs from an engine. Cancelling/closing a `generate` iterator frees its slot."""
 
     model_name: str
     max_model_len: int

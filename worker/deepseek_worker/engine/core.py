@@ -3,24 +3,30 @@
 No web imports: app.py drives it through `EngineProtocol` (types.py).
 
 Scheduling: one asyncio task owns all request state. Between two model steps it drops cancelled
-requests, admits waiting ones up to `max_batch_size` running, and hands the step to a worker thread
+requests, admits waiting ones while the KV pool has a free slot (admission by memory: a request that
+does not fit waits, it never causes an out-of-memory error), and hands the step to a worker thread
 (`asyncio.to_thread`), so the event loop never blocks on torch. Each step decodes every running
-request in one forward pass and prefills the newly admitted ones, which join the next pass. Chunks
-flow back to each `generate()` iterator through its own queue. A request that fails (bad input,
-error in its prefill) ends with finish_reason "error"; the loop itself never dies on one request.
+request in one static-shape pass and prefills admitted prompts under the token budget (runner.py).
+Chunks flow back to each `generate()` iterator through its own queue. A request that fails (bad
+input, error in its prefill) ends with finish_reason "error"; the loop itself never dies on one
+request, and `healthy` turns False after `max_consecutive_step_failures` failed steps in a row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..tiny import chat_template as deepseek_chat_template
-from ..types import EngineConfig, EngineStats, GenerationChunk, SamplingParams
-from .loading import Loaded, load
+import torch
+
+from ..chat_template import chat_template as deepseek_chat_template
+from ..types import EngineConfig, EngineMeasurements, EngineStats, GenerationChunk, SamplingParams
+from .loading import Loaded, generation_defaults, load
+from .memory import plan_pool
 from .runner import Result, Runner, Sequence
 
 log = logging.getLogger(__name__)
@@ -42,11 +48,31 @@ class Engine:
         self._cancelled: set[int] = set()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._measured = EngineMeasurements()
+        self._defaults: dict[str, float] = {}
+        self._loop_failures = 0
 
     @property
     def ready(self) -> bool:
         """True once the model is loaded and the scheduler loop is running."""
         return self._task is not None and not self._task.done() and not self._stopping
+
+    @property
+    def healthy(self) -> bool:
+        """False once `max_consecutive_step_failures` steps failed in a row (a wedged device):
+        /health/live then answers 503 and the kubelet restarts the pod."""
+        runner, limit = self._runner, self.config.max_consecutive_step_failures
+        failures = max(self._loop_failures, runner.failures if runner is not None else 0)
+        return failures < limit
+
+    @property
+    def generation_defaults(self) -> dict[str, float]:
+        """temperature / top_p / top_k from the checkpoint's generation_config.json, when set."""
+        return dict(self._defaults)
+
+    def measurements(self) -> EngineMeasurements:
+        """What start-up measured: weights, KV pool, peak device memory, load seconds."""
+        return self._measured
 
     @property
     def step_log(self) -> deque[tuple[int, tuple[str, ...]]]:
@@ -57,10 +83,39 @@ class Engine:
         """Load the model in a worker thread, then start the scheduler loop. Idempotent."""
         if self._task is not None:
             return
+        began = time.monotonic()
         self.loaded = await asyncio.to_thread(load, self.config)
-        self._runner = Runner(self.loaded, self.config)
+        self._defaults = generation_defaults(self.loaded.model)
+        self._runner = await asyncio.to_thread(self._build_runner, self.loaded)
+        self._measured = self._measure(self._runner, time.monotonic() - began)
+        log.info("engine ready: %s", self._measured)
         self._stopping = False
         self._task = asyncio.create_task(self._loop(), name="engine-scheduler")
+
+    def _build_runner(self, loaded: Loaded) -> Runner:
+        """Size and allocate the KV pool, then (CUDA, not enforce_eager) capture the decode graphs."""
+        plan = plan_pool(loaded.model, self.config, loaded.device)
+        runner = Runner(loaded, self.config, plan)
+        if loaded.device.type == "cuda" and not self.config.enforce_eager:
+            captured = runner.decoder.capture()
+            log.info("captured %d decode CUDA graphs", captured)
+        return runner
+
+    def _measure(self, runner: Runner, seconds: float) -> EngineMeasurements:
+        loaded = self.loaded
+        assert loaded is not None
+        cuda = loaded.device.type == "cuda"
+        peak = sum(torch.cuda.max_memory_reserved(i) for i in range(torch.cuda.device_count())) if cuda else 0
+        pool = runner.pool
+        return EngineMeasurements(
+            weight_bytes=loaded.weight_bytes,
+            kv_cache_bytes_per_token=pool.nbytes // pool.tokens,
+            kv_pool_tokens=pool.tokens,
+            kv_pool_bytes=pool.nbytes,
+            peak_memory_bytes=int(peak),
+            load_seconds=round(seconds, 2),
+            device=str(loaded.device),
+        )
 
     async def stop(self) -> None:
         """Finish the current step, stop the loop and end every open request with "abort"."""
@@ -104,6 +159,8 @@ class Engine:
             stats.prefix_cache_capacity_bytes = prefix.capacity_bytes
             stats.prefix_cache_hits = prefix.hits
             stats.prefix_cache_lookups = prefix.lookups
+            stats.kv_pool_tokens = self._runner.pool.tokens
+            stats.kv_pool_used_tokens = self._runner.used_tokens
         return stats
 
     def generate(
@@ -158,18 +215,24 @@ class Engine:
                 await self._wake.wait()
                 continue
             drop, self._cancelled = self._cancelled, set()
-            admit = self._admit()
+            admit = self._admit(len(drop))
             try:
                 results = await asyncio.to_thread(runner.step, admit, drop)
+                self._loop_failures = 0
             except Exception as exc:  # a bug in a step must not kill serving:
                 # every request involved ends with "error" and the loop goes on.
                 log.exception("engine step failed")
+                self._loop_failures += 1
                 results = runner.fail_all(admit, f"engine step failed: {exc!r}")
             self._dispatch(results)
 
-    def _admit(self) -> list[Sequence]:
+    def _admit(self, dropping: int) -> list[Sequence]:
+        """Waiting requests in arrival order, while the pool has a free slot for each (the slots of
+        the `dropping` cancelled requests are freed first in the same step)."""
+        assert self._runner is not None
+        room = self._runner.free_slots + dropping
         admit: list[Sequence] = []
-        while self._waiting and len(self._running) < self.config.max_batch_size:
+        while self._waiting and len(admit) < room:
             seq = self._waiting.popleft()
             self._running[seq.key] = seq
             admit.append(seq)

@@ -42,7 +42,8 @@ class Loaded:
 def resolve_model_path(model: str) -> str:
     """"tiny" -> the locally built tiny model directory; anything else is passed to HF as-is."""
     if model == "tiny":
-        from ..tiny import build_tiny_model
+        # Lazy, and only here: the production engine never imports the test model otherwise.
+        from ..testing.tiny import build_tiny_model
 
         return str(build_tiny_model())
     return model
@@ -80,13 +81,40 @@ def quantization_config(
 
 
 def attention_candidates(config: EngineConfig) -> list[str]:
-    """Implementations to try in order. auto prefers flash_attention_2 on CUDA, sdpa elsewhere;
-    an explicit flash_attention_2 still falls back to sdpa (logged) when the package is absent."""
-    if config.attention == "auto":
-        return ["flash_attention_2", "sdpa"] if torch.cuda.is_available() else ["sdpa"]
+    """Implementations to try in order. The engine's passes hand attention a prepared 4-D mask over
+    the KV pool (padded batches, chunked prefill), which flash_attention_2 cannot take: auto and
+    flash_attention_2 both mean sdpa (logged), eager stays eager."""
     if config.attention == "flash_attention_2":
-        return ["flash_attention_2", "sdpa"]
-    return [config.attention]
+        log.warning("attention flash_attention_2 cannot take the KV pool's 4-D masks; using sdpa")
+    return ["eager"] if config.attention == "eager" else ["sdpa"]
+
+
+# transformers' experts implementations for mixture-of-experts layers (DeepSeek V2/V3): "eager"
+# loops over the experts that received tokens (a host sync per layer: no CUDA graph), "grouped_mm"
+# runs them as one grouped matmul without syncs, "batched_mm" gathers each token's experts' weights.
+# Measured in benchmarks/worker_gpu.py and docs/benchmarks.md; all three give the same tokens.
+def experts_implementation(cuda: bool) -> str:
+    """grouped_mm on CUDA (sync-free, so decode passes can be captured); eager on the CPU, where it
+    was the fastest of the three on the tiny model (docs/benchmarks.md)."""
+    return "grouped_mm" if cuda else "eager"
+
+
+def generation_defaults(model: Any) -> dict[str, float]:
+    """Sampling defaults the checkpoint ships in generation_config.json (the R1 distills: 0.6 /
+    0.95), applied to requests that leave them unset, as vLLM does. Only values that differ from
+    transformers' own class defaults count as set by the checkpoint."""
+    config = getattr(model, "generation_config", None)
+    if config is None:
+        return {}
+    from transformers import GenerationConfig
+
+    baseline = GenerationConfig()
+    out: dict[str, float] = {}
+    for name in ("temperature", "top_p", "top_k"):
+        value = getattr(config, name, None)
+        if isinstance(value, int | float) and value != getattr(baseline, name, None):
+            out[name] = float(value)
+    return out
 
 
 def load(config: EngineConfig) -> Loaded:
@@ -99,7 +127,10 @@ def load(config: EngineConfig) -> Loaded:
     kwargs: dict[str, Any] = {"revision": config.revision, "dtype": dtype}
     if cuda:
         kwargs["device_map"] = "auto"  # shard over every visible GPU
-    model_type = str(getattr(AutoConfig.from_pretrained(path, revision=config.revision), "model_type", ""))
+    hf_config = AutoConfig.from_pretrained(path, revision=config.revision)
+    model_type = str(getattr(hf_config, "model_type", ""))
+    if getattr(hf_config, "n_routed_experts", None) or getattr(hf_config, "num_experts", None):
+        kwargs["experts_implementation"] = experts_implementation(cuda)
     qconfig = quantization_config(config, dtype, model_type)
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
