@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from worker_throughput import PROMPT, bench_model
 
 from deepseek_worker.engine import Engine
-from deepseek_worker.structured import schema_ebnf
-from deepseek_worker.tiny import build_tiny_model
+from deepseek_worker.protocol.structured import schema_ebnf
+from deepseek_worker.testing.tiny import build_tiny_model
 from deepseek_worker.types import EngineConfig, GrammarSpec, SamplingParams
 
 SCHEMA = {  # at least 200 items: never complete within --tokens, so the mask applies every step

@@ -33,7 +33,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch
 
 from deepseek_worker.engine import Engine
-from deepseek_worker.tiny import build_random_model
+from deepseek_worker.testing.tiny import build_random_model
 from deepseek_worker.types import EngineConfig, SamplingParams
 
 BENCH = {  # ~37M parameters, 4 layers (1 dense + 3 MoE with 8 experts, top-2)
@@ -130,7 +130,7 @@ def measure_http(b: Bench, repeats: int) -> bool:
         import httpx
         import uvicorn
 
-        from deepseek_worker.app import build_app
+        from deepseek_worker.server import build_app
         from deepseek_worker.settings import Settings
     except ImportError:
         return False
@@ -184,9 +184,9 @@ class StreamChatBench:
     """
 
     def __init__(self, tokens: int, conc: int) -> None:
-        from deepseek_worker.app import build_app
+        from deepseek_worker.server import build_app
         from deepseek_worker.settings import Settings
-        from deepseek_worker.tiny import build_tiny_model
+        from deepseek_worker.testing.tiny import build_tiny_model
 
         self.tokens, self.conc = tokens, conc
         settings = Settings(model=str(build_tiny_model()), served_model_name="tiny", max_model_len=512,

@@ -41,7 +41,7 @@ HOLD_EXIT = "sandbox.deepseek.ai/exit-code"
 
 @pytest.fixture(scope="module")
 def tiny_model_dir() -> pathlib.Path:
-    from deepseek_worker.tiny import build_tiny_model
+    from deepseek_worker.testing.tiny import build_tiny_model
 
     return build_tiny_model()
 

@@ -17,8 +17,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    """The tiny DeepSeek-V3 model directory (built once, cached; see deepseek_worker.tiny)."""
-    from deepseek_worker.tiny import build_tiny_model
+    """The tiny DeepSeek-V3 model directory (built once, cached; see deepseek_worker.testing.tiny)."""
+    from deepseek_worker.testing.tiny import build_tiny_model
 
     return build_tiny_model()
 

@@ -17,7 +17,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from deepseek_worker.app import build_app
+from deepseek_worker.server import build_app
 from deepseek_worker.settings import Settings
 from deepseek_worker.types import EngineStats, GenerationChunk, SamplingParams
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deepseek_worker.cli import FLAGS, load_settings
-from deepseek_worker.reasoning import ReasoningParser, prompt_opens_reasoning, split_reasoning
+from deepseek_worker.protocol.reasoning import ReasoningParser, prompt_opens_reasoning, split_reasoning
 from deepseek_worker.settings import Settings
 
 

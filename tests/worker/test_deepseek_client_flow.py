@@ -16,8 +16,8 @@ import pytest
 import tenacity
 from fakes import serve_in_thread, wait_until
 
-from deepseek_worker.app import build_app
 from deepseek_worker.engine import Engine
+from deepseek_worker.server import build_app
 from deepseek_worker.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -18,13 +18,13 @@ import torch
 
 from deepseek_operator import gpufit
 from deepseek_worker.engine.loading import Loaded, load
-from deepseek_worker.lifecycle import (
+from deepseek_worker.server.lifecycle import (
     MODEL_LOAD_EXIT_CODE,
     OOM_AT_LOAD_EXIT_CODE,
     OOM_AT_LOAD_PREFIX,
     load_failure,
 )
-from deepseek_worker.tiny import build_random_model, build_tiny_model, tiny_config_kwargs
+from deepseek_worker.testing.tiny import build_random_model, build_tiny_model, tiny_config_kwargs
 from deepseek_worker.types import EngineConfig
 
 WEIGHT_TOLERANCE = 0.01
@@ -99,7 +99,7 @@ async def test_the_server_exits_4_with_the_termination_message_on_oom(tmp_path: 
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
 
-    from deepseek_worker import lifecycle
+    from deepseek_worker.server import lifecycle
 
     log = tmp_path / "termination-log"
     monkeypatch.setattr(lifecycle, "TERMINATION_LOG", str(log))

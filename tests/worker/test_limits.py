@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from fakes import FakeEngine, make_app, serve_in_thread, wait_until
 
-from deepseek_worker.limits import RateLimiter, TokenBucket
+from deepseek_worker.server.limits import RateLimiter, TokenBucket
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 

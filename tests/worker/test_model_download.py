@@ -28,9 +28,9 @@ import httpx
 import pytest
 from fakes import free_port, wait_until
 
-from deepseek_worker.download import MARKER, DownloadSettings, run
-from deepseek_worker.download_hubs import RepoFiles, classify, verify
-from deepseek_worker.download_progress import RateWindow, measure
+from deepseek_worker.download.hubs import RepoFiles, classify, verify
+from deepseek_worker.download.job import MARKER, DownloadSettings, run
+from deepseek_worker.download.progress import RateWindow, measure
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO = "org/tiny"

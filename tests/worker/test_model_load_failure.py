@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 
-from deepseek_worker.lifecycle import MODEL_LOAD_EXIT_CODE, MODEL_LOAD_PREFIX
+from deepseek_worker.server.lifecycle import MODEL_LOAD_EXIT_CODE, MODEL_LOAD_PREFIX
 
 WORKER = pathlib.Path(sys.executable).parent / "deepseek-worker"
 

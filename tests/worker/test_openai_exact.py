@@ -340,8 +340,8 @@ async def test_bad_thinking_is_400(thinking: Any, param: str) -> None:
 
 @pytest.mark.parametrize("text", ["plain", 'quo"te\\', "line\nbreak\t", "ünïcödé 你好 🚀", "\u2028\x00\x1f", ""])
 def test_text_events_are_byte_identical_to_full_serialisation(text: str) -> None:
-    from deepseek_worker.protocol import chat_chunk
-    from deepseek_worker.streams import _MARKER, TextEvents, sse
+    from deepseek_worker.protocol.chat import chat_chunk
+    from deepseek_worker.server.streaming import _MARKER, TextEvents, sse
 
     for usage in (False, True):
         fast = TextEvents(chat_chunk("id-1", 7, "m", {"content": _MARKER}, include_usage=usage))
@@ -358,7 +358,7 @@ def test_text_events_are_byte_identical_to_full_serialisation(text: str) -> None
     ],
 )
 def test_reasoning_parser_counts_thought_tokens(chunks: list[str], in_reasoning: bool, expected: int) -> None:
-    from deepseek_worker.reasoning import ReasoningParser
+    from deepseek_worker.protocol.reasoning import ReasoningParser
 
     parser = ReasoningParser(in_reasoning)
     for chunk in chunks:

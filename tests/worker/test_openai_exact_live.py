@@ -12,8 +12,8 @@ import openai
 import pytest
 from fakes import serve_in_thread, wait_until
 
-from deepseek_worker.app import build_app
 from deepseek_worker.engine import Engine
+from deepseek_worker.server import build_app
 from deepseek_worker.settings import Settings
 
 pytestmark = pytest.mark.slow

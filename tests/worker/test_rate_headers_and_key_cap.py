@@ -47,7 +47,7 @@ def rate(r: httpx.Response) -> tuple[str, str, str]:
      (60, "1m0s"), (360, "6m0s"), (330, "5m30s"), (3725, "1h2m5s"), (7200, "2h0m0s")],
 )
 def test_openai_duration_format(seconds: float, text: str) -> None:
-    from deepseek_worker.limits import openai_duration
+    from deepseek_worker.server.limits import openai_duration
 
     assert openai_duration(seconds) == text
 

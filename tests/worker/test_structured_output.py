@@ -17,7 +17,7 @@ from feature_server import MODEL, concurrently, validates
 from test_engine_helpers import GREEDY, chat_ids, collect
 
 from deepseek_worker.engine import Engine
-from deepseek_worker.structured import SchemaError, check_schema, schema_ebnf
+from deepseek_worker.protocol.structured import SchemaError, check_schema, schema_ebnf
 from deepseek_worker.types import EngineConfig, GrammarSpec, SamplingParams
 
 pytestmark = pytest.mark.slow

@@ -31,7 +31,7 @@ def _digest(path: Path) -> str:
 
 
 def test_concurrent_builds_agree_and_match_cached_model(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from deepseek_worker.tiny import build_tiny_model
+    from deepseek_worker.testing.tiny import build_tiny_model
 
     dest = tmp_path / "tiny"
     with ThreadPoolExecutor(2) as pool:
@@ -43,7 +43,7 @@ def test_concurrent_builds_agree_and_match_cached_model(tmp_path: Path, tiny_mod
 
 
 def test_env_var_overrides_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from deepseek_worker.tiny import default_tiny_dir
+    from deepseek_worker.testing.tiny import default_tiny_dir
 
     monkeypatch.setenv("DEEPSEEK_TINY_DIR", str(tmp_path / "x"))
     assert default_tiny_dir() == tmp_path / "x"

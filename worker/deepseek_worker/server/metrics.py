@@ -19,8 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..types import EngineProtocol
 from .lifecycle import WorkerState
-from .types import EngineProtocol
 
 log = logging.getLogger("deepseek_worker.metrics")
 

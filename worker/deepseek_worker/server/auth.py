@@ -21,9 +21,10 @@ import jwt
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
+from ..protocol.errors import APIError
+from ..protocol.models import TokenResponse
+from ..settings import MIN_JWT_SECRET_BYTES, Settings
 from .limits import client_ip
-from .protocol import APIError, TokenResponse
-from .settings import MIN_JWT_SECRET_BYTES, Settings
 
 ALGORITHMS = ["HS256"]  # the allowlist: "none" and asymmetric algorithms are refused
 REALM = "deepseek-worker"

@@ -1,11 +1,11 @@
-"""Request features beyond plain text, between the wire and streams.py: tools, response_format and
+"""Request features beyond plain text, between the wire and the server's jobs/streaming: tools, response_format and
 logprobs -> engine parameters (a grammar, a logprobs count) and back -> OpenAI's shapes.
 
 - `chat_features(body)`: the tool plan and the grammar (forced tool call, else response_format)
   and the logprobs count; bad input is a 400 naming the field.
 - `chat_logprobs` / `completion_logprobs`: engine TokenLogprobs -> `choices[].logprobs`.
 - `RichChatStream`: SSE events for streams that carry tool calls or logprobs (plain streams keep
-  streams.py's pre-serialised fast path).
+  server/streaming.py's pre-serialised fast path).
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..types import GrammarSpec, TokenLogprob
 from . import tools
-from .protocol import APIError, ChatCompletionRequest, CompletionRequest
+from .chat import ChatCompletionRequest
+from .completions import CompletionRequest
+from .errors import APIError
 from .structured import SchemaError, response_grammar
-from .types import GrammarSpec, TokenLogprob
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..types import GrammarSpec
 from .structured import SchemaError, ebnf_literal, prefix_rules, schema_ebnf
-from .types import GrammarSpec
 
 CALLS_BEGIN = "<｜tool▁calls▁begin｜>"
 CALLS_END = "<｜tool▁calls▁end｜>"

@@ -30,7 +30,7 @@ TERMINATION_LOG = os.environ.get("DEEPSEEK_TERMINATION_LOG", "/dev/termination-l
 
 
 def is_out_of_memory(error: object) -> bool:
-    """app.py records a start failure as "<exception type>: <message>"; torch.cuda.OutOfMemoryError
+    """server/app.py records a start failure as "<exception type>: <message>"; torch.cuda.OutOfMemoryError
     (and bitsandbytes' re-raised CUDA errors) say "CUDA out of memory"."""
     text = str(error)
     return text.startswith("OutOfMemoryError") or "CUDA out of memory" in text

@@ -2,7 +2,7 @@
 directory (the operator's PVC) for a Kubernetes Job, reporting progress to a ConfigMap.
 
 Contract (docs/model-cache.md, "The downloader"): settings come from DEEPSEEK_* environment
-variables (`DownloadSettings.from_env`); progress is the JSON document of download_progress.py,
+variables (`DownloadSettings.from_env`); progress is the JSON document of progress.py,
 written at start, every interval and at the end; a marker file `.deepseek-download.json` in the
 directory records a finished download, and a run that finds one for the same source, model and
 revision reports Complete without contacting the hub.
@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .download_hubs import PERMANENT, Hub, HuggingFaceHub, ModelScopeHub, classify, expected, one_line, verify
-from .download_progress import ConfigMapSink, KubeTarget, Progress, Reporter, rfc3339
+from .hubs import PERMANENT, Hub, HuggingFaceHub, ModelScopeHub, classify, expected, one_line, verify
+from .progress import ConfigMapSink, KubeTarget, Progress, Reporter, rfc3339
 
 log = logging.getLogger("deepseek_worker.download")
 

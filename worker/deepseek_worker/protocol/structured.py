@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .types import GrammarSpec
+from ..types import GrammarSpec
 
 # Keywords whose constraint xgrammar enforces, plus annotations that constrain nothing.
 SUPPORTED_KEYWORDS = frozenset(

@@ -22,8 +22,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..protocol.errors import APIError
 from .lifecycle import WorkerState
-from .protocol import APIError
 
 GATED_PREFIXES = ("/v1/", "/auth/")
 # The API routes are served under /v1 (OpenAI's base URL) and without it (DeepSeek documents

@@ -1,0 +1,80 @@
+"""HTTP transport: build_app(engine, settings) -> FastAPI. Routes stay thin (routes/).
+
+Protocol (models, errors, request -> SamplingParams) lives in ../protocol, generation plumbing in
+jobs.py / responses.py / streaming.py, admission in limits.py, auth in auth.py. Every error leaves
+as protocol.errors.APIError's one JSON shape (errors.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from ..settings import Settings
+from ..types import EngineProtocol
+from .auth import Authenticator
+from .errors import install_error_handlers
+from .lifecycle import WorkerState
+from .limits import AdmissionMiddleware, AuthFailureThrottle, RateLimiter, token_endpoint_limiter
+from .metrics import Metrics, MetricsMiddleware
+from .routes import add_routes
+
+log = logging.getLogger("deepseek_worker.app")
+
+
+def build_app(engine: EngineProtocol, settings: Settings) -> FastAPI:
+    """The worker's ASGI app. The lifespan starts the engine in the background, so the port is
+    open (liveness passes) while the model loads; readiness and API routes answer 503 until then."""
+    state = WorkerState()
+    metrics = Metrics(engine, state, settings.max_concurrent_requests)
+    auth = Authenticator(settings)
+    app = FastAPI(title="deepseek-worker", version="1", lifespan=_lifespan(engine, state))
+    app.state.engine, app.state.settings, app.state.worker = engine, settings, state
+    app.state.metrics, app.state.auth = metrics, auth
+    # On app.state so tests can drive their clocks.
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_rpm, settings.burst)
+    app.state.auth_throttle = AuthFailureThrottle(settings.auth_failures_per_minute)
+    install_error_handlers(app)
+    add_routes(app, engine, settings, state, metrics, auth)
+    app.add_middleware(
+        AdmissionMiddleware,
+        state=state,
+        ready=lambda: engine.ready,
+        identify=auth.identify,
+        limiter=app.state.rate_limiter,
+        token_limiter=token_endpoint_limiter(settings.rate_limit_rpm, settings.burst),
+        auth_throttle=app.state.auth_throttle,
+        max_concurrent=settings.max_concurrent_requests,
+        max_concurrent_per_key=settings.per_key_concurrency,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost
+    return app
+
+
+def _lifespan(engine: EngineProtocol, state: WorkerState) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def start() -> None:
+            try:
+                await engine.start()
+            except (OSError, RuntimeError, ValueError, ImportError) as exc:
+                # Liveness turns 503 so the kubelet restarts the pod; the reason is in the log.
+                state.start_error = f"{type(exc).__name__}: {exc}"
+                log.exception("engine failed to start")
+
+        task = asyncio.create_task(start())
+        try:
+            yield
+        finally:
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await engine.stop()
+
+    return lifespan

@@ -1,0 +1,53 @@
+"""POST /v1/chat/completions and /v1/completions: validate, build the engine job, then answer
+with one JSON reply or an SSE stream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from ...protocol.chat import ChatCompletionRequest
+from ...protocol.completions import CompletionRequest
+from ...settings import Settings
+from ...types import EngineProtocol
+from .. import jobs, responses, streaming
+from ..errors import ERROR_RESPONSES
+from ..metrics import Metrics
+from .models import check_model
+
+
+def add(app: FastAPI, prefix: str, engine: EngineProtocol, settings: Settings, metrics: Metrics) -> None:
+    served = settings.served_name
+
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        started = time.perf_counter()
+        check_model(served, body.model)
+        job = await jobs.prepare_chat(engine, settings, body)
+        if body.stream:
+            return _sse(streaming.stream_chat(engine, settings, metrics, job, started))
+        result = await responses.complete_chat(engine, settings, metrics, job, started)
+        return JSONResponse(result.model_dump())  # null logprobs/refusal stay: OpenAI requires them
+
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        started = time.perf_counter()
+        check_model(served, body.model)
+        job = await jobs.prepare_completion(engine, settings, body)
+        if body.stream:
+            return _sse(streaming.stream_completion(engine, settings, metrics, job, started))
+        result = await responses.complete_text(engine, settings, metrics, job, started)
+        return JSONResponse(result.model_dump())
+
+    app.add_api_route(prefix + "/chat/completions", chat_completions, methods=["POST"], response_model=None,
+                      responses=ERROR_RESPONSES)
+    app.add_api_route(prefix + "/completions", completions, methods=["POST"], response_model=None,
+                      responses=ERROR_RESPONSES)
+
+
+def _sse(events: AsyncIterator[str]) -> StreamingResponse:
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering of tokens
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+
