@@ -99,7 +99,8 @@ class Runner:
         self.prefix = PrefixCache(config.prefix_cache_bytes)
         self.seqs: dict[int, Sequence] = {}  # running, by key
         self.steps = 0
-        self.failures = 0  # consecutive failed passes (a wedged device keeps failing)
+        self.failures = 0  # consecutive failed steps (a wedged device keeps failing)
+        self._passes = [0, 0]
         self.step_log: deque[tuple[int, tuple[str, ...]]] = deque(maxlen=step_log_len)
         self.vocab = int(self.model.get_input_embeddings().weight.shape[0])
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
@@ -140,10 +141,20 @@ class Runner:
         (it cannot be attributed)."""
         for key in drop:
             self._release(key)
+        self._passes = [0, 0]  # [succeeded, failed] model passes in this step
         results = [r for seq in admit if (r := self._admit(seq)) is not None]
+        decode_failed = False
         if any(s.decoding for s in self.seqs.values()):
             results += self._decode()
+            decode_failed = self._passes[1] > 0
         results += self._prefill()
+        # A step fails when its decode pass fails or every pass in it failed (a wedged device);
+        # one prompt failing beside successful passes is that request's problem.
+        succeeded, failed = self._passes
+        if decode_failed or (failed and not succeeded):
+            self.failures += 1
+        elif succeeded:
+            self.failures = 0
         if self.seqs or admit:
             self.steps += 1
         return [(s, c) for s, c in results if c.text or c.finish_reason or c.logprobs]
@@ -207,9 +218,9 @@ class Runner:
                 logits = logits[torch.tensor(rows, device=logits.device)]
             tokens = self._sample(logits, live)
         except Exception as exc:  # noqa: BLE001 -- reported to every request of the pass as "error"
-            self.failures += 1
+            self._passes[1] += 1
             return self.fail_all([], f"decode failed: {exc!r}")
-        self.failures = 0
+        self._passes[0] += 1
         return [self._emit(s, t) for s, t in zip(live, tokens, strict=True)]
 
     # -- prefill ------------------------------------------------------------------------------
@@ -286,7 +297,7 @@ class Runner:
         return out.logits[:, -1] if seq.decoding else None
 
     def _first_tokens(self, seqs: list[Sequence], logits: torch.Tensor) -> list[Result]:
-        self.failures = 0
+        self._passes[0] += 1
         slots = self.slots.owners
         for s in seqs:
             self.prefix.insert(s.prompt_ids, self.pool.read(slots.index(s.key), len(s.prompt_ids)))
@@ -294,7 +305,7 @@ class Runner:
         return [self._emit(s, t) for s, t in zip(seqs, tokens, strict=True)]
 
     def _fail_prefill(self, seqs: list[Sequence], exc: Exception) -> list[Result]:
-        self.failures += 1
+        self._passes[1] += 1
         for s in seqs:
             self._release(s.key)
         return [(s, self._finish(s, "error", "", f"{type(exc).__name__}: {exc}")) for s in seqs]
