@@ -98,6 +98,8 @@ def type_schema(tp: Any, with_defaults: bool) -> dict[str, Any]:
         return {"type": "boolean"}
     if tp is int:
         return {"type": "integer"}
+    if tp is float:
+        return {"type": "number"}
     if origin is Literal:
         return {"type": "string", "enum": list(typing.get_args(tp))}
     if origin is list:

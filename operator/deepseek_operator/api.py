@@ -366,6 +366,16 @@ class Serving(Model):
     max_new_tokens: int = Field(2048, ge=1, description="Cap and default of max_tokens.")
     request_timeout_seconds: int = Field(600, ge=1, le=86400,
         description="Per request; also bounds the graceful drain (max 300 s) and the ingress timeout.")
+    gpu_memory_utilization: float | None = Field(
+        None, ge=0.01, le=1.0,
+        description="Share of each GPU's memory the worker may allocate (weights, activations and the KV pool, "
+        "which takes what is left); unset: the worker's default, 0.9. The GPU-fit plan uses it "
+        "(docs/gpu-sizing.md).")
+    max_num_batched_tokens: int | None = Field(
+        None, ge=16, le=1048576,
+        description="Prompt tokens the worker prefills per engine step, over all admitted requests (chunked "
+        "prefill): lower keeps streams smooth while a long prompt is read, higher reads prompts faster; "
+        "unset: the worker's default, 2048.")
 
 
 class ServiceMonitorSpec(Model):
@@ -690,6 +700,23 @@ class Condition(Model):
     observed_generation: int = Field(0, description="The generation this condition describes.")
 
 
+class MeasuredStatus(Model):
+    """What a worker measured after loading (it reports into a ConfigMap; docs/gpu-sizing.md)."""
+
+    matches: Literal["True", "False"] = Field(
+        description="True when weights, KV pool and peak memory are within 10% of the plan.")
+    pod: str = Field("", description="The worker pod that reported.")
+    reported_at: str = Field("", description="When it reported (RFC 3339).")
+    device: str = Field("", description="Where the model runs, e.g. cuda:0 or cpu.")
+    weights_per_gpu: str = Field("", alias="weightsPerGPU", description="Weights measured, per GPU.")
+    kv_pool_tokens: int = Field(0, description="Tokens the worker's KV pool holds.")
+    kv_pool_per_gpu: str = Field("", alias="kvPoolPerGPU", description="KV pool bytes, per GPU.")
+    peak_memory_per_gpu: str = Field(
+        "", alias="peakMemoryPerGPU", description="The allocator's peak after warm-up, per GPU (unset on CPU).")
+    load_seconds: str = Field("", description="Seconds from start to a loaded, warmed-up model, e.g. 41.3.")
+    message: str = Field("", description="Each figure against the plan, with the difference in percent.")
+
+
 class GpuFitStatus(Model):
     """The GPU-fit plan of one variant (docs/gpu-sizing.md); figures per GPU, in GiB."""
 
@@ -702,10 +729,15 @@ class GpuFitStatus(Model):
     margin_per_gpu: str = Field(
         "", alias="marginPerGPU", description="Runtime, attention workspace, activations and fragmentation.")
     gpus: int = Field(0, description="GPUs per pod the weights are split over.")
+    kv_slots: int = Field(0, description="Sequences the KV pool holds at once (each reserves maxModelLen "
+                          "tokens): serving.maxBatchSize, or fewer when the GPU's memory is short.")
+    kv_pool_tokens: int = Field(0, description="Tokens the KV pool holds: kvSlots x maxModelLen.")
     model: str = Field("", description="Catalogue entry planned with, or spec.model.architecture.")
     memory_source: str = Field("", description="Where availablePerGPU comes from.")
     summary: str = Field("", description="fits, required/available GiB per GPU (the FIT column).")
     message: str = Field("", description="The figures and, when it does not fit, what would.")
+    measured: MeasuredStatus | None = Field(
+        None, description="What a worker of the variant measured at start-up, compared with the plan.")
 
 
 class DownloadStatus(Model):

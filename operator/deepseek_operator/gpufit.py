@@ -1,12 +1,17 @@
 """Pure GPU-fit plan: will one variant's model fit in the memory of its pod's GPUs? (docs/gpu-sizing.md)
 
 `plan(model, resources, serving, node_selector) -> GpuFit`, no I/O. Per GPU, with the weights split
-evenly over `resources.gpus` (the worker loads with `device_map="auto"`, which balances layers):
+evenly over `resources.gpus` (the worker loads with `device_map="auto"`, which balances layers), the
+worker's own KV-pool rule (worker engine, `--gpu-memory-utilization`):
 
-    required = weights + kv_cache + margin
+    budget   = gpuMemoryUtilization x memory          what the worker lets torch allocate (default 0.9)
+    slot     = maxModelLen x kv_bytes_per_token / gpus one sequence's reservation in the pool
+    slots    = min(maxBatchSize, floor((budget - weights - activations) / slot))
+    kv_cache = slots x slot                            (maxBatchSize x slot while the memory is unknown)
+    required = weights + kv_cache + margin,  margin = 1 GiB runtime + activations
+    fits     = slots >= 1 and required <= memory       (the CUDA runtime lives outside torch's budget)
+
     weights  = (kept x dtype_bytes + quantizable x quant_bytes) / gpus
-    kv_cache = maxModelLen x maxBatchSize x kv_bytes_per_token / gpus
-    margin   = 1 GiB runtime + attention workspace + prefill activations + 5% of (weights + kv_cache)
 
 - dtype_bytes: float32 4, bfloat16/float16/auto 2 (auto is bfloat16 on GPUs).
 - quant_bytes: none = dtype_bytes; int8 1 (+ a float32 scale per output row, counted as 1/256);
@@ -17,10 +22,10 @@ evenly over `resources.gpus` (the worker loads with `device_map="auto"`, which b
 - kv_bytes_per_token: MLA (V2/V3/R1): layers x (kv_lora_rank + qk_rope_head_dim) x dtype_bytes -- the
   compressed latent and the rope key that transformers caches; GQA (the distills):
   2 x layers x kv_heads x head_dim x dtype_bytes.
-- attention workspace: the keys and values one layer expands for attention over the whole batch,
-  maxBatchSize x maxModelLen x heads x (k_dim + v_dim) x dtype_bytes (MLA expands the latent per head;
-  sdpa repeats GQA's kv heads), on one GPU at a time. Prefill activations: one prompt of
-  maxModelLen tokens (the worker prefills one request at a time), 12 x hidden x dtype_bytes per token.
+- activations: the attention workspace -- the keys and values one layer expands for attention over the
+  whole batch, maxBatchSize x maxModelLen x heads x (k_dim + v_dim) x dtype_bytes (MLA expands the
+  latent per head; sdpa repeats GQA's kv heads), on one GPU at a time -- plus the prefill activations of
+  one engine step, maxNumBatchedTokens x 12 x hidden x dtype_bytes (chunked prefill).
 
 GPU memory per device: `resources.gpuMemory`, else the node selector's `nvidia.com/gpu.memory` (MiB,
 as NVIDIA GPU feature discovery sets it), else its `nvidia.com/gpu.product` through PRODUCTS; with
@@ -39,9 +44,11 @@ if TYPE_CHECKING:
 
 GIB = 1024**3
 MIB = 1024**2
-RUNTIME_BYTES = 1 * GIB  # CUDA context, cuBLAS/NCCL workspaces, allocator reserve
-FRAGMENTATION = 0.05
+RUNTIME_BYTES = 1 * GIB  # CUDA context, cuBLAS/NCCL workspaces: outside torch's allocator
 ACTIVATION_HIDDEN_FACTOR = 12
+# The worker's defaults (worker/deepseek_worker/settings.py) for the knobs a spec may leave unset.
+GPU_MEMORY_UTILIZATION = 0.9
+MAX_NUM_BATCHED_TOKENS = 2048
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 MEMORY_LABEL = "nvidia.com/gpu.memory"
 Fits = Literal["True", "False", "Unknown"]
@@ -187,6 +194,8 @@ class Inputs:
     node_selector: tuple[tuple[str, str], ...] = ()
     architecture: Architecture | None = None  # spec.model.architecture, overriding the catalogue
     min_model_len: int = 128  # the smallest maxModelLen to suggest (greater than serving.maxNewTokens)
+    gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION
+    max_num_batched_tokens: int = MAX_NUM_BATCHED_TOKENS
 
 
 @dataclass(frozen=True)
@@ -202,10 +211,18 @@ class GpuFit:
     model: str = ""  # catalogue key or "spec.model.architecture"
     memory_source: str = ""  # where `available` came from
     message: str = ""
+    kv_slots: int = 0  # sequences the KV pool holds (maxBatchSize while the memory is unknown)
+    kv_pool_tokens: int = 0  # kv_slots x maxModelLen, all GPUs together
+    activations: int = 0  # the part of the margin torch allocates (the worker's peak counts it)
 
     @property
     def required(self) -> int:
         return self.weights + self.kv_cache + self.margin
+
+    @property
+    def peak(self) -> int:
+        """What torch's allocator should peak at per GPU: weights, KV pool and activations."""
+        return self.weights + self.kv_cache + self.activations
 
 
 def gib(n: float) -> str:
@@ -260,17 +277,46 @@ def kv_bytes_per_token(arch: Architecture, dtype: str) -> int:
     return arch.kv_elements_per_token() * _dtype_bytes(dtype)
 
 
-def _figures(arch: Architecture, inp: Inputs) -> tuple[int, int, int]:
-    """(weights, kv_cache, margin) per GPU."""
+@dataclass(frozen=True)
+class Figures:
+    """One variant's figures per GPU (see the module docstring)."""
+
+    weights: int
+    slot: int  # one sequence of maxModelLen tokens in the KV pool
+    activations: int
+    slots: int  # what the pool holds: min(maxBatchSize, what the budget leaves); 0: not one sequence
+    available: int
+
+    @property
+    def kv_cache(self) -> int:
+        return self.slots * self.slot
+
+    @property
+    def margin(self) -> int:
+        return RUNTIME_BYTES + self.activations
+
+    @property
+    def required(self) -> int:
+        return self.weights + self.kv_cache + self.margin
+
+    @property
+    def fits(self) -> bool:
+        return self.slots >= 1 and self.required <= self.available
+
+
+def _figures(arch: Architecture, inp: Inputs, available: int) -> Figures:
+    """The figures per GPU; with `available` 0 (unknown) the pool is assumed to hold maxBatchSize."""
     gpus = max(inp.gpus, 1)
     size = _dtype_bytes(inp.dtype)
     weights = weight_bytes(arch, inp.quantization, inp.dtype) // gpus
-    tokens = inp.max_model_len * inp.max_batch_size
-    kv = tokens * kv_bytes_per_token(arch, inp.dtype) // gpus
-    workspace = tokens * arch.attention_elements_per_token() * size
-    activations = inp.max_model_len * ACTIVATION_HIDDEN_FACTOR * arch.hidden_size * size
-    margin = RUNTIME_BYTES + workspace + activations + int(FRAGMENTATION * (weights + kv))
-    return weights, kv, margin
+    slot = inp.max_model_len * kv_bytes_per_token(arch, inp.dtype) // gpus
+    workspace = inp.max_batch_size * inp.max_model_len * arch.attention_elements_per_token() * size
+    activations = workspace + inp.max_num_batched_tokens * ACTIVATION_HIDDEN_FACTOR * arch.hidden_size * size
+    slots = inp.max_batch_size
+    if available:
+        budget = int(inp.gpu_memory_utilization * available)
+        slots = max(0, min(inp.max_batch_size, (budget - weights - activations) // max(slot, 1)))
+    return Figures(weights, slot, activations, slots, available)
 
 
 def plan(model: ModelSpec, resources: Resources, serving: Serving, node_selector: dict[str, str]) -> GpuFit:
@@ -280,7 +326,9 @@ def plan(model: ModelSpec, resources: Resources, serving: Serving, node_selector
         max_batch_size=serving.max_batch_size, gpus=resources.gpus, gpu_memory=resources.gpu_memory,
         node_selector=tuple(sorted(node_selector.items())),
         architecture=architecture(model.architecture) if model.architecture else None,
-        min_model_len=max(128, serving.max_new_tokens + 1)))
+        min_model_len=max(128, serving.max_new_tokens + 1),
+        gpu_memory_utilization=serving.gpu_memory_utilization or GPU_MEMORY_UTILIZATION,
+        max_num_batched_tokens=serving.max_num_batched_tokens or MAX_NUM_BATCHED_TOKENS))
 
 
 def architecture(spec: ModelArchitecture) -> Architecture:
@@ -300,7 +348,8 @@ def status_of(fit: GpuFit) -> dict[str, object]:
     out: dict[str, object] = {"fits": fit.fits, "gpus": fit.gpus, "model": fit.model, "message": fit.message}
     if fit.weights:
         out.update(requiredPerGPU=f"{gib(fit.required)}Gi", weightsPerGPU=f"{gib(fit.weights)}Gi",
-                   kvCachePerGPU=f"{gib(fit.kv_cache)}Gi", marginPerGPU=f"{gib(fit.margin)}Gi")
+                   kvCachePerGPU=f"{gib(fit.kv_cache)}Gi", marginPerGPU=f"{gib(fit.margin)}Gi",
+                   kvSlots=fit.kv_slots, kvPoolTokens=fit.kv_pool_tokens)
     if fit.available:
         out.update(availablePerGPU=f"{gib(fit.available)}Gi", memorySource=fit.memory_source)
     required = f" {gib(fit.required)}" if fit.weights else ""
@@ -322,25 +371,46 @@ def plan_inputs(inp: Inputs) -> GpuFit:
         name, arch = found
     if inp.gpus < 1:
         return GpuFit("Unknown", gpus=0, model=name, message="resources.gpus is 0: the worker runs on CPU")
-    weights, kv, margin = _figures(arch, inp)
     available, source = gpu_memory(inp)
-    fit = GpuFit("Unknown", weights, kv, margin, available, inp.gpus, name, source if available else "")
-    needs = (f"needs {gib(fit.required)} GiB per GPU (weights {gib(weights)}, KV cache {gib(kv)}, "
-             f"margin {gib(margin)}) on {inp.gpus} GPU(s)")
+    fig = _figures(arch, inp, available)
+    wanted = replace(fig, slots=inp.max_batch_size)  # what a non-fitting plan is asked to hold
+    shown = fig if fig.slots >= 1 else wanted
+    fit = GpuFit("Unknown", shown.weights, shown.kv_cache, shown.margin, available, inp.gpus, name,
+                 source if available else "", kv_slots=fig.slots, kv_pool_tokens=fig.slots * inp.max_model_len,
+                 activations=shown.activations)
+    needs = (f"needs {gib(fit.required)} GiB per GPU (weights {gib(fit.weights)}, KV cache {gib(fit.kv_cache)}, "
+             f"margin {gib(fit.margin)}) on {inp.gpus} GPU(s)")
     if not available:
         return replace(fit, message=f"{needs}; GPU memory unknown: {source}")
-    if fit.required <= available:
-        return replace(fit, fits="True", message=f"{needs}; {source} has {gib(available)} GiB")
-    return replace(fit, fits="False", message=f"{needs} but {source} has {gib(available)} GiB; "
-                   f"{_alternatives(arch, inp, available)}")
+    has = f"{source} has {gib(available)} GiB"
+    if fig.fits:
+        return replace(fit, fits="True", message=f"{needs}; {has}{_pool_note(fig, inp)}")
+    if fig.slots < 1:
+        why = (f"{needs} but {has}, of which the worker uses {inp.gpu_memory_utilization:g} "
+               f"(serving.gpuMemoryUtilization): not enough for the weights, activations and one sequence of "
+               f"maxModelLen {inp.max_model_len} ({gib(fig.weights + fig.activations + fig.slot)} GiB)")
+    else:
+        why = (f"{needs} but {has}: serving.gpuMemoryUtilization {inp.gpu_memory_utilization:g} leaves less "
+               f"than the {gib(RUNTIME_BYTES)} GiB the CUDA runtime needs beside the worker's allocations")
+    return replace(fit, fits="False", message=f"{why}; {_alternatives(arch, inp, available)}")
+
+
+def _pool_note(fig: Figures, inp: Inputs) -> str:
+    """A fitting plan whose pool holds fewer sequences than maxBatchSize says what that means."""
+    if fig.slots >= inp.max_batch_size:
+        return ""
+    return (f"; the KV pool holds {fig.slots} of serving.maxBatchSize {inp.max_batch_size} sequences of "
+            f"maxModelLen {inp.max_model_len}: at most {fig.slots} request(s) run at once (a smaller "
+            "model.maxModelLen holds more)")
 
 
 def _fits(arch: Architecture, inp: Inputs, available: int) -> bool:
-    return sum(_figures(arch, inp)) <= available
+    return _figures(arch, inp, available).fits
 
 
 def _alternatives(arch: Architecture, inp: Inputs, available: int) -> str:
-    """What would fit: another quantization, more GPUs, a smaller maxModelLen or maxBatchSize."""
+    """What would fit: another quantization, more GPUs, a smaller maxModelLen or maxBatchSize, another
+    gpuMemoryUtilization."""
     out = []
     for quant in ("int8", "nf4"):
         if quant != inp.quantization and _fits(arch, replace(inp, quantization=quant), available):
@@ -356,6 +426,10 @@ def _alternatives(arch: Architecture, inp: Inputs, available: int) -> str:
     batch = _largest(lambda n: _fits(arch, replace(inp, max_batch_size=n), available), 1, inp.max_batch_size)
     if batch is not None:
         out.append(f"serving.maxBatchSize {batch}")
+    share = next((u / 100 for u in range(99, 0, -1) if u / 100 != inp.gpu_memory_utilization
+                  and _fits(arch, replace(inp, gpu_memory_utilization=u / 100), available)), None)
+    if share is not None:
+        out.append(f"serving.gpuMemoryUtilization {share:g}")
     if not out:
         return ("nothing within 16 GPUs per pod fits: the weights alone need "
                 f"{gib(weight_bytes(arch, inp.quantization, inp.dtype))} GiB; use a smaller model or larger GPUs")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from deepseek_operator import gpufit, metrics, rollback, strategy
+from deepseek_operator import gpufit, measured, metrics, rollback, strategy
 from deepseek_operator.api import PRIMARY, DeepSeekDeploymentSpec, InvalidSpec, parse_spec, resolve_variants
 from deepseek_operator.download import DownloadState, download_state
 from deepseek_operator.integrations import detect_capabilities, integration_conditions
@@ -30,6 +30,7 @@ from deepseek_operator.render.common import (
     selector_labels,
 )
 from deepseek_operator.render.ingress import ingress_url, render_ingress
+from deepseek_operator.render.measurements import render_reports, report_name
 from deepseek_operator.render.model_cache import CREATE_ONLY, render_model_cache
 from deepseek_operator.render.monitoring import render_prometheus_rule, render_service_monitor
 from deepseek_operator.render.network_policy import render_network_policy
@@ -139,10 +140,12 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
         await notify("Normal", "SurgeFallback", _fallback_message(spec, chosen))
         more, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen, caches)
         writes = _add(writes, more)
-    status = _status(owner, spec, caps, plan, states, weights, old_status, chosen, fits, caches.downloads)
+    reports = await observe_reports(api, owner, spec, fits)
+    status = _status(owner, spec, caps, plan, states, weights, old_status, chosen, fits, caches.downloads, reports)
     await _write_status(api, owner, old_status, status)
     await _announce_integrations(notify, old_status, status)
     await _announce_downloads(notify, old_status, status)
+    await _announce_measurements(notify, old_status, status)
     ready = status["conditions"][0]["status"] == "True"
     return Outcome(writes, ready, status["conditions"][0]["reason"], _recheck(caches.downloads))
 
@@ -211,14 +214,16 @@ async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: 
     """Apply the workload, observe it, then apply traffic/monitoring children with readiness-based weights."""
     images = {PRIMARY: rollback.primary_image(spec, plan, old_status.get("image", ""))}
     held = caches.held()
+    reports = render_reports(owner, spec)  # before the workload: the pods run as their accounts
     workload = render_workload(owner, spec, images, {name: s for name, (s, _) in chosen.items()})
-    writes = await _apply(api, [c for c in workload if not _held_deployment(c, held)])
+    writes = await _apply(api, reports + [c for c in workload if not _held_deployment(c, held)])
     states, pods = await observe(api, owner, spec, images, held)
     weights = effective_weights(resolve_variants(spec), {s.name: s.ready for s in states})
     others = render_routing_and_monitoring(owner, spec, caps, weights)
     writes = _add(writes, await _apply(api, others))
     kept = await _claims_in_use(api, owner, held)
-    writes = _add(writes, {"deleted": await prune(api, owner, caches.children + workload + others + kept, caps)})
+    desired = caches.children + reports + workload + others + kept
+    writes = _add(writes, {"deleted": await prune(api, owner, desired, caps)})
     return writes, states, weights, pods
 
 
@@ -258,6 +263,19 @@ async def observe_downloads(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec
             names = (name, owner.namespace, f"{model.id}@{model.revision}")
             by_cache[name] = download_state(names, job, progress, claim, model.cache.stall_timeout_seconds, now)
         out[variant.name] = by_cache[name]
+    return out
+
+
+async def observe_reports(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec,
+                          fits: dict[str, gpufit.GpuFit]) -> dict[str, dict[str, Any]]:
+    """status.gpuFit.measured of each variant whose worker reported with its current settings
+    (measured.py), from the report ConfigMaps in the watch-fed cache."""
+    out = {}
+    for variant in resolve_variants(spec):
+        config_map = await api.get(CONFIG_MAP, owner.namespace, report_name(owner, variant.name))
+        report = measured.read_report(config_map, measured.expected_settings(variant, spec.serving))
+        if report is not None and variant.name in fits:
+            out[variant.name] = measured.compare(fits[variant.name], report)
     return out
 
 
@@ -324,7 +342,8 @@ async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Cap
 
 def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
             states: list[VariantState], weights: dict[str, int], old_status: dict[str, Any],
-            chosen: Chosen, fits: dict[str, gpufit.GpuFit], downloads: dict[str, DownloadState]) -> dict[str, Any]:
+            chosen: Chosen, fits: dict[str, gpufit.GpuFit], downloads: dict[str, DownloadState],
+            reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
     selector = ",".join(f"{k}={v}" for k, v in selector_labels(owner, PRIMARY).items())
     notes: dict[str, tuple[str, str, str]] = {s.name: (chosen[s.name][0], chosen[s.name][1],
                       strategy.downtime(chosen[s.name][0], s.desired, spec.rollout.max_unavailable))
@@ -342,6 +361,7 @@ def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan
         strategies=notes,
         gpu_fit={name: gpufit.status_of(fit) for name, fit in fits.items()},
         downloads={name: state.status() for name, state in downloads.items()},
+        measured=reports,
     )
     return compute_status(inp, old_status, _now())
 
@@ -423,6 +443,16 @@ async def _announce_downloads(notify: Notify, old: dict[str, Any], new: dict[str
         reason = {"Stalled": "DownloadStalled", "Failed": "DownloadFailed", "Complete": "Downloaded"}.get(
             download["phase"], "Downloading")
         await notify(kind, reason, f"{variant['name']}: {download['message']}")
+
+
+async def _announce_measurements(notify: Notify, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """One Warning per worker that reports figures more than 10% off the plan (measured.py)."""
+    before = {v.get("name"): (v.get("gpuFit") or {}).get("measured") or {} for v in old.get("variants", [])}
+    for variant in new["variants"]:
+        now = (variant.get("gpuFit") or {}).get("measured") or {}
+        was = before.get(variant["name"], {})
+        if now.get("matches") == "False" and (was.get("matches") != "False" or was.get("pod") != now.get("pod")):
+            await notify("Warning", "GPUFitMismatch", f"{variant['name']}: {now['message']}")
 
 
 async def _announce_integrations(notify: Notify, old: dict[str, Any], new: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from deepseek_operator.measured import condition_of as measured_condition
 from deepseek_operator.observe import VariantState
 
 CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded")
@@ -49,6 +50,8 @@ class StatusInput:
     gpu_fit: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Per cached variant: status.download of its model cache (download.py); the primary's is status.download.
     downloads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per variant that reported: gpuFit.measured (measured.compare), beside that variant's plan.
+    measured: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def condition(ctype: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
@@ -137,10 +140,29 @@ def _variant_status(state: VariantState, inp: StatusInput) -> dict[str, Any]:
     if state.name in inp.strategies:
         out["strategy"], out["strategyTemplate"], _ = inp.strategies[state.name]
     if state.name in inp.gpu_fit:
-        out["gpuFit"] = inp.gpu_fit[state.name]
+        out["gpuFit"] = _gpu_fit(state.name, inp)
     if state.name in inp.downloads:
         out["download"] = inp.downloads[state.name]
     return out
+
+
+def _gpu_fit(name: str, inp: StatusInput) -> dict[str, Any]:
+    """A variant's plan, with what its worker measured beside it when it reported."""
+    fit = inp.gpu_fit[name]
+    return {**fit, "measured": inp.measured[name]} if name in inp.measured else fit
+
+
+def _measured_condition(inp: StatusInput) -> list[dict[str, Any]]:
+    """GPUFitAccurate (left out until a worker reports; it never gates Ready): True when every
+    reporting worker is within 10% of its plan, False (PlanMismatch) when one is not, Unknown while a
+    variant with ready pods has not reported."""
+    serving = [s.name for s in inp.variants if s.ready > 0]
+    found = measured_condition(inp.measured, serving)
+    if found is None:
+        return []
+    status, reason, message = found
+    return [{"type": "GPUFitAccurate", "status": status, "reason": reason, "message": message,
+             "observedGeneration": inp.generation}]
 
 
 def _progressing(inp: StatusInput) -> tuple[bool, str, str]:
@@ -188,6 +210,7 @@ def compute_status(inp: StatusInput, old: dict[str, Any], now: str) -> dict[str,
         condition("Degraded", *_degraded(inp), inp.generation),
     ]
     conds += [condition(t, ok, reason, msg, inp.generation) for t, ok, reason, msg in inp.integrations]
+    conds += _measured_condition(inp)
     image = stable_image(inp)
     cleared = image == inp.rollback.failed_image and not inp.rollback.rolled_back
     failed_image, failed_reason = ("", "") if cleared else (inp.rollback.failed_image, inp.rollback.reason)
@@ -202,7 +225,7 @@ def compute_status(inp: StatusInput, old: dict[str, Any], now: str) -> dict[str,
         "failedImage": failed_image,
         "failedReason": failed_reason,
         "url": inp.url,
-        **({"gpuFit": inp.gpu_fit[primary.name]} if primary.name in inp.gpu_fit else {}),
+        **({"gpuFit": _gpu_fit(primary.name, inp)} if primary.name in inp.gpu_fit else {}),
         **({"download": inp.downloads[primary.name]} if primary.name in inp.downloads else {}),
         "variants": [_variant_status(s, inp) for s in inp.variants],
         "conditions": merge_conditions(conds, old.get("conditions", []), now),

@@ -44,18 +44,18 @@ async def test_v3_bf16_on_8_h100s_is_refused_before_any_pod(cluster: Cluster, ku
     ready = condition(obj, "Ready")
     assert ready["status"] == "False"
     # 671e9 x 2 bytes / 8 = 156.2 GiB of weights per GPU; an H100 80GB has 81559 MiB = 79.6 GiB.
-    assert "needs 177.5 GiB per GPU (weights 156.2, KV cache 1.1, margin 20.2) on 8 GPU(s)" in ready["message"]
+    assert "needs 168.6 GiB per GPU (weights 156.2, KV cache 1.1, margin 11.3) on 8 GPU(s)" in ready["message"]
     assert "NVIDIA-H100-80GB-HBM3 has 79.6 GiB" in ready["message"]
     fit = obj["status"]["gpuFit"]
     assert (fit["fits"], fit["requiredPerGPU"], fit["availablePerGPU"], fit["gpus"]) == \
-        ("False", "177.5Gi", "79.6Gi", 8)
+        ("False", "168.6Gi", "79.6Gi", 8)
     assert obj["status"]["variants"][0]["gpuFit"] == fit
     # Decided in the reconcile that wrote this status, before anything was applied: nothing exists.
     assert cluster.objects("deployments", "default", OWNED) == []
     assert cluster.objects("pods", "default", OWNED) == []
     header, row = (await kubectl("get", "dsd", "chat", "-o", "wide")).splitlines()
     assert header.split()[-1] == "FIT" and "InsufficientGPUMemory" in row.split(), (header, row)
-    assert row.split()[-2:] == ["False", "177.5/79.6Gi"], row
+    assert row.split()[-2:] == ["False", "168.6/79.6Gi"], row
     await eventually(lambda: len(warnings(cluster, "InsufficientGPUMemory")) == 1, what="one Warning event")
 
 
@@ -63,12 +63,12 @@ async def test_the_suggested_quantization_fits_and_rolls_out(cluster: Cluster, k
                                                              start_operator: StartOperator) -> None:
     await start_operator()
     llama = {"id": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B"}
-    await kubectl("apply", "-f", "-", stdin=manifest(llama, gpus=2, node_selector=H100))
+    await kubectl("apply", "-f", "-", stdin=manifest(llama, gpus=1, node_selector=H100))
     refused = condition(await ready_reason(cluster, "InsufficientGPUMemory"), "Ready")["message"]
-    assert "would fit: model.quantization int8" in refused, refused
+    assert "would fit: model.quantization nf4" in refused, refused
     assert cluster.objects("deployments", "default", OWNED) == []
 
-    await kubectl("apply", "-f", "-", stdin=manifest({**llama, "quantization": "int8"}, gpus=2, node_selector=H100))
+    await kubectl("apply", "-f", "-", stdin=manifest({**llama, "quantization": "nf4"}, gpus=1, node_selector=H100))
     await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=90s")
     obj = current(cluster)
     assert obj is not None
@@ -103,5 +103,5 @@ async def test_out_of_memory_at_load_is_reported_with_the_plan(cluster: Cluster,
     obj = await ready_reason(cluster, "OOMAtLoad")
     message = condition(obj, "Ready")["message"]
     assert "out of GPU memory while loading the model: OutOfMemoryError: CUDA out of memory" in message, message
-    assert "GPU-fit plan: needs 25.7 GiB per GPU" in message and "has 79.6 GiB" in message, message
+    assert "GPU-fit plan: needs 24.1 GiB per GPU" in message and "has 79.6 GiB" in message, message
     assert condition(obj, "Degraded")["reason"] == "OOMAtLoad"

@@ -30,8 +30,10 @@ def test_v3_bf16_on_8_h200_does_not_fit_by_the_weights_alone() -> None:
     assert f"{fit.weights / GIB:.1f}" == "156.2"
     assert fit.available == 143771 * MIB
     assert fit.fits == "False"
-    assert "needs 177.5 GiB per GPU (weights 156.2, KV cache 1.1, margin 20.2) on 8 GPU(s)" in fit.message
-    assert "NVIDIA-H200 has 140.4 GiB" in fit.message and "would fit: resources.gpus 11" in fit.message
+    assert "needs 168.6 GiB per GPU (weights 156.2, KV cache 1.1, margin 11.3) on 8 GPU(s)" in fit.message
+    assert "NVIDIA-H200 has 140.4 GiB, of which the worker uses 0.9" in fit.message
+    assert "would fit: resources.gpus 11" in fit.message
+    assert (fit.kv_slots, fit.kv_pool_tokens) == (0, 0)
 
 
 def test_mla_cache_is_the_latent_and_rope_key_not_the_per_head_formula() -> None:
@@ -51,11 +53,12 @@ def test_gqa_cache_of_a_distill() -> None:
 
 def test_nf4_of_a_dense_distill_fits_where_bf16_does_not() -> None:
     l4 = (("nvidia.com/gpu.product", "NVIDIA-L4"),)
-    bf16 = plan_inputs(inputs("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", gpus=1, node_selector=l4))
+    long = {"gpus": 1, "node_selector": l4, "max_model_len": 32768}
+    bf16 = plan_inputs(inputs("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", **long))
     assert bf16.fits == "False"
     assert "would fit: model.quantization int8 or resources.gpus 2 or model.maxModelLen" in bf16.message
-    nf4 = plan_inputs(inputs("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", gpus=1, node_selector=l4, quantization="nf4"))
-    assert nf4.fits == "True"
+    nf4 = plan_inputs(inputs("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", quantization="nf4", **long))
+    assert nf4.fits == "True" and nf4.kv_slots == 4
     # Embedding and LM head (2 x 152064 x 3584) stay bf16; the rest at 0.5 + 4/64 bytes.
     kept = 2 * 152064 * 3584
     assert nf4.weights == int(kept * 2 + (7_616_000_000 - kept) * 0.5625)
@@ -118,7 +121,7 @@ def test_architecture_errors_name_the_field() -> None:
 
 def test_status_carries_the_plan_for_the_primary_and_each_variant() -> None:
     fit = gpufit.status_of(plan_inputs(inputs()))
-    assert fit["summary"] == "False 177.5/140.4Gi" and fit["requiredPerGPU"] == "177.5Gi"
+    assert fit["summary"] == "False 168.6/140.4Gi" and fit["requiredPerGPU"] == "168.6Gi"
     inp = StatusInput(generation=1, variants=[state()], weights={"primary": 100}, selector="s", stable_image="",
                       rollback=Rollback(), auto_rollback=True, gpu_fit={"primary": fit})
     status = compute_status(inp, {}, "2026-01-01T00:00:00Z")
@@ -154,3 +157,51 @@ def test_oom_at_load_puts_the_plan_beside_the_failure() -> None:
     result = variant_state(obs)
     assert (result.phase, result.reason, result.fatal) == ("Failed", "OOMAtLoad", True)
     assert "CUDA out of memory" in result.message and "GPU-fit plan: needs 93.6 GiB per GPU" in result.message
+
+
+QWEN7 = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+L4 = (("nvidia.com/gpu.product", "NVIDIA-L4"),)
+
+
+def test_the_pool_holds_what_the_budget_leaves_in_slots_of_max_model_len() -> None:
+    """The worker's rule: slots = min(maxBatchSize, (util x memory - weights - activations) / slot)."""
+    fit = plan_inputs(inputs(QWEN7, gpus=1, node_selector=L4))
+    qwen7 = gpufit.CATALOGUE["deepseek-r1-distill-qwen-7b"]
+    slot = 8192 * gpufit.kv_bytes_per_token(qwen7, "bfloat16")
+    budget = int(0.9 * 23034 * MIB)
+    assert fit.kv_slots == (budget - fit.weights - fit.activations) // slot == 9
+    assert (fit.kv_cache, fit.kv_pool_tokens) == (9 * slot, 9 * 8192)
+    assert fit.fits == "True" and "the KV pool holds 9 of serving.maxBatchSize 16 sequences" in fit.message
+    assert fit.margin == gpufit.RUNTIME_BYTES + fit.activations and fit.peak == fit.required - gpufit.RUNTIME_BYTES
+    # Half the maxModelLen, twice the sequences (capped at maxBatchSize): the trade-off in docs/gpu-sizing.md.
+    assert plan_inputs(inputs(QWEN7, gpus=1, node_selector=L4, max_model_len=4096)).kv_slots == 16
+    # On a GPU with room to spare the pool is capped at maxBatchSize and the message says nothing more.
+    h100 = plan_inputs(inputs(QWEN7, gpus=1, node_selector=H100))
+    assert h100.kv_slots == 16 and "KV pool holds" not in h100.message
+    status = gpufit.status_of(fit)
+    assert (status["kvSlots"], status["kvPoolTokens"]) == (9, 9 * 8192)
+
+
+def test_gpu_memory_utilization_sizes_the_pool_and_must_leave_room_for_the_runtime() -> None:
+    lower = plan_inputs(inputs(QWEN7, gpus=1, node_selector=L4, gpu_memory_utilization=0.8))
+    assert lower.kv_slots < 9 and lower.fits == "True"
+    greedy = plan_inputs(inputs(QWEN7, gpus=1, node_selector=L4, gpu_memory_utilization=0.99))
+    assert greedy.fits == "False" and "leaves less than the 1.0 GiB the CUDA runtime needs" in greedy.message
+    assert "serving.gpuMemoryUtilization 0.96" in greedy.message
+    unknown = plan_inputs(inputs(QWEN7, gpus=1, node_selector=()))
+    assert (unknown.fits, unknown.kv_slots) == ("Unknown", 16)  # memory unknown: maxBatchSize assumed
+
+
+def test_max_num_batched_tokens_sizes_the_prefill_activations() -> None:
+    small = plan_inputs(inputs(QWEN7, gpus=1, node_selector=H100, max_num_batched_tokens=512))
+    big = plan_inputs(inputs(QWEN7, gpus=1, node_selector=H100, max_num_batched_tokens=8192))
+    assert big.activations - small.activations == (8192 - 512) * 12 * 3584 * 2
+
+
+def test_the_spec_knobs_reach_the_plan() -> None:
+    spec = parse_spec({"image": "r/w:1", "model": {"id": QWEN7}, "resources": {"gpus": 1},
+                       "scheduling": {"nodeSelector": dict(L4)},
+                       "serving": {"gpuMemoryUtilization": 0.8, "maxNumBatchedTokens": 512}})
+    assert plan_variants(spec)["primary"] == plan_inputs(inputs(
+        QWEN7, gpus=1, node_selector=L4, gpu_memory_utilization=0.8, max_num_batched_tokens=512,
+        min_model_len=2049))

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     # /metrics stays on the API port either way).
     metrics_port: int = Field(0, ge=0, le=65535)
     drain_timeout_seconds: float = Field(30, ge=0)
+    # Where the worker reports its start-up measurements for the operator's status (report.py;
+    # docs/gpu-sizing.md): a ConfigMap its ServiceAccount may patch. Unset: no report.
+    report_configmap: str | None = None
+    report_namespace: str | None = None
     max_body_bytes: int = Field(1048576, ge=1024)
 
     @field_validator("api_keys_file", "jwt_secret_file", "jwt_clients_file")

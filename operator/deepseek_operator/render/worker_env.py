@@ -31,8 +31,13 @@ def _env(name: str, value: str | int) -> dict[str, Any]:
     return {"name": name, "value": str(value)}
 
 
-def worker_env(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, drain_seconds: int) -> list[dict[str, Any]]:
-    """Env of the worker container, in a fixed order (a reordering would restart every pod)."""
+def worker_env(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, drain_seconds: int,
+               report: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+    """Env of the worker container, in a fixed order (a reordering would restart every pod).
+
+    Settings the spec leaves unset are not rendered (the worker's defaults apply), so a new optional
+    field restarts no pod until it is set. `report`: (namespace, ConfigMap) the worker writes its
+    start-up measurements into (render/measurements.py)."""
     model = variant.model
     serving = spec.serving
     env = [
@@ -45,11 +50,17 @@ def worker_env(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, drain_sec
         _env("DEEPSEEK_ATTENTION", model.attention),
         _env("DEEPSEEK_MAX_MODEL_LEN", model.max_model_len),
         _env("DEEPSEEK_MAX_BATCH_SIZE", serving.max_batch_size),
+        *([_env("DEEPSEEK_GPU_MEMORY_UTILIZATION", f"{serving.gpu_memory_utilization:g}")]
+          if serving.gpu_memory_utilization is not None else []),
+        *([_env("DEEPSEEK_MAX_NUM_BATCHED_TOKENS", serving.max_num_batched_tokens)]
+          if serving.max_num_batched_tokens is not None else []),
         _env("DEEPSEEK_MAX_CONCURRENT_REQUESTS", serving.max_concurrent_requests),
         _env("DEEPSEEK_MAX_NEW_TOKENS", serving.max_new_tokens),
         _env("DEEPSEEK_REQUEST_TIMEOUT_SECONDS", serving.request_timeout_seconds),
         _env("DEEPSEEK_DRAIN_TIMEOUT_SECONDS", drain_seconds),
         _env("DEEPSEEK_PORT", 8000),
+        *([_env("DEEPSEEK_REPORT_NAMESPACE", report[0]), _env("DEEPSEEK_REPORT_CONFIGMAP", report[1])]
+          if report is not None else []),
         _env("HF_HOME", CACHE_MOUNT),
     ]
     if model.source.pvc is not None or model.cached:

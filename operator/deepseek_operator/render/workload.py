@@ -25,6 +25,7 @@ from deepseek_operator.render.common import (
     stable_service_name,
     variant_service_name,
 )
+from deepseek_operator.render.measurements import report_name
 from deepseek_operator.render.worker_env import AUTH_MOUNT, CACHE_MOUNT, MODEL_MOUNT, worker_env
 from deepseek_operator.strategy import Strategy, rolling_update
 
@@ -99,9 +100,14 @@ def render_deployment(
 
 
 def render_pod_spec(owner: Owner, spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, image: str) -> dict[str, Any]:
-    """Pod spec: one worker container, Pod Security "restricted", GPU scheduling from the spec."""
+    """Pod spec: one worker container, Pod Security "restricted", GPU scheduling from the spec.
+
+    The pod runs as its variant's report ServiceAccount, whose token may patch one ConfigMap and
+    nothing else (render/measurements.py): the worker reports its measurements there once loaded."""
+    report = report_name(owner, variant.name)
     pod: dict[str, Any] = {
-        "automountServiceAccountToken": False,
+        "serviceAccountName": report,
+        "automountServiceAccountToken": True,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": drain_seconds(spec) + PRESTOP_SLEEP_SECONDS + 10,
         "securityContext": {
@@ -111,15 +117,16 @@ def render_pod_spec(owner: Owner, spec: DeepSeekDeploymentSpec, variant: Resolve
             "fsGroup": WORKER_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [render_container(spec, variant, image)],
+        "containers": [render_container(spec, variant, image, (owner.namespace, report))],
         "volumes": render_volumes(owner, spec, variant),
     }
     pod.update(render_scheduling(spec))
     return pod
 
 
-def render_container(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, image: str) -> dict[str, Any]:
-    """The worker container: env settings, ports, probes, resources, mounts."""
+def render_container(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, image: str,
+                     report: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The worker container: env settings, ports, probes, resources, mounts; `report` as in worker_env."""
     res = spec.resources
     limits: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
     if res.gpus > 0:
@@ -130,7 +137,7 @@ def render_container(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, ima
         "imagePullPolicy": "IfNotPresent",
         # The worker writes "model load failed: ..." there (observe.py reports it as ModelLoadFailed).
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "env": worker_env(spec, variant, drain_seconds(spec)),
+        "env": worker_env(spec, variant, drain_seconds(spec), report),
         "ports": [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"},
                   {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "resources": {"requests": dict(limits), "limits": limits},

@@ -1,0 +1,145 @@
+"""Pure: a worker's start-up measurements (its report ConfigMap) against the variant's GPU-fit plan.
+
+The worker writes one JSON document into `data.measurements` of its variant's report ConfigMap
+(render/measurements.py; worker/deepseek_worker/report.py writes it; docs/gpu-sizing.md). Every pod
+of the variant writes the same key, so the last one to start wins. The document echoes the settings
+the worker ran with; a report whose settings are not the variant's current ones (a pod of the
+previous template) is ignored, so a new plan is never compared with an old pod.
+
+Compared per GPU, each only where both sides know it: the weights (always), the KV pool's bytes and
+the allocator's peak (only when the plan knows the GPU's memory, so the pool size is planned; the
+peak only on a GPU). A difference above TOLERANCE in any of them makes `matches` False.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from deepseek_operator.api import ResolvedVariant, Serving
+from deepseek_operator.gpufit import GPU_MEMORY_UTILIZATION, MAX_NUM_BATCHED_TOKENS, GpuFit, gib
+
+REPORT_KEY = "measurements"  # the ConfigMap data key the worker writes
+MAX_REPORT_BYTES = 8192  # a report is a few hundred bytes; anything larger is not read
+TOLERANCE = 0.10
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One worker's report (figures as the worker measured them: weights and pool over all GPUs,
+    the peak of its busiest GPU)."""
+
+    pod: str = ""
+    reported_at: str = ""
+    device: str = ""
+    weight_bytes: int = 0
+    kv_cache_bytes_per_token: int = 0
+    kv_pool_tokens: int = 0
+    kv_pool_bytes: int = 0
+    peak_memory_bytes: int = 0
+    load_seconds: float = 0.0
+
+
+def expected_settings(variant: ResolvedVariant, serving: Serving) -> dict[str, Any]:
+    """The settings a worker of `variant` runs with, as the report echoes them (render/worker_env.py)."""
+    model = variant.model
+    return {
+        "model": model.id, "dtype": model.dtype, "quantization": model.quantization,
+        "maxModelLen": model.max_model_len, "maxBatchSize": serving.max_batch_size,
+        "gpuMemoryUtilization": serving.gpu_memory_utilization or GPU_MEMORY_UTILIZATION,
+        "maxNumBatchedTokens": serving.max_num_batched_tokens or MAX_NUM_BATCHED_TOKENS,
+    }
+
+
+def _same(expected: Any, reported: Any) -> bool:
+    if isinstance(expected, float):
+        return isinstance(reported, int | float) and math.isclose(expected, float(reported), rel_tol=1e-9)
+    return bool(expected == reported)
+
+
+def _number(report: dict[str, Any], key: str) -> float:
+    value = report.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return 0.0
+    return float(value)
+
+
+def read_report(config_map: dict[str, Any] | None, expected: dict[str, Any]) -> Measurement | None:
+    """The report in `config_map`, or None when there is none, it is not readable, or it was written
+    with other settings than `expected` (a pod of an earlier template)."""
+    raw = ((config_map or {}).get("data") or {}).get(REPORT_KEY, "")
+    if not raw or len(raw) > MAX_REPORT_BYTES:
+        return None
+    try:
+        report = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(report, dict) or not isinstance(report.get("settings"), dict):
+        return None
+    settings = report["settings"]
+    if not all(_same(value, settings.get(key)) for key, value in expected.items()):
+        return None
+    return Measurement(
+        pod=str(report.get("pod", ""))[:253], reported_at=str(report.get("reportedAt", ""))[:40],
+        device=str(report.get("device", ""))[:40], weight_bytes=int(_number(report, "weightBytes")),
+        kv_cache_bytes_per_token=int(_number(report, "kvCacheBytesPerToken")),
+        kv_pool_tokens=int(_number(report, "kvPoolTokens")), kv_pool_bytes=int(_number(report, "kvPoolBytes")),
+        peak_memory_bytes=int(_number(report, "peakMemoryBytes")), load_seconds=_number(report, "loadSeconds"))
+
+
+def _percent(measured: int, planned: int) -> float:
+    return (measured - planned) / planned * 100 if planned else 0.0
+
+
+def compare(fit: GpuFit, m: Measurement) -> dict[str, Any]:
+    """status.gpuFit.measured (api.MeasuredStatus): the figures per GPU, and whether each is within
+    TOLERANCE of the plan; `message` gives every compared figure with its difference."""
+    gpus = max(fit.gpus, 1)
+    weights, pool = m.weight_bytes // gpus, m.kv_pool_bytes // gpus
+    checks: list[tuple[str, int, int]] = []  # (what, measured, planned) per GPU
+    if fit.weights:
+        checks.append(("weights", weights, fit.weights))
+        if fit.available:
+            checks.append(("KV pool", pool, fit.kv_cache))
+            if m.peak_memory_bytes:
+                checks.append(("peak", m.peak_memory_bytes, fit.peak))
+    parts, off = [], []
+    for what, measured, planned in checks:
+        diff = _percent(measured, planned)
+        parts.append(f"{what} {gib(measured)} GiB (plan {gib(planned)}, {diff:+.1f}%)")
+        if planned and abs(diff) > TOLERANCE * 100:
+            off.append(f"{what} {diff:+.1f}%")
+    where = f"{m.kv_pool_tokens} KV tokens, loaded in {m.load_seconds:.1f} s on {m.device or '?'} by pod {m.pod or '?'}"
+    if not checks:
+        message = f"measured per GPU: weights {gib(weights)} GiB; {where}; the plan has no figures to compare"
+    elif off:
+        message = (f"the worker's measurements differ from the GPU-fit plan by more than {TOLERANCE:.0%} "
+                   f"({', '.join(off)}): {'; '.join(parts)}; {where}")
+    else:
+        message = f"within {TOLERANCE:.0%} of the plan: {'; '.join(parts)}; {where}"
+    out: dict[str, Any] = {
+        "matches": "False" if off else "True", "pod": m.pod, "reportedAt": m.reported_at, "device": m.device,
+        "weightsPerGPU": f"{gib(weights)}Gi", "kvPoolTokens": m.kv_pool_tokens, "kvPoolPerGPU": f"{gib(pool)}Gi",
+        "loadSeconds": f"{m.load_seconds:.1f}", "message": message,
+    }
+    if m.peak_memory_bytes:
+        out["peakMemoryPerGPU"] = f"{gib(m.peak_memory_bytes)}Gi"
+    return {k: v for k, v in out.items() if v != ""}
+
+
+def condition_of(measured: dict[str, dict[str, Any]], expected: list[str]) -> tuple[str, str, str] | None:
+    """The GPUFitAccurate condition (status, reason, message) from each variant's `measured` status;
+    None while no variant has reported (the condition is then left out). `expected`: the variants
+    that should report (GPU variants)."""
+    if not measured:
+        return None
+    off = [f"{name}: {m['message']}" for name, m in measured.items() if m.get("matches") == "False"]
+    if off:
+        return "False", "PlanMismatch", "; ".join(off)
+    missing = [name for name in expected if name not in measured]
+    if missing:
+        return "Unknown", "NotReported", (f"no measurements from {', '.join(missing)} yet (the worker reports "
+                                          "after loading; docs/gpu-sizing.md)")
+    return "True", "MatchesPlan", "; ".join(f"{name}: {m['message']}" for name, m in measured.items())
