@@ -10,6 +10,8 @@ Conditions (standard metav1.Condition shape; lastTransitionTime kept while statu
   variant lost its ready replicas after rolling out.
 Integration conditions (IngressReady, MonitoringReady) say what optional API is missing; they do not
 gate Ready, since the workers serve through their Services regardless.
+GPUFitAccurate (only once a worker reported its measurements; measured.py) says whether they are
+within 10% of the GPU-fit plan; it does not gate Ready either.
 """
 
 from __future__ import annotations
