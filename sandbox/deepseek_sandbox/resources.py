@@ -85,6 +85,9 @@ def builtin_resources() -> list[ResourceInfo]:
         _grp("networking.k8s.io", "ingressclasses", "IngressClass", namespaced=False),
         _grp("policy", "poddisruptionbudgets", "PodDisruptionBudget", "pdb", status=True),
         _grp("coordination.k8s.io", "leases", "Lease"),
+        # Stored, not enforced (docs/sandbox.md): the operator grants its workers' report ConfigMaps.
+        _grp("rbac.authorization.k8s.io", "roles", "Role"),
+        _grp("rbac.authorization.k8s.io", "rolebindings", "RoleBinding"),
         _grp("events.k8s.io", "events", "Event", "ev"),
         _grp("apiextensions.k8s.io", "customresourcedefinitions", "CustomResourceDefinition",
              "crd", "crds", namespaced=False, status=True),
