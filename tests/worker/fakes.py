@@ -36,6 +36,8 @@ class FakeEngine:
         step_delay: float = 0.0,
         hang_after: int | None = None,
         fail: bool = False,
+        first_delay: float = 0.0,
+        generation_defaults: dict[str, float] | None = None,
     ) -> None:
         self.model_name = "fake"
         self.max_model_len = max_model_len
@@ -44,6 +46,9 @@ class FakeEngine:
         self.step_delay = step_delay
         self.hang_after = hang_after  # after this many tokens, block until cancelled
         self.fail = fail
+        self.first_delay = first_delay  # seconds before the first chunk (queued / long prefill)
+        self.defaults = dict(generation_defaults or {})
+        self.healthy = True  # a test sets False to play a wedged device
         self.active: set[str] = set()
         self.closed: list[str] = []
         self.started = False
@@ -54,6 +59,10 @@ class FakeEngine:
     @property
     def ready(self) -> bool:
         return self._ready
+
+    @property
+    def generation_defaults(self) -> dict[str, float]:
+        return dict(self.defaults)
 
     def apply_chat_template(self, messages: list[dict[str, Any]]) -> str:
         return "".join(f"<|{m['role']}|> {m['content']}\n" for m in messages) + "<|assistant|>"
@@ -100,6 +109,7 @@ class FakeEngine:
     async def _script(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[GenerationChunk]:
         text = ""
         pieces = self.pieces()
+        await asyncio.sleep(self.first_delay)
         for count, piece in enumerate(pieces[: params.max_tokens], start=1):
             if self.hang_after is not None and count > self.hang_after:
                 await asyncio.Event().wait()  # until cancelled
@@ -183,11 +193,14 @@ def asgi_client(engine: Any | None = None, **settings: Any) -> tuple[Any, Any]:
 
 
 def sse_events(body: str) -> list[Any]:
-    """Parse an SSE body into JSON payloads (and the literal "[DONE]")."""
+    """Parse an SSE body into JSON payloads (and the literal "[DONE]"); comments (`: keep-alive`)
+    are skipped, as SSE clients do."""
     import json
 
     out: list[Any] = []
     for block in body.strip().split("\n\n"):
+        if block.startswith(":"):
+            continue
         assert block.startswith("data: "), block
         data = block[len("data: ") :]
         out.append(data if data == "[DONE]" else json.loads(data))

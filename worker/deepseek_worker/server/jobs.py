@@ -65,7 +65,9 @@ async def prepare_chat(engine: EngineProtocol, settings: Settings, body: ChatCom
     ids = await asyncio.to_thread(engine.tokenize, prompt)
     if not ids:
         raise APIError(400, "The messages render to an empty prompt.", param="messages")
-    params = sampling_params(body, len(ids), settings.max_new_tokens, max_len(engine, settings))
+    params = sampling_params(
+        body, len(ids), settings.max_new_tokens, max_len(engine, settings), engine.generation_defaults
+    )
     params = replace(params, grammar=extras.grammar, logprobs=extras.logprobs)
     return Job(ids, params, settings.served_name, body.include_usage(), in_reasoning, split, extras.plan)
 
@@ -75,7 +77,9 @@ async def prepare_completion(engine: EngineProtocol, settings: Settings, body: C
     ids = await asyncio.to_thread(engine.tokenize, body.prompt_text())
     if not ids:  # before any stream starts: a 400, never a 200 followed by an error event
         raise APIError(400, "The prompt is empty after tokenization.", param="prompt")
-    params = sampling_params(body, len(ids), settings.max_new_tokens, max_len(engine, settings))
+    params = sampling_params(
+        body, len(ids), settings.max_new_tokens, max_len(engine, settings), engine.generation_defaults
+    )
     params = replace(params, logprobs=features.completion_features(body))
     job = Job(ids, params, settings.served_name, body.include_usage(), id=new_id("cmpl"))
     job.prompt_chars = len(body.prompt_text())

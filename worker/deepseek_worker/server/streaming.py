@@ -1,7 +1,8 @@
 """SSE event streams of chat and text completions.
 
 Errors after the first SSE byte are sent as one `data: {"error": ...}` event followed by
-`data: [DONE]`. The engine iterator is closed however the stream ends (jobs.chunks).
+`data: [DONE]`. The engine iterator is closed however the stream ends (jobs.chunks). A stream that
+waits for the engine sends `: keep-alive` comments (keepalive.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..protocol.completions import completion_chunk
 from ..protocol.errors import APIError
 from ..settings import Settings
 from ..types import EngineProtocol, GenerationChunk
-from . import jobs
+from . import jobs, keepalive
 from .jobs import Job, job_usage, reasoning_parser
 from .metrics import Metrics, TokenTimer
 
@@ -140,12 +141,17 @@ async def _stream(
     on_chunk: Any,
     on_finish: Any,
 ) -> AsyncIterator[str]:
-    """Shared SSE loop; errors become one error event. Always ends with [DONE]."""
+    """Shared SSE loop; errors become one error event. Always ends with [DONE]. While no chunk
+    comes for keepalive.KEEPALIVE_SECONDS, a `: keep-alive` comment goes out instead."""
     timer = TokenTimer(metrics, started)
     last = GenerationChunk("", prompt_tokens=len(job.prompt_ids))
+    source = keepalive.with_keepalive(jobs.chunks(engine, settings, job), keepalive.KEEPALIVE_SECONDS)
     try:
-        async with aclosing(jobs.chunks(engine, settings, job)) as chunks:
+        async with aclosing(source) as chunks:
             async for chunk in chunks:
+                if chunk is None:
+                    yield keepalive.KEEPALIVE_EVENT
+                    continue
                 timer.observe(chunk.completion_tokens)
                 last = chunk
                 for event in on_chunk(chunk):

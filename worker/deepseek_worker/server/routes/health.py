@@ -1,5 +1,10 @@
 """Probes and metrics: /health/live (the kubelet restarts the pod on 503), /health/ready (traffic
-only when 200), /metrics (Prometheus text)."""
+only when 200), /metrics (Prometheus text).
+
+Liveness fails only where a restart helps: the model failed to load, or the engine reports itself
+unhealthy (`EngineProtocol.healthy`: its steps failed `max_consecutive_step_failures` times in a
+row, a wedged device). Readiness also fails while loading and while draining.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +15,24 @@ from ...types import EngineProtocol
 from ..lifecycle import WorkerState
 from ..metrics import Metrics
 
+UNHEALTHY = "the engine's last steps failed in a row (max_consecutive_step_failures): the device is wedged"
+
 
 def add(app: FastAPI, engine: EngineProtocol, state: WorkerState, metrics: Metrics) -> None:
     @app.get("/health/live")
     async def live() -> Response:
         if state.start_error is not None:
             return JSONResponse({"status": "failed", "error": state.start_error}, status_code=503)
+        if not engine.healthy:  # a wedged device: only a restart helps
+            return JSONResponse({"status": "unhealthy", "error": UNHEALTHY}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     @app.get("/health/ready")
     async def ready() -> Response:
         if state.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
+        if not engine.healthy:
+            return JSONResponse({"status": "unhealthy", "error": UNHEALTHY}, status_code=503)
         if not engine.ready:
             return JSONResponse({"status": "loading"}, status_code=503)
         return JSONResponse({"status": "ready"})
