@@ -22,10 +22,10 @@ worker's own KV-pool rule (worker engine, `--gpu-memory-utilization`):
 - kv_bytes_per_token: MLA (V2/V3/R1): layers x (kv_lora_rank + qk_rope_head_dim) x dtype_bytes -- the
   compressed latent and the rope key that transformers caches; GQA (the distills):
   2 x layers x kv_heads x head_dim x dtype_bytes.
-- activations: the attention workspace -- the keys and values one layer expands for attention over the
-  whole batch, maxBatchSize x maxModelLen x heads x (k_dim + v_dim) x dtype_bytes (MLA expands the
-  latent per head; sdpa repeats GQA's kv heads), on one GPU at a time -- plus the prefill activations of
-  one engine step, maxNumBatchedTokens x 12 x hidden x dtype_bytes (chunked prefill).
+- activations: what the worker measures before sizing the pool: the peak of a profile pass that
+  prefills maxNumBatchedTokens prompt tokens (12 x hidden x dtype_bytes per token), plus its prefix
+  cache (256 MiB). Decode attention over the running batch is not in the budget: it runs in the
+  headroom that gpuMemoryUtilization leaves, beside the CUDA runtime.
 
 GPU memory per device: `resources.gpuMemory`, else the node selector's `nvidia.com/gpu.memory` (MiB,
 as NVIDIA GPU feature discovery sets it), else its `nvidia.com/gpu.product` through PRODUCTS; with
@@ -46,6 +46,7 @@ GIB = 1024**3
 MIB = 1024**2
 RUNTIME_BYTES = 1 * GIB  # CUDA context, cuBLAS/NCCL workspaces: outside torch's allocator
 ACTIVATION_HIDDEN_FACTOR = 12
+PREFIX_CACHE_BYTES = 256 * MIB  # the worker's prefix cache, taken from the pool's budget
 # The worker's defaults (worker/deepseek_worker/settings.py) for the knobs a spec may leave unset.
 GPU_MEMORY_UTILIZATION = 0.9
 MAX_NUM_BATCHED_TOKENS = 2048
@@ -80,12 +81,6 @@ class Architecture:
         if self.mla:
             return self.layers * (self.kv_lora_rank + self.qk_rope_head_dim)
         return 2 * self.layers * self.kv_heads * self.head_dim
-
-    def attention_elements_per_token(self) -> int:
-        """Expanded keys + values of one layer for one cached token (the attention workspace)."""
-        if self.mla:
-            return self.attention_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim)
-        return 2 * self.attention_heads * self.head_dim
 
     def kept_parameters(self, quantization: str) -> int:
         """Parameters bitsandbytes does not quantize (see the module docstring)."""
@@ -310,8 +305,8 @@ def _figures(arch: Architecture, inp: Inputs, available: int) -> Figures:
     size = _dtype_bytes(inp.dtype)
     weights = weight_bytes(arch, inp.quantization, inp.dtype) // gpus
     slot = inp.max_model_len * kv_bytes_per_token(arch, inp.dtype) // gpus
-    workspace = inp.max_batch_size * inp.max_model_len * arch.attention_elements_per_token() * size
-    activations = workspace + inp.max_num_batched_tokens * ACTIVATION_HIDDEN_FACTOR * arch.hidden_size * size
+    prefill = min(inp.max_num_batched_tokens, inp.max_model_len)  # the worker's profile pass
+    activations = prefill * ACTIVATION_HIDDEN_FACTOR * arch.hidden_size * size + PREFIX_CACHE_BYTES
     slots = inp.max_batch_size
     if available:
         budget = int(inp.gpu_memory_utilization * available)

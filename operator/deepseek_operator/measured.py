@@ -28,8 +28,8 @@ TOLERANCE = 0.10
 
 @dataclass(frozen=True)
 class Measurement:
-    """One worker's report (figures as the worker measured them: weights and pool over all GPUs,
-    the peak of its busiest GPU)."""
+    """One worker's report (figures as the worker measures them, over all its GPUs together: the
+    weights, the pool, and the allocator's reserved peak summed over the devices)."""
 
     pod: str = ""
     reported_at: str = ""
@@ -97,14 +97,14 @@ def compare(fit: GpuFit, m: Measurement) -> dict[str, Any]:
     """status.gpuFit.measured (api.MeasuredStatus): the figures per GPU, and whether each is within
     TOLERANCE of the plan; `message` gives every compared figure with its difference."""
     gpus = max(fit.gpus, 1)
-    weights, pool = m.weight_bytes // gpus, m.kv_pool_bytes // gpus
+    weights, pool, peak = m.weight_bytes // gpus, m.kv_pool_bytes // gpus, m.peak_memory_bytes // gpus
     checks: list[tuple[str, int, int]] = []  # (what, measured, planned) per GPU
     if fit.weights:
         checks.append(("weights", weights, fit.weights))
         if fit.available:
             checks.append(("KV pool", pool, fit.kv_cache))
-            if m.peak_memory_bytes:
-                checks.append(("peak", m.peak_memory_bytes, fit.peak))
+            if peak:
+                checks.append(("peak", peak, fit.peak))
     parts, off = [], []
     for what, measured, planned in checks:
         diff = _percent(measured, planned)
@@ -124,8 +124,8 @@ def compare(fit: GpuFit, m: Measurement) -> dict[str, Any]:
         "weightsPerGPU": f"{gib(weights)}Gi", "kvPoolTokens": m.kv_pool_tokens, "kvPoolPerGPU": f"{gib(pool)}Gi",
         "loadSeconds": f"{m.load_seconds:.1f}", "message": message,
     }
-    if m.peak_memory_bytes:
-        out["peakMemoryPerGPU"] = f"{gib(m.peak_memory_bytes)}Gi"
+    if peak:
+        out["peakMemoryPerGPU"] = f"{gib(peak)}Gi"
     return {k: v for k, v in out.items() if v != ""}
 
 

@@ -44,18 +44,18 @@ async def test_v3_bf16_on_8_h100s_is_refused_before_any_pod(cluster: Cluster, ku
     ready = condition(obj, "Ready")
     assert ready["status"] == "False"
     # 671e9 x 2 bytes / 8 = 156.2 GiB of weights per GPU; an H100 80GB has 81559 MiB = 79.6 GiB.
-    assert "needs 168.6 GiB per GPU (weights 156.2, KV cache 1.1, margin 11.3) on 8 GPU(s)" in ready["message"]
+    assert "needs 158.9 GiB per GPU (weights 156.2, KV cache 1.1, margin 1.6) on 8 GPU(s)" in ready["message"]
     assert "NVIDIA-H100-80GB-HBM3 has 79.6 GiB" in ready["message"]
     fit = obj["status"]["gpuFit"]
     assert (fit["fits"], fit["requiredPerGPU"], fit["availablePerGPU"], fit["gpus"]) == \
-        ("False", "168.6Gi", "79.6Gi", 8)
+        ("False", "158.9Gi", "79.6Gi", 8)
     assert obj["status"]["variants"][0]["gpuFit"] == fit
     # Decided in the reconcile that wrote this status, before anything was applied: nothing exists.
     assert cluster.objects("deployments", "default", OWNED) == []
     assert cluster.objects("pods", "default", OWNED) == []
     header, row = (await kubectl("get", "dsd", "chat", "-o", "wide")).splitlines()
     assert header.split()[-1] == "FIT" and "InsufficientGPUMemory" in row.split(), (header, row)
-    assert row.split()[-2:] == ["False", "168.6/79.6Gi"], row
+    assert row.split()[-2:] == ["False", "158.9/79.6Gi"], row
     await eventually(lambda: len(warnings(cluster, "InsufficientGPUMemory")) == 1, what="one Warning event")
 
 
@@ -103,5 +103,5 @@ async def test_out_of_memory_at_load_is_reported_with_the_plan(cluster: Cluster,
     obj = await ready_reason(cluster, "OOMAtLoad")
     message = condition(obj, "Ready")["message"]
     assert "out of GPU memory while loading the model: OutOfMemoryError: CUDA out of memory" in message, message
-    assert "GPU-fit plan: needs 24.1 GiB per GPU" in message and "has 79.6 GiB" in message, message
+    assert "GPU-fit plan: needs 22.6 GiB per GPU" in message and "has 79.6 GiB" in message, message
     assert condition(obj, "Degraded")["reason"] == "OOMAtLoad"

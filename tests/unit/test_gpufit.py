@@ -30,9 +30,9 @@ def test_v3_bf16_on_8_h200_does_not_fit_by_the_weights_alone() -> None:
     assert f"{fit.weights / GIB:.1f}" == "156.2"
     assert fit.available == 143771 * MIB
     assert fit.fits == "False"
-    assert "needs 168.6 GiB per GPU (weights 156.2, KV cache 1.1, margin 11.3) on 8 GPU(s)" in fit.message
+    assert "needs 158.9 GiB per GPU (weights 156.2, KV cache 1.1, margin 1.6) on 8 GPU(s)" in fit.message
     assert "NVIDIA-H200 has 140.4 GiB, of which the worker uses 0.9" in fit.message
-    assert "would fit: resources.gpus 11" in fit.message
+    assert "would fit: resources.gpus 10" in fit.message
     assert (fit.kv_slots, fit.kv_pool_tokens) == (0, 0)
 
 
@@ -53,12 +53,12 @@ def test_gqa_cache_of_a_distill() -> None:
 
 def test_nf4_of_a_dense_distill_fits_where_bf16_does_not() -> None:
     l4 = (("nvidia.com/gpu.product", "NVIDIA-L4"),)
-    long = {"gpus": 1, "node_selector": l4, "max_model_len": 32768}
+    long = {"gpus": 1, "node_selector": l4, "max_model_len": 131072}
     bf16 = plan_inputs(inputs("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", **long))
     assert bf16.fits == "False"
     assert "would fit: model.quantization int8 or resources.gpus 2 or model.maxModelLen" in bf16.message
     nf4 = plan_inputs(inputs("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", quantization="nf4", **long))
-    assert nf4.fits == "True" and nf4.kv_slots == 4
+    assert nf4.fits == "True" and nf4.kv_slots == 2
     # Embedding and LM head (2 x 152064 x 3584) stay bf16; the rest at 0.5 + 4/64 bytes.
     kept = 2 * 152064 * 3584
     assert nf4.weights == int(kept * 2 + (7_616_000_000 - kept) * 0.5625)
@@ -121,7 +121,7 @@ def test_architecture_errors_name_the_field() -> None:
 
 def test_status_carries_the_plan_for_the_primary_and_each_variant() -> None:
     fit = gpufit.status_of(plan_inputs(inputs()))
-    assert fit["summary"] == "False 168.6/140.4Gi" and fit["requiredPerGPU"] == "168.6Gi"
+    assert fit["summary"] == "False 158.9/140.4Gi" and fit["requiredPerGPU"] == "158.9Gi"
     inp = StatusInput(generation=1, variants=[state()], weights={"primary": 100}, selector="s", stable_image="",
                       rollback=Rollback(), auto_rollback=True, gpu_fit={"primary": fit})
     status = compute_status(inp, {}, "2026-01-01T00:00:00Z")
@@ -169,22 +169,24 @@ def test_the_pool_holds_what_the_budget_leaves_in_slots_of_max_model_len() -> No
     qwen7 = gpufit.CATALOGUE["deepseek-r1-distill-qwen-7b"]
     slot = 8192 * gpufit.kv_bytes_per_token(qwen7, "bfloat16")
     budget = int(0.9 * 23034 * MIB)
-    assert fit.kv_slots == (budget - fit.weights - fit.activations) // slot == 9
-    assert (fit.kv_cache, fit.kv_pool_tokens) == (9 * slot, 9 * 8192)
-    assert fit.fits == "True" and "the KV pool holds 9 of serving.maxBatchSize 16 sequences" in fit.message
+    assert fit.kv_slots == (budget - fit.weights - fit.activations) // slot == 12
+    assert (fit.kv_cache, fit.kv_pool_tokens) == (12 * slot, 12 * 8192)
+    assert fit.fits == "True" and "the KV pool holds 12 of serving.maxBatchSize 16 sequences" in fit.message
     assert fit.margin == gpufit.RUNTIME_BYTES + fit.activations and fit.peak == fit.required - gpufit.RUNTIME_BYTES
+    # The worker's profile pass: maxNumBatchedTokens prompt tokens, plus its prefix cache.
+    assert fit.activations == 2048 * 12 * 3584 * 2 + gpufit.PREFIX_CACHE_BYTES
     # Half the maxModelLen, twice the sequences (capped at maxBatchSize): the trade-off in docs/gpu-sizing.md.
     assert plan_inputs(inputs(QWEN7, gpus=1, node_selector=L4, max_model_len=4096)).kv_slots == 16
     # On a GPU with room to spare the pool is capped at maxBatchSize and the message says nothing more.
     h100 = plan_inputs(inputs(QWEN7, gpus=1, node_selector=H100))
     assert h100.kv_slots == 16 and "KV pool holds" not in h100.message
     status = gpufit.status_of(fit)
-    assert (status["kvSlots"], status["kvPoolTokens"]) == (9, 9 * 8192)
+    assert (status["kvSlots"], status["kvPoolTokens"]) == (12, 12 * 8192)
 
 
 def test_gpu_memory_utilization_sizes_the_pool_and_must_leave_room_for_the_runtime() -> None:
     lower = plan_inputs(inputs(QWEN7, gpus=1, node_selector=L4, gpu_memory_utilization=0.8))
-    assert lower.kv_slots < 9 and lower.fits == "True"
+    assert lower.kv_slots == 7 and lower.fits == "True"
     greedy = plan_inputs(inputs(QWEN7, gpus=1, node_selector=L4, gpu_memory_utilization=0.99))
     assert greedy.fits == "False" and "leaves less than the 1.0 GiB the CUDA runtime needs" in greedy.message
     assert "serving.gpuMemoryUtilization 0.96" in greedy.message
