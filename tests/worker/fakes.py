@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from deepseek_worker.server import build_app
 from deepseek_worker.settings import Settings
-from deepseek_worker.types import EngineStats, GenerationChunk, SamplingParams
+from deepseek_worker.types import EngineMeasurements, EngineStats, GenerationChunk, SamplingParams
 
 DEADLINE = 30.0
 
@@ -69,6 +69,10 @@ class FakeEngine:
 
     def tokenize(self, text: str) -> list[int]:
         return [len(word) for word in text.split()]
+
+    def measurements(self) -> EngineMeasurements:
+        return EngineMeasurements(weight_bytes=1000, kv_cache_bytes_per_token=10, kv_pool_tokens=256,
+                                  kv_pool_bytes=2560, load_seconds=0.1)
 
     def stats(self) -> EngineStats:
         return EngineStats(

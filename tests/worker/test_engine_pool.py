@@ -113,7 +113,7 @@ async def test_requests_beyond_the_pool_wait_instead_of_failing(small_pool: Engi
 
 async def test_a_pool_too_small_for_one_sequence_fails_start_naming_the_settings(tiny_model_dir: Path) -> None:
     eng = Engine(EngineConfig(model=str(tiny_model_dir), max_model_len=256, kv_cache_bytes=1000))
-    with pytest.raises(PoolTooSmall, match="max_model_len=256.*kv_cache_bytes=1000"):
+    with pytest.raises(PoolTooSmall, match=r"max_model_len=256.*kv_cache_bytes=1000"):
         await asyncio.wait_for(eng.start(), DEADLINE)
 
 

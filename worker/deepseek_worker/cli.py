@@ -50,6 +50,8 @@ FLAGS = [
     "--metrics-port",
     "--drain-timeout-seconds",
     "--max-body-bytes",
+    "--report-configmap",
+    "--report-namespace",
 ]
 
 

@@ -1,6 +1,6 @@
 """The inference engine: a transformers model behind one continuous-batching scheduler loop.
 
-No web imports: app.py drives it through `EngineProtocol` (types.py).
+No web imports: the server (server/) drives it through `EngineProtocol` (types.py).
 
 Scheduling: one asyncio task owns all request state. Between two model steps it drops cancelled
 requests, admits waiting ones while the KV pool has a free slot (admission by memory: a request that

@@ -5,7 +5,8 @@ length_bucket(longest row + 1)`, so only a few shapes ever occur. Inputs live in
 (`tokens`, `positions`); the pass reads them, writes the logits of its bucket into a fixed output.
 On CUDA each (rows, length) bucket is captured once at start-up as a `torch.cuda.CUDAGraph` and
 replayed, so a step costs one launch instead of hundreds (the host work that made the old engine
-5% of the GPU's bound). On the CPU the same function runs eagerly: same buffers, same shapes.
+5% of the GPU's bound). On the CPU the same function runs eagerly on the same buffers at the exact
+row count and length (`exact`): without a graph to replay, padding would only add work.
 
 Padding rows (n..rows-1) are free slots: they decode token 0 at position 0 of their own slot and
 their logits are dropped. Attention reads only `length` positions, never `max_model_len`.
@@ -69,12 +70,16 @@ class DecodeStep:
         self.positions = torch.zeros(pool.slots, dtype=torch.long, device=device)
         self.columns = torch.arange(pool.slot_len, device=device)
         self.graphs: dict[tuple[int, int], tuple[Any, torch.Tensor]] = {}
+        self.exact = device.type != "cuda"  # the CPU runs exact shapes; CUDA runs buckets
 
     def run(self, tokens: torch.Tensor, positions: torch.Tensor, longest: int) -> torch.Tensor:
         """Logits [n, vocab] for n rows whose inputs are `tokens` [n] at `positions` [n] (device
         tensors); `longest` is the largest position + 1 (known on the host, so no sync)."""
         n = int(tokens.shape[0])
-        rows, length = bucket(n, self.row_buckets), bucket(longest, self.len_buckets)
+        if self.exact:  # eager: no graph to replay, so padding would only add work
+            rows, length = n, longest
+        else:
+            rows, length = bucket(n, self.row_buckets), bucket(longest, self.len_buckets)
         self.tokens[:n].copy_(tokens)
         self.positions[:n].copy_(positions)
         if rows > n:
@@ -99,13 +104,14 @@ class DecodeStep:
             use_cache=True,
             logits_to_keep=1,
         )
-        return out.logits[:, -1]
+        logits: torch.Tensor = out.logits[:, -1]
+        return logits
 
     def capture(self, on_bucket: Callable[[int, int], None] | None = None) -> int:
         """Capture every bucket as a CUDA graph (largest first, so later ones reuse its memory pool).
         Returns the number captured. A bucket that cannot be captured stays eager (logged)."""
         pool = None
-        stream = torch.cuda.Stream()
+        stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
         for rows in reversed(self.row_buckets):
             for length in reversed(self.len_buckets):
                 try:

@@ -108,7 +108,7 @@ def generation_defaults(model: Any) -> dict[str, float]:
         return {}
     from transformers import GenerationConfig
 
-    baseline = GenerationConfig()
+    baseline = GenerationConfig()  # type: ignore[no-untyped-call]
     out: dict[str, float] = {}
     for name in ("temperature", "top_p", "top_k"):
         value = getattr(config, name, None)

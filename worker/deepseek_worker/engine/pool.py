@@ -111,7 +111,8 @@ class KVPool:
 
     def read(self, slot: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Views [1, heads, length, dim] of `slot`'s first `length` positions, per layer."""
-        return [(k[slot : slot + 1, :, :length], v[slot : slot + 1, :, :length]) for k, v in zip(self.keys, self.values, strict=True)]
+        pairs = zip(self.keys, self.values, strict=True)
+        return [(k[slot : slot + 1, :, :length], v[slot : slot + 1, :, :length]) for k, v in pairs]
 
 
 class SlotTable:

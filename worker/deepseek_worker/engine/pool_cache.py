@@ -27,14 +27,14 @@ from .pool import KVPool
 Update = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-class _PoolLayer(CacheLayerMixin):
+class _PoolLayer(CacheLayerMixin):  # type: ignore[no-untyped-call]  # transformers' hook is untyped
     """One model layer's view of the pool; `update` defers to the cache's current pass."""
 
     is_compileable = True
     is_sliding = False
 
     def __init__(self, owner: PoolCache, index: int) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.owner, self.index = owner, index
         self.is_initialized = True
 

@@ -291,7 +291,8 @@ class Runner:
         positions = torch.arange(start, start + size, device=device)
         allowed = torch.arange(start + size, device=device)[None, :] <= positions[:, None]
         self.cache.prefill(self.slots.owners.index(seq.key), start)
-        out = self.model(input_ids=ids, position_ids=positions[None], attention_mask=additive_mask(allowed, self.dtype)[None, None],
+        mask = additive_mask(allowed, self.dtype)[None, None]
+        out = self.model(input_ids=ids, position_ids=positions[None], attention_mask=mask,
                          past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         seq.filled += size
         return out.logits[:, -1] if seq.decoding else None

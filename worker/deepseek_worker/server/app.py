@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from ..report import report_measurements
 from ..settings import Settings
 from ..types import EngineProtocol
 from .auth import Authenticator
@@ -33,7 +34,7 @@ def build_app(engine: EngineProtocol, settings: Settings) -> FastAPI:
     state = WorkerState()
     metrics = Metrics(engine, state, settings.max_concurrent_requests)
     auth = Authenticator(settings)
-    app = FastAPI(title="deepseek-worker", version="1", lifespan=_lifespan(engine, state))
+    app = FastAPI(title="deepseek-worker", version="1", lifespan=_lifespan(engine, state, settings))
     app.state.engine, app.state.settings, app.state.worker = engine, settings, state
     app.state.metrics, app.state.auth = metrics, auth
     # On app.state so tests can drive their clocks.
@@ -57,7 +58,7 @@ def build_app(engine: EngineProtocol, settings: Settings) -> FastAPI:
     return app
 
 
-def _lifespan(engine: EngineProtocol, state: WorkerState) -> Any:
+def _lifespan(engine: EngineProtocol, state: WorkerState, settings: Settings) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async def start() -> None:
@@ -67,6 +68,10 @@ def _lifespan(engine: EngineProtocol, state: WorkerState) -> Any:
                 # Liveness turns 503 so the kubelet restarts the pod; the reason is in the log.
                 state.start_error = f"{type(exc).__name__}: {exc}"
                 log.exception("engine failed to start")
+            else:
+                # What start-up measured goes to the operator, beside its GPU-fit plan (report.py);
+                # one blocking request at most, never an exception.
+                await asyncio.to_thread(report_measurements, engine.measurements(), settings)
 
         task = asyncio.create_task(start())
         try:
