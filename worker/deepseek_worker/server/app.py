@@ -64,8 +64,10 @@ def _lifespan(engine: EngineProtocol, state: WorkerState, settings: Settings) ->
         async def start() -> None:
             try:
                 await engine.start()
-            except (OSError, RuntimeError, ValueError, ImportError) as exc:
-                # Liveness turns 503 so the kubelet restarts the pod; the reason is in the log.
+            except Exception as exc:  # the start task's boundary: every failure must be reported
+                # Any exception type: a KeyError from a config lookup is as fatal as an OSError, and an
+                # unrecorded one would leave the pod Live and never Ready with no reason. Liveness turns 503
+                # with the reason, and DrainingServer exits with it as the termination message.
                 state.start_error = f"{type(exc).__name__}: {exc}"
                 log.exception("engine failed to start")
             else:
