@@ -1,14 +1,16 @@
-"""Loading choices: dtype resolution, bitsandbytes settings, attention fallback."""
+"""Loading choices: dtype resolution, bitsandbytes settings, attention choice, errors raised as themselves."""
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from deepseek_worker.engine.loading import attention_candidates, load, quantization_config, resolve_dtype
+from deepseek_worker.engine.loading import attention_implementation, load, quantization_config, resolve_dtype
 from deepseek_worker.types import EngineConfig
 
 
@@ -35,11 +37,13 @@ def test_bitsandbytes_settings() -> None:
     assert other is not None and other.llm_int8_skip_modules is None
 
 
-def test_attention_candidates() -> None:
-    assert attention_candidates(EngineConfig(model="m", attention="eager")) == ["eager"]
-    # The pool's passes hand attention 4-D masks, which flash_attention_2 cannot take.
-    assert attention_candidates(EngineConfig(model="m", attention="flash_attention_2")) == ["sdpa"]
-    assert attention_candidates(EngineConfig(model="m", attention="auto")) == ["sdpa"]
+def test_attention_implementation() -> None:
+    assert attention_implementation(EngineConfig(model="m", attention="eager")) == "eager"
+    assert attention_implementation(EngineConfig(model="m", attention="sdpa")) == "sdpa"
+    # The pool's passes hand attention 4-D masks, which flash_attention_2 cannot take: transformers'
+    # default (sdpa, eager for a class without it), as for auto.
+    assert attention_implementation(EngineConfig(model="m", attention="flash_attention_2")) is None
+    assert attention_implementation(EngineConfig(model="m", attention="auto")) is None
 
 
 @pytest.mark.slow
@@ -51,3 +55,39 @@ def test_flash_attention_request_loads_sdpa_with_a_warning(
     assert loaded.attention == "sdpa"
     assert loaded.model.config._attn_implementation == "sdpa"
     assert any("flash_attention_2 cannot take" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_auto_attention_uses_eager_for_a_model_without_sdpa(
+    tiny_model_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers decides from the model class whether sdpa is there (issue 18, item 4); before, "auto"
+    asked for sdpa explicitly and such a model failed to load."""
+    from transformers import DeepseekV3ForCausalLM, DeepseekV3Model, DeepseekV3PreTrainedModel
+
+    for cls in (DeepseekV3PreTrainedModel, DeepseekV3Model, DeepseekV3ForCausalLM):
+        monkeypatch.setattr(cls, "_supports_sdpa", False)
+    with caplog.at_level(logging.WARNING, logger="deepseek_worker.engine.loading"):
+        loaded = load(EngineConfig(model=str(tiny_model_dir), attention="auto"))
+    assert loaded.attention == "eager" == loaded.model.config._attn_implementation
+    assert any("does not support sdpa; using eager" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match="scaled_dot_product_attention"):  # asked for: not replaced
+        load(EngineConfig(model=str(tiny_model_dir), attention="sdpa"))
+
+
+@pytest.mark.slow
+def test_a_quantization_conflict_is_raised_as_itself(
+    tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An FP8 checkpoint (DeepSeek-V3's own) with quantization nf4: transformers' ValueError reaches the
+    start error as it is, never read as "attention unavailable" (issue 18, item 4)."""
+    model = tmp_path / "fp8"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "fp8", "weight_block_size": [128, 128],
+                                     "activation_scheme": "dynamic"}
+    (model / "config.json").write_text(json.dumps(config))
+    with caplog.at_level(logging.WARNING, logger="deepseek_worker.engine.loading"), \
+            pytest.raises(ValueError, match="quantized with FineGrainedFP8Config but you are passing a BitsAndBytes"):
+        load(EngineConfig(model=str(model), quantization="nf4"))
+    assert not [r.getMessage() for r in caplog.records if "attention" in r.getMessage()]

@@ -80,13 +80,16 @@ def quantization_config(
     )
 
 
-def attention_candidates(config: EngineConfig) -> list[str]:
-    """Implementations to try in order. The engine's passes hand attention a prepared 4-D mask over
-    the KV pool (padded batches, chunked prefill), which flash_attention_2 cannot take: auto and
-    flash_attention_2 both mean sdpa (logged), eager stays eager."""
+def attention_implementation(config: EngineConfig) -> str | None:
+    """What to ask transformers for. The engine's passes hand attention a prepared 4-D mask over the
+    KV pool (padded batches, chunked prefill), which flash_attention_2 cannot take: auto and
+    flash_attention_2 (logged) both mean None, transformers' default: sdpa, or eager for a model
+    class that does not support sdpa (transformers decides that from the class, not from an error).
+    An explicit sdpa or eager is passed as is, so a model without sdpa fails with transformers' own
+    message when sdpa was asked for."""
     if config.attention == "flash_attention_2":
         log.warning("attention flash_attention_2 cannot take the KV pool's 4-D masks; using sdpa")
-    return ["eager"] if config.attention == "eager" else ["sdpa"]
+    return config.attention if config.attention in ("sdpa", "eager") else None
 
 
 # transformers' experts implementations for mixture-of-experts layers (DeepSeek V2/V3): "eager"
@@ -134,8 +137,13 @@ def load(config: EngineConfig) -> Loaded:
     qconfig = quantization_config(config, dtype, model_type)
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
+    requested = attention_implementation(config)
     with _LOAD_LOCK:
-        model, attention = _load_with_fallback(path, kwargs, attention_candidates(config))
+        # One attempt: every error (a quantization conflict's ValueError too) is raised as itself.
+        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=requested, **kwargs)
+    attention = str(model.config._attn_implementation)
+    if requested is None and attention != "sdpa":
+        log.warning("attention: %s does not support sdpa; using %s", type(model).__name__, attention)
     model.eval()
     device = next(model.parameters()).device
     weights, per_token = weight_bytes(model), kv_bytes_per_token(model, device)
@@ -183,17 +191,3 @@ def kv_bytes_per_token(model: Any, device: torch.device) -> int:
         log.warning("could not measure the KV cache per token: %s", exc)
         return 0
     return int(size // 2)
-
-
-def _load_with_fallback(path: str, kwargs: dict[str, Any], candidates: list[str]) -> tuple[Any, str]:
-    for i, attention in enumerate(candidates):
-        try:
-            model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attention, **kwargs)
-            return model, attention
-        except (ImportError, ValueError) as exc:
-            # flash-attn missing raises ImportError; an implementation the model does not support
-            # raises ValueError. Either way try the next one and say so.
-            if i == len(candidates) - 1:
-                raise
-            log.warning("attention %s unavailable (%s); falling back to %s", attention, exc, candidates[i + 1])
-    raise AssertionError("no attention candidates")  # unreachable: candidates is never empty
