@@ -140,7 +140,7 @@ def load(config: EngineConfig) -> Loaded:
     requested = attention_implementation(config)
     with _LOAD_LOCK:
         # One attempt: every error (a quantization conflict's ValueError too) is raised as itself.
-        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=requested, **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(path, attn_implementation=requested, **kwargs)
     attention = str(model.config._attn_implementation)
     if requested is None and attention != "sdpa":
         log.warning("attention: %s does not support sdpa; using %s", type(model).__name__, attention)
