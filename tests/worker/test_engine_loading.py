@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from deepseek_worker.engine.loading import attention_implementation, load, quantization_config, resolve_dtype
+from deepseek_worker.engine import loading
+from deepseek_worker.engine.loading import (
+    attention_implementation,
+    does_not_fit,
+    gpu_max_memory,
+    load,
+    offloaded_modules,
+    quantization_config,
+    resolve_dtype,
+)
+from deepseek_worker.server.lifecycle import OOM_AT_LOAD_EXIT_CODE, load_failure
 from deepseek_worker.types import EngineConfig
 
 
@@ -91,3 +101,74 @@ def test_a_quantization_conflict_is_raised_as_itself(
             pytest.raises(ValueError, match="quantized with FineGrainedFP8Config but you are passing a BitsAndBytes"):
         load(EngineConfig(model=str(model), quantization="nf4"))
     assert not [r.getMessage() for r in caplog.records if "attention" in r.getMessage()]
+
+
+# --- only the GPUs hold the model (issue 18, item 2) ----------------------------------------------
+
+GIB = 1024**3
+
+
+def test_max_memory_names_only_the_gpus() -> None:
+    assert gpu_max_memory([80 * GIB, 80 * GIB]) == {0: 80 * GIB, 1: 80 * GIB}  # no "cpu", no "disk"
+    assert gpu_max_memory([]) == {}
+
+
+def test_offloaded_modules_and_the_misfit_message() -> None:
+    assert offloaded_modules({"": 0}) == offloaded_modules(None) == []
+    device_map = {"model.embed_tokens": 0, "model.layers.0": 1, "model.layers.1": "disk", "lm_head": "cpu"}
+    assert offloaded_modules(device_map) == ["lm_head", "model.layers.1"]
+    error = does_not_fit(["model.layers.1"], 140 * GIB, {0: 80 * GIB})
+    assert isinstance(error, torch.cuda.OutOfMemoryError)
+    assert str(error).startswith("CUDA out of memory at load: the model does not fit on the GPUs")
+    assert "need about 140.0 GiB, the 1 visible GPU(s) have 80.0 GiB" in str(error)
+
+
+class _Props:
+    total_memory = 80 * GIB
+
+
+def _fake_cuda(monkeypatch: pytest.MonkeyPatch, device_map: dict[str, object]) -> dict[str, object]:
+    """Two 80 GiB GPUs; from_pretrained records its kwargs and loads the tiny model on the CPU with
+    the given hf_device_map (what accelerate would have planned)."""
+    from transformers import AutoModelForCausalLM
+
+    seen: dict[str, object] = {}
+    real = AutoModelForCausalLM.from_pretrained
+
+    class Recording:
+        @staticmethod
+        def from_pretrained(path: str, **kwargs: object) -> object:
+            seen.update(kwargs)
+            model = real(path)
+            model.hf_device_map = device_map
+            return model
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: _Props())
+    monkeypatch.setattr(loading, "AutoModelForCausalLM", Recording)
+    return seen
+
+
+@pytest.mark.slow
+def test_load_gives_only_the_gpus_to_max_memory(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _fake_cuda(monkeypatch, {"": 0})
+    loaded = load(EngineConfig(model=str(tiny_model_dir)))
+    assert seen["device_map"] == "auto"
+    assert seen["max_memory"] == {0: 80 * GIB, 1: 80 * GIB}
+    assert loaded.weight_bytes > 0
+
+
+@pytest.mark.slow
+def test_a_model_that_does_not_fit_fails_at_load_as_out_of_memory(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, device_map="auto" without max_memory offloaded the rest to the CPU and the worker served,
+    unusably slowly, until the pod's memory limit killed it."""
+    _fake_cuda(monkeypatch, {"model.embed_tokens": 0, "model.layers": 1, "lm_head": "disk"})
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="does not fit on the GPUs") as info:
+        load(EngineConfig(model=str(tiny_model_dir)))
+    assert "1 module(s) would be offloaded to disk (lm_head)" in str(info.value)
+    assert "the 2 visible GPU(s) have 160.0 GiB" in str(info.value)
+    # server/app.py records "<type>: <message>": the worker exits as OOMAtLoad.
+    assert load_failure(f"{type(info.value).__name__}: {info.value}")[0] == OOM_AT_LOAD_EXIT_CODE

@@ -92,6 +92,31 @@ def attention_implementation(config: EngineConfig) -> str | None:
     return config.attention if config.attention in ("sdpa", "eager") else None
 
 
+def gpu_max_memory(totals: list[int]) -> dict[int | str, int]:
+    """`max_memory` for device_map="auto": every visible GPU's total bytes, and no "cpu" key, so
+    accelerate never places layers in host memory (unusably slow, then OOM-killed by the pod's memory
+    limit). accelerate caps each GPU at its free memory itself."""
+    return dict(enumerate(totals))
+
+
+def offloaded_modules(device_map: dict[str, Any] | None) -> list[str]:
+    """Modules accelerate placed off the GPUs. With GPU-only `max_memory` that is only ever "disk"
+    (accelerate always appends it as the last resort), which load() refuses."""
+    return sorted(name or "<model>" for name, where in (device_map or {}).items() if where in ("cpu", "disk"))
+
+
+def does_not_fit(offloaded: list[str], weights: int, max_memory: dict[int | str, int]) -> torch.cuda.OutOfMemoryError:
+    """The error of a model whose weights do not fit on the GPUs. An OutOfMemoryError, so the worker
+    exits as a CUDA out-of-memory while loading (the operator's OOMAtLoad, beside its plan's figures)."""
+    gib = 1024**3
+    shown = ", ".join(offloaded[:5]) + (f" and {len(offloaded) - 5} more" if len(offloaded) > 5 else "")
+    return torch.cuda.OutOfMemoryError(
+        f"CUDA out of memory at load: the model does not fit on the GPUs: its weights need about "
+        f"{weights / gib:.1f} GiB, the {len(max_memory)} visible GPU(s) have {sum(max_memory.values()) / gib:.1f} "
+        f"GiB in all; {len(offloaded)} module(s) would be offloaded to disk ({shown}). Use more GPUs, "
+        f"a quantization, or a smaller model.")
+
+
 # transformers' experts implementations for mixture-of-experts layers (DeepSeek V2/V3): "eager"
 # loops over the experts that received tokens (a host sync per layer: no CUDA graph), "grouped_mm"
 # runs them as one grouped matmul without syncs, "batched_mm" gathers each token's experts' weights.
@@ -128,8 +153,12 @@ def load(config: EngineConfig) -> Loaded:
     with _LOAD_LOCK:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=config.revision)
     kwargs: dict[str, Any] = {"revision": config.revision, "dtype": dtype}
+    max_memory: dict[int | str, int] = {}
     if cuda:
-        kwargs["device_map"] = "auto"  # shard over every visible GPU
+        # Shard over every visible GPU, and only them: a misfit fails here, not as CPU offload.
+        max_memory = gpu_max_memory([torch.cuda.get_device_properties(i).total_memory
+                                     for i in range(torch.cuda.device_count())])
+        kwargs["device_map"], kwargs["max_memory"] = "auto", max_memory
     hf_config = AutoConfig.from_pretrained(path, revision=config.revision)
     model_type = str(getattr(hf_config, "model_type", ""))
     if getattr(hf_config, "n_routed_experts", None) or getattr(hf_config, "num_experts", None):
@@ -141,6 +170,8 @@ def load(config: EngineConfig) -> Loaded:
     with _LOAD_LOCK:
         # One attempt: every error (a quantization conflict's ValueError too) is raised as itself.
         model: Any = AutoModelForCausalLM.from_pretrained(path, attn_implementation=requested, **kwargs)
+    if offloaded := offloaded_modules(getattr(model, "hf_device_map", None)):
+        raise does_not_fit(offloaded, sum(p.numel() * p.element_size() for p in model.parameters()), max_memory)
     attention = str(model.config._attn_implementation)
     if requested is None and attention != "sdpa":
         log.warning("attention: %s does not support sdpa; using %s", type(model).__name__, attention)
