@@ -107,26 +107,34 @@ class DecodeStep:
         logits: torch.Tensor = out.logits[:, -1]
         return logits
 
+    @torch.inference_mode()
     def capture(self, on_bucket: Callable[[int, int], None] | None = None) -> int:
         """Capture every bucket as a CUDA graph (largest first, so later ones reuse its memory pool).
-        Returns the number captured. A bucket that cannot be captured stays eager (logged)."""
+        Returns the number captured. A bucket that cannot be captured stays eager (logged).
+
+        Every graph writes its logits into one shared buffer [slots, vocab], so the graphs' own
+        intermediates are freed at the end of each capture and reused by the next (one memory pool)."""
         pool = None
         stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+        out: torch.Tensor | None = None
         for rows in reversed(self.row_buckets):
             for length in reversed(self.len_buckets):
                 try:
                     stream.wait_stream(torch.cuda.current_stream())
                     with torch.cuda.stream(stream):
-                        self._forward(rows, length)  # warm-up: lazy inits and autotuning outside capture
+                        warm = self._forward(rows, length)  # lazy inits and autotuning outside capture
                     torch.cuda.current_stream().wait_stream(stream)
+                    if out is None:
+                        out = torch.empty(self.tokens.shape[0], warm.shape[-1], dtype=warm.dtype, device=warm.device)
                     graph = torch.cuda.CUDAGraph()
                     with torch.cuda.graph(graph, pool=pool):
-                        out = self._forward(rows, length)
+                        out[:rows].copy_(self._forward(rows, length))
                     pool = graph.pool()
                 except RuntimeError as exc:  # e.g. a host sync inside the model: that bucket stays eager
                     log.warning("decode bucket rows=%d length=%d not captured (%s); it runs eagerly", rows, length, exc)
                     continue
-                self.graphs[(rows, length)] = (graph, out)
+                self.graphs[(rows, length)] = (graph, out[:rows])
                 if on_bucket is not None:
                     on_bucket(rows, length)
+        torch.cuda.synchronize()
         return len(self.graphs)
