@@ -69,16 +69,33 @@ async def test_failed_auth_throttled_per_address_others_unaffected() -> None:
                 "retry_after": 6,
             }
         }
-        # Refused before the key is looked at: even the right key, from this address.
-        assert (await attacker.get("/v1/models", headers=bearer("good-key"))).status_code == 429
+        # Only failures are throttled: the right key is checked and served, even from this address.
+        assert (await attacker.get("/v1/models", headers=bearer("good-key"))).status_code == 200
         # Another address is unaffected, with or without the right key.
         assert (await other.get("/v1/models", headers=bearer("good-key"))).status_code == 200
         assert (await other.get("/v1/models", headers=bearer("wrong"))).status_code == 401
-        # One attempt comes back every 6 s.
+        # One failed attempt comes back every 6 s.
         clock.now += 6
-        assert (await attacker.get("/v1/models", headers=bearer("good-key"))).status_code == 200
         assert (await attacker.get("/v1/models", headers=bearer("wrong"))).status_code == 401
-        assert (await attacker.get("/v1/models", headers=bearer("good-key"))).status_code == 429
+        assert (await attacker.get("/v1/models", headers=bearer("wrong"))).status_code == 429
+        assert (await attacker.get("/v1/models", headers=bearer("good-key"))).status_code == 200
+
+
+async def test_one_key_guesser_does_not_lock_out_a_valid_key_from_the_same_address() -> None:
+    """Issue 18, item 20: behind an ingress every client shares the controller pod's address, so 10
+    wrong keys from one client must not turn away the others' correct keys."""
+    app, _ = make_app(api_keys="good-key")  # auth_failures_per_minute defaults to 10
+    async with asgi(app, ATTACKER) as ingress:
+        wrong = [(await ingress.get("/v1/models", headers=bearer(f"wrong-{i}"))).status_code for i in range(10)]
+        right = await ingress.get("/v1/models", headers=bearer("good-key"))
+        more_wrong = await ingress.get("/v1/models", headers=bearer("wrong-11"))
+        missing = await ingress.get("/v1/models")
+        chat = await ingress.post("/v1/chat/completions", headers=bearer("good-key"),
+                                  json={"model": "fake", "messages": [{"role": "user", "content": "hi"}]})
+    assert wrong == [401] * 10
+    assert right.status_code == 200 and right.json()["data"][0]["id"] == "fake"
+    assert more_wrong.status_code == missing.status_code == 429
+    assert chat.status_code == 200
 
 
 async def test_failed_client_credentials_count_too(jwt_files: dict[str, Path]) -> None:
@@ -88,7 +105,9 @@ async def test_failed_client_credentials_count_too(jwt_files: dict[str, Path]) -
     async with asgi(app, ATTACKER) as attacker, asgi(app, OTHER) as other:
         codes = [(await attacker.post("/auth/v1/token", data=bad)).status_code for _ in range(5)]
         assert codes == [401, 401, 401, 429, 429]
-        assert (await attacker.post("/auth/v1/token", data=good)).status_code == 429
+        # The right secret is checked and served from the throttled address too.
+        assert (await attacker.post("/auth/v1/token", data=good)).status_code == 200
+        assert (await attacker.post("/auth/v1/token", data=bad)).status_code == 429
         assert (await other.post("/auth/v1/token", data=good)).status_code == 200
 
 

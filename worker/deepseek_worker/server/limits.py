@@ -154,8 +154,11 @@ class RateLimiter:
 class AuthFailureThrottle(RateLimiter):
     """Failed authentications per client address: `per_minute` of them (also the burst), then 429.
 
-    Only failures take a token; `retry_after` peeks, so a throttled address is refused before its
-    credential is even looked at, and addresses that never fail are never tracked.
+    Only failures are throttled: a credential is always checked, a valid one is served from any
+    address, and a failure from an address whose bucket is empty is answered 429 instead of 401
+    (`refusal`). Behind an ingress every client shares the controller pod's address, so refusing
+    before the check would let one key-guesser lock everyone out. Only failures take a token;
+    `retry_after` peeks, and addresses that never fail are never tracked.
     """
 
     def __init__(self, per_minute: int, max_keys: int = 10000, clock: Callable[[], float] = time.monotonic) -> None:
@@ -172,6 +175,16 @@ class AuthFailureThrottle(RateLimiter):
     def failed(self, address: str) -> None:
         """Count one failed authentication from `address`."""
         self.take(address)
+
+    def refusal(self, failure: APIError, address: str) -> APIError:
+        """What to answer for a failed authentication (`failure`, a 401) from `address`: the 429 when
+        the address is over its budget (not counted again), else the 401 itself (counted on sending)."""
+        retry_after = self.retry_after(address) if failure.status == 401 else None
+        if retry_after is None:
+            return failure
+        return APIError(
+            429, "Too many failed authentication attempts from this address; retry later.", retry_after=retry_after
+        )
 
 
 def token_endpoint_limiter(rpm: int, burst: int) -> RateLimiter:
@@ -286,13 +299,15 @@ class AdmissionMiddleware:
         return self._authenticate(scope, headers)
 
     def _authenticate(self, scope: Scope, headers: Headers) -> str:
-        """The failed-auth throttle for this address (before the credential is looked at), then auth."""
-        retry_after = self.auth_throttle.retry_after(client_ip(scope))
-        if retry_after is not None:
-            raise APIError(
-                429, "Too many failed authentication attempts from this address; retry later.", retry_after=retry_after
-            )
-        return self.identify(headers, scope)
+        """Auth, then, for a failure only, the failed-auth throttle of this address (a valid credential
+        is served from a throttled address too)."""
+        try:
+            return self.identify(headers, scope)
+        except APIError as err:
+            refusal = self.auth_throttle.refusal(err, client_ip(scope))
+            if refusal is err:
+                raise
+            raise refusal from err
 
     def _check_slots(self, identity: str) -> None:
         """Per-key cap (authenticated callers only: without auth every client behind an ingress shares

@@ -13,12 +13,21 @@ from ...protocol.errors import APIError
 from ...protocol.models import TokenResponse
 from ..auth import Authenticator
 from ..errors import ERROR_RESPONSES
+from ..limits import client_ip
 
 
 def add(app: FastAPI, auth: Authenticator) -> None:
     @app.post("/auth/v1/token", response_model=TokenResponse, responses=ERROR_RESPONSES)
     async def token(request: Request) -> TokenResponse:
-        return auth.issue_token(await _token_form(request))
+        try:
+            return auth.issue_token(await _token_form(request))
+        except APIError as err:
+            # Wrong client credentials from an address over its failed-auth budget: 429 (limits.py);
+            # the right ones are served from any address.
+            refusal = request.app.state.auth_throttle.refusal(err, client_ip(request.scope))
+            if refusal is err:
+                raise
+            raise refusal from err
 
 
 async def _token_form(request: Request) -> dict[str, str]:
