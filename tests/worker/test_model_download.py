@@ -332,6 +332,29 @@ def test_modelscope_source_downloads_the_same_files(plain_hub: Hub, tiny_model_d
     assert (marker["source"], marker["revision"], marker["bytes"]) == ("modelScope", "master", total)
 
 
+def test_modelscope_asks_for_master_when_the_revision_is_the_default_main(plain_hub: Hub, tmp_path: Path) -> None:
+    """ModelScope's default branch is `master` (issue 18, item 14): `revision: main`, the resource's
+    default, would fail there with NotFound. The real ModelScope has no `main`; the fake hub answers
+    both, so the requests tell."""
+    seen = len(plain_hub.requested())
+    result = download(downloader_env(tmp_path, plain_hub, tmp_path / "model", None,
+                                     DEEPSEEK_DOWNLOAD_SOURCE="modelScope"))  # no DEEPSEEK_MODEL_REVISION: main
+    assert result.returncode == 0, result.stderr
+    asked = [line for line in plain_hub.requested()[seen:] if "/api/v1/models/" in line]
+    assert any("Revision=master" in line for line in asked), asked
+    assert not any("Revision=main" in line or "/main/" in line for line in asked), asked
+
+
+def test_only_modelscope_maps_main_to_master(tmp_path: Path) -> None:
+    from deepseek_worker.download.hubs import HuggingFaceHub, ModelScopeHub
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    assert ModelScopeHub("org/m", "main", tmp_path, None, None).revision == "master"
+    assert [ModelScopeHub("org/m", rev, tmp_path, None, None).revision for rev in ("master", "v1.0", sha)] == [
+        "master", "v1.0", sha]
+    assert HuggingFaceHub("org/m", "main", tmp_path, None, None).revision == "main"
+
+
 @pytest.mark.parametrize("source", ["huggingFace", "modelScope"])
 @pytest.mark.parametrize("token", [None, "wrong-token-9f8e"])
 def test_a_refused_token_is_a_permanent_unauthorized(locked_hub: Hub, tmp_path: Path, source: str,

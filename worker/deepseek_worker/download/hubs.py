@@ -79,7 +79,14 @@ class HuggingFaceHub(HubRepo):
 class ModelScopeHub(HubRepo):
     """modelscope: `HubApi.list_repo_files`, then `snapshot_download(local_dir=)`. The file listing
     carries no repo commit, so `commit` is the revision when that is a commit sha, else "". The
-    client's lock files go to `local_dir/.cache/modelscope` (the PVC), not to $HOME."""
+    client's lock files go to `local_dir/.cache/modelscope` (the PVC), not to $HOME.
+
+    ModelScope's default branch is `master`: the resource's default revision `main` means it here
+    (a repo has no `main`, and asking for it fails as NotFound)."""
+
+    def __post_init__(self) -> None:
+        if self.revision == "main":
+            self.revision = "master"
 
     def prepare(self) -> None:
         """Nothing: modelscope resumes its `<file>.incomplete` with a Range request."""
