@@ -15,6 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from ..types import EngineConfig
+from .cpu_kernels import pack_linears
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,8 @@ def load(config: EngineConfig) -> Loaded:
     model.eval()
     device = next(model.parameters()).device
     weights, per_token = weight_bytes(model), kv_bytes_per_token(model, device)
+    if device.type == "cpu" and config.quantization == "none":
+        log.info("packed %d linear layers for oneDNN (cpu_kernels.py)", pack_linears(model))
     # The operator's GPU-fit plan (docs/gpu-sizing.md) is checked against these two figures.
     log.info("loaded %s dtype=%s attention=%s quantization=%s device=%s weight_bytes=%d kv_cache_bytes_per_token=%d",
              path, dtype, attention, config.quantization, device, weights, per_token)
