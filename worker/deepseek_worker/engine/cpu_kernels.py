@@ -27,7 +27,7 @@ _PACKABLE = (torch.float32, torch.bfloat16)
 def pack_linears(model: Any) -> int:
     """Pack every plain CPU float linear of `model` in place; returns how many were packed (0 when
     oneDNN is unavailable in this torch build: then nothing changes)."""
-    if not torch.backends.mkldnn.is_available():
+    if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
         return 0
     packed = 0
     for module in model.modules():
@@ -40,7 +40,7 @@ def pack_linears(model: Any) -> int:
         except RuntimeError as exc:  # an unsupported shape or build: this layer keeps F.linear
             log.debug("linear %s not packed: %s", tuple(module.weight.shape), exc)
             continue
-        module.forward = _packed_forward(weight, module.bias)
+        module.forward = _packed_forward(weight, module.bias)  # type: ignore[method-assign]
         packed += 1
     return packed
 
