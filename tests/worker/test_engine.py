@@ -77,21 +77,13 @@ async def test_greedy_in_a_batch_equals_greedy_alone(engine: Engine) -> None:
 async def test_failing_requests_end_with_error_and_loop_goes_on(engine: Engine, monkeypatch: Any) -> None:
     runner = engine._runner
     assert runner is not None
-    real = runner._run_prompt
-
-    def explode_for_boom(seq: Any, size: int) -> Any:
-        if seq.request_id == "boom":
-            raise RuntimeError("prefill exploded")
-        return real(seq, size)
-
     real_batch = runner._run_prompt_batch
 
-    def explode_batch_with_boom(seqs: list[Any]) -> Any:
-        if any(s.request_id == "boom" for s in seqs):
-            raise RuntimeError("batched prefill exploded")
-        return real_batch(seqs)
+    def explode_batch_with_boom(chunks: list[Any]) -> Any:
+        if any(seq.request_id == "boom" for seq, _ in chunks):
+            raise RuntimeError("prefill exploded")
+        return real_batch(chunks)
 
-    monkeypatch.setattr(runner, "_run_prompt", explode_for_boom)
     monkeypatch.setattr(runner, "_run_prompt_batch", explode_batch_with_boom)
     ids = chat_ids(engine, "Hello")
     good_alone = await collect(engine, ids, GREEDY, "solo")

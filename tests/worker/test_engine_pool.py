@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -127,10 +128,32 @@ async def test_repeated_step_failures_make_the_engine_unhealthy(small_pool: Engi
 
     # A wedged device: every pass fails, prefill and decode alike.
     runner.decoder.run = broken  # type: ignore[method-assign]
-    runner._run_prompt = broken  # type: ignore[method-assign,assignment]
     runner._run_prompt_batch = broken  # type: ignore[method-assign,assignment]
     ids = chat_ids(eng, "Hello")
     for i in range(eng.config.max_consecutive_step_failures):
         out = await collect(eng, ids, SamplingParams(max_tokens=4, temperature=0), f"f{i}")
         assert out.last.finish_reason == "error" and "illegal memory access" in (out.last.error or "")
     assert not eng.healthy
+
+
+async def test_prefix_hits_and_fresh_prompts_prefill_together_in_one_pass(small_pool: Engine) -> None:
+    eng = small_pool
+    runner = eng._runner
+    assert runner is not None
+    system = "You are a helpful assistant who answers briefly, in plain words, and never repeats itself. " * 3
+    warm, hit, fresh = chat_ids(eng, "Hi", system), chat_ids(eng, "Bye", system), chat_ids(eng, "2+2")
+    await collect(eng, warm, SamplingParams(max_tokens=2, temperature=0), "warm")  # caches the system prompt
+    passes: list[list[str]] = []
+    real = runner._run_prompt_batch
+
+    def counting(chunks: list[tuple[Any, int]]) -> Any:
+        passes.append([seq.request_id for seq, _ in chunks])
+        return real(chunks)
+
+    runner._run_prompt_batch = counting  # type: ignore[method-assign]
+    params = SamplingParams(max_tokens=NEW, temperature=0)
+    both = asyncio.gather(collect(eng, hit, params, "hit"), collect(eng, fresh, params, "fresh"))
+    outs = await asyncio.wait_for(both, DEADLINE)
+    assert outs[0].last.cached_prompt_tokens > 0 and outs[1].last.cached_prompt_tokens == 0
+    assert ["hit", "fresh"] in passes  # one padded pass for both
+    texts_equal_reference(eng, [hit, fresh], outs)

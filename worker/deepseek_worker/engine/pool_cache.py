@@ -5,10 +5,8 @@ what it gets back. `PoolCache` answers from the pool according to the pass the r
 
 - `decode(rows, length, positions)`: every row r (= slot r) writes its one new token at
   `positions[r]` (a scatter, fixed shapes) and attends over `keys[:rows, :, :length]`, a view;
-- `prefill(slot, start)`: one sequence writes a chunk at `start..start+n` and attends over its
-  first `start+n` positions;
-- `prefill_fresh(slots)`: several prompts starting at position 0, padded to one length, write their
-  rows into their slots and attend over the chunk itself.
+- `prefill_rows(slots, positions, end)`: a right-padded batch of prompt chunks, each row written at
+  its own positions of its own slot (after earlier chunks or a prefix hit), attending over its slot.
 
 The runner always passes a prepared 4-D additive mask, so transformers never asks the cache for mask
 sizes or sequence lengths (the methods exist for its interface and answer what they can).
@@ -56,7 +54,7 @@ class _PoolLayer(CacheLayerMixin):  # type: ignore[no-untyped-call]  # transform
 
 
 class PoolCache(Cache):
-    """A transformers `Cache` over a KVPool. Set a pass (`decode`, `prefill`, `prefill_fresh`), then
+    """A transformers `Cache` over a KVPool. Set a pass (`decode`, `prefill_rows`), then
     call the model with `past_key_values=this`."""
 
     def __init__(self, pool: KVPool) -> None:
@@ -83,29 +81,18 @@ class PoolCache(Cache):
 
         self.pass_update = update
 
-    def prefill(self, slot: int, start: int) -> None:
-        """One sequence in `slot` writes a chunk at `start` and attends over everything before it."""
+    def prefill_rows(self, slots: torch.Tensor, positions: torch.Tensor, end: int) -> None:
+        """Row r of a padded batch writes its tokens at `positions[r]` [width] of slot `slots[r]` and
+        attends over its slot's first `end` positions (a gathered copy: prefill is compute-bound)."""
         pool = self.pool
+        self.kv_length = end
 
         def update(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            end = start + k.shape[2]
-            self.kv_length = end
-            keys, values = pool.keys[i][slot : slot + 1], pool.values[i][slot : slot + 1]
-            keys[:, :, start:end].copy_(k)
-            values[:, :, start:end].copy_(v)
-            return keys[:, :, :end], values[:, :, :end]
-
-        self.pass_update = update
-
-    def prefill_fresh(self, slots: torch.Tensor) -> None:
-        """Rows of a padded batch of prompts that all start at position 0 go to `slots` [rows]."""
-        pool = self.pool
-
-        def update(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            n = k.shape[2]
-            self.kv_length = n
-            pool.keys[i][:, :, :n].index_copy_(0, slots.to(k.device), k)
-            pool.values[i][:, :, :n].index_copy_(0, slots.to(v.device), v)
-            return k, v
+            rows, at = slots.to(k.device), positions.to(k.device)
+            keys, values = pool.keys[i], pool.values[i]
+            # [slots, length, heads, dim] views: one advanced-index write per tensor, into the pool.
+            keys.permute(0, 2, 1, 3)[rows[:, None], at] = k.permute(0, 2, 1, 3)
+            values.permute(0, 2, 1, 3)[rows[:, None], at] = v.permute(0, 2, 1, 3)
+            return keys[:, :, :end].index_select(0, rows), values[:, :, :end].index_select(0, rows)
 
         self.pass_update = update

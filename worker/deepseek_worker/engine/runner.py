@@ -5,8 +5,9 @@ here is locked. One step:
 1. drop cancelled sequences and admit new ones (each gets a slot; a prefix-cache hit is copied in);
 2. one decode pass over every slot (static shapes, a CUDA graph on CUDA) and one batched sampling
    call for the sequences that are decoding; the chosen tokens come to the host in one copy;
-3. prefill under the step's token budget (`max_num_batched_tokens`): prompts that start at 0 and fit
-   whole go together in one padded pass, a longer one advances by a chunk, so a long prompt never
+3. prefill under the step's token budget (`max_num_batched_tokens`): every waiting prompt advances
+   by a chunk (its whole rest when that fits), all in one right-padded pass where each row attends
+   over its own slot, so prefix hits and chunks batch like fresh prompts, and a long prompt never
    stalls the running streams for more than one budget's worth of work.
 A sequence whose prompt is complete samples its first token and decodes from the next step.
 """
@@ -226,79 +227,73 @@ class Runner:
     # -- prefill ------------------------------------------------------------------------------
 
     def _prefill(self) -> list[Result]:
-        """Prefill waiting prompts under the token budget: whole fresh prompts batched, then chunks."""
+        """Prefill waiting prompts under the token budget, in at most two padded passes: a chunk
+        longer than half the budget alone (so short prompts are not padded to its width), the rest
+        together."""
+        chunks = self._plan_prefill()
+        half = self.config.max_num_batched_tokens // 2
+        long = [c for c in chunks if c[1] > half]
+        short = [c for c in chunks if c[1] <= half]
+        return [r for group in (long, short) if group for r in self._run_chunks(group)]
+
+    def _plan_prefill(self) -> list[tuple[Sequence, int]]:
+        """(sequence, tokens to prefill now) in admission order, within max_num_batched_tokens."""
         budget = self.config.max_num_batched_tokens
-        pending = [s for s in self.seqs.values() if not s.decoding]
-        fresh: list[Sequence] = []
-        chunks: list[tuple[Sequence, int]] = []
-        for seq in pending:
-            rest = len(seq.prompt_ids) - seq.filled
-            if seq.filled == 0 and rest <= budget:
-                fresh.append(seq)
-            elif budget > 0:
-                chunks.append((seq, min(rest, budget)))
-            else:
+        chunks = []
+        for seq in self.seqs.values():
+            if seq.decoding:
+                continue
+            size = min(len(seq.prompt_ids) - seq.filled, budget)
+            if size <= 0:
                 break
-            budget -= min(rest, budget)
-            if budget <= 0:
-                break
-        results = self._run_fresh(fresh) if fresh else []
-        for seq, size in chunks:
-            results += self._run_chunk(seq, size)
-        return results
+            chunks.append((seq, size))
+            budget -= size
+        return chunks
 
-    def _run_fresh(self, seqs: list[Sequence]) -> list[Result]:
-        """One padded pass over whole prompts that start at position 0 (right-padded, masked)."""
-        if len(seqs) == 1:
-            return self._run_chunk(seqs[0], len(seqs[0].prompt_ids))
+    def _run_chunks(self, chunks: list[tuple[Sequence, int]]) -> list[Result]:
         try:
-            logits = self._run_prompt_batch(seqs)
-        except Exception:  # noqa: BLE001 -- not attributable: each prompt runs alone, so only the
-            # request that fails alone ends as "error" (its neighbours are not punished for it).
-            for s in seqs:
-                s.filled = 0
-            return [r for s in seqs for r in self._run_chunk(s, len(s.prompt_ids))]
-        return self._first_tokens(seqs, logits)
+            done, logits = self._run_prompt_batch(chunks)
+        except Exception as exc:  # noqa: BLE001 -- not attributable in a batch: each chunk runs alone,
+            # so only the request that fails alone ends as "error" (its neighbours are not punished).
+            if len(chunks) == 1:
+                return self._fail_prefill([chunks[0][0]], exc)
+            return [r for chunk in chunks for r in self._run_chunks([chunk])]
+        self._passes[0] += 1
+        return self._first_tokens(done, logits) if done else []  # none done: chunks of long prompts
 
-    def _run_prompt_batch(self, seqs: list[Sequence]) -> torch.Tensor:
-        device, width = self.input_device, max(len(s.prompt_ids) for s in seqs)
-        ids = torch.tensor([s.prompt_ids + [0] * (width - len(s.prompt_ids)) for s in seqs], device=device)
-        lengths = torch.tensor([len(s.prompt_ids) for s in seqs], device=device)
+    def _run_prompt_batch(self, chunks: list[tuple[Sequence, int]]) -> tuple[list[Sequence], torch.Tensor]:
+        """One right-padded pass: row r prefills `size` prompt tokens of its sequence from where it
+        stands (after earlier chunks or a prefix hit), attending over its own slot. Returns the
+        sequences whose prompt is now complete and their last token's logits."""
+        device, slot_len = self.input_device, self.pool.slot_len
+        width = max(size for _, size in chunks)
+        starts = torch.tensor([seq.filled for seq, _ in chunks], device=device)
+        sizes = torch.tensor([size for _, size in chunks], device=device)
+        ids = torch.tensor([seq.prompt_ids[seq.filled : seq.filled + size] + [0] * (width - size)
+                            for seq, size in chunks], device=device)
         cols = torch.arange(width, device=device)
-        allowed = (cols[None, None, :] <= cols[None, :, None]) & (cols[None, None, :] < lengths[:, None, None])
-        self.cache.prefill_fresh(torch.tensor([self.slots.owners.index(s.key) for s in seqs], device=device))
+        # Padding queries write beyond their row's data (overwritten before it is ever attended);
+        # clamped so they stay inside the slot (a real prompt token is never at slot_len - 1).
+        positions = (starts[:, None] + cols[None, :]).clamp_(max=slot_len - 1)
+        end = int(max(seq.filled + size for seq, size in chunks))
+        keys = torch.arange(end, device=device)
+        filled = (starts + sizes)[:, None, None]
+        allowed = (keys[None, None, :] <= positions[:, :, None]) & (keys[None, None, :] < filled)
+        slots = torch.tensor([self.slots.owners.index(seq.key) for seq, _ in chunks], device=device)
+        self.cache.prefill_rows(slots, positions, end)
         hidden = self.model.get_decoder()(
-            input_ids=ids, position_ids=cols[None].expand(len(seqs), -1),
-            attention_mask=additive_mask(allowed, self.dtype)[:, None], past_key_values=self.cache, use_cache=True,
+            input_ids=ids, position_ids=positions, attention_mask=additive_mask(allowed, self.dtype)[:, None],
+            past_key_values=self.cache, use_cache=True,
         ).last_hidden_state
-        last = hidden[torch.arange(len(seqs), device=device), lengths - 1]
+        for seq, size in chunks:
+            seq.filled += size
+        rows = [r for r, (seq, _) in enumerate(chunks) if seq.decoding]
+        index = torch.tensor(rows, dtype=torch.long, device=device)
+        last = hidden[index, sizes[index] - 1]
         logits: torch.Tensor = self.model.get_output_embeddings()(last)
-        for s in seqs:
-            s.filled = len(s.prompt_ids)
-        return logits
-
-    def _run_chunk(self, seq: Sequence, size: int) -> list[Result]:
-        try:
-            logits = self._run_prompt(seq, size)
-        except Exception as exc:  # noqa: BLE001 -- this request ends as "error"; the loop goes on
-            return self._fail_prefill([seq], exc)
-        return self._first_tokens([seq], logits) if logits is not None else []
-
-    def _run_prompt(self, seq: Sequence, size: int) -> torch.Tensor | None:
-        """Prefill `size` more prompt tokens of `seq`; the last token's logits when the prompt is done."""
-        start, device = seq.filled, self.input_device
-        ids = torch.tensor([seq.prompt_ids[start : start + size]], device=device)
-        positions = torch.arange(start, start + size, device=device)
-        allowed = torch.arange(start + size, device=device)[None, :] <= positions[:, None]
-        self.cache.prefill(self.slots.owners.index(seq.key), start)
-        mask = additive_mask(allowed, self.dtype)[None, None]
-        out = self.model(input_ids=ids, position_ids=positions[None], attention_mask=mask,
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
-        seq.filled += size
-        return out.logits[:, -1] if seq.decoding else None
+        return [chunks[r][0] for r in rows], logits
 
     def _first_tokens(self, seqs: list[Sequence], logits: torch.Tensor) -> list[Result]:
-        self._passes[0] += 1
         slots = self.slots.owners
         for s in seqs:
             self.prefix.insert(s.prompt_ids, self.pool.read(slots.index(s.key), len(s.prompt_ids)))
