@@ -87,3 +87,9 @@ def test_sorted_fallback_agrees_on_the_nucleus() -> None:
 def test_uniforms_are_deterministic_and_in_range() -> None:
     assert uniforms(1, 2) == uniforms(1, 2) and uniforms(1, 2) != uniforms(1, 3)
     assert all(0 < u < 1 for u in uniforms(123, 0, rounds=8))
+
+
+def test_vanishing_temperature_and_top_p_are_greedy_not_nan() -> None:
+    logits = torch.randn(2, 64, generator=torch.Generator().manual_seed(2))
+    rows = [RowParams(5e-324, 1.0, 0, seed=1), RowParams(1.0, 1e-300, 0, seed=1)]
+    assert sample(logits, rows).tolist() == logits.argmax(dim=-1).tolist()

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 import torch
 
 ROUNDS = 4  # top-p rejection rounds before the sorted fallback (rarely reached: see module doc)
+# Temperatures below this are greedy: dividing logits by 5e-324 gives inf and a NaN distribution
+# (vLLM's _SAMPLING_EPS is the same 1e-5).
+GREEDY_BELOW = 1e-5
 
 
 def new_seed(seed: int | None) -> int:
@@ -38,7 +41,7 @@ def uniforms(seed: int, index: int, rounds: int = ROUNDS) -> list[float]:
 
 @dataclass(frozen=True)
 class RowParams:
-    """What sampling needs of one row. temperature <= 0 means greedy."""
+    """What sampling needs of one row. temperature < GREEDY_BELOW means greedy."""
 
     temperature: float
     top_p: float = 1.0
@@ -49,11 +52,12 @@ class RowParams:
 
 def sample(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
     """Tokens [n] (on the logits' device) for logits [n, vocab], one RowParams per row."""
-    greedy_rows = [r.temperature <= 0 for r in rows]
+    greedy_rows = [r.temperature < GREEDY_BELOW for r in rows]
     if all(greedy_rows):
         return logits.argmax(dim=-1)
     device = logits.device
-    temps = torch.tensor([r.temperature if r.temperature > 0 else 1.0 for r in rows], device=device)
+    temps = torch.tensor([1.0 if greedy else r.temperature for r, greedy in zip(rows, greedy_rows, strict=True)],
+                         device=device)
     probs = torch.softmax(logits.float() / temps[:, None], dim=-1)  # never in place: .float() may alias
     if any(r.top_k > 0 for r in rows):
         probs = _top_k(probs, [r.top_k for r in rows])
