@@ -61,7 +61,7 @@ def sample(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
     probs = torch.softmax(logits.float() / temps[:, None], dim=-1)  # never in place: .float() may alias
     if any(r.top_k > 0 for r in rows):
         probs = _top_k(probs, [r.top_k for r in rows])
-    top_p = torch.tensor([r.top_p for r in rows], device=device)
+    top_p = torch.tensor([r.top_p for r in rows], device=device, dtype=torch.float64)  # 1e-300 is 0 in float32
     draws = torch.tensor([uniforms(r.seed, r.index) for r in rows], device=device, dtype=torch.float64)
     tokens = _top_p(probs, top_p, draws)
     if any(greedy_rows):
@@ -122,6 +122,7 @@ def _inside(probs: torch.Tensor, token: torch.Tensor, top_p: torch.Tensor) -> to
 def _sorted_top_p(probs: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     ordered, order = probs.sort(dim=-1, descending=True)
     outside = (ordered.cumsum(dim=-1) - ordered) >= top_p[:, None]
+    outside[:, 0] = False  # the most likely token is always in the nucleus
     ordered = torch.where(outside, 0.0, ordered)
     cdf = ordered.cumsum(dim=-1)
     target = (u * cdf[:, -1].double()).to(cdf.dtype)[:, None]
