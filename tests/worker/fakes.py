@@ -68,6 +68,7 @@ class FakeEngine:
         return "".join(f"<|{m['role']}|> {m['content']}\n" for m in messages) + "<|assistant|>"
 
     def tokenize(self, text: str) -> list[int]:
+        text.encode("utf-8")  # raises on a lone surrogate, as a real (Rust) tokenizer does
         return [len(word) for word in text.split()]
 
     def measurements(self) -> EngineMeasurements:

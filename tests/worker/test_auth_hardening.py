@@ -3,6 +3,7 @@ and the minimum JWT signing-key length (refused at start-up, and after a rotatio
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -229,3 +230,15 @@ async def test_jwt_secret_rotated_to_a_short_key_is_not_used(jwt_files: dict[str
         "param": None,
         "code": 500,
     }
+
+
+@pytest.mark.parametrize("field", ["client_id", "client_secret", "grant_type"])
+async def test_token_request_with_a_lone_surrogate_is_400(jwt_files: dict[str, Path], field: str) -> None:
+    """Issue 19: `"\\ud800"` is valid JSON but has no UTF-8 form; hashing it gave a 500."""
+    app, _ = make_app(**jwt_files)
+    body = {"grant_type": "client_credentials", "client_id": "svc", "client_secret": "svc-secret"}
+    body[field] = "svc\ud800"
+    async with asgi(app) as c:
+        r = await c.post("/auth/v1/token", content=json.dumps(body), headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == field

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
-from fakes import FakeEngine, make_app
+from fakes import FakeEngine, make_app, sse_events
 
 USER = [{"role": "user", "content": "hi"}]
 CHAT = "/v1/chat/completions"
@@ -113,3 +114,53 @@ async def test_huge_chunked_body_is_413(client: httpx.AsyncClient) -> None:
             yield b" " * 1000
 
     check(await client.post(CHAT, content=body(), headers={"content-type": "application/json"}), 413, None)
+
+
+def raw_post(path: str, body: Any) -> dict[str, Any]:
+    """httpx's `json=` cannot encode a lone surrogate; the JSON escape (`"\\ud800"`) is valid JSON."""
+    return {"url": path, "content": json.dumps(body), "headers": {"content-type": "application/json"}}
+
+
+# A lone UTF-16 surrogate anywhere: before the fix, content gave 500 (the tokenizer raised; FakeEngine's
+# does too) and stop or a prompt reset the connection on the real engine.
+SURROGATES: list[tuple[str, str, Any, str]] = [
+    ("content", CHAT, chat(messages=[{"role": "user", "content": "a\ud800b"}]), "messages[0].content"),
+    ("content-part", CHAT, chat(messages=[{"role": "user", "content": [{"type": "text", "text": "\udc00"}]}]),
+     "messages[0].content[0].text"),
+    ("stop", CHAT, chat(stop="a\ud800"), "stop"),
+    ("stop-list-stream", CHAT, chat(stop=["x", "\ud800"], stream=True), "stop[1]"),
+    ("name", CHAT, chat(messages=[{"role": "user", "content": "hi", "name": "\udfff"}]), "messages[0].name"),
+    ("user", CHAT, chat(user="\ud800"), "user"),
+    ("tool-schema-key", CHAT, chat(tools=[{"type": "function", "function": {
+        "name": "f", "parameters": {"type": "object", "properties": {"\ud800": {"type": "string"}}}}}]),
+     "tools[0].function.parameters.properties"),
+    ("prompt", COMPLETIONS, {"model": "fake", "prompt": "a\ud800b"}, "prompt"),
+    ("prompt-list-stream", COMPLETIONS, {"model": "fake", "prompt": ["\udc00"], "stream": True}, "prompt[0]"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [c[1:] for c in SURROGATES], ids=[c[0] for c in SURROGATES])
+async def test_lone_surrogate_is_400_naming_the_parameter(path: str, body: Any, param: str) -> None:
+    app, _ = make_app(FakeEngine(max_model_len=64), max_new_tokens=32)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://worker") as c:
+        check(await c.request("POST", **raw_post(path, body)), 400, param)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", [CHAT, COMPLETIONS])
+def test_real_tokenizer_lone_surrogate_and_tiny_floats(url: str, path: str) -> None:
+    """On the tiny model: a surrogate is a 400 before the tokenizer sees it; the smallest positive
+    temperature and top_p (in range) are served (the sampler once made NaN of them)."""
+    base: dict[str, Any] = {"model": "deepseek-chat", "max_tokens": 3}
+    base |= {"messages": [{"role": "user", "content": "hi"}]} if path == CHAT else {"prompt": "hi"}
+    field = "messages" if path == CHAT else "prompt"
+    bad = base | ({field: [{"role": "user", "content": "a\ud800b"}]} if path == CHAT else {field: "a\ud800b"})
+    r = httpx.request("POST", **raw_post(url + path, bad), timeout=60)
+    check(r, 400, "messages[0].content" if path == CHAT else "prompt")
+    for floats in ({"temperature": 5e-324}, {"top_p": 1e-300}, {"temperature": 5e-324, "top_p": 5e-324}):
+        for stream in (False, True):
+            r = httpx.request("POST", **raw_post(url + path, base | floats | {"stream": stream}), timeout=60)
+            assert r.status_code == 200, (floats, r.text)
+            events = sse_events(r.text) if stream else [r.json()]
+            assert events[-1] == "[DONE]" if stream else events[0]["choices"], r.text
+            assert not [e for e in events if isinstance(e, dict) and "error" in e], r.text

@@ -7,15 +7,43 @@ value (n=1, no penalties...) say so.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import APIError
 
 STRICT = ConfigDict(extra="forbid")
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(data: Any, path: str = "") -> str | None:
+    """The path ("messages[0].content") of the first string holding a lone UTF-16 surrogate, else
+    None. A key holding one names the object it is in ("" for the body itself).
+
+    JSON may escape one (`"\\ud800"`) and Python's json module decodes it, but such a string has
+    no UTF-8 form: a tokenizer, a stop matcher or a reply that echoes it would raise mid-request.
+    """
+    if isinstance(data, str):
+        return path if _SURROGATE.search(data) else None
+    if isinstance(data, dict):
+        for key, value in data.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and _SURROGATE.search(key):
+                return path
+            found = lone_surrogate(value, where)
+            if found is not None:
+                return found
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            found = lone_surrogate(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 class StreamOptions(BaseModel):
@@ -49,6 +77,16 @@ class GenerationRequest(BaseModel):
     frequency_penalty: Literal[0] | None = None
     presence_penalty: Literal[0] | None = None
     logit_bias: Annotated[dict[str, float], Field(max_length=0)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        """Before any field: a lone surrogate anywhere is a 400 naming where (see lone_surrogate)."""
+        where = lone_surrogate(data)
+        if where is not None:
+            raise APIError(400, "Strings must be valid Unicode: a lone UTF-16 surrogate (\\ud800-\\udfff) "
+                           "has no UTF-8 form.", param=where or None)
+        return data
 
     @field_validator("stop")
     @classmethod

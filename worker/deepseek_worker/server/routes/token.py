@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 
+from ...protocol.common import lone_surrogate
 from ...protocol.errors import APIError
 from ...protocol.models import TokenResponse
 from ..auth import Authenticator
@@ -41,6 +42,9 @@ async def _token_form(request: Request) -> dict[str, str]:
             raise APIError(400, "Request body is not valid JSON.") from exc
         if not isinstance(data, dict):
             raise APIError(400, "Request body must be a JSON object.")
+        where = lone_surrogate(data)
+        if where is not None:  # valid JSON, but no UTF-8 form to hash
+            raise APIError(400, "Strings must be valid Unicode (a lone UTF-16 surrogate).", param=where or None)
         form = {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
     else:
         form = dict(parse_qsl(raw.decode("utf-8", errors="replace")))
