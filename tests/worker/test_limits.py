@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 from fakes import FakeEngine, make_app, serve_in_thread, wait_until
 
 from deepseek_worker.server.limits import RateLimiter, TokenBucket
@@ -121,3 +124,24 @@ def test_client_disconnect_mid_stream_frees_engine_slot() -> None:
         sock.close()
         wait_until(lambda: not engine.active and app.state.worker.inflight == 0, 10, "slot freed")
         assert len(engine.closed) == 1
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_client_disconnect_non_streamed_frees_engine_slots_within_a_second(path: str) -> None:
+    """Issue 19: six non-streamed requests whose clients leave after 0.3 s used to generate on to
+    max_tokens; their slots are free within a second of the disconnect and new requests are served."""
+    engine = FakeEngine(step_delay=0.5)  # 10 tokens: 5 s per request unless cancelled
+    app, _ = make_app(engine, max_concurrent_requests=6, max_concurrent_requests_per_key=6)
+    body = {**CHAT, "stream": False} if path.endswith("chat/completions") else {"model": "fake", "prompt": "hi"}
+
+    def abandon(_: int) -> None:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(url + path, json=body, timeout=httpx.Timeout(10, read=0.3))
+
+    with serve_in_thread(app) as url, ThreadPoolExecutor(6) as pool:
+        list(pool.map(abandon, range(6)))  # all six connections are closed when this returns
+        left = time.monotonic()
+        wait_until(lambda: not engine.active and app.state.worker.inflight == 0, 1.0, "slots freed within 1 s")
+        assert time.monotonic() - left < 1.0 and len(engine.closed) == 6
+        engine.step_delay = 0.0
+        assert httpx.post(url + path, json=body, timeout=10).status_code == 200

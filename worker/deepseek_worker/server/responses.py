@@ -1,8 +1,17 @@
-"""Non-streaming replies: collect the engine's chunks, then one ChatCompletion / Completion."""
+"""Non-streaming replies: collect the engine's chunks, then one ChatCompletion / Completion.
+
+A client that disconnects while its reply is generated cancels the generation (until_disconnect):
+the engine slot is free at once, as for a stream (Starlette cancels those itself).
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from contextlib import aclosing
+from typing import Any, TypeVar
+
+from starlette.types import Receive
 
 from ..protocol import features
 from ..protocol.chat import AssistantMessage, ChatChoice, ChatCompletion
@@ -13,6 +22,37 @@ from ..types import EngineProtocol, GenerationChunk
 from . import jobs
 from .jobs import Job, job_usage, reasoning_parser
 from .metrics import Metrics, TokenTimer
+
+T = TypeVar("T")
+
+
+class ClientDisconnected(Exception):
+    """The client left before its non-streamed reply was ready; the generation was cancelled."""
+
+
+async def until_disconnect(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
+    """Await `work` unless the client disconnects first: then cancel it (jobs.chunks closes the
+    engine iterator, freeing the slot) and raise ClientDisconnected.
+
+    The body has been read, so the next ASGI message is `http.disconnect`, sent by the server as
+    soon as the connection closes.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when this request's own task is cancelled (server shutdown)
+        for pending in (watcher, task):
+            pending.cancel()
+        await asyncio.gather(watcher, task, return_exceptions=True)
+    if task.cancelled():
+        raise ClientDisconnected
+    return task.result()
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _collect(

@@ -4,10 +4,12 @@ with one JSON reply or an SSE stream."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
 from ...protocol.chat import ChatCompletionRequest
 from ...protocol.completions import CompletionRequest
@@ -28,8 +30,7 @@ def add(app: FastAPI, prefix: str, engine: EngineProtocol, settings: Settings, m
         job = await jobs.prepare_chat(engine, settings, body)
         if body.stream:
             return _sse(streaming.stream_chat(engine, settings, metrics, job, started))
-        result = await responses.complete_chat(engine, settings, metrics, job, started)
-        return JSONResponse(result.model_dump())  # null logprobs/refusal stay: OpenAI requires them
+        return await _reply(request, responses.complete_chat(engine, settings, metrics, job, started))
 
     async def completions(body: CompletionRequest, request: Request) -> Response:
         started = time.perf_counter()
@@ -37,13 +38,23 @@ def add(app: FastAPI, prefix: str, engine: EngineProtocol, settings: Settings, m
         job = await jobs.prepare_completion(engine, settings, body)
         if body.stream:
             return _sse(streaming.stream_completion(engine, settings, metrics, job, started))
-        result = await responses.complete_text(engine, settings, metrics, job, started)
-        return JSONResponse(result.model_dump())
+        return await _reply(request, responses.complete_text(engine, settings, metrics, job, started))
 
     app.add_api_route(prefix + "/chat/completions", chat_completions, methods=["POST"], response_model=None,
                       responses=ERROR_RESPONSES)
     app.add_api_route(prefix + "/completions", completions, methods=["POST"], response_model=None,
                       responses=ERROR_RESPONSES)
+
+
+async def _reply(request: Request, work: Coroutine[Any, Any, BaseModel]) -> Response:
+    """The reply as JSON (null logprobs/refusal stay: OpenAI requires them). A client that left
+    cancelled its generation; the 499 (nginx's "client closed request") reaches nobody but
+    deepseek_requests_total."""
+    try:
+        result = await responses.until_disconnect(request.receive, work)
+    except responses.ClientDisconnected:
+        return Response(status_code=499)
+    return JSONResponse(result.model_dump())
 
 
 def _sse(events: AsyncIterator[str]) -> StreamingResponse:
