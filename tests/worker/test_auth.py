@@ -59,10 +59,15 @@ async def test_api_keys_from_env_list() -> None:
     assert ok1.status_code == 200 and ok2.status_code == 200
 
 
-async def test_health_and_metrics_stay_open() -> None:
+async def test_health_stays_open_and_metrics_need_a_key() -> None:
+    """Probes come from the kubelet without a key; /metrics on the API port is keyed like /docs (issue 19:
+    the default ingress path `/` exposed it). Pods the operator renders serve it on 9090 only."""
     async with client(api_keys="k1") as c:
-        for path in ("/health/live", "/health/ready", "/metrics"):
+        for path in ("/health/live", "/health/ready"):
             assert (await c.get(path)).status_code == 200, path
+        refused = await c.get("/metrics")
+        assert refused.status_code == 401 and refused.json()["error"]["type"] == "authentication_error"
+        assert (await c.get("/metrics", headers=bearer("k1"))).status_code == 200
 
 
 async def test_api_keys_file_is_reread_on_change(tmp_path: Path) -> None:

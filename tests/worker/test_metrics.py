@@ -102,3 +102,18 @@ async def test_promtool_check_metrics_is_clean(client: httpx.AsyncClient) -> Non
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stdout + result.stderr
+
+
+async def test_metrics_port_set_means_no_metrics_on_the_api_port() -> None:
+    """Issue 19: with DEEPSEEK_METRICS_PORT (every pod the operator renders) /metrics lives on that
+    listener alone (cli.py), which the NetworkPolicy opens to Prometheus only; the API port, which the
+    ingress routes `/` to, answers 404. Without it (a local run) the API port serves it."""
+    app, _ = make_app(FakeEngine(), metrics_port=9090)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://worker") as c:
+        r = await c.get("/metrics")
+        assert r.status_code == 404 and r.json()["error"]["code"] == 404
+        assert (await c.get("/health/ready")).status_code == 200
+        assert "/metrics" not in (await c.get("/openapi.json")).json()["paths"]
+    app, _ = make_app(FakeEngine())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://worker") as c:
+        await scrape(c)

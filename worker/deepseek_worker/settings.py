@@ -59,8 +59,8 @@ class Settings(BaseSettings):
     jwt_ttl_seconds: int = Field(3600, ge=1)
     host: str = "0.0.0.0"  # a pod must listen on its pod IP
     port: int = Field(8000, ge=1, le=65535)
-    # A second listener for /metrics only, so a NetworkPolicy can open it to Prometheus alone (0: off;
-    # /metrics stays on the API port either way).
+    # A second listener for /metrics only, so a NetworkPolicy can open it to Prometheus alone. Set, the
+    # API port does not serve /metrics; 0 (off): the API port does, keyed when auth is on.
     metrics_port: int = Field(0, ge=0, le=65535)
     drain_timeout_seconds: float = Field(30, ge=0)
     # Where the worker reports its start-up measurements for the operator's status (report.py;

@@ -5,7 +5,7 @@ engine work, and so the in-flight counts cover a streamed response until its las
 Order for API routes (/v1/ and its unprefixed aliases, /auth/): not ready/draining (503) -> Content-Length cap (413)
 -> failed-auth throttle per client address (429) -> auth (401) -> rate limit (429)
 -> per-key concurrency cap (429) -> worker concurrency cap (503) -> body cap while reading (413).
-The generated docs (/docs, /redoc, /openapi.json) pass only the throttle and auth.
+The generated docs (/docs, /redoc, /openapi.json) and /metrics pass only the throttle and auth.
 Every response admitted past the rate limiter carries OpenAI's x-ratelimit-*-requests headers.
 """
 
@@ -38,9 +38,10 @@ def is_api_path(path: str) -> bool:
     return path.startswith("/v1/") or path in UNPREFIXED_API_PATHS or path.startswith("/models/")
 
 
-def is_docs_path(path: str) -> bool:
-    """The generated docs, including /docs/oauth2-redirect."""
-    return path in DOCS_PATHS or path.startswith("/docs/")
+def is_keyed_path(path: str) -> bool:
+    """Keyed when auth is on, never rate limited: the generated docs (including
+    /docs/oauth2-redirect) and /metrics when served on the API port (the ingress routes `/` here)."""
+    return path in DOCS_PATHS or path.startswith("/docs/") or path == "/metrics"
 
 
 def openai_duration(seconds: float) -> str:
@@ -219,7 +220,7 @@ Identify = Callable[[Headers, Scope], str]
 
 
 class AdmissionMiddleware:
-    """Gates API routes and (auth only) the docs; health and metrics pass straight through."""
+    """Gates API routes and (auth only) the docs and metrics; health passes straight through."""
 
     def __init__(
         self,
@@ -251,7 +252,7 @@ class AdmissionMiddleware:
         path = str(scope["path"]) if scope["type"] == "http" else ""
         if path.startswith(GATED_PREFIXES) or is_api_path(path):
             await self._api(scope, receive, send)
-        elif is_docs_path(path):
+        elif is_keyed_path(path):
             try:
                 self._authenticate(scope, Headers(scope=scope))
             except APIError as err:

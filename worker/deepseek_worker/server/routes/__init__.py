@@ -30,4 +30,4 @@ def add_routes(
         models.add(app, prefix, engine, settings, created)
         generation.add(app, prefix, engine, settings, metrics)
     token.add(app, auth)
-    health.add(app, engine, state, metrics)
+    health.add(app, engine, state, metrics, settings)

@@ -1,6 +1,11 @@
 """Probes and metrics: /health/live (the kubelet restarts the pod on 503), /health/ready (traffic
 only when 200), /metrics (Prometheus text).
 
+/metrics is served here only without a metrics port: with `metrics_port` (every pod the operator
+renders) it lives on that listener alone (cli.py), which the NetworkPolicy opens to Prometheus only,
+so the API port, where the ingress routes `/`, does not expose it. Served here, it needs a key when
+auth is on (limits.AdmissionMiddleware), like the docs.
+
 Liveness fails only where a restart helps: the model failed to load, or the engine reports itself
 unhealthy (`EngineProtocol.healthy`: its steps failed `max_consecutive_step_failures` times in a
 row, a wedged device). Readiness also fails while loading and while draining.
@@ -11,6 +16,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
+from ...settings import Settings
 from ...types import EngineProtocol
 from ..lifecycle import WorkerState
 from ..metrics import Metrics
@@ -18,7 +24,7 @@ from ..metrics import Metrics
 UNHEALTHY = "the engine's last steps failed in a row (max_consecutive_step_failures): the device is wedged"
 
 
-def add(app: FastAPI, engine: EngineProtocol, state: WorkerState, metrics: Metrics) -> None:
+def add(app: FastAPI, engine: EngineProtocol, state: WorkerState, metrics: Metrics, settings: Settings) -> None:
     @app.get("/health/live")
     async def live() -> Response:
         if state.start_error is not None:
@@ -36,6 +42,9 @@ def add(app: FastAPI, engine: EngineProtocol, state: WorkerState, metrics: Metri
         if not engine.ready:
             return JSONResponse({"status": "loading"}, status_code=503)
         return JSONResponse({"status": "ready"})
+
+    if settings.metrics_port:
+        return
 
     @app.get("/metrics")
     async def prometheus() -> Response:  # async: engine.stats() is read on the loop thread
