@@ -41,6 +41,15 @@ _CACHED = "has({m}.cache) && {m}.cache.enabled"
 _V_CACHED = f"(has(v.model.cache) ? v.model.cache.enabled : ({_CACHED.format(m='self.model')}))"
 _V_SOURCE = "(has(v.model.source) ? has(v.model.source.{s}) : has(self.model.source.{s}))"
 IMAGE_MESSAGE = f"image: must be a valid OCI image reference ({api.IMAGE_REF_HELP})"
+# The image grammar and the OCI name limit (api.image_reference_ok says the same in Python).
+
+
+def _image_ok(i: str) -> str:
+    """The rule on the image expression `i`."""
+    fits = f"size({i}) <= {api.IMAGE_NAME_MAX} || {i}.matches('{api.IMAGE_NAME_FITS}')"
+    return f"{i}.matches('{api.IMAGE_REF}') && ({fits})"
+
+
 DIGEST_MESSAGE = "rollout.requireDigest is set: pin the image by digest (...@sha256:<64 hex>)"
 
 SPEC_RULES = (
@@ -98,7 +107,7 @@ SPEC_RULES = (
         field_path=".variants",
     ),
     Rule(
-        rule=f"self.image.matches('{api.IMAGE_REF}')",
+        rule=_image_ok("self.image"),
         message=IMAGE_MESSAGE,
         field_path=".image",
     ),
@@ -135,7 +144,7 @@ RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
             field_path=".name",
         ),
         Rule(
-            rule=f"!has(self.image) || self.image.matches('{api.IMAGE_REF}')",
+            rule="!has(self.image) || (" + _image_ok("self.image") + ")",
             message=IMAGE_MESSAGE,
             field_path=".image",
         ),

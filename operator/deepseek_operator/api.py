@@ -10,6 +10,7 @@ installed) and turns it into one message that names the field.
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -29,26 +30,46 @@ DURATION = r"^[0-9]+(ms|s|m|h)$"
 PARAMETER_COUNT = r"^[0-9]+(\.[0-9]+)?[KMBT]?$"
 PROMETHEUS_LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
 # An OCI image reference as the distribution reference grammar has it (what `docker pull` accepts):
-# [registry[:port]/]repository[:tag][@algorithm:hex]. Repository path components are lowercase,
-# separated by '.', '_', '__' or dashes; tags are at most 128 characters. No backslashes ('[.]', not
-# '\.'): the same text is a CEL string literal in tools/crd_rules.py, evaluated by RE2 on the
-# apiserver and by google-re2 in the sandbox; `_image_reference` below uses re.fullmatch (Python's `$`
-# would also match before a trailing newline, RE2's does not).
+# [registry[:port]/]repository[:tag][@algorithm:hex]. The registry is a host name or a bracketed IPv6
+# address ([::1]:5000), the port 1-65535; repository path components are lowercase, separated by '.',
+# '_', '__' or dashes; tags are at most 128 characters; the name (registry and repository) at most 255
+# (IMAGE_NAME_FITS). No backslashes ('[.]', '[[]', not '\.'): the same text is a CEL string literal in
+# tools/crd_rules.py, evaluated by RE2 on the apiserver and by google-re2 in the sandbox;
+# `_image_reference` below uses fullmatch (Python's `$` would also match before a trailing newline,
+# RE2's does not).
 _DOMAIN_PART = "[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_IPV6_HOST = "[[][a-fA-F0-9:]+[]]"
+_PORT = "(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 _PATH_PART = "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 IMAGE_REF = (
-    f"^(?:{_DOMAIN_PART}(?:[.]{_DOMAIN_PART})*(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*"
+    f"^(?:(?:{_DOMAIN_PART}(?:[.]{_DOMAIN_PART})*|{_IPV6_HOST})(?::{_PORT})?/)?{_PATH_PART}(?:/{_PATH_PART})*"
     "(?::[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?"
     "(?:@[a-zA-Z][a-zA-Z0-9]*(?:[-_+.][a-zA-Z][a-zA-Z0-9]*)*:[0-9a-fA-F]{32,})?$"
 )
-IMAGE_REF_HELP = "[registry[:port]/]repository[:tag][@sha256:<digest>], repository in lowercase"
+# The OCI name limit, for a string IMAGE_REF accepts: the name ends at the '@' of a digest or at the
+# ':' of a tag (the only ':' with no '/' after it), so it is at most 255 characters when the whole
+# reference is, or when one of those comes within its first 256 characters. A regex, not a
+# substring: RE2 has no lookahead, CEL no capture groups.
+IMAGE_NAME_MAX = 255
+IMAGE_NAME_FITS = f"^[^@]{{0,{IMAGE_NAME_MAX}}}(?:@|:[^/@]*(?:@|$))"
+IMAGE_REF_HELP = ("[registry[:port]/]repository[:tag][@sha256:<digest>], repository in lowercase, registry and "
+                  f"repository at most {IMAGE_NAME_MAX} characters, port 1-65535")
 # What rollout.requireDigest asks of every image: pinned by a sha256 digest.
 DIGEST_PINNED = "@sha256:[0-9a-f]{64}$"
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)  # Python reads '[[]' as a possible nested set; RE2 does not
+    _IMAGE_RE = re.compile(IMAGE_REF)
+
+
+def image_reference_ok(image: str) -> bool:
+    """The CEL rule on an image, in Python: the grammar and the name limit."""
+    return bool(_IMAGE_RE.fullmatch(image)) and (
+        len(image) <= IMAGE_NAME_MAX or re.match(IMAGE_NAME_FITS, image) is not None)
 
 
 def _image_reference(image: str | None) -> str | None:
     """Refuse what no registry could serve: the CRD's CEL rule says the same (tools/crd_rules.py)."""
-    if image is not None and not re.fullmatch(IMAGE_REF, image):
+    if image is not None and not image_reference_ok(image):
         raise ValueError(f"not a valid OCI image reference ({IMAGE_REF_HELP})")
     return image
 

@@ -20,6 +20,8 @@ MODEL = {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"}
 SHA = "sha256:" + "0123456789abcdef" * 4
 PINNED = f"registry.example.com/deepseek-worker@{SHA}"
 CACHE = {"enabled": True, "size": "40Gi"}
+# An image name (registry and repository) of exactly the OCI limit, 255 characters.
+LONG_NAME = "registry.example.com:5000/" + "/".join(["w" * 49] * 4) + "/" + "w" * 29
 ARCH = {"parameters": "7.6B", "layers": 28, "hiddenSize": 3584, "attentionHeads": 28}
 
 
@@ -393,6 +395,17 @@ INVALID = [
             "valid OCI image reference", "cel"),
     Invalid("variant-image-not-a-reference", {"variants": [{"name": "c", "image": "worker 2.0"}]},
             "spec.variants[0].image", "valid OCI image reference", "cel"),
+    # The name limit, the port range and IPv6 registries (issue 19 item 5).
+    Invalid("image-name-414", {"image": f"registry.example.com/{'w' * 414}:1.0"}, "spec.image",
+            "at most 255 characters", "cel"),
+    Invalid("image-name-256-with-digest", {"image": f"{LONG_NAME}w@{SHA}"}, "spec.image", "at most 255 characters",
+            "cel"),
+    Invalid("image-port-99999", {"image": "registry.example.com:99999/deepseek-worker:1.0"}, "spec.image",
+            "port 1-65535", "cel"),
+    Invalid("image-port-0", {"image": "localhost:0/deepseek-worker:1.0"}, "spec.image", "port 1-65535", "cel"),
+    Invalid("variant-image-name-too-long", {"variants": [{"name": "c", "image": f"{LONG_NAME}w"}]},
+            "spec.variants[0].image", "at most 255 characters", "cel"),
+    Invalid("image-ipv6-unbracketed", {"image": "::1:5000/w:1"}, "spec.image", "valid OCI image reference", "cel"),
     Invalid("require-digest-tag", {"rollout": {"requireDigest": True}}, "spec.image", "pin the image by digest",
             "cel"),
     Invalid("require-digest-short-digest",
@@ -475,6 +488,11 @@ VALID = [
     Valid("image-digest-only", {"image": PINNED}),
     Valid("image-short-names",
           {"image": "deepseek-worker", "variants": [{"name": "c", "image": "localhost:5000/w_x"}]}),
+    Valid("image-ipv6-registry", {"image": "[::1]:5000/w:1",
+                                  "variants": [{"name": "c", "image": "[fe80::1]/ml/worker@" + SHA}]}),
+    Valid("image-name-at-the-limit", {"image": f"{LONG_NAME}:{'t' * 128}@{SHA}",
+                                      "variants": [{"name": "c", "image": LONG_NAME}]}),
+    Valid("image-port-65535", {"image": "registry.example.com:65535/deepseek-worker:1.0"}),
     Valid("require-digest-pinned",
           {"image": PINNED, "rollout": {"requireDigest": True},
            "variants": [{"name": "c", "weight": 10, "image": f"registry.example.com/deepseek-worker:2.0@{SHA}"},
