@@ -389,8 +389,10 @@ async def _resync_one(body: kopf.Body | dict[str, Any]) -> None:
 
 
 def _reported_invalid(body: kopf.Body | dict[str, Any]) -> bool:
-    """This generation was already found invalid: only a spec change can help (no retry storm)."""
+    """This generation was already found invalid, or a child rendered from it refused (422): only a
+    spec change can help (no retry storm)."""
     status = body.get("status") or {}
     ready: dict[str, Any] = next((c for c in status.get("conditions", []) if c.get("type") == "Ready"), {})
     generation = body.get("metadata", {}).get("generation")
-    return bool(ready.get("reason") == "InvalidSpec" and status.get("observedGeneration") == generation)
+    permanent = ready.get("reason") in ("InvalidSpec", "ChildRejected")
+    return bool(permanent and status.get("observedGeneration") == generation)

@@ -38,6 +38,7 @@ from deepseek_operator.render.workload import render_workload
 from deepseek_operator.status import (
     Rollback,
     StatusInput,
+    child_rejected_conditions,
     compute_status,
     forbidden_conditions,
     forbidden_message,
@@ -62,6 +63,12 @@ CORE_KINDS = [("apps/v1", "Deployment"), ("v1", "Service"), ("policy/v1", "PodDi
 JOB = KINDS[("batch/v1", "Job")]
 CONFIG_MAP = KINDS[("v1", "ConfigMap")]
 CLAIM = KINDS[("v1", "PersistentVolumeClaim")]
+UNPROCESSABLE = 422  # the apiserver's validation refused an object: the same object is refused again
+
+
+class ChildRejected(InvalidSpec):
+    """The apiserver refused a child rendered from the spec (422): like an invalid spec, only a spec
+    change can help. str() names the child, then the apiserver's message."""
 
 
 @dataclass(frozen=True)
@@ -86,12 +93,12 @@ def owner_of(body: Mapping[str, Any]) -> Owner:
 
 def render_routing_and_monitoring(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities,
                                   weights: dict[str, int]) -> list[dict[str, Any]]:
-    """The children besides the workload, pure: they depend on readiness (weights), so come second."""
+    """The children besides the workload, pure: they depend on readiness (weights), so come second.
+    The NetworkPolicy is not one of them: it is applied before anything that makes pods (_guards)."""
     return [
         *render_ingress(owner, spec, weights, caps),
         *render_service_monitor(owner, spec, caps),
         *render_prometheus_rule(owner, spec, caps),
-        *render_network_policy(owner, spec),
     ]
 
 
@@ -108,6 +115,10 @@ async def reconcile(body: Mapping[str, Any], api: K8s, notify: Notify) -> Outcom
         raise
     try:
         outcome = await _reconcile_valid(owner, spec, old_status, api, notify)
+    except ChildRejected as exc:
+        await _write_refused_child(api, owner, old_status, str(exc))
+        metrics.record_reconcile("invalid", time.monotonic() - started)
+        raise
     except ApiError:
         metrics.record_reconcile("error", time.monotonic() - started)
         raise
@@ -122,23 +133,26 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
         return await _refuse_unfit(api, owner, spec, old_status, fits, notify)
     caps = await detect_capabilities(api)
     plan = rollback.plan(spec, old_status)
+    guards = await _guards(api, owner, spec)
     caches = await _model_caches(api, owner, spec, rollback.primary_image(spec, plan, old_status.get("image", "")))
     chosen = _strategies(owner, spec, plan, old_status)
-    writes, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen, caches)
-    writes = _add(writes, caches.writes)
+    writes, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen, caches, guards)
+    writes = _add(_add(writes, caches.writes), guards.writes)
     new_plan = rollback.detect_failure(spec, plan, states[0], old_status.get("image", ""))
     if new_plan is not None:
         plan = new_plan
         await _announce_failure(notify, spec, plan, states[0])
         if plan.rolled_back:
             chosen = _strategies(owner, spec, plan, old_status)
-            more, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen, caches)
+            more, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen, caches,
+                                                            guards)
             writes = _add(writes, more)
     fallen = _fall_back(spec, chosen, states, pods)
     if fallen != chosen:  # Auto: no GPU for the surge pod; replace in place for the rest of this rollout
         chosen = fallen
         await notify("Normal", "SurgeFallback", _fallback_message(spec, chosen))
-        more, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen, caches)
+        more, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen, caches,
+                                                            guards)
         writes = _add(writes, more)
     reports = await observe_reports(api, owner, spec, fits)
     status = _status(owner, spec, caps, plan, states, weights, old_status, chosen, fits, caches.downloads, reports)
@@ -208,8 +222,23 @@ async def _model_caches(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, pr
     return ModelCaches(children, writes, await observe_downloads(api, owner, spec))
 
 
+@dataclass(frozen=True)
+class Guards:
+    """The children applied before anything that makes pods (the NetworkPolicy), and their writes."""
+
+    children: list[dict[str, Any]]
+    writes: dict[str, int]
+
+
+async def _guards(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec) -> Guards:
+    """Apply the NetworkPolicy first: a pod (worker or download Job) never runs unprotected, even when
+    a later child is refused and the reconcile stops there."""
+    children = render_network_policy(owner, spec)
+    return Guards(children, await _apply(api, children))
+
+
 async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
-                    old_status: dict[str, Any], chosen: Chosen, caches: ModelCaches,
+                    old_status: dict[str, Any], chosen: Chosen, caches: ModelCaches, guards: Guards,
                     ) -> tuple[dict[str, int], list[VariantState], dict[str, int], Pods]:
     """Apply the workload, observe it, then apply traffic/monitoring children with readiness-based weights."""
     images = {PRIMARY: rollback.primary_image(spec, plan, old_status.get("image", ""))}
@@ -222,7 +251,7 @@ async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: 
     others = render_routing_and_monitoring(owner, spec, caps, weights)
     writes = _add(writes, await _apply(api, others))
     kept = await _claims_in_use(api, owner, held)
-    desired = caches.children + reports + workload + others + kept
+    desired = guards.children + caches.children + reports + workload + others + kept
     writes = _add(writes, {"deleted": await prune(api, owner, desired, caps)})
     return writes, states, weights, pods
 
@@ -290,7 +319,12 @@ async def _apply(api: K8s, children: list[dict[str, Any]]) -> dict[str, int]:
     """Apply each child in order; count the actions."""
     writes: dict[str, int] = {}
     for child in children:
-        action = await api.apply(child, create_only=child["kind"] in CREATE_ONLY)
+        try:
+            action = await api.apply(child, create_only=child["kind"] in CREATE_ONLY)
+        except ApiError as exc:
+            if exc.code == UNPROCESSABLE:  # the same object is refused again: no retry can help
+                raise ChildRejected(f"{child['kind']} {child['metadata']['name']}: {exc.message}") from exc
+            raise
         metrics.record_child(child["kind"], action)
         writes[action] = writes.get(action, 0) + 1
     return writes
@@ -398,6 +432,15 @@ async def _write_status(api: K8s, owner: Owner, old: dict[str, Any], new: dict[s
     await api.patch(CR, owner.namespace, owner.name, {"metadata": meta, "status": new}, sub="status")
 
 
+async def _write_refused_child(api: K8s, owner: Owner, old: dict[str, Any], message: str) -> None:
+    """Ready/Progressing False and Degraded True with reason ChildRejected and the apiserver's message;
+    what was applied before the refused child stays (the NetworkPolicy comes first)."""
+    text = f"the API refused a child rendered from this spec (fix the spec): {message}"
+    conds = merge_conditions(child_rejected_conditions(text, owner.generation), old.get("conditions", []), _now())
+    kept = [c for c in old.get("conditions", []) if c.get("type") not in {c["type"] for c in conds}]
+    await _write_status(api, owner, old, {**old, "observedGeneration": owner.generation, "conditions": conds + kept})
+
+
 async def _write_invalid(api: K8s, owner: Owner, old: dict[str, Any], message: str) -> None:
     conds = merge_conditions(invalid_spec_conditions(message, owner.generation), old.get("conditions", []), _now())
     kept = [c for c in old.get("conditions", []) if c.get("type") not in {c["type"] for c in conds}]
@@ -414,7 +457,7 @@ async def report_forbidden(body: Mapping[str, Any], api: K8s, notify: Notify, er
     if ready.get("reason") == "Forbidden" and ready.get("message") == message:
         return
     conds = merge_conditions(forbidden_conditions(message, owner.generation), old.get("conditions", []), _now())
-    kept = [c for c in old.get("conditions", []) if c.get("type") != "Ready"]
+    kept = [c for c in old.get("conditions", []) if c.get("type") not in {c["type"] for c in conds}]
     try:
         await _write_status(api, owner, old, {**old, "conditions": conds + kept})
     except ApiError as exc:

@@ -95,8 +95,20 @@ def forbidden_message(apiserver_message: str) -> str:
 
 
 def forbidden_conditions(message: str, generation: int) -> list[dict[str, Any]]:
-    """Ready=False Forbidden: a missing RBAC rule stops the reconcile until it is granted."""
-    return [condition("Ready", False, "Forbidden", message, generation)]
+    """Ready=False Forbidden: a missing RBAC rule stops the reconcile until it is granted. Progressing
+    says ApplyFailed: whatever a previous reconcile reported (RolloutComplete, RollingOut), this
+    generation's children were not (all) applied, so no progress is claimed."""
+    return [condition("Ready", False, "Forbidden", message, generation),
+            condition("Progressing", False, "ApplyFailed", f"the spec was not applied: {message}", generation)]
+
+
+def child_rejected_conditions(message: str, generation: int) -> list[dict[str, Any]]:
+    """The apiserver refused (422) a child rendered from the spec: permanent until the spec changes."""
+    return [
+        condition("Ready", False, "ChildRejected", message, generation),
+        condition("Progressing", False, "ChildRejected", message, generation),
+        condition("Degraded", True, "ChildRejected", message, generation),
+    ]
 
 
 def invalid_spec_conditions(message: str, generation: int) -> list[dict[str, Any]]:
