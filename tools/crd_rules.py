@@ -189,7 +189,23 @@ RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
             field_path=".labels",
         ),
     ),
+    api.Toleration: (
+        Rule(rule="!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''", message=api.TOLERATION_VALUE_MESSAGE,
+             field_path=".value"),
+        Rule(rule="(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')", message=api.TOLERATION_KEY_MESSAGE,
+             field_path=".operator"),
+        Rule(rule="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+             message=api.TOLERATION_SECONDS_MESSAGE, field_path=".tolerationSeconds"),
+    ),
+    api.Scheduling: (
+        # maxProperties bounds the cost; the apiserver would refuse the Deployment's nodeSelector anyway.
+        Rule(rule=f"!has(self.nodeSelector) || self.nodeSelector.all(k, size(k) <= 317 "
+             f"&& k.matches('{api.QUALIFIED_NAME}'))",
+             message=f"nodeSelector: {api.NODE_SELECTOR_KEY_MESSAGE}", field_path=".nodeSelector"),
+    ),
     api.IngressSpec: (
+        Rule(rule=f"!self.path.matches('{api.INGRESS_PATH_BAD}')", message=f"path: {api.INGRESS_PATH_MESSAGE}",
+             field_path=".path"),
         Rule(
             rule="self.provider != 'gateway-api' || (has(self.gateway) && has(self.gateway.parentRefs) "
             "&& size(self.gateway.parentRefs) > 0)",

@@ -61,7 +61,7 @@ PRINTER_COLUMNS = [
 def _constraints(metadata: list[Any], kind: str) -> dict[str, Any]:
     """OpenAPI keywords for pydantic/annotated_types constraints; unknown ones fail loudly."""
     out: dict[str, Any] = {}
-    size = "Items" if kind == "array" else "Length"
+    size = {"array": "Items", "object": "Properties"}.get(kind, "Length")
     for item in metadata:
         if isinstance(item, at.Ge):
             out["minimum"] = item.ge
@@ -92,6 +92,12 @@ def type_schema(tp: Any, with_defaults: bool) -> dict[str, Any]:
     """Structural schema of a Python type used in api.py."""
     tp = _unwrap_optional(tp)
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:  # a constrained item or value type, e.g. dict[str, Annotated[str, Field(...)]]
+        inner, *extra = typing.get_args(tp)
+        schema = type_schema(inner, with_defaults)
+        for info in extra:
+            schema.update(_constraints(info.metadata if isinstance(info, FieldInfo) else [info], schema["type"]))
+        return schema
     if tp is str:
         return {"type": "string"}
     if tp is bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -24,6 +24,19 @@ PLURAL = "deepseekdeployments"
 PRIMARY = "primary"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# What the apiserver holds in a child (issue 19 item 1): ASCII only, the Kubernetes grammars. No
+# backslashes: tools/crd_rules.py puts the key grammar into a CEL string literal.
+_DNS_SUBDOMAIN = "[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:[.][a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
+_LABEL_NAME = "[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+QUALIFIED_NAME = f"^(?:{_DNS_SUBDOMAIN}/)?{_LABEL_NAME}$"  # a label key, a taint key
+LABEL_VALUE = "^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+EXTENDED_RESOURCE = f"^{_DNS_SUBDOMAIN}/{_LABEL_NAME}$"  # domain-prefixed, e.g. nvidia.com/gpu
+INGRESS_HOST = f"^(?:[*][.])?{_DNS_SUBDOMAIN}$"
+# An HTTP path both an Ingress (Prefix) and an HTTPRoute (PathPrefix) hold: RFC 3986 path characters
+# or %-escapes; INGRESS_PATH_BAD lists the sequences both refuse (dot segments, '//', an escaped '/').
+INGRESS_PATH = "^/(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})*$"
+INGRESS_PATH_BAD = "//|/[.][.]?/|%2[fF]|/[.][.]?$"
+MAX_SELECTOR_LABELS = 64
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi)?$"
 DURATION = r"^[0-9]+(ms|s|m|h)$"
 # A parameter count: digits with an optional K, M, B (billion) or T suffix, e.g. 671B, 7.6B, 8430400.
@@ -297,8 +310,8 @@ class ModelOverride(Model):
 
 class Resources(Model):
     gpus: int = Field(1, ge=0, le=16, description="GPUs per worker pod (limits of gpuResourceName).")
-    gpu_resource_name: str = Field("nvidia.com/gpu", min_length=1,
-        description="Extended resource name of a GPU (nvidia.com/gpu, amd.com/gpu, ...).")
+    gpu_resource_name: str = Field("nvidia.com/gpu", min_length=1, max_length=317, pattern=EXTENDED_RESOURCE,
+        description="Extended resource name of a GPU (nvidia.com/gpu, amd.com/gpu, ...): domain/name, ASCII.")
     cpu: str = Field("4", pattern=QUANTITY, description="CPU request and limit per pod.")
     memory: str = Field("32Gi", pattern=QUANTITY, description="Memory request and limit per pod.")
     shm_size: str = Field("8Gi", pattern=QUANTITY, description="Size of the memory-backed /dev/shm.")
@@ -308,14 +321,60 @@ class Resources(Model):
         "or nvidia.com/gpu.product label in scheduling.nodeSelector (docs/gpu-sizing.md).")
 
 
+TolerationOperator = Literal["", "Exists", "Equal"]
+TaintEffect = Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"]
+TOLERATION_VALUE_MESSAGE = "value must be empty when operator is Exists"
+TOLERATION_KEY_MESSAGE = "operator must be Exists when key is empty"
+TOLERATION_SECONDS_MESSAGE = "tolerationSeconds needs effect NoExecute"
+
+
+class Toleration(Model):
+    """A core/v1 Toleration, with the apiserver's own checks."""
+
+    key: str = Field("", max_length=317, pattern=f"^(?:(?:{_DNS_SUBDOMAIN}/)?{_LABEL_NAME})?$",
+                     description="Taint key the toleration applies to; empty with operator Exists: every taint.")
+    operator: TolerationOperator = Field("", description="Exists or Equal (empty: Equal).")
+    value: str = Field("", max_length=63, pattern=LABEL_VALUE, description="Taint value for operator Equal.")
+    effect: TaintEffect = Field(
+        "", description="NoSchedule, PreferNoSchedule or NoExecute; empty: every effect.")
+    toleration_seconds: int | None = Field(
+        None, description="With effect NoExecute: seconds the pod stays bound after the taint appears.")
+
+    @model_validator(mode="after")
+    def _apiserver_rules(self) -> Toleration:
+        errors = []
+        if self.operator == "Exists" and self.value:
+            errors.append(TOLERATION_VALUE_MESSAGE)
+        if not self.key and self.operator != "Exists":
+            errors.append(TOLERATION_KEY_MESSAGE)
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            errors.append(TOLERATION_SECONDS_MESSAGE)
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+
 class Scheduling(Model):
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Pod nodeSelector.")
-    tolerations: list[dict[str, Any]] = Field(
+    node_selector: dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]] = Field(
+        default_factory=dict, max_length=MAX_SELECTOR_LABELS,
+        description="Pod nodeSelector: label keys (prefix/name) and values, ASCII, at most 64.")
+    tolerations: list[Toleration] = Field(
         default_factory=list, max_length=64, description="Pod tolerations (core/v1 Toleration)."
     )
     affinity: dict[str, Any] = Field(default_factory=dict, description="Pod affinity (core/v1 Affinity).")
     priority_class_name: str = Field("", description="Pod priorityClassName.")
     runtime_class_name: str = Field("", description="Pod runtimeClassName (e.g. nvidia).")
+
+    @field_validator("node_selector")
+    @classmethod
+    def _label_keys(cls, selector: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in selector if not re.fullmatch(QUALIFIED_NAME, k) or len(k) > 317)
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: {NODE_SELECTOR_KEY_MESSAGE}")
+        return selector
+
+
+NODE_SELECTOR_KEY_MESSAGE = "not a label key ([prefix/]name, ASCII letters, digits, '-', '_', '.')"
 
 
 class Variant(Model):
@@ -351,11 +410,25 @@ class GatewaySpec(Model):
 
 class IngressSpec(Model):
     provider: IngressProvider = Field("ingress-nginx", description="ingress-nginx or gateway-api.")
-    host: str = Field(min_length=1, description="Public host name the ingress routes to the workers.")
+    host: str = Field(min_length=1, max_length=253, pattern=INGRESS_HOST,
+                      description="Public host name the ingress routes to the workers (a DNS name, ASCII).")
     class_name: str = Field("", description="IngressClass name (ingress-nginx provider).")
-    path: str = Field("/", pattern=r"^/", description="Path prefix routed to the workers.")
+    path: str = Field("/", max_length=1024, pattern=INGRESS_PATH,
+                      description="Path prefix routed to the workers: an absolute URL path without dot "
+                      "segments, '//' or %2F.")
     tls: IngressTLS | None = Field(None, description="Serve HTTPS with this certificate Secret.")
     gateway: GatewaySpec | None = Field(None, description="gateway-api provider settings.")
+
+
+    @field_validator("path")
+    @classmethod
+    def _no_dot_segments(cls, path: str) -> str:
+        if re.search(INGRESS_PATH_BAD, path):
+            raise ValueError(INGRESS_PATH_MESSAGE)
+        return path
+
+
+INGRESS_PATH_MESSAGE = "must not contain '//', '/./', '/../' or '%2F', nor end with '/.' or '/..'"
 
 
 class JwtSpec(Model):

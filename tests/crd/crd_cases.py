@@ -22,6 +22,7 @@ PINNED = f"registry.example.com/deepseek-worker@{SHA}"
 CACHE = {"enabled": True, "size": "40Gi"}
 # An image name (registry and repository) of exactly the OCI limit, 255 characters.
 LONG_NAME = "registry.example.com:5000/" + "/".join(["w" * 49] * 4) + "/" + "w" * 29
+WIDE = "\uff47\uff50\uff55"  # full-width letters: not ASCII, refused in every child
 ARCH = {"parameters": "7.6B", "layers": 28, "hiddenSize": 3584, "attentionHeads": 28}
 
 
@@ -161,7 +162,7 @@ INVALID = [
         "spec.ingress.path",
         "does not match",
         "schema",
-        real_message="should match '^/'",
+        real_message="should match '^/",
     ),
     Invalid(
         "ingress-host-missing", {"ingress": {"provider": "ingress-nginx"}}, "spec.ingress.host", "Required", "schema"
@@ -437,6 +438,33 @@ INVALID = [
     Invalid("variant-architecture-mla-without-dims",
             {"variants": [{"name": "c", "model": {"id": "x/y", "architecture": {**ARCH, "kvLoraRank": 512}}}]},
             "spec.variants[0].model.architecture", "kvLoraRank (MLA) needs", "cel"),
+    # What a child cannot hold (issue 19 item 1): the apiserver refused the Deployment or Ingress with 422.
+    Invalid("toleration-operator-sideways",
+            {"scheduling": {"tolerations": [{"key": "gpu", "operator": "Sideways", "effect": "Never"}]}},
+            "spec.scheduling.tolerations[0].operator", "Unsupported value", "schema"),
+    Invalid("toleration-exists-with-value",
+            {"scheduling": {"tolerations": [{"key": "gpu", "operator": "Exists", "value": "x"}]}},
+            "spec.scheduling.tolerations[0].value", "value must be empty when operator is Exists", "cel"),
+    Invalid("toleration-no-key-equal", {"scheduling": {"tolerations": [{"operator": "Equal", "value": "x"}]}},
+            "spec.scheduling.tolerations[0].operator", "operator must be Exists when key is empty", "cel"),
+    Invalid("toleration-seconds-no-execute",
+            {"scheduling": {"tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule",
+                                             "tolerationSeconds": 30}]}},
+            "spec.scheduling.tolerations[0].tolerationSeconds", "needs effect NoExecute", "cel"),
+    Invalid("node-selector-full-width-key", {"scheduling": {"nodeSelector": {WIDE + "/gpu": "h100"}}},
+            "spec.scheduling.nodeSelector", "not a label key", "cel"),
+    Invalid("node-selector-bad-value", {"scheduling": {"nodeSelector": {"gpu": "h 100"}}},
+            "spec.scheduling.nodeSelector.gpu", "does not match", "schema", real_message="should match"),
+    Invalid("gpu-resource-full-width", {"resources": {"gpuResourceName": f"{WIDE}.com/gpu"}},
+            "spec.resources.gpuResourceName", "does not match", "schema", real_message="should match"),
+    Invalid("gpu-resource-no-domain", {"resources": {"gpuResourceName": "gpu"}},
+            "spec.resources.gpuResourceName", "does not match", "schema", real_message="should match"),
+    Invalid("ingress-host-full-width", {"ingress": {**NGINX, "host": f"{WIDE}.example.com"}}, "spec.ingress.host",
+            "does not match", "schema", real_message="should match"),
+    Invalid("ingress-path-nul", {"ingress": {**NGINX, "path": "/v1\u0000"}}, "spec.ingress.path", "does not match",
+            "schema", real_message="should match"),
+    Invalid("ingress-path-dot-dot", {"ingress": {**NGINX, "path": "/v1/../admin"}}, "spec.ingress.path",
+            "must not contain", "cel"),
     Invalid("name-digit", {}, "", "DNS-1035", "cel", meta_name="7b-chat", parse_spec=False),
     Invalid("name-dot", {}, "", "DNS-1035", "cel", meta_name="chat.v1", parse_spec=False),
     Invalid("name-long", {}, "", "at most 63", "cel", meta_name="c" * 64, parse_spec=False),
@@ -502,6 +530,13 @@ VALID = [
     Valid("variant-load-budget",
           {"model": {**MODEL, "loadTimeoutSeconds": 600}, "rollout": {"progressDeadlineSeconds": 900},
            "variants": [{"name": "big", "model": {"loadTimeoutSeconds": 900}}]}),
+    Valid("children-grammar", {"scheduling": {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+                                                                "pool": ""},
+                                               "tolerations": [{"operator": "Exists"},
+                                                               {"key": "k", "value": "v", "effect": "NoExecute",
+                                                                "tolerationSeconds": 60}]},
+                                "resources": {"gpuResourceName": "amd.com/gpu"},
+                                "ingress": {**NGINX, "host": "*.chat.example.com", "path": "/v1/chat%20api"}}),
     Valid("network-policy-off", {"networkPolicy": {"enabled": False}}),
     Valid("gpu-fit-inputs",
           {"resources": {"gpus": 8, "gpuMemory": "141Gi"},

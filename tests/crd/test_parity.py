@@ -15,7 +15,7 @@ from deepseek_operator import api
 from deepseek_sandbox.admission import apply_defaults, crd_schema
 
 Flat = dict[str, tuple[Any, ...]]
-BOUNDS = ("minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "pattern")
+BOUNDS = ("minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "maxProperties", "pattern")
 
 
 def _flatten_crd(node: dict[str, Any], path: str, out: Flat) -> Flat:

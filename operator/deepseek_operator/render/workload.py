@@ -220,7 +220,7 @@ def render_scheduling(spec: DeepSeekDeploymentSpec) -> dict[str, Any]:
     (the NVIDIA GPU operator and GKE/AKS taint GPU nodes so), unless the user already lists one.
     """
     sched = spec.scheduling
-    tolerations = list(sched.tolerations)
+    tolerations = [t.model_dump(by_alias=True, exclude_defaults=True) for t in sched.tolerations]
     gpu_key = spec.resources.gpu_resource_name
     if spec.resources.gpus > 0 and not any(t.get("key") == gpu_key for t in tolerations):
         tolerations.append({"key": gpu_key, "operator": "Exists", "effect": "NoSchedule"})
