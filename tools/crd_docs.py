@@ -49,6 +49,8 @@ def _constraints(schema: dict[str, Any]) -> str:
         "minItems": "min items",
         "maxItems": "max items",
     }
+    if schema.get("exclusiveMinimum"):
+        labels["minimum"] = ">"
     parts += [f"{label} {schema[key]}" for key, label in labels.items() if key in schema]
     if "pattern" in schema:
         parts.append(f"pattern `{schema['pattern']}`")

@@ -65,6 +65,10 @@ def _constraints(metadata: list[Any], kind: str) -> dict[str, Any]:
     for item in metadata:
         if isinstance(item, at.Ge):
             out["minimum"] = item.ge
+        elif isinstance(item, at.Gt):
+            # Not `minimum: 0.01`: the apiserver compares an integer value (`0`) with the minimum
+            # truncated to an integer, so `0` passed a `minimum: 0.01` (seen on kube-apiserver 1.36).
+            out["minimum"], out["exclusiveMinimum"] = item.gt, True
         elif isinstance(item, at.Le):
             out["maximum"] = item.le
         elif isinstance(item, at.MinLen):

@@ -461,7 +461,7 @@ class Serving(Model):
     request_timeout_seconds: int = Field(600, ge=1, le=86400,
         description="Per request; also bounds the graceful drain (max 300 s) and the ingress timeout.")
     gpu_memory_utilization: float | None = Field(
-        None, ge=0.01, le=1.0,
+        None, gt=0, le=1.0,
         description="Share of each GPU's memory the worker may allocate (weights, activations and the KV pool, "
         "which takes what is left); unset: the worker's default, 0.9. The GPU-fit plan uses it "
         "(docs/gpu-sizing.md).")

@@ -89,11 +89,18 @@ def to_json_schema(node: Schema) -> Schema:
     """Translate a structural OpenAPI v3 node to JSON Schema (draft 7) for the jsonschema library.
 
     nullable -> "null" in type; int-or-string -> both types; objects with properties refuse unknown
-    fields unless preserve-unknown-fields; x-kubernetes-*, default and description are dropped.
+    fields unless preserve-unknown-fields; OpenAPI v3.0's boolean exclusiveMinimum/Maximum becomes
+    draft 7's number; x-kubernetes-*, default and description are dropped.
     """
     out: Schema = {}
     for key, value in node.items():
-        if key == "properties":
+        if key in ("exclusiveMinimum", "exclusiveMaximum"):
+            bound = "minimum" if key == "exclusiveMinimum" else "maximum"
+            if value is True and bound in node:
+                out[key] = node[bound]
+        elif key in ("minimum", "maximum") and node.get(f"exclusive{key.capitalize()}") is True:
+            continue
+        elif key == "properties":
             out[key] = {name: to_json_schema(child) for name, child in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
             out[key] = to_json_schema(value)

@@ -197,11 +197,13 @@ INVALID = [
     ),
     Invalid(
         "gpu-memory-utilization-zero",
+        # An integer 0: the apiserver once let it pass `minimum: 0.01` (it compares integers with the
+        # minimum truncated), so the bound is `minimum: 0, exclusiveMinimum: true`.
         {"serving": {"gpuMemoryUtilization": 0}},
         "spec.serving.gpuMemoryUtilization",
-        "minimum of 0.01",
+        "minimum of 0",
         "schema",
-        real_message="greater than or equal to 0.01",
+        real_message="greater than 0",
     ),
     Invalid(
         "gpu-memory-utilization-above-one",

@@ -15,7 +15,8 @@ from deepseek_operator import api
 from deepseek_sandbox.admission import apply_defaults, crd_schema
 
 Flat = dict[str, tuple[Any, ...]]
-BOUNDS = ("minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "maxProperties", "pattern")
+BOUNDS = ("minimum", "exclusiveMinimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "maxProperties",
+          "pattern")
 
 
 def _flatten_crd(node: dict[str, Any], path: str, out: Flat) -> Flat:
@@ -46,6 +47,8 @@ def _flatten_pydantic(node: dict[str, Any], defs: dict[str, Any], path: str, out
     kind = node.get("type", "object")
     extra = node.get("additionalProperties")
     free = extra is True or (kind == "object" and "properties" not in node and extra is None)
+    if "exclusiveMinimum" in node:  # JSON Schema's number; the CRD's (OpenAPI v3.0) minimum + true
+        node = {**node, "minimum": node["exclusiveMinimum"], "exclusiveMinimum": True}
     bounds = tuple(node.get(k) for k in BOUNDS)
     out[path] = (kind, tuple(node.get("enum", ())), free, tuple(sorted(node.get("required", []))), bounds)
     for name, child in node.get("properties", {}).items():
