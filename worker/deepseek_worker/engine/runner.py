@@ -31,7 +31,7 @@ from .pool_cache import PoolCache
 from .prefix import PrefixCache
 from .processors import RowExtras
 from .processors import sample as sample_with_extras
-from .sampler import RowParams, new_seed
+from .sampler import RowParams, Scratch, new_seed
 from .sampler import sample as sample_rows
 from .text import IncrementalDetokenizer, StopMatcher
 
@@ -104,6 +104,7 @@ class Runner:
         self._passes = [0, 0]
         self.step_log: deque[tuple[int, tuple[str, ...]]] = deque(maxlen=step_log_len)
         self.vocab = int(self.model.get_input_embeddings().weight.shape[0])
+        self.scratch: Scratch | None = None  # the sampler's buffers, made at the first sampled step
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self.grammars = Grammars(self.tokenizer, self.vocab, self.eos_ids)
 
@@ -311,11 +312,18 @@ class Runner:
     def _sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
         """One token per row in one batched call; grammar masks and logprobs only when asked."""
         rows = [s.row() for s in seqs]
+        scratch = self._scratch(logits)
         if all(s.extras is None for s in seqs):
-            return [int(t) for t in sample_rows(logits, rows).tolist()]
+            return [int(t) for t in sample_rows(logits, rows, scratch).tolist()]
         extras = [s.extras for s in seqs]
-        pick = lambda masked: [int(t) for t in sample_rows(masked, rows).tolist()]  # noqa: E731
+        pick = lambda masked: [int(t) for t in sample_rows(masked, rows, scratch).tolist()]  # noqa: E731
         return sample_with_extras(logits.float(), extras, pick, self.eos_ids)
+
+    def _scratch(self, logits: torch.Tensor) -> Scratch:
+        """Buffers for the most rows a sampling call can have (one per slot), made once."""
+        if self.scratch is None:
+            self.scratch = Scratch(self.pool.slots, int(logits.shape[-1]), logits.device)
+        return self.scratch
 
     def _emit(self, seq: Sequence, token: int) -> Result:
         """Account one generated token; finish (and free the slot) or make it the next input."""
