@@ -27,7 +27,8 @@ from ..chat_template import chat_template as deepseek_chat_template
 from ..types import EngineConfig, EngineMeasurements, EngineStats, GenerationChunk, SamplingParams
 from .loading import Loaded, generation_defaults, load
 from .memory import plan_pool
-from .runner import Result, Runner, Sequence
+from .runner import Runner
+from .sequence import Result, Sequence
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,57 +30,10 @@ from .pool_cache import PoolCache
 from .prefix import PrefixCache
 from .processors import RowExtras
 from .processors import sample as sample_with_extras
-from .sampler import RowParams, Scratch, new_seed
+from .sampler import Scratch, new_seed
 from .sampler import sample as sample_rows
+from .sequence import Result, Sequence
 from .text import IncrementalDetokenizer, StopMatcher
-
-_keys = itertools.count()
-
-
-@dataclass(eq=False)
-class Sequence:
-    """One request's generation state. `key` is unique per engine even if request ids repeat.
-
-    `filled` counts the prompt tokens whose KV is in the pool; `token` is the next decode input
-    (the last sampled token), which the next decode pass writes at position `position`."""
-
-    request_id: str
-    prompt_ids: list[int]
-    params: SamplingParams
-    max_new: int
-    seed: int
-    detok: IncrementalDetokenizer
-    stops: StopMatcher
-    key: int = field(default_factory=lambda: next(_keys))
-    completion: int = 0
-    cached: int = 0
-    filled: int = 0
-    token: int = 0
-    finish: FinishReason | None = None
-    extras: RowExtras | None = None  # grammar / logprobs; None on the plain path
-
-    @property
-    def decoding(self) -> bool:
-        return self.filled == len(self.prompt_ids)
-
-    @property
-    def position(self) -> int:
-        """Where the next decode input goes (while prefilling: where the next chunk starts)."""
-        return self.filled + max(0, self.completion - 1) if self.decoding else self.filled
-
-    def row(self) -> RowParams:
-        p = self.params
-        return RowParams(p.temperature, p.top_p, p.top_k, self.seed, self.completion)
-
-    def chunk(self, text: str, error: str | None = None) -> GenerationChunk:
-        """A chunk carrying this sequence's cumulative counters (and logprobs since the last one)."""
-        logprobs = self.extras.take() if self.extras is not None else ()
-        return GenerationChunk(
-            text, self.finish, len(self.prompt_ids), self.completion, self.cached, error, logprobs
-        )
-
-
-Result = tuple[Sequence, GenerationChunk]
 
 
 class Runner:
@@ -99,6 +51,7 @@ class Runner:
         self.decoder = DecodeStep(self.model, self.cache, self.input_device, self.dtype)
         self.prefix = PrefixCache(config.prefix_cache_bytes)
         self.seqs: dict[int, Sequence] = {}  # running, by key
+        self._keys = itertools.count()  # Sequence.key: unique per runner
         self.steps = 0
         self.failures = 0  # consecutive failed steps (a wedged device keeps failing)
         self._passes = [0, 0]
@@ -119,6 +72,7 @@ class Runner:
     def new_sequence(self, prompt_ids: list[int], params: SamplingParams, request_id: str) -> Sequence:
         """Per-request state; cheap, safe to call on the event loop."""
         return Sequence(
+            key=next(self._keys),
             request_id=request_id,
             prompt_ids=list(prompt_ids),
             params=params,

@@ -1,0 +1,56 @@
+"""One request's generation state, shared by the engine's scheduler and its runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..types import FinishReason, GenerationChunk, SamplingParams
+from .processors import RowExtras
+from .sampler import RowParams
+from .text import IncrementalDetokenizer, StopMatcher
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request's generation state. `key` is unique per runner even if request ids repeat.
+
+    `filled` counts the prompt tokens whose KV is in the pool; `token` is the next decode input
+    (the last sampled token), which the next decode pass writes at position `position`."""
+
+    key: int
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_new: int
+    seed: int
+    detok: IncrementalDetokenizer
+    stops: StopMatcher
+    completion: int = 0
+    cached: int = 0
+    filled: int = 0
+    token: int = 0
+    finish: FinishReason | None = None
+    extras: RowExtras | None = None  # grammar / logprobs; None on the plain path
+
+    @property
+    def decoding(self) -> bool:
+        return self.filled == len(self.prompt_ids)
+
+    @property
+    def position(self) -> int:
+        """Where the next decode input goes (while prefilling: where the next chunk starts)."""
+        return self.filled + max(0, self.completion - 1) if self.decoding else self.filled
+
+    def row(self) -> RowParams:
+        p = self.params
+        return RowParams(p.temperature, p.top_p, p.top_k, self.seed, self.completion)
+
+    def chunk(self, text: str, error: str | None = None) -> GenerationChunk:
+        """A chunk carrying this sequence's cumulative counters (and logprobs since the last one)."""
+        logprobs = self.extras.take() if self.extras is not None else ()
+        return GenerationChunk(
+            text, self.finish, len(self.prompt_ids), self.completion, self.cached, error, logprobs
+        )
+
+
+Result = tuple[Sequence, GenerationChunk]
