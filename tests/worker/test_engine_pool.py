@@ -157,3 +157,38 @@ async def test_prefix_hits_and_fresh_prompts_prefill_together_in_one_pass(small_
     assert outs[0].last.cached_prompt_tokens > 0 and outs[1].last.cached_prompt_tokens == 0
     assert ["hit", "fresh"] in passes  # one padded pass for both
     texts_equal_reference(eng, [hit, fresh], outs)
+
+
+async def test_step_n_text_is_made_while_step_n_plus_1_computes(small_pool: Engine, monkeypatch: Any) -> None:
+    import threading
+
+    from deepseek_worker.engine import core
+
+    eng = small_pool
+    runner = eng._runner
+    assert runner is not None
+    step_running, texted = threading.Event(), threading.Event()
+    overlapped: list[bool] = []
+    real_text, real_step = core.text_chunk, runner.step
+
+    def text(event: Any) -> Any:
+        if runner.seqs:  # a next step exists: its thread must be running now (bounded wait)
+            overlapped.append(step_running.wait(timeout=5))
+        texted.set()
+        return real_text(event)
+
+    def step(admit: Any, drop: Any) -> Any:
+        step_running.set()
+        try:
+            if any(s.decoding for s in runner.seqs.values()):  # the previous step left text to make
+                texted.wait(timeout=5)
+            texted.clear()
+            return real_step(admit, drop)
+        finally:
+            step_running.clear()
+
+    monkeypatch.setattr(core, "text_chunk", text)
+    monkeypatch.setattr(runner, "step", step)
+    out = await collect(eng, chat_ids(eng, "Hello"), SamplingParams(max_tokens=6, temperature=0), "overlap")
+    assert out.last.finish_reason == "length" and out.last.completion_tokens == 6
+    assert len(overlapped) >= 4 and all(overlapped)  # each token's text was made during the next step

@@ -28,7 +28,7 @@ from ..types import EngineConfig, EngineMeasurements, EngineStats, GenerationChu
 from .loading import Loaded, generation_defaults, load
 from .memory import plan_pool
 from .runner import Runner
-from .sequence import Result, Sequence
+from .sequence import Result, Sequence, TokenEvent, text_chunk
 
 log = logging.getLogger(__name__)
 
@@ -208,24 +208,53 @@ class Engine:
             self._wake.set()
 
     async def _loop(self) -> None:
+        """Step N+1 computes in the worker thread while this loop makes step N's text and streams it
+        (detokenization and stop strings never delay the device). A stop string found in step N's
+        text ends its request at once; the row decoded in step N+1 is dropped in step N+2."""
         runner = self._runner
         assert runner is not None
+        pending: list[TokenEvent] = []
         while not self._stopping:
-            if not (self._waiting or self._running or self._cancelled):
+            if not (self._waiting or self._running or self._cancelled or pending):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             drop, self._cancelled = self._cancelled, set()
             admit = self._admit(len(drop))
-            try:
-                results = await asyncio.to_thread(runner.step, admit, drop)
-                self._loop_failures = 0
-            except Exception as exc:  # a bug in a step must not kill serving:
-                # every request involved ends with "error" and the loop goes on.
-                log.exception("engine step failed")
-                self._loop_failures += 1
-                results = runner.fail_all(admit, f"engine step failed: {exc!r}")
-            self._dispatch(results)
+            # run_in_executor submits now (a to_thread task would start only at the next await,
+            # after the text below: no overlap).
+            step = asyncio.get_running_loop().run_in_executor(None, runner.step, admit, drop) if (
+                admit or drop or runner.seqs) else None
+            self._text(pending)
+            pending = [] if step is None else await self._results(step, admit)
+        self._text(pending)
+
+    async def _results(self, step: asyncio.Future[list[Result | TokenEvent]], admit: list[Sequence]
+                       ) -> list[TokenEvent]:
+        """Await a step, deliver its ready chunks, return its tokens that still need text."""
+        assert self._runner is not None
+        try:
+            results = await step
+            self._loop_failures = 0
+        except Exception as exc:  # a bug in a step must not kill serving:
+            # every request involved ends with "error" and the loop goes on.
+            log.exception("engine step failed")
+            self._loop_failures += 1
+            results = list(self._runner.fail_all(admit, f"engine step failed: {exc!r}"))
+        events = [r for r in results if isinstance(r, TokenEvent)]
+        self._dispatch([r for r in results if not isinstance(r, TokenEvent)])
+        return events
+
+    def _text(self, events: list[TokenEvent]) -> None:
+        for event in events:
+            chunk = text_chunk(event)
+            if chunk is None or not (chunk.text or chunk.finish_reason):
+                continue
+            seq = event.seq
+            if chunk.finish_reason is not None and event.finish is None:  # a stop string: end it now
+                seq.finish = chunk.finish_reason
+                self._cancelled.add(seq.key)
+            self._dispatch([(seq, chunk)])
 
     def _admit(self, dropping: int) -> list[Sequence]:
         """Waiting requests in arrival order, while the pool has a free slot for each (the slots of

@@ -32,7 +32,7 @@ from .processors import RowExtras
 from .processors import sample as sample_with_extras
 from .sampler import Scratch, new_seed
 from .sampler import sample as sample_rows
-from .sequence import Result, Sequence
+from .sequence import Result, Sequence, TokenEvent
 from .text import IncrementalDetokenizer, StopMatcher
 
 
@@ -89,16 +89,17 @@ class Runner:
         return seq.extras.prepare(self.grammars) if seq.extras is not None else None
 
     @torch.inference_mode()
-    def step(self, admit: list[Sequence], drop: set[int]) -> list[Result]:
+    def step(self, admit: list[Sequence], drop: set[int]) -> list[Result | TokenEvent]:
         """Drop cancelled sequences, admit `admit` (the caller checked `free_slots`), decode once,
-        prefill under the budget; return the new chunks (empty ones are not returned).
+        prefill under the budget; return the new chunks (empty ones are not returned) and the new
+        tokens whose text the caller makes (`sequence.text_chunk`) while the next step computes.
 
         A failing prefill fails only its own sequences; a failing decode pass fails every sequence
         (it cannot be attributed)."""
         for key in drop:
             self._release(key)
         self._passes = [0, 0]  # [succeeded, failed] model passes in this step
-        results = [r for seq in admit if (r := self._admit(seq)) is not None]
+        results: list[Result | TokenEvent] = [r for seq in admit if (r := self._admit(seq)) is not None]
         decode_failed = False
         if any(s.decoding for s in self.seqs.values()):
             results += self._decode()
@@ -113,7 +114,7 @@ class Runner:
             self.failures = 0
         if self.seqs or admit:
             self.steps += 1
-        return [(s, c) for s, c in results if c.text or c.finish_reason or c.logprobs]
+        return [r for r in results if isinstance(r, TokenEvent) or r[1].text or r[1].finish_reason or r[1].logprobs]
 
     def fail_all(self, seqs: list[Sequence], message: str) -> list[Result]:
         """End `seqs` and everything running with "error" and free every slot."""
@@ -161,7 +162,7 @@ class Runner:
 
     # -- decode -------------------------------------------------------------------------------
 
-    def _decode(self) -> list[Result]:
+    def _decode(self) -> list[Result | TokenEvent]:
         order = [self.seqs[k] for k in self.slots.owners]  # row r = slot r
         rows = [r for r, s in enumerate(order) if s.decoding]
         live = [order[r] for r in rows]
@@ -175,13 +176,13 @@ class Runner:
             tokens = self._sample(logits, live)
         except Exception as exc:  # noqa: BLE001 -- reported to every request of the pass as "error"
             self._passes[1] += 1
-            return self.fail_all([], f"decode failed: {exc!r}")
+            return list(self.fail_all([], f"decode failed: {exc!r}"))
         self._passes[0] += 1
         return [self._emit(s, t) for s, t in zip(live, tokens, strict=True)]
 
     # -- prefill ------------------------------------------------------------------------------
 
-    def _prefill(self) -> list[Result]:
+    def _prefill(self) -> list[Result | TokenEvent]:
         """Prefill waiting prompts under the token budget, in at most two padded passes: a chunk
         longer than half the budget alone (so short prompts are not padded to its width), the rest
         together."""
@@ -205,13 +206,13 @@ class Runner:
             budget -= size
         return chunks
 
-    def _run_chunks(self, chunks: list[tuple[Sequence, int]]) -> list[Result]:
+    def _run_chunks(self, chunks: list[tuple[Sequence, int]]) -> list[Result | TokenEvent]:
         try:
             done, logits = self._run_prompt_batch(chunks)
         except Exception as exc:  # noqa: BLE001 -- not attributable in a batch: each chunk runs alone,
             # so only the request that fails alone ends as "error" (its neighbours are not punished).
             if len(chunks) == 1:
-                return self._fail_prefill([chunks[0][0]], exc)
+                return list(self._fail_prefill([chunks[0][0]], exc))
             return [r for chunk in chunks for r in self._run_chunks([chunk])]
         self._passes[0] += 1
         return self._first_tokens(done, logits) if done else []  # none done: chunks of long prompts
@@ -248,7 +249,7 @@ class Runner:
         logits: torch.Tensor = self.model.get_output_embeddings()(last)
         return [chunks[r][0] for r in rows], logits
 
-    def _first_tokens(self, seqs: list[Sequence], logits: torch.Tensor) -> list[Result]:
+    def _first_tokens(self, seqs: list[Sequence], logits: torch.Tensor) -> list[Result | TokenEvent]:
         slots = self.slots.owners
         for s in seqs:
             self.prefix.insert(s.prompt_ids, self.pool.read(slots.index(s.key), len(s.prompt_ids)))
@@ -279,14 +280,27 @@ class Runner:
             self.scratch = Scratch(self.pool.slots, int(logits.shape[-1]), logits.device)
         return self.scratch
 
-    def _emit(self, seq: Sequence, token: int) -> Result:
-        """Account one generated token; finish (and free the slot) or make it the next input."""
+    def _emit(self, seq: Sequence, token: int) -> Result | TokenEvent:
+        """Account one generated token; finish (and free the slot) or make it the next input.
+
+        Text is left to the caller (a TokenEvent), except for requests with logprobs or a grammar:
+        their chunks carry per-token data made in this thread, so their text is made here too."""
         seq.completion += 1
         seq.token = token
-        chunk = self._text(seq, token)
-        if seq.finish is not None:
+        if seq.extras is not None:
+            chunk = self._text(seq, token)
+            if seq.finish is not None:
+                self._release(seq.key)
+            return seq, chunk
+        finish: FinishReason | None = None
+        if token in self.eos_ids:
+            finish = "stop"
+        elif seq.completion >= seq.max_new:
+            finish = "length"
+        if finish is not None:
+            seq.finish = finish
             self._release(seq.key)
-        return seq, chunk
+        return TokenEvent(seq, token, seq.completion, finish)
 
     def _text(self, seq: Sequence, token: int) -> GenerationChunk:
         if seq.extras is not None and seq.extras.error is not None:

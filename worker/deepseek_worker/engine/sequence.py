@@ -31,6 +31,7 @@ class Sequence:
     token: int = 0
     finish: FinishReason | None = None
     extras: RowExtras | None = None  # grammar / logprobs; None on the plain path
+    text_done: bool = False  # its last chunk was made (TokenEvent path)
 
     @property
     def decoding(self) -> bool:
@@ -54,3 +55,37 @@ class Sequence:
 
 
 Result = tuple[Sequence, GenerationChunk]
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """A generated token whose text is made later, on the event loop, while the next step computes.
+
+    The runner decides what the token count decides (EOS: "stop", max tokens: "length"); the text,
+    stop strings and the chunk come from `text_chunk`, which only the event loop calls, so a
+    sequence's detokenizer and stop matcher are never touched by two threads."""
+
+    seq: Sequence
+    token: int
+    completion: int
+    finish: FinishReason | None
+
+
+def text_chunk(event: TokenEvent) -> GenerationChunk | None:
+    """The chunk for one TokenEvent, or None when its sequence already ended (a stop string found in
+    an earlier token: the runner decoded one more before the sequence was dropped)."""
+    seq = event.seq
+    if seq.text_done:
+        return None
+    finish = event.finish
+    if finish == "stop":  # EOS: the token itself has no text
+        text = seq.stops.flush()
+    else:
+        text, stopped = seq.stops.feed(seq.detok.push(event.token))
+        if stopped:
+            finish = "stop"
+        elif finish == "length":
+            text += seq.stops.flush()
+    if finish is not None:
+        seq.text_done = True
+    return GenerationChunk(text, finish, len(seq.prompt_ids), event.completion, seq.cached)
