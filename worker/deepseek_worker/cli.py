@@ -17,6 +17,8 @@ from pydantic import ValidationError
 
 from .settings import Settings
 
+log = logging.getLogger("deepseek_worker.cli")
+
 # In the order of docs/worker-settings.md; `--max-model-len` sets Settings.max_model_len, and so on.
 FLAGS = [
     "--model",
@@ -116,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_graceful_shutdown=2,  # after our own drain; stragglers are cancelled
         timeout_keep_alive=5,
     )
+    # uvicorn picks uvloop/httptools when installed (the worker extra pins them), else asyncio/h11.
+    log.debug("uvicorn: loop=%s http=%s", config.loop, config.http)
     server = DrainingServer(config, app.state.worker, settings.drain_timeout_seconds)
     server.run()
     return server.exit_code
