@@ -32,7 +32,7 @@ from .processors import RowExtras
 from .processors import sample as sample_with_extras
 from .sampler import Scratch, new_seed
 from .sampler import sample as sample_rows
-from .sequence import Result, Sequence, TokenEvent
+from .sequence import Result, Sequence, TokenEvent, next_text
 from .text import IncrementalDetokenizer, StopMatcher
 
 
@@ -292,27 +292,23 @@ class Runner:
             if seq.finish is not None:
                 self._release(seq.key)
             return seq, chunk
-        finish: FinishReason | None = None
-        if token in self.eos_ids:
-            finish = "stop"
-        elif seq.completion >= seq.max_new:
-            finish = "length"
+        finish = self._count_finish(seq, token)
         if finish is not None:
             seq.finish = finish
             self._release(seq.key)
         return TokenEvent(seq, token, seq.completion, finish)
 
+    def _count_finish(self, seq: Sequence, token: int) -> FinishReason | None:
+        """What the token alone decides: EOS ends with "stop", the last allowed token with "length"."""
+        if token in self.eos_ids:
+            return "stop"
+        return "length" if seq.completion >= seq.max_new else None
+
     def _text(self, seq: Sequence, token: int) -> GenerationChunk:
         if seq.extras is not None and seq.extras.error is not None:
             return self._finish(seq, "error", seq.stops.flush(), seq.extras.error)
-        if token in self.eos_ids:
-            return self._finish(seq, "stop", seq.stops.flush())
-        text, stopped = seq.stops.feed(seq.detok.push(token))
-        if stopped:
-            return self._finish(seq, "stop", text)
-        if seq.completion >= seq.max_new:
-            return self._finish(seq, "length", text + seq.stops.flush())
-        return seq.chunk(text)
+        text, finish = next_text(seq, token, self._count_finish(seq, token))
+        return self._finish(seq, finish, text) if finish is not None else seq.chunk(text)
 
     @staticmethod
     def _finish(seq: Sequence, reason: FinishReason, text: str, error: str | None = None) -> GenerationChunk:

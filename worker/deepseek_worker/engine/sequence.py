@@ -71,21 +71,27 @@ class TokenEvent:
     finish: FinishReason | None
 
 
+def next_text(seq: Sequence, token: int, finish: FinishReason | None) -> tuple[str, FinishReason | None]:
+    """The text `token` adds and how the sequence ends, given what its token count decided (`finish`:
+    EOS "stop", "length" or None): EOS has no text and flushes what was held back; a stop string
+    ends it with "stop"; "length" flushes the held text. The one finishing rule both paths use."""
+    if finish == "stop":  # EOS: the token itself has no text
+        return seq.stops.flush(), finish
+    text, stopped = seq.stops.feed(seq.detok.push(token))
+    if stopped:
+        return text, "stop"
+    if finish == "length":
+        return text + seq.stops.flush(), finish
+    return text, finish
+
+
 def text_chunk(event: TokenEvent) -> GenerationChunk | None:
     """The chunk for one TokenEvent, or None when its sequence already ended (a stop string found in
     an earlier token: the runner decoded one more before the sequence was dropped)."""
     seq = event.seq
     if seq.text_done:
         return None
-    finish = event.finish
-    if finish == "stop":  # EOS: the token itself has no text
-        text = seq.stops.flush()
-    else:
-        text, stopped = seq.stops.feed(seq.detok.push(event.token))
-        if stopped:
-            finish = "stop"
-        elif finish == "length":
-            text += seq.stops.flush()
+    text, finish = next_text(seq, event.token, event.finish)
     if finish is not None:
         seq.text_done = True
     return GenerationChunk(text, finish, len(seq.prompt_ids), event.completion, seq.cached)
