@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -29,6 +30,19 @@ V2 = "registry.example.com/deepseek-worker:2.0.0"
 OWNED = "deepseek.ai/deployment=chat"
 PRIORITY_CLASS = ('{"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", '
                   '"metadata": {"name": "llm-serving"}, "value": 1000}')
+
+
+@pytest.fixture
+async def priority_class(cluster: Cluster, kubectl: Kubectl) -> AsyncIterator[None]:
+    """CHAT's PriorityClass for a test that applies CHAT: the real apiserver refuses pods naming a
+    missing one (the sandbox admits them). Made here when absent and then removed again, so no test
+    depends on another having made it."""
+    if not isinstance(cluster, RealCluster) or cluster.get("priorityclasses", None, "llm-serving"):
+        yield
+        return
+    await kubectl("apply", "-f", "-", stdin=PRIORITY_CLASS)
+    yield
+    await kubectl("delete", "priorityclass", "llm-serving", "--ignore-not-found", "--wait=false")
 
 
 def ready_for_generation(sb: Cluster, name: str = "chat") -> dict[str, Any] | None:
@@ -83,10 +97,8 @@ async def reconciled(operator: Operator, n: int) -> None:
 
 
 async def test_apply_rollout_scale_heal_idle_delete(cluster: Cluster, kubectl: Kubectl,
-                                                    start_operator: StartOperator) -> None:
+                                                    start_operator: StartOperator, priority_class: None) -> None:
     operator = await start_operator()
-    if isinstance(cluster, RealCluster):  # the real apiserver refuses pods naming a missing PriorityClass
-        await kubectl("apply", "-f", "-", stdin=PRIORITY_CLASS)
     await kubectl("apply", "-f", "-", stdin=CHAT)
 
     # Children exist with GPU limits and scheduling from the spec.
@@ -164,7 +176,7 @@ async def test_apply_rollout_scale_heal_idle_delete(cluster: Cluster, kubectl: K
 
 
 async def test_variant_removed_from_spec_loses_children(cluster: Cluster, kubectl: Kubectl,
-                                                        start_operator: StartOperator) -> None:
+                                                        start_operator: StartOperator, priority_class: None) -> None:
     await start_operator()
     with_canary = CHAT + "  variants: [{name: canary, weight: 10, replicas: 1}]\n"
     await kubectl("apply", "-f", "-", stdin=with_canary)
@@ -210,7 +222,7 @@ async def test_invalid_spec_is_reported_without_retry_storm(cluster: Cluster, st
 
 
 async def test_restart_converges_once_to_the_final_spec(cluster: Cluster, kubectl: Kubectl,
-                                                        start_operator: StartOperator) -> None:
+                                                        start_operator: StartOperator, priority_class: None) -> None:
     first = await start_operator()
     await kubectl("apply", "-f", "-", stdin=CHAT)
     await kubectl("wait", "--for=condition=Ready", "dsd/chat", "--timeout=60s")
@@ -248,7 +260,7 @@ async def test_console_script_passes_kopf_options_through(cluster: Cluster, star
 
 
 async def test_metadata_only_edits_cost_no_write(cluster: Cluster, kubectl: Kubectl,
-                                                 start_operator: StartOperator) -> None:
+                                                 start_operator: StartOperator, priority_class: None) -> None:
     """Labels and annotations do not change the generation: no reconcile, no kopf bookkeeping."""
     operator = await start_operator()
     await kubectl("apply", "-f", "-", stdin=CHAT.replace("replicas: 2", "replicas: 1"))
@@ -270,7 +282,7 @@ async def test_metadata_only_edits_cost_no_write(cluster: Cluster, kubectl: Kube
 
 
 async def test_sigkill_mid_reconcile_leaves_exactly_one_child_of_each_kind(
-        cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator) -> None:
+        cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator, priority_class: None) -> None:
     """Killed after its first child exists, the next operator converges without duplicates or orphans."""
     first = await start_operator()
     await kubectl("apply", "-f", "-", stdin=CHAT.replace("replicas: 2", "replicas: 1"))
