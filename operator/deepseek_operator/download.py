@@ -7,7 +7,8 @@ Phases:
 - Downloading: bytes arrive (or a failed attempt is retried by the Job). Stalled: no byte for
   `stall_timeout_seconds`, by the operator's clock, so a pod that stopped reporting at all stalls too.
 - Failed: the Job gave up, or the downloader reported a failure no retry can fix (Unauthorized,
-  NotFound, DiskFull: it exits 2, which fails the Job through its podFailurePolicy).
+  NotFound, DiskFull: it exits 2, which fails the Job through its podFailurePolicy). Ready's reason
+  is DownloadDiskFull for DiskFull ("needs X, has Y"), DownloadFailed otherwise.
 - Complete: the Job succeeded. Only then do workers of the model start.
 """
 
@@ -29,6 +30,9 @@ FIXES = {
                 "master, not main)",
     "DiskFull": "raise model.cache.size (a new cache is created and downloaded)",
 }
+# The Ready reason of a failed download: a full claim has its own (the downloader's preflight check
+# reports "needs X, has Y" before fetching a byte), every other failure is DownloadFailed.
+FAILED_REASONS = {"DiskFull": "DownloadDiskFull"}
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,8 @@ def download_state(names: tuple[str, str, str], job: dict[str, Any] | None, conf
         if not detail and failed is not None:
             detail = f"{failed.get('reason', 'Failed')}: {failed.get('message', 'the download Job failed')}"
         fix = FIXES.get(why, f"see `kubectl logs job/{name} -n {namespace}`")
-        return _with(base, "Failed", "DownloadFailed", f"download of {model} failed ({why or 'Error'}: {detail}); "
+        return _with(base, "Failed", FAILED_REASONS.get(why, "DownloadFailed"),
+                     f"download of {model} failed ({why or 'Error'}: {detail}); "
                      f"{fix}, then `kubectl delete job {name} -n {namespace}` to download again")
     if not report:
         return _with(base, "Pending", "Downloading", _pending_message(model, name, claim))

@@ -161,13 +161,22 @@ def test_no_byte_for_the_stall_timeout_is_stalled_even_without_reports() -> None
     assert state(job(), report, now=NOW - timedelta(seconds=200)).phase == "Downloading"
 
 
-@pytest.mark.parametrize(("reason", "fix"), [("Unauthorized", "tokenSecretRef"), ("NotFound", "spec.model.id"),
-                                             ("DiskFull", "raise model.cache.size")])
-def test_permanent_failures_fail_at_once_with_the_fix(reason: str, fix: str) -> None:
+@pytest.mark.parametrize(("reason", "fix", "ready"), [
+    ("Unauthorized", "tokenSecretRef", "DownloadFailed"), ("NotFound", "spec.model.id", "DownloadFailed"),
+    ("DiskFull", "raise model.cache.size", "DownloadDiskFull")])
+def test_permanent_failures_fail_at_once_with_the_fix(reason: str, fix: str, ready: str) -> None:
     s = state(job(), progress(phase="Failed", reason=reason, message="401 Client Error"))
-    assert (s.phase, s.reason) == ("Failed", "DownloadFailed")
+    assert (s.phase, s.reason) == ("Failed", ready)
     assert fix in s.message and "kubectl delete job chat-model-abc -n team-a" in s.message
     assert "401 Client Error" in s.message
+
+
+def test_the_preflight_disk_full_reaches_ready_with_needs_and_has() -> None:
+    """The downloader's preflight check (worker download/space.py) fails before a byte is fetched."""
+    s = state(job(), progress(phase="Failed", reason="DiskFull", bytesTotal=31 * 10**9,
+                              message="needs 31.00 GB, has 20.00 GB free on /models/model"))
+    assert (s.phase, s.reason, s.status()["summary"]) == ("Failed", "DownloadDiskFull", "Failed")
+    assert "(DiskFull: needs 31.00 GB, has 20.00 GB free on /models/model)" in s.message
 
 
 def test_a_transient_failure_is_retried_by_the_job_not_reported_failed() -> None:

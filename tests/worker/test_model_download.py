@@ -484,6 +484,45 @@ def test_no_space_left_is_a_permanent_disk_full(plain_hub: Hub, tmp_path: Path,
     assert not (target / MARKER).exists()
 
 
+def test_a_claim_too_small_fails_before_any_byte_as_disk_full(plain_hub: Hub, tiny_model_dir: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The preflight check (space.py): the listing's bytes against the directory's free space; no file
+    is fetched, and the message says how much is needed and how much there is."""
+    import huggingface_hub.constants
+    import huggingface_hub.file_download
+
+    from deepseek_worker.download import space
+
+    fetched: list[Any] = []
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(huggingface_hub.file_download, "http_get", lambda *a, **k: fetched.append(a))
+    monkeypatch.setattr(space, "free_bytes", lambda path: 1000)  # a claim with 1 kB left
+    target = tmp_path / "model"
+    with recorder() as rec:
+        code = run(DownloadSettings.from_env(downloader_env(tmp_path, plain_hub, target, rec)))
+    assert code == 2 and fetched == []
+    last = rec.docs()[-1]
+    assert (last["phase"], last["reason"]) == ("Failed", "DiskFull")
+    assert last["message"] == f"needs {space.human(last['bytesTotal'])}, has 0.0 MB free on {target}"
+    assert last["bytesTotal"] >= total_bytes(tiny_model_dir) > 1000
+    assert (tmp_path / "termination-log").read_text() == f"DiskFull: {last['message']}\n"
+
+
+def test_the_preflight_counts_only_what_is_still_to_fetch(tmp_path: Path) -> None:
+    from deepseek_worker.download.hubs import RepoFiles
+    from deepseek_worker.download.space import NotEnoughSpace, check_space
+
+    (tmp_path / "done.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / "half.safetensors.incomplete").write_bytes(b"x" * 30)
+    files = RepoFiles("", {"done.safetensors": 100, "half.safetensors": 50, "new.json": 7, "unknown": None})
+    assert check_space(tmp_path, files, free=lambda _: 27) == 27  # 20 left of half, 7 of new
+    with pytest.raises(NotEnoughSpace) as refused:
+        check_space(tmp_path, files, free=lambda _: 26)
+    assert (refused.value.needed, refused.value.free) == (27, 26)
+    assert str(refused.value) == f"needs 0.0 MB, has 0.0 MB free on {tmp_path}"
+
+
 @pytest.mark.parametrize(("name", "value"), [
     ("DEEPSEEK_DOWNLOAD_SOURCE", "s3"),
     ("DEEPSEEK_PROGRESS_INTERVAL_SECONDS", "0"),

@@ -145,8 +145,8 @@ def classify(exc: BaseException) -> Failure:
     chain = list(_chain(exc))
     for e in chain:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return Failure("DiskFull", one_line(f"{e.strerror or 'No space left on device'}: {e.filename or ''}"),
-                           PERMANENT)
+            where = f": {e.filename}" if e.filename else ""
+            return Failure("DiskFull", one_line(f"{e.strerror or 'No space left on device'}{where}"), PERMANENT)
     for e in chain:
         status = http_status(e)
         if status in (401, 403):

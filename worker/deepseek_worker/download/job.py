@@ -9,8 +9,10 @@ revision reports Complete without contacting the hub.
 
 Exit codes: 0 done (or already there); 2 permanent failures the Job must not retry (bad settings,
 HTTP 401/403 Unauthorized, 404 NotFound, no space left DiskFull); 1 anything else (network, 5xx,
-timeouts: Error), which the Job retries. A failure also writes `reason: message` to the termination
-log. Messages are one line, never a traceback, never the token.
+timeouts: Error), which the Job retries. Before fetching, the listing's bytes are checked against the
+directory's free space (space.py): too little is DiskFull at once, with "needs X, has Y". A failure
+also writes `reason: message` to the termination log. Messages are one line, never a traceback,
+never the token.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from .hubs import PERMANENT, Hub, HuggingFaceHub, ModelScopeHub, classify, expected, one_line, verify
 from .progress import ConfigMapSink, KubeTarget, Progress, Reporter, rfc3339
+from .space import check_space, human
 
 log = logging.getLogger("deepseek_worker.download")
 
@@ -194,6 +197,8 @@ def _download(settings: DownloadSettings, reporter: Reporter) -> int:
         hub.prepare()
         files = hub.list_files()
         reporter.set_files(files.commit, files.sizes)
+        # Before any byte: a claim too small fails now as DiskFull ("needs X, has Y"), not hours later.
+        log.info("%s to fetch", human(check_space(settings.directory, files)))
         reporter.start()
         hub.download(files)
         write_marker(settings, files.commit, verify(settings.directory, files))
