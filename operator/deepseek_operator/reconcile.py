@@ -78,7 +78,8 @@ class Outcome:
     writes: dict[str, int]
     ready: bool
     reason: str
-    recheck_seconds: float | None = None  # reconcile again then, even without an event (a download's stall)
+    recheck_seconds: float | None = None  # reconcile again then, even without an event (a download's
+    # stall, Auto's surge deadline)
 
 
 def _now() -> str:
@@ -161,7 +162,8 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
     await _announce_downloads(notify, old_status, status)
     await _announce_measurements(notify, old_status, status)
     ready = status["conditions"][0]["status"] == "True"
-    return Outcome(writes, ready, status["conditions"][0]["reason"], _recheck(caches.downloads))
+    recheck = _earliest(_recheck(caches.downloads), _surge_recheck(spec, chosen, states, pods))
+    return Outcome(writes, ready, status["conditions"][0]["reason"], recheck)
 
 
 Chosen = dict[str, tuple[Strategy, str]]  # variant -> (strategy, pod template hash)
@@ -193,6 +195,26 @@ def _fall_back(spec: DeepSeekDeploymentSpec, chosen: Chosen, states: list[Varian
                                                       spec.rollout.surge_timeout_seconds):
             out[state.name] = ("Replace", template)
     return out
+
+
+def _surge_recheck(spec: DeepSeekDeploymentSpec, chosen: Chosen, states: list[VariantState],
+                   pods: Pods) -> float | None:
+    """While an Auto variant's surge pod waits for a GPU, look again just after surgeTimeoutSeconds:
+    a Pending pod sends no further event, and the next resync may be minutes away. The extra second
+    covers the timestamps' one-second resolution, so the wake-up finds the deadline passed."""
+    if spec.rollout.strategy != "Auto":
+        return None
+    now = datetime.now(UTC)
+    waits = [strategy.surge_wait(pods.get(state.name, []), state.image, now, spec.rollout.surge_timeout_seconds)
+             for state in states if chosen[state.name][0] == "Surge"]
+    due = [wait for wait in waits if wait is not None]
+    return min(due) + 1.0 if due else None
+
+
+def _earliest(*seconds: float | None) -> float | None:
+    """The soonest of the recheck delays asked for; None when none is."""
+    asked = [s for s in seconds if s is not None]
+    return min(asked) if asked else None
 
 
 def _fallback_message(spec: DeepSeekDeploymentSpec, chosen: Chosen) -> str:

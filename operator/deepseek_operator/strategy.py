@@ -6,7 +6,8 @@
 - Replace: `maxSurge: 0, maxUnavailable: max(rollout.maxUnavailable, 1)`. Needs no spare GPU; a pod
   is stopped before its replacement starts, so a one-replica variant has no ready replica meanwhile.
 - Auto (default): Surge; if a pod of the new template is still unschedulable `surgeTimeoutSeconds`
-  after it was created (no spare GPU), Replace for the rest of that rollout.
+  after it was created (no spare GPU), Replace for the rest of that rollout. A Pending pod sends no
+  further event, so the reconcile asks to be woken at that deadline (`surge_wait`).
 
 The choice is remembered per variant in status.variants[].strategy with a hash of the pod template it
 was made for (`strategyTemplate`): the fallback holds until the template changes again, so a rollout
@@ -41,6 +42,19 @@ def initial(requested: str, remembered: dict[str, Any], template: str) -> Strate
 
 def surge_stuck(pods: list[dict[str, Any]], image: str, now: datetime, timeout: float) -> bool:
     """A pod running `image` has been unschedulable for at least `timeout` seconds."""
+    return surge_wait(pods, image, now, timeout) == 0.0
+
+
+def surge_wait(pods: list[dict[str, Any]], image: str, now: datetime, timeout: float) -> float | None:
+    """Seconds until a pod running `image` that is unschedulable now will have been so for `timeout`
+    (0.0 once one has); None while no such pod waits. The deadline Auto's fallback is due at."""
+    waits = [max(timeout - (now - since).total_seconds(), 0.0) for since in _unschedulable_since(pods, image)]
+    return min(waits) if waits else None
+
+
+def _unschedulable_since(pods: list[dict[str, Any]], image: str) -> list[datetime]:
+    """When each pod running `image` that the scheduler could not place became unschedulable."""
+    out = []
     for pod in pods:
         if not any(c.get("image") == image for c in pod.get("spec", {}).get("containers", [])):
             continue
@@ -48,9 +62,9 @@ def surge_stuck(pods: list[dict[str, Any]], image: str, now: datetime, timeout: 
             if cond.get("type") != "PodScheduled" or cond.get("status") != "False":
                 continue
             since = _parse_time(cond.get("lastTransitionTime") or pod["metadata"].get("creationTimestamp"))
-            if since is not None and (now - since).total_seconds() >= timeout:
-                return True
-    return False
+            if since is not None:
+                out.append(since)
+    return out
 
 
 def rolling_update(strategy: Strategy, max_surge: int, max_unavailable: int) -> dict[str, int]:

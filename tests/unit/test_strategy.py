@@ -57,3 +57,11 @@ def test_template_hash_ignores_the_rolling_update_but_not_the_template() -> None
     same = {"spec": {"strategy": {"rollingUpdate": {"maxSurge": 0}}, "template": {"spec": {"x": 1}}}}
     other = {"spec": {"template": {"spec": {"x": 2}}}}
     assert strategy.template_hash(dep) == strategy.template_hash(same) != strategy.template_hash(other)
+
+
+def test_surge_wait_is_the_time_left_until_the_fallback_is_due() -> None:
+    assert strategy.surge_wait([pending("w:2", 4)], "w:2", NOW, timeout=10) == 6.0
+    assert strategy.surge_wait([pending("w:2", 4), pending("w:2", 9)], "w:2", NOW, timeout=10) == 1.0  # earliest
+    assert strategy.surge_wait([pending("w:2", 30)], "w:2", NOW, timeout=10) == 0.0  # overdue: due now
+    assert strategy.surge_wait([pending("w:1", 4)], "w:2", NOW, timeout=10) is None  # an old pod waits
+    assert strategy.surge_wait([], "w:2", NOW, timeout=10) is None
