@@ -116,10 +116,11 @@ async def watch(call: Call, store: Store) -> aiohttp.web.StreamResponse:
     await response.prepare(call.raw)
     with contextlib.suppress(ConnectionError, TimeoutError):
         async with asyncio.timeout(timeout):
-            async for event in store.watch(call.info, since):
-                if not match(event["object"]):
+            initial_events_end = call.params.get("sendInitialEvents") == "true"
+            async for event in store.watch(call.info, since, initial_events_end):
+                if event["type"] != "BOOKMARK" and not match(event["object"]):
                     continue
-                if as_table:
+                if as_table and event["type"] != "BOOKMARK":
                     event = {"type": event["type"], "object": tables.table(call.info, [event["object"]], str(store.rv))}
                 await response.write(json.dumps(event).encode() + b"\n")
     with contextlib.suppress(ConnectionError):

@@ -197,13 +197,21 @@ class Store:
         await self._emit(info, "DELETED", last)
 
     # -- watch ---------------------------------------------------------------------------------
-    async def watch(self, info: ResourceInfo, since: int | None) -> AsyncIterator[dict[str, Any]]:
-        """Events of one resource: replayed after ``since`` (or synthetic ADDED for all), then live."""
+    async def watch(self, info: ResourceInfo, since: int | None,
+                    initial_events_end: bool = False) -> AsyncIterator[dict[str, Any]]:
+        """Events of one resource: replayed after ``since`` (or synthetic ADDED for all), then live.
+
+        ``initial_events_end`` (a watch-list request, ``sendInitialEvents=true``, as client-go >= 1.35
+        sends by default) ends the synthetic ADDED events with the BOOKMARK annotated
+        ``k8s.io/initial-events-end`` that such a client waits for before it reports itself synced.
+        """
         bus = self.buses[info.key]
         async with self.lock:
             mark = await bus.mark()
             if since is None:
                 backlog = [{"type": "ADDED", "object": obj} for obj in self.items(info)]
+                if initial_events_end:
+                    backlog.append(_initial_events_end(info, self.rv))
             else:
                 backlog = [copy.deepcopy(ev) for rv, ev in self.history[info.key] if rv > since]
         try:
@@ -213,3 +221,9 @@ class Store:
                 yield event
         finally:
             await bus.unmark(mark)
+
+
+def _initial_events_end(info: ResourceInfo, rv: int) -> dict[str, Any]:
+    """The BOOKMARK that closes a watch list's initial events (KEP-3157), at the store's version."""
+    metadata = {"resourceVersion": str(rv), "annotations": {"k8s.io/initial-events-end": "true"}}
+    return {"type": "BOOKMARK", "object": {"apiVersion": info.api_version, "kind": info.kind, "metadata": metadata}}

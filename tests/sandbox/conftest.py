@@ -31,7 +31,7 @@ async def sandbox() -> AsyncIterator[Sandbox]:
 def kubectl(sandbox: Sandbox) -> Kubectl:
     """Run the real kubectl against the sandbox without blocking the event loop."""
     if not KUBECTL.exists():
-        pytest.skip("kubectl 1.33 not installed at .tools/bin/kubectl")
+        pytest.skip("kubectl 1.36 not installed at .tools/bin/kubectl")
 
     async def run(*args: str, stdin: str | None = None, timeout: float = 30) -> tuple[int, str]:
         env = {**os.environ, **sandbox.kubectl_env()}

@@ -1,4 +1,7 @@
-"""The real kubectl 1.33 against the sandbox: CRUD, apply, scale, tables, watch, wait, errors."""
+"""The real kubectl 1.36 against the sandbox: CRUD, apply, scale, tables, watch, wait, errors.
+
+`kubectl wait` and `rollout status` use client-go's watch list (sendInitialEvents, then a BOOKMARK).
+"""
 
 from __future__ import annotations
 
