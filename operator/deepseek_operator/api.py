@@ -9,12 +9,25 @@ installed) and turns it into one message that names the field.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import warnings
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from deepseek_operator.affinity import LABEL_KEY_MESSAGE, Affinity, LabelSelector
+from deepseek_operator.envvars import MAX_ENV, DownloadEnvVar, WorkerEnvVar, merged, unique_names
+from deepseek_operator.wire import (  # noqa: F401  (re-exported: api is where callers look)
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    LABEL_NAME,
+    LABEL_VALUE,
+    QUALIFIED_NAME,
+    QUALIFIED_NAME_MAX,
+    Model,
+)
 
 GROUP = "deepseek.ai"
 VERSION = "v1alpha1"
@@ -23,15 +36,8 @@ KIND = "DeepSeekDeployment"
 PLURAL = "deepseekdeployments"
 PRIMARY = "primary"
 
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-# What the apiserver holds in a child (issue 19 item 1): ASCII only, the Kubernetes grammars. No
-# backslashes: tools/crd_rules.py puts the key grammar into a CEL string literal.
-_DNS_SUBDOMAIN = "[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:[.][a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
-_LABEL_NAME = "[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-QUALIFIED_NAME = f"^(?:{_DNS_SUBDOMAIN}/)?{_LABEL_NAME}$"  # a label key, a taint key
-LABEL_VALUE = "^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
-EXTENDED_RESOURCE = f"^{_DNS_SUBDOMAIN}/{_LABEL_NAME}$"  # domain-prefixed, e.g. nvidia.com/gpu
-INGRESS_HOST = f"^(?:[*][.])?{_DNS_SUBDOMAIN}$"
+EXTENDED_RESOURCE = f"^{DNS_SUBDOMAIN}/{LABEL_NAME}$"  # domain-prefixed, e.g. nvidia.com/gpu
+INGRESS_HOST = f"^(?:[*][.])?{DNS_SUBDOMAIN}$"
 # An HTTP path both an Ingress (Prefix) and an HTTPRoute (PathPrefix) hold: RFC 3986 path characters
 # or %-escapes; INGRESS_PATH_BAD lists the sequences both refuse (dot segments, '//', an escaped '/').
 INGRESS_PATH = "^/(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})*$"
@@ -41,7 +47,7 @@ QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi)?$"
 DURATION = r"^[0-9]+(ms|s|m|h)$"
 # A parameter count: digits with an optional K, M, B (billion) or T suffix, e.g. 671B, 7.6B, 8430400.
 PARAMETER_COUNT = r"^[0-9]+(\.[0-9]+)?[KMBT]?$"
-PROMETHEUS_LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
+PROMETHEUSLABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
 # An OCI image reference as the distribution reference grammar has it (what `docker pull` accepts):
 # [registry[:port]/]repository[:tag][@algorithm:hex]. The registry is a host name or a bracketed IPv6
 # address ([::1]:5000), the port 1-65535; repository path components are lowercase, separated by '.',
@@ -67,6 +73,11 @@ IMAGE_NAME_MAX = 255
 IMAGE_NAME_FITS = f"^[^@]{{0,{IMAGE_NAME_MAX}}}(?:@|:[^/@]*(?:@|$))"
 IMAGE_REF_HELP = ("[registry[:port]/]repository[:tag][@sha256:<digest>], repository in lowercase, registry and "
                   f"repository at most {IMAGE_NAME_MAX} characters, port 1-65535")
+# IP addresses and CIDRs (ipBlock, FORWARDED_ALLOW_IPS); ip_networks() checks what the regexes let through.
+_IPV4 = "(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])[.]){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_IPV6 = "[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}"
+IP_OR_CIDR = f"^(?:{_IPV4}(?:/(?:3[0-2]|[12]?[0-9]))?|{_IPV6}(?:/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$"
+CIDR = f"^(?:{_IPV4}/(?:3[0-2]|[12]?[0-9])|{_IPV6}/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))$"
 # What rollout.requireDigest asks of every image: pinned by a sha256 digest.
 DIGEST_PINNED = "@sha256:[0-9a-f]{64}$"
 with warnings.catch_warnings():
@@ -80,6 +91,16 @@ def image_reference_ok(image: str) -> bool:
         len(image) <= IMAGE_NAME_MAX or re.match(IMAGE_NAME_FITS, image) is not None)
 
 
+def ip_networks(values: list[str] | None, *, strict: bool) -> list[str] | None:
+    """Refuse what the patterns let through but is no address (`1::2::3`); strict: no host bits set."""
+    for value in values or []:
+        try:
+            ipaddress.ip_network(value, strict=strict)
+        except ValueError as exc:
+            raise ValueError(f"{value}: {exc}") from None
+    return values
+
+
 def _image_reference(image: str | None) -> str | None:
     """Refuse what no registry could serve: the CRD's CEL rule says the same (tools/crd_rules.py)."""
     if image is not None and not image_reference_ok(image):
@@ -91,12 +112,6 @@ Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Quantization = Literal["none", "int8", "nf4", "fp4"]
 Attention = Literal["auto", "sdpa", "flash_attention_2", "eager"]
 IngressProvider = Literal["ingress-nginx", "gateway-api"]
-
-
-class Model(BaseModel):
-    """Base for every spec model: camelCase on the wire, unknown fields refused."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
 class SecretKeyRef(Model):
@@ -168,6 +183,37 @@ SOURCE_MESSAGE = "set exactly one of pvc, huggingFace or modelScope"
 AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
 
 
+class DownloadResourceList(Model):
+    """CPU and memory of the download container (core/v1 ResourceList, these two only)."""
+
+    cpu: str = Field(pattern=QUANTITY, max_length=64, description="CPU, e.g. 500m or 2.")
+    memory: str = Field(pattern=QUANTITY, max_length=64, description="Memory, e.g. 1Gi.")
+
+
+class DownloadResources(Model):
+    """Requests and limits of the download container. The defaults fit one hub client streaming to
+    disk (TLS, hashing and hf_xet's chunk reassembly); raise them for links faster than ~1 Gbit/s."""
+
+    requests: DownloadResourceList = Field(
+        default_factory=lambda: DownloadResourceList(cpu="500m", memory="1Gi"),
+        description="Requested CPU and memory; default cpu 500m, memory 1Gi.")
+    limits: DownloadResourceList = Field(
+        default_factory=lambda: DownloadResourceList(cpu="2", memory="4Gi"),
+        description="CPU and memory limits; default cpu 2, memory 4Gi.")
+
+
+class CacheDownload(Model):
+    """The download Job of a model cache (docs/model-cache.md). Read when the Job is created: a
+    change applies to the next Job (`kubectl delete job <name>`), never to a running download."""
+
+    backoff_limit: int = Field(
+        10, ge=0, le=100,
+        description="Retries of failed download pods (network, 5xx). Each retry keeps the files already "
+        "complete, and permanent failures (401/403, 404, a full disk) fail at once whatever this is.")
+    resources: DownloadResources = Field(
+        default_factory=lambda: DownloadResources(), description="CPU and memory of the download container.")
+
+
 class ModelCache(Model):
     """A PersistentVolumeClaim the operator fills once with a download Job before any worker starts
     (docs/model-cache.md). Workers mount it read-only; a new image does not download again."""
@@ -184,6 +230,19 @@ class ModelCache(Model):
     stall_timeout_seconds: int = Field(
         300, ge=10, le=86400,
         description="Seconds without a downloaded byte before Ready says DownloadStalled.")
+    download: CacheDownload = Field(
+        default_factory=lambda: CacheDownload(), description="Retries and resources of the download Job.")
+    env: list[DownloadEnvVar] = Field(
+        default_factory=list, max_length=MAX_ENV,
+        description="Extra environment of the download Job (core/v1 EnvVar: value or valueFrom), appended after "
+        "the operator's own, e.g. HTTPS_PROXY, NO_PROXY, HF_HUB_DISABLE_XET. Names the operator sets are refused. "
+        "Read when a download Job is created; a running or finished download keeps its env.")
+
+    @field_validator("env")
+    @classmethod
+    def _unique_env(cls, env: list[DownloadEnvVar]) -> list[DownloadEnvVar]:
+        unique_names(env)
+        return env
 
     @model_validator(mode="after")
     def _size_when_enabled(self) -> ModelCache:
@@ -251,9 +310,11 @@ class ModelSpec(Model):
     attention: Attention = Field(
         "auto", description="Attention kernel; flash_attention_2 falls back to sdpa."
     )
-    max_model_len: int = Field(
-        8192, ge=128, le=1048576, description="Prompt + completion tokens per request."
-    )
+    max_model_len: int | None = Field(
+        None, ge=128, le=1048576,
+        description="Prompt + completion tokens per request; unset: by model family (reasoning models such as "
+        "DeepSeek-R1 and its distills 32768, others 8192; at least 2 x serving.maxNewTokens when that is set). "
+        "status.gpuFit.maxModelLen shows the value in effect (docs/gpu-sizing.md).")
     load_timeout_seconds: int = Field(
         1800, ge=10, le=86400,
         description="Seconds a worker may take to start serving: weight download (huggingFace) plus "
@@ -331,7 +392,7 @@ TOLERATION_SECONDS_MESSAGE = "tolerationSeconds needs effect NoExecute"
 class Toleration(Model):
     """A core/v1 Toleration, with the apiserver's own checks."""
 
-    key: str = Field("", max_length=317, pattern=f"^(?:(?:{_DNS_SUBDOMAIN}/)?{_LABEL_NAME})?$",
+    key: str = Field("", max_length=317, pattern=f"^(?:(?:{DNS_SUBDOMAIN}/)?{LABEL_NAME})?$",
                      description="Taint key the toleration applies to; empty with operator Exists: every taint.")
     operator: TolerationOperator = Field("", description="Exists or Equal (empty: Equal).")
     value: str = Field("", max_length=63, pattern=LABEL_VALUE, description="Taint value for operator Equal.")
@@ -361,7 +422,8 @@ class Scheduling(Model):
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=64, description="Pod tolerations (core/v1 Toleration)."
     )
-    affinity: dict[str, Any] = Field(default_factory=dict, description="Pod affinity (core/v1 Affinity).")
+    affinity: Affinity | None = Field(
+        None, description="Pod affinity (core/v1 Affinity), checked as the apiserver checks a pod's.")
     priority_class_name: str = Field("", description="Pod priorityClassName.")
     runtime_class_name: str = Field("", description="Pod runtimeClassName (e.g. nvidia).")
 
@@ -374,7 +436,7 @@ class Scheduling(Model):
         return selector
 
 
-NODE_SELECTOR_KEY_MESSAGE = "not a label key ([prefix/]name, ASCII letters, digits, '-', '_', '.')"
+NODE_SELECTOR_KEY_MESSAGE = LABEL_KEY_MESSAGE
 
 
 class Variant(Model):
@@ -385,11 +447,20 @@ class Variant(Model):
     )
     replicas: int = Field(1, ge=0, le=64, description="Worker pods of this variant.")
     model: ModelOverride | None = Field(None, description="Changes to spec.model for this variant.")
+    env: list[WorkerEnvVar] | None = Field(
+        None, max_length=MAX_ENV,
+        description="Worker env of this variant: an entry replaces spec.env's of the same name, others are added.")
 
     @field_validator("image")
     @classmethod
     def _oci_reference(cls, image: str | None) -> str | None:
         return _image_reference(image)
+
+    @field_validator("env")
+    @classmethod
+    def _unique_env(cls, env: list[WorkerEnvVar] | None) -> list[WorkerEnvVar] | None:
+        unique_names(env)
+        return env
 
 
 class IngressTLS(Model):
@@ -457,7 +528,10 @@ class Serving(Model):
     max_concurrent_requests: int = Field(64, ge=1, le=4096,
         description="Requests running + queued per pod; beyond it the worker answers 503 with Retry-After.")
     max_batch_size: int = Field(16, ge=1, le=512, description="Continuous batching running batch size.")
-    max_new_tokens: int = Field(2048, ge=1, description="Cap and default of max_tokens.")
+    max_new_tokens: int | None = Field(
+        None, ge=1,
+        description="Cap and default of max_tokens; unset: by model family (reasoning models 16384, others 2048), "
+        "at most half of model.maxModelLen. status.gpuFit.maxNewTokens shows the value in effect.")
     request_timeout_seconds: int = Field(600, ge=1, le=86400,
         description="Per request; also bounds the graceful drain (max 300 s) and the ingress timeout.")
     gpu_memory_utilization: float | None = Field(
@@ -470,6 +544,31 @@ class Serving(Model):
         description="Prompt tokens the worker prefills per engine step, over all admitted requests (chunked "
         "prefill): lower keeps streams smooth while a long prompt is read, higher reads prompts faster; "
         "unset: the worker's default, 2048.")
+    max_concurrent_requests_per_key: int | None = Field(
+        None, ge=1, le=4096,
+        description="Slots of maxConcurrentRequests one API key or JWT client may hold per pod (auth on); beyond "
+        "it that key gets 429 while other keys are served. At most maxConcurrentRequests; unset: the worker's "
+        "default, half of maxConcurrentRequests (docs/auth.md).")
+    forwarded_allow_ips: list[Annotated[str, Field(max_length=64, pattern=IP_OR_CIDR)]] | None = Field(
+        None, max_length=32, alias="forwardedAllowIPs",
+        description="Peer addresses or CIDRs whose X-Forwarded-For the worker trusts (uvicorn's FORWARDED_ALLOW_IPS), "
+        "e.g. the ingress controller's pod CIDR: rate limits and the failed-auth throttle then count per client "
+        "instead of per ingress pod. Unset: no forwarded header is trusted (docs/auth.md).")
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses(cls, addresses: list[str] | None) -> list[str] | None:
+        return ip_networks(addresses, strict=False)
+
+    @model_validator(mode="after")
+    def _per_key_within_total(self) -> Serving:
+        per_key = self.max_concurrent_requests_per_key
+        if per_key is not None and per_key > self.max_concurrent_requests:
+            raise ValueError(PER_KEY_MESSAGE)
+        return self
+
+
+PER_KEY_MESSAGE = "maxConcurrentRequestsPerKey: must not exceed maxConcurrentRequests"
 
 
 class ServiceMonitorSpec(Model):
@@ -523,9 +622,9 @@ class PrometheusRuleSpec(Model):
     @field_validator("labels")
     @classmethod
     def _alert_label_names(cls, labels: dict[str, str]) -> dict[str, str]:
-        bad = sorted(k for k in labels if not re.fullmatch(PROMETHEUS_LABEL_NAME, k))
+        bad = sorted(k for k in labels if not re.fullmatch(PROMETHEUSLABEL_NAME, k))
         if bad:
-            raise ValueError(f"{', '.join(bad)}: not a Prometheus label name ({PROMETHEUS_LABEL_NAME})")
+            raise ValueError(f"{', '.join(bad)}: not a Prometheus label name ({PROMETHEUSLABEL_NAME})")
         if "severity" in labels:
             raise ValueError("severity is set per alert by the operator; route on another label")
         return labels
@@ -538,6 +637,44 @@ class Monitoring(Model):
     prometheus_rule: PrometheusRuleSpec = Field(
         default_factory=lambda: PrometheusRuleSpec(), description="Alerts."
     )
+
+
+class ClientPeer(Model):
+    """Pods allowed to the API port: podSelector alone selects in the resource's namespace,
+    namespaceSelector alone every pod of the matching namespaces, both the matching pods there."""
+
+    pod_selector: LabelSelector | None = Field(
+        None, description="Pods (in the resource's namespace, or in namespaceSelector's); {}: every pod.")
+    namespace_selector: LabelSelector | None = Field(
+        None, description="Namespaces; never empty (an empty selector matches every namespace).")
+
+    @model_validator(mode="after")
+    def _a_selector(self) -> ClientPeer:
+        if self.pod_selector is None and self.namespace_selector is None:
+            raise ValueError(CLIENT_SELECTOR_MESSAGE)
+        ns = self.namespace_selector
+        if ns is not None and not ns.match_labels and not ns.match_expressions:
+            raise ValueError(CLIENT_NAMESPACE_MESSAGE)
+        return self
+
+
+CLIENT_SELECTOR_MESSAGE = "set podSelector, namespaceSelector or both"
+CLIENT_NAMESPACE_MESSAGE = ("namespaceSelector: must select by labels or expressions (an empty selector matches every "
+                            "namespace)")
+
+
+class HubEgress(Model):
+    """Where hub-downloading worker pods may connect (docs/security.md): a NetworkPolicy holds addresses,
+    never host names."""
+
+    cidrs: list[Annotated[str, Field(max_length=64, pattern=CIDR)]] = Field(
+        min_length=1, max_length=32,
+        description="Destination CIDRs (e.g. the mirror's or proxy's network), instead of any address.")
+
+    @field_validator("cidrs")
+    @classmethod
+    def _networks(cls, cidrs: list[str]) -> list[str]:
+        return ip_networks(cidrs, strict=True) or []
 
 
 class NetworkPolicySpec(Model):
@@ -554,9 +691,17 @@ class NetworkPolicySpec(Model):
         default_factory=dict, description="Labels of the Prometheus namespace, allowed to the worker port "
         "for metrics scrapes; empty: only pods of the resource's own namespace can scrape."
     )
+    clients: list[ClientPeer] | None = Field(
+        None, max_length=16,
+        description="In-cluster clients allowed to the API port besides ingressNamespaceSelector: unset, every pod "
+        "of the resource's namespace (the default); [] none; else only the pods these selectors match.")
+    hub_egress: HubEgress | None = Field(
+        None, description="Narrow the egress of hub-downloading pods to these CIDRs; unset: any address, on the "
+        "hub endpoint's port (or its proxy's, from env HTTPS_PROXY).")
 
 
 RolloutStrategy = Literal["Auto", "Surge", "Replace"]
+OperatorUpgrades = Literal["OnNextChange", "Rolling"]
 
 
 class Rollout(Model):
@@ -572,6 +717,11 @@ class Rollout(Model):
     progress_deadline_seconds: int = Field(1800, ge=10,
         description="Seconds a rollout may make no progress; then it has failed (and autoRollback applies).")
     auto_rollback: bool = Field(True, description="Put the last fully available image back on failure.")
+    operator_upgrades: OperatorUpgrades = Field(
+        "OnNextChange", description="When a new operator release renders different worker pods for an "
+        "unchanged spec (docs/rollouts.md). OnNextChange: the running pods are kept (condition "
+        "OperatorUpgradePending) until the next spec change rolls them out. Rolling: rolled out now, under "
+        "strategy.")
     require_digest: bool = Field(
         False, description="Refuse images (spec.image and every variant's) not pinned by digest "
         "(...@sha256:<64 hex>)."
@@ -605,6 +755,11 @@ class DeepSeekDeploymentSpec(Model):
     network_policy: NetworkPolicySpec = Field(
         default_factory=lambda: NetworkPolicySpec(), description="Worker pod network policy (default-deny)."
     )
+    env: list[WorkerEnvVar] = Field(
+        default_factory=list, max_length=MAX_ENV,
+        description="Extra worker environment (core/v1 EnvVar: value or valueFrom), appended after the operator's "
+        "settings, e.g. HTTPS_PROXY, NO_PROXY, HF_HUB_DISABLE_XET, PYTORCH_CUDA_ALLOC_CONF, NCCL_*. Names the "
+        "operator sets (docs/api.md) are refused.")
     rollout: Rollout = Field(
         default_factory=lambda: Rollout(), description="How image and spec changes roll out."
     )
@@ -656,12 +811,15 @@ def cross_field_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
         spec.ingress.gateway and spec.ingress.gateway.parent_refs
     ):
         errors.append("spec.ingress.gateway.parentRefs: required when ingress.provider is gateway-api")
-    if spec.serving.max_new_tokens >= spec.model.max_model_len:
+    new_tokens = spec.serving.max_new_tokens
+    # Unset on either side, family.lengths() resolves them consistently; only two set values can clash.
+    if new_tokens is not None and spec.model.max_model_len is not None and new_tokens >= spec.model.max_model_len:
         errors.append("spec.serving.maxNewTokens: must be less than model.maxModelLen")
     errors += [
         f"spec.variants[{i}].model.maxModelLen: must be greater than serving.maxNewTokens"
         for i, v in enumerate(spec.variants)
-        if v.model and v.model.max_model_len is not None and v.model.max_model_len <= spec.serving.max_new_tokens
+        if v.model and v.model.max_model_len is not None and new_tokens is not None
+        and v.model.max_model_len <= new_tokens
     ]
     errors += _digest_errors(spec)
     errors += _variant_model_errors(spec)
@@ -730,6 +888,7 @@ class ResolvedVariant(BaseModel):
     replicas: int
     model: ModelSpec
     is_primary: bool
+    env: tuple[WorkerEnvVar, ...] = ()  # spec.env with the variant's entries merged in (envvars.merged)
 
 
 def _merged_model(primary: ModelSpec, variant: Variant) -> dict[str, Any]:
@@ -766,6 +925,7 @@ def resolve_variants(spec: DeepSeekDeploymentSpec) -> list[ResolvedVariant]:
         replicas=spec.replicas,
         model=spec.model,
         is_primary=True,
+        env=tuple(spec.env),
     )
     out = [primary]
     for v in spec.variants:
@@ -778,6 +938,7 @@ def resolve_variants(spec: DeepSeekDeploymentSpec) -> list[ResolvedVariant]:
                 replicas=v.replicas,
                 model=model,
                 is_primary=False,
+                env=merged(spec.env, v.env),
             )
         )
     return out
@@ -828,6 +989,17 @@ class GpuFitStatus(Model):
     kv_pool_tokens: int = Field(0, description="Tokens the KV pool holds: kvSlots x maxModelLen.")
     model: str = Field("", description="Catalogue entry planned with, or spec.model.architecture.")
     memory_source: str = Field("", description="Where availablePerGPU comes from.")
+    max_model_len: int = Field(0, description="model.maxModelLen in effect (the spec's, else the model family's "
+                               "default): what the KV pool is priced with and the worker is given.")
+    max_new_tokens: int = Field(0, description="serving.maxNewTokens in effect (the spec's, else the family's "
+                                "default): the default and cap of a request's max_tokens.")
+    checkpoint_size: str = Field("", description="The model's files, e.g. 641.3Gi: what a download fetches.")
+    load_estimate_seconds: int = Field(
+        0, description="Estimated seconds from a worker's start to serving: download (a hub source without "
+        "model.cache) and load, at the rates docs/gpu-sizing.md assumes.")
+    warnings: list[str] = Field(
+        default_factory=list, max_length=8, description="What to change before pods start: a large download "
+        "into every pod (set model.cache), a model.loadTimeoutSeconds below the load estimate.")
     summary: str = Field("", description="fits, required/available GiB per GPU (the FIT column).")
     message: str = Field("", description="The figures and, when it does not fit, what would.")
     measured: MeasuredStatus | None = Field(

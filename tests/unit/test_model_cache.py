@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from deepseek_operator.api import parse_spec
+from deepseek_operator.api import InvalidSpec, parse_spec
 from deepseek_operator.download import download_state
 from deepseek_operator.render.common import Owner, cache_name
 from deepseek_operator.render.model_cache import render_model_cache
@@ -58,7 +58,7 @@ def test_the_job_retries_transient_failures_only_and_is_restricted() -> None:
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "FailJob", "onExitCodes": {"containerName": "download", "operator": "In",
                                                              "values": [2]}}
-    assert job["spec"]["backoffLimit"] == 3
+    assert job["spec"]["backoffLimit"] == 10  # each retry keeps the files already complete
     pod = job["spec"]["template"]
     assert "deepseek.ai/deployment" not in pod["metadata"]["labels"]  # no worker Service selects it
     assert object_violations(job) == []  # Pod Security "restricted"
@@ -68,6 +68,30 @@ def test_the_job_retries_transient_failures_only_and_is_restricted() -> None:
     assert env["DEEPSEEK_DOWNLOAD_DIR"] == "/models/model" and env["HF_HUB_OFFLINE"] == "0"
     assert container["command"] == ["/usr/bin/tini", "--", "deepseek-worker-download"]
     assert container["image"] == "reg/worker:1"
+
+
+def test_the_jobs_retries_and_resources_come_from_cache_download_and_do_not_change_the_cache() -> None:
+    default = render_model_cache(OWNER, spec())[-1]
+    (container,) = default["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"},
+                                      "limits": {"cpu": "2", "memory": "4Gi"}}
+    tuned = spec({**MODEL, "cache": {**MODEL["cache"], "download": {
+        "backoffLimit": 40, "resources": {"limits": {"cpu": "8", "memory": "16Gi"}}}}})
+    job = render_model_cache(OWNER, tuned)[-1]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert job["spec"]["backoffLimit"] == 40
+    assert container["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"},
+                                      "limits": {"cpu": "8", "memory": "16Gi"}}
+    assert job["metadata"]["name"] == default["metadata"]["name"]  # the same cache: no new download
+    kube_validate(job)
+
+
+@pytest.mark.parametrize(("download", "field"), [({"backoffLimit": -1}, "backoffLimit"),
+                                                 ({"backoffLimit": 101}, "backoffLimit"),
+                                                 ({"resources": {"limits": {"cpu": "lots", "memory": "1Gi"}}}, "cpu")])
+def test_bad_download_settings_are_refused_naming_the_field(download: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidSpec, match=field):
+        spec({**MODEL, "cache": {**MODEL["cache"], "download": download}})
 
 
 def test_modelscope_source_endpoint_and_token_go_to_the_job_only() -> None:

@@ -25,7 +25,6 @@ COMPONENT = "model-download"
 LABEL_DOWNLOAD = "deepseek.ai/model-download"
 # The downloader's exit code for failures a retry cannot fix (401/403, 404, a full disk).
 PERMANENT_EXIT_CODE = 2
-BACKOFF_LIMIT = 3
 CREATE_ONLY = frozenset({"ConfigMap", "PersistentVolumeClaim", "Job"})
 PROGRESS_KEY = "progress"  # the ConfigMap data key the downloader writes
 
@@ -122,8 +121,11 @@ def download_env(owner: Owner, model: ModelSpec) -> list[dict[str, Any]]:
 
 def render_download_job(owner: Owner, spec: DeepSeekDeploymentSpec, model: ModelSpec, image: str) -> dict[str, Any]:
     """The Job that downloads `model` into its claim. Permanent failures (exit 2) fail the Job at
-    once (podFailurePolicy); others are retried BACKOFF_LIMIT times; evictions are not counted."""
+    once (podFailurePolicy); others are retried `cache.download.backoffLimit` times; evictions are
+    not counted. The container gets `cache.download.resources`."""
+    assert model.cache is not None  # cached models only (api.py)
     name = cache_name(owner, model)
+    download = model.cache.download
     container = {
         "name": "download",
         "image": image,
@@ -133,7 +135,7 @@ def render_download_job(owner: Owner, spec: DeepSeekDeploymentSpec, model: Model
         "command": ["/usr/bin/tini", "--", "deepseek-worker-download"],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "env": download_env(owner, model),
-        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
+        "resources": download.resources.model_dump(),
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "model", "mountPath": MODEL_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
@@ -158,7 +160,7 @@ def render_download_job(owner: Owner, spec: DeepSeekDeploymentSpec, model: Model
         "kind": "Job",
         "metadata": _meta(owner, name),
         "spec": {
-            "backoffLimit": BACKOFF_LIMIT,
+            "backoffLimit": download.backoff_limit,
             "podFailurePolicy": {"rules": [
                 {"action": "FailJob", "onExitCodes": {"containerName": "download", "operator": "In",
                                                       "values": [PERMANENT_EXIT_CODE]}},
