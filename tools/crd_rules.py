@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
 
-from deepseek_operator import api
+from deepseek_operator import affinity, api, envvars
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Rule:
     message: str
     field_path: str = ""
     reason: str = ""
+    message_expression: str = ""  # CEL giving the message (naming a value); `message` when it fails
 
 
 _NO_QUANT = "(!has({m}.quantization) || {m}.quantization == 'none')"
@@ -50,9 +51,41 @@ def _image_ok(i: str) -> str:
     return f"{i}.matches('{api.IMAGE_REF}') && ({fits})"
 
 
+def _requirement_rules(*, integers: bool) -> tuple[Rule, ...]:
+    """affinity.value_count_errors as CEL: values by operator, as the apiserver checks them."""
+    values = "(has(self.values) ? size(self.values) : 0)"
+    rules = (
+        Rule(rule=f"!(self.operator in ['In', 'NotIn']) || {values} > 0",
+             message=affinity.VALUES_NEEDED_MESSAGE, field_path=".values"),
+        Rule(rule=f"!(self.operator in ['Exists', 'DoesNotExist']) || {values} == 0",
+             message=affinity.VALUES_FORBIDDEN_MESSAGE, field_path=".values"),
+    )
+    if not integers:
+        return rules
+    one_integer = f"{values} == 1 && self.values[0].matches('{affinity.INTEGER}')"
+    return (*rules, Rule(rule=f"!(self.operator in ['Gt', 'Lt']) || ({one_integer})",
+                         message=affinity.ONE_INTEGER_MESSAGE, field_path=".values"))
+
+
 DIGEST_MESSAGE = "rollout.requireDigest is set: pin the image by digest (...@sha256:<64 hex>)"
 
+def _env_rules(reserved: tuple[str, ...]) -> tuple[Rule, ...]:
+    """An env entry's rules: one value, and not a name the operator sets (envvars.py)."""
+    names = ", ".join(f"'{n}'" for n in reserved)
+    return (
+        Rule(rule="!has(self.value) || !has(self.valueFrom)", message=envvars.VALUE_MESSAGE),
+        Rule(rule=f"!(self.name in [{names}])", message=f"name: {envvars.RESERVED_MESSAGE}", field_path=".name",
+             message_expression=f"'name: ' + self.name + ' {envvars.RESERVED_MESSAGE}'"),
+    )
+
+
 SPEC_RULES = (
+    Rule(
+        rule="!has(self.serving) || !has(self.serving.maxConcurrentRequestsPerKey) "
+        "|| self.serving.maxConcurrentRequestsPerKey <= self.serving.maxConcurrentRequests",
+        message=f"serving.{api.PER_KEY_MESSAGE}",
+        field_path=".serving.maxConcurrentRequestsPerKey",
+    ),
     Rule(
         rule="!has(self.variants) || self.variants.all(v, self.variants.exists_one(w, w.name == v.name))",
         message="variants: variant names must be unique",
@@ -84,12 +117,14 @@ SPEC_RULES = (
         field_path=".variants",
     ),
     Rule(
-        rule="self.serving.maxNewTokens < self.model.maxModelLen",
+        rule="!has(self.serving) || !has(self.serving.maxNewTokens) || !has(self.model.maxModelLen) "
+        "|| self.serving.maxNewTokens < self.model.maxModelLen",
         message="serving.maxNewTokens must be less than model.maxModelLen (the prompt needs room)",
         field_path=".serving.maxNewTokens",
     ),
     Rule(
-        rule="!has(self.variants) || self.variants.all(v, !has(v.model) || !has(v.model.maxModelLen) "
+        rule="!has(self.variants) || !has(self.serving) || !has(self.serving.maxNewTokens) "
+        "|| self.variants.all(v, !has(v.model) || !has(v.model.maxModelLen) "
         "|| v.model.maxModelLen > self.serving.maxNewTokens)",
         message="variants[].model.maxModelLen must be greater than serving.maxNewTokens",
         field_path=".variants",
@@ -136,6 +171,20 @@ SPEC_RULES = (
 )
 
 RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
+    envvars.WorkerEnvVar: _env_rules(envvars.WORKER_NAMES),
+    envvars.DownloadEnvVar: _env_rules(envvars.DOWNLOAD_NAMES),
+    envvars.EnvVarSource: (
+        Rule(rule="[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef)].filter(x, x).size() == 1",
+             message=f"valueFrom: {envvars.SOURCE_MESSAGE}"),
+    ),
+    api.ClientPeer: (
+        Rule(rule="has(self.podSelector) || has(self.namespaceSelector)",
+             message=f"clients[]: {api.CLIENT_SELECTOR_MESSAGE}"),
+        Rule(rule="!has(self.namespaceSelector) || (has(self.namespaceSelector.matchLabels) "
+             "&& size(self.namespaceSelector.matchLabels) > 0) || (has(self.namespaceSelector.matchExpressions) "
+             "&& size(self.namespaceSelector.matchExpressions) > 0)",
+             message=api.CLIENT_NAMESPACE_MESSAGE, field_path=".namespaceSelector"),
+    ),
     api.DeepSeekDeploymentSpec: SPEC_RULES,
     api.Variant: (
         Rule(
@@ -197,6 +246,13 @@ RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
         Rule(rule="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
              message=api.TOLERATION_SECONDS_MESSAGE, field_path=".tolerationSeconds"),
     ),
+    affinity.NodeSelectorRequirement: _requirement_rules(integers=True),
+    affinity.LabelSelectorRequirement: _requirement_rules(integers=False),
+    affinity.LabelSelector: (
+        Rule(rule=f"!has(self.matchLabels) || self.matchLabels.all(k, size(k) <= {affinity.QUALIFIED_NAME_MAX} "
+             f"&& k.matches('{affinity.QUALIFIED_NAME}'))",
+             message=f"matchLabels: {affinity.LABEL_KEY_MESSAGE}", field_path=".matchLabels"),
+    ),
     api.Scheduling: (
         # maxProperties bounds the cost; the apiserver would refuse the Deployment's nodeSelector anyway.
         Rule(rule=f"!has(self.nodeSelector) || self.nodeSelector.all(k, size(k) <= 317 "
@@ -231,6 +287,9 @@ ROOT_RULES = (
 # refuses duplicate keys itself.
 LIST_MAP_KEYS: dict[tuple[type[BaseModel], str], tuple[str, ...]] = {
     (api.DeepSeekDeploymentSpec, "variants"): ("name",),
+    (api.DeepSeekDeploymentSpec, "env"): ("name",),
+    (api.Variant, "env"): ("name",),
+    (api.ModelCache, "env"): ("name",),
     (api.DeepSeekDeploymentStatus, "variants"): ("name",),
     (api.DeepSeekDeploymentStatus, "conditions"): ("type",),
 }

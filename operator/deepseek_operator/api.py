@@ -15,7 +15,6 @@ import warnings
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic.alias_generators import to_camel
 
 from deepseek_operator.affinity import LABEL_KEY_MESSAGE, Affinity, LabelSelector
 from deepseek_operator.envvars import MAX_ENV, DownloadEnvVar, WorkerEnvVar, merged, unique_names
@@ -480,7 +479,11 @@ class GatewaySpec(Model):
 
 
 class IngressSpec(Model):
-    provider: IngressProvider = Field("ingress-nginx", description="ingress-nginx or gateway-api.")
+    # gateway-api by default since ingress-nginx was retired (2026); objects stored before keep their
+    # persisted ingress-nginx (docs/traffic.md, upgrade note).
+    provider: IngressProvider = Field(
+        "gateway-api", description="gateway-api (the default: an HTTPRoute, needs gateway.parentRefs) or "
+        "ingress-nginx (an Ingress; the ingress-nginx project is retired but this provider stays supported).")
     host: str = Field(min_length=1, max_length=253, pattern=INGRESS_HOST,
                       description="Public host name the ingress routes to the workers (a DNS name, ASCII).")
     class_name: str = Field("", description="IngressClass name (ingress-nginx provider).")
@@ -768,6 +771,12 @@ class DeepSeekDeploymentSpec(Model):
     @classmethod
     def _oci_reference(cls, image: str | None) -> str | None:
         return _image_reference(image)
+
+    @field_validator("env")
+    @classmethod
+    def _unique_env(cls, env: list[WorkerEnvVar]) -> list[WorkerEnvVar]:
+        unique_names(env)
+        return env
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> DeepSeekDeploymentSpec:

@@ -26,6 +26,16 @@ WIDE = "\uff47\uff50\uff55"  # full-width letters: not ASCII, refused in every c
 ARCH = {"parameters": "7.6B", "layers": 28, "hiddenSize": 3584, "attentionHeads": 28}
 
 
+_TERM0 = ("spec.scheduling.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+          ".nodeSelectorTerms[0].matchExpressions[0]")
+
+
+def _node_terms(requirement: dict[str, Any]) -> dict[str, Any]:
+    """An affinity whose one required node term holds `requirement`."""
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [requirement]}]}}}
+
+
 @dataclass(frozen=True)
 class Invalid:
     """A resource the apiserver must refuse, with where and why."""
@@ -453,6 +463,37 @@ INVALID = [
             {"scheduling": {"tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule",
                                              "tolerationSeconds": 30}]}},
             "spec.scheduling.tolerations[0].tolerationSeconds", "needs effect NoExecute", "cel"),
+    Invalid("affinity-operator-bogus", {"scheduling": {"affinity": _node_terms({"key": "gpu", "operator": "Bogus"})}},
+            f"{_TERM0}.operator", "Unsupported value", "schema"),
+    Invalid("affinity-exists-with-values",
+            {"scheduling": {"affinity": _node_terms({"key": "gpu", "operator": "Exists", "values": ["a"]})}},
+            f"{_TERM0}.values", "values must be empty when operator is Exists or DoesNotExist", "cel"),
+    Invalid("affinity-in-without-values", {"scheduling": {"affinity": _node_terms({"key": "gpu", "operator": "In"})}},
+            f"{_TERM0}.values", "values must be non-empty when operator is In or NotIn", "cel"),
+    Invalid("affinity-gt-not-integer",
+            {"scheduling": {"affinity": _node_terms({"key": "gpus", "operator": "Gt", "values": ["many"]})}},
+            f"{_TERM0}.values", "exactly one integer", "cel"),
+    Invalid("affinity-full-width-key",
+            {"scheduling": {"affinity": _node_terms({"key": WIDE, "operator": "Exists"})}},
+            f"{_TERM0}.key", "does not match", "schema", real_message="should match"),
+    Invalid("affinity-no-terms",
+            {"scheduling": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}}},
+            "spec.scheduling.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms",
+            "Required value", "schema"),
+    Invalid("pod-affinity-no-topology-key",
+            {"scheduling": {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "db"}}}]}}}},
+            "spec.scheduling.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey",
+            "Required value", "schema"),
+    Invalid("pod-affinity-selector-exists-with-values",
+            {"scheduling": {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchExpressions": [
+                    {"key": "app", "operator": "DoesNotExist", "values": ["x"]}]}}]}}}},
+            "spec.scheduling.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0]"
+            ".labelSelector.matchExpressions[0].values",
+            "values must be empty when operator is Exists or DoesNotExist", "cel"),
+    Invalid("affinity-unknown-field", {"scheduling": {"affinity": {"nodeAffinity": {"x": 1}}}},
+            "spec.scheduling.affinity.nodeAffinity.x", "unknown", "schema", real_code=400),
     Invalid("node-selector-full-width-key", {"scheduling": {"nodeSelector": {WIDE + "/gpu": "h100"}}},
             "spec.scheduling.nodeSelector", "not a label key", "cel"),
     Invalid("node-selector-bad-value", {"scheduling": {"nodeSelector": {"gpu": "h 100"}}},
@@ -467,6 +508,39 @@ INVALID = [
             "schema", real_message="should match"),
     Invalid("ingress-path-dot-dot", {"ingress": {**NGINX, "path": "/v1/../admin"}}, "spec.ingress.path",
             "must not contain", "cel"),
+    # Extra environment (issue 18 item 6): core/v1 EnvVar, never a name the operator sets.
+    Invalid("env-reserved-name", {"env": [{"name": "NCCL_DEBUG", "value": "INFO"}, {"name": "HF_TOKEN", "value": "x"}]},
+            "spec.env[1].name", "name: HF_TOKEN is set by the operator", "cel"),
+    Invalid("variant-env-reserved-name", {"variants": [{"name": "c", "env": [{"name": "DEEPSEEK_PORT", "value": "1"}]}]},
+            "spec.variants[0].env[0].name", "name: DEEPSEEK_PORT is set by the operator", "cel"),
+    Invalid("cache-env-reserved-name",
+            {"model": {**MODEL, "cache": {**CACHE, "env": [{"name": "DEEPSEEK_DOWNLOAD_TOKEN", "value": "t"}]}}},
+            "spec.model.cache.env[0].name", "name: DEEPSEEK_DOWNLOAD_TOKEN is set by the operator", "cel"),
+    Invalid("env-value-and-value-from",
+            {"env": [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
+            "spec.env[0]", "set value or valueFrom, not both", "cel"),
+    Invalid("env-two-sources",
+            {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"},
+                                                 "configMapKeyRef": {"name": "c", "key": "k"}}}]},
+            "spec.env[0].valueFrom", "exactly one of secretKeyRef, configMapKeyRef or fieldRef", "cel"),
+    Invalid("env-duplicate-name", {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]},
+            "spec.env[1]", "Duplicate value", "schema"),
+    Invalid("env-bad-name", {"env": [{"name": "NO=PROXY", "value": "1"}]}, "spec.env[0].name", "does not match",
+            "schema", real_message="should match"),
+    Invalid("env-field-path", {"env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "spec.containers"}}}]},
+            "spec.env[0].valueFrom.fieldRef.fieldPath", "does not match", "schema", real_message="should match"),
+    # serving (issue 18 item 20): the per-key cap within the worker's; forwarded trust by address.
+    Invalid("per-key-above-total", {"serving": {"maxConcurrentRequests": 8, "maxConcurrentRequestsPerKey": 9}},
+            "spec.serving.maxConcurrentRequestsPerKey", "must not exceed maxConcurrentRequests", "cel"),
+    Invalid("forwarded-not-an-address", {"serving": {"forwardedAllowIPs": ["ingress-nginx"]}},
+            "spec.serving.forwardedAllowIPs[0]", "does not match", "schema", real_message="should match"),
+    # networkPolicy (issue 19 item 6): client selectors never match-all; hub egress by CIDR.
+    Invalid("client-without-selector", {"networkPolicy": {"clients": [{}]}}, "spec.networkPolicy.clients[0]",
+            "set podSelector, namespaceSelector or both", "cel"),
+    Invalid("client-empty-namespace-selector", {"networkPolicy": {"clients": [{"namespaceSelector": {}}]}},
+            "spec.networkPolicy.clients[0].namespaceSelector", "an empty selector matches every namespace", "cel"),
+    Invalid("hub-egress-not-a-cidr", {"networkPolicy": {"hubEgress": {"cidrs": ["10.0.0.1"]}}},
+            "spec.networkPolicy.hubEgress.cidrs[0]", "does not match", "schema", real_message="should match"),
     Invalid("name-digit", {}, "", "DNS-1035", "cel", meta_name="7b-chat", parse_spec=False),
     Invalid("name-dot", {}, "", "DNS-1035", "cel", meta_name="chat.v1", parse_spec=False),
     Invalid("name-long", {}, "", "at most 63", "cel", meta_name="c" * 64, parse_spec=False),
@@ -540,6 +614,23 @@ VALID = [
                                 "resources": {"gpuResourceName": "amd.com/gpu"},
                                 "ingress": {**NGINX, "host": "*.chat.example.com", "path": "/v1/chat%20api"}}),
     Valid("network-policy-off", {"networkPolicy": {"enabled": False}}),
+    Valid("network-policy-scoped",
+          {"networkPolicy": {"clients": [{"podSelector": {"matchLabels": {"app": "chat-ui"}}},
+                                         {"namespaceSelector": {"matchLabels": {"team": "ml"}},
+                                          "podSelector": {}}],
+                             "hubEgress": {"cidrs": ["10.20.0.0/16", "2001:db8::/32"]}}}),
+    Valid("network-policy-no-clients", {"networkPolicy": {"clients": []}}),
+    Valid("env-and-serving-trust",
+          {"env": [{"name": "HTTPS_PROXY", "value": "http://10.0.0.5:3128"}, {"name": "NO_PROXY", "value": ".svc"},
+                   {"name": "HF_HUB_DISABLE_XET"},
+                   {"name": "NCCL_SOCKET_IFNAME", "valueFrom": {"configMapKeyRef": {"name": "nccl", "key": "if",
+                                                                                    "optional": True}}},
+                   {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['zone']"}}},
+                   {"name": "PROXY_AUTH", "valueFrom": {"secretKeyRef": {"name": "proxy", "key": "auth"}}}],
+           "variants": [{"name": "c", "env": [{"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"}]}],
+           "model": {**MODEL, "cache": {**CACHE, "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]}},
+           "serving": {"maxConcurrentRequests": 8, "maxConcurrentRequestsPerKey": 8,
+                       "forwardedAllowIPs": ["10.244.0.0/16", "fd00::/8", "127.0.0.1"]}}),
     Valid("gpu-fit-inputs",
           {"resources": {"gpus": 8, "gpuMemory": "141Gi"},
            "model": {"id": "my-org/my-moe", "architecture": {
@@ -549,11 +640,21 @@ VALID = [
            "variants": [{"name": "gqa", "model": {"id": "my-org/dense", "architecture": {**ARCH, "kvHeads": 4}}}]}),
     Valid("hf-token", {"model": {**MODEL, "source": {"huggingFace": {"tokenSecretRef": {"name": "hf"}}}}}),
     Valid(
-        "scheduling-free-form",
+        "scheduling-typed",
         {
             "scheduling": {
                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}},
+                "affinity": {
+                    "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "nvidia.com/gpu.count", "operator": "Gt", "values": ["3"]},
+                                              {"key": "spot", "operator": "DoesNotExist"}],
+                         "matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["bad-node"]}]}]}},
+                    "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+                        "weight": 100, "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname", "matchLabelKeys": ["pod-template-hash"],
+                            "labelSelector": {"matchExpressions": [{
+                                "key": "app.kubernetes.io/name", "operator": "In", "values": ["deepseek-worker"]}]}}}]},
+                },
             }
         },
     ),

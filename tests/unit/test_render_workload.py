@@ -71,15 +71,24 @@ def test_gpu_limits(extra: dict[str, Any], limits: dict[str, str]) -> None:
     assert res["requests"] == limits
 
 
+ZONE_AFFINITY = {
+    "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 50, "preference": {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In",
+                                                            "values": ["a"]}]}}]},
+    "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "chat"}}}]},
+}
+
+
 def test_scheduling_fields_and_gpu_toleration() -> None:
     sched = {"nodeSelector": {"gpu": "h100"}, "tolerations": [{"key": "dedicated", "operator": "Exists"}],
-             "affinity": {"nodeAffinity": {"x": 1}}, "priorityClassName": "llm", "runtimeClassName": "nvidia"}
+             "affinity": ZONE_AFFINITY, "priorityClassName": "llm", "runtimeClassName": "nvidia"}
     pod = by_name(render_workload(OWNER, spec(scheduling=sched)), "Deployment", "chat-primary")
     podspec = pod["spec"]["template"]["spec"]
     assert podspec["nodeSelector"] == {"gpu": "h100"}
     assert podspec["tolerations"] == [{"key": "dedicated", "operator": "Exists"},
                                       {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert podspec["affinity"] == {"nodeAffinity": {"x": 1}}
+    assert podspec["affinity"] == ZONE_AFFINITY  # as written: no defaults, no empty lists added
     assert podspec["priorityClassName"] == "llm"
     assert podspec["runtimeClassName"] == "nvidia"
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from deepseek_operator.api import DeepSeekDeploymentSpec, ResolvedVariant, resolve_variants
+from deepseek_operator import gpufit, startup
+from deepseek_operator.api import DeepSeekDeploymentSpec, ModelSpec, ResolvedVariant, resolve_variants
 from deepseek_operator.render.common import (
     HTTP_PORT,
     HTTP_PORT_NAME,
@@ -131,6 +132,10 @@ def render_container(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, ima
     limits: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
     if res.gpus > 0:
         limits[res.gpu_resource_name] = str(res.gpus)
+    requests = dict(limits)
+    download = download_volume(variant.model)
+    if download is not None:  # the scheduler picks a node with room for the download (no limit: sizeLimit)
+        requests["ephemeral-storage"] = download
     return {
         "name": "worker",
         "image": image,
@@ -140,7 +145,7 @@ def render_container(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, ima
         "env": worker_env(spec, variant, drain_seconds(spec), report),
         "ports": [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"},
                   {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"}],
-        "resources": {"requests": dict(limits), "limits": limits},
+        "resources": {"requests": requests, "limits": limits},
         # /health/ready, not /health/live: the worker's port (and liveness) answers at once while the
         # model loads in the background, so only readiness tells a finished load. A worker not ready
         # within model.loadTimeoutSeconds is restarted; afterwards liveness and readiness take over.
@@ -172,7 +177,7 @@ def render_volumes(owner: Owner, spec: DeepSeekDeploymentSpec, variant: Resolved
     """/dev/shm in memory, the model source, a writable cache and /tmp, and the auth Secrets."""
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shm_size}},
-        {"name": "cache", "emptyDir": {}},
+        {"name": "cache", "emptyDir": _cache_dir(variant.model)},
         {"name": "tmp", "emptyDir": {}},
     ]
     claim = model_claim(owner, variant)
@@ -183,6 +188,22 @@ def render_volumes(owner: Owner, spec: DeepSeekDeploymentSpec, variant: Resolved
     if spec.auth.jwt is not None:
         volumes.append({"name": "jwt", "secret": {"secretName": spec.auth.jwt.secret_ref.name}})
     return volumes
+
+
+def download_volume(model: ModelSpec) -> str | None:
+    """The size of the emptyDir a worker downloads its model into (a hub source without model.cache), from
+    the checkpoint's size (startup.volume_quantity); None when nothing is downloaded or the size is unknown
+    (the emptyDir is then unbounded, as docs/model-cache.md says)."""
+    checkpoint = gpufit.checkpoint_bytes(model)
+    if not startup.downloads_in_pod(model) or not checkpoint:
+        return None
+    return startup.volume_quantity(checkpoint)
+
+
+def _cache_dir(model: ModelSpec) -> dict[str, Any]:
+    """HF_HOME: a hub download lands here, bounded so that it cannot fill the node's disk."""
+    size = download_volume(model)
+    return {"sizeLimit": size} if size is not None else {}
 
 
 def model_claim(owner: Owner, variant: ResolvedVariant) -> str | None:
@@ -227,7 +248,7 @@ def render_scheduling(spec: DeepSeekDeploymentSpec) -> dict[str, Any]:
     out: dict[str, Any] = {
         "nodeSelector": dict(sched.node_selector),
         "tolerations": tolerations,
-        "affinity": dict(sched.affinity),
+        "affinity": sched.affinity.to_pod_spec() if sched.affinity else {},
         "priorityClassName": sched.priority_class_name,
         "runtimeClassName": sched.runtime_class_name,
     }
