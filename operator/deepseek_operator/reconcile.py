@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from deepseek_operator import gpufit, measured, metrics, rollback, strategy
+from deepseek_operator import gpufit, measured, metrics, rollback, strategy, upgrade
 from deepseek_operator.api import PRIMARY, DeepSeekDeploymentSpec, InvalidSpec, parse_spec, resolve_variants
+from deepseek_operator.cache_conditions import CONDITION as CACHE_CONDITION
+from deepseek_operator.cache_conditions import cache_conditions
 from deepseek_operator.download import DownloadState, download_state
 from deepseek_operator.integrations import detect_capabilities, integration_conditions
 from deepseek_operator.k8s import KINDS, ApiError, K8s
@@ -137,7 +139,8 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
     guards = await _guards(api, owner, spec)
     caches = await _model_caches(api, owner, spec, rollback.primary_image(spec, plan, old_status.get("image", "")))
     chosen = _strategies(owner, spec, plan, old_status)
-    writes, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen, caches, guards)
+    writes, states, weights, pods, pending = await _converge(api, owner, spec, caps, plan, old_status, chosen,
+                                                             caches, guards)
     writes = _add(_add(writes, caches.writes), guards.writes)
     new_plan = rollback.detect_failure(spec, plan, states[0], old_status.get("image", ""))
     if new_plan is not None:
@@ -145,19 +148,21 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
         await _announce_failure(notify, spec, plan, states[0])
         if plan.rolled_back:
             chosen = _strategies(owner, spec, plan, old_status)
-            more, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen, caches,
-                                                            guards)
+            more, states, weights, pods, pending = await _converge(api, owner, spec, caps, plan, old_status,
+                                                                   chosen, caches, guards)
             writes = _add(writes, more)
     fallen = _fall_back(spec, chosen, states, pods)
     if fallen != chosen:  # Auto: no GPU for the surge pod; replace in place for the rest of this rollout
         chosen = fallen
         await notify("Normal", "SurgeFallback", _fallback_message(spec, chosen))
-        more, states, weights, pods = await _converge(api, owner, spec, caps, plan, old_status, chosen, caches,
-                                                            guards)
+        more, states, weights, pods, pending = await _converge(api, owner, spec, caps, plan, old_status, chosen,
+                                                               caches, guards)
         writes = _add(writes, more)
     reports = await observe_reports(api, owner, spec, fits)
-    status = _status(owner, spec, caps, plan, states, weights, old_status, chosen, fits, caches.downloads, reports)
+    status = _status(owner, spec, caps, plan, states, weights, old_status, chosen, fits, caches.downloads, reports,
+                     pending)
     await _write_status(api, owner, old_status, status)
+    await _announce_plan_warnings(notify, old_status, fits)
     await _announce_integrations(notify, old_status, status)
     await _announce_downloads(notify, old_status, status)
     await _announce_measurements(notify, old_status, status)
@@ -261,12 +266,14 @@ async def _guards(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec) -> Guard
 
 async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
                     old_status: dict[str, Any], chosen: Chosen, caches: ModelCaches, guards: Guards,
-                    ) -> tuple[dict[str, int], list[VariantState], dict[str, int], Pods]:
-    """Apply the workload, observe it, then apply traffic/monitoring children with readiness-based weights."""
+                    ) -> tuple[dict[str, int], list[VariantState], dict[str, int], Pods, list[str]]:
+    """Apply the workload, observe it, then apply traffic/monitoring children with readiness-based weights.
+    Last: the variants whose new pod template is held back (an operator upgrade pending; upgrade.py)."""
     images = {PRIMARY: rollback.primary_image(spec, plan, old_status.get("image", ""))}
     held = caches.held()
     reports = render_reports(owner, spec)  # before the workload: the pods run as their accounts
     workload = render_workload(owner, spec, images, {name: s for name, (s, _) in chosen.items()})
+    workload, pending = await _settle_upgrades(api, owner, spec, old_status, workload)
     writes = await _apply(api, reports + [c for c in workload if not _held_deployment(c, held)])
     states, pods = await observe(api, owner, spec, images, held)
     weights = effective_weights(resolve_variants(spec), {s.name: s.ready for s in states})
@@ -275,7 +282,28 @@ async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: 
     kept = await _claims_in_use(api, owner, held)
     desired = guards.children + caches.children + reports + workload + others + kept
     writes = _add(writes, {"deleted": await prune(api, owner, desired, caps)})
-    return writes, states, weights, pods
+    return writes, states, weights, pods, [name for name in pending if name not in held]
+
+
+async def _settle_upgrades(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, old_status: dict[str, Any],
+                           workload: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The workload with each worker Deployment settled against the live one (upgrade.py): a template
+    only this operator release changed stays as it runs under rollout.operatorUpgrades OnNextChange.
+    Also the variants so held back."""
+    seen = old_status.get("observedGeneration") == owner.generation
+    digest = upgrade.spec_digest(spec)
+    out, pending = [], []
+    for child in workload:
+        if child["kind"] == "Deployment":
+            live = await api.get(DEPLOYMENT, owner.namespace, child["metadata"]["name"])
+            image = child["spec"]["template"]["spec"]["containers"][0]["image"]
+            settled = upgrade.settle(child, live, upgrade.intent_hash(digest, image),
+                                     spec.rollout.operator_upgrades, seen)
+            child = settled.deployment
+            if settled.pending:
+                pending.append(child["metadata"]["labels"][LABEL_VARIANT])
+        out.append(child)
+    return out, pending
 
 
 def _held_deployment(child: dict[str, Any], held: dict[str, DownloadState]) -> bool:
@@ -399,7 +427,7 @@ async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Cap
 def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
             states: list[VariantState], weights: dict[str, int], old_status: dict[str, Any],
             chosen: Chosen, fits: dict[str, gpufit.GpuFit], downloads: dict[str, DownloadState],
-            reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+            reports: dict[str, dict[str, Any]], pending: list[str]) -> dict[str, Any]:
     selector = ",".join(f"{k}={v}" for k, v in selector_labels(owner, PRIMARY).items())
     notes: dict[str, tuple[str, str, str]] = {s.name: (chosen[s.name][0], chosen[s.name][1],
                       strategy.downtime(chosen[s.name][0], s.desired, spec.rollout.max_unavailable))
@@ -413,11 +441,12 @@ def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan
         rollback=plan,
         auto_rollback=spec.rollout.auto_rollback,
         url=ingress_url(spec) if spec.ingress else "",
-        integrations=integration_conditions(spec, caps),
+        integrations=integration_conditions(spec, caps) + cache_conditions(spec),
         strategies=notes,
         gpu_fit={name: gpufit.status_of(fit) for name, fit in fits.items()},
         downloads={name: state.status() for name, state in downloads.items()},
         measured=reports,
+        upgrade_pending=upgrade.pending_message(pending, spec.rollout.operator_upgrades) if pending else "",
     )
     return compute_status(inp, old_status, _now())
 
@@ -435,6 +464,7 @@ async def _refuse_unfit(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, ol
     status = {"ready": f"0/{spec.replicas}", **old, "observedGeneration": owner.generation,
               "gpuFit": gpufit.status_of(fits[PRIMARY]), "variants": variants, "conditions": conds + kept}
     await _write_status(api, owner, old, status)
+    await _announce_plan_warnings(notify, old, fits)
     ready: dict[str, Any] = next((c for c in old.get("conditions", []) if c.get("type") == "Ready"), {})
     if (ready.get("reason"), ready.get("message")) != ("InsufficientGPUMemory", message):
         await notify("Warning", "InsufficientGPUMemory", message)
@@ -510,6 +540,15 @@ async def _announce_downloads(notify: Notify, old: dict[str, Any], new: dict[str
         await notify(kind, reason, f"{variant['name']}: {download['message']}")
 
 
+async def _announce_plan_warnings(notify: Notify, old: dict[str, Any], fits: dict[str, gpufit.GpuFit]) -> None:
+    """One Warning event per plan warning (startup.py) not already in the variant's status.gpuFit.warnings."""
+    before = {v.get("name"): (v.get("gpuFit") or {}).get("warnings") or [] for v in old.get("variants", [])}
+    for name, fit in fits.items():
+        for reason, message in fit.warnings:
+            if message not in before.get(name, []):
+                await notify("Warning", reason, f"{name}: {message}")
+
+
 async def _announce_measurements(notify: Notify, old: dict[str, Any], new: dict[str, Any]) -> None:
     """One Warning per worker that reports figures more than 10% off the plan (measured.py)."""
     before = {v.get("name"): (v.get("gpuFit") or {}).get("measured") or {} for v in old.get("variants", [])}
@@ -524,7 +563,7 @@ async def _announce_integrations(notify: Notify, old: dict[str, Any], new: dict[
     """One Warning event when an integration condition turns False (not on every reconcile)."""
     before = {c["type"]: c.get("status") for c in old.get("conditions", [])}
     for cond in new["conditions"]:
-        if cond["type"] in ("IngressReady", "MonitoringReady") and cond["status"] == "False" \
+        if cond["type"] in ("IngressReady", "MonitoringReady", CACHE_CONDITION) and cond["status"] == "False" \
                 and before.get(cond["type"]) != "False":
             await notify("Warning", cond["reason"], cond["message"])
 

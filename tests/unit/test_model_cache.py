@@ -219,3 +219,101 @@ def test_complete_only_when_the_job_succeeded() -> None:
     done = state(job("Complete"), report)
     assert done.complete and done.percent == 100 and done.status()["summary"] == "Complete"
     assert done.status()["commit"] == "abc"
+
+
+# -- the ModelCacheReady condition, through the real reconcile over an in-memory API --------------
+
+class FakeApi:
+    """Objects by (kind, name); applies store what they are given; patches merge into the object."""
+
+    def __init__(self, spec_: dict[str, Any]) -> None:
+        meta = {"namespace": "team-a", "name": "chat", "uid": "uid-1", "generation": 2, "resourceVersion": "7"}
+        self.cr: dict[str, Any] = {"apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment",
+                                   "metadata": meta, "spec": {"image": "reg/worker:1", "resources": {"gpus": 0},
+                                                              **spec_}, "status": {}}
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.patches: list[tuple[str, str, dict[str, Any]]] = []
+        self.reads: list[tuple[str, str]] = []
+        self.cache: dict[str, Any] = {}
+
+    async def served(self, _api_version: str) -> set[str]:
+        return set()
+
+    async def get(self, kind: Any, _ns: str | None, name: str, sub: str = "") -> dict[str, Any] | None:
+        self.reads.append((kind.kind, name))
+        return self.cr if kind.kind == "DeepSeekDeployment" else self.objects.get((kind.kind, name))
+
+    async def refresh(self, kind: Any, ns: str, name: str) -> dict[str, Any] | None:
+        return await self.get(kind, ns, name)
+
+    async def list(self, kind: Any, _ns: str | None, _selector: dict[str, str]) -> list[dict[str, Any]]:
+        return [o for (k, _), o in self.objects.items() if k == kind.kind and k != "Pod"]
+
+    async def apply(self, desired: dict[str, Any], create_only: bool = False) -> str:
+        key = (desired["kind"], desired["metadata"]["name"])
+        if create_only and key in self.objects:
+            return "unchanged"
+        self.objects[key] = json.loads(json.dumps(desired))
+        return "created"
+
+    async def delete(self, kind: Any, _ns: str | None, name: str) -> None:
+        self.objects.pop((kind.kind, name), None)
+
+    async def patch(self, kind: Any, _ns: str | None, name: str, patch: dict[str, Any],
+                    sub: str = "") -> dict[str, Any]:
+        if kind.kind == "DeepSeekDeployment":
+            self.cr = {**self.cr, "status": patch["status"]}
+            return self.cr
+        self.patches.append((kind.kind, name, patch))
+        obj = self.objects[(kind.kind, name)]
+        obj["spec"]["resources"]["requests"].update(patch["spec"]["resources"]["requests"])
+        return obj
+
+
+def cache_condition(api: FakeApi) -> tuple[str, str, str] | None:
+    found = [c for c in api.cr["status"]["conditions"] if c["type"] == "ModelCacheReady"]
+    return (found[0]["status"], found[0]["reason"], found[0]["message"]) if found else None
+
+
+async def reconciled(api: FakeApi) -> list[tuple[str, str, str]]:
+    from deepseek_operator.reconcile import reconcile
+
+    events: list[tuple[str, str, str]] = []
+
+    async def notify(kind: str, reason: str, message: str) -> None:
+        events.append((kind, reason, message))
+
+    await reconcile(api.cr, api, notify)  # type: ignore[arg-type]
+    return events
+
+
+@pytest.mark.parametrize(("modes", "replicas", "variants", "warned"), [
+    (["ReadWriteOnce"], 2, [], True),
+    (["ReadWriteOnce"], 1, [{"name": "canary", "weight": 10, "replicas": 1}], True),  # two pods share it
+    (["ReadWriteOncePod"], 2, [], True),
+    (["ReadWriteOnce"], 1, [], False),
+    (["ReadOnlyMany"], 3, [], False),
+    (["ReadWriteMany", "ReadWriteOnce"], 3, [], False),
+])
+async def test_a_read_write_once_cache_with_several_pods_is_a_warning_in_status(
+        modes: list[str], replicas: int, variants: list[dict[str, Any]], warned: bool) -> None:
+    model = {**MODEL, "cache": {**MODEL["cache"], "accessModes": modes}}
+    api = FakeApi({"model": model, "replicas": replicas, "variants": variants})
+    events = await reconciled(api)
+    cond = cache_condition(api)
+    assert cond is not None
+    if warned:
+        assert cond[:2] == ("False", "ReadWriteOnceMultiAttach") and "model.cache.accessModes" in cond[2]
+        assert f"{replicas + len(variants)} worker pods mount it" in cond[2]
+        assert ("Warning", "ReadWriteOnceMultiAttach", cond[2]) in events
+        again = await reconciled(api)
+        assert not [e for e in again if e[1] == "ReadWriteOnceMultiAttach"]  # one Event, not one per reconcile
+    else:
+        assert cond[:2] == ("True", "Configured")
+        assert not [e for e in events if e[1] == "ReadWriteOnceMultiAttach"]
+
+
+async def test_no_model_cache_no_condition() -> None:
+    api = FakeApi({"model": {"id": MODEL["id"]}, "replicas": 3})
+    await reconciled(api)
+    assert cache_condition(api) is None

@@ -1,0 +1,52 @@
+"""Pure: the `ModelCacheReady` condition, what a model cache's claim cannot do for the spec.
+
+Contract: `cache_conditions(spec, notes)` returns [] when no model is cached, else one
+(type, ok, reason, message) tuple for `ModelCacheReady` (status.py turns it into a condition and
+reconcile.py into one Warning Event when it turns False). False reasons, first one wins, all
+messages joined:
+- `ReadWriteOnceMultiAttach`: a claim only one node can attach (ReadWriteOnce, or ReadWriteOncePod
+  for any second pod) is mounted by more than one worker pod. Pods scheduled to another node hang in
+  ContainerCreating with the kubelet's Multi-Attach error; nothing fails, so it is said here.
+- the reasons of `notes` (the claims' resize, claim_resize.py), each a (reason, message) pair.
+The condition is True (`Configured`) otherwise.
+"""
+
+from __future__ import annotations
+
+from deepseek_operator.api import DeepSeekDeploymentSpec
+from deepseek_operator.render.model_cache import cached_models
+
+CONDITION = "ModelCacheReady"
+Note = tuple[str, str]  # (reason, message)
+
+
+def access_mode_notes(spec: DeepSeekDeploymentSpec) -> list[Note]:
+    """A ReadWriteOnce(Pod)-only cache mounted by more worker pods than it can serve."""
+    notes = []
+    for model, variants in cached_models(spec).values():
+        assert model.cache is not None  # cached models only
+        modes = set(model.cache.access_modes)
+        pods = sum(v.replicas for v in variants)
+        if modes == {"ReadWriteOncePod"} and pods > 1:
+            notes.append(("ReadWriteOnceMultiAttach",
+                          f"the cache of {model.id} is ReadWriteOncePod but {pods} worker pods mount it: all but "
+                          "one stay in ContainerCreating; set model.cache.accessModes to [ReadOnlyMany] or "
+                          "[ReadWriteMany] (a storage class that offers them)"))
+        elif modes <= {"ReadWriteOnce", "ReadWriteOncePod"} and pods > 1:
+            notes.append(("ReadWriteOnceMultiAttach",
+                          f"the cache of {model.id} is ReadWriteOnce but {pods} worker pods mount it: a pod "
+                          "scheduled to another node than the one the volume is attached to stays in "
+                          "ContainerCreating (Multi-Attach error); set model.cache.accessModes to [ReadOnlyMany] "
+                          "or [ReadWriteMany] (a storage class that offers them), or keep the workers on one node "
+                          "(scheduling.nodeSelector)"))
+    return notes
+
+
+def cache_conditions(spec: DeepSeekDeploymentSpec, notes: list[Note] | None = None) -> list[tuple[str, bool, str, str]]:
+    """The ModelCacheReady condition as (type, ok, reason, message); [] without a cached model."""
+    if not cached_models(spec):
+        return []
+    found = access_mode_notes(spec) + list(notes or [])
+    if not found:
+        return [(CONDITION, True, "Configured", "the model cache claims serve every worker pod")]
+    return [(CONDITION, False, found[0][0], "; ".join(message for _, message in found))]
