@@ -116,12 +116,13 @@ def test_crd_defaults_equal_pydantic_defaults() -> None:
     from crd_support import crd
 
     obj = resource(
-        {"variants": [{"name": "c"}], "ingress": {"host": "h"}, "auth": {"jwt": {"secretRef": {"name": "j"}}}}
+        {"variants": [{"name": "c"}], "ingress": {"host": "h", "gateway": {"parentRefs": [{"name": "g"}]}},
+         "auth": {"jwt": {"secretRef": {"name": "j"}}}}
     )
     defaulted = apply_defaults(obj, crd())["spec"]
     expected = _leaves(api.parse_spec(obj["spec"]).model_dump(by_alias=True, exclude_none=True))
     assert _leaves(defaulted) == expected
-    assert expected[".variants[0].replicas"] == 1 and expected[".ingress.provider"] == "ingress-nginx"
+    assert expected[".variants[0].replicas"] == 1 and expected[".ingress.provider"] == "gateway-api"
     assert api.parse_spec(defaulted) == api.parse_spec(obj["spec"])
 
 

@@ -102,7 +102,7 @@ async def test_a_refused_ingress_is_a_status_not_a_retry_and_pods_come_after_the
     def refuse(child: dict[str, Any]) -> ApiError | None:
         return ApiError(422, INGRESS_422) if child["kind"] == "Ingress" else None
 
-    api = FakeApi(body({"ingress": {"host": "chat.example.com"}}), refuse)
+    api = FakeApi(body({"ingress": {"provider": "ingress-nginx", "host": "chat.example.com"}}), refuse)
     monkeypatch.setattr(handlers, "_client", api)
     with pytest.raises(kopf.PermanentError, match="Ingress chat"):
         await handlers.run(api.cr)
