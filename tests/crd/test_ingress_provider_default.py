@@ -39,7 +39,7 @@ def test_a_spec_without_provider_renders_an_httproute() -> None:
 
 
 def test_a_spec_without_provider_or_parent_refs_is_refused_in_code() -> None:
-    with pytest.raises(ValueError, match="gateway.parentRefs"):
+    with pytest.raises(ValueError, match=r"gateway\.parentRefs"):
         parse_spec({"image": "img:1", "model": {"id": "m"}, "ingress": {"host": HOST}})
 
 
