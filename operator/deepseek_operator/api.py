@@ -124,7 +124,11 @@ class SecretRef(Model):
 
 class PvcSource(Model):
     claim_name: str = Field(min_length=1, description="PersistentVolumeClaim holding the model files.")
-    sub_path: str = Field("", description="Directory inside the claim; the model id is resolved there.")
+    sub_path: str = Field(
+        "", description="Directory inside the claim, mounted at /models (unset: the whole claim). The worker "
+        "loads it when it holds config.json, else the folder named by a relative model.id under it (org/name, "
+        "as `hf download --local-dir` leaves it), else that id in the Hugging Face cache layout "
+        "(models--org--name/snapshots, at the revision). An absolute model.id is a path inside the pod.")
 
 
 # A hub endpoint: http(s) URL without spaces, e.g. https://hf-mirror.com.

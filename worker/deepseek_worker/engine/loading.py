@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAn
 
 from ..types import EngineConfig
 from .cpu_kernels import pack_linears
+from .source import resolve_local_model
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,15 @@ class Loaded:
     kv_cache_bytes_per_token: int = 0  # measured: what one token adds to the KV cache, all layers
 
 
-def resolve_model_path(model: str) -> str:
-    """"tiny" -> the locally built tiny model directory; anything else is passed to HF as-is."""
+def resolve_model_path(model: str, model_id: str = "", revision: str = "main") -> str:
+    """"tiny" -> the locally built tiny model directory; a local directory -> the model folder in it
+    (source.py: itself, `<dir>/<model_id>`, or the HF cache layout); anything else is passed to HF."""
     if model == "tiny":
         # Lazy, and only here: the production engine never imports the test model otherwise.
         from ..testing.tiny import build_tiny_model
 
         return str(build_tiny_model())
-    return model
+    return resolve_local_model(model, model_id, revision)
 
 
 def resolve_dtype(config: EngineConfig, cuda: bool) -> torch.dtype:
@@ -147,7 +149,7 @@ def generation_defaults(model: Any) -> dict[str, float]:
 
 def load(config: EngineConfig) -> Loaded:
     """Load tokenizer and model. Raises whatever HF raises for a missing/invalid model."""
-    path = resolve_model_path(config.model)
+    path = resolve_model_path(config.model, config.served_model_name or "", config.revision)
     cuda = torch.cuda.is_available()
     dtype = resolve_dtype(config, cuda)
     with _LOAD_LOCK:
