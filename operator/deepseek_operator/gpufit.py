@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
+from deepseek_operator import family, startup
+
 if TYPE_CHECKING:
     from deepseek_operator.api import DeepSeekDeploymentSpec, ModelArchitecture, ModelSpec, Resources, Serving
 
@@ -72,10 +74,15 @@ class Architecture:
     qk_nope_head_dim: int = 0
     v_head_dim: int = 0
     routed_expert_parameters: int = 0  # fused MoE experts: bitsandbytes leaves them at dtype
+    checkpoint_bytes: int = 0  # the files on the hub; 0: 2 bytes per parameter (a bf16/fp16 checkpoint)
 
     @property
     def mla(self) -> bool:
         return self.kv_lora_rank > 0
+
+    def checkpoint_size(self) -> int:
+        """Bytes of the model's files as the hub serves them (what a download fetches and a load reads)."""
+        return self.checkpoint_bytes or 2 * self.parameters
 
     def kv_elements_per_token(self) -> int:
         if self.mla:
@@ -101,7 +108,9 @@ def _mla(parameters: float, layers: int, hidden: int, heads: int, vocab: int, mo
 
 # config.json of each hub repo; parameters as the hub's safetensors metadata counts them (V3/R1: 671B
 # without the 14B multi-token-prediction module, which transformers does not load).
-_V3 = _mla(671e9, layers=61, hidden=7168, heads=128, vocab=129280, moe_layers=58, experts=256, moe_intermediate=2048)
+# V3/R1 ship FP8 blocks with their scales and the MTP layer: the hub's total is 688.6 GB.
+_V3 = replace(_mla(671e9, layers=61, hidden=7168, heads=128, vocab=129280, moe_layers=58, experts=256,
+                   moe_intermediate=2048), checkpoint_bytes=688_600_000_000)
 _V2 = _mla(236e9, layers=60, hidden=5120, heads=128, vocab=102400, moe_layers=59, experts=160, moe_intermediate=1536)
 _V2_LITE = _mla(15.7e9, layers=27, hidden=2048, heads=16, vocab=102400, moe_layers=26, experts=64,
                 moe_intermediate=1408)
@@ -191,6 +200,9 @@ class Inputs:
     min_model_len: int = 128  # the smallest maxModelLen to suggest (greater than serving.maxNewTokens)
     gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION
     max_num_batched_tokens: int = MAX_NUM_BATCHED_TOKENS
+    max_new_tokens: int = 0  # the effective serving.maxNewTokens, shown beside maxModelLen (0: not shown)
+    download: bool = False  # the pod downloads the weights from the hub (startup.downloads_in_pod)
+    load_timeout_seconds: int = 0  # model.loadTimeoutSeconds the start-up estimate is held against; 0: none
 
 
 @dataclass(frozen=True)
@@ -209,6 +221,11 @@ class GpuFit:
     kv_slots: int = 0  # sequences the KV pool holds (maxBatchSize while the memory is unknown)
     kv_pool_tokens: int = 0  # kv_slots x maxModelLen, all GPUs together
     activations: int = 0  # the part of the margin torch allocates (the worker's peak counts it)
+    max_model_len: int = 0  # the effective lengths the plan priced (family.lengths)
+    max_new_tokens: int = 0
+    checkpoint_bytes: int = 0  # the model's files (0: unknown); startup.py sizes downloads and loads from it
+    load_seconds: int = 0  # start-up estimate (startup.load_seconds); 0: unknown
+    warnings: tuple[startup.Warning, ...] = ()  # (reason, message): a large per-pod download, a short load budget
 
     @property
     def required(self) -> int:
@@ -315,15 +332,31 @@ def _figures(arch: Architecture, inp: Inputs, available: int) -> Figures:
 
 
 def plan(model: ModelSpec, resources: Resources, serving: Serving, node_selector: dict[str, str]) -> GpuFit:
-    """The fit of one variant's model on its pod's GPUs; a non-fitting plan's message says what would fit."""
+    """The fit of one variant's model on its pod's GPUs; a non-fitting plan's message says what would fit.
+
+    Unset lengths are the family's (family.lengths): the plan prices the KV pool the worker will get."""
+    lengths = family.lengths(model, serving)
+    # An unset maxNewTokens follows a smaller maxModelLen down, so only a set one bounds the suggestion.
+    new_tokens = serving.max_new_tokens
     return plan_inputs(Inputs(
-        model_id=model.id, dtype=model.dtype, quantization=model.quantization, max_model_len=model.max_model_len,
+        model_id=model.id, dtype=model.dtype, quantization=model.quantization, max_model_len=lengths.max_model_len,
         max_batch_size=serving.max_batch_size, gpus=resources.gpus, gpu_memory=resources.gpu_memory,
         node_selector=tuple(sorted(node_selector.items())),
         architecture=architecture(model.architecture) if model.architecture else None,
-        min_model_len=max(128, serving.max_new_tokens + 1),
+        min_model_len=max(128, new_tokens + 1) if new_tokens is not None else 128,
         gpu_memory_utilization=serving.gpu_memory_utilization or GPU_MEMORY_UTILIZATION,
-        max_num_batched_tokens=serving.max_num_batched_tokens or MAX_NUM_BATCHED_TOKENS))
+        max_num_batched_tokens=serving.max_num_batched_tokens or MAX_NUM_BATCHED_TOKENS,
+        max_new_tokens=lengths.max_new_tokens, download=startup.downloads_in_pod(model),
+        load_timeout_seconds=model.load_timeout_seconds))
+
+
+def checkpoint_bytes(model: ModelSpec) -> int:
+    """Bytes of the model's files (0: unknown): spec.model.architecture's (2 bytes per parameter unless
+    the catalogue knows better), else the catalogue's."""
+    if model.architecture is not None:
+        return architecture(model.architecture).checkpoint_size()
+    found = lookup(model.id)
+    return found[1].checkpoint_size() if found is not None else 0
 
 
 def architecture(spec: ModelArchitecture) -> Architecture:
@@ -347,6 +380,12 @@ def status_of(fit: GpuFit) -> dict[str, object]:
                    kvSlots=fit.kv_slots, kvPoolTokens=fit.kv_pool_tokens)
     if fit.available:
         out.update(availablePerGPU=f"{gib(fit.available)}Gi", memorySource=fit.memory_source)
+    if fit.max_model_len:
+        out.update(maxModelLen=fit.max_model_len, maxNewTokens=fit.max_new_tokens or None)
+    if fit.checkpoint_bytes:
+        out.update(checkpointSize=f"{gib(fit.checkpoint_bytes)}Gi", loadEstimateSeconds=fit.load_seconds)
+    if fit.warnings:
+        out["warnings"] = [message for _, message in fit.warnings]
     required = f" {gib(fit.required)}" if fit.weights else ""
     available = f"/{gib(fit.available)}Gi" if fit.available else ("Gi" if fit.weights else "")
     out["summary"] = f"{fit.fits}{required}{available}"
@@ -354,16 +393,23 @@ def status_of(fit: GpuFit) -> dict[str, object]:
 
 
 def plan_inputs(inp: Inputs) -> GpuFit:
-    """The fit of one variant from its resolved inputs."""
-    if inp.architecture is not None:
-        name, arch = "spec.model.architecture", inp.architecture
-    else:
-        found = lookup(inp.model_id)
-        if found is None:
-            return GpuFit("Unknown", gpus=inp.gpus, message=(
-                f"model {inp.model_id} is not in the catalogue (docs/gpu-sizing.md): set "
-                "spec.model.architecture to plan its GPU memory"))
-        name, arch = found
+    """The fit of one variant from its resolved inputs, with its lengths and start-up figures."""
+    found = ("spec.model.architecture", inp.architecture) if inp.architecture is not None else lookup(inp.model_id)
+    fit = _memory_plan(inp, found)
+    checkpoint = found[1].checkpoint_size() if found is not None else 0
+    return replace(fit, max_model_len=inp.max_model_len, max_new_tokens=inp.max_new_tokens,
+                   checkpoint_bytes=checkpoint,
+                   load_seconds=startup.load_seconds(checkpoint, inp.download) if checkpoint else 0,
+                   warnings=startup.warnings(inp.model_id, checkpoint, inp.download, inp.load_timeout_seconds))
+
+
+def _memory_plan(inp: Inputs, found: tuple[str, Architecture] | None) -> GpuFit:
+    """The memory figures and fit of one variant; `found`: its architecture, None when unknown."""
+    if found is None:
+        return GpuFit("Unknown", gpus=inp.gpus, message=(
+            f"model {inp.model_id} is not in the catalogue (docs/gpu-sizing.md): set "
+            "spec.model.architecture to plan its GPU memory"))
+    name, arch = found
     if inp.gpus < 1:
         return GpuFit("Unknown", gpus=0, model=name, message="resources.gpus is 0: the worker runs on CPU")
     available, source = gpu_memory(inp)

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from deepseek_operator import family
 from deepseek_operator.api import ResolvedVariant, Serving
 from deepseek_operator.gpufit import GPU_MEMORY_UTILIZATION, MAX_NUM_BATCHED_TOKENS, GpuFit, gib
 
@@ -47,7 +48,7 @@ def expected_settings(variant: ResolvedVariant, serving: Serving) -> dict[str, A
     model = variant.model
     return {
         "model": model.id, "dtype": model.dtype, "quantization": model.quantization,
-        "maxModelLen": model.max_model_len, "maxBatchSize": serving.max_batch_size,
+        "maxModelLen": family.lengths(model, serving).max_model_len, "maxBatchSize": serving.max_batch_size,
         "gpuMemoryUtilization": serving.gpu_memory_utilization or GPU_MEMORY_UTILIZATION,
         "maxNumBatchedTokens": serving.max_num_batched_tokens or MAX_NUM_BATCHED_TOKENS,
     }

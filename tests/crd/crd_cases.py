@@ -352,14 +352,14 @@ INVALID = [
     ),
     Invalid(
         "new-tokens-fill-context",
-        {"serving": {"maxNewTokens": 8192}},
+        {"model": {**MODEL, "maxModelLen": 8192}, "serving": {"maxNewTokens": 8192}},
         "spec.serving.maxNewTokens",
         "less than model.maxModelLen",
         "cel",
     ),
     Invalid(
         "variant-context-small",
-        {"variants": [{"name": "c", "model": {"maxModelLen": 1024}}]},
+        {"serving": {"maxNewTokens": 2048}, "variants": [{"name": "c", "model": {"maxModelLen": 1024}}]},
         "spec.variants",
         "greater than serving.maxNewTokens",
         "cel",
@@ -574,6 +574,9 @@ VALID = [
     Valid("canary-paused", {"variants": [{"name": "c", "weight": 20, "replicas": 0}]}),
     Valid("variant-pvc", {"variants": [{"name": "pvc", "model": {"source": {"pvc": {"claimName": "m"}}}}]}),
     Valid("variant-context", {"variants": [{"name": "long", "model": {"maxModelLen": 32768}}]}),
+    # Unset, the lengths come from the model family (family.py): a cap alone or a short context alone is fine.
+    Valid("new-tokens-alone", {"serving": {"maxNewTokens": 16384}}),
+    Valid("short-context-alone", {"model": {**MODEL, "maxModelLen": 1024}}),
     Valid("surge-only", {"rollout": {"maxSurge": 1, "maxUnavailable": 0}}),
     Valid(
         "alert-routing-and-thresholds",

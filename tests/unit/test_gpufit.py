@@ -204,6 +204,87 @@ def test_the_spec_knobs_reach_the_plan() -> None:
     spec = parse_spec({"image": "r/w:1", "model": {"id": QWEN7}, "resources": {"gpus": 1},
                        "scheduling": {"nodeSelector": dict(L4)},
                        "serving": {"gpuMemoryUtilization": 0.8, "maxNumBatchedTokens": 512}})
+    # maxModelLen and maxNewTokens unset: the reasoning family's lengths (family.py); the hub download
+    # and the default load budget reach the start-up estimate.
     assert plan_variants(spec)["primary"] == plan_inputs(inputs(
         QWEN7, gpus=1, node_selector=L4, gpu_memory_utilization=0.8, max_num_batched_tokens=512,
-        min_model_len=2049))
+        max_model_len=32768, max_new_tokens=16384, download=True, load_timeout_seconds=1800))
+
+
+# --- issue 18: lengths by model family, the start-up estimate and its warnings ------------------------
+
+
+def _plan(model: dict[str, Any], **spec: Any) -> gpufit.GpuFit:
+    return plan_variants(parse_spec({"image": "r/w:1", "model": model, "resources": {"gpus": 1},
+                                     "scheduling": {"nodeSelector": dict(H100)}, **spec}))["primary"]
+
+
+def test_reasoning_models_get_room_to_think_and_the_pool_is_priced_with_it() -> None:
+    """R1 and its distills: maxModelLen 32768 and maxNewTokens 16384 unless the spec says otherwise; the
+    KV pool (status.gpuFit) is priced with the effective maxModelLen. Other families keep 8192 / 2048."""
+    fit = _plan({"id": QWEN7})
+    assert (fit.max_model_len, fit.max_new_tokens) == (32768, 16384)
+    slot = 32768 * gpufit.kv_bytes_per_token(gpufit.CATALOGUE["deepseek-r1-distill-qwen-7b"], "auto")
+    assert fit.kv_cache == fit.kv_slots * slot and fit.kv_pool_tokens == fit.kv_slots * 32768
+    status = gpufit.status_of(fit)
+    assert (status["maxModelLen"], status["maxNewTokens"]) == (32768, 16384)
+    v2 = _plan({"id": "deepseek-ai/DeepSeek-V2-Lite-Chat"})
+    assert (v2.max_model_len, v2.max_new_tokens) == (8192, 2048)
+
+
+@pytest.mark.parametrize(("model", "serving", "lengths"), [
+    ({"maxModelLen": 8192}, {}, (8192, 4096)),  # an unset cap follows a smaller context: half of it
+    ({}, {"maxNewTokens": 1024}, (32768, 1024)),
+    ({"id": "deepseek-ai/DeepSeek-V3"}, {"maxNewTokens": 16384}, (32768, 16384)),  # context grows to 2x the cap
+    ({"maxModelLen": 4096}, {"maxNewTokens": 1000}, (4096, 1000)),  # both set: the spec's
+])
+def test_set_lengths_win_and_unset_ones_stay_consistent(model: dict[str, Any], serving: dict[str, Any],
+                                                      lengths: tuple[int, int]) -> None:
+    fit = _plan({"id": QWEN7, **model}, serving=serving)
+    assert (fit.max_model_len, fit.max_new_tokens) == lengths
+
+
+def test_only_two_set_lengths_can_clash() -> None:
+    parse_spec({"image": "r/w:1", "model": {"id": QWEN7}, "serving": {"maxNewTokens": 16384}})  # no error
+    with pytest.raises(InvalidSpec, match="spec.serving.maxNewTokens: must be less than model.maxModelLen"):
+        parse_spec({"image": "r/w:1", "model": {"id": QWEN7, "maxModelLen": 8192}, "serving": {"maxNewTokens": 8192}})
+
+
+def test_the_plan_estimates_the_start_from_the_checkpoint() -> None:
+    """bytes / assumed rates (startup.py): a hub download at 100 MB/s, then a read at 200 MB/s, plus 60 s."""
+    hub = _plan({"id": QWEN7})
+    assert hub.checkpoint_bytes == 2 * 7_616_000_000
+    assert hub.load_seconds == -(-(15_232_000_000 / 100e6 + 15_232_000_000 / 200e6 + 60) // 1) == 289
+    cached = _plan({"id": QWEN7, "cache": {"enabled": True, "size": "40Gi"}})
+    assert cached.load_seconds == 137  # read only: 15.2 GB / 200 MB/s + 60 s
+    v3 = _plan({"id": "deepseek-ai/DeepSeek-R1", "cache": {"enabled": True, "size": "800Gi"}})
+    assert v3.checkpoint_bytes == 688_600_000_000  # the hub's FP8 files, not 671B x 2 bytes
+    status = gpufit.status_of(hub)
+    assert (status["checkpointSize"], status["loadEstimateSeconds"]) == ("14.2Gi", 289)
+    unknown = _plan({"id": "my-org/my-model"})
+    assert (unknown.checkpoint_bytes, unknown.load_seconds, unknown.warnings) == (0, 0, ())
+
+
+def test_a_load_budget_below_the_estimate_is_a_warning_with_a_suggestion() -> None:
+    fit = _plan({"id": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "quantization": "nf4",
+                 "cache": {"enabled": True, "size": "200Gi"}})
+    # 141.1 GB read at 200 MB/s + 60 s = 766 s: within the default 1800 s.
+    assert fit.load_seconds == 766 and fit.warnings == ()
+    short = _plan({"id": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "quantization": "nf4", "loadTimeoutSeconds": 600,
+                   "cache": {"enabled": True, "size": "200Gi"}})
+    assert [reason for reason, _ in short.warnings] == ["LoadTimeoutTooShort"]
+    message = short.warnings[0][1]
+    assert "estimated at 766s, more than model.loadTimeoutSeconds 600" in message
+    assert "at least 1200" in message  # 1.5 x 766 = 1149, rounded up to 5 minutes
+    assert gpufit.status_of(short)["warnings"] == [message]
+
+
+def test_a_large_hub_download_without_a_cache_is_a_warning() -> None:
+    fit = _plan({"id": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "quantization": "nf4"})
+    reasons = dict(fit.warnings)
+    assert "model deepseek-ai/DeepSeek-R1-Distill-Llama-70B is ~141 GB and downloads into each pod (an emptyDir " \
+        "of 147Gi, again on every reschedule); set model.cache" in reasons["ModelDownloadPerPod"]
+    # 141 GB at 100 MB/s and then read: 2177 s, beyond the default budget too.
+    assert "estimated at 2177s" in reasons["LoadTimeoutTooShort"]
+    small = _plan({"id": QWEN7})  # 15 GB: below the threshold
+    assert "ModelDownloadPerPod" not in dict(small.warnings)

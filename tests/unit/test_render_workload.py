@@ -68,7 +68,8 @@ GPU_CASES = [
 def test_gpu_limits(extra: dict[str, Any], limits: dict[str, str]) -> None:
     res = container(render_workload(OWNER, spec(**extra)))["resources"]
     assert res["limits"] == limits
-    assert res["requests"] == limits
+    # The hub download's volume is requested too (test_a_hub_download_is_bounded_and_requested).
+    assert res["requests"] == {**limits, "ephemeral-storage": "18Gi"}
 
 
 ZONE_AFFINITY = {
@@ -256,3 +257,59 @@ def test_disruption_budget_per_variant_lets_one_worker_go_at_a_time() -> None:
     assert pdb["spec"] == {"maxUnavailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow", "selector": {
         "matchLabels": {"deepseek.ai/deployment": "chat", "deepseek.ai/variant": "canary"}}}
     assert by_name(out, "PodDisruptionBudget", "chat-primary")["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+
+# --- issue 18: the worker's lengths by model family, the hub download's volume ------------------------
+
+
+def volume(children: list[dict[str, Any]], name: str, deployment: str = "chat-primary") -> dict[str, Any]:
+    pod = by_name(children, "Deployment", deployment)["spec"]["template"]["spec"]
+    return next(v for v in pod["volumes"] if v["name"] == name)
+
+
+@pytest.mark.parametrize(("model", "serving", "lengths"), [
+    ({}, {}, ("32768", "16384")),  # R1-Distill-Qwen-7B: a reasoning model
+    ({"id": "deepseek-ai/DeepSeek-V2-Lite-Chat"}, {}, ("8192", "2048")),
+    ({"maxModelLen": 8192}, {}, ("8192", "4096")),
+    ({"maxModelLen": 4096}, {"maxNewTokens": 512}, ("4096", "512")),
+])
+def test_worker_lengths_come_from_the_spec_else_the_model_family(
+        model: dict[str, Any], serving: dict[str, Any], lengths: tuple[str, str]) -> None:
+    e = env(render_workload(OWNER, spec(model={**BASE["model"], **model}, serving=serving)))
+    assert (e["DEEPSEEK_MAX_MODEL_LEN"], e["DEEPSEEK_MAX_NEW_TOKENS"]) == lengths
+
+
+def test_a_canary_of_another_family_gets_its_own_lengths() -> None:
+    out = render_workload(OWNER, spec(variants=[{"name": "v2", "weight": 10, "model": {
+        "id": "deepseek-ai/DeepSeek-V2-Lite-Chat"}}]))
+    assert env(out)["DEEPSEEK_MAX_MODEL_LEN"] == "32768"
+    assert (env(out, "chat-v2")["DEEPSEEK_MAX_MODEL_LEN"], env(out, "chat-v2")["DEEPSEEK_MAX_NEW_TOKENS"]) == (
+        "8192", "2048")
+
+
+@pytest.mark.parametrize(("model", "size"), [
+    # 7.616B x 2 bytes = 15.2 GB; x1.1 + 2 GiB = 18.9 GB -> 18Gi (17.6 GiB rounded up)
+    ({}, "18Gi"),
+    ({"id": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B"}, "147Gi"),
+    ({"id": "deepseek-ai/DeepSeek-R1"}, "708Gi"),  # the hub's FP8 files: 688.6 GB
+    # outside the catalogue: 2 bytes per parameter of spec.model.architecture (8.0 GB -> 10.2 GiB -> 11Gi)
+    ({"id": "my-org/my-4b", "architecture": {"parameters": "4B", "layers": 32, "hiddenSize": 3072,
+                                            "attentionHeads": 24}}, "11Gi"),
+])
+def test_a_hub_download_is_bounded_and_requested(model: dict[str, Any], size: str) -> None:
+    out = render_workload(OWNER, spec(model={**BASE["model"], **model}))
+    assert volume(out, "cache")["emptyDir"] == {"sizeLimit": size}
+    assert container(out)["resources"]["requests"]["ephemeral-storage"] == size
+    assert "ephemeral-storage" not in container(out)["resources"]["limits"]  # the sizeLimit bounds it
+
+
+@pytest.mark.parametrize("model", [
+    {"cache": {"enabled": True, "size": "40Gi"}},  # the download Job fills a claim
+    {"source": {"pvc": {"claimName": "models"}}},
+    {"id": "/opt/models/r1-7b"},  # a path inside the image
+    {"id": "my-org/unknown-model"},  # size unknown: unbounded, as docs/model-cache.md says
+])
+def test_no_download_or_an_unknown_size_leaves_the_cache_dir_unsized(model: dict[str, Any]) -> None:
+    out = render_workload(OWNER, spec(model={**BASE["model"], **model}))
+    assert volume(out, "cache")["emptyDir"] == {}
+    assert "ephemeral-storage" not in container(out)["resources"]["requests"]

@@ -1,9 +1,12 @@
-"""The worker's settings as container env: exactly the contract in docs/worker-settings.md."""
+"""The worker's settings as container env: exactly the contract in docs/worker-settings.md, then the
+user's spec.env (merged per variant). envvars.WORKER_NAMES lists every name set here: the CRD refuses
+them in spec.env, and tests/unit/test_user_env.py keeps the two in step."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from deepseek_operator import family
 from deepseek_operator.api import DeepSeekDeploymentSpec, ResolvedVariant
 from deepseek_operator.render.common import METRICS_PORT
 
@@ -40,6 +43,7 @@ def worker_env(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, drain_sec
     start-up measurements into (render/measurements.py)."""
     model = variant.model
     serving = spec.serving
+    lengths = family.lengths(model, serving)  # unset: the model family's defaults, always rendered
     env = [
         _env("DEEPSEEK_MODEL", model_location(variant)),
         _env("DEEPSEEK_MODEL_REVISION", model.revision),
@@ -48,14 +52,16 @@ def worker_env(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, drain_sec
         _env("DEEPSEEK_DTYPE", model.dtype),
         _env("DEEPSEEK_QUANTIZATION", model.quantization),
         _env("DEEPSEEK_ATTENTION", model.attention),
-        _env("DEEPSEEK_MAX_MODEL_LEN", model.max_model_len),
+        _env("DEEPSEEK_MAX_MODEL_LEN", lengths.max_model_len),
         _env("DEEPSEEK_MAX_BATCH_SIZE", serving.max_batch_size),
         *([_env("DEEPSEEK_GPU_MEMORY_UTILIZATION", f"{serving.gpu_memory_utilization:g}")]
           if serving.gpu_memory_utilization is not None else []),
         *([_env("DEEPSEEK_MAX_NUM_BATCHED_TOKENS", serving.max_num_batched_tokens)]
           if serving.max_num_batched_tokens is not None else []),
         _env("DEEPSEEK_MAX_CONCURRENT_REQUESTS", serving.max_concurrent_requests),
-        _env("DEEPSEEK_MAX_NEW_TOKENS", serving.max_new_tokens),
+        *([_env("DEEPSEEK_MAX_CONCURRENT_REQUESTS_PER_KEY", serving.max_concurrent_requests_per_key)]
+          if serving.max_concurrent_requests_per_key is not None else []),
+        _env("DEEPSEEK_MAX_NEW_TOKENS", lengths.max_new_tokens),
         _env("DEEPSEEK_REQUEST_TIMEOUT_SECONDS", serving.request_timeout_seconds),
         _env("DEEPSEEK_DRAIN_TIMEOUT_SECONDS", drain_seconds),
         _env("DEEPSEEK_PORT", 8000),
@@ -85,4 +91,9 @@ def worker_env(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, drain_sec
             _env("DEEPSEEK_JWT_AUDIENCE", jwt.audience),
             _env("DEEPSEEK_JWT_TTL_SECONDS", jwt.token_ttl_seconds),
         ]
-    return env
+    if serving.forwarded_allow_ips is not None:
+        # uvicorn reads it (cli.py leaves Config.forwarded_allow_ips unset): X-Forwarded-For from these
+        # peers names the client, so limits and the failed-auth throttle count per client, not per ingress pod.
+        env.append(_env("FORWARDED_ALLOW_IPS", ",".join(serving.forwarded_allow_ips)))
+    # The user's env last, whole (api.py refuses the names above): nothing given is dropped.
+    return env + [e.to_container() for e in variant.env]
