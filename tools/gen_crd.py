@@ -55,6 +55,9 @@ PRINTER_COLUMNS = [
      "description": "Rolling update the primary's last rollout used (Surge or Replace); kubectl get -o wide."},
     {"name": "Fit", "type": "string", "jsonPath": ".status.gpuFit.summary", "priority": 1,
      "description": "GPU-fit plan of the primary: True/False/Unknown, required/available GiB per GPU."},
+    {"name": "Upgrade", "type": "string", "jsonPath": '.status.conditions[?(@.type=="OperatorUpgradePending")].reason',
+     "priority": 1, "description": "TemplateHeld while a variant keeps an earlier operator release's pod template "
+     "(rollout.operatorUpgrades OnNextChange; docs/rollouts.md)."},
 ]
 
 
@@ -191,6 +194,8 @@ def rule_entry(rule: Rule) -> dict[str, Any]:
         entry["fieldPath"] = rule.field_path
     if rule.reason:
         entry["reason"] = rule.reason
+    if rule.message_expression:
+        entry["messageExpression"] = rule.message_expression
     return entry
 
 

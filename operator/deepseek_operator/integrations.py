@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 
-from deepseek_operator.api import DeepSeekDeploymentSpec, resolve_variants
+from deepseek_operator.api import DeepSeekDeploymentSpec
 from deepseek_operator.k8s import KINDS, ApiError, K8s
 from deepseek_operator.render.common import Capabilities
+from deepseek_operator.render.network_policy import hub_egress
 
 INGRESS_CLASS = KINDS[("networking.k8s.io/v1", "IngressClass")]
 # Discovery answers change only when someone installs CRDs; re-ask at most this often.
@@ -102,12 +103,16 @@ def network_policy_conditions(spec: DeepSeekDeploymentSpec,
                      "labels (e.g. kubernetes.io/metadata.name: monitoring)"))
     if gaps:
         return [("NetworkPolicyReady", False, gaps[0][0], "; ".join(message for _, message in gaps))]
-    api = "this namespace"
+    clients = policy.clients
+    api = ("this namespace" if clients is None else "no in-cluster client" if not clients
+           else f"{len(clients)} client selector(s) of networkPolicy.clients")
     if policy.ingress_namespace_selector:
         api += f" and namespaces {_labels(policy.ingress_namespace_selector)}"
     scrapes = (f"; metrics scrapes from namespaces {_labels(policy.monitoring_namespace_selector)}"
                if policy.monitoring_namespace_selector else "")
-    hub = [v.name for v in resolve_variants(spec) if v.model.source.hugging_face is not None]
-    egress = "DNS" + (f" and TCP 443 for {', '.join(hub)} (huggingFace)" if hub else "")
+    hub, rules = hub_egress(spec)
+    ports = ", ".join(str(p) for p in sorted({port["port"] for rule in rules for port in rule["ports"]}))
+    where = " to networkPolicy.hubEgress.cidrs" if policy.hub_egress else ""
+    egress = "DNS" + (f" and TCP {ports}{where} for {', '.join(hub)} (huggingFace)" if hub else "")
     return [("NetworkPolicyReady", True, "Configured",
              f"default-deny; API port from {api}{scrapes}; egress: {egress} only")]

@@ -231,8 +231,21 @@ def cel_errors(obj: dict[str, Any], schema: Schema, old: dict[str, Any] | None) 
             if isinstance(result, CELEvalError):
                 broken.append((where, f"rule evaluation error: {rule}: {result.args[0] if result.args else ''}"))
             elif result is not celtypes.BoolType(True) and result != celtypes.BoolType(True):
-                failures.append((where, entry.get("message") or f"failed rule: {rule}"))
+                failures.append((where, _message(entry, activation) or f"failed rule: {rule}"))
     return failures, broken
+
+
+def _message(entry: dict[str, Any], activation: dict[str, Any]) -> str:
+    """The rule's messageExpression when it evaluates to a string (as the apiserver does), else message."""
+    expression = entry.get("messageExpression")
+    if expression:
+        try:
+            text = _program(expression).evaluate(activation)
+        except CELEvalError:
+            text = None
+        if isinstance(text, str):  # celpy may return a plain str for a string result
+            return str(text)
+    return str(entry.get("message", ""))
 
 
 def _cel_sum(values: celtypes.ListType) -> celtypes.Value:

@@ -95,7 +95,8 @@ def _env(name: str, value: str) -> dict[str, Any]:
 
 
 def download_env(owner: Owner, model: ModelSpec) -> list[dict[str, Any]]:
-    """The downloader's settings (docs/model-cache.md, "The downloader"); the token from its Secret."""
+    """The downloader's settings (docs/model-cache.md, "The downloader"); the token from its Secret;
+    then the user's model.cache.env."""
     hub = model.source.hub
     assert hub is not None  # cached models come from a hub (api.py)
     name = cache_name(owner, model)
@@ -116,7 +117,8 @@ def download_env(owner: Owner, model: ModelSpec) -> list[dict[str, Any]]:
         ref = hub.token_secret_ref
         env.append({"name": "DEEPSEEK_DOWNLOAD_TOKEN",
                     "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
-    return env
+    # cache.env last, whole (envvars.DOWNLOAD_NAMES, the names above, are refused there).
+    return env + [e.to_container() for e in (model.cache.env if model.cache else [])]
 
 
 def render_download_job(owner: Owner, spec: DeepSeekDeploymentSpec, model: ModelSpec, image: str) -> dict[str, Any]:
