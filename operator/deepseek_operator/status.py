@@ -12,6 +12,9 @@ Integration conditions (IngressReady, MonitoringReady) say what optional API is 
 gate Ready, since the workers serve through their Services regardless.
 GPUFitAccurate (only once a worker reported its measurements; measured.py) says whether they are
 within 10% of the GPU-fit plan; it does not gate Ready either.
+OperatorUpgradePending (upgrade.py) is True while a variant keeps the pod template of an earlier
+operator release (rollout.operatorUpgrades OnNextChange); once it was shown it stays, False, when none
+is held back any more. It does not gate Ready: the pods serve as before.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class StatusInput:
     downloads: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Per variant that reported: gpuFit.measured (measured.compare), beside that variant's plan.
     measured: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # OperatorUpgradePending's message while a variant's new pod template is held back; "" when none is.
+    upgrade_pending: str = ""
 
 
 def condition(ctype: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
@@ -179,6 +184,17 @@ def _measured_condition(inp: StatusInput) -> list[dict[str, Any]]:
              "observedGeneration": inp.generation}]
 
 
+def _upgrade_condition(inp: StatusInput, old: dict[str, Any]) -> list[dict[str, Any]]:
+    """OperatorUpgradePending: True while a template is held back; False once it was True (the
+    condition stays, so `kubectl wait --for=condition=OperatorUpgradePending=false` can end); else none."""
+    if inp.upgrade_pending:
+        return [condition("OperatorUpgradePending", True, "TemplateHeld", inp.upgrade_pending, inp.generation)]
+    if any(c.get("type") == "OperatorUpgradePending" for c in old.get("conditions", [])):
+        return [condition("OperatorUpgradePending", False, "UpToDate",
+                          "every variant runs this operator release's pod template", inp.generation)]
+    return []
+
+
 def _progressing(inp: StatusInput) -> tuple[bool, str, str]:
     failed = [s for s in inp.variants if s.phase == "Failed"]
     if failed:
@@ -225,6 +241,7 @@ def compute_status(inp: StatusInput, old: dict[str, Any], now: str) -> dict[str,
     ]
     conds += [condition(t, ok, reason, msg, inp.generation) for t, ok, reason, msg in inp.integrations]
     conds += _measured_condition(inp)
+    conds += _upgrade_condition(inp, old)
     image = stable_image(inp)
     cleared = image == inp.rollback.failed_image and not inp.rollback.rolled_back
     failed_image, failed_reason = ("", "") if cleared else (inp.rollback.failed_image, inp.rollback.reason)

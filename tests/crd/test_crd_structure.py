@@ -62,7 +62,7 @@ def test_names_subresources_and_columns() -> None:
     columns = [(c["name"].upper(), c.get("priority", 0)) for c in version["additionalPrinterColumns"]]
     assert columns == [("READY", 0), ("IMAGE", 0), ("MODEL", 0), ("STATUS", 0), ("DOWNLOAD", 0), ("URL", 0),
                        ("AGE", 0),
-                       ("STRATEGY", 1), ("FIT", 1)]  # priority 1: `kubectl get -o wide` only
+                       ("STRATEGY", 1), ("FIT", 1), ("UPGRADE", 1)]  # priority 1: `kubectl get -o wide` only
 
 
 def test_printer_columns_and_scale_paths_name_declared_fields() -> None:

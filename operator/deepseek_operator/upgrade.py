@@ -1,0 +1,102 @@
+"""Operator upgrades and running workers (spec.rollout.operatorUpgrades). Pure.
+
+A new operator release may render a different pod template for an unchanged spec (a new env var, a
+port, a probe). Applied as is, that restarts every worker of every resource at once when the operator
+is upgraded: for GPU workers, minutes of model loading per pod. So a changed template is applied only
+when the user's intent changed, unless the resource asks for `Rolling`:
+
+- The intent of a variant's pods is a hash of the spec (replica counts left out: a scale never changes
+  a pod) and the image rendered for it (a rollback changes it). Fields at their default are left out
+  too, so a release that adds a defaulted field does not look like a spec change. Each worker
+  Deployment records the intent its template was applied for in the `deepseek.ai/spec-hash`
+  annotation.
+- Template unchanged: applied as rendered (the annotation follows).
+- Template changed, intent changed: a spec change; applied, rolled under rollout.strategy.
+- Template changed, intent the same: only the operator's rendering changed. `OnNextChange` (default)
+  keeps the template the Deployment runs (the one the operator applied last, from its last-applied
+  record) and reports the variant as pending (condition OperatorUpgradePending); the Deployment's
+  other fields (replicas, strategy, labels) are still applied. `Rolling` applies it, rolled under
+  rollout.strategy like any change.
+- A Deployment without the annotation was applied by a release before this mechanism: its intent is
+  unchanged when the previous operator had reconciled the resource's current generation
+  (status.observedGeneration) and the Deployment runs the image rendered now.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from deepseek_operator.api import DeepSeekDeploymentSpec
+from deepseek_operator.k8s import LAST_APPLIED
+
+INTENT = "deepseek.ai/spec-hash"
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A worker Deployment to apply, and whether its newly rendered template is held back."""
+
+    deployment: dict[str, Any]
+    pending: bool
+
+
+def spec_digest(spec: DeepSeekDeploymentSpec) -> str:
+    """The user's spec without replica counts and without fields at their default, as canonical JSON:
+    stable across operator releases that only add (defaulted) fields."""
+    wanted = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    wanted.pop("replicas", None)
+    for variant in wanted.get("variants", []):
+        variant.pop("replicas", None)
+    return json.dumps(wanted, sort_keys=True, separators=(",", ":"))
+
+
+def intent_hash(digest: str, image: str) -> str:
+    """What the user asked of one variant's pods: the spec_digest() and the image rendered for it."""
+    return hashlib.sha256(f"{digest}\n{image}".encode()).hexdigest()[:16]
+
+
+def settle(desired: dict[str, Any], live: dict[str, Any] | None, intent: str, policy: str,
+           generation_seen: bool) -> Settled:
+    """The Deployment to apply for `desired` given the `live` one (module docstring).
+
+    `intent`: intent_hash() of the variant; `policy`: spec.rollout.operatorUpgrades;
+    `generation_seen`: the status describes the resource's current generation (status.observedGeneration
+    as read before this reconcile), which stands for the intent of a Deployment without the annotation."""
+    out = copy.deepcopy(desired)
+    out["metadata"].setdefault("annotations", {})[INTENT] = intent
+    if live is None or policy == "Rolling":
+        return Settled(out, False)
+    applied = _applied_template(live)
+    if applied == desired["spec"]["template"] or not _same_intent(live, intent, desired, generation_seen):
+        return Settled(out, False)
+    out["spec"]["template"] = applied
+    return Settled(out, True)
+
+
+def _same_intent(live: dict[str, Any], intent: str, desired: dict[str, Any], generation_seen: bool) -> bool:
+    recorded = (live["metadata"].get("annotations") or {}).get(INTENT)
+    if recorded is not None:
+        return bool(recorded == intent)
+    return generation_seen and _images(live) == _images(desired)
+
+
+def _applied_template(live: dict[str, Any]) -> dict[str, Any]:
+    """The pod template the operator applied last (its last-applied record); the live one without it."""
+    recorded = (live["metadata"].get("annotations") or {}).get(LAST_APPLIED)
+    template = (json.loads(recorded).get("spec") or {}).get("template") if recorded else None
+    return dict(template) if isinstance(template, dict) else dict(live["spec"]["template"])
+
+
+def _images(deployment: dict[str, Any]) -> list[str]:
+    return [str(c.get("image")) for c in deployment["spec"]["template"]["spec"].get("containers", [])]
+
+
+def pending_message(variants: list[str], policy: str) -> str:
+    """The OperatorUpgradePending message for the variants whose new template is held back."""
+    return (f"{', '.join(variants)}: this operator release renders a different pod template for the "
+            f"unchanged spec; the running pods are kept (rollout.operatorUpgrades {policy}) until the next "
+            "spec change rolls them out under rollout.strategy, or set rollout.operatorUpgrades to Rolling")
