@@ -70,6 +70,27 @@ CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]] | None, list[str] | 
     "hub primary, canaries inherit it, one on a pvc": (
         {"variants": [{"name": "a"}, {"name": "b", "model": {"source": PVC}}]},
         [{"from": [SAME_NAMESPACE], "ports": API_PORT}], ["primary", "a"]),
+    "a cached canary loads from its claim: no hub egress for it": (
+        {"variants": [{"name": "cached", "model": {"cache": {"enabled": True, "size": "40Gi"}}}]},
+        [{"from": [SAME_NAMESPACE], "ports": API_PORT}], ["primary"]),
+    # networkPolicy.clients (issue 19 item 6): in-namespace access to the API port is a choice.
+    "clients []: the ingress namespace only, no pod of the namespace": (
+        {"networkPolicy": {"ingressNamespaceSelector": INGRESS_NS, "clients": []}},
+        [{"from": [{"namespaceSelector": {"matchLabels": INGRESS_NS}}], "ports": API_PORT}], ["primary"]),
+    "clients [] and no ingress selector: no rule for the API port at all (never a from-less rule)": (
+        {"networkPolicy": {"clients": []}}, [], ["primary"]),
+    "clients by pod labels, namespace labels, and namespace expressions": (
+        {"networkPolicy": {"ingressNamespaceSelector": INGRESS_NS, "clients": [
+            {"podSelector": {"matchLabels": {"app": "chat-ui"}}},
+            {"namespaceSelector": {"matchLabels": {"team": "ml"}}, "podSelector": {}},
+            {"namespaceSelector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["batch"]}]},
+             "podSelector": {"matchExpressions": [{"key": "role", "operator": "Exists"}]}}]}},
+        [{"from": [{"namespaceSelector": {"matchLabels": INGRESS_NS}},
+                   {"podSelector": {"matchLabels": {"app": "chat-ui"}}},
+                   {"namespaceSelector": {"matchLabels": {"team": "ml"}}, "podSelector": {}},
+                   {"namespaceSelector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["batch"]}]},
+                    "podSelector": {"matchExpressions": [{"key": "role", "operator": "Exists"}]}}],
+          "ports": API_PORT}], ["primary"]),
 }
 
 
@@ -90,7 +111,7 @@ def test_network_policy(extra: dict[str, Any], ingress: list[dict[str, Any]] | N
     deny = policies["chat"]["spec"]
     assert deny["podSelector"] == {"matchLabels": {"deepseek.ai/deployment": "chat"}}, "every variant's pods"
     assert deny["policyTypes"] == ["Ingress", "Egress"], "default-deny both ways"
-    assert deny["ingress"] == ingress
+    assert deny.get("ingress", []) == ingress
     assert deny["egress"] == [DNS], "DNS only (the hub policy adds 443 where needed)"
     if downloading:
         hub = policies["chat-model-hub"]["spec"]
@@ -136,6 +157,65 @@ def test_selectors_are_copied_not_shared() -> None:
     assert render_network_policy(OWNER, spec)[1]["spec"]["egress"] == [HUB]
 
 
+# name -> (spec fields, the model-hub policy's egress rules). Issue 18 item 13: the endpoint's own port;
+# issue 19 item 6: narrowed to hubEgress.cidrs, or to a proxy named by its address.
+def _to(*cidrs: str) -> list[dict[str, Any]]:
+    return [{"ipBlock": {"cidr": c}} for c in cidrs]
+
+
+def _tcp(port: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port}]
+
+
+def _hf(endpoint: str) -> dict[str, Any]:
+    return {"model": {"id": "m", "source": {"huggingFace": {"endpoint": endpoint}}}}
+
+
+ANY = HUB["to"]
+HUB_CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {
+    "huggingface.co: 443 anywhere": ({}, [HUB]),
+    "https mirror without a port: 443": (_hf("https://hf-mirror.com/"), [HUB]),
+    "http in-cluster mirror on 8080: its own port": (
+        _hf("http://hf-mirror.models.svc.cluster.local:8080"), [{"to": ANY, "ports": _tcp(8080)}]),
+    "http mirror without a port: 80": (_hf("http://mirror.example.com"), [{"to": ANY, "ports": _tcp(80)}]),
+    "https mirror on 8443": (_hf("https://mirror.example.com:8443/hf"), [{"to": ANY, "ports": _tcp(8443)}]),
+    "proxy by address: that address, its port": (
+        {"env": [{"name": "HTTPS_PROXY", "value": "http://10.0.0.5:3128"}]},
+        [{"to": _to("10.0.0.5/32"), "ports": _tcp(3128)}]),
+    "proxy by IPv6 address, lower-case variable, no scheme": (
+        {"env": [{"name": "https_proxy", "value": "[fd00::5]:3128"}]},
+        [{"to": _to("fd00::5/128"), "ports": _tcp(3128)}]),
+    "proxy by host name: its port, any address (a policy holds no names)": (
+        {"env": [{"name": "HTTPS_PROXY", "value": "http://proxy.corp.example:3128"}]},
+        [{"to": ANY, "ports": _tcp(3128)}]),
+    "proxy by host name narrowed by hubEgress": (
+        {"env": [{"name": "HTTPS_PROXY", "value": "http://proxy.corp.example:3128"}],
+         "networkPolicy": {"hubEgress": {"cidrs": ["10.8.0.0/24"]}}},
+        [{"to": _to("10.8.0.0/24"), "ports": _tcp(3128)}]),
+    "hubEgress alone: those CIDRs on 443": (
+        {"networkPolicy": {"hubEgress": {"cidrs": ["192.0.2.0/24", "2001:db8::/32"]}}},
+        [{"to": _to("192.0.2.0/24", "2001:db8::/32"), "ports": _tcp(443)}]),
+    "HTTP_PROXY does not apply to an https endpoint": (
+        {"env": [{"name": "HTTP_PROXY", "value": "http://10.0.0.5:3128"}]}, [HUB]),
+    "proxy from a Secret is unknown here: the endpoint's port": (
+        {"env": [{"name": "HTTPS_PROXY", "valueFrom": {"secretKeyRef": {"name": "proxy", "key": "url"}}}]}, [HUB]),
+    "a canary with its own mirror and proxy: one rule each": (
+        {"variants": [{"name": "c", "model": {"source": {"huggingFace": {"endpoint": "http://m.example:8080"}}},
+                       "env": [{"name": "HTTP_PROXY", "value": "http://10.0.0.9:8888"}]}]},
+        [HUB, {"to": _to("10.0.0.9/32"), "ports": _tcp(8888)}]),
+}
+
+
+@pytest.mark.parametrize(("extra", "egress"), list(HUB_CASES.values()), ids=list(HUB_CASES))
+def test_hub_egress_opens_the_endpoints_or_proxys_port_only(extra: dict[str, Any],
+                                                            egress: list[dict[str, Any]]) -> None:
+    policies = _by_name(_render(extra))
+    for obj in policies.values():
+        kube_validate(obj)
+    assert policies["chat-model-hub"]["spec"]["egress"] == egress
+    assert policies["chat"]["spec"]["egress"] == [DNS], "the default-deny policy stays DNS-only"
+
+
 # -- the real apiserver ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def namespace(real_cluster: RealCluster) -> Iterator[str]:
@@ -144,8 +224,10 @@ def namespace(real_cluster: RealCluster) -> Iterator[str]:
         yield name
 
 
-@pytest.mark.parametrize("extra", [c[0] for c in CASES.values() if c[1] is not None],
-                         ids=[name for name, c in CASES.items() if c[1] is not None])
+REAL = {name: c[0] for name, c in CASES.items() if c[1] is not None} | {name: c[0] for name, c in HUB_CASES.items()}
+
+
+@pytest.mark.parametrize("extra", list(REAL.values()), ids=list(REAL))
 def test_the_real_apiserver_accepts_the_policies_unchanged(real_cluster: RealCluster, namespace: str,
                                                            extra: dict[str, Any]) -> None:
     path = real_cluster.resource("networkpolicies.networking.k8s.io").path(namespace)
