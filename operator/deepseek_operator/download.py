@@ -28,7 +28,8 @@ FIXES = {
     "Unauthorized": "set source.*.tokenSecretRef to a Secret with a token that may read the model",
     "NotFound": "check spec.model.id and revision (and source endpoint; ModelScope's default branch is usually "
                 "master, not main)",
-    "DiskFull": "raise model.cache.size (a new cache is created and downloaded)",
+    "DiskFull": "raise model.cache.size (the claim grows in place where its StorageClass allows volume "
+                "expansion; ModelCacheReady says when it cannot)",
 }
 # The Ready reason of a failed download: a full claim has its own (the downloader's preflight check
 # reports "needs X, has Y" before fetching a byte), every other failure is DownloadFailed.

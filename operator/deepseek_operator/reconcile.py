@@ -17,8 +17,9 @@ from typing import Any
 
 from deepseek_operator import gpufit, measured, metrics, rollback, strategy, upgrade
 from deepseek_operator.api import PRIMARY, DeepSeekDeploymentSpec, InvalidSpec, parse_spec, resolve_variants
+from deepseek_operator.cache_claims import adopt_legacy_caches, resize_claims
 from deepseek_operator.cache_conditions import CONDITION as CACHE_CONDITION
-from deepseek_operator.cache_conditions import cache_conditions
+from deepseek_operator.cache_conditions import Note, cache_conditions
 from deepseek_operator.download import DownloadState, download_state
 from deepseek_operator.integrations import detect_capabilities, integration_conditions
 from deepseek_operator.k8s import KINDS, ApiError, K8s
@@ -136,6 +137,7 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
         return await _refuse_unfit(api, owner, spec, old_status, fits, notify)
     caps = await detect_capabilities(api)
     plan = rollback.plan(spec, old_status)
+    owner = await adopt_legacy_caches(api, owner, spec)  # caches named by an older release keep their name
     guards = await _guards(api, owner, spec)
     caches = await _model_caches(api, owner, spec, rollback.primary_image(spec, plan, old_status.get("image", "")))
     chosen = _strategies(owner, spec, plan, old_status)
@@ -160,7 +162,7 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
         writes = _add(writes, more)
     reports = await observe_reports(api, owner, spec, fits)
     status = _status(owner, spec, caps, plan, states, weights, old_status, chosen, fits, caches.downloads, reports,
-                     pending)
+                     pending, caches.notes)
     await _write_status(api, owner, old_status, status)
     await _announce_plan_warnings(notify, old_status, fits)
     await _announce_integrations(notify, old_status, status)
@@ -236,6 +238,7 @@ class ModelCaches:
     children: list[dict[str, Any]]
     writes: dict[str, int]
     downloads: dict[str, DownloadState]  # cached variant -> the download of its model's cache
+    notes: list[Note]  # what the claims cannot do (cache_claims.py), for ModelCacheReady
 
     def held(self) -> dict[str, DownloadState]:
         """The variants whose Deployment waits for its model's download."""
@@ -246,7 +249,8 @@ async def _model_caches(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, pr
     """Apply the cache children (created once: the image only matters for a new Job), then observe."""
     children = render_model_cache(owner, spec, {PRIMARY: primary_image})
     writes = await _apply(api, children)
-    return ModelCaches(children, writes, await observe_downloads(api, owner, spec))
+    notes = await resize_claims(api, owner, spec)  # a new cache.size grows the claim in place
+    return ModelCaches(children, writes, await observe_downloads(api, owner, spec), notes)
 
 
 @dataclass(frozen=True)
@@ -427,7 +431,8 @@ async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Cap
 def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
             states: list[VariantState], weights: dict[str, int], old_status: dict[str, Any],
             chosen: Chosen, fits: dict[str, gpufit.GpuFit], downloads: dict[str, DownloadState],
-            reports: dict[str, dict[str, Any]], pending: list[str]) -> dict[str, Any]:
+            reports: dict[str, dict[str, Any]], pending: list[str], cache_notes: list[Note] | None = None,
+            ) -> dict[str, Any]:
     selector = ",".join(f"{k}={v}" for k, v in selector_labels(owner, PRIMARY).items())
     notes: dict[str, tuple[str, str, str]] = {s.name: (chosen[s.name][0], chosen[s.name][1],
                       strategy.downtime(chosen[s.name][0], s.desired, spec.rollout.max_unavailable))
@@ -441,7 +446,7 @@ def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan
         rollback=plan,
         auto_rollback=spec.rollout.auto_rollback,
         url=ingress_url(spec) if spec.ingress else "",
-        integrations=integration_conditions(spec, caps) + cache_conditions(spec),
+        integrations=integration_conditions(spec, caps) + cache_conditions(spec, cache_notes),
         strategies=notes,
         gpu_fit={name: gpufit.status_of(fit) for name, fit in fits.items()},
         downloads={name: state.status() for name, state in downloads.items()},

@@ -160,7 +160,7 @@ def test_cluster_wide_rbac_is_the_watch_namespace_split_joined() -> None:
     assert not cluster_scoped.keys() & namespaced.keys()
     assert rules == {**cluster_scoped, **namespaced}
     assert {resource for _, resource in cluster_scoped} == {"customresourcedefinitions", "namespaces",
-                                                             "ingressclasses"}
+                                                             "ingressclasses", "storageclasses"}
     binding = one(objects, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "deepseek-operator", "namespace": NAMESPACE}]
 

@@ -363,3 +363,59 @@ async def test_a_refused_download_fails_the_job_and_names_the_fix(
     assert failed["reason"] == "PodFailurePolicy", failed
     assert len(real_cluster.objects("pods", "default", f"batch.kubernetes.io/job-name={job['metadata']['name']}")) == 1
     assert (await columns(kubectl))["DOWNLOAD"] == "Failed"
+
+
+@pytest.fixture
+async def expandable_class(real_cluster: RealCluster) -> AsyncIterator[str]:
+    """A StorageClass that allows volume expansion and a 1Gi PersistentVolume of it (both deleted after)."""
+    name, pv = f"deepseek-e2e-expand-{secrets.token_hex(3)}", f"model-cache-{secrets.token_hex(3)}"
+    storage_class = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+                     "provisioner": "kubernetes.io/no-provisioner", "allowVolumeExpansion": True}
+    created = real_cluster.http.post("/apis/storage.k8s.io/v1/storageclasses", json=storage_class)
+    assert created.status_code == 201, created.text
+    volume = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+              "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": name,
+                       "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": f"/tmp/{pv}"}}}
+    created = real_cluster.http.post("/api/v1/persistentvolumes", json=volume)
+    assert created.status_code == 201, created.text
+    yield name
+    real_cluster.http.delete(f"/api/v1/persistentvolumes/{pv}")
+    real_cluster.http.delete(f"/apis/storage.k8s.io/v1/storageclasses/{name}")
+
+
+async def test_a_larger_cache_size_grows_the_same_claim_and_a_smaller_one_is_refused_in_status(
+        real_cluster: RealCluster, kubectl: Kubectl, start_operator: StartOperator, expandable_class: str) -> None:
+    """The real apiserver takes the operator's resize patch (bound claim, class with allowVolumeExpansion:
+    its PersistentVolumeClaimResize admission and the claim's update validation); the operator's own
+    RBAC reads the class and patches the claim. No new claim, no new Job: nothing is downloaded again."""
+    await start_operator()
+    resource = json.loads(manifest("http://127.0.0.1:9"))
+    resource["spec"]["model"]["cache"]["storageClassName"] = expandable_class
+    await kubectl("apply", "-f", "-", stdin=json.dumps(resource))
+    job = await eventually(lambda: real_cluster.objects("jobs", "default", "deepseek.ai/deployment=chat"),
+                           timeout=60, what="the download Job")
+    name = job[0]["metadata"]["name"]
+    await eventually(lambda: (real_cluster.get("persistentvolumeclaims", "default", name) or {}).get(
+        "status", {}).get("phase") == "Bound", timeout=60, what="the cache claim bound")
+
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p", '{"spec":{"model":{"cache":{"size":"2Gi"}}}}')
+    await eventually(lambda: (real_cluster.get("persistentvolumeclaims", "default", name) or {}).get(
+        "spec", {}).get("resources", {}).get("requests", {}).get("storage") == "2Gi",
+        timeout=60, what="the claim patched to 2Gi")
+    assert [c["metadata"]["name"] for c in real_cluster.objects("persistentvolumeclaims", "default",
+                                                                "deepseek.ai/deployment=chat")] == [name]
+    assert [j["metadata"]["name"] for j in real_cluster.objects("jobs", "default", "deepseek.ai/deployment=chat")
+            ] == [name]
+
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p", '{"spec":{"model":{"cache":{"size":"1Gi"}}}}')
+
+    async def shrink_refused() -> dict[str, Any] | None:
+        obj = dsd(real_cluster)
+        current = obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
+        cond = condition(obj, "ModelCacheReady")
+        return cond if current and cond.get("reason") == "CacheShrinkUnsupported" else None
+
+    cond = await eventually(shrink_refused, timeout=60, interval=0.2, what="ModelCacheReady CacheShrinkUnsupported")
+    assert cond["status"] == "False" and "cannot shrink" in cond["message"] and "keeps 2Gi" in cond["message"]
+    claim = real_cluster.get("persistentvolumeclaims", "default", name) or {}
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"

@@ -119,10 +119,11 @@ def test_variants_share_a_cache_of_the_same_model_and_get_their_own_otherwise() 
     assert [k for k, _ in kinds(render_model_cache(OWNER, other))].count("Job") == 2
 
 
-def test_the_cache_name_changes_with_what_the_volume_holds_not_with_the_image_or_stall_timeout() -> None:
+def test_the_cache_name_changes_with_what_the_volume_holds_not_with_the_image_size_or_stall_timeout() -> None:
     base = cache_name(OWNER, spec().model)
     assert cache_name(OWNER, spec({**MODEL, "revision": "v2"}).model) != base
-    assert cache_name(OWNER, spec({**MODEL, "cache": {"enabled": True, "size": "80Gi"}}).model) != base
+    assert cache_name(OWNER, spec({**MODEL, "cache": {**MODEL["cache"], "storageClassName": "nfs"}}).model) != base
+    assert cache_name(OWNER, spec({**MODEL, "cache": {"enabled": True, "size": "80Gi"}}).model) == base  # grows
     assert cache_name(OWNER, spec({**MODEL, "source": {"huggingFace": {"endpoint": "https://hf-mirror.com"}}}
                                   ).model) != base
     assert cache_name(OWNER, spec({**MODEL, "cache": {**MODEL["cache"], "stallTimeoutSeconds": 60}}).model) == base
@@ -259,6 +260,12 @@ class FakeApi:
     async def delete(self, kind: Any, _ns: str | None, name: str) -> None:
         self.objects.pop((kind.kind, name), None)
 
+    async def list_page(self, kind: Any, _ns: str | None, params: dict[str, str]) -> Any:
+        self.reads.append((kind.kind, params["fieldSelector"]))
+        name = params["fieldSelector"].removeprefix("metadata.name=")
+        found = self.objects.get((kind.kind, name))
+        return ([found] if found else [], "1", "")
+
     async def patch(self, kind: Any, _ns: str | None, name: str, patch: dict[str, Any],
                     sub: str = "") -> dict[str, Any]:
         if kind.kind == "DeepSeekDeployment":
@@ -317,3 +324,83 @@ async def test_no_model_cache_no_condition() -> None:
     api = FakeApi({"model": {"id": MODEL["id"]}, "replicas": 3})
     await reconciled(api)
     assert cache_condition(api) is None
+
+
+# -- a new cache.size grows the claim in place (cache_claims.py) ---------------------------------
+
+def storage_class(name: str, expands: bool) -> dict[str, Any]:
+    return {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+            "provisioner": "csi.example.com", "allowVolumeExpansion": expands}
+
+
+async def cached_api(size: str, klass: str, expands: bool) -> FakeApi:
+    """A resource whose cache was created at 40Gi and is Bound; then the spec asks for `size`."""
+    model = {**MODEL, "cache": {**MODEL["cache"], "storageClassName": klass}}
+    api = FakeApi({"model": model, "replicas": 1})
+    api.objects[("StorageClass", klass)] = storage_class(klass, expands)
+    await reconciled(api)
+    claim = api.objects[("PersistentVolumeClaim", cache_name(OWNER, spec(model).model))]
+    claim["status"] = {"phase": "Bound", "capacity": {"storage": "40Gi"}}
+    api.cr["spec"]["model"]["cache"]["size"] = size
+    api.cr["metadata"]["generation"] = 3
+    return api
+
+
+async def test_a_larger_size_expands_the_same_claim_and_downloads_nothing_again() -> None:
+    api = await cached_api("80Gi", "expandable", expands=True)
+    before = {k for k in api.objects if k[0] in ("PersistentVolumeClaim", "Job")}
+    await reconciled(api)
+    (name,) = [n for k, n in before if k == "PersistentVolumeClaim"]
+    assert api.patches == [("PersistentVolumeClaim", name, {"spec": {"resources": {"requests": {"storage": "80Gi"}}}})]
+    assert {k for k in api.objects if k[0] in ("PersistentVolumeClaim", "Job")} == before  # no new cache, no new Job
+    assert cache_condition(api) == ("True", "Configured", "the model cache claims serve every worker pod")
+    await reconciled(api)
+    assert len(api.patches) == 1  # the claim asks for 80Gi now: nothing more to do
+    assert [r for r in api.reads if r[0] == "StorageClass"] == [("StorageClass", "metadata.name=expandable")]
+
+
+async def test_a_class_without_expansion_keeps_the_size_and_says_so_reading_the_class_once() -> None:
+    api = await cached_api("80Gi", "fixed", expands=False)
+    events = await reconciled(api)
+    await reconciled(api)
+    assert api.patches == []
+    status, reason, message = cache_condition(api) or ("", "", "")
+    assert (status, reason) == ("False", "CacheExpansionUnsupported")
+    assert "StorageClass fixed does not allow volume expansion" in message and "keeps 40Gi" in message
+    assert ("Warning", "CacheExpansionUnsupported", message) in events
+    assert len([r for r in api.reads if r[0] == "StorageClass"]) == 1  # once per change, not per reconcile
+
+
+async def test_a_smaller_size_cannot_shrink_the_claim_and_says_so() -> None:
+    api = await cached_api("20Gi", "expandable", expands=True)
+    await reconciled(api)
+    assert api.patches == []
+    status, reason, message = cache_condition(api) or ("", "", "")
+    assert (status, reason) == ("False", "CacheShrinkUnsupported") and "cannot shrink" in message
+    assert not [r for r in api.reads if r[0] == "StorageClass"]
+
+
+def test_an_unbound_claim_is_resized_once_bound() -> None:
+    from deepseek_operator.cache_claims import resize
+
+    claim = {"metadata": {"name": "c"}, "spec": {"resources": {"requests": {"storage": "40Gi"}}},
+             "status": {"phase": "Pending"}}
+    assert resize(claim, "80Gi", storage_class("x", True)) == (False, None)
+    assert resize({**claim, "status": {"phase": "Bound"}}, "80Gi", storage_class("x", True)) == (True, None)
+    assert resize({**claim, "status": {"phase": "Bound"}}, "40960Mi", storage_class("x", True)) == (False, None)
+
+
+async def test_a_cache_named_by_an_older_release_keeps_its_name() -> None:
+    """Releases before the in-place growth hashed the size into the name: such a live cache is adopted,
+    so an operator upgrade neither downloads again nor moves the workers to another claim."""
+    model = spec(MODEL).model
+    legacy = cache_name(OWNER, model, with_size=True)
+    assert legacy != cache_name(OWNER, model)
+    api = FakeApi({"model": MODEL, "replicas": 1})
+    api.objects[("PersistentVolumeClaim", legacy)] = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": legacy},
+        "spec": {"resources": {"requests": {"storage": "40Gi"}}}, "status": {"phase": "Bound"}}
+    await reconciled(api)
+    names = {name for kind, name in api.objects if kind in ("PersistentVolumeClaim", "Job", "ConfigMap")}
+    assert names == {legacy} | {n for k, n in api.objects if k == "ConfigMap" and not n.startswith("chat-model-")}
+    assert api.cr["status"]["download"]["claimName"] == legacy

@@ -65,6 +65,11 @@ kopf lists/watches namespaces and CRDs; the operator reads CRDs to detect option
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingressclasses"]
   verbs: ["list", "watch"]
+# A larger model.cache.size grows the claim only where its StorageClass allows volume expansion:
+# read by name (a list), once per change.
+- apiGroups: ["storage.k8s.io"]
+  resources: ["storageclasses"]
+  verbs: ["list"]
 {{- if and .Values.leaderElection.enabled (not .Values.watchNamespace) }}
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
@@ -108,15 +113,16 @@ audit log by tests/delivery/test_rbac_usage.py (docs/install.md); no wildcard, n
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors", "prometheusrules"]
   verbs: ["list", "watch", "create", "patch", "delete"]
-# The model cache (docs/model-cache.md): claims, download Jobs and progress ConfigMaps are created,
-# never patched; configmaps' patch is here because the download pod's Role grants it on one
-# ConfigMap, and RBAC lets the operator grant only what it holds itself.
+# The model cache (docs/model-cache.md): download Jobs and progress ConfigMaps are created, never
+# patched; a claim is patched only to grow it (model.cache.size); configmaps' patch is here because
+# the download pod's Role grants it on one ConfigMap, and RBAC lets the operator grant only what it
+# holds itself.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["list", "watch", "create", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["list", "watch", "create", "patch", "delete"]

@@ -35,6 +35,9 @@ class Owner:
     uid: str
     generation: int = 1
     resource_version: str = ""  # of the body reconciled: the status write's optimistic-concurrency precondition
+    # Model caches created by a release whose cache key held the claim's size, by today's key: their
+    # live name is kept (cache_claims.adopt_legacy_caches), so an operator upgrade downloads nothing.
+    legacy_caches: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,19 +116,25 @@ def deployment_name(owner: Owner, variant: str) -> str:
     return child_name(owner.name, variant, max_len=MAX_DEPLOYMENT_NAME)
 
 
-def cache_key(model: ModelSpec) -> str:
-    """10 hex chars naming a model cache by everything its volume and download depend on: source,
-    endpoint, id, revision, and the claim's size, class and access modes (a PVC's spec is immutable,
-    so a change there is a new cache, downloaded anew, and the old one is pruned)."""
+def cache_key(model: ModelSpec, with_size: bool = False) -> str:
+    """10 hex chars naming a model cache by what its claim and download cannot change in place:
+    source, endpoint, id, revision, class and access modes (a change there is a new cache, downloaded
+    anew, and the old one is pruned). Not the size: a claim grows in place (cache_claims.py).
+    `with_size`: the key of releases before that, which held the size too."""
     cache = model.cache
     hub = model.source.hub
     parts = [model.source.kind, hub.endpoint if hub else None, model.id, model.revision,
              cache.size if cache else None, cache.storage_class_name if cache else None,
              sorted(cache.access_modes) if cache else None]
+    if not with_size:
+        del parts[4]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:10]
 
 
-def cache_name(owner: Owner, model: ModelSpec) -> str:
-    """The name of a model cache's PVC, download Job, progress ConfigMap and RBAC objects.
-    52 characters at most: the Job's pods add a 6-character suffix and must stay within 63."""
-    return child_name(owner.name, "model", cache_key(model), max_len=52)
+def cache_name(owner: Owner, model: ModelSpec, with_size: bool = False) -> str:
+    """The name of a model cache's PVC, download Job, progress ConfigMap and RBAC objects: an adopted
+    legacy cache's name (Owner.legacy_caches), else from cache_key(). 52 characters at most: the
+    Job's pods add a 6-character suffix and must stay within 63."""
+    key = cache_key(model, with_size)
+    adopted = dict(owner.legacy_caches).get(key) if not with_size else None
+    return adopted or child_name(owner.name, "model", key, max_len=52)

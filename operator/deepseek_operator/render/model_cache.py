@@ -1,12 +1,13 @@
 """The model cache: a PersistentVolumeClaim filled once by a download Job (docs/model-cache.md).
 
 Contract: `render_model_cache(owner, spec, images)` returns, for each distinct cached model among the
-variants (`cache_name`: keyed by source, id, revision and the claim's shape), in this order: the
+variants (`cache_name`: keyed by source, id, revision, class and access modes), in this order: the
 ServiceAccount of the download pod, a Role that lets it patch exactly one ConfigMap (its progress
 channel, and nothing else: no access to DeepSeekDeployments), the RoleBinding, that ConfigMap, the
 PersistentVolumeClaim and the Job. The ConfigMap, the claim and the Job are created once and never
-patched (`CREATE_ONLY`): the downloader owns the ConfigMap's data, and a claim's or a Job pod
-template's spec is immutable, which is why their name carries the key.
+applied again (`CREATE_ONLY`): the downloader owns the ConfigMap's data, and a claim's or a Job pod
+template's spec is immutable, which is why their name carries the key. A claim's size is the one
+exception, grown in place by cache_claims.py.
 
 The download pod runs the variant's worker image (`deepseek-worker-download`), so pipelines need no
 second image; it does not carry the `deepseek.ai/deployment` label, so no worker Service selects it.
