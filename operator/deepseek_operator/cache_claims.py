@@ -24,7 +24,7 @@ from deepseek_operator.api import DeepSeekDeploymentSpec, ModelSpec
 from deepseek_operator.cache_conditions import Note
 from deepseek_operator.gpufit import quantity_bytes
 from deepseek_operator.k8s import KINDS, K8s, Kind
-from deepseek_operator.render.common import Owner, cache_key, cache_name
+from deepseek_operator.render.common import Owner, cache_key, cache_name, selector_labels
 from deepseek_operator.render.model_cache import cached_models
 
 CLAIM = KINDS[("v1", "PersistentVolumeClaim")]
@@ -32,14 +32,27 @@ STORAGE_CLASS = Kind("storage.k8s.io/v1", "StorageClass", "storageclasses", name
 
 
 async def adopt_legacy_caches(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec) -> Owner:
-    """`owner` naming each cache whose claim exists only under its legacy (size-keyed) name by that name."""
+    """`owner` naming each cache whose claim exists only under its legacy name by that name. The
+    legacy name hashed the size the claim was created with, which the claim itself still requests
+    (a release that keyed by size never resized), so a size changed since is found too."""
     adopted = []
+    claims = None
     for model, _ in cached_models(spec).values():
-        legacy = cache_name(owner, model, with_size=True)
-        if await api.get(CLAIM, owner.namespace, cache_name(owner, model)) is None \
-                and await api.get(CLAIM, owner.namespace, legacy) is not None:
-            adopted.append((cache_key(model), legacy))
+        if await api.get(CLAIM, owner.namespace, cache_name(owner, model)) is not None:
+            continue
+        if claims is None:  # from the watch-fed cache: no request
+            claims = await api.list(CLAIM, owner.namespace, selector_labels(owner))
+        for claim in claims:
+            if claim["metadata"]["name"] == _legacy_name(owner, model, requested(claim)):
+                adopted.append((cache_key(model), claim["metadata"]["name"]))
+                break
     return dataclasses.replace(owner, legacy_caches=tuple(adopted)) if adopted else owner
+
+
+def _legacy_name(owner: Owner, model: ModelSpec, size: str) -> str:
+    assert model.cache is not None  # cached models only
+    sized = model.model_copy(update={"cache": model.cache.model_copy(update={"size": size})})
+    return cache_name(owner, sized, with_size=True)
 
 
 def requested(claim: dict[str, Any]) -> str:

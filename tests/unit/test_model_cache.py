@@ -390,13 +390,15 @@ def test_an_unbound_claim_is_resized_once_bound() -> None:
     assert resize({**claim, "status": {"phase": "Bound"}}, "40960Mi", storage_class("x", True)) == (False, None)
 
 
-async def test_a_cache_named_by_an_older_release_keeps_its_name() -> None:
+@pytest.mark.parametrize("size", ["40Gi", "80Gi"])
+async def test_a_cache_named_by_an_older_release_keeps_its_name(size: str) -> None:
     """Releases before the in-place growth hashed the size into the name: such a live cache is adopted,
-    so an operator upgrade neither downloads again nor moves the workers to another claim."""
+    so an operator upgrade neither downloads again nor moves the workers to another claim; a size
+    raised since then grows it."""
     model = spec(MODEL).model
     legacy = cache_name(OWNER, model, with_size=True)
     assert legacy != cache_name(OWNER, model)
-    api = FakeApi({"model": MODEL, "replicas": 1})
+    api = FakeApi({"model": {**MODEL, "cache": {**MODEL["cache"], "size": size}}, "replicas": 1})
     api.objects[("PersistentVolumeClaim", legacy)] = {
         "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": legacy},
         "spec": {"resources": {"requests": {"storage": "40Gi"}}}, "status": {"phase": "Bound"}}
