@@ -106,3 +106,35 @@ async def test_out_of_memory_at_load_is_reported_with_the_plan(cluster: Cluster,
     # R1-Distill-Qwen-7B, a reasoning model: its KV pool is priced at maxModelLen 32768 (family.py).
     assert "GPU-fit plan: needs 43.6 GiB per GPU" in message and "has 79.6 GiB" in message, message
     assert condition(obj, "Degraded")["reason"] == "OOMAtLoad"
+
+
+async def test_a_reasoning_model_downloading_into_each_pod_is_sized_and_warned_once(
+        cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator) -> None:
+    """Issue 18 items 1, 5, 9 from the outside: a 70B reasoning model from the hub without a cache gets the
+    family's lengths in its worker env and plan, a bounded download volume the scheduler accounts for, and
+    one Warning event each for the per-pod download and the load budget below the estimate."""
+    await start_operator()
+    llama = {"id": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "quantization": "nf4"}
+    await kubectl("apply", "-f", "-", stdin=manifest(llama, gpus=1, node_selector=H100))
+    obj = await eventually(lambda: (o := current(cluster)) and len(o.get("status", {}).get("gpuFit", {})
+                                                                  .get("warnings", [])) == 2 and o,
+                           what="status.gpuFit.warnings")
+    fit = obj["status"]["gpuFit"]
+    assert (fit["maxModelLen"], fit["maxNewTokens"], fit["checkpointSize"]) == (32768, 16384, "131.4Gi"), fit
+    assert fit["loadEstimateSeconds"] == 2177 and fit["fits"] == "True", fit
+    assert "is ~141 GB and downloads into each pod" in fit["warnings"][0], fit
+    assert "estimated at 2177s, more than model.loadTimeoutSeconds 10" in fit["warnings"][1], fit
+    pods = await eventually(lambda: cluster.objects("pods", "default", OWNED), what="a worker pod")
+    spec = pods[0]["spec"]
+    worker = spec["containers"][0]
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    assert (env["DEEPSEEK_MAX_MODEL_LEN"], env["DEEPSEEK_MAX_NEW_TOKENS"]) == ("32768", "16384")
+    assert worker["resources"]["requests"]["ephemeral-storage"] == "147Gi"
+    assert next(v for v in spec["volumes"] if v["name"] == "cache")["emptyDir"] == {"sizeLimit": "147Gi"}
+    await eventually(lambda: len(warnings(cluster, "ModelDownloadPerPod")) == 1
+                     and len(warnings(cluster, "LoadTimeoutTooShort")) == 1, what="one Warning event each")
+    # The scheduler places the pod with its ephemeral-storage request; the reconciles its events cause
+    # post no second warning.
+    await eventually(lambda: (p := cluster.objects("pods", "default", OWNED)) and p[0]["spec"].get("nodeName"),
+                     what="the pod bound to a node")
+    assert len(warnings(cluster, "ModelDownloadPerPod")) == 1 and len(warnings(cluster, "LoadTimeoutTooShort")) == 1
