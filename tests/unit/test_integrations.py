@@ -81,6 +81,22 @@ def test_network_policy_condition_says_whom_it_admits() -> None:
                        "kubernetes.io/metadata.name=monitoring; egress: DNS and TCP 443 for primary (huggingFace) only")
 
 
+def test_network_policy_condition_names_the_clients_and_the_hub_port() -> None:
+    """networkPolicy.clients and the hub endpoint's own port (issue 19 item 6, issue 18 item 13) show in
+    the message, so a narrowed policy is visible in `kubectl describe`."""
+    spec = parse_spec({**BASE, "model": {"id": "m", "source": {"huggingFace": {"endpoint": "http://mirror:8080"}}},
+                       "networkPolicy": {"clients": [{"podSelector": {"matchLabels": {"app": "ui"}}}],
+                                         "monitoringNamespaceSelector": PROMETHEUS,
+                                         "hubEgress": {"cidrs": ["10.8.0.0/24"]}}})
+    ((_, ok, _, message),) = [c for c in integration_conditions(spec, ALL) if c[0] == "NetworkPolicyReady"]
+    assert ok
+    assert "API port from 1 client selector(s) of networkPolicy.clients" in message
+    assert "egress: DNS and TCP 8080 to networkPolicy.hubEgress.cidrs for primary (huggingFace) only" in message
+    spec = parse_spec({**BASE, "networkPolicy": {"clients": [], "monitoringNamespaceSelector": PROMETHEUS}})
+    ((_, _, _, message),) = [c for c in integration_conditions(spec, ALL) if c[0] == "NetworkPolicyReady"]
+    assert "API port from no in-cluster client" in message
+
+
 def test_both_gaps_are_in_the_message() -> None:
     spec = parse_spec({**BASE, "ingress": NGINX, "networkPolicy": {}})
     ((_, ok, _, message),) = [c for c in integration_conditions(spec, ALL) if c[0] == "NetworkPolicyReady"]
