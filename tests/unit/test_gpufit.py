@@ -246,7 +246,7 @@ def test_set_lengths_win_and_unset_ones_stay_consistent(model: dict[str, Any], s
 
 def test_only_two_set_lengths_can_clash() -> None:
     parse_spec({"image": "r/w:1", "model": {"id": QWEN7}, "serving": {"maxNewTokens": 16384}})  # no error
-    with pytest.raises(InvalidSpec, match="spec.serving.maxNewTokens: must be less than model.maxModelLen"):
+    with pytest.raises(InvalidSpec, match=r"spec\.serving\.maxNewTokens: must be less than model\.maxModelLen"):
         parse_spec({"image": "r/w:1", "model": {"id": QWEN7, "maxModelLen": 8192}, "serving": {"maxNewTokens": 8192}})
 
 
