@@ -10,12 +10,16 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import uvicorn
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("deepseek_worker.cli")
 
@@ -54,6 +58,8 @@ FLAGS = [
     "--max-body-bytes",
     "--report-configmap",
     "--report-namespace",
+    "--upstream",
+    "--upstream-timeout-seconds",
 ]
 
 
@@ -94,18 +100,28 @@ class _PathOnlyAccessLog(logging.Filter):
         return True
 
 
+def _app(settings: Settings) -> FastAPI:
+    """Proxy mode in front of an upstream engine server, else our own engine."""
+    if settings.upstream is not None:
+        from .server.proxy import build_proxy_app
+
+        # No engine import on this path: torch and transformers are never loaded by a proxy.
+        return build_proxy_app(settings)
+    # Imported late: torch/transformers take seconds, and a bad flag should fail fast.
+    from .engine import Engine
+    from .server import build_app
+
+    return build_app(Engine(settings.engine_config()), settings)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     settings, log_level = load_settings(argv)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.access").addFilter(_PathOnlyAccessLog())
-    # Imported late: torch/transformers take seconds, and a bad flag should fail fast.
-    from .engine import Engine
-    from .server import build_app
     from .server.lifecycle import DrainingServer
 
-    engine = Engine(settings.engine_config())
-    app = build_app(engine, settings)
+    app = _app(settings)
     if settings.metrics_port:
         # prometheus-client's own server, in a daemon thread: the same registry as the API's /metrics.
         start_http_server(settings.metrics_port, addr=settings.host, registry=app.state.metrics.registry)

@@ -7,6 +7,7 @@ Validation lives here so that a bad value fails at start-up with the setting's n
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,6 +69,11 @@ class Settings(BaseSettings):
     report_configmap: str | None = None
     report_namespace: str | None = None
     max_body_bytes: int = Field(1048576, ge=1024)
+    # Proxy mode (server/proxy.py, docs/worker-api.md "Proxy mode"): the root URL of an engine's own
+    # OpenAI server in the same pod (vLLM, SGLang). Set, no model is loaded here: the API is forwarded.
+    upstream: str | None = None
+    # The longest the proxy waits on the upstream: to connect, for its response, between two body chunks.
+    upstream_timeout_seconds: float = Field(600, gt=0)
 
     @field_validator("api_keys_file", "jwt_secret_file", "jwt_clients_file")
     @classmethod
@@ -89,6 +95,21 @@ class Settings(BaseSettings):
                     " (e.g. `openssl rand -hex 32`)"
                 )
         return path
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream_root(cls, url: str | None) -> str | None:
+        """An http(s) server root: the proxy appends /v1/... and /health itself."""
+        if url is None:
+            return None
+        parsed = urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL with a host (e.g. http://127.0.0.1:8001)")
+        if parsed.query or parsed.fragment:
+            raise ValueError(f"{url!r}: give the server's root, without a query or fragment")
+        if parsed.path.rstrip("/").endswith("/v1"):
+            raise ValueError(f"{url!r}: give the server's root, without /v1 (the proxy adds it)")
+        return url.rstrip("/")
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -22,7 +22,7 @@ from .auth import Authenticator
 from .errors import install_error_handlers
 from .lifecycle import WorkerState
 from .limits import AdmissionMiddleware, AuthFailureThrottle, RateLimiter, token_endpoint_limiter
-from .metrics import Metrics, MetricsMiddleware
+from .metrics import EngineCollector, Metrics, MetricsMiddleware
 from .routes import add_routes
 
 log = logging.getLogger("deepseek_worker.app")
@@ -32,7 +32,7 @@ def build_app(engine: EngineProtocol, settings: Settings) -> FastAPI:
     """The worker's ASGI app. The lifespan starts the engine in the background, so the port is
     open (liveness passes) while the model loads; readiness and API routes answer 503 until then."""
     state = WorkerState()
-    metrics = Metrics(engine, state, settings.max_concurrent_requests)
+    metrics = Metrics(EngineCollector(engine, state, settings.max_concurrent_requests))
     auth = Authenticator(settings)
     app = FastAPI(title="deepseek-worker", version="1", lifespan=_lifespan(engine, state, settings))
     app.state.engine, app.state.settings, app.state.worker = engine, settings, state

@@ -29,7 +29,7 @@ GATED_PREFIXES = ("/v1/", "/auth/")
 # The API routes are served under /v1 (OpenAI's base URL) and without it (DeepSeek documents
 # https://api.deepseek.com as a base URL): the unprefixed ones are gated exactly like /v1/.
 API_PREFIXES = ("/v1", "")
-UNPREFIXED_API_PATHS = ("/chat/completions", "/completions", "/models")
+UNPREFIXED_API_PATHS = ("/chat/completions", "/completions", "/models", "/embeddings")  # embeddings: proxy mode
 DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")  # FastAPI's generated schema and its two UIs
 
 

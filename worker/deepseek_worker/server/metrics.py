@@ -35,6 +35,9 @@ ROUTES = frozenset(
         "/completions",
         "/models",
         "/models/{id}",
+        "/v1/embeddings",  # proxy mode only (server/proxy.py)
+        "/embeddings",
+        "/health",
         "/auth/v1/token",
         "/health/live",
         "/health/ready",
@@ -116,9 +119,10 @@ def _gpu_metrics() -> Iterator[Metric]:
 
 
 class Metrics:
-    """All worker metrics on one registry, plus helpers the routes call."""
+    """All worker metrics on one registry, plus helpers the routes call. `gauges` reads the scrape-time
+    gauges: EngineCollector for our engine, proxy.UpstreamCollector in proxy mode."""
 
-    def __init__(self, engine: EngineProtocol, state: WorkerState, max_concurrent: int) -> None:
+    def __init__(self, gauges: Collector) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.request_duration = Histogram(
@@ -142,7 +146,7 @@ class Metrics:
         )
         self.prompt_tokens = Counter(PREFIX + "prompt_tokens", "Prompt tokens processed.", registry=r)
         self.completion_tokens = Counter(PREFIX + "completion_tokens", "Completion tokens generated.", registry=r)
-        r.register(EngineCollector(engine, state, max_concurrent))
+        r.register(gauges)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -1,0 +1,161 @@
+"""Proxy mode: our edge in front of an engine's own OpenAI server in the same pod (vLLM, SGLang).
+
+build_proxy_app(settings) keeps everything of the edge — API keys, JWT and the token endpoint, rate
+limits and their x-ratelimit-* headers, concurrency caps, body caps, drain on SIGTERM, our
+Prometheus metrics, the access log without queries — and forwards the OpenAI routes to
+`settings.upstream` (relay.py: byte for byte, streams chunk by chunk). No engine is built and nothing
+imports torch.
+
+Our protocol validation (protocol/) does not run here: the engine validates its own requests, and
+ours would refuse what it serves (n > 1, penalties, top_k, guided decoding, its other extras). What
+still protects the pod runs: the body cap, auth and every limit. Only the routes below are
+forwarded; the engine's other routes (tokenize, LoRA loading, profiling) are not reachable here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..settings import Settings
+from .auth import Authenticator
+from .errors import install_error_handlers
+from .lifecycle import WorkerState
+from .limits import API_PREFIXES, AdmissionMiddleware, AuthFailureThrottle, RateLimiter, token_endpoint_limiter
+from .metrics import PREFIX, Metrics, MetricsMiddleware
+from .relay import RelayResponse
+from .routes import token
+from .upstream import Upstream
+
+# (method, our path under each API prefix, the engine's path). /v1/models lists the engine's served
+# model name (the operator passes spec.model's served name to the engine).
+FORWARDED = (
+    ("POST", "/chat/completions", "/v1/chat/completions"),
+    ("POST", "/completions", "/v1/completions"),
+    ("POST", "/embeddings", "/v1/embeddings"),
+    ("GET", "/models", "/v1/models"),
+)
+
+
+class UpstreamCollector(Collector):
+    """Scrape-time gauges of the proxy (the engine's own queue and KV gauges are on its /metrics)."""
+
+    def __init__(self, upstream: Upstream, state: WorkerState, max_concurrent: int) -> None:
+        self.upstream, self.state, self.max_concurrent = upstream, state, max_concurrent
+
+    def collect(self) -> Iterator[Metric]:
+        yield _gauge("inflight_requests", "API requests admitted and not yet finished.", self.state.inflight)
+        yield _gauge("max_concurrent_requests", "Admission cap (running + queued).", self.max_concurrent)
+        yield _gauge("model_loaded", "1 once the model is loaded and serving (proxy: the upstream's /health "
+                     "answered 200).", 1 if self.upstream.ready else 0)
+        yield _gauge("draining", "1 while draining after SIGTERM.", 1 if self.state.draining else 0)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, doc, value=value)
+
+
+def build_proxy_app(settings: Settings, upstream: Upstream | None = None) -> FastAPI:
+    """The edge in front of `settings.upstream` (or `upstream`, for tests to pass a transport). The
+    API gate opens at the upstream's first healthy /health; /health/ready asks it on every probe."""
+    if upstream is None:
+        if settings.upstream is None:
+            raise ValueError("proxy mode needs settings.upstream")
+        upstream = Upstream(settings.upstream, settings.upstream_timeout_seconds)
+    state = WorkerState()
+    metrics = Metrics(UpstreamCollector(upstream, state, settings.max_concurrent_requests))
+    auth = Authenticator(settings)
+    app = FastAPI(title="deepseek-worker (proxy)", version="1", lifespan=_lifespan(upstream))
+    app.state.settings, app.state.worker, app.state.upstream = settings, state, upstream
+    app.state.metrics, app.state.auth = metrics, auth
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_rpm, settings.burst)
+    app.state.auth_throttle = AuthFailureThrottle(settings.auth_failures_per_minute)
+    install_error_handlers(app)
+    _add_forwarding(app, upstream, metrics)
+    token.add(app, auth)
+    _add_health(app, upstream, state, metrics, settings)
+    app.add_middleware(
+        AdmissionMiddleware,
+        state=state,
+        ready=lambda: upstream.ready,
+        identify=auth.identify,
+        limiter=app.state.rate_limiter,
+        token_limiter=token_endpoint_limiter(settings.rate_limit_rpm, settings.burst),
+        auth_throttle=app.state.auth_throttle,
+        max_concurrent=settings.max_concurrent_requests,
+        max_concurrent_per_key=settings.per_key_concurrency,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost
+    return app
+
+
+def _lifespan(upstream: Upstream) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await upstream.start()
+        waiting = asyncio.create_task(upstream.wait_ready())
+        try:
+            yield
+        finally:
+            waiting.cancel()
+            with suppress(asyncio.CancelledError):
+                await waiting
+            await upstream.stop()
+
+    return lifespan
+
+
+def _add_forwarding(app: FastAPI, upstream: Upstream, metrics: Metrics) -> None:
+    """Each forwarded route under /v1 and without it, as our own routes are (routes/__init__.py)."""
+
+    def forward(method: str, target: str) -> Any:
+        async def handler(request: Request) -> Response:
+            started = time.perf_counter()
+            body = await request.body()  # within the body cap (limits.AdmissionMiddleware)
+            path = target + "/" + request.path_params["model_id"] if "model_id" in request.path_params else target
+            return RelayResponse(upstream, metrics, method, path, body, dict(request.headers), started)
+
+        return handler
+
+    for prefix in API_PREFIXES:
+        for method, ours, target in FORWARDED:
+            app.add_api_route(prefix + ours, forward(method, target), methods=[method], response_model=None)
+        # The openai SDK's models.retrieve; an engine without that route answers its own 404.
+        app.add_api_route(prefix + "/models/{model_id:path}", forward("GET", "/v1/models"), methods=["GET"],
+                          response_model=None)
+
+
+def _add_health(app: FastAPI, upstream: Upstream, state: WorkerState, metrics: Metrics, settings: Settings) -> None:
+    """/health/live: this process serves (the engine's container has its own liveness probe).
+    /health/ready and /health: 503 while draining, and until the upstream's /health answers 200."""
+
+    @app.get("/health/live")
+    async def live() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready() -> Response:
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        reason = await upstream.probe()
+        if reason is not None:
+            return JSONResponse({"status": "upstream not ready", "upstream": upstream.base_url, "error": reason},
+                                status_code=503)
+        return JSONResponse({"status": "ready", "upstream": upstream.base_url})
+
+    app.add_api_route("/health/ready", ready, methods=["GET"])
+    app.add_api_route("/health", ready, methods=["GET"])
+    if settings.metrics_port:
+        return  # served on the metrics port alone (cli.py), as in builtin mode
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
