@@ -7,7 +7,9 @@ State lives in the JSON file named by $FAKE_KUBECTL_STATE:
 `patch` sets spec.image (bumping metadata.generation when it changes); after the patch, each
 `get -o jsonpath` that reads `.status.observedGeneration` first applies the next status of the timeline
 (the last one then stays), like an operator making progress between polls.
-Supports only the jsonpath forms deploy.sh uses: `{.a.b}` and `{.status.conditions[?(@.type=="T")].f}`.
+Supports only the jsonpath forms deploy.sh uses: `{.a.b}`, `{.status.conditions[?(@.type=="T")].f}`,
+`{"literal"}` and `{range .list[*]}...{end}` (fields inside relative to each item). Missing keys print
+nothing, as kubectl's `-o jsonpath` does.
 """
 
 from __future__ import annotations
@@ -19,22 +21,38 @@ import sys
 from typing import Any
 
 FIELD = re.compile(r"\{([^{}]*)\}")
+RANGE = re.compile(r"\{range (\.[\w.]+)\[\*\]\}(.*?)\{end\}", re.DOTALL)
 CONDITION = re.compile(r'^\.status\.conditions\[\?\(@\.type=="(\w+)"\)\]\.(\w+)$')
 
 
 def lookup(obj: dict[str, Any], path: str) -> str:
+    if path.startswith('"'):
+        return str(json.loads(path))
     match = CONDITION.match(path)
     if match:
         for cond in obj.get("status", {}).get("conditions", []):
             if cond.get("type") == match.group(1):
                 return str(cond.get(match.group(2), ""))
         return ""
+    node = walk(obj, path)
+    return "" if node is None else str(node)
+
+
+def walk(obj: Any, path: str) -> Any:
     node: Any = obj
     for part in path.strip(".").split("."):
         if not isinstance(node, dict) or part not in node:
-            return ""
+            return None
         node = node[part]
-    return str(node)
+    return node
+
+
+def render(obj: dict[str, Any], expr: str) -> str:
+    """A jsonpath template: each range over its list's items, then the plain fields."""
+    def each(match: re.Match[str]) -> str:
+        items = walk(obj, match.group(1)) or []
+        return "".join(FIELD.sub(lambda m, item=item: lookup(item, m.group(1)), match.group(2)) for item in items)
+    return FIELD.sub(lambda m: lookup(obj, m.group(1)), RANGE.sub(each, expr))
 
 
 def main(argv: list[str]) -> int:
@@ -54,7 +72,7 @@ def main(argv: list[str]) -> int:
         expr = args[4].removeprefix("jsonpath=")
         if ".status.observedGeneration" in expr and state.get("patched") and state["timeline"]:
             obj["status"] = state["timeline"].pop(0) if len(state["timeline"]) > 1 else state["timeline"][0]
-        print(FIELD.sub(lambda m: lookup(obj, m.group(1)), expr), end="")
+        print(render(obj, expr), end="")
     elif args[0] == "get":
         print(f"NAME   IMAGE\n{obj['metadata']['name']}   {obj.get('status', {}).get('image', '')}")
     elif args[0] == "patch":

@@ -131,7 +131,9 @@ def test_deploy_jobs(ci: dict[str, Any]) -> None:
         ]
         needed = {n["job"] for n in deploy["needs"]}
         assert {"build:worker", "build:operator"} <= needed
+        assert deploy["timeout"] == "4h", "a cap above the derived deadline, so deploy.sh's verdict comes first"
     assert {"job": "deploy:staging", "artifacts": False} in production["needs"]
+    assert ci["variables"]["DEPLOY_TIMEOUT"] == "auto", "deploy.sh derives the deadline from the resource"
 
 
 def gitlab_ci_local(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -59,12 +59,13 @@ def deploy(
     initial: dict[str, Any] = SERVING,
     refuse_patch: str | None = None,
     name: str = "chat",
+    spec: dict[str, Any] | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     state_file = tmp_path / "state.json"
     kubectl = tmp_path / "kubectl"
     kubectl.write_text(f'#!/bin/sh\nexec {sys.executable} {FAKE} "$@"\n')
     kubectl.chmod(0o755)
-    obj = {"metadata": {"name": "chat", "generation": 1}, "spec": {"image": OLD}, "status": initial}
+    obj = {"metadata": {"name": "chat", "generation": 1}, "spec": {"image": OLD, **(spec or {})}, "status": initial}
     state_file.write_text(json.dumps({"object": obj, "timeline": timeline, "refuse_patch": refuse_patch}))
     proc = subprocess.run(
         ["bash", str(DEPLOY), name, NEW, "--namespace", "llm", "--interval", "0", *extra],
@@ -150,3 +151,58 @@ def test_bad_usage_exits_64(args: list[str]) -> None:
         env={"KUBECTL": "/bin/false", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 64, proc.stderr
+
+
+# -- the deadline: derived from the patched resource unless --timeout names one ---------------------------
+def replace(max_unavailable: int = 1) -> dict[str, Any]:
+    return {"strategy": "Replace", "maxUnavailable": max_unavailable, "progressDeadlineSeconds": 1800,
+            "surgeTimeoutSeconds": 120}
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        # 3 waves of one pod: two full loads, then the last may run to the progress deadline; + 5m margin.
+        ({"replicas": 3, "model": {"loadTimeoutSeconds": 1500}, "rollout": replace()},
+         "timeout 1h25m00s derived from the resource (primary: 3 replica(s), 1 at a time (Replace), "
+         "loadTimeoutSeconds 1500, progressDeadlineSeconds 1800, margin 300s)"),
+        # maxUnavailable 2 halves the waves: ceil(3 / 2) = 2.
+        ({"replicas": 3, "model": {"loadTimeoutSeconds": 1500}, "rollout": replace(2)},
+         "timeout 1h00m00s derived from the resource (primary: 3 replica(s), 2 at a time (Replace), "),
+        # Surge uses max(maxSurge, 1): 5 replicas, 2 at a time = 3 waves.
+        ({"replicas": 5, "model": {"loadTimeoutSeconds": 600},
+          "rollout": {"strategy": "Surge", "maxSurge": 2, "progressDeadlineSeconds": 900}},
+         "timeout 40m00s derived from the resource (primary: 5 replica(s), 2 at a time (Surge), "),
+        # Nothing set: the CRD's defaults (1 replica, 1800 s, Auto: + surgeTimeoutSeconds 120).
+        ({}, "timeout 37m00s derived from the resource (primary: 1 replica(s), 1 at a time (Auto), "
+             "loadTimeoutSeconds 1800, progressDeadlineSeconds 1800, surgeTimeoutSeconds 120, margin 300s)"),
+        # A canary that inherits spec.image rolls too, with its own load budget; one with its own image does not.
+        ({"replicas": 1, "variants": [
+            {"name": "canary", "weight": 10, "replicas": 4, "model": {"loadTimeoutSeconds": 600}},
+            {"name": "pinned", "weight": 10, "replicas": 30, "image": "registry.example.com/worker:pinned"}]},
+         "timeout 1h07m00s derived from the resource (variant canary: 4 replica(s), 1 at a time (Auto), "
+         "loadTimeoutSeconds 600, "),
+    ],
+    ids=["replace-3", "replace-3-by-2", "surge-5-by-2", "defaults", "inheriting-canary"],
+)
+def test_the_default_timeout_is_derived_from_the_resource(tmp_path: Path, spec: dict[str, Any], expected: str) -> None:
+    proc, _ = deploy(tmp_path, [ROLLING, DONE], spec=spec)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert expected in proc.stdout, proc.stdout
+
+
+def test_the_derived_deadline_is_the_one_waited_for(tmp_path: Path) -> None:
+    """Two waves of a 1 s load and a 1 s progress deadline, no margin: timed out after 2 s, not 30 min."""
+    spec = {"replicas": 2, "model": {"loadTimeoutSeconds": 1},
+            "rollout": {"strategy": "Replace", "maxUnavailable": 1, "progressDeadlineSeconds": 1}}
+    proc, _ = deploy(tmp_path, [ROLLING], "--timeout-margin", "0", spec=spec)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "timeout 2s derived from the resource" in proc.stdout
+    assert "TIMED OUT after 2s" in proc.stdout
+
+
+def test_an_explicit_timeout_overrides_the_derived_one(tmp_path: Path) -> None:
+    proc, state = deploy(tmp_path, [ROLLING], "--timeout", "2", spec={"replicas": 8})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "timeout 2s (--timeout 2)" in proc.stdout
+    assert not any("loadTimeoutSeconds" in " ".join(call) for call in state["calls"]), "nothing to derive"

@@ -60,8 +60,10 @@ class Cluster:
         )
         return loaded
 
-    async def deploy(self, name: str, image: str, timeout: str = "90s") -> tuple[int, str]:
-        argv = ["bash", str(DEPLOY), name, image, "--namespace", NAMESPACE, "--timeout", timeout, "--interval", "1"]
+    async def deploy(self, name: str, image: str, timeout: str | None = "90s") -> tuple[int, str]:
+        """deploy.sh; `timeout=None` leaves the deadline to deploy.sh (derived from the resource)."""
+        argv = ["bash", str(DEPLOY), name, image, "--namespace", NAMESPACE, "--interval", "1"]
+        argv += ["--timeout", timeout] if timeout is not None else []
         return await run_process(argv, self.env, timeout=150)
 
 
@@ -100,7 +102,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
             print(log_path.read_text(errors="replace")[-4000:])
 
 
-def manifest(name: str) -> str:
+def manifest(name: str, **extra: Any) -> str:
     return json.dumps(
         {
             "apiVersion": "deepseek.ai/v1alpha1",
@@ -111,14 +113,15 @@ def manifest(name: str) -> str:
                 "replicas": 1,
                 "model": {"id": "deepseek-ai/tiny", "loadTimeoutSeconds": 10},
                 "rollout": {"progressDeadlineSeconds": 10, "autoRollback": True},
+                **extra,
             },
         }
     )
 
 
-async def ready_with(cluster: Cluster, name: str, image: str) -> None:
+async def ready_with(cluster: Cluster, name: str, image: str, **extra: Any) -> None:
     """The first rollout done: deploy.sh starts from a serving resource, like in production."""
-    await cluster.kubectl("apply", "-f", "-", stdin=manifest(name))
+    await cluster.kubectl("apply", "-f", "-", stdin=manifest(name, **extra))
     rc, out = await cluster.deploy(name, image, timeout="60s")
     assert rc == 0, out
 
@@ -142,3 +145,15 @@ async def test_never_ready_image_is_rolled_back(cluster: Cluster) -> None:
     assert obj["spec"]["image"] == BAD
     assert obj["status"]["image"] == OLD
     assert obj["status"].get("failedImage") == BAD
+
+
+async def test_the_deadline_is_derived_from_the_stored_resource(cluster: Cluster) -> None:
+    """Without --timeout, deploy.sh reads replicas and budgets with the real kubectl's jsonpath (the
+    stored defaults included: Auto, surgeTimeoutSeconds 120): the canary, 2 replicas one at a time,
+    needs 10 + 10 + 120 s, the primary 10 + 120 s; plus the 300 s margin."""
+    canary = {"name": "canary", "weight": 10, "replicas": 2}
+    await ready_with(cluster, "chat", OLD, variants=[canary])
+    rc, out = await cluster.deploy("chat", GOOD, timeout=None)
+    assert rc == 0, out
+    assert ("timeout 7m20s derived from the resource (variant canary: 2 replica(s), 1 at a time (Auto), "
+            "loadTimeoutSeconds 10, progressDeadlineSeconds 10, surgeTimeoutSeconds 120, margin 300s)") in out, out
