@@ -87,6 +87,18 @@ def test_auth_refused_then_accepted_and_bodies_are_byte_exact(pair: tuple[FakeUp
     assert "authorization" not in headers  # our callers' keys stay with us
 
 
+def test_jwt_client_credentials_in_front_of_the_engine(stack: ExitStack, tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("k" * 64 + "\n")
+    (tmp_path / "clients").write_text("svc:svc-secret\n")
+    fake, upstream_url = start_upstream(stack)
+    url, _ = start_proxy(stack, upstream_url, jwt_secret_file=tmp_path / "key", jwt_clients_file=tmp_path / "clients")
+    form = {"grant_type": "client_credentials", "client_id": "svc", "client_secret": "svc-secret"}
+    token = httpx.post(url + "/auth/v1/token", data=form).json()["access_token"]
+    assert post(url, chat("reply"), headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+    assert post(url, chat("reply"), headers={"Authorization": f"Bearer {token}"}).content == REPLY
+    assert len(fake.requests) == 1 and "authorization" not in fake.requests[0][2]
+
+
 def test_models_embeddings_completions_and_unprefixed_routes(pair: tuple[FakeUpstream, str, FastAPI]) -> None:
     fake, url, _ = pair
     assert httpx.get(url + "/v1/models", headers=AUTH).content == MODELS
