@@ -288,3 +288,21 @@ def test_a_large_hub_download_without_a_cache_is_a_warning() -> None:
     assert "estimated at 2177s" in reasons["LoadTimeoutTooShort"]
     small = _plan({"id": QWEN7})  # 15 GB: below the threshold
     assert "ModelDownloadPerPod" not in dict(small.warnings)
+
+
+def test_the_start_up_table_in_the_docs_is_the_formula() -> None:
+    """docs/gpu-sizing.md's suggested loadTimeoutSeconds per model and source, recomputed from startup.py."""
+    from pathlib import Path
+
+    from deepseek_operator import startup
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "gpu-sizing.md").read_text(encoding="utf-8")
+    rows = [line.split("|")[1:-1] for line in text.split("## Start-up budget", 1)[1].splitlines()
+            if line.startswith("| DeepSeek-")]
+    assert len(rows) == 9
+    for name, size, volume, hub, hub_budget, cached, cached_budget in ([c.strip() for c in r] for r in rows):
+        checkpoint = gpufit.CATALOGUE[name.split(",")[0].lower()].checkpoint_size()
+        on_hub, on_volume = startup.load_seconds(checkpoint, True), startup.load_seconds(checkpoint, False)
+        assert (size, volume) == (f"{checkpoint / 1e9:.1f}", startup.volume_quantity(checkpoint)), name
+        assert (int(hub), int(hub_budget)) == (on_hub, startup.suggested_timeout(on_hub)), name
+        assert (int(cached), int(cached_budget)) == (on_volume, startup.suggested_timeout(on_volume)), name
