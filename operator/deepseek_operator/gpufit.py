@@ -55,6 +55,7 @@ MAX_NUM_BATCHED_TOKENS = 2048
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 MEMORY_LABEL = "nvidia.com/gpu.memory"
 Fits = Literal["True", "False", "Unknown"]
+DOWNLOADED = "config.json of the downloaded checkpoint"  # GpuFit.model of a plan from the real config
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ class Inputs:
     max_new_tokens: int = 0  # the effective serving.maxNewTokens, shown beside maxModelLen (0: not shown)
     download: bool = False  # the pod downloads the weights from the hub (startup.downloads_in_pod)
     load_timeout_seconds: int = 0  # model.loadTimeoutSeconds the start-up estimate is held against; 0: none
+    downloaded: Architecture | None = None  # the downloaded checkpoint's own config (config_geometry.py)
 
 
 @dataclass(frozen=True)
@@ -331,8 +333,10 @@ def _figures(arch: Architecture, inp: Inputs, available: int) -> Figures:
     return Figures(weights, slot, activations, slots, available)
 
 
-def plan(model: ModelSpec, resources: Resources, serving: Serving, node_selector: dict[str, str]) -> GpuFit:
+def plan(model: ModelSpec, resources: Resources, serving: Serving, node_selector: dict[str, str],
+         downloaded: Architecture | None = None) -> GpuFit:
     """The fit of one variant's model on its pod's GPUs; a non-fitting plan's message says what would fit.
+    `downloaded`: the model cache's checkpoint read after its download, for a model not catalogued.
 
     Unset lengths are the family's (family.lengths): the plan prices the KV pool the worker will get."""
     lengths = family.lengths(model, serving)
@@ -347,7 +351,7 @@ def plan(model: ModelSpec, resources: Resources, serving: Serving, node_selector
         gpu_memory_utilization=serving.gpu_memory_utilization or GPU_MEMORY_UTILIZATION,
         max_num_batched_tokens=serving.max_num_batched_tokens or MAX_NUM_BATCHED_TOKENS,
         max_new_tokens=lengths.max_new_tokens, download=startup.downloads_in_pod(model),
-        load_timeout_seconds=model.load_timeout_seconds))
+        load_timeout_seconds=model.load_timeout_seconds, downloaded=downloaded))
 
 
 def checkpoint_bytes(model: ModelSpec) -> int:
@@ -395,6 +399,8 @@ def status_of(fit: GpuFit) -> dict[str, object]:
 def plan_inputs(inp: Inputs) -> GpuFit:
     """The fit of one variant from its resolved inputs, with its lengths and start-up figures."""
     found = ("spec.model.architecture", inp.architecture) if inp.architecture is not None else lookup(inp.model_id)
+    if found is None and inp.downloaded is not None:  # plan from the real config (config_geometry.py)
+        found = (DOWNLOADED, inp.downloaded)
     fit = _memory_plan(inp, found)
     checkpoint = found[1].checkpoint_size() if found is not None else 0
     return replace(fit, max_model_len=inp.max_model_len, max_new_tokens=inp.max_new_tokens,
@@ -490,9 +496,12 @@ def _largest(ok: Callable[[int], bool], low: int, high: int) -> int | None:
     return low
 
 
-def plan_variants(spec: DeepSeekDeploymentSpec) -> dict[str, GpuFit]:
-    """The plan of every variant (the primary first), each with its own model on the spec's resources."""
+def plan_variants(spec: DeepSeekDeploymentSpec, downloaded: dict[str, Architecture] | None = None,
+                  ) -> dict[str, GpuFit]:
+    """The plan of every variant (the primary first), each with its own model on the spec's resources;
+    `downloaded`: variant -> its downloaded checkpoint's architecture (config_geometry.py)."""
     from deepseek_operator.api import resolve_variants
 
     selector = spec.scheduling.node_selector
-    return {v.name: plan(v.model, spec.resources, spec.serving, selector) for v in resolve_variants(spec)}
+    return {v.name: plan(v.model, spec.resources, spec.serving, selector, (downloaded or {}).get(v.name))
+            for v in resolve_variants(spec)}

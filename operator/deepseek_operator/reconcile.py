@@ -20,6 +20,7 @@ from deepseek_operator.api import PRIMARY, DeepSeekDeploymentSpec, InvalidSpec, 
 from deepseek_operator.cache_claims import adopt_legacy_caches, resize_claims
 from deepseek_operator.cache_conditions import CONDITION as CACHE_CONDITION
 from deepseek_operator.cache_conditions import Note, cache_conditions
+from deepseek_operator.config_geometry import downloaded_architectures
 from deepseek_operator.download import DownloadState, download_state
 from deepseek_operator.integrations import detect_capabilities, integration_conditions
 from deepseek_operator.k8s import KINDS, ApiError, K8s
@@ -132,12 +133,12 @@ async def reconcile(body: Mapping[str, Any], api: K8s, notify: Notify) -> Outcom
 
 async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_status: dict[str, Any], api: K8s,
                            notify: Notify) -> Outcome:
-    fits = gpufit.plan_variants(spec)
+    owner = await adopt_legacy_caches(api, owner, spec)  # caches named by an older release keep their name
+    fits = gpufit.plan_variants(spec, await downloaded_architectures(api, owner, spec))  # plan from real configs
     if any(fit.fits == "False" for fit in fits.values()):
         return await _refuse_unfit(api, owner, spec, old_status, fits, notify)
     caps = await detect_capabilities(api)
     plan = rollback.plan(spec, old_status)
-    owner = await adopt_legacy_caches(api, owner, spec)  # caches named by an older release keep their name
     guards = await _guards(api, owner, spec)
     caches = await _model_caches(api, owner, spec, rollback.primary_image(spec, plan, old_status.get("image", "")))
     chosen = _strategies(owner, spec, plan, old_status)

@@ -406,3 +406,48 @@ async def test_a_cache_named_by_an_older_release_keeps_its_name(size: str) -> No
     names = {name for kind, name in api.objects if kind in ("PersistentVolumeClaim", "Job", "ConfigMap")}
     assert names == {legacy} | {n for k, n in api.objects if k == "ConfigMap" and not n.startswith("chat-model-")}
     assert api.cr["status"]["download"]["claimName"] == legacy
+
+
+# -- plan from the real config (config_geometry.py) -----------------------------------------------
+
+V2_LITE_CONFIG = {"model_type": "deepseek_v2", "num_hidden_layers": 27, "hidden_size": 2048,
+                  "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": 102400,
+                  "kv_lora_rank": 512, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128,
+                  "n_routed_experts": 64, "moe_intermediate_size": 1408, "first_k_dense_replace": 1,
+                  "parameters": 15_700_000_000}
+
+
+def test_a_published_config_is_the_catalogues_geometry_for_the_same_model() -> None:
+    from dataclasses import replace
+
+    from deepseek_operator import gpufit
+    from deepseek_operator.config_geometry import architecture_from_config
+
+    found = architecture_from_config(V2_LITE_CONFIG, checkpoint_bytes=31_400_000_000)
+    assert found == replace(gpufit.CATALOGUE["deepseek-v2-lite"], checkpoint_bytes=31_400_000_000)
+    gqa = architecture_from_config({"num_hidden_layers": 28, "hidden_size": 3584, "num_attention_heads": 28,
+                                    "num_key_value_heads": 4, "vocab_size": 152064, "parameters": 7_616_000_000})
+    assert gqa is not None and (gqa.kv_heads, gqa.head_dim, gqa.mla) == (4, 128, False)
+    for broken in ({}, {**V2_LITE_CONFIG, "parameters": "many"}, {**V2_LITE_CONFIG, "hidden_size": True},
+                   {**V2_LITE_CONFIG, "num_hidden_layers": -1}):
+        assert architecture_from_config(broken) is None  # the download pod's word, parsed defensively
+
+
+async def test_a_renamed_model_is_planned_from_its_downloaded_config() -> None:
+    """Unknown by name before the download; after it, the plan from the checkpoint's own config.json."""
+    from deepseek_operator.gpufit import DOWNLOADED
+
+    model = {"id": "acme/support-bot-v3", "cache": {"enabled": True, "size": "40Gi"}}
+    api = FakeApi({"model": model, "replicas": 1, "resources": {"gpus": 1, "gpuMemory": "80Gi"}})
+    await reconciled(api)
+    fit = api.cr["status"]["gpuFit"]
+    assert fit["fits"] == "Unknown" and "not in the catalogue" in fit["message"]
+    name = cache_name(OWNER, spec(model).model)
+    report = {"phase": "Complete", "bytesDone": 31_400_000_000, "bytesTotal": 31_400_000_000,
+              "config": V2_LITE_CONFIG}
+    api.objects[("ConfigMap", name)]["data"] = {"progress": json.dumps(report)}
+    api.objects[("Job", name)]["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    await reconciled(api)
+    fit = api.cr["status"]["gpuFit"]
+    assert (fit["fits"], fit["model"]) == ("True", DOWNLOADED), fit
+    assert fit["checkpointSize"] == "29.2Gi" and fit["weightsPerGPU"].endswith("Gi")

@@ -40,7 +40,7 @@ NAMESPACE, CONFIGMAP = "models", "chat-model-download"
 INTERVAL = 0.25
 RATE = 8_000_000  # bytes/s: the tiny model (~27 MB) takes ~3.5 s
 KEYS = {"phase", "source", "model", "revision", "commit", "bytesDone", "bytesTotal", "filesDone", "filesTotal",
-        "bytesPerSecond", "startedAt", "updatedAt", "progressAt", "reason", "message"}
+        "bytesPerSecond", "startedAt", "updatedAt", "progressAt", "reason", "message", "config"}
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 CONFIGMAP_PATH = f"/api/v1/namespaces/{NAMESPACE}/configmaps/{CONFIGMAP}"
 
@@ -265,6 +265,23 @@ def test_a_second_run_reports_complete_without_downloading(throttled: Throttled,
     assert [(d["phase"], d["bytesDone"], d["bytesTotal"]) for d in docs] == [("Complete", total, total)]
     assert docs[0]["filesDone"] == docs[0]["filesTotal"] == len(sha256s(tiny_model_dir))
     assert docs[0]["commit"] == throttled.rec.docs()[-1]["commit"]
+    assert docs[0]["config"] == throttled.rec.docs()[-1]["config"] != {}
+
+
+def test_the_complete_report_carries_the_checkpoints_own_geometry(throttled: Throttled, tiny_model_dir: Path) -> None:
+    """For the operator's GPU-fit plan (operator config_geometry.py): config.json's sizing keys and the
+    parameters counted from the safetensors headers, only once Complete."""
+    from safetensors.torch import load_file
+
+    docs = throttled.rec.docs()
+    assert all(d["config"] == {} for d in docs[:-1])
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    published = docs[-1]["config"]
+    assert published["model_type"] == config["model_type"] == "deepseek_v3"
+    for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "kv_lora_rank", "vocab_size"):
+        assert published[key] == config[key], key
+    tensors = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert published["parameters"] == sum(t.numel() for t in tensors.values()) > 0
 
 
 @pytest.mark.slow

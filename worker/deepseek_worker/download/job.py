@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .geometry import read_geometry
 from .hubs import PERMANENT, Hub, HuggingFaceHub, ModelScopeHub, classify, expected, one_line, verify
 from .progress import ConfigMapSink, KubeTarget, Progress, Reporter, rfc3339
 from .space import check_space, human
@@ -179,6 +180,7 @@ def run(settings: DownloadSettings) -> int:
             progress.commit = str(marker.get("commit") or "")
             progress.bytes_total = _int(marker.get("bytes"))
             progress.files_total = _model_files(settings.directory)
+            progress.config = read_geometry(settings.directory)
             reporter.finish("Complete")
             return 0
         return _download(settings, reporter)
@@ -204,6 +206,7 @@ def _download(settings: DownloadSettings, reporter: Reporter) -> int:
         write_marker(settings, files.commit, verify(settings.directory, files))
     except Exception as exc:  # noqa: BLE001 -- every failure is reported, then mapped to an exit code
         return _fail(settings, reporter, exc)
+    reporter.progress.config = read_geometry(settings.directory)  # the operator plans from it
     reporter.finish("Complete")
     return 0
 

@@ -57,6 +57,7 @@ class Progress:
     progress_at: float = 0.0
     reason: str = ""
     message: str = ""
+    config: dict[str, object] = field(default_factory=dict)  # geometry.read_geometry(), once Complete
 
     def __post_init__(self) -> None:
         self.updated_at = self.updated_at or self.started_at
@@ -80,6 +81,7 @@ class Progress:
             "progressAt": rfc3339(self.progress_at),
             "reason": self.reason,
             "message": self.message,
+            "config": self.config,
         }
 
     def summary(self) -> str:
