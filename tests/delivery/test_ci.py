@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +65,25 @@ def test_stages(ci: dict[str, Any]) -> None:
     ],
 )
 def test_daemonless_builds_record_the_digest(ci: dict[str, Any], name: str, image: str, dockerfile: str) -> None:
+    """Rootless BuildKit (kaniko is archived upstream), pinned, no Docker daemon; the pushed digest recorded."""
     build = job(ci, name)
     assert build["stage"] == "build"
-    assert "kaniko-project/executor" in build["image"]["name"] and build["image"]["name"].endswith("-debug")
+    assert re.fullmatch(r"moby/buildkit:v\d+\.\d+\.\d+-rootless", build["image"]["name"]), build["image"]
     assert "services" not in build, "no Docker daemon (dind) in the build"
+    # GitLab deep-merges `variables` through `extends`: the template's flag reaches both jobs.
+    assert ci[".buildkit"]["variables"] == {"BUILDKITD_FLAGS": "--oci-worker-no-process-sandbox"}, "rootless"
     script = "\n".join(build["script"])
-    assert "--digest-file" in script
-    assert "$CI_REGISTRY_IMAGE/$IMAGE_NAME:$CI_COMMIT_SHA" in script
+    assert "buildctl-daemonless.sh build" in script and "--metadata-file" in script
+    assert '--opt filename="$DOCKERFILE"' in script, "the Dockerfile (and its own .dockerignore) by name"
+    assert "type=image,name=$CI_REGISTRY_IMAGE/$IMAGE_NAME:$CI_COMMIT_SHA,push=true" in script
     assert build["variables"] == {"DOCKERFILE": dockerfile, "IMAGE_NAME": image, "IMAGE_VAR": f"{image.upper()}_IMAGE"}
     assert build["artifacts"]["reports"]["dotenv"] == "build.env"
-    assert "$IMAGE_VAR=$CI_REGISTRY_IMAGE/$IMAGE_NAME@$(cat" in script
+    assert "$IMAGE_VAR=$CI_REGISTRY_IMAGE/$IMAGE_NAME@$DIGEST" in script
+    assert "$CI_REGISTRY_PASSWORD" not in script.split("buildctl-daemonless.sh")[1], "no password on a command line"
+
+
+def test_no_archived_builder_is_left() -> None:
+    assert "kaniko" not in CI_FILE.read_text().replace("kaniko is archived upstream", "")
 
 
 @pytest.mark.parametrize(("name", "build", "image_var"), [("sign:worker", "build:worker", "WORKER_IMAGE"),
@@ -97,7 +109,7 @@ def test_every_built_image_is_signed_keyless_by_digest(ci: dict[str, Any], name:
     assert "$CI_COMMIT_SHA" in signing, "the commit is an annotation of the signature"
     joined = "\n".join(script)
     assert "$CI_REGISTRY_PASSWORD" not in signing and "-p " not in joined, "no password on a command line"
-    assert "DOCKER_CONFIG" in joined, "registry credentials for pushing the signature, as the kaniko job writes them"
+    assert "DOCKER_CONFIG" in joined, "registry credentials for pushing the signature, as the build job writes them"
     (verify,) = [line for line in script if "cosign verify" in line]
     assert '--certificate-identity "$CI_PROJECT_URL//$CI_CONFIG_PATH@$REF"' in verify
     assert '--certificate-oidc-issuer "$CI_SERVER_URL"' in verify
@@ -195,3 +207,55 @@ def test_gitlab_ci_local_fails_a_failing_job(ci_repo: Path, tmp_path: Path) -> N
     env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}
     proc = gitlab_ci_local(ci_repo, "--force-shell-executor", "lint", env=env)
     assert proc.returncode == 1
+
+
+# -- the build job itself, run by gitlab-ci-local with a stand-in for buildctl-daemonless.sh ----------------
+REGISTRY_VARS = ["CI_REGISTRY=registry.example.com", "CI_REGISTRY_IMAGE=registry.example.com/acme/deepseek",
+                 "CI_REGISTRY_USER=ci-user", "CI_REGISTRY_PASSWORD=s3cret", "CI_COMMIT_SHA=" + "c" * 40]
+DIGEST = "sha256:" + "d" * 64
+
+
+def stub_buildctl(tmp_path: Path, metadata: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """PATH with a buildctl-daemonless.sh that records its argv and the registry config, and writes
+    `metadata` to the --metadata-file it is given (as buildctl does after a push)."""
+    stub, record = tmp_path / "stub", tmp_path / "buildctl.json"
+    stub.mkdir()
+    script = stub / "buildctl-daemonless.sh"
+    script.write_text(f"""#!{sys.executable}
+import json, os, sys
+args = sys.argv[1:]
+config = open(os.path.join(os.environ["DOCKER_CONFIG"], "config.json")).read()
+json.dump({{"args": args, "config": config}}, open({str(record)!r}, "w"))
+open(args[args.index("--metadata-file") + 1], "w").write(json.dumps({metadata!r}, indent=2))
+""")
+    script.chmod(0o755)
+    return {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}, record
+
+
+def variables(repo: Path, *pairs: str) -> list[str]:
+    """--variable arguments; CI_PROJECT_DIR is the checkout, where a runner starts the job (gitlab-ci-local's
+    shell executor runs there too but reports a /builds/... path for jobs with an image)."""
+    return [arg for pair in (f"CI_PROJECT_DIR={repo}", *pairs) for arg in ("--variable", pair)]
+
+
+def test_gitlab_ci_local_runs_the_build_job_and_records_the_digest(ci_repo: Path, tmp_path: Path) -> None:
+    env, record = stub_buildctl(tmp_path, {"containerimage.digest": DIGEST, "image.name": "x"})
+    proc = gitlab_ci_local(ci_repo, "--force-shell-executor", *variables(ci_repo, *REGISTRY_VARS), "build:worker",
+                           env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (ci_repo / "build.env").read_text() == f"WORKER_IMAGE=registry.example.com/acme/deepseek/worker@{DIGEST}\n"
+    called = json.loads(record.read_text())
+    args = called["args"]
+    assert args[0] == "build" and args[args.index("--opt") + 1] == "filename=worker/Dockerfile"
+    assert f"type=image,name=registry.example.com/acme/deepseek/worker:{'c' * 40},push=true" in args
+    assert "s3cret" not in " ".join(args), "the password reaches buildctl only through DOCKER_CONFIG"
+    assert json.loads(called["config"])["auths"]["registry.example.com"]["auth"]
+
+
+def test_gitlab_ci_local_fails_a_build_without_a_pushed_digest(ci_repo: Path, tmp_path: Path) -> None:
+    env, _ = stub_buildctl(tmp_path, {"image.name": "x"})
+    proc = gitlab_ci_local(ci_repo, "--force-shell-executor", *variables(ci_repo, *REGISTRY_VARS), "build:operator",
+                           env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "buildctl recorded no pushed digest" in proc.stdout
+    assert not (ci_repo / "build.env").exists()
