@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the tests need: promtool/prometheus (alert rules, real scraping), rsync (gitlab-ci-local),
-# curl, openssl and flock (util-linux) for the real control plane (tools/control-plane/up.sh).
+# curl, openssl, flock (util-linux) and fuser (psmisc) for the real control plane (tools/control-plane/up.sh).
 set -euo pipefail
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
@@ -10,6 +10,7 @@ command -v npm >/dev/null || need+=(npm)  # gitlab-ci-local
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
 command -v flock >/dev/null || need+=(util-linux)
+command -v fuser >/dev/null || need+=(psmisc)  # up.sh names who holds its start lock
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)  # tests/reliability: a real reverse proxy
 [ ${#need[@]} -eq 0 ] && exit 0
 export DEBIAN_FRONTEND=noninteractive

@@ -16,12 +16,21 @@ API_PORT=${CLUSTER_API_PORT:-16443}
 ETCD_PORT=${CLUSTER_ETCD_PORT:-12379}
 ETCD_PEER_PORT=${CLUSTER_ETCD_PEER_PORT:-12380}
 KUBECTL=${KUBECTL:-kubectl}
+# A start takes 5-30 s; 180 s stays under pytest's 300 s per test, so a fixture fails with this
+# script's message (who holds the lock), not with the test runner's timeout.
+LOCK_WAIT=${CLUSTER_LOCK_WAIT_SECONDS:-180}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 START=$SECONDS
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 
-alive() { [ -f "$RUN/pids/$1" ] && kill -0 "$(cat "$RUN/pids/$1")" 2>/dev/null; }
+# A zombie is dead: a component that died waits to be reaped by init (some container inits take
+# seconds, some never do), and kill -0 still succeeds on it.
+alive() {
+  local pid
+  [ -f "$RUN/pids/$1" ] && pid=$(cat "$RUN/pids/$1") && kill -0 "$pid" 2>/dev/null || return 1
+  [[ "$(ps -o stat= -p "$pid" 2>/dev/null)" != Z* ]]
+}
 
 api_ready() {
   [ -f "$RUN/token" ] && curl -sfk --max-time 2 -H "Authorization: Bearer $(cat "$RUN/token")" \
@@ -43,10 +52,33 @@ wait_for() {
   done
 }
 
+# 9>&-: the start lock's descriptor stays with up.sh. A component that inherited it would hold the
+# lock for as long as it lives, and the next up.sh, after another component died, would wait for it.
 start() {
   local name=$1; shift
-  "$@" >"$RUN/logs/$name.log" 2>&1 &
+  "$@" 9>&- >"$RUN/logs/$name.log" 2>&1 &
   echo $! >"$RUN/pids/$name"
+}
+
+# Who holds the start lock (PID and command; this script has it open too), for the message when it
+# is held too long.
+lock_holders() {
+  local pid out=""
+  for pid in $(fuser "$RUN.lock" 2>/dev/null); do
+    [ "$pid" = "$$" ] && continue
+    out+="$pid ($(ps -o comm= -p "$pid" 2>/dev/null || echo gone)) "
+  done
+  echo "${out:-unknown}"
+}
+
+# One start at a time: a second caller waits here, then finds the cluster running. Past LOCK_WAIT
+# it fails naming the holders instead of hanging its caller.
+take_lock() {
+  exec 9>"$RUN.lock"
+  flock -w "$LOCK_WAIT" 9 && return 0
+  log "$RUN.lock is still held after ${LOCK_WAIT}s by: $(lock_holders)"
+  log "(a cluster started by an older up.sh passes the lock to its components: stop it with down.sh)"
+  exit 1
 }
 
 write_kubeconfig() {
@@ -179,10 +211,8 @@ main() {
   command -v "$KUBECTL" >/dev/null || { log "kubectl not found (run make bootstrap)"; exit 1; }
   if running; then log "already running ($RUN)"; echo "$RUN"; return 0; fi
   BIN=$("$HERE/build.sh")
-  # One start at a time: a second caller waits here, then finds the cluster running.
   mkdir -p "$(dirname "$RUN")"
-  exec 9>"$RUN.lock"
-  flock 9
+  take_lock
   if running; then log "already running ($RUN)"; echo "$RUN"; return 0; fi
   STAGES="$BIN/../kwok/stages"
   prepare
