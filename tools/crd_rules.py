@@ -207,6 +207,12 @@ RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
     api.ModelCache: (
         Rule(rule="!self.enabled || has(self.size)", message=f"cache.{api.CACHE_SIZE_MESSAGE}", field_path=".size"),
     ),
+    # Kubernetes' CEL quantity library (the sandbox provides quantity() and isGreaterThan() too).
+    api.DownloadResources: (
+        Rule(rule=" && ".join(f"!quantity(self.requests.{r}).isGreaterThan(quantity(self.limits.{r}))"
+                              for r in ("cpu", "memory")),
+             message=f"resources.{api.DOWNLOAD_REQUESTS_MESSAGE}", field_path=".requests"),
+    ),
     api.ModelSpec: (
         Rule(
             rule=f"!({_CACHED.format(m='self')}) || !has(self.source.pvc)",

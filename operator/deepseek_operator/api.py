@@ -204,6 +204,28 @@ class DownloadResources(Model):
         default_factory=lambda: DownloadResourceList(cpu="2", memory="4Gi"),
         description="CPU and memory limits; default cpu 2, memory 4Gi.")
 
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> DownloadResources:
+        # The Job would be created, but the apiserver refuses its pods: the download would never start.
+        if any(quantity_value(getattr(self.requests, r)) > quantity_value(getattr(self.limits, r))
+               for r in ("cpu", "memory")):
+            raise ValueError(DOWNLOAD_REQUESTS_MESSAGE)
+        return self
+
+
+DOWNLOAD_REQUESTS_MESSAGE = "requests: cpu and memory must not exceed their limits"
+_QUANTITY_SUFFIX = {"": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+                    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50}
+
+
+def quantity_value(text: str) -> float:
+    """A Kubernetes quantity matching QUANTITY as a number ("500m" -> 0.5, "1Gi" -> 1073741824)."""
+    match = re.match(QUANTITY, text)
+    if match is None:
+        raise ValueError(f"not a quantity: {text!r}")
+    number = text[: len(text) - len(match.group(2) or "")]
+    return float(number) * _QUANTITY_SUFFIX[match.group(2) or ""]
+
 
 class CacheDownload(Model):
     """The download Job of a model cache (docs/model-cache.md). Read when the Job is created: a
@@ -565,7 +587,7 @@ class Serving(Model):
     @field_validator("forwarded_allow_ips")
     @classmethod
     def _addresses(cls, addresses: list[str] | None) -> list[str] | None:
-        return ip_networks(addresses, strict=False)
+        return ip_networks(addresses, strict=True)  # uvicorn reads 10.0.0.1/8 as a name that never matches
 
     @model_validator(mode="after")
     def _per_key_within_total(self) -> Serving:

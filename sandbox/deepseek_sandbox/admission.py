@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -253,7 +254,27 @@ def _cel_sum(values: celtypes.ListType) -> celtypes.Value:
     return celtypes.IntType(sum(int(v) for v in values if isinstance(v, celtypes.IntType)))
 
 
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi)?$")
+_QUANTITY_SUFFIX = {"": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+                    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50}
+
+
+def _cel_quantity(text: celtypes.Value) -> celtypes.Value:
+    """Kubernetes CEL quantity library `quantity()`, as a number (only compared here); the CRD's
+    patterns admit only these forms."""
+    match = _QUANTITY.match(str(text))
+    if match is None:
+        raise CELEvalError(f"quantity: not a quantity: {text!r}")
+    return celtypes.DoubleType(float(match.group(1)) * _QUANTITY_SUFFIX[match.group(2) or ""])
+
+
+def _cel_is_greater_than(left: celtypes.Value, right: celtypes.Value) -> celtypes.Value:
+    """`quantity(a).isGreaterThan(quantity(b))`."""
+    return celtypes.BoolType(float(left) > float(right))  # type: ignore[arg-type]
+
+
 @functools.lru_cache(maxsize=256)
 def _program(rule: str) -> celpy.Runner:
     env = celpy.Environment()
-    return env.program(env.compile(rule), functions={"sum": _cel_sum})
+    return env.program(env.compile(rule), functions={"sum": _cel_sum, "quantity": _cel_quantity,
+                                                     "isGreaterThan": _cel_is_greater_than})

@@ -88,7 +88,9 @@ def test_the_jobs_retries_and_resources_come_from_cache_download_and_do_not_chan
 
 @pytest.mark.parametrize(("download", "field"), [({"backoffLimit": -1}, "backoffLimit"),
                                                  ({"backoffLimit": 101}, "backoffLimit"),
-                                                 ({"resources": {"limits": {"cpu": "lots", "memory": "1Gi"}}}, "cpu")])
+                                                 ({"resources": {"limits": {"cpu": "lots", "memory": "1Gi"}}}, "cpu"),
+                                                 ({"resources": {"requests": {"cpu": "500m", "memory": "8Gi"}}},
+                                                  "requests: cpu and memory must not exceed their limits")])
 def test_bad_download_settings_are_refused_naming_the_field(download: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidSpec, match=field):
         spec({**MODEL, "cache": {**MODEL["cache"], "download": download}})
