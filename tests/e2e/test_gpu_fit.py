@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from tests.e2e.conftest import Cluster, Kubectl, StartOperator, condition, current, eventually, warnings
+from tests.e2e.test_rollouts import ticks
 
 REG = "registry.example.com/deepseek-worker"
 H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
@@ -113,7 +114,7 @@ async def test_a_reasoning_model_downloading_into_each_pod_is_sized_and_warned_o
     """Issue 18 items 1, 5, 9 from the outside: a 70B reasoning model from the hub without a cache gets the
     family's lengths in its worker env and plan, a bounded download volume the scheduler accounts for, and
     one Warning event each for the per-pod download and the load budget below the estimate."""
-    await start_operator()
+    operator = await start_operator()
     llama = {"id": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "quantization": "nf4"}
     await kubectl("apply", "-f", "-", stdin=manifest(llama, gpus=1, node_selector=H100))
     obj = await eventually(lambda: (o := current(cluster)) and len(o.get("status", {}).get("gpuFit", {})
@@ -133,8 +134,8 @@ async def test_a_reasoning_model_downloading_into_each_pod_is_sized_and_warned_o
     assert next(v for v in spec["volumes"] if v["name"] == "cache")["emptyDir"] == {"sizeLimit": "147Gi"}
     await eventually(lambda: len(warnings(cluster, "ModelDownloadPerPod")) == 1
                      and len(warnings(cluster, "LoadTimeoutTooShort")) == 1, what="one Warning event each")
-    # The scheduler places the pod with its ephemeral-storage request; the reconciles its events cause
-    # post no second warning.
+    # The scheduler places the pod with its ephemeral-storage request; later reconciles post no second warning.
     await eventually(lambda: (p := cluster.objects("pods", "default", OWNED)) and p[0]["spec"].get("nodeName"),
                      what="the pod bound to a node")
+    await ticks(operator)
     assert len(warnings(cluster, "ModelDownloadPerPod")) == 1 and len(warnings(cluster, "LoadTimeoutTooShort")) == 1
