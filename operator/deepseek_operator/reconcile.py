@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -50,11 +50,13 @@ from deepseek_operator.status import (
     invalid_spec_conditions,
     merge_conditions,
 )
+from deepseek_operator.stored_defaults import stored_default_conditions
 from deepseek_operator.strategy import Strategy
 from deepseek_operator.traffic import effective_weights
 
 log = logging.getLogger(__name__)
 Notify = Callable[[str, str, str], Awaitable[None]]  # (type Normal|Warning, reason, message)
+Conditions = Sequence[tuple[str, bool, str, str]]  # (type, ok, reason, message), as integration_conditions
 DEPLOYMENT = KINDS[("apps/v1", "Deployment")]
 POD = KINDS[("v1", "Pod")]
 CR = KINDS[("deepseek.ai/v1alpha1", "DeepSeekDeployment")]
@@ -119,7 +121,7 @@ async def reconcile(body: Mapping[str, Any], api: K8s, notify: Notify) -> Outcom
         metrics.record_reconcile("invalid", time.monotonic() - started)
         raise
     try:
-        outcome = await _reconcile_valid(owner, spec, old_status, api, notify)
+        outcome = await _reconcile_valid(owner, spec, old_status, api, notify, stored_default_conditions(body))
     except ChildRejected as exc:
         await _write_refused_child(api, owner, old_status, str(exc))
         metrics.record_reconcile("invalid", time.monotonic() - started)
@@ -132,7 +134,8 @@ async def reconcile(body: Mapping[str, Any], api: K8s, notify: Notify) -> Outcom
 
 
 async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_status: dict[str, Any], api: K8s,
-                           notify: Notify) -> Outcome:
+                           notify: Notify, stored: Conditions) -> Outcome:
+    """`stored`: conditions about values an earlier CRD stored as defaults (stored_defaults.py)."""
     owner = await adopt_legacy_caches(api, owner, spec)  # caches named by an older release keep their name
     fits = gpufit.plan_variants(spec, await downloaded_architectures(api, owner, spec))  # plan from real configs
     if any(fit.fits == "False" for fit in fits.values()):
@@ -163,7 +166,7 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
         writes = _add(writes, more)
     reports = await observe_reports(api, owner, spec, fits)
     status = _status(owner, spec, caps, plan, states, weights, old_status, chosen, fits, caches.downloads, reports,
-                     pending, caches.notes)
+                     pending, caches.notes, stored)
     await _write_status(api, owner, old_status, status)
     await _announce_plan_warnings(notify, old_status, fits)
     await _announce_integrations(notify, old_status, status)
@@ -433,6 +436,7 @@ def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan
             states: list[VariantState], weights: dict[str, int], old_status: dict[str, Any],
             chosen: Chosen, fits: dict[str, gpufit.GpuFit], downloads: dict[str, DownloadState],
             reports: dict[str, dict[str, Any]], pending: list[str], cache_notes: list[Note] | None = None,
+            stored: Conditions = (),
             ) -> dict[str, Any]:
     selector = ",".join(f"{k}={v}" for k, v in selector_labels(owner, PRIMARY).items())
     notes: dict[str, tuple[str, str, str]] = {s.name: (chosen[s.name][0], chosen[s.name][1],
@@ -447,7 +451,7 @@ def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan
         rollback=plan,
         auto_rollback=spec.rollout.auto_rollback,
         url=ingress_url(spec) if spec.ingress else "",
-        integrations=integration_conditions(spec, caps) + cache_conditions(spec, cache_notes),
+        integrations=integration_conditions(spec, caps) + cache_conditions(spec, cache_notes) + list(stored),
         strategies=notes,
         gpu_fit={name: gpufit.status_of(fit) for name, fit in fits.items()},
         downloads={name: state.status() for name, state in downloads.items()},

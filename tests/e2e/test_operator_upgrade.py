@@ -6,6 +6,9 @@ unchanged resource. Its rendering differs (checked below), yet the workers keep 
 pods, the same ReplicaSet, the Deployment's generation unchanged, and OperatorUpgradePending says an
 upgrade is pending. The next spec change rolls the new template out.
 
+Then the managedFields rule of stored_defaults.py against what this apiserver records for a field
+the CRD defaults (rollout.operatorUpgrades), for each way a user creates a resource.
+
 The previous operator runs against this commit's CRD (the cluster is shared with other tests): its
 models refuse unknown fields, so in its copy `extra="forbid"` becomes `extra="ignore"`, which is what
 its own CRD would have done to the fields added since (structural pruning drops them).
@@ -19,14 +22,17 @@ import os
 import pathlib
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
 from deepseek_operator.api import parse_spec
 from deepseek_operator.render.common import Owner
 from deepseek_operator.render.workload import render_workload
-from tests.e2e.conftest import ROOT, Cluster, Kubectl, Operator, StartOperator, condition, eventually, free_port
+from deepseek_operator.stored_defaults import chosen_by_user
+from tests.e2e.conftest import ROOT, Cluster, Kubectl, Operator, condition, eventually, free_port
 from tests.real_cluster import RealCluster
 
 # The commit before 61a0f24 (workers report their measurements): its worker pods have no report
@@ -59,100 +65,162 @@ def previous_operator(tmp: pathlib.Path) -> pathlib.Path:
     return tmp / "operator"
 
 
-async def start_previous(cluster: RealCluster, package: pathlib.Path, log_path: pathlib.Path) -> Operator:
-    """PREVIOUS's operator as the chart's ServiceAccount, its package first on the path."""
+async def start_release(cluster: RealCluster, namespace: str, log_path: pathlib.Path,
+                        package: pathlib.Path | None = None) -> Operator:
+    """An operator watching `namespace` as the chart's ServiceAccount, once its metrics answer: this
+    commit's, or the one in `package` (first on the path)."""
     port = free_port()
     env = {**os.environ, **cluster.operator_env(), "DEEPSEEK_OPERATOR_METRICS_PORT": str(port),
-           "DEEPSEEK_OPERATOR_RESYNC_SECONDS": "1", "PYTHONPATH": str(package)}
+           "DEEPSEEK_OPERATOR_RESYNC_SECONDS": "1", **({"PYTHONPATH": str(package)} if package else {})}
+    where = str(package or ROOT / "operator")
     code = ("import sys; import deepseek_operator.main as m; "
-            f"assert m.__file__.startswith({str(package)!r}), m.__file__; sys.exit(m.cli())")
+            f"assert m.__file__.startswith({where!r}), m.__file__; sys.exit(m.cli())")
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", code, "--standalone", "--namespace=default", "--verbose", stdout=log,
+            sys.executable, "-c", code, "--standalone", f"--namespace={namespace}", "--verbose", stdout=log,
             stderr=asyncio.subprocess.STDOUT, env=env)
-    return Operator(proc, port, log_path)
+    op = Operator(proc, port, log_path)
+
+    async def up() -> bool:
+        assert proc.returncode is None, f"operator exited {proc.returncode}:\n{op.log()}"
+        try:
+            await op.metric("deepseek_operator_reconciles_total")
+            return True
+        except httpx.HTTPError:
+            return False
+
+    await eventually(up, timeout=60, what=f"the metrics of the operator in {where}")
+    return op
 
 
-def this_release_template() -> dict[str, Any]:
-    owner = Owner("chat", "default", "uid", 1)
+async def stopped(op: Operator) -> None:
+    """SIGTERM; a clean exit and no traceback in its log."""
+    await op.stop()
+    op.check_clean_exit()
+
+
+def this_release_template(namespace: str) -> dict[str, Any]:
+    owner = Owner("chat", namespace, "uid", 1)
     deployment = next(c for c in render_workload(owner, parse_spec(SPEC)) if c["kind"] == "Deployment")
     return dict(deployment["spec"]["template"])
 
 
-def workers(cluster: Cluster) -> dict[str, str]:
-    """Running primary pods (not terminating): uid -> their ReplicaSet."""
-    pods = cluster.objects("pods", "default", PODS)
-    return {p["metadata"]["uid"]: p["metadata"]["ownerReferences"][0]["name"] for p in pods
-            if not p["metadata"].get("deletionTimestamp")}
+@dataclass
+class Watch:
+    """What the test reads of the resource `chat` in its namespace."""
 
+    cluster: RealCluster
+    namespace: str
 
-def replica_sets(cluster: Cluster) -> set[str]:
-    return {rs["metadata"]["name"] for rs in cluster.objects("replicasets.apps", "default", PODS)}
+    def workers(self) -> dict[str, str]:
+        """Running primary pods (not terminating): uid -> their ReplicaSet."""
+        pods = self.cluster.objects("pods", self.namespace, PODS)
+        return {p["metadata"]["uid"]: p["metadata"]["ownerReferences"][0]["name"] for p in pods
+                if not p["metadata"].get("deletionTimestamp")}
+
+    def replica_sets(self) -> set[str]:
+        return {rs["metadata"]["name"] for rs in self.cluster.objects("replicasets.apps", self.namespace, PODS)}
+
+    def deployment(self) -> dict[str, Any]:
+        return self.cluster.get("deployments.apps", self.namespace, "chat-primary") or {}
+
+    def resource(self) -> dict[str, Any]:
+        return self.cluster.get("dsd", self.namespace, "chat") or {}
+
+    def ready_at(self, generation: int) -> dict[str, Any] | None:
+        obj = self.resource()
+        if obj.get("status", {}).get("observedGeneration") == generation and \
+                condition(obj, "Ready").get("status") == "True":
+            return obj
+        return None
+
+    def pending(self) -> dict[str, Any]:
+        cond = condition(self.resource(), "OperatorUpgradePending")
+        return cond if cond.get("status") == "True" else {}
 
 
 def revision(deployment: dict[str, Any]) -> str:
     return str(deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
 
 
-def ready_at(cluster: Cluster, generation: int) -> dict[str, Any] | None:
-    obj = cluster.get("dsd", "default", "chat") or {}
-    status = obj.get("status", {})
-    if status.get("observedGeneration") == generation and condition(obj, "Ready").get("status") == "True":
-        return obj
-    return None
-
-
 async def test_an_operator_upgrade_restarts_no_worker_until_the_next_spec_change(
-        cluster: Cluster, kubectl: Kubectl, start_operator: StartOperator, tmp_path: pathlib.Path) -> None:
+        cluster: Cluster, kubectl: Kubectl, tmp_path: pathlib.Path) -> None:
     assert isinstance(cluster, RealCluster)
-    previous = await start_previous(cluster, previous_operator(tmp_path), tmp_path / "previous.log")
+    with cluster.scratch_namespace("upgrade") as namespace:
+        try:
+            await upgrade_scenario(cluster, kubectl, namespace, previous_operator(tmp_path), tmp_path)
+        finally:  # no operator runs now: drop a finalizer left behind, so that the namespace can go
+            await kubectl("patch", "dsd", "chat", "-n", namespace, "--type=merge", "-p",
+                          '{"metadata":{"finalizers":null}}', check=False)
+
+
+async def upgrade_scenario(cluster: RealCluster, kubectl: Kubectl, namespace: str, package: pathlib.Path,
+                           tmp_path: pathlib.Path) -> None:
+    watch = Watch(cluster, namespace)
+    previous = await start_release(cluster, namespace, tmp_path / "previous.log", package)
     try:
-        await kubectl("apply", "-f", "-", stdin=json.dumps({
+        await kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps({
             "apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment", "metadata": {"name": "chat"},
             "spec": SPEC}))
-        await eventually(lambda: ready_at(cluster, 1) and len(workers(cluster)) == 2, timeout=60,
+        await eventually(lambda: watch.ready_at(1) and len(watch.workers()) == 2, timeout=60,
                          what=f"Ready under {PREVIOUS}'s operator")
     except BaseException:  # pytest.fail's Failed included: show why
         print(previous.log())
         raise
     finally:
-        await previous.stop()
-    assert previous.proc.returncode == 0, previous.log()
-    before = cluster.get("deployments.apps", "default", "chat-primary") or {}
-    running, sets_before = workers(cluster), replica_sets(cluster)
+        await stopped(previous)
+    before, running, sets_before = watch.deployment(), watch.workers(), watch.replica_sets()
     # The releases really differ: this one renders another template for the same spec.
     assert before["spec"]["template"]["spec"].get("serviceAccountName") is None
-    assert this_release_template()["spec"]["serviceAccountName"] == "chat-primary-report"
+    assert this_release_template(namespace)["spec"]["serviceAccountName"] == "chat-primary-report"
 
-    await start_operator()
+    current = await start_release(cluster, namespace, tmp_path / "current.log")
+    try:
+        cond = await eventually(watch.pending, timeout=30, what="OperatorUpgradePending True")
+        assert "primary" in cond["message"] and cond["reason"] == "TemplateHeld", cond
+        after = watch.deployment()
+        # 0 worker restarts: the same template, revision and ReplicaSets, the same pods. (Not the
+        # Deployment's generation: the apiserver bumps it for the intent annotation too.)
+        assert after["spec"]["template"] == before["spec"]["template"]
+        assert revision(after) == revision(before) and watch.replica_sets() == sets_before
+        assert watch.workers() == running
+        assert watch.ready_at(1), "still Ready: the pods serve as before"
+        wide = (await kubectl("get", "dsd", "chat", "-n", namespace, "-o", "wide")).splitlines()
+        assert "UPGRADE" in wide[0].split() and "TemplateHeld" in wide[1].split(), wide
 
-    def pending() -> dict[str, Any]:
-        obj = cluster.get("dsd", "default", "chat") or {}
-        cond = condition(obj, "OperatorUpgradePending")
-        return cond if cond.get("status") == "True" else {}
+        # The next spec change rolls everything, under rollout.strategy (Replace, one pod at a time).
+        await kubectl("patch", "dsd", "chat", "-n", namespace, "--type=merge", "-p",
+                      json.dumps({"spec": {"rateLimit": {"requestsPerMinute": 600, "burst": 60}}}))
 
-    cond = await eventually(pending, timeout=30, what="OperatorUpgradePending True")
-    assert "primary" in cond["message"] and cond["reason"] == "TemplateHeld", cond
-    after = cluster.get("deployments.apps", "default", "chat-primary") or {}
-    # 0 worker restarts: the same template, revision and ReplicaSets, the same pods. (Not the generation:
-    # a Deployment's counts annotation changes too, and the intent annotation was added.)
-    assert after["spec"]["template"] == before["spec"]["template"]
-    assert revision(after) == revision(before) and replica_sets(cluster) == sets_before
-    assert workers(cluster) == running
-    assert ready_at(cluster, 1), "still Ready: the pods serve as before"
-    wide = (await kubectl("get", "dsd", "chat", "-o", "wide")).splitlines()
-    assert "UPGRADE" in wide[0].split() and "TemplateHeld" in wide[1].split(), wide
+        def rolled() -> bool:
+            pods = watch.workers()
+            return bool(watch.ready_at(2)) and len(pods) == 2 and not set(pods) & set(running) and \
+                watch.deployment()["spec"]["template"]["spec"].get("serviceAccountName") == "chat-primary-report"
 
-    # The next spec change rolls everything, under rollout.strategy (Replace, one pod at a time).
-    await kubectl("patch", "dsd", "chat", "--type=merge", "-p",
-                  json.dumps({"spec": {"rateLimit": {"requestsPerMinute": 600, "burst": 60}}}))
+        await eventually(rolled, timeout=60, what="the new template rolled out after the spec change")
+        done = condition(watch.resource(), "OperatorUpgradePending")
+        assert (done["status"], done["reason"]) == ("False", "UpToDate"), done
+    finally:
+        # Let the operator drop its finalizer while it still runs: the namespace can then go.
+        await kubectl("delete", "dsd", "chat", "-n", namespace, "--wait=true", "--timeout=60s", check=False)
+        await stopped(current)
 
-    def rolled() -> bool:
-        dep = cluster.get("deployments.apps", "default", "chat-primary") or {}
-        pods = workers(cluster)
-        return bool(ready_at(cluster, 2)) and len(pods) == 2 and not set(pods) & set(running) and \
-            dep["spec"]["template"]["spec"].get("serviceAccountName") == "chat-primary-report"
 
-    await eventually(rolled, timeout=60, what="the new template rolled out after the spec change")
-    done = condition(cluster.get("dsd", "default", "chat") or {}, "OperatorUpgradePending")
-    assert (done["status"], done["reason"]) == ("False", "UpToDate"), done
+@pytest.mark.parametrize("how, sent, users", [
+    (("apply", "--server-side"), False, False),   # SSA owns only what was sent
+    (("apply", "--server-side"), True, True),
+    (("apply",), False, False),                   # client-side apply: owned, but not in last-applied
+    (("apply",), True, True),
+    (("create",), False, True),                   # an Update owns the defaults too: cannot tell, the user's
+])
+async def test_managed_fields_tell_a_stored_default_from_a_users_choice(
+        cluster: Cluster, kubectl: Kubectl, how: tuple[str, ...], sent: bool, users: bool) -> None:
+    assert isinstance(cluster, RealCluster)
+    rollout = {**SPEC["rollout"], **({"operatorUpgrades": "OnNextChange"} if sent else {})}
+    with cluster.scratch_namespace("stored-defaults") as namespace:
+        manifest = {"apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment",
+                    "metadata": {"name": "chat", "namespace": namespace}, "spec": {**SPEC, "rollout": rollout}}
+        await kubectl(*how, "-f", "-", stdin=json.dumps(manifest))
+        obj = cluster.get("dsd", namespace, "chat") or {}
+        assert obj["spec"]["rollout"]["operatorUpgrades"] == "OnNextChange"  # stored either way
+        assert chosen_by_user(obj, ("spec", "rollout", "operatorUpgrades")) is users, obj["metadata"]
