@@ -8,11 +8,15 @@ A variant is in exactly one phase:
   (InsufficientGPU, NoMatchingNode, Unschedulable; FailedCreate, when the apiserver refuses the pods: a
   missing PriorityClass, a quota, a Pod Security violation) only when the Deployment's progress
   deadline passes, since a GPU node may yet be added by the cluster autoscaler and quota may yet be freed.
+  A `config` failure (ContainerConfigError: a missing Secret, ConfigMap or key) is the pod's
+  configuration, not the image: it is reported at once and as Degraded, but never rolled back (the old
+  image would meet the same missing Secret), and it wins over the progress deadline, which would
+  otherwise roll back; the kubelet retries by itself once the Secret exists.
 
 Reasons (docs/rollouts.md): InsufficientGPU (the scheduler found no node with enough free GPUs),
 NoMatchingNode (node selector, affinity or taints exclude every node), Unschedulable (any other
 scheduler refusal), ImagePullFailed, CrashLoop, OOMKilled, OOMAtLoad, ModelLoadFailed,
-ProgressDeadlineExceeded. Each message carries the kubelet's or scheduler's own words and the fix.
+ContainerConfigError, ProgressDeadlineExceeded. Each message carries the kubelet's or scheduler's own words and the fix.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ OOM_AT_LOAD_PREFIX = "out of GPU memory while loading the model"
 _INSUFFICIENT_GPU = re.compile(r"Insufficient [^\s,]*gpu")
 _NO_MATCHING_NODE = ("didn't match Pod's node affinity/selector", "untolerated taint", "didn't match pod affinity")
 IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
+# The kubelet could not build the container's config: a Secret, ConfigMap or key it references is
+# missing (an HF token's tokenSecretRef), or runAsNonRoot meets an image that runs as root.
+CONFIG_ERROR = "CreateContainerConfigError"
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class PodIssue:
     reason: str
     message: str
     fatal: bool
+    config: bool = False  # the pod's configuration, not the image: never rolled back (module docstring)
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class VariantState:
     reason: str
     message: str
     fatal: bool = False
+    config: bool = False  # see PodIssue.config
 
 
 def pod_issue(pod: dict[str, Any], image: str) -> PodIssue | None:
@@ -80,7 +89,8 @@ def pod_issue(pod: dict[str, Any], image: str) -> PodIssue | None:
     for cond in status.get("conditions", []):
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
             return _unscheduled(cond.get("reason") or "Unschedulable", cond.get("message", ""))
-    for cs in status.get("containerStatuses", []):
+    # Init containers first: while one waits, the main containers only say PodInitializing.
+    for cs in [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]:
         issue = _container_issue(cs)
         if issue is not None:
             return issue
@@ -119,6 +129,12 @@ def _container_issue(cs: dict[str, Any]) -> PodIssue | None:
     if reason in IMAGE_PULL_REASONS:
         return PodIssue("ImagePullFailed", f"{waiting.get('message', reason)}; check the image name and tag, and "
                         "that the nodes can pull from its registry", True)
+    if reason == CONFIG_ERROR:
+        return PodIssue("ContainerConfigError", f"container {cs.get('name')}: {waiting.get('message', reason)}; "
+                        "create the Secret or ConfigMap (and key) the spec references, e.g. "
+                        "model.source.huggingFace.tokenSecretRef, or fix the reference: the kubelet retries by "
+                        "itself. Not rolled back: the previous image would meet the same configuration",
+                        fatal=True, config=True)
     if reason == "CrashLoopBackOff":
         detail = waiting.get("message", "") or f"restarted {cs.get('restartCount', 0)} times"
         return PodIssue("CrashLoop", f"{detail}; the worker keeps exiting: see `kubectl logs --previous` of the pod",
@@ -144,12 +160,15 @@ def variant_state(obs: VariantObservation) -> VariantState:
     updated, available = int(st.get("updatedReplicas", 0)), int(st.get("availableReplicas", 0))
     current = int(st.get("observedGeneration", 0)) >= int(dep["metadata"].get("generation", 1))
 
-    def make(phase: Phase, reason: str, message: str, fatal: bool = False) -> VariantState:
+    def make(phase: Phase, reason: str, message: str, fatal: bool = False, config: bool = False) -> VariantState:
         return VariantState(obs.name, phase, obs.image, replicas, obs.replicas, ready, updated,
-                            reason, message, fatal)
+                            reason, message, fatal, config)
 
     summary = f"{obs.name}: {ready}/{obs.replicas} ready, {updated}/{obs.replicas} updated"
     progressing = _condition(dep, "Progressing")
+    issue = next((i for i in (pod_issue(p, obs.image) for p in obs.pods) if i is not None), None)
+    if issue is not None and issue.config:  # before the deadline's verdict, which would roll back
+        return make("Failed", issue.reason, f"{obs.name}: {issue.message}", fatal=issue.fatal, config=True)
     if current and progressing.get("reason") == "ProgressDeadlineExceeded":
         detail = progressing.get("message", "progress deadline exceeded")
         return make("Failed", "ProgressDeadlineExceeded", f"{obs.name}: {detail}", fatal=True)
@@ -161,7 +180,6 @@ def variant_state(obs: VariantObservation) -> VariantState:
         # The ReplicaSet controller could not create pods; its message is the apiserver's refusal.
         return make("Failed", refused.get("reason") or "FailedCreate",
                     f"{obs.name}: {refused.get('message', 'pods could not be created')}")
-    issue = next((i for i in (pod_issue(p, obs.image) for p in obs.pods) if i is not None), None)
     if issue is not None:
         note = f"; GPU-fit plan: {obs.fit_note}" if issue.reason == "OOMAtLoad" and obs.fit_note else ""
         return make("Failed", issue.reason, f"{obs.name}: {issue.message}{note}", fatal=issue.fatal)

@@ -4,6 +4,8 @@
 - When a rollout of spec.image fails fatally (observe.py), status.failedImage = spec.image and
   status.failedReason says why (the reason and the pod's message). With
   autoRollback and a target to go back to, the primary is rendered with status.image again, once.
+  A failure of the pod's configuration (observe.py's `config`: a missing Secret or key) is never
+  rolled back: the old image would meet the same configuration. It is reported as Degraded instead.
 - The bad image is not retried while spec.image still equals status.failedImage; setting a new
   image (the next CI pipeline) clears it. Rollback covers image changes, which is what pipelines
   make; a failure of any other spec change is reported as Degraded without rollback.
@@ -35,8 +37,9 @@ def primary_image(spec: DeepSeekDeploymentSpec, rollback: Rollback, stable: str)
 
 def detect_failure(spec: DeepSeekDeploymentSpec, rollback: Rollback, primary: VariantState,
                    stable: str) -> Rollback | None:
-    """A new fatal failure of spec.image on the primary -> the new rollback state; else None."""
-    if rollback.failed_image or primary.phase != "Failed" or not primary.fatal:
+    """A new fatal failure of spec.image on the primary -> the new rollback state; else None. A
+    `config` failure (a missing Secret) is not the image's: the old image would fail the same way."""
+    if rollback.failed_image or primary.phase != "Failed" or not primary.fatal or primary.config:
         return None
     if primary.image != spec.image or spec.image == stable:
         return None

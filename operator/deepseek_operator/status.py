@@ -214,7 +214,7 @@ def _degraded(inp: StatusInput) -> tuple[bool, str, str]:
                                     f"({inp.rollback.reason}); rolled back to {primary.image}")
     fatal = [s for s in inp.variants if s.phase == "Failed" and s.fatal]
     if fatal:
-        hint = "" if inp.auto_rollback else " (rollout.autoRollback is off)"
+        hint = "" if inp.auto_rollback or fatal[0].config else " (rollout.autoRollback is off)"
         return True, fatal[0].reason, fatal[0].message + hint
     unavailable = [s for s in inp.variants if s.phase == "Unavailable"]
     if unavailable:
