@@ -30,6 +30,9 @@ worker's own KV-pool rule (worker engine, `--gpu-memory-utilization`):
 GPU memory per device: `resources.gpuMemory`, else the node selector's `nvidia.com/gpu.memory` (MiB,
 as NVIDIA GPU feature discovery sets it), else its `nvidia.com/gpu.product` through PRODUCTS; with
 none of them the fit is Unknown and the message says why.
+
+Unset lengths are the model family's (family.lengths), so the pool is priced as the worker will get it.
+The plan also carries the start-up figures of startup.py (checkpoint size, load estimate, warnings).
 """
 
 from __future__ import annotations
