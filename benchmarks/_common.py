@@ -379,17 +379,18 @@ def free_port() -> int:
 
 async def stream_chat(base_url: str, model: str, conc: int, max_tokens: int, content: str | list[str],
                       temperature: float = 0.0, top_p: float = 1.0, extra: dict[str, Any] | None = None,
-                      timeout: float = 600) -> dict[str, Any]:
+                      timeout: float = 600, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """`conc` concurrent streaming chat completions; generated tokens/s from the first request sent to
     the last stream's end. Tokens are counted from each stream's usage (stream_options.include_usage).
-    Returns tok_s, tokens, expected, errors (non-200 replies and broken streams), seconds."""
+    `headers`: sent with every request (an API key). Returns tok_s, tokens, expected, errors (non-200
+    replies and broken streams), seconds."""
     import httpx
 
     contents = [content] * conc if isinstance(content, str) else content
     tokens: list[int] = []
     errors: list[str] = []
     limits = httpx.Limits(max_connections=conc + 8, max_keepalive_connections=conc + 8)
-    async with httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits, headers=headers) as client:
         async def one(text: str) -> None:
             body = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens,
                     "temperature": temperature, "top_p": top_p, "stream": True,
