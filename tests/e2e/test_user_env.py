@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.e2e.conftest import Cluster, Kubectl, StartOperator, eventually
+import pytest
+
+from tests.e2e.conftest import Cluster, Kubectl, StartOperator
+from tests.waiting import eventually
 
 OWNED = "deepseek.ai/deployment=chat"
 PROXY = {"name": "HTTPS_PROXY", "value": "http://10.0.0.5:3128"}
@@ -30,7 +33,7 @@ async def test_env_edge_settings_and_policy_reach_the_children(cluster: Cluster,
                             check=False)
     assert "spec.env[0].name" in refused and "HF_TOKEN is set by the operator" in refused, refused
 
-    await start_operator()
+    operator = await start_operator()
     await kubectl("apply", "-f", "-", stdin=resource(
         env=[PROXY, {"name": "NCCL_DEBUG", "value": "WARN"}],
         variants=[{"name": "canary", "env": [{"name": "NCCL_DEBUG", "value": "INFO"}]}],
@@ -48,7 +51,11 @@ async def test_env_edge_settings_and_policy_reach_the_children(cluster: Cluster,
         found = env(name)
         return found if found and "FORWARDED_ALLOW_IPS" in found else None
 
-    primary = await eventually(lambda: rendered("chat-primary"), timeout=60, what="the primary Deployment")
+    try:
+        primary = await eventually(lambda: rendered("chat-primary"), timeout=60, what="the primary Deployment")
+    except pytest.fail.Exception:
+        status = await kubectl("get", "dsd", "chat", "-o", "jsonpath={.status.conditions}", check=False)
+        pytest.fail(f"no primary Deployment with the env; conditions: {status}\noperator log:\n{operator.log(60)}")
     canary = await eventually(lambda: rendered("chat-canary"), timeout=60, what="the canary Deployment")
     assert primary["HTTPS_PROXY"] == PROXY["value"] and primary["NCCL_DEBUG"] == "WARN"
     assert canary["HTTPS_PROXY"] == PROXY["value"] and canary["NCCL_DEBUG"] == "INFO", "the variant's entry wins"

@@ -32,7 +32,7 @@ OWNER = Owner("chat", "team-a", "uid-1", 3)
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "deepseek.ai_deepseekdeployments.yaml"
 MODEL = {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"}
 CACHE = {"enabled": True, "size": "40Gi"}
-USER_ENV = [
+USER_ENV: list[dict[str, Any]] = [
     {"name": "HTTPS_PROXY", "value": "http://10.0.0.5:3128"},
     {"name": "NO_PROXY", "value": ".svc,.cluster.local"},
     {"name": "HF_HUB_DISABLE_XET"},
@@ -57,7 +57,7 @@ def _containers(children: list[dict[str, Any]], kind: str) -> dict[str, dict[str
 
 # -- the refused names are what the renderers set ---------------------------------------------------------
 # Specs that between them take every branch of worker_env() and download_env().
-EVERY_WORKER_BRANCH = [
+EVERY_WORKER_BRANCH: list[dict[str, Any]] = [
     {"model": {"id": "org/m", "source": {"huggingFace": {"endpoint": "https://hf-mirror.com",
                                                          "tokenSecretRef": {"name": "hf"}}}},
      "serving": {"gpuMemoryUtilization": 0.8, "maxNumBatchedTokens": 4096, "maxConcurrentRequestsPerKey": 4,
@@ -66,7 +66,7 @@ EVERY_WORKER_BRANCH = [
      "auth": {"apiKeysSecretRef": {"name": "keys"}, "jwt": {"secretRef": {"name": "jwt"}}}},
     {"model": {"id": "org/m", "source": {"pvc": {"claimName": "models"}}}},
 ]
-EVERY_DOWNLOAD_BRANCH = [
+EVERY_DOWNLOAD_BRANCH: list[dict[str, Any]] = [
     {"model": {"id": "org/m", "cache": CACHE, "source": {"huggingFace": {"endpoint": "https://hf-mirror.com",
                                                                          "tokenSecretRef": {"name": "hf"}}}}},
 ]
@@ -211,3 +211,13 @@ def test_the_real_apiserver_holds_the_env_unchanged(real_cluster: RealCluster, n
         assert response.status_code == 201, response.text
         returned = response.json()["spec"]["template"]["spec"]["containers"][0]["env"]
         assert returned == obj["spec"]["template"]["spec"]["containers"][0]["env"], obj["metadata"]["name"]
+
+
+def test_a_cidr_uvicorn_would_not_read_is_refused_naming_the_field() -> None:
+    """uvicorn takes `10.244.1.0/16` (host bits set) for a literal name that never matches: the trust
+    would silently not apply, so parse_spec refuses it (the CRD's pattern cannot tell)."""
+    with pytest.raises(ValueError, match=r"spec\.serving\.forwardedAllowIPs: 10\.244\.1\.0/16: .*host bits set"):
+        _spec(serving={"forwardedAllowIPs": ["10.244.1.0/16"]})
+    config = uvicorn.Config(lambda: None, forwarded_allow_ips="10.244.1.0/16")
+    config.load()
+    assert "10.244.3.9" not in config.loaded_app.trusted_hosts
