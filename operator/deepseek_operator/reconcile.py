@@ -296,18 +296,22 @@ async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: 
 async def _settle_upgrades(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, old_status: dict[str, Any],
                            workload: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """The workload with each worker Deployment settled against the live one (upgrade.py): a template
-    only this operator release changed stays as it runs under rollout.operatorUpgrades OnNextChange.
-    Also the variants so held back."""
+    only this operator release changed stays as it runs under rollout.operatorUpgrades OnNextChange,
+    and under Rolling while another variant rolls out (one variant at a time). Also the variants so
+    held back."""
     seen = old_status.get("observedGeneration") == owner.generation
     digest = upgrade.spec_digest(spec)
-    out, pending = [], []
+    live = {c["metadata"]["name"]: await api.get(DEPLOYMENT, owner.namespace, c["metadata"]["name"])
+            for c in workload if c["kind"] == "Deployment"}
+    out, pending, upgrading = [], [], False
     for child in workload:
         if child["kind"] == "Deployment":
-            live = await api.get(DEPLOYMENT, owner.namespace, child["metadata"]["name"])
+            name = child["metadata"]["name"]
+            others = upgrading or any(upgrade.rolling(dep) for other, dep in live.items() if other != name)
             image = child["spec"]["template"]["spec"]["containers"][0]["image"]
-            settled = upgrade.settle(child, live, upgrade.intent_hash(digest, image),
-                                     spec.rollout.operator_upgrades, seen)
-            child = settled.deployment
+            settled = upgrade.settle(child, live[name], upgrade.intent_hash(digest, image),
+                                     spec.rollout.operator_upgrades, seen, others)
+            child, upgrading = settled.deployment, upgrading or settled.upgrading
             if settled.pending:
                 pending.append(child["metadata"]["labels"][LABEL_VARIANT])
         out.append(child)

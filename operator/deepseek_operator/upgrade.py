@@ -16,7 +16,9 @@ when the user's intent changed, unless the resource asks for `Rolling`:
   keeps the template the Deployment runs (the one the operator applied last, from its last-applied
   record) and reports the variant as pending (condition OperatorUpgradePending); the Deployment's
   other fields (replicas, strategy, labels) are still applied. `Rolling` applies it, rolled under
-  rollout.strategy like any change.
+  rollout.strategy like any change, to one variant at a time: while another variant's Deployment is
+  rolling out, the new template waits (pending, as above), so an upgrade never replaces the pods of
+  every variant together.
 - A Deployment without the annotation was applied by a release before this mechanism: its intent is
   unchanged when the previous operator had reconciled the resource's current generation
   (status.observedGeneration) and the Deployment runs the image rendered now.
@@ -42,6 +44,7 @@ class Settled:
 
     deployment: dict[str, Any]
     pending: bool
+    upgrading: bool = False  # the template only this release changed is applied now (Rolling)
 
 
 def spec_digest(spec: DeepSeekDeploymentSpec) -> str:
@@ -60,21 +63,35 @@ def intent_hash(digest: str, image: str) -> str:
 
 
 def settle(desired: dict[str, Any], live: dict[str, Any] | None, intent: str, policy: str,
-           generation_seen: bool) -> Settled:
+           generation_seen: bool, others_rolling: bool = False) -> Settled:
     """The Deployment to apply for `desired` given the `live` one (module docstring).
 
     `intent`: intent_hash() of the variant; `policy`: spec.rollout.operatorUpgrades;
     `generation_seen`: the status describes the resource's current generation (status.observedGeneration
-    as read before this reconcile), which stands for the intent of a Deployment without the annotation."""
+    as read before this reconcile), which stands for the intent of a Deployment without the annotation;
+    `others_rolling`: another variant's Deployment is rolling out (or starts to in this reconcile)."""
     out = copy.deepcopy(desired)
     out["metadata"].setdefault("annotations", {})[INTENT] = intent
-    if live is None or policy == "Rolling":
+    if live is None:
         return Settled(out, False)
     applied = _applied_template(live)
     if applied == desired["spec"]["template"] or not _same_intent(live, intent, desired, generation_seen):
         return Settled(out, False)
+    if policy == "Rolling" and not others_rolling:
+        return Settled(out, False, upgrading=True)
     out["spec"]["template"] = applied
     return Settled(out, True)
+
+
+def rolling(live: dict[str, Any] | None) -> bool:
+    """A Deployment's rollout is under way: its controller has not seen its spec yet, or not every
+    replica runs its template yet (availability aside: an unhealthy variant does not block the others)."""
+    if live is None:
+        return False
+    status = live.get("status") or {}
+    replicas = int(live["spec"].get("replicas", 1))
+    seen = int(status.get("observedGeneration", 0)) >= int(live["metadata"].get("generation", 1))
+    return not seen or int(status.get("updatedReplicas", 0)) < replicas or int(status.get("replicas", 0)) > replicas
 
 
 def _same_intent(live: dict[str, Any], intent: str, desired: dict[str, Any], generation_seen: bool) -> bool:
@@ -97,6 +114,10 @@ def _images(deployment: dict[str, Any]) -> list[str]:
 
 def pending_message(variants: list[str], policy: str) -> str:
     """The OperatorUpgradePending message for the variants whose new template is held back."""
-    return (f"{', '.join(variants)}: this operator release renders a different pod template for the "
-            f"unchanged spec; the running pods are kept (rollout.operatorUpgrades {policy}) until the next "
-            "spec change rolls them out under rollout.strategy, or set rollout.operatorUpgrades to Rolling")
+    names = ", ".join(variants)
+    if policy == "Rolling":
+        return (f"{names}: this operator release's pod template waits for the other variants' rollouts "
+                "(rollout.operatorUpgrades Rolling rolls one variant at a time, under rollout.strategy)")
+    return (f"{names}: this operator release renders a different pod template for the unchanged spec; the "
+            f"running pods are kept (rollout.operatorUpgrades {policy}) until the next spec change rolls them "
+            "out under rollout.strategy, or set rollout.operatorUpgrades to Rolling")

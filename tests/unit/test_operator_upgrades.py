@@ -3,7 +3,7 @@
 The pure rule (`upgrade.settle`) in a table, then the real reconcile over an in-memory API whose
 Deployment was applied by an "earlier release" (the template rendered now, minus one env var, and no
 intent annotation): OnNextChange keeps that template and says OperatorUpgradePending; the next spec
-change rolls the new one; Rolling applies it at once.
+change rolls the new one; Rolling applies it, one variant at a time.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from deepseek_operator.render.workload import render_workload
 IMAGE = "registry.example.com/deepseek-worker:1.1.0"
 SPEC = {"image": IMAGE, "model": {"id": "deepseek-ai/DeepSeek-R1"}, "resources": {"gpus": 0}}
 DROPPED_ENV = "DEEPSEEK_REPORT_CONFIGMAP"  # what the "earlier release" did not render
+SETTLED = {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "availableReplicas": 1}
 
 
 def rendered(spec: dict[str, Any] = SPEC) -> dict[str, Any]:
@@ -37,7 +38,8 @@ def earlier_release(deployment: dict[str, Any]) -> dict[str, Any]:
     container = old["spec"]["template"]["spec"]["containers"][0]
     container["env"] = [e for e in container["env"] if e["name"] != DROPPED_ENV]
     assert len(container["env"]) < len(deployment["spec"]["template"]["spec"]["containers"][0]["env"])
-    return _deep_merge(old, {"metadata": {"annotations": {LAST_APPLIED: _canonical(old)}}})
+    live = _deep_merge(old, {"metadata": {"annotations": {LAST_APPLIED: _canonical(old)}}})
+    return {**live, "metadata": {**live["metadata"], "generation": 1}, "status": SETTLED}
 
 
 def intent(spec: dict[str, Any] = SPEC, image: str = IMAGE) -> str:
@@ -81,9 +83,25 @@ def test_recorded_intent_decides_over_the_generation() -> None:
     assert not settled.pending and "DEEPSEEK_RATE_LIMIT_RPM" in env_names(settled.deployment)
 
 
-def test_rolling_applies_the_new_template() -> None:
+def test_rolling_applies_the_new_template_unless_another_variant_rolls() -> None:
     settled = upgrade.settle(rendered(), earlier_release(rendered()), intent(), "Rolling", generation_seen=True)
-    assert not settled.pending and DROPPED_ENV in env_names(settled.deployment)
+    assert not settled.pending and settled.upgrading and DROPPED_ENV in env_names(settled.deployment)
+    waits = upgrade.settle(rendered(), earlier_release(rendered()), intent(), "Rolling", generation_seen=True,
+                           others_rolling=True)
+    assert waits.pending and not waits.upgrading and DROPPED_ENV not in env_names(waits.deployment)
+    assert "Rolling" in upgrade.pending_message(["canary"], "Rolling")
+
+
+@pytest.mark.parametrize("status, generation, rolling", [
+    ({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}, 3, False),
+    ({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}, 3, True),
+    ({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 2}, 3, True),
+    ({"observedGeneration": 3, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}, 3, True),
+    ({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 0}, 3, False),  # unhealthy
+], ids=["settled", "unseen", "updating", "surplus", "unavailable-but-updated"])
+def test_rolling(status: dict[str, Any], generation: int, rolling: bool) -> None:
+    deployment = {"metadata": {"generation": generation}, "spec": {"replicas": 2}, "status": status}
+    assert upgrade.rolling(deployment) is rolling
 
 
 def test_held_template_is_the_last_applied_one_not_the_live_defaults() -> None:
@@ -127,8 +145,7 @@ class FakeApi:
         stored = _deep_merge(desired, {"metadata": {"annotations": {LAST_APPLIED: _canonical(desired)}}})
         if kind_of(desired).kind == "Deployment":  # settled: every replica runs the template
             stored["metadata"]["generation"] = 1
-            stored["status"] = {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
-                                "availableReplicas": 1}
+            stored["status"] = dict(SETTLED)
         self.objects[key] = stored
         return "created" if live is None else "patched"
 
@@ -193,3 +210,42 @@ async def test_reconcile_rolling_applies_the_new_template() -> None:
     assert DROPPED_ENV in env_names(api.objects[("Deployment", "chat-primary")])
     assert pending(api) == {}  # never pending: no condition at all
     assert json.loads(api.objects[("Deployment", "chat-primary")]["metadata"]["annotations"][LAST_APPLIED])
+
+
+WITH_CANARY = {**SPEC, "variants": [{"name": "canary", "weight": 10, "replicas": 1}]}
+
+
+async def test_reconcile_rolling_upgrades_one_variant_at_a_time() -> None:
+    spec = {**WITH_CANARY, "rollout": {"operatorUpgrades": "Rolling"}}
+    api = await upgraded_api(spec)
+    api.objects[("Deployment", "chat-canary")] = earlier_release(deployment_of(spec, "chat-canary"))
+    await reconcile(api.cr, api, notify)  # type: ignore[arg-type]
+    assert DROPPED_ENV in env_names(api.objects[("Deployment", "chat-primary")])
+    assert DROPPED_ENV not in env_names(api.objects[("Deployment", "chat-canary")])
+    cond = pending(api)
+    assert cond["status"] == "True" and cond["message"].startswith("canary:"), cond
+
+    primary = api.objects[("Deployment", "chat-primary")]
+    primary["status"] = {**primary["status"], "updatedReplicas": 0}  # the primary's pods still roll
+    await reconcile(api.cr, api, notify)  # type: ignore[arg-type]
+    assert DROPPED_ENV not in env_names(api.objects[("Deployment", "chat-canary")])
+
+    primary["status"] = {**primary["status"], "updatedReplicas": 1}  # done: the canary's turn
+    await reconcile(api.cr, api, notify)  # type: ignore[arg-type]
+    assert DROPPED_ENV in env_names(api.objects[("Deployment", "chat-canary")])
+    assert (pending(api)["status"], pending(api)["reason"]) == ("False", "UpToDate")
+
+
+async def test_reconcile_on_next_change_holds_every_variant() -> None:
+    api = await upgraded_api(WITH_CANARY)
+    api.objects[("Deployment", "chat-canary")] = earlier_release(deployment_of(WITH_CANARY, "chat-canary"))
+    await reconcile(api.cr, api, notify)  # type: ignore[arg-type]
+    for name in ("chat-primary", "chat-canary"):
+        assert DROPPED_ENV not in env_names(api.objects[("Deployment", name)]), name
+    assert pending(api)["message"].startswith("primary, canary:")
+
+
+def deployment_of(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    owner = Owner("chat", "default", "u1", 2, "7")
+    return next(c for c in render_workload(owner, parse_spec(spec))
+                if c["kind"] == "Deployment" and c["metadata"]["name"] == name)
