@@ -709,12 +709,13 @@ class HubEgress(Model):
 class NetworkPolicySpec(Model):
     enabled: bool = Field(
         True, description="Default-deny ingress and egress of the worker pods, with the allowances of "
-        "docs/security.md (API port from this namespace and ingressNamespaceSelector, metrics from "
-        "monitoringNamespaceSelector, DNS, TCP 443 for huggingFace sources). Off only when set false."
+        "docs/security.md (API port from clients, by default this namespace, and ingressNamespaceSelector, "
+        "metrics from monitoringNamespaceSelector, DNS, the hub endpoint's port for pods that download from "
+        "huggingFace). Off only when set false."
     )
     ingress_namespace_selector: dict[str, str] = Field(
         default_factory=dict, description="Labels of the ingress controller/gateway namespace, allowed to "
-        "the API port; empty: only pods of the resource's own namespace reach it."
+        "the API port; empty: only the in-cluster clients (see clients) reach it."
     )
     monitoring_namespace_selector: dict[str, str] = Field(
         default_factory=dict, description="Labels of the Prometheus namespace, allowed to the worker port "
@@ -750,7 +751,7 @@ class Rollout(Model):
         "OnNextChange", description="When a new operator release renders different worker pods for an "
         "unchanged spec (docs/rollouts.md). OnNextChange: the running pods are kept (condition "
         "OperatorUpgradePending) until the next spec change rolls them out. Rolling: rolled out now, under "
-        "strategy.")
+        "strategy, one variant at a time.")
     require_digest: bool = Field(
         False, description="Refuse images (spec.image and every variant's) not pinned by digest "
         "(...@sha256:<64 hex>)."
