@@ -37,7 +37,7 @@ from tests.real_cluster import RealCluster
 
 # The commit before 61a0f24 (workers report their measurements): its worker pods have no report
 # ServiceAccount, no token and no DEEPSEEK_REPORT_* env, so this operator renders a different template.
-PREVIOUS = "b593cfc"
+PREVIOUS = "b593cfc612d9973e276ca63377c7966770a08a97"  # the full hash: a short one may become ambiguous
 IMAGE = "registry.example.com/deepseek-worker:1.0.0"
 PODS = "deepseek.ai/deployment=chat,deepseek.ai/variant=primary"
 SPEC: dict[str, Any] = {
@@ -163,7 +163,7 @@ async def upgrade_scenario(cluster: RealCluster, kubectl: Kubectl, namespace: st
             "apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment", "metadata": {"name": "chat"},
             "spec": SPEC}))
         await eventually(lambda: watch.ready_at(1) and len(watch.workers()) == 2, timeout=60,
-                         what=f"Ready under {PREVIOUS}'s operator")
+                         what=f"Ready under {PREVIOUS[:7]}'s operator")
     except BaseException:  # pytest.fail's Failed included: show why
         print(previous.log())
         raise
