@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from fastapi import FastAPI
 
 from deepseek_worker.cli import load_settings
 from deepseek_worker.server.proxy import build_proxy_app
+from deepseek_worker.server.relay import UsageScanner
 from deepseek_worker.settings import Settings
 
 KEY = "sk-proxy-test-0123456789"
@@ -195,6 +197,39 @@ def test_client_disconnect_mid_stream_cancels_upstream(pair: tuple[FakeUpstream,
     # The response and its connection are closed: the proxy closes the engine's.
     wait_until(lambda: fake.cancelled == 1, 10, "the upstream request cancelled")
     wait_until(lambda: app.state.worker.inflight == 0, 10, "the proxy's slot freed")
+
+
+def test_client_disconnect_before_the_reply_cancels_upstream_and_counts_499(
+    pair: tuple[FakeUpstream, str, FastAPI],
+) -> None:
+    fake, url, app = pair
+    host, port = url.removeprefix("http://").split(":")
+    body = chat("slow")
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.encode() + body)
+        wait_until(lambda: len(fake.requests) == 1, 10, "the request reached the upstream")
+    wait_until(lambda: fake.cancelled == 1, 10, "the upstream request cancelled")
+    wait_until(lambda: app.state.worker.inflight == 0, 10, "the proxy's slot freed")
+    text = httpx.get(url + "/metrics", headers=AUTH).text
+    assert 'deepseek_worker_requests_total{code="499",route="/v1/chat/completions"} 1.0' in text
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 10_000])
+def test_usage_scanner_finds_the_last_usage_across_chunk_boundaries(size: int) -> None:
+    stream = b"".join(CHUNKS).replace(b"\n\n", b"\r\n\r\n", 1)  # one CRLF-framed event too
+    scanner = UsageScanner()
+    for start in range(0, len(stream), size):
+        scanner.feed_event_bytes(stream[start : start + size])
+    assert scanner.usage == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    whole = UsageScanner()
+    whole.feed_body(REPLY)
+    assert whole.usage is not None and whole.usage["completion_tokens"] == 5
+    nothing = UsageScanner()
+    nothing.feed_body(b'{"usage": null}')
+    nothing.feed_event_bytes(b'data: {"usage":{"prompt_tokens":1}\n\n')  # cut JSON: ignored, no error
+    assert nothing.usage is None
 
 
 def test_health_503_until_the_upstream_is_healthy(stack: ExitStack) -> None:
