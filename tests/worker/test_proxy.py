@@ -187,6 +187,17 @@ def test_upstream_timeout_is_a_504(stack: ExitStack) -> None:
     wait_until(lambda: fake.cancelled == 1, 10, "the timed-out upstream request closed")
 
 
+def test_upstream_stalling_mid_stream_ends_it_with_an_error_event(stack: ExitStack) -> None:
+    fake, upstream_url = start_upstream(stack)
+    url, _ = start_proxy(stack, upstream_url, upstream_timeout_seconds=0.5)
+    stalled = post(url, chat("hang"))  # CHUNKS[0], then nothing: the gap exceeds the timeout
+    assert stalled.status_code == 200 and stalled.content.startswith(CHUNKS[0])
+    events = stalled.content[len(CHUNKS[0]):].decode().split("\n\n")
+    assert json.loads(events[0].removeprefix("data: "))["error"]["code"] == 504
+    assert events[1:] == ["data: [DONE]", ""]
+    wait_until(lambda: fake.cancelled == 1, 10, "the stalled upstream request closed")
+
+
 def test_client_disconnect_mid_stream_cancels_upstream(pair: tuple[FakeUpstream, str, FastAPI]) -> None:
     fake, url, app = pair
     with httpx.Client(timeout=30) as client, client.stream(
