@@ -20,6 +20,7 @@ log = logging.getLogger("deepseek_worker.upstream")
 HEALTH_PATH = "/health"  # vLLM's and SGLang's liveness/readiness route: 200 once the model serves
 HEALTH_TIMEOUT_SECONDS = 5.0  # a probe must answer well inside the kubelet's own probe timeout
 POLL_SECONDS = 0.5  # how often start-up checks the upstream until its first healthy answer
+KEEPALIVE_EXPIRY_SECONDS = 2.0  # below the engines' own keep-alive timeout (uvicorn's 5 s)
 # Request headers the engine gets. Never Authorization or cookies: our callers' credentials stay here.
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "x-request-id")
 
@@ -42,10 +43,13 @@ class Upstream:
         # trust_env=False: the pod's HTTP(S)_PROXY (spec.env) is for the hub, never for localhost.
         # No pool cap: admission (max_concurrent_requests) bounds the connections already.
         # Timeout: connect, each read (response head, then every body chunk), write and pool wait.
+        # Idle connections are dropped after KEEPALIVE_EXPIRY_SECONDS, before the engine's uvicorn
+        # closes them (5 s in vLLM and SGLang): reusing one it is closing fails a POST we cannot retry.
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(self.timeout),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64,
+                                keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS),
             trust_env=False,
             transport=self._transport,
         )
