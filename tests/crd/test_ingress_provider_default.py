@@ -7,6 +7,7 @@ needs `gateway.parentRefs`; an explicit ingress-nginx is kept. docs/traffic.md h
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -34,7 +35,8 @@ def test_the_crd_defaults_to_gateway_api() -> None:
 
 def test_a_spec_without_provider_renders_an_httproute() -> None:
     spec = parse_spec({"image": "img:1", "model": {"id": "m"}, "ingress": {"host": HOST, "gateway": PARENT_REFS}})
-    kinds = [o["kind"] for o in render_ingress(spec, Owner("chat", "llm", "uid-1"), Capabilities(gateway_api=True))]
+    objects = render_ingress(Owner("chat", "llm", "uid-1"), spec, {"primary": 100}, Capabilities(gateway_api=True))
+    kinds = [o["kind"] for o in objects]
     assert kinds == ["HTTPRoute"]
 
 
@@ -73,3 +75,26 @@ def test_the_apiserver_keeps_an_explicit_ingress_nginx(real_cluster: RealCluster
     created = _dry_run_create(real_cluster, namespace, {"provider": "ingress-nginx", "host": HOST})
     assert created.status_code == 201, created.text
     assert created.json()["spec"]["ingress"]["provider"] == "ingress-nginx"
+
+
+def test_a_stored_ingress_nginx_survives_a_reapply_without_provider(real_cluster: RealCluster, namespace: str) -> None:
+    """The upgrade note's promise: an object stored with the old default keeps it when its manifest (no
+    provider) is applied again. A defaulted field has no manager; emulated by clearing managedFields."""
+    obj = resource({"ingress": {"provider": "ingress-nginx", "host": HOST}}, name="stored-before-upgrade")
+    obj["metadata"]["namespace"] = namespace
+    path = real_cluster.resource("dsd").path(namespace)
+    created = real_cluster.http.post(path, json=obj)
+    assert created.status_code == 201, created.text
+    item = f"{path}/stored-before-upgrade"
+    try:
+        cleared = real_cluster.http.patch(item, json={"metadata": {"managedFields": [{}]}},
+                                          headers={"Content-Type": "application/merge-patch+json"})
+        assert cleared.status_code == 200 and not cleared.json()["metadata"].get("managedFields"), cleared.text
+        manifest = resource({"ingress": {"host": HOST}}, name="stored-before-upgrade")
+        manifest["metadata"]["namespace"] = namespace
+        applied = real_cluster.http.patch(item, content=json.dumps(manifest), params={"fieldManager": "user"},
+                                          headers={"Content-Type": "application/apply-patch+yaml"})
+        assert applied.status_code == 200, applied.text
+        assert applied.json()["spec"]["ingress"]["provider"] == "ingress-nginx"
+    finally:
+        real_cluster.http.delete(item)
