@@ -1069,6 +1069,9 @@ class VariantStatus(Model):
     ready_replicas: int = Field(0, description="Ready pods of the variant.")
     strategy: str = Field("", description="Rolling update the variant's last rollout used: Surge or Replace.")
     strategy_template: str = Field("", description="Hash of the pod template that strategy was chosen for.")
+    spec_hash: str = Field("", description="Hash of the spec (without replica counts) and image the variant's "
+                           "pod template was last applied for: tells an operator upgrade from a spec change "
+                           "(rollout.operatorUpgrades).")
     gpu_fit: GpuFitStatus | None = Field(None, description="The variant's GPU-fit plan.")
     download: DownloadStatus | None = Field(None, description="The variant's model cache download.")
 

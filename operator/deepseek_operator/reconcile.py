@@ -145,7 +145,7 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
     guards = await _guards(api, owner, spec)
     caches = await _model_caches(api, owner, spec, rollback.primary_image(spec, plan, old_status.get("image", "")))
     chosen = _strategies(owner, spec, plan, old_status)
-    writes, states, weights, pods, pending = await _converge(api, owner, spec, caps, plan, old_status, chosen,
+    writes, states, weights, pods, upgrades = await _converge(api, owner, spec, caps, plan, old_status, chosen,
                                                              caches, guards)
     writes = _add(_add(writes, caches.writes), guards.writes)
     new_plan = rollback.detect_failure(spec, plan, states[0], old_status.get("image", ""))
@@ -154,19 +154,19 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
         await _announce_failure(notify, spec, plan, states[0])
         if plan.rolled_back:
             chosen = _strategies(owner, spec, plan, old_status)
-            more, states, weights, pods, pending = await _converge(api, owner, spec, caps, plan, old_status,
+            more, states, weights, pods, upgrades = await _converge(api, owner, spec, caps, plan, old_status,
                                                                    chosen, caches, guards)
             writes = _add(writes, more)
     fallen = _fall_back(spec, chosen, states, pods)
     if fallen != chosen:  # Auto: no GPU for the surge pod; replace in place for the rest of this rollout
         chosen = fallen
         await notify("Normal", "SurgeFallback", _fallback_message(spec, chosen))
-        more, states, weights, pods, pending = await _converge(api, owner, spec, caps, plan, old_status, chosen,
+        more, states, weights, pods, upgrades = await _converge(api, owner, spec, caps, plan, old_status, chosen,
                                                                caches, guards)
         writes = _add(writes, more)
     reports = await observe_reports(api, owner, spec, fits)
     status = _status(owner, spec, caps, plan, states, weights, old_status, chosen, fits, caches.downloads, reports,
-                     pending, caches.notes, stored)
+                     upgrades, caches.notes, stored)
     await _write_status(api, owner, old_status, status)
     await _announce_plan_warnings(notify, old_status, fits)
     await _announce_integrations(notify, old_status, status)
@@ -274,14 +274,14 @@ async def _guards(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec) -> Guard
 
 async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
                     old_status: dict[str, Any], chosen: Chosen, caches: ModelCaches, guards: Guards,
-                    ) -> tuple[dict[str, int], list[VariantState], dict[str, int], Pods, list[str]]:
+                    ) -> tuple[dict[str, int], list[VariantState], dict[str, int], Pods, upgrade.Upgrades]:
     """Apply the workload, observe it, then apply traffic/monitoring children with readiness-based weights.
-    Last: the variants whose new pod template is held back (an operator upgrade pending; upgrade.py)."""
+    Last: the worker Deployments as settled against operator upgrades (upgrade.py)."""
     images = {PRIMARY: rollback.primary_image(spec, plan, old_status.get("image", ""))}
     held = caches.held()
     reports = render_reports(owner, spec)  # before the workload: the pods run as their accounts
     workload = render_workload(owner, spec, images, {name: s for name, (s, _) in chosen.items()})
-    workload, pending = await _settle_upgrades(api, owner, spec, old_status, workload)
+    workload, upgrades = await _settle_upgrades(api, owner, spec, old_status, workload)
     writes = await _apply(api, reports + [c for c in workload if not _held_deployment(c, held)])
     states, pods = await observe(api, owner, spec, images, held)
     weights = effective_weights(resolve_variants(spec), {s.name: s.ready for s in states})
@@ -290,32 +290,37 @@ async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: 
     kept = await _claims_in_use(api, owner, held)
     desired = guards.children + caches.children + reports + workload + others + kept
     writes = _add(writes, {"deleted": await prune(api, owner, desired, caps)})
-    return writes, states, weights, pods, [name for name in pending if name not in held]
+    recorded = {v.get("name"): str(v.get("specHash", "")) for v in old_status.get("variants", [])}
+    # A held variant's Deployment was not applied: neither pending nor of a new intent.
+    upgrades = upgrade.Upgrades([name for name in upgrades.pending if name not in held],
+                                {name: recorded.get(name, "") if name in held else intent
+                                 for name, intent in upgrades.intents.items()})
+    return writes, states, weights, pods, upgrades
 
 
 async def _settle_upgrades(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, old_status: dict[str, Any],
-                           workload: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+                           workload: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], upgrade.Upgrades]:
     """The workload with each worker Deployment settled against the live one (upgrade.py): a template
     only this operator release changed stays as it runs under rollout.operatorUpgrades OnNextChange,
-    and under Rolling while another variant rolls out (one variant at a time). Also the variants so
-    held back."""
+    and under Rolling while another variant rolls out (one variant at a time)."""
     seen = old_status.get("observedGeneration") == owner.generation
+    recorded = {v.get("name"): str(v.get("specHash", "")) for v in old_status.get("variants", [])}
     digest = upgrade.spec_digest(spec)
     live = {c["metadata"]["name"]: await api.get(DEPLOYMENT, owner.namespace, c["metadata"]["name"])
             for c in workload if c["kind"] == "Deployment"}
-    out, pending, upgrading = [], [], False
+    out, pending, intents, upgrading = [], [], {}, False
     for child in workload:
         if child["kind"] == "Deployment":
-            name = child["metadata"]["name"]
+            name, variant = child["metadata"]["name"], child["metadata"]["labels"][LABEL_VARIANT]
             others = upgrading or any(upgrade.rolling(dep) for other, dep in live.items() if other != name)
             image = child["spec"]["template"]["spec"]["containers"][0]["image"]
-            settled = upgrade.settle(child, live[name], upgrade.intent_hash(digest, image),
-                                     spec.rollout.operator_upgrades, seen, others)
-            child, upgrading = settled.deployment, upgrading or settled.upgrading
+            intent = upgrade.Intent(upgrade.intent_hash(digest, image), recorded.get(variant, ""), seen)
+            settled = upgrade.settle(child, live[name], intent, spec.rollout.operator_upgrades, others)
+            child, upgrading, intents[variant] = settled.deployment, upgrading or settled.upgrading, intent.now
             if settled.pending:
-                pending.append(child["metadata"]["labels"][LABEL_VARIANT])
+                pending.append(variant)
         out.append(child)
-    return out, pending
+    return out, upgrade.Upgrades(pending, intents)
 
 
 def _held_deployment(child: dict[str, Any], held: dict[str, DownloadState]) -> bool:
@@ -439,7 +444,8 @@ async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Cap
 def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
             states: list[VariantState], weights: dict[str, int], old_status: dict[str, Any],
             chosen: Chosen, fits: dict[str, gpufit.GpuFit], downloads: dict[str, DownloadState],
-            reports: dict[str, dict[str, Any]], pending: list[str], cache_notes: list[Note] | None = None,
+            reports: dict[str, dict[str, Any]], upgrades: upgrade.Upgrades,
+            cache_notes: list[Note] | None = None,
             stored: Conditions = (),
             ) -> dict[str, Any]:
     selector = ",".join(f"{k}={v}" for k, v in selector_labels(owner, PRIMARY).items())
@@ -460,7 +466,9 @@ def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan
         gpu_fit={name: gpufit.status_of(fit) for name, fit in fits.items()},
         downloads={name: state.status() for name, state in downloads.items()},
         measured=reports,
-        upgrade_pending=upgrade.pending_message(pending, spec.rollout.operator_upgrades) if pending else "",
+        upgrade_pending=(upgrade.pending_message(upgrades.pending, spec.rollout.operator_upgrades)
+                         if upgrades.pending else ""),
+        intents=upgrades.intents,
     )
     return compute_status(inp, old_status, _now())
 

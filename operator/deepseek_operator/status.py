@@ -59,6 +59,8 @@ class StatusInput:
     measured: dict[str, dict[str, Any]] = field(default_factory=dict)
     # OperatorUpgradePending's message while a variant's new pod template is held back; "" when none is.
     upgrade_pending: str = ""
+    # Per variant: the intent its pod template was last applied for (upgrade.py), status.variants[].specHash.
+    intents: dict[str, str] = field(default_factory=dict)
 
 
 def condition(ctype: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
@@ -158,6 +160,8 @@ def _variant_status(state: VariantState, inp: StatusInput) -> dict[str, Any]:
                            "replicas": state.replicas, "readyReplicas": state.ready}
     if state.name in inp.strategies:
         out["strategy"], out["strategyTemplate"], _ = inp.strategies[state.name]
+    if inp.intents.get(state.name):
+        out["specHash"] = inp.intents[state.name]
     if state.name in inp.gpu_fit:
         out["gpuFit"] = _gpu_fit(state.name, inp)
     if state.name in inp.downloads:

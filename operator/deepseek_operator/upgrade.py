@@ -7,10 +7,12 @@ when the user's intent changed, unless the resource asks for `Rolling`:
 
 - The intent of a variant's pods is a hash of the spec (replica counts left out: a scale never changes
   a pod) and the image rendered for it (a rollback changes it). Fields at their default are left out
-  too, so a release that adds a defaulted field does not look like a spec change. Each worker
-  Deployment records the intent its template was applied for in the `deepseek.ai/spec-hash`
-  annotation.
-- Template unchanged: applied as rendered (the annotation follows).
+  too, so a release that adds a defaulted field does not look like a spec change. The status
+  records, per variant, the intent its template was last applied for (`status.variants[].specHash`):
+  in the status, not on the Deployment, since any write to a Deployment's annotations bumps its
+  generation, and until its controller catches up the variant would read as rolling out (a spec
+  change that touches no pod, such as an ingress host, would make Ready blink).
+- Template unchanged: applied as rendered.
 - Template changed, intent changed: a spec change; applied, rolled under rollout.strategy.
 - Template changed, intent the same: only the operator's rendering changed. `OnNextChange` (default)
   keeps the template the Deployment runs (the one the operator applied last, from its last-applied
@@ -19,9 +21,9 @@ when the user's intent changed, unless the resource asks for `Rolling`:
   rollout.strategy like any change, to one variant at a time: while another variant's Deployment is
   rolling out, the new template waits (pending, as above), so an upgrade never replaces the pods of
   every variant together.
-- A Deployment without the annotation was applied by a release before this mechanism: its intent is
-  unchanged when the previous operator had reconciled the resource's current generation
-  (status.observedGeneration) and the Deployment runs the image rendered now.
+- A variant without a recorded intent was applied by a release before this mechanism (or its status
+  was lost): its intent is unchanged when the previous operator had reconciled the resource's current
+  generation (status.observedGeneration) and the Deployment runs the image rendered now.
 """
 
 from __future__ import annotations
@@ -35,8 +37,6 @@ from typing import Any
 from deepseek_operator.api import DeepSeekDeploymentSpec
 from deepseek_operator.k8s import LAST_APPLIED
 
-INTENT = "deepseek.ai/spec-hash"
-
 
 @dataclass(frozen=True)
 class Settled:
@@ -45,6 +45,15 @@ class Settled:
     deployment: dict[str, Any]
     pending: bool
     upgrading: bool = False  # the template only this release changed is applied now (Rolling)
+
+
+@dataclass(frozen=True)
+class Upgrades:
+    """What settling a reconcile's worker Deployments found: the variants whose new template is held
+    back, and the intent each variant's applied template belongs to (status.variants[].specHash)."""
+
+    pending: list[str]
+    intents: dict[str, str]
 
 
 def spec_digest(spec: DeepSeekDeploymentSpec) -> str:
@@ -62,23 +71,32 @@ def intent_hash(digest: str, image: str) -> str:
     return hashlib.sha256(f"{digest}\n{image}".encode()).hexdigest()[:16]
 
 
-def settle(desired: dict[str, Any], live: dict[str, Any] | None, intent: str, policy: str,
-           generation_seen: bool, others_rolling: bool = False) -> Settled:
+@dataclass(frozen=True)
+class Intent:
+    """A variant's intent now (intent_hash()) and the one its template was last applied for ("": none
+    recorded), and whether the status describes the resource's current generation (status.
+    observedGeneration as read before this reconcile: it stands in for a missing record)."""
+
+    now: str
+    recorded: str
+    generation_seen: bool
+
+
+def settle(desired: dict[str, Any], live: dict[str, Any] | None, intent: Intent, policy: str,
+           others_rolling: bool = False) -> Settled:
     """The Deployment to apply for `desired` given the `live` one (module docstring).
 
-    `intent`: intent_hash() of the variant; `policy`: spec.rollout.operatorUpgrades;
-    `generation_seen`: the status describes the resource's current generation (status.observedGeneration
-    as read before this reconcile), which stands for the intent of a Deployment without the annotation;
-    `others_rolling`: another variant's Deployment is rolling out (or starts to in this reconcile)."""
-    out = copy.deepcopy(desired)
-    out["metadata"].setdefault("annotations", {})[INTENT] = intent
+    `policy`: spec.rollout.operatorUpgrades; `others_rolling`: another variant's Deployment is rolling
+    out (or starts to in this reconcile). Whatever the outcome, the template applied then belongs to
+    `intent.now` (held back only when that equals the recorded one)."""
     if live is None:
-        return Settled(out, False)
+        return Settled(desired, False)
     applied = _applied_template(live)
-    if applied == desired["spec"]["template"] or not _same_intent(live, intent, desired, generation_seen):
-        return Settled(out, False)
+    if applied == desired["spec"]["template"] or not _same_intent(live, intent, desired):
+        return Settled(desired, False)
     if policy == "Rolling" and not others_rolling:
-        return Settled(out, False, upgrading=True)
+        return Settled(desired, False, upgrading=True)
+    out = copy.deepcopy(desired)
     out["spec"]["template"] = applied
     return Settled(out, True)
 
@@ -94,11 +112,10 @@ def rolling(live: dict[str, Any] | None) -> bool:
     return not seen or int(status.get("updatedReplicas", 0)) < replicas or int(status.get("replicas", 0)) > replicas
 
 
-def _same_intent(live: dict[str, Any], intent: str, desired: dict[str, Any], generation_seen: bool) -> bool:
-    recorded = (live["metadata"].get("annotations") or {}).get(INTENT)
-    if recorded is not None:
-        return bool(recorded == intent)
-    return generation_seen and _images(live) == _images(desired)
+def _same_intent(live: dict[str, Any], intent: Intent, desired: dict[str, Any]) -> bool:
+    if intent.recorded:
+        return intent.recorded == intent.now
+    return intent.generation_seen and _images(live) == _images(desired)
 
 
 def _applied_template(live: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from deepseek_operator.api import parse_spec
 from deepseek_operator.render.common import Owner
 from deepseek_operator.render.workload import render_workload
 from deepseek_operator.stored_defaults import chosen_by_user
-from tests.e2e.conftest import ROOT, Cluster, Kubectl, Operator, condition, eventually, free_port
+from tests.e2e.conftest import ROOT, Kubectl, Operator, condition, eventually, free_port
 from tests.real_cluster import RealCluster
 
 # The commit before 61a0f24 (workers report their measurements): its worker pods have no report
@@ -49,7 +49,9 @@ SPEC: dict[str, Any] = {
     "rollout": {"strategy": "Replace", "maxUnavailable": 1, "progressDeadlineSeconds": 60},
 }
 
-pytestmark = pytest.mark.real_only("runs two operator releases against the real Deployment controller")
+# Real control plane only (two operator releases against the real Deployment controller and the real
+# apiserver's managedFields), each test in a namespace of its own: `default`, which the `cluster`
+# fixture empties after each test, is left alone.
 
 
 def previous_operator(tmp: pathlib.Path) -> pathlib.Path:
@@ -144,8 +146,8 @@ def revision(deployment: dict[str, Any]) -> str:
 
 
 async def test_an_operator_upgrade_restarts_no_worker_until_the_next_spec_change(
-        cluster: Cluster, kubectl: Kubectl, tmp_path: pathlib.Path) -> None:
-    assert isinstance(cluster, RealCluster)
+        real_cluster: RealCluster, tmp_path: pathlib.Path) -> None:
+    cluster, kubectl = real_cluster, Kubectl(real_cluster)
     with cluster.scratch_namespace("upgrade") as namespace:
         try:
             await upgrade_scenario(cluster, kubectl, namespace, previous_operator(tmp_path), tmp_path)
@@ -170,6 +172,7 @@ async def upgrade_scenario(cluster: RealCluster, kubectl: Kubectl, namespace: st
     finally:
         await stopped(previous)
     before, running, sets_before = watch.deployment(), watch.workers(), watch.replica_sets()
+    ready_before = condition(watch.resource(), "Ready")
     # The releases really differ: this one renders another template for the same spec.
     assert before["spec"]["template"]["spec"].get("serviceAccountName") is None
     assert this_release_template(namespace)["spec"]["serviceAccountName"] == "chat-primary-report"
@@ -179,12 +182,15 @@ async def upgrade_scenario(cluster: RealCluster, kubectl: Kubectl, namespace: st
         cond = await eventually(watch.pending, timeout=30, what="OperatorUpgradePending True")
         assert "primary" in cond["message"] and cond["reason"] == "TemplateHeld", cond
         after = watch.deployment()
-        # 0 worker restarts: the same template, revision and ReplicaSets, the same pods. (Not the
-        # Deployment's generation: the apiserver bumps it for the intent annotation too.)
+        # 0 worker restarts: the same template, revision and ReplicaSets, the same pods; the Deployment
+        # was not even written (its generation moves with any spec or annotation change).
         assert after["spec"]["template"] == before["spec"]["template"]
+        assert after["metadata"]["generation"] == before["metadata"]["generation"]
         assert revision(after) == revision(before) and watch.replica_sets() == sets_before
         assert watch.workers() == running
-        assert watch.ready_at(1), "still Ready: the pods serve as before"
+        # Ready throughout: True, and not since a moment of this operator's (the same transition time).
+        ready = condition(watch.resource(), "Ready")
+        assert ready["status"] == "True" and ready["lastTransitionTime"] == ready_before["lastTransitionTime"], ready
         wide = (await kubectl("get", "dsd", "chat", "-n", namespace, "-o", "wide")).splitlines()
         assert "UPGRADE" in wide[0].split() and "TemplateHeld" in wide[1].split(), wide
 
@@ -214,8 +220,8 @@ async def upgrade_scenario(cluster: RealCluster, kubectl: Kubectl, namespace: st
     (("create",), False, True),                   # an Update owns the defaults too: cannot tell, the user's
 ])
 async def test_managed_fields_tell_a_stored_default_from_a_users_choice(
-        cluster: Cluster, kubectl: Kubectl, how: tuple[str, ...], sent: bool, users: bool) -> None:
-    assert isinstance(cluster, RealCluster)
+        real_cluster: RealCluster, how: tuple[str, ...], sent: bool, users: bool) -> None:
+    cluster, kubectl = real_cluster, Kubectl(real_cluster)
     rollout = {**SPEC["rollout"], **({"operatorUpgrades": "OnNextChange"} if sent else {})}
     with cluster.scratch_namespace("stored-defaults") as namespace:
         manifest = {"apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment",
