@@ -3,7 +3,9 @@
 Every kind the reconcile reads has one informer (informer.py) per watched namespace, or one for the
 whole cluster: the children (selected by the `deepseek.ai/deployment` label, server-side), the
 IngressClasses, and the three CustomResourceDefinitions whose presence decides the optional APIs
-(one object each, by field selector: a cluster's CRDs can weigh megabytes). Informers for the
+(one object each, by field selector: a cluster's CRDs can weigh megabytes), and the pods' volume
+Warning events (FailedMount, FailedAttachVolume: one narrow informer per reason, by field selector;
+an event counts as a change of its pod). Informers for the
 optional kinds (HTTPRoute, ServiceMonitor, PrometheusRule) start when their CRD appears, so a cluster
 without them costs no polling. DeepSeekDeployments are not watched twice: kopf's own watch feeds
 their store (handlers.py), and a miss falls back to a GET.
@@ -43,6 +45,12 @@ OPTIONAL_KINDS = {
     "prometheusrules.monitoring.coreos.com": KINDS[("monitoring.coreos.com/v1", "PrometheusRule")],
 }
 OnChange = Callable[[Kind, dict[str, Any]], None]
+POD = KINDS[("v1", "Pod")]
+EVENT = KINDS[("v1", "Event")]
+# The only word on a pod stuck in ContainerCreating: the kubelet's FailedMount and the attach/detach
+# controller's FailedAttachVolume (Multi-Attach). Events carry no labels, so a field selector per
+# reason keeps the stream to these (a namespace's probe and scheduling warnings never reach us).
+POD_EVENT_REASONS = ("FailedMount", "FailedAttachVolume")
 
 
 def serves(crd: dict[str, Any], version: str) -> bool:
@@ -75,6 +83,9 @@ class CachedK8s(K8s):
         for kind in CHILD_KINDS:
             self._start_scoped(kind)
         self._start(INGRESS_CLASS, None)
+        for namespace in self._scopes():
+            for reason in POD_EVENT_REASONS:
+                self._start(EVENT, namespace, field_selector=_pod_events(reason))
         for crd in OPTIONAL_KINDS:
             informer = self._start(CRD, None, field_selector=f"metadata.name={crd}")
             self._tasks[(crd, "first-list")] = asyncio.create_task(self._optional_after_first_list(informer, crd))
@@ -128,6 +139,11 @@ class CachedK8s(K8s):
         return informer
 
     def _changed(self, kind: Kind, obj: dict[str, Any]) -> None:
+        if kind is EVENT:  # about a pod: its owner is found through the pod
+            pod = self._cached_pod(obj.get("involvedObject") or {})
+            if pod is not None:
+                self._on_change(POD, pod)
+            return
         if kind is CRD:
             self._crd_changed(obj)
         if kind in (CRD, INGRESS_CLASS):
@@ -139,6 +155,26 @@ class CachedK8s(K8s):
         kind = OPTIONAL_KINDS.get(crd["metadata"]["name"])
         if kind is not None and serves(crd, kind.api_version.rpartition("/")[2]):
             self._start_scoped(kind)
+
+    def _cached_pod(self, ref: dict[str, Any]) -> dict[str, Any] | None:
+        informer = self._informer(POD, ref.get("namespace"))
+        return informer.store.get(ref.get("namespace"), ref.get("name", "")) if informer is not None else None
+
+    async def _pod_events(self, namespace: str | None) -> list[dict[str, Any]]:
+        """The cached volume Warning events of the pods in `namespace`. None while they cannot be
+        read (an older chart's RBAC grants no list on events): a missing reason must not stop the
+        reconcile, which then says `RollingOut` as before."""
+        scope = "" if self.namespaces is None else (namespace or "")
+        found: list[dict[str, Any]] = []
+        for reason in POD_EVENT_REASONS:
+            informer = self._informers.get((f"{EVENT.plural}/{_pod_events(reason)}", scope))
+            if informer is None:
+                continue
+            try:
+                found += (await self._synced(informer)).store.select(namespace, {})
+            except ApiError as exc:
+                log.debug("pod events (%s) unreadable: %s", reason, exc)
+        return found
 
     def _informer(self, kind: Kind, namespace: str | None) -> Informer | None:
         scope = "" if not kind.namespaced or self.namespaces is None else (namespace or "")
@@ -167,6 +203,8 @@ class CachedK8s(K8s):
         return (await self._synced(informer)).store.get(namespace, name)
 
     async def list(self, kind: Kind, namespace: str | None, selector: dict[str, str]) -> list[dict[str, Any]]:
+        if kind is EVENT:
+            return await self._pod_events(namespace)
         informer = self._informer(kind, namespace)
         if informer is None:
             return await super().list(kind, namespace, selector)
@@ -232,3 +270,8 @@ class CachedK8s(K8s):
             obj.setdefault("apiVersion", kind.api_version)
             obj.setdefault("kind", kind.kind)
             store.observe(obj)
+
+
+def _pod_events(reason: str) -> str:
+    """The field selector of one reason's pod events."""
+    return f"involvedObject.kind=Pod,reason={reason}"

@@ -45,6 +45,7 @@ KINDS = {
         Kind("apps/v1", "Deployment", "deployments"),
         Kind("v1", "Service", "services"),
         Kind("v1", "Pod", "pods"),
+        Kind("v1", "Event", "events"),  # read only: pods' volume warnings (cache.py, observe.py)
         Kind("networking.k8s.io/v1", "Ingress", "ingresses"),
         Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
         Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),

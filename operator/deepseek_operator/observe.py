@@ -8,15 +8,18 @@ A variant is in exactly one phase:
   (InsufficientGPU, NoMatchingNode, Unschedulable; FailedCreate, when the apiserver refuses the pods: a
   missing PriorityClass, a quota, a Pod Security violation) only when the Deployment's progress
   deadline passes, since a GPU node may yet be added by the cluster autoscaler and quota may yet be freed.
-  A `config` failure (ContainerConfigError: a missing Secret, ConfigMap or key) is the pod's
-  configuration, not the image: it is reported at once and as Degraded, but never rolled back (the old
-  image would meet the same missing Secret), and it wins over the progress deadline, which would
-  otherwise roll back; the kubelet retries by itself once the Secret exists.
+  A `config` failure is the pod's configuration or volumes, not the image: it is reported at once,
+  never rolled back (the old image would meet the same missing Secret or stuck volume), and wins over
+  the progress deadline, which would otherwise roll back; the kubelet retries by itself once the cause
+  is fixed. ContainerConfigError (a missing Secret, ConfigMap or key) is Degraded at once;
+  VolumeMountFailed and VolumeAttachFailed (the pod's FailedMount / FailedAttachVolume events, the only
+  word on a pod stuck in ContainerCreating; a mount can fail once and then succeed) only at the deadline.
 
 Reasons (docs/rollouts.md): InsufficientGPU (the scheduler found no node with enough free GPUs),
 NoMatchingNode (node selector, affinity or taints exclude every node), Unschedulable (any other
 scheduler refusal), ImagePullFailed, CrashLoop, OOMKilled, OOMAtLoad, ModelLoadFailed,
-ContainerConfigError, ProgressDeadlineExceeded. Each message carries the kubelet's or scheduler's own words and the fix.
+ContainerConfigError, VolumeMountFailed, VolumeAttachFailed, ProgressDeadlineExceeded.
+Each message carries the kubelet's or scheduler's own words and the fix.
 """
 
 from __future__ import annotations
@@ -41,6 +44,13 @@ IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImag
 # The kubelet could not build the container's config: a Secret, ConfigMap or key it references is
 # missing (an HF token's tokenSecretRef), or runAsNonRoot meets an image that runs as root.
 CONFIG_ERROR = "CreateContainerConfigError"
+# A pod's volume Warning events (cache.py watches exactly these) -> our reason.
+VOLUME_EVENTS = {"FailedMount": "VolumeMountFailed", "FailedAttachVolume": "VolumeAttachFailed"}
+VOLUME_FIX = ("check the volume it names (a Secret or ConfigMap it mounts, the claim of model.cache or "
+              "model.source.pvc, its StorageClass and CSI driver); the kubelet retries by itself")
+MULTI_ATTACH_FIX = ("a ReadWriteOnce claim is attached to another node: give the cache a ReadWriteMany claim "
+                    "(model.cache.accessModes), or keep the pods on one node")
+NOT_ROLLED_BACK = "Not rolled back: the previous image would meet the same volume"
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class VariantObservation:
     deployment: dict[str, Any] | None
     pods: list[dict[str, Any]] = field(default_factory=list)
     fit_note: str = ""  # the GPU-fit plan's figures, put beside an OOMAtLoad (gpufit.py)
+    events: list[dict[str, Any]] = field(default_factory=list)  # the namespace's pod volume warnings
 
 
 @dataclass(frozen=True)
@@ -80,8 +91,9 @@ class VariantState:
     config: bool = False  # see PodIssue.config
 
 
-def pod_issue(pod: dict[str, Any], image: str) -> PodIssue | None:
-    """The first reason a pod running `image` is not ready, or None (pods of older images are ignored)."""
+def pod_issue(pod: dict[str, Any], image: str, events: list[dict[str, Any]] | None = None) -> PodIssue | None:
+    """The first reason a pod running `image` is not ready, or None (pods of older images are ignored).
+    `events`: volume Warning events (any pods'), read while none of this pod's containers has started."""
     containers = pod.get("spec", {}).get("containers", [])
     if not any(c.get("image") == image for c in containers):
         return None
@@ -94,7 +106,34 @@ def pod_issue(pod: dict[str, Any], image: str) -> PodIssue | None:
         issue = _container_issue(cs)
         if issue is not None:
             return issue
-    return None
+    return None if _started(pod) else _volume_issue(pod, events or [])
+
+
+def _started(pod: dict[str, Any]) -> bool:
+    """A container of the pod ran (its volumes were mounted): older volume events are history."""
+    status = pod.get("status", {})
+    return any(cs.get("state", {}).get("running") or cs.get("state", {}).get("terminated")
+               or cs.get("lastState", {}).get("terminated") for cs in status.get("containerStatuses", []))
+
+
+def _volume_issue(pod: dict[str, Any], events: list[dict[str, Any]]) -> PodIssue | None:
+    """The newest FailedMount / FailedAttachVolume event about this pod, with the event's own words."""
+    meta = pod.get("metadata", {})
+    mine = [e for e in events if e.get("reason") in VOLUME_EVENTS and _about(e.get("involvedObject") or {}, meta)]
+    if not mine:
+        return None
+    event = max(mine, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+    message = (event.get("message") or event["reason"]).strip()
+    fix = MULTI_ATTACH_FIX if "Multi-Attach" in message else VOLUME_FIX
+    return PodIssue(VOLUME_EVENTS[event["reason"]], f"{message}; {fix}. {NOT_ROLLED_BACK}", fatal=False,
+                    config=True)
+
+
+def _about(ref: dict[str, Any], meta: dict[str, Any]) -> bool:
+    """The event names this pod (by uid when both have one: a re-created pod reuses no uid)."""
+    if ref.get("kind") != "Pod" or ref.get("name") != meta.get("name"):
+        return False
+    return not (ref.get("uid") and meta.get("uid")) or ref["uid"] == meta["uid"]
 
 
 def _unscheduled(reason: str, message: str) -> PodIssue:
@@ -166,10 +205,12 @@ def variant_state(obs: VariantObservation) -> VariantState:
 
     summary = f"{obs.name}: {ready}/{obs.replicas} ready, {updated}/{obs.replicas} updated"
     progressing = _condition(dep, "Progressing")
-    issue = next((i for i in (pod_issue(p, obs.image) for p in obs.pods) if i is not None), None)
+    issue = next((i for i in (pod_issue(p, obs.image, obs.events) for p in obs.pods) if i is not None), None)
+    overdue = current and progressing.get("reason") == "ProgressDeadlineExceeded"
     if issue is not None and issue.config:  # before the deadline's verdict, which would roll back
-        return make("Failed", issue.reason, f"{obs.name}: {issue.message}", fatal=issue.fatal, config=True)
-    if current and progressing.get("reason") == "ProgressDeadlineExceeded":
+        return make("Failed", issue.reason, f"{obs.name}: {issue.message}", fatal=issue.fatal or overdue,
+                    config=True)
+    if overdue:
         detail = progressing.get("message", "progress deadline exceeded")
         return make("Failed", "ProgressDeadlineExceeded", f"{obs.name}: {detail}", fatal=True)
     complete = current and updated == obs.replicas and replicas == obs.replicas and available >= obs.replicas

@@ -59,6 +59,7 @@ Notify = Callable[[str, str, str], Awaitable[None]]  # (type Normal|Warning, rea
 Conditions = Sequence[tuple[str, bool, str, str]]  # (type, ok, reason, message), as integration_conditions
 DEPLOYMENT = KINDS[("apps/v1", "Deployment")]
 POD = KINDS[("v1", "Pod")]
+EVENT = KINDS[("v1", "Event")]
 CR = KINDS[("deepseek.ai/v1alpha1", "DeepSeekDeployment")]
 # Kinds whose stale children are pruned; optional ones only when their API is served.
 CORE_KINDS = [("apps/v1", "Deployment"), ("v1", "Service"), ("policy/v1", "PodDisruptionBudget"),
@@ -402,12 +403,14 @@ async def observe(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, images: 
     """Read each variant's Deployment and pods and classify them (primary first); the pods too.
     A `held` variant (its model cache not downloaded yet) is rolling out, or failed, for that reason."""
     states, all_pods = [], {}
+    events = await api.list(EVENT, owner.namespace, {})  # volume warnings of the namespace's pods (cache.py)
     for variant in resolve_variants(spec):
         dep = await api.get(DEPLOYMENT, owner.namespace, deployment_name(owner, variant.name))
         pods = all_pods[variant.name] = await api.list(POD, owner.namespace, selector_labels(owner, variant.name))
         image = images.get(variant.name, variant.image)
         fit = gpufit.plan(variant.model, spec.resources, spec.serving, spec.scheduling.node_selector)
-        state = variant_state(VariantObservation(variant.name, image, variant.replicas, dep, pods, fit.message))
+        state = variant_state(VariantObservation(variant.name, image, variant.replicas, dep, pods, fit.message,
+                                                 events))
         download = (held or {}).get(variant.name)
         if download is not None:
             phase: Phase = "RollingOut" if download.reason == "Downloading" else "Failed"

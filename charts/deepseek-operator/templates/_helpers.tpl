@@ -100,7 +100,7 @@ audit log by tests/delivery/test_rbac_usage.py (docs/install.md); no wildcard, n
   verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list", "watch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses", "networkpolicies"]
   verbs: ["list", "watch", "create", "patch", "delete"]
