@@ -42,12 +42,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
-from deepseek_operator import family, startup
+from deepseek_operator import family, precision, startup
+from deepseek_operator.precision import BUILTIN, Stored
 
 if TYPE_CHECKING:
-    from deepseek_operator.api import DeepSeekDeploymentSpec, ModelArchitecture, ModelSpec, Resources, Serving
+    from deepseek_operator.api import (
+        DeepSeekDeploymentSpec,
+        ModelArchitecture,
+        ModelSpec,
+        Resources,
+        RuntimeSpec,
+        Serving,
+    )
 
 GIB = 1024**3
+GB = 10**9
 MIB = 1024**2
 RUNTIME_BYTES = 1 * GIB  # CUDA context, cuBLAS/NCCL workspaces: outside torch's allocator
 ACTIVATION_HIDDEN_FACTOR = 12
@@ -59,6 +68,10 @@ PRODUCT_LABEL = "nvidia.com/gpu.product"
 MEMORY_LABEL = "nvidia.com/gpu.memory"
 Fits = Literal["True", "False", "Unknown"]
 DOWNLOADED = "config.json of the downloaded checkpoint"  # GpuFit.model of a plan from the real config
+INSUFFICIENT = "InsufficientGPUMemory"
+UNSUPPORTED = "UnsupportedCheckpoint"
+NODE_GPUS = 8  # a node's GPUs when resources.gpusPerNode is unset (suggestions stay within one such node)
+MAX_NODES = 4  # multi-node suggestions (vllm, sglang) go up to this many nodes
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,7 @@ class Architecture:
     v_head_dim: int = 0
     routed_expert_parameters: int = 0  # fused MoE experts: bitsandbytes leaves them at dtype
     checkpoint_bytes: int = 0  # the files on the hub; 0: 2 bytes per parameter (a bf16/fp16 checkpoint)
+    stored: Stored | None = None  # stored quantized (FP8 blocks: precision.py); None: at a 2-byte dtype
 
     @property
     def mla(self) -> bool:
@@ -111,10 +125,12 @@ def _mla(parameters: float, layers: int, hidden: int, heads: int, vocab: int, mo
 
 
 # config.json of each hub repo; parameters as the hub's safetensors metadata counts them (V3/R1: 671B
-# without the 14B multi-token-prediction module, which transformers does not load).
-# V3/R1 ship FP8 blocks with their scales and the MTP layer: the hub's total is 688.6 GB.
-_V3 = replace(_mla(671e9, layers=61, hidden=7168, heads=128, vocab=129280, moe_layers=58, experts=256,
-                   moe_intermediate=2048), checkpoint_bytes=688_600_000_000)
+# without the 13.5B multi-token-prediction layer, counted in Stored: precision.py).
+# V3/R1 ship FP8 blocks with their scales and the MTP layer: the hub's total is 688.6 GB
+# (precision.deepseek_v3_fp8 computes 688.57 GB from config.json; tests/unit/test_gpufit_fp8.py).
+_V3_PARAMETERS, _V3_STORED = precision.deepseek_v3_fp8()
+_V3 = replace(_mla(_V3_PARAMETERS, layers=61, hidden=7168, heads=128, vocab=129280, moe_layers=58, experts=256,
+                   moe_intermediate=2048), checkpoint_bytes=688_600_000_000, stored=_V3_STORED)
 _V2 = _mla(236e9, layers=60, hidden=5120, heads=128, vocab=102400, moe_layers=59, experts=160, moe_intermediate=1536)
 _V2_LITE = _mla(15.7e9, layers=27, hidden=2048, heads=16, vocab=102400, moe_layers=26, experts=64,
                 moe_intermediate=1408)
@@ -127,8 +143,7 @@ def _gqa(parameters: float, layers: int, hidden: int, heads: int, kv_heads: int,
 
 
 CATALOGUE: dict[str, Architecture] = {
-    **{name: _V3 for name in ("deepseek-v3", "deepseek-v3-base", "deepseek-v3-0324", "deepseek-r1",
-                              "deepseek-r1-zero", "deepseek-r1-0528", "deepseek-v3.1", "deepseek-v3.1-base")},
+    **dict.fromkeys(precision.FP8_MODELS, _V3),
     **{name: _V2 for name in ("deepseek-v2", "deepseek-v2-chat", "deepseek-v2.5", "deepseek-coder-v2-instruct")},
     **{name: _V2_LITE for name in ("deepseek-v2-lite", "deepseek-v2-lite-chat", "deepseek-coder-v2-lite-instruct")},
     "deepseek-r1-distill-qwen-1.5b": _gqa(1.777e9, layers=28, hidden=1536, heads=12, kv_heads=2, vocab=151936),
@@ -208,6 +223,12 @@ class Inputs:
     download: bool = False  # the pod downloads the weights from the hub (startup.downloads_in_pod)
     load_timeout_seconds: int = 0  # model.loadTimeoutSeconds the start-up estimate is held against; 0: none
     downloaded: Architecture | None = None  # the downloaded checkpoint's own config (config_geometry.py)
+    runtime: str = BUILTIN  # spec.runtime.name: builtin (our worker), vllm or sglang
+    runtime_args: tuple[str, ...] = ()  # spec.runtime.args: speculative decoding (MTP), --kv-cache-dtype
+    pipeline: int = 1  # pipeline-parallel stages (the layers split); tensor parallel = gpus / (pipeline x data)
+    data: int = 1  # data-parallel ranks in the pod: each holds the weights of gpus / data GPUs
+    expert: bool = False  # expert parallelism: the MoE experts (nearly all of V3) spread over every GPU
+    gpus_per_node: int = 0  # resources.gpusPerNode; 0: NODE_GPUS for suggestions
 
 
 @dataclass(frozen=True)
@@ -231,6 +252,8 @@ class GpuFit:
     checkpoint_bytes: int = 0  # the model's files (0: unknown); startup.py sizes downloads and loads from it
     load_seconds: int = 0  # start-up estimate (startup.load_seconds); 0: unknown
     warnings: tuple[startup.Warning, ...] = ()  # (reason, message): a large per-pod download, a short load budget
+    reason: str = INSUFFICIENT  # why a False plan refuses: INSUFFICIENT or UNSUPPORTED (a checkpoint the runtime
+    # cannot load, precision.py)
 
     @property
     def required(self) -> int:
@@ -284,14 +307,30 @@ def _quant_bytes(quantization: str, dtype: str) -> float:
     return float(_dtype_bytes(dtype))
 
 
-def weight_bytes(arch: Architecture, quantization: str, dtype: str) -> int:
-    """All weights of the model (not per GPU)."""
+def weight_bytes(arch: Architecture, quantization: str, dtype: str, mtp: bool = False) -> int:
+    """All weights of the model (not per GPU); a stored-quantized checkpoint (FP8) as stored, with its MTP
+    layer when `mtp` (precision.mtp_loaded)."""
+    if arch.stored is not None:
+        return arch.stored.weight_bytes(arch.parameters, mtp=mtp)
     kept = arch.kept_parameters(quantization) if quantization != "none" else 0
     return int(kept * _dtype_bytes(dtype) + (arch.parameters - kept) * _quant_bytes(quantization, dtype))
 
 
-def kv_bytes_per_token(arch: Architecture, dtype: str) -> int:
-    return arch.kv_elements_per_token() * _dtype_bytes(dtype)
+def kv_bytes_per_token(arch: Architecture, dtype: str, fp8: bool = False) -> int:
+    """All layers' KV bytes of one token; `fp8`: vLLM's and SGLang's --kv-cache-dtype fp8 (1 byte)."""
+    return arch.kv_elements_per_token() * (1 if fp8 else _dtype_bytes(dtype))
+
+
+def kv_shards(arch: Architecture, inp: Inputs) -> int:
+    """How many ways one token's KV is split over the pod's GPUs. builtin: device_map="auto" puts each
+    layer on one GPU (gpus ways). vLLM and SGLang: pipeline stages split the layers; tensor parallelism
+    splits GQA's KV heads (at most kv_heads ways) but replicates MLA's single latent on every rank."""
+    gpus = max(inp.gpus, 1)
+    if inp.runtime == BUILTIN:
+        return gpus
+    pipeline = max(min(inp.pipeline, gpus), 1)
+    tensor = max(gpus // pipeline, 1)
+    return pipeline * (1 if arch.mla else min(tensor, max(arch.kv_heads, 1)))
 
 
 @dataclass(frozen=True)
@@ -325,10 +364,15 @@ def _figures(arch: Architecture, inp: Inputs, available: int) -> Figures:
     """The figures per GPU; with `available` 0 (unknown) the pool is assumed to hold maxBatchSize."""
     gpus = max(inp.gpus, 1)
     size = _dtype_bytes(inp.dtype)
-    weights = weight_bytes(arch, inp.quantization, inp.dtype) // gpus
-    slot = inp.max_model_len * kv_bytes_per_token(arch, inp.dtype) // gpus
-    prefill = min(inp.max_num_batched_tokens, inp.max_model_len)  # the worker's profile pass
-    activations = prefill * ACTIVATION_HIDDEN_FACTOR * arch.hidden_size * size + PREFIX_CACHE_BYTES
+    mtp = precision.mtp_loaded(inp.runtime, inp.runtime_args)
+    # Data-parallel ranks replicate the weights unless expert parallelism spreads the experts over them.
+    shards = gpus if inp.expert or inp.runtime == BUILTIN else max(gpus // max(inp.data, 1), 1)
+    weights = weight_bytes(arch, inp.quantization, inp.dtype, mtp) // shards
+    per_token = kv_bytes_per_token(arch, inp.dtype, precision.kv_cache_fp8(inp.runtime, inp.runtime_args))
+    slot = inp.max_model_len * per_token // kv_shards(arch, inp)
+    prefill = min(inp.max_num_batched_tokens, inp.max_model_len)  # the worker's (or engine's) profile pass
+    prefix = PREFIX_CACHE_BYTES if inp.runtime == BUILTIN else 0  # vLLM/SGLang cache prefixes in the KV pool
+    activations = prefill * ACTIVATION_HIDDEN_FACTOR * arch.hidden_size * size + prefix
     slots = inp.max_batch_size
     if available:
         budget = int(inp.gpu_memory_utilization * available)
@@ -337,15 +381,17 @@ def _figures(arch: Architecture, inp: Inputs, available: int) -> Figures:
 
 
 def plan(model: ModelSpec, resources: Resources, serving: Serving, node_selector: dict[str, str],
-         downloaded: Architecture | None = None) -> GpuFit:
+         downloaded: Architecture | None = None, runtime: RuntimeSpec | None = None) -> GpuFit:
     """The fit of one variant's model on its pod's GPUs; a non-fitting plan's message says what would fit.
     `downloaded`: the model cache's checkpoint read after its download, for a model not catalogued.
+    `runtime`: the variant's spec.runtime (None: builtin); vLLM and SGLang are planned with their own
+    weight and KV layouts (FP8 as stored, MLA's latent on every tensor-parallel rank).
 
     Unset lengths are the family's (family.lengths): the plan prices the KV pool the worker will get."""
     lengths = family.lengths(model, serving)
     # An unset maxNewTokens follows a smaller maxModelLen down, so only a set one bounds the suggestion.
     new_tokens = serving.max_new_tokens
-    return plan_inputs(Inputs(
+    return plan_inputs(_with_runtime(runtime, Inputs(
         model_id=model.id, dtype=model.dtype, quantization=model.quantization, max_model_len=lengths.max_model_len,
         max_batch_size=serving.max_batch_size, gpus=resources.gpus, gpu_memory=resources.gpu_memory,
         node_selector=tuple(sorted(node_selector.items())),
@@ -354,7 +400,16 @@ def plan(model: ModelSpec, resources: Resources, serving: Serving, node_selector
         gpu_memory_utilization=serving.gpu_memory_utilization or GPU_MEMORY_UTILIZATION,
         max_num_batched_tokens=serving.max_num_batched_tokens or MAX_NUM_BATCHED_TOKENS,
         max_new_tokens=lengths.max_new_tokens, download=startup.downloads_in_pod(model),
-        load_timeout_seconds=model.load_timeout_seconds, downloaded=downloaded))
+        load_timeout_seconds=model.load_timeout_seconds, downloaded=downloaded)))
+
+
+def _with_runtime(runtime: RuntimeSpec | None, inp: Inputs) -> Inputs:
+    """`inp` with the fields of a spec.runtime (unchanged, builtin, when None)."""
+    if runtime is None:
+        return inp
+    p = runtime.parallelism
+    return replace(inp, runtime=runtime.name, runtime_args=tuple(runtime.args), pipeline=p.pipeline if p else 1,
+                   data=p.data if p else 1, expert=p.expert if p else False)
 
 
 def checkpoint_bytes(model: ModelSpec) -> int:
@@ -421,6 +476,8 @@ def _memory_plan(inp: Inputs, found: tuple[str, Architecture] | None) -> GpuFit:
     name, arch = found
     if inp.gpus < 1:
         return GpuFit("Unknown", gpus=0, model=name, message="resources.gpus is 0: the worker runs on CPU")
+    if arch.stored is not None and inp.runtime == BUILTIN:
+        return _unsupported(inp, found, arch.stored)
     available, source = gpu_memory(inp)
     fig = _figures(arch, inp, available)
     wanted = replace(fig, slots=inp.max_batch_size)  # what a non-fitting plan is asked to hold
@@ -429,7 +486,7 @@ def _memory_plan(inp: Inputs, found: tuple[str, Architecture] | None) -> GpuFit:
                  source if available else "", kv_slots=fig.slots, kv_pool_tokens=fig.slots * inp.max_model_len,
                  activations=shown.activations)
     needs = (f"needs {gib(fit.required)} GiB per GPU (weights {gib(fit.weights)}, KV cache {gib(fit.kv_cache)}, "
-             f"margin {gib(fit.margin)}) on {inp.gpus} GPU(s)")
+             f"margin {gib(fit.margin)}) on {inp.gpus} GPU(s){_nodes(inp)}{_engine_note(arch, inp)}")
     if not available:
         return replace(fit, message=f"{needs}; GPU memory unknown: {source}")
     has = f"{source} has {gib(available)} GiB"
@@ -443,6 +500,34 @@ def _memory_plan(inp: Inputs, found: tuple[str, Architecture] | None) -> GpuFit:
         why = (f"{needs} but {has}: serving.gpuMemoryUtilization {inp.gpu_memory_utilization:g} leaves less "
                f"than the {gib(RUNTIME_BYTES)} GiB the CUDA runtime needs beside the worker's allocations")
     return replace(fit, fits="False", message=f"{why}; {_alternatives(arch, inp, available)}")
+
+
+def _unsupported(inp: Inputs, found: tuple[str, Architecture], stored: Stored) -> GpuFit:
+    """The builtin runtime and a stored-quantized (FP8) checkpoint: refused, with what vLLM would need."""
+    engine = _memory_plan(replace(inp, runtime="vllm", quantization="none"), found)
+    shown = replace(engine, fits="False", reason=UNSUPPORTED,
+                    message=f"{precision.unsupported_message(inp.model_id, stored)}; with vllm: {engine.message}")
+    return shown
+
+
+def _nodes(inp: Inputs) -> str:
+    """' (2 nodes of 8)' when a pod's GPUs span nodes (a LeaderWorkerSet: vLLM and SGLang only)."""
+    node = inp.gpus_per_node or NODE_GPUS
+    return f" ({-(-inp.gpus // node)} nodes of {node})" if inp.gpus > node else ""
+
+
+def _engine_note(arch: Architecture, inp: Inputs) -> str:
+    """What an engine runtime's plan assumed: FP8 weights, the MTP layer, the KV dtype."""
+    if inp.runtime == BUILTIN:
+        return ""
+    notes = [f"runtime {inp.runtime}"]
+    if arch.stored is not None:
+        mtp = precision.mtp_loaded(inp.runtime, inp.runtime_args)
+        notes.append(f"weights in {arch.stored.method.upper()} as stored"
+                     + (" with the MTP layer (speculative decoding)" if mtp else ", MTP layer not loaded"))
+    if precision.kv_cache_fp8(inp.runtime, inp.runtime_args):
+        notes.append("FP8 KV cache")
+    return " [" + ", ".join(notes) + "]"
 
 
 def _pool_note(fig: Figures, inp: Inputs) -> str:
@@ -462,13 +547,13 @@ def _alternatives(arch: Architecture, inp: Inputs, available: int) -> str:
     """What would fit: another quantization, more GPUs, a smaller maxModelLen or maxBatchSize, another
     gpuMemoryUtilization."""
     out = []
-    for quant in ("int8", "nf4"):
+    for quant in ("int8", "nf4") if arch.stored is None else ():  # bitsandbytes cannot load FP8 checkpoints
         if quant != inp.quantization and _fits(arch, replace(inp, quantization=quant), available):
             out.append(f"model.quantization {quant}")
             break
-    gpus = next((g for g in range(inp.gpus + 1, 17) if _fits(arch, replace(inp, gpus=g), available)), None)
-    if gpus is not None:
-        out.append(f"resources.gpus {gpus}")
+    gpus = _more_gpus(arch, inp, available)
+    if gpus:
+        out.append(gpus)
     length = _largest(lambda n: _fits(arch, replace(inp, max_model_len=n), available), inp.min_model_len,
                       inp.max_model_len)
     if length is not None:
@@ -481,9 +566,28 @@ def _alternatives(arch: Architecture, inp: Inputs, available: int) -> str:
     if share is not None:
         out.append(f"serving.gpuMemoryUtilization {share:g}")
     if not out:
-        return ("nothing within 16 GPUs per pod fits: the weights alone need "
+        node = inp.gpus_per_node or NODE_GPUS
+        within = f"{MAX_NODES} nodes of {node} GPUs" if inp.runtime != BUILTIN else f"one node's {node} GPUs"
+        spans = "" if inp.runtime != BUILTIN else " (only spec.runtime vllm or sglang span nodes)"
+        return (f"nothing within {within} fits{spans}: the weights alone need "
                 f"{gib(weight_bytes(arch, inp.quantization, inp.dtype))} GiB; use a smaller model or larger GPUs")
     return "would fit: " + " or ".join(out)
+
+
+def _more_gpus(arch: Architecture, inp: Inputs, available: int) -> str:
+    """The fewest GPUs per pod that fit, never more than a node's (resources.gpusPerNode, else NODE_GPUS)
+    unless the runtime spans nodes (vllm, sglang: 2 x node, 3 x node, ...). Tensor parallelism needs the
+    attention heads to divide evenly, so engines are offered only such counts."""
+    node = inp.gpus_per_node or NODE_GPUS
+    engine = inp.runtime != BUILTIN
+    single = [g for g in range(inp.gpus + 1, node + 1) if not engine or arch.attention_heads % g == 0]
+    if (g := next((g for g in single if _fits(arch, replace(inp, gpus=g), available)), None)) is not None:
+        return f"resources.gpus {g}"
+    for nodes in range(2, MAX_NODES + 1) if engine else ():
+        if nodes * node > inp.gpus and _fits(arch, replace(inp, gpus=nodes * node), available):
+            return (f"{nodes} x {node} GPUs (multi-node: resources.gpus {nodes * node} with resources.gpusPerNode "
+                    f"{node}, a LeaderWorkerSet)")
+    return ""
 
 
 def _largest(ok: Callable[[int], bool], low: int, high: int) -> int | None:
@@ -506,5 +610,5 @@ def plan_variants(spec: DeepSeekDeploymentSpec, downloaded: dict[str, Architectu
     from deepseek_operator.api import resolve_variants
 
     selector = spec.scheduling.node_selector
-    return {v.name: plan(v.model, spec.resources, spec.serving, selector, (downloaded or {}).get(v.name))
-            for v in resolve_variants(spec)}
+    return {v.name: plan(v.model, spec.resources, spec.serving, selector, (downloaded or {}).get(v.name),
+                         v.runtime) for v in resolve_variants(spec)}

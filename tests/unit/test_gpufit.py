@@ -23,17 +23,20 @@ def inputs(model: str = "deepseek-ai/DeepSeek-V3", **kw: Any) -> Inputs:
     return Inputs(**{**base, **kw})
 
 
-def test_v3_bf16_on_8_h200_does_not_fit_by_the_weights_alone() -> None:
-    fit = plan_inputs(inputs())
-    # 671e9 parameters x 2 bytes / 8 GPUs = 167.75e9 bytes = 156.2 GiB per GPU; an H200 has 143771 MiB.
-    assert fit.weights == 671_000_000_000 * 2 // 8
-    assert f"{fit.weights / GIB:.1f}" == "156.2"
+def test_v3_fp8_on_8_h200_fits_with_vllm_the_worked_example() -> None:
+    """docs/gpu-sizing.md's worked example: V3 priced as stored (FP8 + block scales + bf16 rest)."""
+    fit = plan_inputs(inputs(runtime="vllm"))
+    v3 = gpufit.CATALOGUE["deepseek-v3"]
+    assert v3.stored is not None
+    # 669.07e9 FP8 parameters x 1 byte + their float32 scales per 128x128 block + 1.96e9 bf16 x 2 = 673.15e9.
+    assert fit.weights == (v3.stored.quantized + v3.stored.quantized * 4 // 16384
+                           + (v3.parameters - v3.stored.quantized) * 2) // 8
+    assert f"{fit.weights / GIB:.1f}" == "78.4"
     assert fit.available == 143771 * MIB
-    assert fit.fits == "False"
-    assert "needs 158.9 GiB per GPU (weights 156.2, KV cache 1.1, margin 1.6) on 8 GPU(s)" in fit.message
-    assert "NVIDIA-H200 has 140.4 GiB, of which the worker uses 0.9" in fit.message
-    assert "would fit: resources.gpus 10" in fit.message
-    assert (fit.kv_slots, fit.kv_pool_tokens) == (0, 0)
+    assert fit.fits == "True"
+    # MLA's latent is on every tensor-parallel rank: 16 x 8192 x 70,272 bytes per GPU, not divided by 8.
+    assert "needs 88.3 GiB per GPU (weights 78.4, KV cache 8.6, margin 1.3) on 8 GPU(s)" in fit.message
+    assert (fit.kv_slots, fit.kv_pool_tokens) == (16, 16 * 8192)
 
 
 def test_mla_cache_is_the_latent_and_rope_key_not_the_per_head_formula() -> None:
@@ -42,8 +45,10 @@ def test_mla_cache_is_the_latent_and_rope_key_not_the_per_head_formula() -> None
     assert gpufit.kv_bytes_per_token(v3, "bfloat16") == 61 * 576 * 2 == 70272
     naive = 2 * 61 * 7168 * 2  # 2 (K, V) x layers x hidden x 2 bytes
     assert round(naive / 70272) == 25
-    fit = plan_inputs(inputs())
-    assert fit.kv_cache == 8192 * 16 * 70272 // 8
+    assert plan_inputs(inputs(runtime="vllm")).kv_cache == 8192 * 16 * 70272  # replicated on every TP rank
+    # builtin: device_map="auto" puts each layer (and its cache) on one GPU: the pool splits over them.
+    v2 = plan_inputs(inputs("deepseek-ai/DeepSeek-V2"))
+    assert v2.kv_cache == 8192 * 16 * (60 * 576 * 2) // 8
 
 
 def test_gqa_cache_of_a_distill() -> None:
@@ -64,14 +69,15 @@ def test_nf4_of_a_dense_distill_fits_where_bf16_does_not() -> None:
     assert nf4.weights == int(kept * 2 + (7_616_000_000 - kept) * 0.5625)
 
 
-def test_v3_nf4_keeps_the_fused_routed_experts_at_bf16() -> None:
+def test_v2_nf4_keeps_the_fused_routed_experts_at_bf16() -> None:
     """transformers >= 5 stores DeepSeek's routed experts as 3-D parameters, which bitsandbytes skips
-    (tests/worker/test_gpu_fit_measured.py measures it): nf4 saves little on V3 and 8 H200s are short."""
-    v3 = gpufit.CATALOGUE["deepseek-v3"]
-    assert v3.routed_expert_parameters == 58 * 256 * 3 * 7168 * 2048
-    fit = plan_inputs(inputs(quantization="nf4"))
-    assert fit.fits == "False" and fit.weights > 150 * GIB
-    assert plan_inputs(inputs(quantization="nf4", gpus=16)).fits == "True"
+    (tests/worker/test_gpu_fit_measured.py measures it): nf4 saves little on V2 and 4 H100s are short."""
+    v2 = gpufit.CATALOGUE["deepseek-v2"]
+    assert v2.routed_expert_parameters == 59 * 160 * 3 * 5120 * 1536
+    bf16 = plan_inputs(inputs("deepseek-ai/DeepSeek-V2", gpus=4, node_selector=H100))
+    fit = plan_inputs(inputs("deepseek-ai/DeepSeek-V2", quantization="nf4", gpus=4, node_selector=H100))
+    assert fit.fits == bf16.fits == "False" and fit.weights > 0.95 * bf16.weights
+    assert "would fit: resources.gpus 6" in fit.message
 
 
 def test_gpu_memory_sources_in_order() -> None:
@@ -90,7 +96,7 @@ def test_gpu_memory_sources_in_order() -> None:
     ({"gpus": 0}, "resources.gpus is 0"),
 ])
 def test_unknown_fit_says_why(kw: dict[str, Any], why: str) -> None:
-    fit = plan_inputs(inputs(**kw))
+    fit = plan_inputs(inputs(runtime="vllm", **kw))
     assert fit.fits == "Unknown" and why in fit.message, fit.message
 
 
@@ -120,8 +126,8 @@ def test_architecture_errors_name_the_field() -> None:
 
 
 def test_status_carries_the_plan_for_the_primary_and_each_variant() -> None:
-    fit = gpufit.status_of(plan_inputs(inputs()))
-    assert fit["summary"] == "False 158.9/140.4Gi" and fit["requiredPerGPU"] == "158.9Gi"
+    fit = gpufit.status_of(plan_inputs(inputs(runtime="vllm", node_selector=H100)))
+    assert fit["summary"] == "False 88.3/79.6Gi" and fit["requiredPerGPU"] == "88.3Gi"
     inp = StatusInput(generation=1, variants=[state()], weights={"primary": 100}, selector="s", stable_image="",
                       rollback=Rollback(), auto_rollback=True, gpu_fit={"primary": fit})
     status = compute_status(inp, {}, "2026-01-01T00:00:00Z")
