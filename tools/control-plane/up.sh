@@ -3,6 +3,8 @@
 #   etcd, kube-apiserver (RBAC, ServiceAccount token issuer, JSON audit log at Metadata level),
 #   kube-controller-manager, kube-scheduler and kwok (fake nodes whose pods become Running/Ready).
 # Then: the upstream CRDs in third_party/crds and two fake GPU nodes (8 x nvidia.com/gpu each).
+# And, when build-lws.sh can build it, the LeaderWorkerSet controller (kubernetes-sigs/lws) with its
+# CRD (third_party/lws) and admission webhooks served on 127.0.0.1 (lws-webhooks.yaml).
 #
 # Idempotent: when every process recorded in $CLUSTER_DIR/pids is alive and the apiserver is ready,
 # it changes nothing. Otherwise it stops what is left (by PID) and starts a fresh cluster.
@@ -15,6 +17,7 @@ RUN=${CLUSTER_DIR:-$REPO/.cluster}
 API_PORT=${CLUSTER_API_PORT:-16443}
 ETCD_PORT=${CLUSTER_ETCD_PORT:-12379}
 ETCD_PEER_PORT=${CLUSTER_ETCD_PEER_PORT:-12380}
+LWS_WEBHOOK_PORT=${CLUSTER_LWS_WEBHOOK_PORT:-$((API_PORT + 2))}
 KUBECTL=${KUBECTL:-kubectl}
 # A start takes 5-30 s; 180 s stays under pytest's 300 s per test, so a fixture fails with this
 # script's message (who holds the lock), not with the test runner's timeout.
@@ -136,7 +139,8 @@ compose_stages() {
 # below talk to the wrong server: refuse at once, naming the variable that moves it.
 check_ports() {
   local var port
-  for var in CLUSTER_API_PORT:$API_PORT CLUSTER_ETCD_PORT:$ETCD_PORT CLUSTER_ETCD_PEER_PORT:$ETCD_PEER_PORT; do
+  for var in CLUSTER_API_PORT:$API_PORT CLUSTER_ETCD_PORT:$ETCD_PORT CLUSTER_ETCD_PEER_PORT:$ETCD_PEER_PORT \
+             CLUSTER_LWS_WEBHOOK_PORT:$LWS_WEBHOOK_PORT; do
     port=${var#*:}
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       log "port $port is in use (another control plane?): stop it or set ${var%%:*}"; exit 1
@@ -186,6 +190,51 @@ start_controllers() {
     --config="$RUN/kwok-stages.yaml"
 }
 
+# The LeaderWorkerSet controller: its CRDs first (its manager waits for every kind it watches), then
+# the controller with webhooks on 127.0.0.1:$LWS_WEBHOOK_PORT (a CA and serving cert of our own, no
+# cert rotator: that one expects an in-cluster Service), then the webhook configurations pointing
+# there. Leader election, metrics and health probes are off: one replica, nothing scrapes it.
+# Without a binary (build-lws.sh says why) the cluster runs without LeaderWorkerSets.
+start_lws() {
+  local lws dir="$RUN/lws"
+  if ! lws=$("$HERE/build-lws.sh" 2>>"$RUN/logs/lws-build.log"); then
+    log "no LeaderWorkerSet controller: $(tail -n 2 "$RUN/logs/lws-build.log" | tr '\n' ' ')"
+    return 0
+  fi
+  mkdir -p "$dir/certs"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=deepseek-local-lws-ca \
+    -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$dir/certs/tls.key" \
+    -out "$dir/tls.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\n' >"$dir/san.ext"
+  openssl x509 -req -in "$dir/tls.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$dir/san.ext" -out "$dir/certs/tls.crt" 2>/dev/null
+  printf '%s\n' 'apiVersion: config.lws.x-k8s.io/v1alpha1' 'kind: Configuration' \
+    'leaderElection: {leaderElect: false}' 'internalCertManagement: {enable: false}' \
+    "webhook: {host: 127.0.0.1, port: $LWS_WEBHOOK_PORT, certDir: $dir/certs}" \
+    'metrics: {bindAddress: "0"}' 'health: {healthProbeBindAddress: "0"}' >"$dir/config.yaml"
+  kc apply --server-side --force-conflicts -f "$REPO/third_party/lws/" >/dev/null
+  wait_for 60 "the LeaderWorkerSet CRDs" kc wait --for=condition=Established --timeout=2s \
+    crd/leaderworkersets.leaderworkerset.x-k8s.io crd/disaggregatedsets.disaggregatedset.x-k8s.io \
+    crd/disaggregatedsetrolescalers.disaggregatedset.x-k8s.io
+  start lws-controller env KUBECONFIG="$RUN/kubeconfig" ENABLE_WEBHOOKS=true "$lws" --config="$dir/config.yaml"
+  wait_for 120 "the LeaderWorkerSet webhook server" \
+    curl -sk --max-time 2 -o /dev/null "https://127.0.0.1:$LWS_WEBHOOK_PORT/healthz"
+  sed -e "s|LWS_WEBHOOK_URL|https://127.0.0.1:$LWS_WEBHOOK_PORT|" \
+      -e "s|LWS_CA_BUNDLE|$(base64 -w0 "$dir/ca.crt")|" "$HERE/lws-webhooks.yaml" | kc apply -f - >/dev/null
+}
+
+# A cluster started by an older up.sh runs without the LeaderWorkerSet controller: add it (the other
+# components keep running, and so do the tests using them) instead of restarting everything.
+ensure_lws() {
+  alive lws-controller && return 0
+  "$HERE/build-lws.sh" >/dev/null 2>&1 || return 0
+  take_lock
+  alive lws-controller && return 0
+  log "starting the LeaderWorkerSet controller in the running cluster"
+  start_lws
+}
+
 kc() { KUBECONFIG="$RUN/kubeconfig" KUBECACHEDIR="$RUN/kubectl-cache" "$KUBECTL" "$@"; }
 
 install_basics() {
@@ -209,11 +258,11 @@ EOF
 
 main() {
   command -v "$KUBECTL" >/dev/null || { log "kubectl not found (run make bootstrap)"; exit 1; }
-  if running; then log "already running ($RUN)"; echo "$RUN"; return 0; fi
+  if running; then ensure_lws; log "already running ($RUN)"; echo "$RUN"; return 0; fi
   BIN=$("$HERE/build.sh")
   mkdir -p "$(dirname "$RUN")"
   take_lock
-  if running; then log "already running ($RUN)"; echo "$RUN"; return 0; fi
+  if running; then ensure_lws; log "already running ($RUN)"; echo "$RUN"; return 0; fi
   STAGES="$BIN/../kwok/stages"
   prepare
   check_ports
@@ -222,6 +271,7 @@ main() {
   write_kubeconfig
   start_controllers
   install_basics
+  start_lws
   write_env
   log "ready in $((SECONDS - START)) s: export KUBECONFIG=$RUN/kubeconfig KUBECACHEDIR=$RUN/kubectl-cache"
   echo "$RUN"
