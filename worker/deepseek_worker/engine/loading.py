@@ -15,6 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from ..types import EngineConfig
+from .checkpoint import check_supported
 from .cpu_kernels import pack_linears
 from .source import resolve_local_model
 
@@ -148,8 +149,11 @@ def generation_defaults(model: Any) -> dict[str, float]:
 
 
 def load(config: EngineConfig) -> Loaded:
-    """Load tokenizer and model. Raises whatever HF raises for a missing/invalid model."""
+    """Load tokenizer and model. Raises whatever HF raises for a missing/invalid model, and
+    UnsupportedCheckpoint (checkpoint.py) for an FP8 checkpoint, before reading any weight."""
     path = resolve_model_path(config.model, config.served_model_name or "", config.revision)
+    hf_config = AutoConfig.from_pretrained(path, revision=config.revision)
+    check_supported(hf_config)
     cuda = torch.cuda.is_available()
     dtype = resolve_dtype(config, cuda)
     with _LOAD_LOCK:
@@ -161,7 +165,6 @@ def load(config: EngineConfig) -> Loaded:
         max_memory = gpu_max_memory([torch.cuda.get_device_properties(i).total_memory
                                      for i in range(torch.cuda.device_count())])
         kwargs["device_map"], kwargs["max_memory"] = "auto", max_memory
-    hf_config = AutoConfig.from_pretrained(path, revision=config.revision)
     model_type = str(getattr(hf_config, "model_type", ""))
     if getattr(hf_config, "n_routed_experts", None) or getattr(hf_config, "num_experts", None):
         kwargs["experts_implementation"] = EXPERTS_IMPLEMENTATION
