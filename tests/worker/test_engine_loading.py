@@ -89,8 +89,9 @@ def test_auto_attention_uses_eager_for_a_model_without_sdpa(
 def test_a_quantization_conflict_is_raised_as_itself(
     tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An FP8 checkpoint (DeepSeek-V3's own) with quantization nf4: transformers' ValueError reaches the
-    start error as it is, never read as "attention unavailable" (issue 18, item 4)."""
+    """An FP8 checkpoint (DeepSeek-V3's own) with quantization nf4: refused as UnsupportedCheckpoint (a
+    ValueError, engine/checkpoint.py) before transformers' own ValueError, never read as "attention
+    unavailable" (issue 18, item 4; issue 20 item 6)."""
     model = tmp_path / "fp8"
     shutil.copytree(tiny_model_dir, model)
     config = json.loads((model / "config.json").read_text())
@@ -98,7 +99,7 @@ def test_a_quantization_conflict_is_raised_as_itself(
                                      "activation_scheme": "dynamic"}
     (model / "config.json").write_text(json.dumps(config))
     with caplog.at_level(logging.WARNING, logger="deepseek_worker.engine.loading"), \
-            pytest.raises(ValueError, match="quantized with FineGrainedFP8Config but you are passing a BitsAndBytes"):
+            pytest.raises(ValueError, match="FP8 checkpoint .*bitsandbytes cannot load it; set spec.runtime.name"):
         load(EngineConfig(model=str(model), quantization="nf4"))
     assert not [r.getMessage() for r in caplog.records if "attention" in r.getMessage()]
 
