@@ -11,11 +11,13 @@ touched. One start costs some 5-10 s.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -126,3 +128,20 @@ def test_a_dead_component_is_restarted_within_the_deadline(own_cluster: OwnClust
     restarted = own_cluster.pid("kube-scheduler")
     assert restarted != dead and _alive(restarted), done.stderr
     assert "already running" not in done.stderr, done.stderr  # a fresh start, not a no-op
+
+
+def test_a_slow_apiserver_is_waited_for_not_restarted(own_cluster: OwnCluster) -> None:
+    """Every process alive but /readyz not answering for 8 s (a loaded machine): up.sh
+    waits instead of tearing down a cluster that other test sessions may be using."""
+    pids = {name: own_cluster.pid(name) for name in ("etcd", "kube-apiserver", "kwok")}
+    os.kill(pids["kube-apiserver"], signal.SIGSTOP)  # frozen: /readyz times out
+    resume = threading.Timer(8.0, os.kill, (pids["kube-apiserver"], signal.SIGCONT))
+    resume.start()
+    try:
+        done = own_cluster.up(timeout=60)
+    finally:
+        resume.cancel()
+        with contextlib.suppress(ProcessLookupError):  # gone if up.sh restarted the cluster after all
+            os.kill(pids["kube-apiserver"], signal.SIGCONT)
+    assert done.returncode == 0 and "already running" in done.stderr, done.stderr
+    assert {name: own_cluster.pid(name) for name in pids} == pids  # nothing was restarted

@@ -22,6 +22,7 @@ KUBECTL=${KUBECTL:-kubectl}
 # A start takes 5-30 s; 180 s stays under pytest's 300 s per test, so a fixture fails with this
 # script's message (who holds the lock), not with the test runner's timeout.
 LOCK_WAIT=${CLUSTER_LOCK_WAIT_SECONDS:-180}
+READY_WAIT=${CLUSTER_READY_WAIT_SECONDS:-30}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 START=$SECONDS
 
@@ -40,10 +41,15 @@ api_ready() {
     "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1
 }
 
+# Every process alive and the apiserver ready. While every process lives, a slow /readyz (a loaded
+# machine) is waited for up to READY_WAIT seconds: a restart would destroy a cluster others are using.
 running() {
-  local c
+  local c deadline=$((SECONDS + READY_WAIT))
   for c in "${COMPONENTS[@]}"; do alive "$c" || return 1; done
-  api_ready
+  until api_ready; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.5
+  done
 }
 
 # wait_for SECONDS WHAT COMMAND...: poll COMMAND every 0.2 s until it succeeds or the deadline passes.
