@@ -71,7 +71,7 @@ DOWNLOADED = "config.json of the downloaded checkpoint"  # GpuFit.model of a pla
 INSUFFICIENT = "InsufficientGPUMemory"
 UNSUPPORTED = "UnsupportedCheckpoint"
 NODE_GPUS = 8  # a node's GPUs when resources.gpusPerNode is unset (suggestions stay within one such node)
-MAX_NODES = 4  # multi-node suggestions (vllm, sglang) go up to this many nodes
+MAX_POD_GPUS = 16  # resources.gpus' maximum (api.Resources): multi-node suggestions stay within it
 
 
 @dataclass(frozen=True)
@@ -400,6 +400,7 @@ def plan(model: ModelSpec, resources: Resources, serving: Serving, node_selector
         gpu_memory_utilization=serving.gpu_memory_utilization or GPU_MEMORY_UTILIZATION,
         max_num_batched_tokens=serving.max_num_batched_tokens or MAX_NUM_BATCHED_TOKENS,
         max_new_tokens=lengths.max_new_tokens, download=startup.downloads_in_pod(model),
+        gpus_per_node=resources.gpus_per_node or 0,
         load_timeout_seconds=model.load_timeout_seconds, downloaded=downloaded)))
 
 
@@ -493,7 +494,8 @@ def _memory_plan(inp: Inputs, found: tuple[str, Architecture] | None) -> GpuFit:
     if fig.fits:
         return replace(fit, fits="True", message=f"{needs}; {has}{_pool_note(fig, inp)}")
     if fig.slots < 1:
-        why = (f"{needs} but {has}, of which the worker uses {inp.gpu_memory_utilization:g} "
+        who = "the worker" if inp.runtime == BUILTIN else inp.runtime
+        why = (f"{needs} but {has}, of which {who} uses {inp.gpu_memory_utilization:g} "
                f"(serving.gpuMemoryUtilization): not enough for the weights, activations and one sequence of "
                f"maxModelLen {inp.max_model_len} ({gib(fig.weights + fig.activations + fig.slot)} GiB)")
     else:
@@ -567,7 +569,7 @@ def _alternatives(arch: Architecture, inp: Inputs, available: int) -> str:
         out.append(f"serving.gpuMemoryUtilization {share:g}")
     if not out:
         node = inp.gpus_per_node or NODE_GPUS
-        within = f"{MAX_NODES} nodes of {node} GPUs" if inp.runtime != BUILTIN else f"one node's {node} GPUs"
+        within = f"{MAX_POD_GPUS} GPUs per pod" if inp.runtime != BUILTIN else f"one node's {node} GPUs"
         spans = "" if inp.runtime != BUILTIN else " (only spec.runtime vllm or sglang span nodes)"
         return (f"nothing within {within} fits{spans}: the weights alone need "
                 f"{gib(weight_bytes(arch, inp.quantization, inp.dtype))} GiB; use a smaller model or larger GPUs")
@@ -583,7 +585,7 @@ def _more_gpus(arch: Architecture, inp: Inputs, available: int) -> str:
     single = [g for g in range(inp.gpus + 1, node + 1) if not engine or arch.attention_heads % g == 0]
     if (g := next((g for g in single if _fits(arch, replace(inp, gpus=g), available)), None)) is not None:
         return f"resources.gpus {g}"
-    for nodes in range(2, MAX_NODES + 1) if engine else ():
+    for nodes in range(2, MAX_POD_GPUS // node + 1) if engine else ():
         if nodes * node > inp.gpus and _fits(arch, replace(inp, gpus=nodes * node), available):
             return (f"{nodes} x {node} GPUs (multi-node: resources.gpus {nodes * node} with resources.gpusPerNode "
                     f"{node}, a LeaderWorkerSet)")
@@ -601,6 +603,11 @@ def _largest(ok: Callable[[int], bool], low: int, high: int) -> int | None:
         else:
             high = mid
     return low
+
+
+def advisory(spec: DeepSeekDeploymentSpec) -> bool:
+    """spec.gpuFit.mode Advisory: a plan that does not fit warns instead of blocking the rollout."""
+    return spec.gpu_fit is not None and spec.gpu_fit.mode == "Advisory"
 
 
 def plan_variants(spec: DeepSeekDeploymentSpec, downloaded: dict[str, Architecture] | None = None,

@@ -37,6 +37,9 @@ MODEL_LOAD_PREFIX = "model load failed"
 # A CUDA out-of-memory while loading: its own exit code and prefix (worker lifecycle.py).
 OOM_AT_LOAD_EXIT_CODE = 4
 OOM_AT_LOAD_PREFIX = "out of GPU memory while loading the model"
+# A checkpoint the builtin worker refuses before loading (worker engine/checkpoint.py: FP8): the exception's
+# class name follows the model-load prefix, and is our reason.
+UNSUPPORTED_CHECKPOINT = f"{MODEL_LOAD_PREFIX}: UnsupportedCheckpoint:"
 # The scheduler's words (kube-scheduler's fit and taint plugins; the sandbox says the same).
 _INSUFFICIENT_GPU = re.compile(r"Insufficient [^\s,]*gpu")
 _NO_MATCHING_NODE = ("didn't match Pod's node affinity/selector", "untolerated taint", "didn't match pod affinity")
@@ -158,6 +161,8 @@ def _container_issue(cs: dict[str, Any]) -> PodIssue | None:
         if terminated.get("exitCode") == OOM_AT_LOAD_EXIT_CODE or message.startswith(OOM_AT_LOAD_PREFIX):
             return PodIssue("OOMAtLoad", f"{message or OOM_AT_LOAD_PREFIX}; use another quantization, more GPUs, a "
                             "smaller model.maxModelLen or serving.maxBatchSize (status.gpuFit)", True)
+        if message.startswith(UNSUPPORTED_CHECKPOINT):
+            return PodIssue("UnsupportedCheckpoint", message, True)
         if terminated.get("exitCode") == MODEL_LOAD_EXIT_CODE or message.startswith(MODEL_LOAD_PREFIX):
             return PodIssue("ModelLoadFailed", f"{message or 'the worker could not load the model'}; check "
                             "spec.model.id, revision and source (a token for gated models)", True)

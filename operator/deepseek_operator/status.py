@@ -127,12 +127,14 @@ def invalid_spec_conditions(message: str, generation: int) -> list[dict[str, Any
     ]
 
 
-def insufficient_memory_conditions(message: str, generation: int) -> list[dict[str, Any]]:
-    """A GPU-fit plan that does not fit: nothing is rolled out (no pod would ever load), children stay."""
+def insufficient_memory_conditions(message: str, generation: int,
+                                   reason: str = "InsufficientGPUMemory") -> list[dict[str, Any]]:
+    """A GPU-fit plan that does not fit: nothing is rolled out (no pod would ever load), children stay.
+    `reason`: the plan's (gpufit.GpuFit.reason): InsufficientGPUMemory or UnsupportedCheckpoint."""
     return [
-        condition("Ready", False, "InsufficientGPUMemory", message, generation),
-        condition("Progressing", False, "InsufficientGPUMemory", message, generation),
-        condition("Degraded", True, "InsufficientGPUMemory", message, generation),
+        condition("Ready", False, reason, message, generation),
+        condition("Progressing", False, reason, message, generation),
+        condition("Degraded", True, reason, message, generation),
     ]
 
 

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from deepseek_operator import gpufit, precision
-from deepseek_operator.api import parse_spec
+from deepseek_operator.api import Resources, parse_spec
 from deepseek_operator.gpufit import GB, GIB, plan_inputs, plan_variants
 from tests.unit.test_gpufit import H100, inputs
 
@@ -101,10 +101,20 @@ def test_tensor_parallel_splits_gqa_heads_pipeline_splits_layers() -> None:
     assert v3_pp.kv_cache == 8192 * 16 * 70272 // 2
 
 
-def test_spec_runtime_reaches_the_plan() -> None:
+def test_spec_runtime_and_gpus_per_node_reach_the_plan() -> None:
     spec = parse_spec({"image": "r/w:1", "model": {"id": "deepseek-ai/DeepSeek-R1"},
                        "resources": {"gpus": 8, "gpuMemory": "141Gi"}, "runtime": {"name": "vllm"},
                        "variants": [{"name": "builtin", "runtime": {"name": "builtin"}}]})
     fits = plan_variants(spec)
     assert fits["primary"].fits == "True" and "[runtime vllm, weights in FP8 as stored" in fits["primary"].message
     assert (fits["builtin"].fits, fits["builtin"].reason) == ("False", gpufit.UNSUPPORTED)
+    small = parse_spec({"image": "r/w:1", "model": {"id": "deepseek-ai/DeepSeek-R1"}, "runtime": {"name": "sglang"},
+                        "resources": {"gpus": 4, "gpusPerNode": 4, "gpuMemory": "141Gi"}})
+    assert "would fit: 2 x 4 GPUs (multi-node: resources.gpus 8 with resources.gpusPerNode 4" in \
+        plan_variants(small)["primary"].message
+
+
+def test_multi_node_suggestions_stay_within_resources_gpus_maximum() -> None:
+    assert Resources.model_fields["gpus"].metadata[1].le == gpufit.MAX_POD_GPUS
+    tiny = plan_inputs(inputs(runtime="vllm", gpus=8, node_selector=(("nvidia.com/gpu.product", "Tesla-T4"),)))
+    assert "nothing within 16 GPUs per pod fits" in tiny.message and "2 x 8" not in tiny.message
