@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
 
-from deepseek_operator import affinity, api, envvars
+from deepseek_operator import affinity, api, envvars, precision
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,14 @@ SPEC_RULES = (
         message="resources.gpus: bitsandbytes quantization (model.quantization or a variant's) needs "
         "resources.gpus >= 1",
         field_path=".resources.gpus",
+    ),
+    Rule(
+        # Generated from precision.FP8_MODELS (tests/crd/test_fp8_rule.py). Variants: parse_spec only
+        # (an unbounded model.id matched in a loop over the variants is over the CEL cost budget).
+        rule="(has(self.gpuFit) && has(self.gpuFit.mode) && self.gpuFit.mode == 'Advisory') || "
+        + _NO_QUANT.format(m="self.model") + f" || !self.model.id.matches('{precision.FP8_MODEL_ID}')",
+        message=api.FP8_QUANTIZATION_MESSAGE,
+        field_path=".model.quantization",
     ),
     Rule(
         rule="!has(self.ingress) || self.ingress.provider != 'ingress-nginx' || !has(self.variants) "

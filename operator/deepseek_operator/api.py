@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from deepseek_operator import precision
 from deepseek_operator.affinity import LABEL_KEY_MESSAGE, Affinity, LabelSelector
 from deepseek_operator.envvars import MAX_ENV, DownloadEnvVar, WorkerEnvVar, merged, unique_names
 from deepseek_operator.wire import (  # noqa: F401  (re-exported: api is where callers look)
@@ -111,6 +112,7 @@ Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Quantization = Literal["none", "int8", "nf4", "fp4"]
 Attention = Literal["auto", "sdpa", "flash_attention_2", "eager"]
 IngressProvider = Literal["ingress-nginx", "gateway-api"]
+MODEL_ID_MAX = 1024
 
 
 class SecretKeyRef(Model):
@@ -327,7 +329,10 @@ def _default_source() -> ModelSource:
 
 
 class ModelSpec(Model):
-    id: str = Field(min_length=1, description="HF repo id (org/name) or a path inside the pod.")
+    # maxLength: CEL matches model.id (the FP8 rule), and the cost estimator prices an unbounded string at
+    # the request's size limit; no hub id (at most 96 characters) or path comes near 1024.
+    id: str = Field(min_length=1, max_length=MODEL_ID_MAX,
+                    description="HF repo id (org/name) or a path inside the pod.")
     revision: str = Field("main", min_length=1, description="Hub revision: branch, tag or commit.")
     source: ModelSource = Field(default_factory=_default_source, description="Where the weights come from.")
     dtype: Dtype = Field("auto", description="Weights dtype; auto picks bfloat16 on GPUs.")
@@ -379,7 +384,7 @@ def model_cache_errors(model: ModelSpec) -> list[str]:
 class ModelOverride(Model):
     """A variant's changes to the primary model; unset fields are inherited."""
 
-    id: str | None = Field(None, min_length=1, description="Model id; inherits spec.model.id.")
+    id: str | None = Field(None, min_length=1, max_length=MODEL_ID_MAX, description="Model id; inherits spec.model.id.")
     revision: str | None = Field(None, min_length=1, description="Revision; inherits spec.model.revision.")
     source: ModelSource | None = Field(None, description="Weights source; inherits spec.model.source.")
     dtype: Dtype | None = Field(None, description="Weights dtype; inherits spec.model.dtype.")
@@ -405,6 +410,22 @@ class Resources(Model):
         None, pattern=QUANTITY,
         description="Memory of one GPU, e.g. 80Gi, for the GPU-fit plan; unset: from the nvidia.com/gpu.memory "
         "or nvidia.com/gpu.product label in scheduling.nodeSelector (docs/gpu-sizing.md).")
+
+
+class GpuFitPolicy(Model):
+    """What a GPU-fit plan that does not fit does (docs/gpu-sizing.md)."""
+
+    mode: Literal["Enforce", "Advisory"] = Field(
+        "Enforce", description="Enforce: a plan that does not fit (InsufficientGPUMemory, UnsupportedCheckpoint) "
+        "stops the rollout before any pod; Advisory: the same Warning event and status.gpuFit, but the rollout "
+        "goes ahead (the plan's catalogue or figures are wrong for your checkpoint or GPUs), and bitsandbytes "
+        "on a catalogued FP8 model id is allowed (a bf16 copy under that name).")
+
+
+FP8_QUANTIZATION_MESSAGE = (
+    "model.quantization: DeepSeek-V3/R1 checkpoints are stored in FP8 (e4m3, 128x128 block scales): bitsandbytes "
+    "(int8, nf4, fp4) cannot load them; set model.quantization none and spec.runtime.name vllm or sglang "
+    "(or spec.gpuFit.mode Advisory for a bf16 copy under that name)")
 
 
 TolerationOperator = Literal["", "Exists", "Equal"]
@@ -793,6 +814,8 @@ class DeepSeekDeploymentSpec(Model):
     rollout: Rollout = Field(
         default_factory=lambda: Rollout(), description="How image and spec changes roll out."
     )
+    gpu_fit: GpuFitPolicy | None = Field(
+        None, description="Whether a GPU-fit plan that does not fit blocks the rollout (unset: Enforce).")
 
     @field_validator("image")
     @classmethod
@@ -858,6 +881,7 @@ def cross_field_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
         and v.model.max_model_len <= new_tokens
     ]
     errors += _digest_errors(spec)
+    errors += fp8_quantization_errors(spec)
     errors += _variant_model_errors(spec)
     budgets = [spec.model.load_timeout_seconds] + [
         v.model.load_timeout_seconds for v in spec.variants if v.model and v.model.load_timeout_seconds is not None
@@ -883,6 +907,23 @@ def _digest_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
         for i, v in enumerate(spec.variants)
         if v.image is not None and not re.search(DIGEST_PINNED, v.image)
     ]
+    return errors
+
+
+def fp8_quantization_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
+    """bitsandbytes on a catalogued FP8 model (precision.FP8_MODELS), primary and variants as inherited;
+    the CRD's CEL rule checks the primary (tools/crd_rules.py)."""
+    if spec.gpu_fit is not None and spec.gpu_fit.mode == "Advisory":
+        return []
+    errors = []
+    if _quantized(spec.model.quantization) and precision.is_fp8_model(spec.model.id):
+        errors.append(f"spec.{FP8_QUANTIZATION_MESSAGE}")
+    for i, v in enumerate(spec.variants):
+        model_id = v.model.id if v.model and v.model.id else spec.model.id
+        quantization = v.model.quantization if v.model and v.model.quantization else spec.model.quantization
+        if v.model and (v.model.id or v.model.quantization) and _quantized(quantization) \
+                and precision.is_fp8_model(model_id):
+            errors.append(f"spec.variants[{i}].{FP8_QUANTIZATION_MESSAGE}")
     return errors
 
 

@@ -139,7 +139,7 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
     """`stored`: conditions about values an earlier CRD stored as defaults (stored_defaults.py)."""
     owner = await adopt_legacy_caches(api, owner, spec)  # caches named by an older release keep their name
     fits = gpufit.plan_variants(spec, await downloaded_architectures(api, owner, spec))  # plan from real configs
-    if any(fit.fits == "False" for fit in fits.values()):
+    if any(fit.fits == "False" for fit in fits.values()) and not gpufit.advisory(spec):
         return await _refuse_unfit(api, owner, spec, old_status, fits, notify)
     caps = await detect_capabilities(api)
     plan = rollback.plan(spec, old_status)
@@ -170,6 +170,7 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
                      upgrades, caches.notes, stored)
     await _write_status(api, owner, old_status, status)
     await _announce_plan_warnings(notify, old_status, fits)
+    await _announce_advisory(notify, old_status, fits)
     await _announce_integrations(notify, old_status, status)
     await _announce_downloads(notify, old_status, status)
     await _announce_measurements(notify, old_status, status)
@@ -480,8 +481,10 @@ async def _refuse_unfit(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, ol
                         fits: dict[str, gpufit.GpuFit], notify: Notify) -> Outcome:
     """A variant's plan does not fit its GPUs: say so with the numbers before any pod is created. No
     child is applied or pruned (what runs keeps running), and one Warning event per distinct message."""
-    message = "; ".join(f"{name}: {fit.message}" for name, fit in fits.items() if fit.fits == "False")
-    conds = merge_conditions(insufficient_memory_conditions(message, owner.generation),
+    unfit = {name: fit for name, fit in fits.items() if fit.fits == "False"}
+    message = "; ".join(f"{name}: {fit.message}" for name, fit in unfit.items())
+    reason = next(iter(unfit.values())).reason  # InsufficientGPUMemory, or UnsupportedCheckpoint (precision.py)
+    conds = merge_conditions(insufficient_memory_conditions(message, owner.generation, reason),
                              old.get("conditions", []), _now())
     kept = [c for c in old.get("conditions", []) if c.get("type") not in {c["type"] for c in conds}]
     before = {v.get("name"): v for v in old.get("variants", [])}
@@ -491,9 +494,9 @@ async def _refuse_unfit(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, ol
     await _write_status(api, owner, old, status)
     await _announce_plan_warnings(notify, old, fits)
     ready: dict[str, Any] = next((c for c in old.get("conditions", []) if c.get("type") == "Ready"), {})
-    if (ready.get("reason"), ready.get("message")) != ("InsufficientGPUMemory", message):
-        await notify("Warning", "InsufficientGPUMemory", message)
-    return Outcome({}, False, "InsufficientGPUMemory")
+    if (ready.get("reason"), ready.get("message")) != (reason, message):
+        await notify("Warning", reason, message)
+    return Outcome({}, False, reason)
 
 
 async def _write_status(api: K8s, owner: Owner, old: dict[str, Any], new: dict[str, Any]) -> None:
@@ -572,6 +575,15 @@ async def _announce_plan_warnings(notify: Notify, old: dict[str, Any], fits: dic
         for reason, message in fit.warnings:
             if message not in before.get(name, []):
                 await notify("Warning", reason, f"{name}: {message}")
+
+
+async def _announce_advisory(notify: Notify, old: dict[str, Any], fits: dict[str, gpufit.GpuFit]) -> None:
+    """spec.gpuFit.mode Advisory: a plan that does not fit is one Warning event (its reason) per new message,
+    and the rollout goes on."""
+    before = {v.get("name"): (v.get("gpuFit") or {}).get("message") for v in old.get("variants", [])}
+    for name, fit in fits.items():
+        if fit.fits == "False" and before.get(name) != fit.message:
+            await notify("Warning", fit.reason, f"{name}: {fit.message} (spec.gpuFit.mode Advisory: rolled out)")
 
 
 async def _announce_measurements(notify: Notify, old: dict[str, Any], new: dict[str, Any]) -> None:

@@ -75,10 +75,14 @@ def chosen_by_user(body: Mapping[str, Any], path: tuple[str, ...]) -> bool:
     return False
 
 
+def needs_managed_fields(body: Mapping[str, Any]) -> bool:
+    """Whether stored_default_conditions() reads managedFields for `body` (networkPolicy.enabled false)."""
+    return ((body.get("spec") or {}).get("networkPolicy") or {}).get("enabled") is False
+
+
 def stored_default_conditions(body: Mapping[str, Any]) -> list[tuple[str, bool, str, str]]:
     """NetworkPolicyReady False (StoredDefaultDisabled) when networkPolicy.enabled is false only as the
     default an earlier CRD stored; nothing otherwise (the enabled policy has its own NetworkPolicyReady)."""
-    policy = (body.get("spec") or {}).get("networkPolicy") or {}
-    if policy.get("enabled") is not False or chosen_by_user(body, NETWORK_POLICY_ENABLED):
+    if not needs_managed_fields(body) or chosen_by_user(body, NETWORK_POLICY_ENABLED):
         return []
     return [("NetworkPolicyReady", False, "StoredDefaultDisabled", STORED_DEFAULT_OFF)]

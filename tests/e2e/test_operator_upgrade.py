@@ -230,3 +230,43 @@ async def test_managed_fields_tell_a_stored_default_from_a_users_choice(
         obj = cluster.get("dsd", namespace, "chat") or {}
         assert obj["spec"]["rollout"]["operatorUpgrades"] == "OnNextChange"  # stored either way
         assert chosen_by_user(obj, ("spec", "rollout", "operatorUpgrades")) is users, obj["metadata"]
+
+
+async def test_a_stored_network_policy_default_is_reported_not_switched(real_cluster: RealCluster,
+                                                                        tmp_path: pathlib.Path) -> None:
+    """A resource as an earlier CRD left it (`networkPolicy.enabled: false` defaulted: the field in the
+    object, no manager owning it; made here by server-side apply, then dropping that field from its
+    managedFields) gets NetworkPolicyReady False StoredDefaultDisabled from this operator, and no policy;
+    once the user writes `false` themselves, the condition goes."""
+    cluster, kubectl = real_cluster, Kubectl(real_cluster)
+    with cluster.scratch_namespace("stored-default") as namespace:
+        manifest = {"apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment",
+                    "metadata": {"name": "chat", "namespace": namespace},
+                    "spec": {**SPEC, "networkPolicy": {"enabled": False}}}
+        await kubectl("apply", "--server-side", "--field-manager=user", "-f", "-", stdin=json.dumps(manifest))
+        managed = cluster.get("dsd", namespace, "chat") or {}
+        fields = managed["metadata"]["managedFields"]
+        for entry in fields:
+            entry.get("fieldsV1", {}).get("f:spec", {}).pop("f:networkPolicy", None)
+        await kubectl("patch", "dsd", "chat", "-n", namespace, "--type=json", "-p",
+                      json.dumps([{"op": "replace", "path": "/metadata/managedFields", "value": fields}]))
+        stored = cluster.get("dsd", namespace, "chat") or {}
+        assert stored["spec"]["networkPolicy"]["enabled"] is False
+        assert not chosen_by_user(stored, ("spec", "networkPolicy", "enabled"))
+
+        operator = await start_release(cluster, namespace, tmp_path / "operator.log")
+        try:
+            def reported() -> dict[str, Any]:
+                cond = condition(cluster.get("dsd", namespace, "chat") or {}, "NetworkPolicyReady")
+                return cond if cond.get("reason") == "StoredDefaultDisabled" else {}
+
+            cond = await eventually(reported, timeout=30, what="NetworkPolicyReady StoredDefaultDisabled")
+            assert cond["status"] == "False" and "spec.networkPolicy.enabled" in cond["message"], cond
+            assert cluster.objects("networkpolicies.networking.k8s.io", namespace) == []
+
+            await kubectl("apply", "--server-side", "--field-manager=user", "-f", "-", stdin=json.dumps(manifest))
+            await eventually(lambda: not condition(cluster.get("dsd", namespace, "chat") or {}, "NetworkPolicyReady"),
+                             timeout=30, what="the condition gone once the user wrote false")
+        finally:
+            await kubectl("delete", "dsd", "chat", "-n", namespace, "--wait=true", "--timeout=60s", check=False)
+            await stopped(operator)

@@ -74,3 +74,34 @@ async def test_reconcile_reports_the_stored_default() -> None:
     assert (cond["status"], cond["reason"]) == ("False", "StoredDefaultDisabled")
     assert "spec.networkPolicy.enabled" in cond["message"]
     assert not [k for k, _ in api.objects if k == "NetworkPolicy"]  # reported, not turned on
+
+
+class ListingApi(FakeApi):
+    """The caches drop managedFields: the full object comes from a list by name, counted."""
+
+    def __init__(self, cr: dict[str, Any], full: dict[str, Any]) -> None:
+        super().__init__(cr)
+        self.full = full
+        self.listed = 0
+
+    async def list_page(self, _kind: Any, _ns: str | None, params: dict[str, str]) -> Any:
+        assert params == {"fieldSelector": "metadata.name=chat"}
+        self.listed += 1
+        return [self.full], "1", ""
+
+
+async def test_reconcile_reads_managed_fields_the_cache_dropped_once_per_version() -> None:
+    full = resource({**SPEC, "networkPolicy": {"enabled": False}}, 1, {})
+    full["metadata"]["managedFields"] = [manager("kubectl", "Apply", OWNS_IMAGE)]
+    slim = {**full, "metadata": {k: v for k, v in full["metadata"].items() if k != "managedFields"}}
+    api = ListingApi(slim, full)
+    await reconcile(slim, api, notify)  # type: ignore[arg-type]
+    await reconcile(slim, api, notify)  # type: ignore[arg-type]  # same resourceVersion: memoised
+    assert api.listed == 1
+    cond = next(c for c in api.cr["status"]["conditions"] if c["type"] == "NetworkPolicyReady")
+    assert cond["reason"] == "StoredDefaultDisabled"
+
+    enabled = resource(SPEC, 1, {})  # enabled (the default now): nothing to read
+    api = ListingApi(enabled, full)
+    await reconcile(enabled, api, notify)  # type: ignore[arg-type]
+    assert api.listed == 0
