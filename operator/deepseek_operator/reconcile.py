@@ -50,7 +50,7 @@ from deepseek_operator.status import (
     invalid_spec_conditions,
     merge_conditions,
 )
-from deepseek_operator.stored_defaults import stored_default_conditions
+from deepseek_operator.stored_defaults import needs_managed_fields, stored_default_conditions
 from deepseek_operator.strategy import Strategy
 from deepseek_operator.traffic import effective_weights
 
@@ -122,7 +122,7 @@ async def reconcile(body: Mapping[str, Any], api: K8s, notify: Notify) -> Outcom
         metrics.record_reconcile("invalid", time.monotonic() - started)
         raise
     try:
-        outcome = await _reconcile_valid(owner, spec, old_status, api, notify, stored_default_conditions(body))
+        outcome = await _reconcile_valid(owner, spec, old_status, api, notify, await _stored_defaults(api, body))
     except ChildRejected as exc:
         await _write_refused_child(api, owner, old_status, str(exc))
         metrics.record_reconcile("invalid", time.monotonic() - started)
@@ -132,6 +132,23 @@ async def reconcile(body: Mapping[str, Any], api: K8s, notify: Notify) -> Outcom
         raise
     metrics.record_reconcile("success" if outcome.ready else "waiting", time.monotonic() - started)
     return outcome
+
+
+async def _stored_defaults(api: K8s, body: Mapping[str, Any]) -> Conditions:
+    """stored_defaults.py's conditions. The caches drop managedFields (informer.slim), so when the
+    answer depends on them the resource is read once more (a list by name, as CachedK8s.refresh reads),
+    at most once per resourceVersion (the client's memo)."""
+    meta = body.get("metadata") or {}
+    if not needs_managed_fields(body) or "managedFields" in meta:
+        return stored_default_conditions(body)
+    key, version = f"managedFields/{meta.get('uid')}", meta.get("resourceVersion")
+    hit = api.cache.get(key)
+    if hit is None or hit[0] != version:
+        page = await api.list_page(CR, meta.get("namespace"), {"fieldSelector": f"metadata.name={meta.get('name')}"})
+        full = page[0][0] if page and page[0] else body
+        hit = api.cache[key] = (version, stored_default_conditions(full))
+    found: Conditions = hit[1]
+    return found
 
 
 async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_status: dict[str, Any], api: K8s,
