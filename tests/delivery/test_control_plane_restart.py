@@ -44,7 +44,7 @@ class OwnCluster:
 
     @property
     def lock(self) -> Path:
-        return Path(f"{self.directory}.lock")
+        return Path(f"{self.directory}.start.lock")
 
     def pid(self, component: str) -> int:
         return int((self.directory / "pids" / component).read_text())

@@ -23,6 +23,9 @@ KUBECTL=${KUBECTL:-kubectl}
 # script's message (who holds the lock), not with the test runner's timeout.
 LOCK_WAIT=${CLUSTER_LOCK_WAIT_SECONDS:-180}
 READY_WAIT=${CLUSTER_READY_WAIT_SECONDS:-30}
+# Not $RUN.lock: the processes of a cluster started by an older up.sh inherited that one and hold it
+# for as long as they live, so a start that waited for it would wait for ever.
+LOCK="$RUN.start.lock"
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 START=$SECONDS
 
@@ -73,7 +76,7 @@ start() {
 # is held too long.
 lock_holders() {
   local pid out=""
-  for pid in $(fuser "$RUN.lock" 2>/dev/null); do
+  for pid in $(fuser "$LOCK" 2>/dev/null); do
     [ "$pid" = "$$" ] && continue
     out+="$pid ($(ps -o comm= -p "$pid" 2>/dev/null || echo gone)) "
   done
@@ -83,10 +86,9 @@ lock_holders() {
 # One start at a time: a second caller waits here, then finds the cluster running. Past LOCK_WAIT
 # it fails naming the holders instead of hanging its caller.
 take_lock() {
-  exec 9>"$RUN.lock"
+  exec 9>"$LOCK"
   flock -w "$LOCK_WAIT" 9 && return 0
-  log "$RUN.lock is still held after ${LOCK_WAIT}s by: $(lock_holders)"
-  log "(a cluster started by an older up.sh passes the lock to its components: stop it with down.sh)"
+  log "$LOCK is still held after ${LOCK_WAIT}s by: $(lock_holders)"
   exit 1
 }
 
