@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,18 @@ def test_multi_node_suggestions_stay_within_resources_gpus_maximum() -> None:
     assert Resources.model_fields["gpus"].metadata[1].le == gpufit.MAX_POD_GPUS
     tiny = plan_inputs(inputs(runtime="vllm", gpus=8, node_selector=(("nvidia.com/gpu.product", "Tesla-T4"),)))
     assert "nothing within 16 GPUs per pod fits" in tiny.message and "2 x 8" not in tiny.message
+
+
+def test_the_docs_fp8_figures_are_the_plans() -> None:
+    """docs/gpu-sizing.md "FP8 checkpoints": the table's totals and the worked example, recomputed."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "gpu-sizing.md").read_text(encoding="utf-8")
+    v3 = gpufit.CATALOGUE["deepseek-v3"]
+    assert v3.stored is not None
+    loaded, files = gpufit.weight_bytes(v3, "none", "auto"), v3.stored.checkpoint_bytes(v3.parameters)
+    assert f"**{loaded / GB:.2f} GB** ({loaded // 8 / GIB:.1f} GiB per GPU on 8)" in text
+    assert f"**{files / GB:.2f} GB**: the hub says 688.6 GB" in text
+    h200 = gpufit.status_of(plan_inputs(inputs(runtime="vllm")))
+    assert h200["summary"] == "True 88.3/140.4Gi" and "`True 88.3/140.4Gi`" in text
+    h100 = plan_inputs(inputs(runtime="vllm", node_selector=H100))
+    assert "False 88.3/79.6Gi" in text
+    assert "needs 88.3 GiB per GPU (weights 78.4, KV cache 8.6, margin 1.3)" in h100.message
