@@ -113,10 +113,12 @@ def pod_issue(pod: dict[str, Any], image: str, events: list[dict[str, Any]] | No
 
 
 def _started(pod: dict[str, Any]) -> bool:
-    """A container of the pod ran (its volumes were mounted): older volume events are history."""
+    """A container of the pod, an init container included, ran (its volumes were mounted): older
+    volume events are history."""
     status = pod.get("status", {})
+    statuses = [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]
     return any(cs.get("state", {}).get("running") or cs.get("state", {}).get("terminated")
-               or cs.get("lastState", {}).get("terminated") for cs in status.get("containerStatuses", []))
+               or cs.get("lastState", {}).get("terminated") for cs in statuses)
 
 
 def _volume_issue(pod: dict[str, Any], events: list[dict[str, Any]]) -> PodIssue | None:

@@ -65,6 +65,9 @@ def test_only_this_pods_recent_events_count_and_only_before_it_ran() -> None:
     running = creating()
     running["status"]["containerStatuses"][0]["state"] = {"running": {"startedAt": "2026-12-04T20:01:00Z"}}
     assert pod_issue(running, IMG, [event("FailedMount", MOUNT)]) is None  # mounted after all: history
+    initializing = creating()
+    initializing["status"]["initContainerStatuses"] = [{"name": "fetch", "state": {"running": {}}}]
+    assert pod_issue(initializing, IMG, [event("FailedMount", MOUNT)]) is None  # an init container runs
     newest = pod_issue(creating(), IMG, [event("FailedMount", MOUNT, last="2026-12-04T20:00:00Z", rv=1),
                                          event("FailedAttachVolume", MULTI, last="2026-12-04T20:02:00Z", rv=2)])
     assert newest is not None and newest.reason == "VolumeAttachFailed"
