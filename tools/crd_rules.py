@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
 
-from deepseek_operator import affinity, api, envvars, precision
+from deepseek_operator import affinity, api, envvars, precision, runtimes
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,40 @@ def _env_rules(reserved: tuple[str, ...]) -> tuple[Rule, ...]:
              message_expression=f"'name: ' + self.name + ' {envvars.RESERVED_MESSAGE}'"),
     )
 
+# Engine runtimes (runtimes.py): a variant's runtime replaces spec.runtime whole, its quantization inherits.
+_GPUS = "(self.resources.gpus > 0 ? self.resources.gpus : 1)"
+_V_RUNTIME = "(has(v.runtime) ? v.runtime.name : (has(self.runtime) ? self.runtime.name : 'builtin'))"
+_V_QUANT = "(has(v.model) && has(v.model.quantization) ? v.model.quantization : self.model.quantization)"
+_ENGINE_QUANT = "[" + ", ".join(f"'{q}'" for q in runtimes.ENGINE_QUANTIZATIONS) + "]"
+
+
+def _parallel_fits(p: str) -> str:
+    """api._parallel_fits on the parallelism expression `p` (pipeline and data are defaulted)."""
+    return (f"(has({p}.tensor) ? {p}.tensor * {p}.pipeline * {p}.data == {_GPUS} "
+            f": {_GPUS} % ({p}.pipeline * {p}.data) == 0)")
+
+
+_SPANS = "(has(self.resources.gpusPerNode) && self.resources.gpus > self.resources.gpusPerNode)"
+MULTINODE_SPEC_RULES = (
+    Rule(rule=f"!{_SPANS} || self.resources.gpus % self.resources.gpusPerNode == 0",
+         message=f"resources.gpus: {api.MULTINODE_GPUS_MESSAGE}", field_path=".resources.gpus"),
+    Rule(rule=f"!{_SPANS} || (has(self.runtime) && self.runtime.name != 'builtin' && "
+         f"(!has(self.variants) || self.variants.all(v, !has(v.runtime) || v.runtime.name != 'builtin')))",
+         message=f"runtime: {api.MULTINODE_RUNTIME_MESSAGE}", field_path=".runtime"),
+)
+
+RUNTIME_SPEC_RULES = (
+    Rule(rule="!has(self.runtime) || self.runtime.name == 'builtin' || self.model.quantization in " + _ENGINE_QUANT,
+         message=runtimes.QUANTIZATION_MESSAGE, field_path=".runtime"),
+    Rule(rule=f"!has(self.variants) "
+         f"|| self.variants.all(v, {_V_RUNTIME} == 'builtin' || {_V_QUANT} in {_ENGINE_QUANT})",
+         message=f"variants[].{runtimes.QUANTIZATION_MESSAGE}", field_path=".variants"),
+    Rule(rule="!has(self.runtime) || !has(self.runtime.parallelism) || " + _parallel_fits("self.runtime.parallelism"),
+         message=f"runtime.parallelism: {api.PARALLELISM_MESSAGE}", field_path=".runtime.parallelism"),
+    Rule(rule="!has(self.variants) || self.variants.all(v, !has(v.runtime) || !has(v.runtime.parallelism) || "
+         + _parallel_fits("v.runtime.parallelism") + ")",
+         message=f"variants[].runtime.parallelism: {api.PARALLELISM_MESSAGE}", field_path=".variants"),
+)
 
 SPEC_RULES = (
     Rule(
@@ -193,7 +227,15 @@ RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
              "&& size(self.namespaceSelector.matchExpressions) > 0)",
              message=api.CLIENT_NAMESPACE_MESSAGE, field_path=".namespaceSelector"),
     ),
-    api.DeepSeekDeploymentSpec: SPEC_RULES,
+    api.DeepSeekDeploymentSpec: SPEC_RULES + RUNTIME_SPEC_RULES + MULTINODE_SPEC_RULES,
+    api.RuntimeSpec: (
+        Rule(rule="self.name != 'builtin' || (!has(self.image) && (!has(self.args) || size(self.args) == 0) "
+             "&& !has(self.parallelism))",
+             message=f"runtime: {api.BUILTIN_RUNTIME_MESSAGE}"),
+        Rule(rule=f"!has(self.args) || self.args.all(a, !a.matches('{runtimes.OWNED_ARG}'))",
+             message=runtimes.OWNED_MESSAGE, field_path=".args"),
+        Rule(rule="!has(self.image) || (" + _image_ok("self.image") + ")", message=IMAGE_MESSAGE, field_path=".image"),
+    ),
     api.Variant: (
         Rule(
             rule="self.name != 'primary'",

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from deepseek_operator import precision
+from deepseek_operator import precision, runtimes
 from deepseek_operator.affinity import LABEL_KEY_MESSAGE, Affinity, LabelSelector
 from deepseek_operator.envvars import MAX_ENV, DownloadEnvVar, WorkerEnvVar, merged, unique_names
 from deepseek_operator.wire import (  # noqa: F401  (re-exported: api is where callers look)
@@ -112,6 +112,7 @@ Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Quantization = Literal["none", "int8", "nf4", "fp4"]
 Attention = Literal["auto", "sdpa", "flash_attention_2", "eager"]
 IngressProvider = Literal["ingress-nginx", "gateway-api"]
+RuntimeName = runtimes.RuntimeName
 MODEL_ID_MAX = 1024
 
 
@@ -410,6 +411,76 @@ class Resources(Model):
         None, pattern=QUANTITY,
         description="Memory of one GPU, e.g. 80Gi, for the GPU-fit plan; unset: from the nvidia.com/gpu.memory "
         "or nvidia.com/gpu.product label in scheduling.nodeSelector (docs/gpu-sizing.md).")
+    gpus_per_node: int | None = Field(
+        None, ge=1, le=16,
+        description="GPUs one node offers a pod. When resources.gpus exceeds it, each worker becomes a "
+        "LeaderWorkerSet group of ceil(gpus / gpusPerNode) pods, one per node, each with gpusPerNode GPUs "
+        "(spec.runtime vllm or sglang only; docs/runtimes.md). Unset: one node holds the pod.")
+
+
+class Parallelism(Model):
+    """How an engine runtime splits the model over the pod's GPUs (docs/runtimes.md)."""
+
+    tensor: int | None = Field(
+        None, ge=1, le=64, description="Tensor-parallel size; unset: resources.gpus / (pipeline x data), 1 on a "
+        "CPU pod. tensor x pipeline x data must equal resources.gpus.")
+    pipeline: int = Field(1, ge=1, le=16, description="Pipeline-parallel stages.")
+    data: int = Field(1, ge=1, le=64, description="Data-parallel ranks (engine replicas inside the pod).")
+    expert: bool = Field(False, description="Expert parallelism on the MoE layers (DeepSeek-V3/R1): experts are "
+                         "spread over the tensor x data GPUs instead of sliced.")
+
+
+class RuntimeSpec(Model):
+    """What serves the model: our worker (builtin), or vLLM's or SGLang's own server behind our worker in
+    proxy mode, which keeps auth, limits, metrics and drain (docs/runtimes.md)."""
+
+    name: RuntimeName = Field(
+        "builtin", description="builtin (our worker: spec.image loads the model), vllm or sglang (the engine's "
+        "server in a second container, on 127.0.0.1, with spec.image in front as the API edge).")
+    image: str | None = Field(
+        None, min_length=1, max_length=512,
+        description="The engine's image; unset: the pinned upstream release (vllm/vllm-openai:v0.32.0, "
+        "lmsysorg/sglang:v0.5.16). Only for vllm and sglang.")
+    args: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
+        default_factory=list, max_length=64,
+        description="Extra engine arguments, appended after the operator's (e.g. --kv-cache-dtype, fp8). Flags the "
+        "operator sets from spec fields (model, served name, host, port, parallel sizes, lengths, memory, "
+        "quantization, multi-node) are refused. Only for vllm and sglang.")
+    parallelism: Parallelism | None = Field(
+        None, description="Tensor, pipeline, data and expert parallelism; unset: tensor parallel over the pod's "
+        "GPUs. Only for vllm and sglang.")
+
+    @field_validator("image")
+    @classmethod
+    def _oci_reference(cls, image: str | None) -> str | None:
+        return _image_reference(image)
+
+    @field_validator("args")
+    @classmethod
+    def _not_owned(cls, args: list[str]) -> list[str]:
+        if any(runtimes.owned(a) for a in args):
+            raise ValueError(runtimes.OWNED_MESSAGE.removeprefix("args: "))
+        return args
+
+    @model_validator(mode="after")
+    def _engine_only(self) -> RuntimeSpec:
+        if self.name == "builtin" and (self.image is not None or self.args or self.parallelism is not None):
+            raise ValueError(BUILTIN_RUNTIME_MESSAGE)
+        return self
+
+    @property
+    def engine(self) -> bool:
+        """An engine runtime (vllm, sglang): two containers, ours in proxy mode."""
+        return self.name != "builtin"
+
+    @property
+    def engine_image(self) -> str:
+        """The engine container's image: runtime.image or the pinned default."""
+        return self.image or runtimes.DEFAULT_IMAGES[self.name]
+
+
+BUILTIN_RUNTIME_MESSAGE = "image, args and parallelism are for name vllm or sglang (builtin runs spec.image)"
+BUILTIN_RUNTIME = RuntimeSpec()
 
 
 class GpuFitPolicy(Model):
@@ -496,6 +567,9 @@ class Variant(Model):
     env: list[WorkerEnvVar] | None = Field(
         None, max_length=MAX_ENV,
         description="Worker env of this variant: an entry replaces spec.env's of the same name, others are added.")
+    runtime: RuntimeSpec | None = Field(
+        None, description="This variant's runtime, replacing spec.runtime whole (e.g. a vLLM canary of a builtin "
+        "primary); unset: spec.runtime.")
 
     @field_validator("image")
     @classmethod
@@ -814,6 +888,8 @@ class DeepSeekDeploymentSpec(Model):
     rollout: Rollout = Field(
         default_factory=lambda: Rollout(), description="How image and spec changes roll out."
     )
+    runtime: RuntimeSpec | None = Field(
+        None, description="What serves the model: builtin (unset), vllm or sglang (docs/runtimes.md).")
     gpu_fit: GpuFitPolicy | None = Field(
         None, description="Whether a GPU-fit plan that does not fit blocks the rollout (unset: Enforce).")
 
@@ -882,6 +958,8 @@ def cross_field_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
     ]
     errors += _digest_errors(spec)
     errors += fp8_quantization_errors(spec)
+    errors += runtime_errors(spec)
+    errors += multinode_errors(spec)
     errors += _variant_model_errors(spec)
     budgets = [spec.model.load_timeout_seconds] + [
         v.model.load_timeout_seconds for v in spec.variants if v.model and v.model.load_timeout_seconds is not None
@@ -908,6 +986,60 @@ def _digest_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
         if v.image is not None and not re.search(DIGEST_PINNED, v.image)
     ]
     return errors
+
+
+def runtime_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
+    """Engine runtimes: in-flight quantization they can do, parallel sizes that fill the pod's GPUs."""
+    errors = []
+    gpus = max(1, spec.resources.gpus)
+    for path, runtime, quantization in _runtimes(spec):
+        if runtime.engine and quantization not in runtimes.ENGINE_QUANTIZATIONS:
+            errors.append(f"{path}: {runtimes.QUANTIZATION_MESSAGE.removeprefix('runtime: ')}")
+        p = runtime.parallelism
+        if p is not None and not _parallel_fits(p, gpus):
+            errors.append(f"{path}.parallelism: {PARALLELISM_MESSAGE}")
+    return errors
+
+
+PARALLELISM_MESSAGE = ("tensor x pipeline x data must equal resources.gpus (1 on a CPU pod); with tensor unset, "
+                       "pipeline x data must divide it")
+
+
+def _parallel_fits(p: Parallelism, gpus: int) -> bool:
+    if p.tensor is None:
+        return gpus % (p.pipeline * p.data) == 0
+    return p.tensor * p.pipeline * p.data == gpus
+
+
+MULTINODE_RUNTIME_MESSAGE = ("resources.gpus exceeds resources.gpusPerNode: only runtime vllm or sglang spans "
+                             "nodes (a LeaderWorkerSet); set spec.runtime.name, and every variant's runtime, to vllm "
+                             "or sglang, or lower resources.gpus")
+MULTINODE_GPUS_MESSAGE = ("above resources.gpusPerNode it must be a multiple of it (one pod per node, each with "
+                          "gpusPerNode GPUs)")
+
+
+def multinode_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
+    """A pod's GPUs beyond a node (render/multinode.py): an engine runtime everywhere, whole nodes."""
+    res = spec.resources
+    if res.gpus_per_node is None or res.gpus <= res.gpus_per_node:
+        return []
+    errors = []
+    if res.gpus % res.gpus_per_node:
+        errors.append(f"spec.resources.gpus: {MULTINODE_GPUS_MESSAGE}")
+    if any(not runtime.engine for _, runtime, _ in _runtimes(spec)):
+        errors.append(f"spec.runtime: {MULTINODE_RUNTIME_MESSAGE}")
+    return errors
+
+
+def _runtimes(spec: DeepSeekDeploymentSpec) -> list[tuple[str, RuntimeSpec, str]]:
+    """(field path, runtime, quantization) of the primary and each variant, as inherited."""
+    primary = spec.runtime or BUILTIN_RUNTIME
+    out: list[tuple[str, RuntimeSpec, str]] = [("spec.runtime", primary, spec.model.quantization)]
+    for i, v in enumerate(spec.variants):
+        quantization = v.model.quantization if v.model and v.model.quantization else spec.model.quantization
+        path = f"spec.variants[{i}].runtime" if v.runtime is not None else "spec.runtime"
+        out.append((path, v.runtime or primary, quantization))
+    return out
 
 
 def fp8_quantization_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
@@ -966,6 +1098,7 @@ class ResolvedVariant(BaseModel):
     model: ModelSpec
     is_primary: bool
     env: tuple[WorkerEnvVar, ...] = ()  # spec.env with the variant's entries merged in (envvars.merged)
+    runtime: RuntimeSpec = BUILTIN_RUNTIME  # the variant's runtime, else spec.runtime, else builtin
 
 
 def _merged_model(primary: ModelSpec, variant: Variant) -> dict[str, Any]:
@@ -1003,6 +1136,7 @@ def resolve_variants(spec: DeepSeekDeploymentSpec) -> list[ResolvedVariant]:
         model=spec.model,
         is_primary=True,
         env=tuple(spec.env),
+        runtime=spec.runtime or BUILTIN_RUNTIME,
     )
     out = [primary]
     for v in spec.variants:
@@ -1016,6 +1150,7 @@ def resolve_variants(spec: DeepSeekDeploymentSpec) -> list[ResolvedVariant]:
                 model=model,
                 is_primary=False,
                 env=merged(spec.env, v.env),
+                runtime=v.runtime or spec.runtime or BUILTIN_RUNTIME,
             )
         )
     return out

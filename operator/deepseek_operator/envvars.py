@@ -27,7 +27,7 @@ FIELD_PATH = (r"^(?:metadata[.](?:name|namespace|uid)|metadata[.](?:labels|annot
               "|spec[.](?:nodeName|serviceAccountName)|status[.](?:hostIP|hostIPs|podIP|podIPs))$")
 MAX_ENV = 64
 
-# Every name render/worker_env.py may set (test_user_env.py proves it against the renderer).
+# Every name render/worker_env.py and render/engine.py may set (test_user_env.py proves it against the renderers).
 WORKER_NAMES = (
     "DEEPSEEK_MODEL", "DEEPSEEK_MODEL_REVISION", "DEEPSEEK_SERVED_MODEL_NAME", "DEEPSEEK_METRICS_PORT",
     "DEEPSEEK_DTYPE", "DEEPSEEK_QUANTIZATION", "DEEPSEEK_ATTENTION", "DEEPSEEK_MAX_MODEL_LEN",
@@ -38,6 +38,7 @@ WORKER_NAMES = (
     "HF_TOKEN", "DEEPSEEK_RATE_LIMIT_RPM", "DEEPSEEK_RATE_LIMIT_BURST", "DEEPSEEK_API_KEYS_FILE",
     "DEEPSEEK_JWT_SECRET_FILE", "DEEPSEEK_JWT_CLIENTS_FILE", "DEEPSEEK_JWT_ISSUER", "DEEPSEEK_JWT_AUDIENCE",
     "DEEPSEEK_JWT_TTL_SECONDS", "FORWARDED_ALLOW_IPS",
+    "DEEPSEEK_UPSTREAM", "HOME",  # engine runtimes (render/engine.py): the edge's upstream, the engine's home
 )
 # Every name render/model_cache.py's download_env may set.
 DOWNLOAD_NAMES = (

@@ -549,6 +549,33 @@ INVALID = [
     Invalid("name-digit", {}, "", "DNS-1035", "cel", meta_name="7b-chat", parse_spec=False),
     Invalid("name-dot", {}, "", "DNS-1035", "cel", meta_name="chat.v1", parse_spec=False),
     Invalid("name-long", {}, "", "at most 63", "cel", meta_name="c" * 64, parse_spec=False),
+    # spec.runtime (docs/runtimes.md): engine runtimes, their args, quantization and parallel sizes.
+    Invalid("runtime-unknown", {"runtime": {"name": "tgi"}}, "spec.runtime.name", "Unsupported value", "schema",
+            real_message="supported values"),
+    Invalid("runtime-builtin-args", {"runtime": {"args": ["--kv-cache-dtype=fp8"]}}, "spec.runtime",
+            "are for name vllm or sglang", "cel"),
+    Invalid("runtime-args-owned", {"runtime": {"name": "vllm",
+                                               "args": ["--enforce-eager", "--tensor-parallel-size=2"]}},
+            "spec.runtime.args", "--tensor-parallel-size", "cel"),
+    Invalid("runtime-args-owned-short", {"runtime": {"name": "vllm", "args": ["-tp", "2"]}},
+            "spec.runtime.args", "the operator sets these flags", "cel"),
+    Invalid("runtime-image", {"runtime": {"name": "sglang", "image": "Bad Image"}}, "spec.runtime.image",
+            "valid OCI image reference", "cel"),
+    Invalid("runtime-int8", {"runtime": {"name": "sglang"}, "model": {**MODEL, "quantization": "int8"}},
+            "spec.runtime", "bitsandbytes 4-bit only", "cel"),
+    Invalid("variant-runtime-fp4", {"variants": [{"name": "v", "runtime": {"name": "vllm"},
+                                                  "model": {"quantization": "fp4"}}]},
+            "spec.variants", "bitsandbytes 4-bit only", "cel"),
+    Invalid("variant-inherits-int8-runtime", {"runtime": {"name": "vllm"}, "model": {**MODEL, "quantization": "int8"},
+                                              "variants": [{"name": "v", "runtime": {"name": "builtin"}}]},
+            "spec.runtime", "bitsandbytes 4-bit only", "cel"),
+    Invalid("runtime-parallel-sizes", {"resources": {"gpus": 8}, "runtime": {"name": "vllm", "parallelism": {
+        "tensor": 4}}}, "spec.runtime.parallelism", "must equal resources.gpus", "cel"),
+    Invalid("runtime-parallel-indivisible", {"resources": {"gpus": 8}, "runtime": {"name": "sglang", "parallelism": {
+        "pipeline": 3}}}, "spec.runtime.parallelism", "must equal resources.gpus", "cel"),
+    Invalid("variant-runtime-parallel-sizes", {"resources": {"gpus": 2}, "variants": [
+        {"name": "v", "runtime": {"name": "vllm", "parallelism": {"tensor": 4}}}]},
+            "spec.variants", "must equal resources.gpus", "cel"),
 ]
 
 
@@ -696,4 +723,14 @@ VALID = [
             "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "lastTransitionTime": "t"}],
         },
     ),
+    Valid("runtime-vllm", {"runtime": {"name": "vllm"}}),
+    Valid("runtime-builtin-explicit", {"runtime": {"name": "builtin"}}),
+    Valid("runtime-sglang-parallel", {"resources": {"gpus": 8}, "model": {"id": "deepseek-ai/DeepSeek-V3"},
+                                      "runtime": {"name": "sglang", "parallelism": {"tensor": 4, "data": 2,
+                                                                                    "expert": True},
+                                                  "args": ["--kv-cache-dtype", "fp8_e4m3"]}}),
+    Valid("runtime-vllm-nf4-pipeline", {"resources": {"gpus": 4}, "model": {**MODEL, "quantization": "nf4"},
+                                        "runtime": {"name": "vllm", "image": "vllm/vllm-openai:v0.32.0",
+                                                    "parallelism": {"pipeline": 2}}}),
+    Valid("variant-vllm-canary", {"variants": [{"name": "vllm", "weight": 10, "runtime": {"name": "vllm"}}]}),
 ]

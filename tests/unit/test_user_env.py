@@ -87,6 +87,12 @@ def test_refused_worker_names_are_exactly_what_the_renderer_sets() -> None:
         spec = _spec(**extra)
         for variant in resolve_variants(spec):
             rendered |= set(_names(worker_env(spec, variant, 30, ("ns", "cm"))))
+        # An engine runtime's two containers (render/engine.py): the edge's upstream, the engine's env.
+        engine = _spec(**extra, runtime={"name": "vllm"})
+        for child in render_workload(OWNER, engine):
+            if child["kind"] == "Deployment":
+                for container in child["spec"]["template"]["spec"]["containers"]:
+                    rendered |= set(_names(container["env"]))
     assert rendered == set(envvars.WORKER_NAMES)
     assert len(envvars.WORKER_NAMES) == len(set(envvars.WORKER_NAMES))
 

@@ -1,9 +1,9 @@
 """Worker Deployments and Services: pure functions of the spec.
 
 Contract: `render_workload(owner, spec, images)` returns, for the primary and each variant, one
-apps/v1 Deployment, one Service and one PodDisruptionBudget, plus one stable Service over all
-variants. `images` overrides a variant's image (the reconcile passes the rollback image here);
-everything else comes from the spec.
+apps/v1 Deployment (a LeaderWorkerSet when a pod's GPUs exceed a node: render/multinode.py), one
+Service and one PodDisruptionBudget, plus one stable Service over all variants. `images` overrides a
+variant's image (the reconcile passes the rollback image here); everything else comes from the spec.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 from deepseek_operator import gpufit, startup
 from deepseek_operator.api import DeepSeekDeploymentSpec, ModelSpec, ResolvedVariant, resolve_variants
+from deepseek_operator.render import multinode
 from deepseek_operator.render.common import (
     HTTP_PORT,
     HTTP_PORT_NAME,
@@ -26,6 +27,7 @@ from deepseek_operator.render.common import (
     stable_service_name,
     variant_service_name,
 )
+from deepseek_operator.render.engine import engine_containers
 from deepseek_operator.render.measurements import report_name
 from deepseek_operator.render.worker_env import AUTH_MOUNT, CACHE_MOUNT, MODEL_MOUNT, worker_env
 from deepseek_operator.strategy import Strategy, rolling_update
@@ -63,13 +65,20 @@ def render_workload(
     images = images or {}
     strategies = strategies or {}
     children: list[dict[str, Any]] = []
+    # A pod's GPUs beyond a node: a LeaderWorkerSet per variant, Services on the leaders (multinode.py).
+    spans = multinode.spans_nodes(spec)
+    services = multinode.leaders_only if spans else lambda service: service
     for variant in resolve_variants(spec):
         image = images.get(variant.name, variant.image)
         chosen = strategies.get(variant.name) or ("Replace" if spec.rollout.strategy == "Replace" else "Surge")
-        children.append(render_deployment(owner, spec, variant, image, chosen))
-        children.append(render_variant_service(owner, variant.name))
+        if spans:
+            pod = render_pod_spec(owner, spec, variant, image)
+            children.append(multinode.render_leader_worker_set(owner, spec, variant, pod, chosen))
+        else:
+            children.append(render_deployment(owner, spec, variant, image, chosen))
+        children.append(services(render_variant_service(owner, variant.name)))
         children.append(render_disruption_budget(owner, variant.name))
-    children.append(render_stable_service(owner))
+    children.append(services(render_stable_service(owner)))
     return children
 
 
@@ -101,7 +110,8 @@ def render_deployment(
 
 
 def render_pod_spec(owner: Owner, spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, image: str) -> dict[str, Any]:
-    """Pod spec: one worker container, Pod Security "restricted", GPU scheduling from the spec.
+    """Pod spec: one worker container (two for an engine runtime), Pod Security "restricted", GPU
+    scheduling from the spec.
 
     The pod runs as its variant's report ServiceAccount, whose token may patch one ConfigMap and
     nothing else (render/measurements.py): the worker reports its measurements there once loaded."""
@@ -118,11 +128,18 @@ def render_pod_spec(owner: Owner, spec: DeepSeekDeploymentSpec, variant: Resolve
             "fsGroup": WORKER_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [render_container(spec, variant, image, (owner.namespace, report))],
+        "containers": _containers(spec, variant, render_container(spec, variant, image, (owner.namespace, report))),
         "volumes": render_volumes(owner, spec, variant),
     }
     pod.update(render_scheduling(spec))
     return pod
+
+
+def _containers(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, worker: dict[str, Any]) -> list[dict[str, Any]]:
+    """The worker alone (builtin), or our worker in proxy mode and the engine (render/engine.py)."""
+    if not variant.runtime.engine:
+        return [worker]
+    return engine_containers(spec, variant, worker, drain_seconds(spec), PRESTOP_SLEEP_SECONDS)
 
 
 def render_container(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, image: str,
