@@ -117,8 +117,8 @@ def _started(pod: dict[str, Any]) -> bool:
     volume events are history."""
     status = pod.get("status", {})
     statuses = [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]
-    return any(cs.get("state", {}).get("running") or cs.get("state", {}).get("terminated")
-               or cs.get("lastState", {}).get("terminated") for cs in statuses)
+    return any({"running", "terminated"} & (cs.get("state") or {}).keys() or "terminated" in (cs.get("lastState") or {})
+               for cs in statuses)
 
 
 def _volume_issue(pod: dict[str, Any], events: list[dict[str, Any]]) -> PodIssue | None:
