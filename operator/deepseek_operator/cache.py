@@ -2,11 +2,11 @@
 
 Every kind the reconcile reads has one informer (informer.py) per watched namespace, or one for the
 whole cluster: the children (selected by the `deepseek.ai/deployment` label, server-side), the
-IngressClasses, and the three CustomResourceDefinitions whose presence decides the optional APIs
+IngressClasses, and the four CustomResourceDefinitions whose presence decides the optional APIs
 (one object each, by field selector: a cluster's CRDs can weigh megabytes), and the pods' volume
 Warning events (FailedMount, FailedAttachVolume: one narrow informer per reason, by field selector;
 an event counts as a change of its pod). Informers for the
-optional kinds (HTTPRoute, ServiceMonitor, PrometheusRule) start when their CRD appears, so a cluster
+optional kinds (HTTPRoute, ServiceMonitor, PrometheusRule, LeaderWorkerSet) start when their CRD appears, so a cluster
 without them costs no polling. DeepSeekDeployments are not watched twice: kopf's own watch feeds
 their store (handlers.py), and a miss falls back to a GET.
 
@@ -43,6 +43,7 @@ OPTIONAL_KINDS = {
     "httproutes.gateway.networking.k8s.io": KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")],
     "servicemonitors.monitoring.coreos.com": KINDS[("monitoring.coreos.com/v1", "ServiceMonitor")],
     "prometheusrules.monitoring.coreos.com": KINDS[("monitoring.coreos.com/v1", "PrometheusRule")],
+    "leaderworkersets.leaderworkerset.x-k8s.io": KINDS[("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")],
 }
 OnChange = Callable[[Kind, dict[str, Any]], None]
 POD = KINDS[("v1", "Pod")]

@@ -4,6 +4,8 @@ A missing Gateway API, IngressClass or Prometheus Operator never fails the recon
 and Services still roll out, the renderers skip what cannot be created, and IngressReady /
 MonitoringReady carry the reason. NetworkPolicyReady says whom the worker NetworkPolicy admits, and
 is False when the ingress or the ServiceMonitor the spec asks for would be blocked by it.
+MultiNodeReady (only while a pod's GPUs exceed a node: render/multinode.py) says the group's shape, or
+that the LeaderWorkerSet API is missing; then no workload is created at all.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 
 from deepseek_operator.api import DeepSeekDeploymentSpec
 from deepseek_operator.k8s import KINDS, ApiError, K8s
+from deepseek_operator.render import multinode
 from deepseek_operator.render.common import Capabilities
 from deepseek_operator.render.network_policy import hub_egress
 
@@ -28,11 +31,13 @@ async def detect_capabilities(api: K8s) -> Capabilities:
         return cached
     monitoring = await api.served("monitoring.coreos.com/v1")
     gateway = await api.served("gateway.networking.k8s.io/v1")
+    lws = await api.served("leaderworkerset.x-k8s.io/v1")
     classes = await _ingress_classes(api)
     caps = Capabilities(
         service_monitor="servicemonitors" in monitoring,
         prometheus_rule="prometheusrules" in monitoring,
         gateway_api="httproutes" in gateway,
+        leader_worker_set="leaderworkersets" in lws,
         ingress_classes=classes,
     )
     api.cache["capabilities"] = (time.monotonic(), caps)
@@ -75,7 +80,30 @@ def integration_conditions(spec: DeepSeekDeploymentSpec, caps: Capabilities) -> 
     elif any(enabled for _, enabled, _ in wanted):
         out.append(("MonitoringReady", True, "Configured", "ServiceMonitor/PrometheusRule applied"))
     out += network_policy_conditions(spec, caps)
+    out += multinode_conditions(spec, caps)
     return out
+
+
+LWS_MISSING_MESSAGE = ("resources.gpus ({gpus}) exceeds resources.gpusPerNode ({per}): the workers are "
+                       "LeaderWorkerSets, but leaderworkerset.x-k8s.io/v1 is not served; install the "
+                       "LeaderWorkerSet controller (kubernetes-sigs/lws, docs/install.md)")
+
+
+def multinode_missing(spec: DeepSeekDeploymentSpec) -> str:
+    """Why multi-node workers cannot run: the LeaderWorkerSet API is not served."""
+    return LWS_MISSING_MESSAGE.format(gpus=spec.resources.gpus, per=spec.resources.gpus_per_node)
+
+
+def multinode_conditions(spec: DeepSeekDeploymentSpec, caps: Capabilities) -> list[tuple[str, bool, str, str]]:
+    """MultiNodeReady while a pod's GPUs exceed a node: the group's shape, or the missing LWS API."""
+    if not multinode.spans_nodes(spec):
+        return []
+    gpus, per = spec.resources.gpus, spec.resources.gpus_per_node
+    if not caps.leader_worker_set:
+        return [("MultiNodeReady", False, "LeaderWorkerSetMissing", multinode_missing(spec))]
+    return [("MultiNodeReady", True, "Configured",
+             f"each replica is a LeaderWorkerSet group of {multinode.group_size(spec)} pods with {per} GPUs each "
+             f"(resources.gpus {gpus}); the Services select the leaders")]
 
 
 def _labels(selector: dict[str, str]) -> str:

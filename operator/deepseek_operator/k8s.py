@@ -59,6 +59,7 @@ KINDS = {
         Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
         Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
         Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),
+        Kind("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "leaderworkersets"),  # multi-node workers
         Kind("deepseek.ai/v1alpha1", "DeepSeekDeployment", "deepseekdeployments"),
     )
 }

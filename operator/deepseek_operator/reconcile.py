@@ -22,9 +22,11 @@ from deepseek_operator.cache_conditions import CONDITION as CACHE_CONDITION
 from deepseek_operator.cache_conditions import Note, cache_conditions
 from deepseek_operator.config_geometry import downloaded_architectures
 from deepseek_operator.download import DownloadState, download_state
-from deepseek_operator.integrations import detect_capabilities, integration_conditions
+from deepseek_operator.integrations import detect_capabilities, integration_conditions, multinode_missing
 from deepseek_operator.k8s import KINDS, ApiError, K8s
+from deepseek_operator.lws_status import as_deployment
 from deepseek_operator.observe import Phase, VariantObservation, VariantState, variant_state
+from deepseek_operator.render import multinode
 from deepseek_operator.render.common import (
     LABEL_VARIANT,
     Capabilities,
@@ -58,6 +60,8 @@ log = logging.getLogger(__name__)
 Notify = Callable[[str, str, str], Awaitable[None]]  # (type Normal|Warning, reason, message)
 Conditions = Sequence[tuple[str, bool, str, str]]  # (type, ok, reason, message), as integration_conditions
 DEPLOYMENT = KINDS[("apps/v1", "Deployment")]
+LEADER_WORKER_SET = KINDS[(multinode.API_VERSION, multinode.KIND)]
+WORKLOAD_KINDS = ("Deployment", multinode.KIND)  # a variant's pods: one of these (render/workload.py)
 POD = KINDS[("v1", "Pod")]
 EVENT = KINDS[("v1", "Event")]
 CR = KINDS[("deepseek.ai/v1alpha1", "DeepSeekDeployment")]
@@ -206,7 +210,7 @@ def _strategies(owner: Owner, spec: DeepSeekDeploymentSpec, plan: Rollback, old_
     remembered = {v.get("name"): v for v in old_status.get("variants", [])}
     chosen: Chosen = {}
     for child in render_workload(owner, spec, images):
-        if child["kind"] == "Deployment":
+        if child["kind"] in WORKLOAD_KINDS:
             name = child["metadata"]["labels"][LABEL_VARIANT]
             template = strategy.template_hash(child)
             chosen[name] = (strategy.initial(spec.rollout.strategy, remembered.get(name, {}), template), template)
@@ -300,9 +304,11 @@ async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: 
     held = caches.held()
     reports = render_reports(owner, spec)  # before the workload: the pods run as their accounts
     workload = render_workload(owner, spec, images, {name: s for name, (s, _) in chosen.items()})
+    # Multi-node workers without the LeaderWorkerSet API: nothing can run them (MultiNodeReady says so).
+    workload = [c for c in workload if c["kind"] != multinode.KIND or caps.leader_worker_set]
     workload, upgrades = await _settle_upgrades(api, owner, spec, old_status, workload)
     writes = await _apply(api, reports + [c for c in workload if not _held_deployment(c, held)])
-    states, pods = await observe(api, owner, spec, images, held)
+    states, pods = await observe(api, owner, spec, images, held, caps)
     weights = effective_weights(resolve_variants(spec), {s.name: s.ready for s in states})
     others = render_routing_and_monitoring(owner, spec, caps, weights)
     writes = _add(writes, await _apply(api, others))
@@ -344,7 +350,7 @@ async def _settle_upgrades(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec,
 
 def _held_deployment(child: dict[str, Any], held: dict[str, DownloadState]) -> bool:
     """A variant's Deployment waits (untouched, not pruned) while its model cache downloads."""
-    return child["kind"] == "Deployment" and child["metadata"]["labels"].get(LABEL_VARIANT) in held
+    return child["kind"] in WORKLOAD_KINDS and child["metadata"]["labels"].get(LABEL_VARIANT) in held
 
 
 async def _claims_in_use(api: K8s, owner: Owner, held: dict[str, DownloadState]) -> list[dict[str, Any]]:
@@ -417,18 +423,25 @@ async def _apply(api: K8s, children: list[dict[str, Any]]) -> dict[str, int]:
 
 
 async def observe(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, images: dict[str, str],
-                  held: dict[str, DownloadState] | None = None) -> tuple[list[VariantState], Pods]:
-    """Read each variant's Deployment and pods and classify them (primary first); the pods too.
-    A `held` variant (its model cache not downloaded yet) is rolling out, or failed, for that reason."""
+                  held: dict[str, DownloadState] | None = None,
+                  caps: Capabilities | None = None) -> tuple[list[VariantState], Pods]:
+    """Read each variant's Deployment (LeaderWorkerSet: lws_status.py) and pods and classify them
+    (primary first); the pods too. A `held` variant (its model cache not downloaded yet) is rolling
+    out, or failed, for that reason; a multi-node one without the LeaderWorkerSet API has failed."""
     states, all_pods = [], {}
     events = await api.list(EVENT, owner.namespace, {})  # volume warnings of the namespace's pods (cache.py)
+    spans = multinode.spans_nodes(spec)
     for variant in resolve_variants(spec):
-        dep = await api.get(DEPLOYMENT, owner.namespace, deployment_name(owner, variant.name))
+        dep = await _workload(api, owner, variant.name, spans, caps)
         pods = all_pods[variant.name] = await api.list(POD, owner.namespace, selector_labels(owner, variant.name))
         image = images.get(variant.name, variant.image)
         fit = gpufit.plan(variant.model, spec.resources, spec.serving, spec.scheduling.node_selector)
         state = variant_state(VariantObservation(variant.name, image, variant.replicas, dep, pods, fit.message,
                                                  events))
+        if spans and caps is not None and not caps.leader_worker_set:
+            message = multinode_missing(spec)
+            state = dataclasses.replace(state, phase="Failed", reason="LeaderWorkerSetMissing", fatal=False,
+                                        message=f"{variant.name}: {message}")
         download = (held or {}).get(variant.name)
         if download is not None:
             phase: Phase = "RollingOut" if download.reason == "Downloading" else "Failed"
@@ -436,6 +449,17 @@ async def observe(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, images: 
                                         message=f"{variant.name}: {download.message}")
         states.append(state)
     return states, all_pods
+
+
+async def _workload(api: K8s, owner: Owner, variant: str, spans: bool,
+                    caps: Capabilities | None) -> dict[str, Any] | None:
+    """A variant's Deployment, or its LeaderWorkerSet read as one (None where the API is not served)."""
+    name = deployment_name(owner, variant)
+    if not spans:
+        return await api.get(DEPLOYMENT, owner.namespace, name)
+    if caps is not None and not caps.leader_worker_set:
+        return None
+    return as_deployment(await api.get(LEADER_WORKER_SET, owner.namespace, name))
 
 
 async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Capabilities) -> int:
@@ -448,6 +472,8 @@ async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Cap
         kinds.append(("monitoring.coreos.com/v1", "ServiceMonitor"))
     if caps.prometheus_rule:
         kinds.append(("monitoring.coreos.com/v1", "PrometheusRule"))
+    if caps.leader_worker_set:
+        kinds.append((multinode.API_VERSION, multinode.KIND))
     deleted = 0
     for key in kinds:
         kind = KINDS[key]
@@ -469,7 +495,10 @@ def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan
             cache_notes: list[Note] | None = None,
             stored: Conditions = (),
             ) -> dict[str, Any]:
-    selector = ",".join(f"{k}={v}" for k, v in selector_labels(owner, PRIMARY).items())
+    # /scale's selector: the pods that serve, one per replica (a multi-node group's leader).
+    serving = {**selector_labels(owner, PRIMARY), **({multinode.LABEL_ROLE: "leader"} if multinode.spans_nodes(spec)
+                                                    else {})}
+    selector = ",".join(f"{k}={v}" for k, v in serving.items())
     notes: dict[str, tuple[str, str, str]] = {s.name: (chosen[s.name][0], chosen[s.name][1],
                       strategy.downtime(chosen[s.name][0], s.desired, spec.rollout.max_unavailable))
              for s in states if s.name in chosen}
@@ -617,7 +646,8 @@ async def _announce_integrations(notify: Notify, old: dict[str, Any], new: dict[
     """One Warning event when an integration condition turns False (not on every reconcile)."""
     before = {c["type"]: c.get("status") for c in old.get("conditions", [])}
     for cond in new["conditions"]:
-        if cond["type"] in ("IngressReady", "MonitoringReady", CACHE_CONDITION) and cond["status"] == "False" \
+        if cond["type"] in ("IngressReady", "MonitoringReady", "MultiNodeReady", CACHE_CONDITION) \
+                and cond["status"] == "False" \
                 and before.get(cond["type"]) != "False":
             await notify("Warning", cond["reason"], cond["message"])
 

@@ -26,8 +26,11 @@ Strategy = Literal["Surge", "Replace"]
 
 
 def template_hash(deployment: dict[str, Any]) -> str:
-    """A short, stable hash of a rendered Deployment's pod template (what a rollout rolls out)."""
-    template = json.dumps(deployment["spec"]["template"], sort_keys=True, separators=(",", ":"))
+    """A short, stable hash of a rendered Deployment's pod template (what a rollout rolls out); of a
+    LeaderWorkerSet's leader and worker templates."""
+    spec = deployment["spec"]
+    template = json.dumps(spec.get("template") or spec["leaderWorkerTemplate"], sort_keys=True,
+                          separators=(",", ":"))
     return hashlib.sha256(template.encode()).hexdigest()[:12]
 
 

@@ -70,3 +70,5 @@ def kube_validate(obj: dict[str, Any]) -> None:
 HTTPROUTE = "gateway.networking.k8s.io_httproutes.yaml"
 SERVICE_MONITOR = "monitoring.coreos.com_servicemonitors.yaml"
 PROMETHEUS_RULE = "monitoring.coreos.com_prometheusrules.yaml"
+# Kept beside the others, not among them (third_party/lws/README.md); resolved from CRD_DIR.
+LEADER_WORKER_SET = "../lws/leaderworkerset.x-k8s.io_leaderworkersets.yaml"

@@ -113,6 +113,10 @@ audit log by tests/delivery/test_rbac_usage.py (docs/install.md); no wildcard, n
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors", "prometheusrules"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+# Multi-node workers (resources.gpus > resources.gpusPerNode): one LeaderWorkerSet per variant.
+- apiGroups: ["leaderworkerset.x-k8s.io"]
+  resources: ["leaderworkersets"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # The model cache (docs/model-cache.md): download Jobs and progress ConfigMaps are created, never
 # patched; a claim is patched only to grow it (model.cache.size); configmaps' patch is here because
 # the download pod's Role grants it on one ConfigMap, and RBAC lets the operator grant only what it

@@ -47,6 +47,7 @@ class Capabilities:
     service_monitor: bool = False
     prometheus_rule: bool = False
     gateway_api: bool = False
+    leader_worker_set: bool = False  # leaderworkerset.x-k8s.io/v1: multi-node workers (render/multinode.py)
     ingress_classes: frozenset[str] | None = field(default_factory=frozenset)  # None: not readable (RBAC)
 
 
