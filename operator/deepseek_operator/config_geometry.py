@@ -7,6 +7,11 @@ plan's Architecture, so a model the catalogue does not know by name (renamed, fi
 gets a real plan instead of Unknown. An explicit `spec.model.architecture` and a catalogue entry
 still come first (gpufit.plan_inputs): they are what the user or the catalogue vouched for.
 
+A checkpoint stored in FP8 (`quant_method: fp8` in its quantization_config, published flat as
+`quant_method` / `quant_fmt`) is planned as stored (precision.Stored): every parameter but the
+embedding and LM head at 1 byte (config.json does not say which small tensors stay bf16), and on the
+builtin runtime the plan says UnsupportedCheckpoint with the runtime to set, as for a catalogued one.
+
 The ConfigMap is written by the download pod, so everything is parsed defensively: a missing or
 implausible value means no architecture, never an exception.
 """
@@ -19,6 +24,7 @@ from deepseek_operator.api import DeepSeekDeploymentSpec, resolve_variants
 from deepseek_operator.download import progress_of
 from deepseek_operator.gpufit import Architecture
 from deepseek_operator.k8s import KINDS, K8s
+from deepseek_operator.precision import FP8, Stored
 from deepseek_operator.render.common import Owner, cache_name
 
 CONFIG_MAP = KINDS[("v1", "ConfigMap")]
@@ -48,7 +54,16 @@ def architecture_from_config(config: dict[str, Any], checkpoint_bytes: int = 0) 
         kv_lora_rank=_int(config, "kv_lora_rank") if mla else 0, qk_rope_head_dim=rope if mla else 0,
         qk_nope_head_dim=nope if mla else 0, v_head_dim=_int(config, "v_head_dim") if mla else 0,
         routed_expert_parameters=min(moe_layers * experts * 3 * hidden * moe_width, parameters),
-        checkpoint_bytes=max(checkpoint_bytes, 0))
+        checkpoint_bytes=max(checkpoint_bytes, 0), stored=_stored(config, parameters, hidden))
+
+
+def _stored(config: dict[str, Any], parameters: int, hidden: int) -> Stored | None:
+    """An FP8 checkpoint's stored format (None for any other): all but the embeddings are FP8."""
+    if config.get("quant_method") != FP8:
+        return None
+    fmt = config.get("quant_fmt")
+    embeddings = _int(config, "vocab_size") * hidden * (1 if config.get("tie_word_embeddings") is True else 2)
+    return Stored(FP8, fmt=fmt if isinstance(fmt, str) else "e4m3", quantized=max(parameters - embeddings, 0))
 
 
 async def downloaded_architectures(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec) -> dict[str, Architecture]:

@@ -74,3 +74,13 @@ def test_the_worker_exits_3_with_the_reason_unsupported_checkpoint(fp8_model: Pa
     message = log.read_text()
     assert message.startswith(f"{MODEL_LOAD_PREFIX}: UnsupportedCheckpoint: FP8 checkpoint"), message
     assert "set spec.runtime.name: vllm or sglang" in message
+
+
+def test_the_download_publishes_the_stored_format(fp8_model: Path) -> None:
+    """The model cache's report carries quant_method/quant_fmt, so the operator plans an uncatalogued FP8
+    checkpoint as stored and says UnsupportedCheckpoint on builtin (operator config_geometry.py)."""
+    from deepseek_worker.download.geometry import read_geometry
+
+    config = read_geometry(fp8_model)
+    assert (config["quant_method"], config["quant_fmt"]) == ("fp8", "e4m3")
+    assert "quant_method" not in read_geometry(build_tiny_model())

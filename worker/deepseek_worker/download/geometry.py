@@ -1,11 +1,12 @@
 """What the operator's GPU-fit plan needs of a downloaded model, read from its own files.
 
 Contract: `read_geometry(directory)` returns the `config` object of the progress document
-(docs/model-cache.md): the sizing keys of `config.json` (GEOMETRY_KEYS, those present) plus
-`parameters`, the element count of every tensor in the `*.safetensors` files (from their headers:
-8 bytes of length, then JSON; no weights are read). {} when there is no readable config.json: the
-plan then stays what the catalogue says. So a renamed or fine-tuned model is planned from what it
-is, not from its name.
+(docs/model-cache.md): the sizing keys of `config.json` (GEOMETRY_KEYS, those present), the stored
+format of a pre-quantized checkpoint (`quant_method`, `quant_fmt`: its quantization_config's
+quant_method and fmt, e.g. fp8 / e4m3 for DeepSeek-V3), plus `parameters`, the element count of every
+tensor in the `*.safetensors` files (from their headers: 8 bytes of length, then JSON; no weights are
+read). {} when there is no readable config.json: the plan then stays what the catalogue says. So a
+renamed or fine-tuned model is planned from what it is, not from its name.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ def read_geometry(directory: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         return {}
     out = {key: config[key] for key in GEOMETRY_KEYS if isinstance(config.get(key), int | str | bool)}
+    quantization = config.get("quantization_config")
+    if isinstance(quantization, dict):  # flattened: the progress document's `config` holds scalars only
+        out.update({name: quantization[key] for name, key in (("quant_method", "quant_method"), ("quant_fmt", "fmt"))
+                    if isinstance(quantization.get(key), str)})
     parameters = sum(tensor_elements(path) for path in sorted(directory.glob("*.safetensors")))
     if parameters:
         out["parameters"] = parameters
