@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from ..settings import Settings
 from .auth import Authenticator
+from .engine_metrics import EngineMetricsCollector
 from .errors import install_error_handlers
 from .lifecycle import WorkerState
 from .limits import API_PREFIXES, AdmissionMiddleware, AuthFailureThrottle, RateLimiter, token_endpoint_limiter
@@ -72,6 +73,8 @@ def build_proxy_app(settings: Settings, upstream: Upstream | None = None) -> Fas
         upstream = Upstream(settings.upstream, settings.upstream_timeout_seconds)
     state = WorkerState()
     metrics = Metrics(UpstreamCollector(upstream, state, settings.max_concurrent_requests))
+    # The engine's own series (vllm:*, sglang:*) on our scrape: it listens on loopback only.
+    metrics.registry.register(EngineMetricsCollector(upstream.base_url))
     auth = Authenticator(settings)
     app = FastAPI(title="deepseek-worker (proxy)", version="1", lifespan=_lifespan(upstream))
     app.state.settings, app.state.worker, app.state.upstream = settings, state, upstream
