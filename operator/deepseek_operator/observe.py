@@ -17,7 +17,7 @@ A variant is in exactly one phase:
 
 Reasons (docs/rollouts.md): InsufficientGPU (the scheduler found no node with enough free GPUs),
 NoMatchingNode (node selector, affinity or taints exclude every node), Unschedulable (any other
-scheduler refusal), ImagePullFailed, CrashLoop, OOMKilled, OOMAtLoad, ModelLoadFailed,
+scheduler refusal), ImagePullFailed, CrashLoop, OOMKilled, OOMAtLoad, UnsupportedCheckpoint, ModelLoadFailed,
 ContainerConfigError, VolumeMountFailed, VolumeAttachFailed, ProgressDeadlineExceeded.
 Each message carries the kubelet's or scheduler's own words and the fix.
 """
