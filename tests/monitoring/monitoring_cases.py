@@ -31,3 +31,16 @@ def rendered_rule_groups() -> dict[str, Any]:
     """The rule file body for OWNER + spec_with_canary()."""
     rules: dict[str, Any] = rule_groups(OWNER, spec_with_canary())
     return rules
+
+
+def spec_with_engine_canary() -> DeepSeekDeploymentSpec:
+    """spec_with_canary() with a vLLM canary (spec.runtime per variant): the engine alerts are rendered too."""
+    raw = spec_with_canary().model_dump(by_alias=True, exclude_none=True)
+    raw["variants"] = [{"name": "canary", "weight": 10, "runtime": {"name": "vllm"}}]
+    return parse_spec(raw)
+
+
+def rendered_engine_rule_groups() -> dict[str, Any]:
+    """The rule file body for OWNER + spec_with_engine_canary()."""
+    rules: dict[str, Any] = rule_groups(OWNER, spec_with_engine_canary())
+    return rules

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from monitoring_cases import ROUTING
+from monitoring_cases import ROUTING, rendered_engine_rule_groups
 
 pytestmark = pytest.mark.slow
 
@@ -172,6 +172,63 @@ def test_alert_unit_tests(
 ) -> None:
     test_file = tmp_path / "test.yaml"
     body = {"rule_files": [str(rules_file)], "evaluation_interval": "1m", "tests": [case(rendered_rules)]}
+    test_file.write_text(yaml.safe_dump(body, sort_keys=False))
+    result = _run(promtool, "test", "rules", str(test_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+# -- engine runtimes (spec.runtime vllm | sglang): the edge's gauges and the engines' own series -----------
+@pytest.fixture
+def engine_rules(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    rules = rendered_engine_rule_groups()
+    path = tmp_path / "engine-rules.yaml"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path, rules
+
+
+def test_check_engine_rules(promtool: str, engine_rules: tuple[Path, dict[str, Any]]) -> None:
+    result = _run(promtool, "check", "rules", str(engine_rules[0]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 15 rules found" in result.stdout  # the 11 of test_check_rules + 4 engine alerts
+
+
+def _engine_case(rules: dict[str, Any]) -> dict[str, Any]:
+    # The engines' own labels (engine, model_name) ride along; the scrape adds ours (namespace, pod, ...).
+    vllm = f'{CANARY}, engine="0", model_name="deepseek-ai/DeepSeek-R1"'
+    sglang_pod = 'namespace="llm", deepseek_deployment="chat", variant="canary", pod="chat-canary-2"'
+    canary = {"namespace": "llm", "deepseek_deployment": "chat", "variant": "canary", **ROUTING,
+              "severity": "warning"}
+    return {
+        "interval": "1m",
+        "input_series": [
+            {"series": f"vllm:kv_cache_usage_perc{{{vllm}}}", "values": "0.97x30"},
+            {"series": f'sglang:token_usage{{{sglang_pod}, model_name="m"}}', "values": "0.99x30"},
+            {"series": f"vllm:num_requests_waiting{{{vllm}}}", "values": "20x30"},
+            {"series": f'sglang:num_queue_reqs{{{sglang_pod}, model_name="m"}}', "values": "3x30"},
+            {"series": f"deepseek_worker_inflight_requests{{{CANARY}}}", "values": "60x30"},
+            {"series": f"deepseek_worker_max_concurrent_requests{{{CANARY}}}", "values": "64x30"},
+            {"series": f"deepseek_worker_engine_metrics_up{{{CANARY}}}", "values": "1x30"},
+            {"series": f"deepseek_worker_engine_metrics_up{{{sglang_pod}}}", "values": "0x30"},
+            # Another resource's engine, full: not ours.
+            {"series": f'vllm:kv_cache_usage_perc{{{OTHER}, engine="0"}}', "values": "1x30"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "20m", "alertname": "DeepSeekEngineKvCacheFull", "exp_alerts": [
+                {"exp_labels": (labels := {**canary, "pod": pod}),
+                 "exp_annotations": _annotations(rules, "DeepSeekEngineKvCacheFull", labels, value)}
+                for pod, value in (("chat-canary-1", "97%"), ("chat-canary-2", "99%"))]},
+            _fires(rules, "15m", "DeepSeekEngineQueueBacklog", {**canary, "pod": "chat-canary-1"}, "20"),
+            _fires(rules, "15m", "DeepSeekEdgeQueueSaturated", {**canary, "pod": "chat-canary-1"}, "93.75%"),
+            _fires(rules, "20m", "DeepSeekEngineMetricsDown", {**canary, "pod": "chat-canary-2"}, "0"),
+        ],
+    }
+
+
+def test_engine_alert_unit_tests(promtool: str, engine_rules: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    path, rules = engine_rules
+    test_file = tmp_path / "test.yaml"
+    body = {"rule_files": [str(path)], "evaluation_interval": "1m", "tests": [_engine_case(rules)]}
     test_file.write_text(yaml.safe_dump(body, sort_keys=False))
     result = _run(promtool, "test", "rules", str(test_file))
     assert result.returncode == 0, result.stdout + result.stderr

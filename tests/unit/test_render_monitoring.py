@@ -12,6 +12,8 @@ from upstream_crds import PROMETHEUS_RULE, SERVICE_MONITOR, validate
 from deepseek_operator.api import DeepSeekDeploymentSpec, parse_spec
 from deepseek_operator.render.common import Capabilities, Owner
 from deepseek_operator.render.monitoring import (
+    ENGINE_METRICS,
+    PROXY_METRICS,
     WORKER_METRICS,
     duration,
     render_prometheus_rule,
@@ -153,6 +155,23 @@ def test_alerts_use_only_known_worker_metrics() -> None:
             assert base in WORKER_METRICS, (alert["alert"], metric)
 
 
+def test_engine_runtime_alerts_use_the_engines_and_the_edges_metrics() -> None:
+    """Only where a variant runs vllm or sglang; builtin rule files are unchanged."""
+    builtin = _alerts(_spec(canaries=1))
+    engine = _alerts(_spec(canaries=1, runtime={"name": "sglang"}))
+    added = {name: alert for name, alert in engine.items() if name not in builtin}
+    assert set(added) == {"DeepSeekEdgeQueueSaturated", "DeepSeekEngineKvCacheFull", "DeepSeekEngineQueueBacklog",
+                          "DeepSeekEngineMetricsDown"}
+    assert all(engine[name] == alert for name, alert in builtin.items())
+    used: set[str] = set()
+    for alert in added.values():
+        used |= {re.sub(r"_(bucket|sum|count)$", "", m)
+                 for m in re.findall(r"\b(?:deepseek_worker_[a-z_]+|vllm:[a-z_]+|sglang:[a-z_]+)", alert["expr"])}
+    assert used <= WORKER_METRICS | PROXY_METRICS | ENGINE_METRICS, used
+    assert {"vllm:kv_cache_usage_perc", "sglang:token_usage", "vllm:num_requests_waiting",
+            "sglang:num_queue_reqs"} <= used
+
+
 def _thresholds(**values: int) -> dict[str, Any]:
     return {"prometheusRule": {"thresholds": values}}
 
@@ -252,4 +271,5 @@ def test_every_alert_has_a_runbook_section() -> None:
     """runbook_url points at docs/observability.md#<alert>: that heading must exist."""
     doc = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
     headings = set(re.findall(r"^#### (\w+)$", doc, flags=re.MULTILINE))
-    assert set(_alerts(_spec(canaries=1))) == headings
+    engine = _spec(canaries=1, runtime={"name": "vllm"})
+    assert set(_alerts(engine)) == headings

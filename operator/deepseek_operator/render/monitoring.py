@@ -57,6 +57,28 @@ WORKER_METRICS = frozenset(
     }
 )
 
+# Engine runtimes (spec.runtime vllm | sglang, docs/runtimes.md): the edge's own gauges in proxy mode and
+# the engines' series, which the edge re-exposes on its metrics port (the engine listens on loopback only).
+# Names from vLLM 0.32's v1/metrics/loggers.py and SGLang's metrics collector; histograms as base names.
+PROXY_METRICS = frozenset({"deepseek_worker_inflight_requests", "deepseek_worker_engine_metrics_up"})
+ENGINE_METRICS = frozenset(
+    {
+        "vllm:kv_cache_usage_perc",
+        "vllm:num_requests_waiting",
+        "vllm:num_requests_running",
+        "vllm:time_to_first_token_seconds",
+        "vllm:inter_token_latency_seconds",
+        "sglang:token_usage",
+        "sglang:num_queue_reqs",
+        "sglang:num_running_reqs",
+        "sglang:time_to_first_token_seconds",
+        "sglang:inter_token_latency_seconds",
+    }
+)
+# One expression per signal over both engines (a pod runs one of them; `or` keeps whichever exists).
+ENGINE_KV_USAGE = ("vllm:kv_cache_usage_perc", "sglang:token_usage")
+ENGINE_WAITING = ("vllm:num_requests_waiting", "sglang:num_queue_reqs")
+
 
 def _meta_label(label: str) -> str:
     """Prometheus' service-discovery name of a pod label (every non [a-zA-Z0-9_] char -> '_')."""
@@ -183,6 +205,8 @@ def _alerts(owner: Owner, spec: DeepSeekDeploymentSpec) -> list[dict[str, Any]]:
         *_availability_alerts(sel, where, owner.namespace, primary_dep, canary_deps),
         *_rollout_alerts(owner.namespace, where, all_deps, spec.rollout.progress_deadline_seconds),
     ]
+    if any(v.runtime.engine for v in variants):  # builtin-only rule files stay as they were
+        alerts += _engine_alerts(sel, where, rule_spec.thresholds, spec.serving.max_batch_size)
     return [_routed(alert, rule_spec) for alert in alerts]
 
 
@@ -322,5 +346,54 @@ def _rollout_alerts(namespace: str, where: str, deployments: str, deadline_secon
             f"{where}: a worker rollout has not finished within rollout.progressDeadlineSeconds",
             "Deployment {{ $labels.deployment }} has had pods on an old template for "
             f"{duration(deadline_seconds)}: new pods cannot start or become ready.",
+        ),
+    ]
+
+
+def _either(names: tuple[str, ...], sel: str) -> str:
+    """max per pod of whichever engine's series exists."""
+    return " or ".join(f"max by ({POD_BY}) ({name}{{{sel}}})" for name in names)
+
+
+def _engine_alerts(sel: str, where: str, limits: AlertThresholds, batch: int) -> list[dict[str, Any]]:
+    """Alerts on pods of spec.runtime vllm | sglang: the edge's admission (the builtin queue gauges do not
+    exist there), the engine's KV cache and waiting queue, and whether its metrics answer at all."""
+    def gauge(name: str) -> str:
+        return f"max by ({POD_BY}) (deepseek_worker_{name}{{{sel}}})"
+
+    return [
+        _alert(
+            "DeepSeekEdgeQueueSaturated",
+            f"{gauge('inflight_requests')} / {gauge('max_concurrent_requests')} "
+            f"> {_ratio(limits.queue_saturation_percent)}",
+            "10m", "warning",
+            f"{where}: the API edge in front of the engine above {limits.queue_saturation_percent}% of its cap",
+            "Pod {{ $labels.pod }} ({{ $labels.variant }}) holds {{ $value | humanizePercentage }} of "
+            "serving.maxConcurrentRequests; beyond 100% it answers 503. Add replicas.",
+        ),
+        _alert(
+            "DeepSeekEngineKvCacheFull",
+            f"({_either(ENGINE_KV_USAGE, sel)}) > {_ratio(limits.gpu_memory_percent)}",
+            "15m", "warning",
+            f"{where}: the engine's KV cache above {limits.gpu_memory_percent}%",
+            "The KV cache of pod {{ $labels.pod }} ({{ $labels.variant }}) is {{ $value | humanizePercentage }} "
+            "full (vllm:kv_cache_usage_perc / sglang:token_usage): requests are preempted and recomputed. Add "
+            "replicas, lower model.maxModelLen or raise serving.gpuMemoryUtilization.",
+        ),
+        _alert(
+            "DeepSeekEngineQueueBacklog",
+            f"({_either(ENGINE_WAITING, sel)}) > {batch}",
+            "10m", "warning",
+            f"{where}: more than serving.maxBatchSize ({batch}) requests waiting in the engine",
+            "Pod {{ $labels.pod }} ({{ $labels.variant }}) has {{ $value | humanize }} requests waiting for a "
+            "batch slot (vllm:num_requests_waiting / sglang:num_queue_reqs): time to first token grows. Add replicas.",
+        ),
+        _alert(
+            "DeepSeekEngineMetricsDown",
+            f"{gauge('engine_metrics_up')} == 0",
+            "15m", "warning",
+            f"{where}: an engine has not answered its /metrics for 15 minutes",
+            "The engine container of pod {{ $labels.pod }} ({{ $labels.variant }}) does not serve /metrics "
+            "on 127.0.0.1: it is loading, restarting or wedged. Check `kubectl logs <pod> -c engine`.",
         ),
     ]
