@@ -181,6 +181,8 @@ async def upgrade_scenario(cluster: RealCluster, kubectl: Kubectl, namespace: st
     try:
         cond = await eventually(watch.pending, timeout=30, what="OperatorUpgradePending True")
         assert "primary" in cond["message"] and cond["reason"] == "TemplateHeld", cond
+        # The intent is recorded where the CRD's schema keeps it (not pruned): the next spec change is told apart.
+        assert watch.resource()["status"]["variants"][0].get("specHash"), watch.resource()["status"]
         after = watch.deployment()
         # 0 worker restarts: the same template, revision and ReplicaSets, the same pods; the Deployment
         # was not even written (its generation moves with any spec or annotation change).
