@@ -3,11 +3,12 @@
 On the real control plane, the previous release's operator (PREVIOUS, taken from git history with
 `git archive`) creates a resource's workers and is stopped; this operator then takes over the
 unchanged resource. Its rendering differs (checked below), yet the workers keep running: the same
-pods, the same ReplicaSet, the Deployment's generation unchanged, and OperatorUpgradePending says an
-upgrade is pending. The next spec change rolls the new template out.
+pods, the same ReplicaSet, the Deployment not even written, Ready throughout, and
+OperatorUpgradePending says an upgrade is pending. The next spec change rolls the new template out.
 
 Then the managedFields rule of stored_defaults.py against what this apiserver records for a field
-the CRD defaults (rollout.operatorUpgrades), for each way a user creates a resource.
+the CRD defaults (rollout.operatorUpgrades), for each way a user creates a resource; and a stored
+`networkPolicy.enabled: false` default reported by this operator, not switched.
 
 The previous operator runs against this commit's CRD (the cluster is shared with other tests): its
 models refuse unknown fields, so in its copy `extra="forbid"` becomes `extra="ignore"`, which is what
