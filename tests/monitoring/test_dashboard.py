@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deepseek_operator.render.monitoring import WORKER_METRICS
+from deepseek_operator.render.monitoring import ENGINE_METRICS, PROXY_METRICS, WORKER_METRICS
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "manifests" / "monitoring"
@@ -24,10 +24,15 @@ DASHBOARD = MONITORING / "deepseek-worker-dashboard.json"
 SCOPE = ('namespace="$namespace"', 'deepseek_deployment="$deployment"', 'variant=~"$variant"')
 
 
+# Our names, and the engines' (spec.runtime vllm | sglang: re-exposed by the edge in proxy mode).
+METRIC_NAME = r"\b(?:deepseek_worker_\w+|vllm:\w+|sglang:\w+)"
+
+
 def unknown_metrics(expr: str) -> set[str]:
-    """Worker metric names in expr that the worker does not export (histogram suffixes allowed)."""
-    names = {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"\bdeepseek_worker_\w+", expr)}
-    unknown: set[str] = names - WORKER_METRICS
+    """Metric names in expr that neither the worker (builtin or proxy mode) nor the engines' list in
+    render/monitoring.py has (histogram suffixes allowed)."""
+    names = {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(METRIC_NAME, expr)}
+    unknown: set[str] = names - WORKER_METRICS - PROXY_METRICS - ENGINE_METRICS
     return unknown
 
 
@@ -44,7 +49,7 @@ def test_every_query_uses_known_worker_metrics() -> None:
     targets = _targets()
     assert targets
     for title, target in targets:
-        assert re.search(r"\bdeepseek_worker_\w+", target["expr"]), title
+        assert re.search(METRIC_NAME, target["expr"]), title
         assert not unknown_metrics(target["expr"]), (title, unknown_metrics(target["expr"]))
     for var in _dashboard()["templating"]["list"]:
         assert not unknown_metrics(json.dumps(var.get("query", ""))), var["name"]
@@ -52,6 +57,7 @@ def test_every_query_uses_known_worker_metrics() -> None:
 
 def test_drift_check_can_fail() -> None:
     assert unknown_metrics("rate(deepseek_worker_tokens_total[5m])") == {"deepseek_worker_tokens_total"}
+    assert unknown_metrics("vllm:gpu_cache_usage_perc or sglang:token_usage") == {"vllm:gpu_cache_usage_perc"}
     assert not unknown_metrics("rate(deepseek_worker_request_duration_seconds_bucket[5m])")
 
 
@@ -121,3 +127,10 @@ def test_kustomization_generates_the_labelled_configmap() -> None:
     assert configmap["metadata"]["name"] == "deepseek-worker-dashboard"
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(configmap["data"]["deepseek-worker-dashboard.json"]) == _dashboard()
+
+
+def test_engine_runtime_signals_are_on_the_dashboard() -> None:
+    """ITL, queue, batch and KV usage of vLLM and SGLang pods (issue 20 item 3)."""
+    used = {re.sub(r"_(bucket|sum|count)$", "", m) for _, t in _targets() for m in re.findall(METRIC_NAME, t["expr"])}
+    assert ENGINE_METRICS - {"vllm:time_to_first_token_seconds", "sglang:time_to_first_token_seconds"} <= used
+    assert "deepseek_worker_inflight_requests" in used  # the edge's admission
