@@ -57,10 +57,15 @@ class Upgrades:
 
 
 def spec_digest(spec: DeepSeekDeploymentSpec) -> str:
-    """The user's spec without replica counts and without fields at their default, as canonical JSON:
-    stable across operator releases that only add (defaulted) fields."""
+    """The user's spec without replica counts, without rollout.operatorUpgrades (switching to Rolling
+    rolls a pending upgrade one variant at a time, not as a spec change) and without fields at their
+    default, as canonical JSON: stable across operator releases that only add (defaulted) fields."""
     wanted = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     wanted.pop("replicas", None)
+    rollout = wanted.pop("rollout", {})
+    rollout.pop("operatorUpgrades", None)
+    if rollout:
+        wanted["rollout"] = rollout
     for variant in wanted.get("variants", []):
         variant.pop("replicas", None)
     return json.dumps(wanted, sort_keys=True, separators=(",", ":"))

@@ -118,6 +118,7 @@ def test_intent_ignores_replicas_and_defaults_but_not_the_image() -> None:
     base = upgrade.spec_digest(parse_spec(SPEC))
     assert upgrade.spec_digest(parse_spec({**SPEC, "replicas": 5})) == base
     assert upgrade.spec_digest(parse_spec({**SPEC, "rollout": {"operatorUpgrades": "OnNextChange"}})) == base
+    assert upgrade.spec_digest(parse_spec({**SPEC, "rollout": {"operatorUpgrades": "Rolling"}})) == base
     assert upgrade.spec_digest(parse_spec({**SPEC, "rollout": {"maxUnavailable": 2}})) != base
     assert upgrade.intent_hash(base, IMAGE) != upgrade.intent_hash(base, IMAGE + "-rc")
 
