@@ -477,7 +477,7 @@ def _memory_plan(inp: Inputs, found: tuple[str, Architecture] | None) -> GpuFit:
     name, arch = found
     if inp.gpus < 1:
         return GpuFit("Unknown", gpus=0, model=name, message="resources.gpus is 0: the worker runs on CPU")
-    if arch.stored is not None and inp.runtime == BUILTIN:
+    if arch.stored is not None and (inp.runtime == BUILTIN or inp.quantization != "none"):
         return _unsupported(inp, found, arch.stored)
     available, source = gpu_memory(inp)
     fig = _figures(arch, inp, available)
@@ -505,11 +505,14 @@ def _memory_plan(inp: Inputs, found: tuple[str, Architecture] | None) -> GpuFit:
 
 
 def _unsupported(inp: Inputs, found: tuple[str, Architecture], stored: Stored) -> GpuFit:
-    """The builtin runtime and a stored-quantized (FP8) checkpoint: refused, with what vLLM would need."""
-    engine = _memory_plan(replace(inp, runtime="vllm", quantization="none"), found)
-    shown = replace(engine, fits="False", reason=UNSUPPORTED,
-                    message=f"{precision.unsupported_message(inp.model_id, stored)}; with vllm: {engine.message}")
-    return shown
+    """A stored-quantized (FP8) checkpoint on the builtin runtime or under bitsandbytes (model.quantization):
+    refused, with what the engine would need unquantized."""
+    runtime = "vllm" if inp.runtime == BUILTIN else inp.runtime
+    engine = _memory_plan(replace(inp, runtime=runtime, quantization="none"), found)
+    why = precision.unsupported_message(inp.model_id, stored) if inp.runtime == BUILTIN else (
+        f"model {inp.model_id} is stored in {stored.describe()}: bitsandbytes (model.quantization "
+        f"{inp.quantization}) cannot load it with spec.runtime {inp.runtime} either; set model.quantization none")
+    return replace(engine, fits="False", reason=UNSUPPORTED, message=f"{why}; with {runtime}: {engine.message}")
 
 
 def _nodes(inp: Inputs) -> str:

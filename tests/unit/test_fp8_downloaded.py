@@ -26,3 +26,11 @@ def test_an_uncatalogued_fp8_checkpoint_is_planned_as_stored_and_refused_on_buil
     assert vllm.fits == "True" and abs(vllm.weights * 8 - 688_600_000_000) / 688_600_000_000 < 0.01
     plain = architecture_from_config({k: v for k, v in V3_FP8.items() if not k.startswith("quant_")})
     assert plain is not None and plain.stored is None
+
+
+def test_bitsandbytes_on_an_uncatalogued_fp8_checkpoint_is_refused_on_an_engine_too() -> None:
+    arch = architecture_from_config(V3_FP8, checkpoint_bytes=688_600_000_000)
+    fit = gpufit.plan_inputs(inputs("acme/support-bot-v3", downloaded=arch, runtime="vllm", quantization="nf4"))
+    assert (fit.fits, fit.reason) == ("False", gpufit.UNSUPPORTED)
+    assert "bitsandbytes (model.quantization nf4) cannot load it with spec.runtime vllm" in fit.message
+    assert "set model.quantization none; with vllm: needs" in fit.message
