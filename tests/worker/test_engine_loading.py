@@ -99,7 +99,7 @@ def test_a_quantization_conflict_is_raised_as_itself(
                                      "activation_scheme": "dynamic"}
     (model / "config.json").write_text(json.dumps(config))
     with caplog.at_level(logging.WARNING, logger="deepseek_worker.engine.loading"), \
-            pytest.raises(ValueError, match="FP8 checkpoint .*bitsandbytes cannot load it; set spec.runtime.name"):
+            pytest.raises(ValueError, match=r"FP8 checkpoint .*bitsandbytes cannot load it; set spec.runtime.name"):
         load(EngineConfig(model=str(model), quantization="nf4"))
     assert not [r.getMessage() for r in caplog.records if "attention" in r.getMessage()]
 
