@@ -441,8 +441,9 @@ class RuntimeSpec(Model):
         None, min_length=1, max_length=512,
         description="The engine's image; unset: the pinned upstream release (vllm/vllm-openai:v0.32.0, "
         "lmsysorg/sglang:v0.5.16). Only for vllm and sglang.")
-    args: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
-        default_factory=list, max_length=64,
+    # Bounds keep the CEL rule on args (a regex per entry, per variant) within the apiserver's cost budget.
+    args: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
+        default_factory=list, max_length=32,
         description="Extra engine arguments, appended after the operator's (e.g. --kv-cache-dtype, fp8). Flags the "
         "operator sets from spec fields (model, served name, host, port, parallel sizes, lengths, memory, "
         "quantization, multi-node) are refused. Only for vllm and sglang.")
