@@ -550,8 +550,7 @@ INVALID = [
     Invalid("name-dot", {}, "", "DNS-1035", "cel", meta_name="chat.v1", parse_spec=False),
     Invalid("name-long", {}, "", "at most 63", "cel", meta_name="c" * 64, parse_spec=False),
     # spec.runtime (docs/runtimes.md): engine runtimes, their args, quantization and parallel sizes.
-    Invalid("runtime-unknown", {"runtime": {"name": "tgi"}}, "spec.runtime.name", "Unsupported value", "schema",
-            real_message="supported values"),
+    Invalid("runtime-unknown", {"runtime": {"name": "tgi"}}, "spec.runtime.name", "Unsupported value", "schema"),
     Invalid("runtime-builtin-args", {"runtime": {"args": ["--kv-cache-dtype=fp8"]}}, "spec.runtime",
             "are for name vllm or sglang", "cel"),
     Invalid("runtime-args-owned", {"runtime": {"name": "vllm",
