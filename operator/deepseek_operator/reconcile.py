@@ -454,12 +454,11 @@ async def observe(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, images: 
 async def _workload(api: K8s, owner: Owner, variant: str, spans: bool,
                     caps: Capabilities | None) -> dict[str, Any] | None:
     """A variant's Deployment, or its LeaderWorkerSet read as one (None where the API is not served)."""
-    name = deployment_name(owner, variant)
     if not spans:
-        return await api.get(DEPLOYMENT, owner.namespace, name)
+        return await api.get(DEPLOYMENT, owner.namespace, deployment_name(owner, variant))
     if caps is not None and not caps.leader_worker_set:
         return None
-    return as_deployment(await api.get(LEADER_WORKER_SET, owner.namespace, name))
+    return as_deployment(await api.get(LEADER_WORKER_SET, owner.namespace, multinode.lws_name(owner, variant)))
 
 
 async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Capabilities) -> int:

@@ -62,7 +62,24 @@ def manifest(group: str, image: str = IMAGE, runtime: str = "vllm") -> str:
 
 
 def group_pods(cluster: RealCluster) -> list[dict[str, Any]]:
-    return cluster.objects("pods", "default", "leaderworkerset.sigs.k8s.io/name=chat-primary")
+    return cluster.objects("pods", "default", "leaderworkerset.sigs.k8s.io/name=chat-primary-lws")
+
+
+def endpoints(cluster: RealCluster, service: str) -> set[str]:
+    slices = cluster.objects("endpointslices", "default", f"kubernetes.io/service-name={service}")
+    return {e["targetRef"]["name"] for s in slices for e in s.get("endpoints") or []}
+
+
+async def delete_and_wait(cluster: RealCluster, kubectl: Kubectl) -> None:
+    """Delete the resource and wait until the garbage collector removed its LeaderWorkerSet, the LWS
+    controller's StatefulSets and headless Service, and the pods (before the test's nodes go: a pod on
+    a deleted node would stay Terminating, and block the next group's pod of the same name)."""
+    await kubectl("delete", "dsd", "chat", "--wait=true", "--timeout=60s")
+    selector = "leaderworkerset.sigs.k8s.io/name=chat-primary-lws"
+    await eventually(lambda: cluster.get("leaderworkersets", "default", "chat-primary-lws") is None
+                     and cluster.get("services", "default", "chat-primary-lws") is None
+                     and not cluster.objects("statefulsets", "default", selector) and not group_pods(cluster),
+                     timeout=60, what="the LeaderWorkerSet, its StatefulSets, Service and pods garbage-collected")
 
 
 def serving(cluster: RealCluster, image: str) -> dict[str, Any] | None:
@@ -91,7 +108,7 @@ async def test_v3_over_two_nodes_is_ready_rolls_out_and_is_deleted(
     assert obj["status"]["selector"].endswith(",deepseek.ai/role=leader"), obj["status"]  # /scale: one pod a replica
     assert cluster.get("deployments", "default", "chat-primary") is None  # no Deployment besides it
 
-    lws = cluster.get("leaderworkersets", "default", "chat-primary")
+    lws = cluster.get("leaderworkersets", "default", "chat-primary-lws")
     assert lws is not None and lws["spec"]["leaderWorkerTemplate"]["size"] == 2
     assert any(c["type"] == "Available" and c["status"] == "True" for c in lws["status"]["conditions"])
     pods = {p["metadata"]["labels"]["leaderworkerset.sigs.k8s.io/worker-index"]: p for p in group_pods(cluster)}
@@ -101,11 +118,13 @@ async def test_v3_over_two_nodes_is_ready_rolls_out_and_is_deleted(
     assert [c["name"] for c in leader["spec"]["containers"]] == ["worker", "engine"]
     assert [c["name"] for c in worker["spec"]["containers"]] == ["engine"]
     engine_env = {e["name"]: e.get("value") for e in worker["spec"]["containers"][0]["env"]}
-    assert engine_env["LWS_LEADER_ADDRESS"] == "chat-primary-0.chat-primary.default"  # the LWS pod webhook's
+    assert engine_env["LWS_LEADER_ADDRESS"] == "chat-primary-lws-0.chat-primary-lws.default"  # the LWS pod webhook's
     assert engine_env["LWS_WORKER_INDEX"] == "1"
-    endpoints = cluster.objects("endpointslices", "default", "kubernetes.io/service-name=chat-primary")
-    addresses = {e["targetRef"]["name"] for s in endpoints for e in s.get("endpoints") or []}
-    assert addresses <= {leader["metadata"]["name"]}, addresses  # the Service selects leaders only
+    # Our Service selects the leaders only; the LWS controller's headless Service (the pods' DNS) all pods.
+    assert (cluster.get("services", "default", "chat-primary") or {})["spec"]["clusterIP"] != "None"
+    assert (cluster.get("services", "default", "chat-primary-lws") or {})["spec"]["clusterIP"] == "None"
+    await eventually(lambda: endpoints(cluster, "chat-primary") == {leader["metadata"]["name"]}, timeout=30,
+                     what="the variant Service's endpoints: the leader alone")
 
     await kubectl("patch", "dsd", "chat", "--type=merge", "-p", json.dumps({"spec": {"image": NEW_IMAGE}}))
     obj = await eventually(lambda: serving(cluster, NEW_IMAGE), timeout=120, what="the rollout to 1.1.0")
@@ -116,15 +135,42 @@ async def test_v3_over_two_nodes_is_ready_rolls_out_and_is_deleted(
 
     # The scale subresource reaches the LeaderWorkerSet: 0 groups, then one again.
     await kubectl("scale", "dsd", "chat", "--replicas=0")
-    await eventually(lambda: (lws := cluster.get("leaderworkersets", "default", "chat-primary")) is not None
+    await eventually(lambda: (lws := cluster.get("leaderworkersets", "default", "chat-primary-lws")) is not None
                      and lws["spec"]["replicas"] == 0 and not group_pods(cluster), timeout=60,
                      what="scaled to no group")
     await kubectl("scale", "dsd", "chat", "--replicas=1")
     await eventually(lambda: serving(cluster, NEW_IMAGE), timeout=90, what="one group again")
 
-    await kubectl("delete", "dsd", "chat", "--wait=true", "--timeout=60s")
-    await eventually(lambda: cluster.get("leaderworkersets", "default", "chat-primary") is None and not
-                     group_pods(cluster), timeout=60, what="the LeaderWorkerSet and its pods garbage-collected")
+    await delete_and_wait(cluster, kubectl)
+
+
+def on_image(cluster: RealCluster, image: str) -> bool:
+    """The group's two pods run `image` (the leader's edge) and are Ready."""
+    pods = [p for p in group_pods(cluster) if not p["metadata"].get("deletionTimestamp")]
+    leader = [p for p in pods if p["metadata"]["labels"].get("leaderworkerset.sigs.k8s.io/worker-index") == "0"]
+    ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                    for c in p.get("status", {}).get("conditions", []))]
+    return len(pods) == len(ready) == 2 and [p["spec"]["containers"][0]["image"] for p in leader] == [image]
+
+
+@pytest.mark.real_only(reason="the LeaderWorkerSet controller runs on the real control plane only")
+async def test_a_failed_multinode_rollout_is_rolled_back(
+        cluster: RealCluster, kubectl: Kubectl, start_operator: StartOperator, gpu_nodes: str) -> None:
+    await start_operator()
+    await kubectl("apply", "-f", "-", stdin=manifest(gpu_nodes))
+    await eventually(lambda: serving(cluster, IMAGE), timeout=90, what="Ready on two nodes")
+    bad = "registry.example.com/deepseek-worker:imagepullbackoff"  # kwok-stages.yaml: ImagePullBackOff
+    await kubectl("patch", "dsd", "chat", "--type=merge", "-p", json.dumps({"spec": {"image": bad}}))
+
+    obj = await eventually(lambda: (o := current(cluster)) and o["status"].get("failedImage") == bad
+                           and on_image(cluster, IMAGE) and condition(o, "Available")["status"] == "True" and o,
+                           timeout=120, what="rolled back to the old image, available again")
+    assert condition(obj, "Degraded")["reason"] == "RolledBack", obj["status"]["conditions"]
+    assert "ImagePullFailed" in condition(obj, "Degraded")["message"]
+    lws = cluster.get("leaderworkersets", "default", "chat-primary-lws") or {}
+    leader = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
+    assert leader["image"] == IMAGE and obj["status"]["image"] == IMAGE
+    await delete_and_wait(cluster, kubectl)
 
 
 @pytest.mark.sandbox_only(reason="a cluster without the LeaderWorkerSet API: the sandbox serves none")

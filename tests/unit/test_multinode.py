@@ -26,7 +26,7 @@ def spec(runtime: str = "vllm", gpus: int = 16, per_node: int | None = 8, **extr
                        "runtime": {"name": runtime}, **extra})
 
 
-def lws(children: list[dict[str, Any]], name: str = "chat-primary") -> dict[str, Any]:
+def lws(children: list[dict[str, Any]], name: str = "chat-primary-lws") -> dict[str, Any]:
     (found,) = [c for c in children if c["kind"] == "LeaderWorkerSet" and c["metadata"]["name"] == name]
     return found
 
@@ -118,9 +118,10 @@ def test_a_pod_within_a_node_stays_a_deployment() -> None:
 def test_canaries_are_leader_worker_sets_too() -> None:
     s = spec(variants=[{"name": "canary", "weight": 10, "image": "reg/worker:2", "runtime": {"name": "sglang"}}])
     out = render_workload(OWNER, s)
-    assert [c["metadata"]["name"] for c in out if c["kind"] == "LeaderWorkerSet"] == ["chat-primary", "chat-canary"]
-    assert containers(lws(out, "chat-canary"), "leaderTemplate")["worker"]["image"] == "reg/worker:2"
-    assert strategy.template_hash(lws(out)) != strategy.template_hash(lws(out, "chat-canary"))
+    names = [c["metadata"]["name"] for c in out if c["kind"] == "LeaderWorkerSet"]
+    assert names == ["chat-primary-lws", "chat-canary-lws"]
+    assert containers(lws(out, "chat-canary-lws"), "leaderTemplate")["worker"]["image"] == "reg/worker:2"
+    assert strategy.template_hash(lws(out)) != strategy.template_hash(lws(out, "chat-canary-lws"))
 
 
 def test_builtin_cannot_span_nodes_and_the_message_names_spec_runtime() -> None:
@@ -148,7 +149,7 @@ def lws_obj(ready: int, updated: int, replicas: int = 2, available: bool = True,
     conditions = [{"type": "Available", "status": "True" if available else "False"},
                   {"type": "Progressing", "status": "True" if updating else "False"},
                   {"type": "UpdateInProgress", "status": "True" if updating else "False"}]
-    return {"metadata": {"name": "chat-primary", "generation": generation},
+    return {"metadata": {"name": "chat-primary-lws", "generation": generation},
             "spec": {"replicas": 2},
             "status": {"replicas": replicas, "readyReplicas": ready, "updatedReplicas": updated,
                        "observedGeneration": observed, "conditions": conditions}}

@@ -21,6 +21,8 @@ through Kubernetes' `$(VAR)` expansion.
   in groups.
 - The leader template carries `deepseek.ai/role: leader`, the worker template `worker`: the variant's
   and the stable Service select leaders only (`leaders_only`), where the API is.
+- The LeaderWorkerSet is `<name>-<variant>-lws` (`lws_name`): the controller makes a headless Service of
+  that name for the pods' DNS names (LWS_LEADER_ADDRESS is `<lws>-<group>.<lws>.<namespace>`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 from deepseek_operator import runtimes
 from deepseek_operator.api import DeepSeekDeploymentSpec, Parallelism, ResolvedVariant
-from deepseek_operator.render.common import Owner, common_labels, deployment_name, metadata
+from deepseek_operator.render.common import MAX_DEPLOYMENT_NAME, Owner, child_name, common_labels, metadata
 from deepseek_operator.render.worker_env import model_location
 from deepseek_operator.strategy import Strategy, rolling_update
 
@@ -42,6 +44,12 @@ WORKER_INDEX = "$(LWS_WORKER_INDEX)"
 # The engines' rendezvous ports on the leader: vLLM's torch.distributed master, SGLang's dist-init.
 RENDEZVOUS_PORTS = {"vllm": 29501, "sglang": 20000}
 ENGINE = "engine"
+
+
+def lws_name(owner: Owner, variant: str) -> str:
+    """`<name>-<variant>-lws`: the LWS controller names its headless Service after the LeaderWorkerSet, so
+    the variant's own Service (`<name>-<variant>`) must not share the name."""
+    return child_name(owner.name, variant, "lws", max_len=MAX_DEPLOYMENT_NAME)
 
 
 def group_size(spec: DeepSeekDeploymentSpec) -> int:
@@ -66,7 +74,7 @@ def render_leader_worker_set(owner: Owner, spec: DeepSeekDeploymentSpec, variant
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": metadata(owner, deployment_name(owner, variant.name), variant.name),
+        "metadata": metadata(owner, lws_name(owner, variant.name), variant.name),
         "spec": {
             "replicas": variant.replicas,
             "startupPolicy": "LeaderCreated",
