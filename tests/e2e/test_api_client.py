@@ -2,7 +2,7 @@
 
 httpcore 1.0.9 closes idle connections once the pool holds more than 20 connections in all, busy
 ones included (https://github.com/encode/httpcore/pull/1000), and caps the pool at 100: the
-informers' watches alone hold about 19 per watched namespace. k8s._unbounded_pool works around both;
+informers' watches alone hold about 21 per watched namespace. k8s._unbounded_pool works around both;
 these tests count the connections the pool opens (httpcore's own connect step).
 """
 
