@@ -91,7 +91,7 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnCluster
     directory = tmp_path_factory.mktemp("control-plane") / "cluster"
     env = {**os.environ, "CLUSTER_DIR": str(directory), "PATH": f"{TOOLS}:{os.environ['PATH']}",
            "CLUSTER_API_PORT": str(free_port()), "CLUSTER_ETCD_PORT": str(free_port()),
-           "CLUSTER_ETCD_PEER_PORT": str(free_port())}
+           "CLUSTER_ETCD_PEER_PORT": str(free_port()), "CLUSTER_LWS_WEBHOOK_PORT": str(free_port())}
     cluster = OwnCluster(directory, env)
     try:
         started = cluster.up()  # the binaries are built once per machine (`make cluster`, cached)
