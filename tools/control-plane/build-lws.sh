@@ -9,10 +9,14 @@
 # Source: the Go module proxy (`go mod download sigs.k8s.io/lws@$LWS_VERSION`). Where the proxy
 # refuses the module (this project's proxy answers 403 "This module version is not available" for
 # sigs.k8s.io/lws), LWS_SRC may name a checkout of kubernetes-sigs/lws: a work tree or a git
-# directory holding the tag $LWS_VERSION. Its dependencies still come from the proxy. Without either,
-# this exits 3 with the reason, and up.sh runs the control plane without LeaderWorkerSets.
+# directory holding the tag $LWS_VERSION; unset, the copy vendored in third_party/lws/src (v0.10.0)
+# is built. Dependencies always come from the proxy. Without a source this exits 3 with the reason,
+# and up.sh runs the control plane without LeaderWorkerSets.
 set -euo pipefail
 LWS_VERSION=${LWS_VERSION:-v0.10.0}
+HERE=$(cd "$(dirname "$0")" && pwd)
+VENDORED="$HERE/../../third_party/lws/src"
+VENDORED_VERSION=v0.10.0
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 CACHE=${DEEPSEEK_CACHE_DIR:-$HOME/.cache/deepseek-operator}
 ROOT="$CACHE/control-plane/lws-$LWS_VERSION"
@@ -36,9 +40,16 @@ except ValueError: print("")')
 try: print(json.load(sys.stdin).get("Error", "").splitlines()[0])
 except (ValueError, IndexError): print(sys.stdin.read()[:200])')
   if [ -z "${LWS_SRC:-}" ]; then
-    log "sigs.k8s.io/lws@$LWS_VERSION: the module proxy refused it (${why:-no answer}); set LWS_SRC to a"
-    log "checkout of kubernetes-sigs/lws (tag $LWS_VERSION) to build it from there"
-    exit 3
+    # The vendored copy (third_party/lws/src: the tag's api, cmd and pkg, without tests) keeps a
+    # fresh machine able to build what this project's proxy refuses.
+    [ "$LWS_VERSION" = "$VENDORED_VERSION" ] || {
+      log "sigs.k8s.io/lws@$LWS_VERSION: the module proxy refused it (${why:-no answer}) and the vendored"
+      log "source is $VENDORED_VERSION; set LWS_SRC to a checkout of kubernetes-sigs/lws at $LWS_VERSION"
+      exit 3
+    }
+    log "module proxy refused sigs.k8s.io/lws@$LWS_VERSION (${why:-no answer}); building the vendored source"
+    cp -r "$VENDORED/." "$dir/"
+    return 0
   fi
   log "module proxy refused sigs.k8s.io/lws@$LWS_VERSION (${why:-no answer}); building from LWS_SRC=$LWS_SRC"
   if [ -f "$LWS_SRC/go.mod" ]; then
