@@ -9,8 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes import serve_in_thread, wait_until
+from fakes import free_port, serve_in_thread, wait_until
+from prometheus_client import CollectorRegistry
 
+from deepseek_worker.server.engine_metrics import EngineMetricsCollector
+from deepseek_worker.server.metrics_port import start_metrics_server
 from deepseek_worker.server.proxy import build_proxy_app
 from deepseek_worker.settings import Settings
 
@@ -57,6 +60,12 @@ class FakeEngine:
 
 
 @pytest.fixture
+def engine_url() -> Iterator[str]:
+    with serve_in_thread(FakeEngine()) as url:  # type: ignore[arg-type]
+        yield url
+
+
+@pytest.fixture
 def proxied() -> Iterator[tuple[FakeEngine, str]]:
     with ExitStack() as stack:
         engine = FakeEngine()
@@ -86,3 +95,21 @@ def test_an_engine_without_metrics_leaves_our_scrape_whole(proxied: tuple[FakeEn
     assert reply.status_code == 200
     assert "deepseek_worker_engine_metrics_up 0.0" in reply.text and "vllm:" not in reply.text
     assert "deepseek_worker_max_concurrent_requests" in reply.text
+
+
+def test_the_metrics_port_keeps_the_engines_names_when_openmetrics_is_asked(engine_url: str) -> None:
+    """Prometheus asks for OpenMetrics first; prometheus-client 0.26 would write vllm_... samples there."""
+    upstream = engine_url
+    registry = CollectorRegistry()
+    registry.register(EngineMetricsCollector(upstream))
+    port = free_port()
+    server = start_metrics_server(port, "127.0.0.1", registry)
+    try:
+        accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        reply = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept}, timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert 'vllm:kv_cache_usage_perc{engine="0",model_name="served"} 0.42' in reply.text
+    assert "vllm_kv_cache_usage_perc" not in reply.text

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import uvicorn
-from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from .settings import Settings
@@ -123,8 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     app = _app(settings)
     if settings.metrics_port:
-        # prometheus-client's own server, in a daemon thread: the same registry as the API's /metrics.
-        start_http_server(settings.metrics_port, addr=settings.host, registry=app.state.metrics.registry)
+        # A daemon thread on the same registry as the API's /metrics, in text 0.0.4 (server/metrics_port.py).
+        from .server.metrics_port import start_metrics_server
+
+        start_metrics_server(settings.metrics_port, settings.host, app.state.metrics.registry)
     config = uvicorn.Config(
         app,
         host=settings.host,
