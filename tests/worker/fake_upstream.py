@@ -41,6 +41,12 @@ CHUNKS = (
 DEADLINE = 30.0
 
 
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """The ASGI lifespan protocol of a fake server: started at once, stopped when asked."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
 class FakeUpstream:
     """The ASGI app; its attributes are read and set by the test thread."""
 
@@ -53,9 +59,7 @@ class FakeUpstream:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         body = b""
         while True:

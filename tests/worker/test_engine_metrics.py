@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fake_upstream import answer_lifespan
 from fakes import free_port, serve_in_thread, wait_until
 from prometheus_client import CollectorRegistry
 
@@ -47,9 +48,7 @@ class FakeEngine:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         status, body = 200, b""
         if scope["path"] == "/metrics":

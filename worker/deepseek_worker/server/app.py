@@ -19,10 +19,10 @@ from ..report import report_measurements
 from ..settings import Settings
 from ..types import EngineProtocol
 from .auth import Authenticator
+from .edge import add_edge
 from .errors import install_error_handlers
 from .lifecycle import WorkerState
-from .limits import AdmissionMiddleware, AuthFailureThrottle, RateLimiter, token_endpoint_limiter
-from .metrics import EngineCollector, Metrics, MetricsMiddleware
+from .metrics import EngineCollector, Metrics
 from .routes import add_routes
 
 log = logging.getLogger("deepseek_worker.app")
@@ -37,24 +37,9 @@ def build_app(engine: EngineProtocol, settings: Settings) -> FastAPI:
     app = FastAPI(title="deepseek-worker", version="1", lifespan=_lifespan(engine, state, settings))
     app.state.engine, app.state.settings, app.state.worker = engine, settings, state
     app.state.metrics, app.state.auth = metrics, auth
-    # On app.state so tests can drive their clocks.
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_rpm, settings.burst)
-    app.state.auth_throttle = AuthFailureThrottle(settings.auth_failures_per_minute)
     install_error_handlers(app)
     add_routes(app, engine, settings, state, metrics, auth)
-    app.add_middleware(
-        AdmissionMiddleware,
-        state=state,
-        ready=lambda: engine.ready,
-        identify=auth.identify,
-        limiter=app.state.rate_limiter,
-        token_limiter=token_endpoint_limiter(settings.rate_limit_rpm, settings.burst),
-        auth_throttle=app.state.auth_throttle,
-        max_concurrent=settings.max_concurrent_requests,
-        max_concurrent_per_key=settings.per_key_concurrency,
-        max_body_bytes=settings.max_body_bytes,
-    )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost
+    add_edge(app, settings, state, metrics, auth, ready=lambda: engine.ready)
     return app
 
 

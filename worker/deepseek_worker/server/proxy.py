@@ -27,11 +27,12 @@ from prometheus_client.registry import Collector
 
 from ..settings import Settings
 from .auth import Authenticator
+from .edge import add_edge
 from .engine_metrics import EngineMetricsCollector
 from .errors import install_error_handlers
 from .lifecycle import WorkerState
-from .limits import API_PREFIXES, AdmissionMiddleware, AuthFailureThrottle, RateLimiter, token_endpoint_limiter
-from .metrics import PREFIX, Metrics, MetricsMiddleware
+from .limits import API_PREFIXES
+from .metrics import PREFIX, Metrics
 from .relay import RelayResponse
 from .routes import token
 from .upstream import Upstream
@@ -79,25 +80,11 @@ def build_proxy_app(settings: Settings, upstream: Upstream | None = None) -> Fas
     app = FastAPI(title="deepseek-worker (proxy)", version="1", lifespan=_lifespan(upstream))
     app.state.settings, app.state.worker, app.state.upstream = settings, state, upstream
     app.state.metrics, app.state.auth = metrics, auth
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_rpm, settings.burst)
-    app.state.auth_throttle = AuthFailureThrottle(settings.auth_failures_per_minute)
     install_error_handlers(app)
     _add_forwarding(app, upstream, metrics)
     token.add(app, auth)
     _add_health(app, upstream, state, metrics, settings)
-    app.add_middleware(
-        AdmissionMiddleware,
-        state=state,
-        ready=lambda: upstream.ready,
-        identify=auth.identify,
-        limiter=app.state.rate_limiter,
-        token_limiter=token_endpoint_limiter(settings.rate_limit_rpm, settings.burst),
-        auth_throttle=app.state.auth_throttle,
-        max_concurrent=settings.max_concurrent_requests,
-        max_concurrent_per_key=settings.per_key_concurrency,
-        max_body_bytes=settings.max_body_bytes,
-    )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost
+    add_edge(app, settings, state, metrics, auth, ready=lambda: upstream.ready)
     return app
 
 
