@@ -51,4 +51,4 @@ def test_vllm_started_with_the_rendered_command_serves_through_our_edge(tmp_path
     checks = json.loads((tmp_path / "runtime_vllm_cpu.json").read_text()).get("checks", {})
     failed = {name: c["detail"] for name, c in checks.items() if not c["ok"]}
     assert proc.returncode == 0 and not failed, (failed, output[-6000:])
-    assert EXPECTED <= set(checks), sorted(EXPECTED - set(checks))
+    assert set(checks) >= EXPECTED, sorted(EXPECTED - set(checks))
