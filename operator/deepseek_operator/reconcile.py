@@ -315,12 +315,17 @@ async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: 
     kept = await _claims_in_use(api, owner, held)
     desired = guards.children + caches.children + reports + workload + others + kept
     writes = _add(writes, {"deleted": await prune(api, owner, desired, caps)})
-    recorded = {v.get("name"): str(v.get("specHash", "")) for v in old_status.get("variants", [])}
+    recorded = _recorded_intents(old_status)
     # A held variant's Deployment was not applied: neither pending nor of a new intent.
     upgrades = upgrade.Upgrades([name for name in upgrades.pending if name not in held],
                                 {name: recorded.get(name, "") if name in held else intent
                                  for name, intent in upgrades.intents.items()})
     return writes, states, weights, pods, upgrades
+
+
+def _recorded_intents(old_status: dict[str, Any]) -> dict[str, str]:
+    """variant -> the specHash its status last recorded (upgrade.Intent's `recorded`)."""
+    return {v.get("name"): str(v.get("specHash", "")) for v in old_status.get("variants", [])}
 
 
 async def _settle_upgrades(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, old_status: dict[str, Any],
@@ -329,7 +334,7 @@ async def _settle_upgrades(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec,
     only this operator release changed stays as it runs under rollout.operatorUpgrades OnNextChange,
     and under Rolling while another variant rolls out (one variant at a time)."""
     seen = old_status.get("observedGeneration") == owner.generation
-    recorded = {v.get("name"): str(v.get("specHash", "")) for v in old_status.get("variants", [])}
+    recorded = _recorded_intents(old_status)
     digest = upgrade.spec_digest(spec)
     live = {c["metadata"]["name"]: await api.get(DEPLOYMENT, owner.namespace, c["metadata"]["name"])
             for c in workload if c["kind"] == "Deployment"}
