@@ -60,16 +60,13 @@ def engine_container(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, wor
                      outlive_seconds: int) -> dict[str, Any]:
     """The engine's server: the runtime's image and command, the pod's GPUs, the model and cache volumes."""
     runtime = variant.runtime
-    model = variant.model
-    hub = model.source.pvc is None and not model.cached
-    args = runtimes.engine_args(variant, spec.serving, spec.resources.gpus, model_location(variant), hub=hub)
     startup = worker["startupProbe"]
     return {
         "name": "engine",
         "image": runtime.engine_image,
         "imagePullPolicy": "IfNotPresent",
         "command": list(runtimes.ENTRYPOINTS[runtime.name]),
-        "args": args,
+        "args": engine_args(spec, variant),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "env": engine_env(worker),
         "resources": worker["resources"],
@@ -81,6 +78,16 @@ def engine_container(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, wor
         "securityContext": worker["securityContext"],
         "volumeMounts": [m for m in worker["volumeMounts"] if m["name"] not in ("api-keys", "jwt")],
     }
+
+
+def engine_args(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant,
+                multinode: runtimes.MultiNode | None = None) -> list[str]:
+    """The runtime's arguments for the variant's model: a revision only for a hub download (a path on a
+    volume has none); `multinode` for one node of a LeaderWorkerSet group (render/multinode.py)."""
+    model = variant.model
+    hub = model.source.pvc is None and not model.cached
+    return runtimes.engine_args(variant, spec.serving, spec.resources.gpus, model_location(variant), hub=hub,
+                                multinode=multinode)
 
 
 def engine_env(worker: dict[str, Any]) -> list[dict[str, Any]]:

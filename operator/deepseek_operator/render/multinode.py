@@ -31,8 +31,8 @@ from typing import Any
 
 from deepseek_operator import runtimes
 from deepseek_operator.api import DeepSeekDeploymentSpec, Parallelism, ResolvedVariant
+from deepseek_operator.render import engine as engine_pod
 from deepseek_operator.render.common import MAX_DEPLOYMENT_NAME, Owner, child_name, common_labels, metadata
-from deepseek_operator.render.worker_env import model_location
 from deepseek_operator.strategy import Strategy, rolling_update
 
 API_VERSION = "leaderworkerset.x-k8s.io/v1"
@@ -122,10 +122,8 @@ def engine_args(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, rank: in
     if runtime.name == "vllm" and runtime.parallelism is None:  # tensor within a node, pipeline across
         variant = variant.model_copy(update={"runtime": runtime.model_copy(
             update={"parallelism": Parallelism(tensor=gpus // size, pipeline=size)})})
-    model = variant.model
-    hub = model.source.pvc is None and not model.cached  # as render/engine.py: a path has no revision
     node = runtimes.MultiNode(size, 0 if rank == 0 else 1, LEADER_ADDRESS, RENDEZVOUS_PORTS[runtime.name])
-    args = runtimes.engine_args(variant, spec.serving, gpus, model_location(variant), hub=hub, multinode=node)
+    args = engine_pod.engine_args(spec, variant, node)
     if rank is None:  # the rendered rank 1 stands for every worker: the index comes from the LWS webhook
         at = args.index("--node-rank") + 1
         args = [*args[:at], WORKER_INDEX, *args[at + 1:]]
