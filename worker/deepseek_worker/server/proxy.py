@@ -22,7 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from ..settings import Settings
@@ -32,7 +32,7 @@ from .engine_metrics import EngineMetricsCollector
 from .errors import install_error_handlers
 from .lifecycle import WorkerState
 from .limits import API_PREFIXES
-from .metrics import PREFIX, Metrics
+from .metrics import Metrics, _gauge
 from .relay import RelayResponse
 from .routes import token
 from .upstream import Upstream
@@ -59,10 +59,6 @@ class UpstreamCollector(Collector):
         yield _gauge("model_loaded", "1 once the model is loaded and serving (proxy: the upstream's /health "
                      "answered 200).", 1 if self.upstream.ready else 0)
         yield _gauge("draining", "1 while draining after SIGTERM.", 1 if self.state.draining else 0)
-
-
-def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(PREFIX + name, doc, value=value)
 
 
 def build_proxy_app(settings: Settings, upstream: Upstream | None = None) -> FastAPI:
