@@ -271,7 +271,7 @@ def gib(n: float) -> str:
 
 def lookup(model_id: str) -> tuple[str, Architecture] | None:
     """The catalogue entry of an HF id or a path ending in a known repo name (case-insensitive)."""
-    key = model_id.rstrip("/").rsplit("/", 1)[-1].lower()
+    key = family.model_key(model_id)
     arch = CATALOGUE.get(key)
     return (key, arch) if arch is not None else None
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from deepseek_operator.family import model_key
+
 FP8 = "fp8"
 SCALE_BYTES = 4  # weight_scale_inv is float32
 BF16_BYTES = 2
@@ -82,7 +84,7 @@ def deepseek_v3_fp8() -> tuple[int, Stored]:
 
 def is_fp8_model(model_id: str) -> bool:
     """A catalogued FP8 checkpoint (FP8_MODELS), by the last path component of model.id."""
-    return model_id.rstrip("/").rsplit("/", 1)[-1].lower() in FP8_MODELS
+    return model_key(model_id) in FP8_MODELS
 
 
 def stored_from_config(config: dict[str, Any]) -> str:
