@@ -70,7 +70,7 @@ class Upstream:
         try:
             response = await self.client.get(HEALTH_PATH, timeout=min(self.timeout, HEALTH_TIMEOUT_SECONDS))
         except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return _describe(exc)
         if response.status_code != 200:
             return f"{HEALTH_PATH} answered {response.status_code}"
         self.ready = True
@@ -100,6 +100,10 @@ class Upstream:
         if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
             return APIError(504, f"The upstream engine at {self.base_url} did not answer within "
                                  f"{self.timeout:g} s (DEEPSEEK_UPSTREAM_TIMEOUT_SECONDS).")
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return APIError(503, f"The upstream engine at {self.base_url} is unreachable ({detail}); retry later.",
-                        retry_after=1)
+        return APIError(503, f"The upstream engine at {self.base_url} is unreachable ({_describe(exc)}); "
+                        "retry later.", retry_after=1)
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    """`Name: message`, or the exception's name alone when it has no message."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
