@@ -108,7 +108,7 @@ def _add_forwarding(app: FastAPI, upstream: Upstream, metrics: Metrics) -> None:
             started = time.perf_counter()
             body = await request.body()  # within the body cap (limits.AdmissionMiddleware)
             path = target + "/" + request.path_params["model_id"] if "model_id" in request.path_params else target
-            return RelayResponse(upstream, metrics, method, path, body, dict(request.headers), started)
+            return RelayResponse(upstream, metrics, method, path, body, request.headers, started)
 
         return handler
 

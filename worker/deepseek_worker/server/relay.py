@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -81,7 +82,7 @@ class RelayResponse(Response):
     """A Starlette response that performs one upstream exchange when sent (returned by the routes)."""
 
     def __init__(self, upstream: Upstream, metrics: Metrics, method: str, path: str, body: bytes,
-                 headers: dict[str, str], started: float) -> None:
+                 headers: Mapping[str, str], started: float) -> None:
         super().__init__()
         self.upstream, self.metrics = upstream, metrics
         self.method, self.path, self.body_bytes, self.request_headers = method, path, body, headers
