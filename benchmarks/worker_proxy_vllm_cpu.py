@@ -64,6 +64,15 @@ class Checks:
         if not ok:
             self.failed.append(name)
 
+    def wrong_key_refused(self, proxy: str) -> None:
+        """A key the edge does not hold is refused with 401 (and never reaches the engine)."""
+        wrong = openai.OpenAI(base_url=proxy + "/v1", api_key="sk-wrong", max_retries=0, timeout=60)
+        try:
+            wrong.models.list()
+            self.check("auth: wrong key refused", False, "served")
+        except openai.AuthenticationError as exc:
+            self.check("auth: wrong key refused", exc.status_code == 401, exc.status_code)
+
 
 def wait_for(predicate: Callable[[], bool], deadline_s: float) -> bool:
     end = time.monotonic() + deadline_s
@@ -96,13 +105,8 @@ def sse_payloads(raw: bytes) -> list[Any]:
 def run_checks(checks: Checks, vllm: str, proxy: str, limited: str, args: argparse.Namespace) -> None:
     headers = {"Authorization": f"Bearer {KEY}"}
     sdk = openai.OpenAI(base_url=proxy + "/v1", api_key=KEY, max_retries=0, timeout=300)
-    wrong = openai.OpenAI(base_url=proxy + "/v1", api_key="sk-wrong", max_retries=0, timeout=60)
     before = vllm_metric(vllm, "vllm:request_success_total")
-    try:
-        wrong.models.list()
-        checks.check("auth: wrong key refused", False, "served")
-    except openai.AuthenticationError as exc:
-        checks.check("auth: wrong key refused", exc.status_code == 401, exc.status_code)
+    checks.wrong_key_refused(proxy)
     checks.check("/v1/models lists vLLM's served name", [m.id for m in sdk.models.list()] == [MODEL])
 
     reply = sdk.chat.completions.create(**{k: v for k, v in chat_body(32, False).items() if k != "ignore_eos"},
