@@ -38,6 +38,15 @@ LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]
 Namespace = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
 
 
+def label_keys(labels: dict[str, str]) -> dict[str, str]:
+    """`labels` when every key is a label key, else ValueError naming the others. A CEL rule says the
+    same in the CRD (tools/crd_rules.py): a structural schema cannot constrain map keys."""
+    bad = sorted(k for k in labels if not re.fullmatch(QUALIFIED_NAME, k) or len(k) > QUALIFIED_NAME_MAX)
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: {LABEL_KEY_MESSAGE}")
+    return labels
+
+
 def value_count_errors(operator: str, values: list[str], *, integers: bool) -> list[str]:
     """What the apiserver says about `values` for `operator` (empty: nothing)."""
     if operator in ("In", "NotIn") and not values:
@@ -135,11 +144,7 @@ class LabelSelector(Model):
     @field_validator("match_labels")
     @classmethod
     def _label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
-        # A CEL rule says the same in the CRD: a structural schema cannot constrain map keys.
-        bad = sorted(k for k in labels if not re.fullmatch(QUALIFIED_NAME, k) or len(k) > QUALIFIED_NAME_MAX)
-        if bad:
-            raise ValueError(f"{', '.join(bad)}: {LABEL_KEY_MESSAGE}")
-        return labels
+        return label_keys(labels)
 
 
 class PodAffinityTerm(Model):

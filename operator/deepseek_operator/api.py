@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deepseek_operator import precision, runtimes
-from deepseek_operator.affinity import LABEL_KEY_MESSAGE, Affinity, LabelSelector
+from deepseek_operator.affinity import LABEL_KEY_MESSAGE, Affinity, LabelSelector, label_keys
 from deepseek_operator.envvars import MAX_ENV, DownloadEnvVar, WorkerEnvVar, merged, unique_names
 from deepseek_operator.wire import (  # noqa: F401  (re-exported: api is where callers look)
     DNS_LABEL,
@@ -548,10 +548,7 @@ class Scheduling(Model):
     @field_validator("node_selector")
     @classmethod
     def _label_keys(cls, selector: dict[str, str]) -> dict[str, str]:
-        bad = sorted(k for k in selector if not re.fullmatch(QUALIFIED_NAME, k) or len(k) > 317)
-        if bad:
-            raise ValueError(f"{', '.join(bad)}: {NODE_SELECTOR_KEY_MESSAGE}")
-        return selector
+        return label_keys(selector)
 
 
 NODE_SELECTOR_KEY_MESSAGE = LABEL_KEY_MESSAGE
