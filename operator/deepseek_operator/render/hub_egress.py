@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from deepseek_operator.api import ResolvedVariant
 from deepseek_operator.envvars import WorkerEnvVar
@@ -37,9 +37,14 @@ class Destination:
     port: int
 
 
+def _split(url: str) -> SplitResult:
+    """The URL's parts; a bare `host[:port]` (as proxies are often written) read as http://host[:port]."""
+    return urlsplit(url if "://" in url else f"http://{url}")
+
+
 def url_port(url: str) -> int:
     """The TCP port a URL connects to: its own, else its scheme's; 443 when it names neither."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
+    parts = _split(url)
     try:
         port = parts.port
     except ValueError:  # out of range: the connection fails anyway; open the scheme's port
@@ -49,7 +54,7 @@ def url_port(url: str) -> int:
 
 def _ip_cidr(url: str) -> str | None:
     """host/32 (or /128) when the URL's host is an IP address, else None."""
-    host = urlsplit(url if "://" in url else f"http://{url}").hostname or ""
+    host = _split(url).hostname or ""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
