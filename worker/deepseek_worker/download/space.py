@@ -56,7 +56,7 @@ def still_needed(root: Path, files: RepoFiles) -> int:
             continue
         partial = path.with_name(path.name + ".incomplete")
         done = partial.stat().st_size if partial.is_file() else 0
-        total += max(size - min(done, size), 0)
+        total += size - min(done, size)
     return total
 
 
