@@ -69,6 +69,14 @@ def _requirement_rules(*, integers: bool) -> tuple[Rule, ...]:
 
 DIGEST_MESSAGE = "rollout.requireDigest is set: pin the image by digest (...@sha256:<64 hex>)"
 
+
+def _label_keys_rule(field: str, message: str) -> Rule:
+    """affinity.label_keys as CEL on the map `field`: every key a label key."""
+    return Rule(rule=f"!has(self.{field}) || self.{field}.all(k, size(k) <= {affinity.QUALIFIED_NAME_MAX} "
+                f"&& k.matches('{affinity.QUALIFIED_NAME}'))",
+                message=f"{field}: {message}", field_path=f".{field}")
+
+
 def _env_rules(reserved: tuple[str, ...]) -> tuple[Rule, ...]:
     """An env entry's rules: one value, and not a name the operator sets (envvars.py)."""
     names = ", ".join(f"'{n}'" for n in reserved)
@@ -305,15 +313,11 @@ RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
     affinity.NodeSelectorRequirement: _requirement_rules(integers=True),
     affinity.LabelSelectorRequirement: _requirement_rules(integers=False),
     affinity.LabelSelector: (
-        Rule(rule=f"!has(self.matchLabels) || self.matchLabels.all(k, size(k) <= {affinity.QUALIFIED_NAME_MAX} "
-             f"&& k.matches('{affinity.QUALIFIED_NAME}'))",
-             message=f"matchLabels: {affinity.LABEL_KEY_MESSAGE}", field_path=".matchLabels"),
+        _label_keys_rule("matchLabels", affinity.LABEL_KEY_MESSAGE),
     ),
     api.Scheduling: (
         # maxProperties bounds the cost; the apiserver would refuse the Deployment's nodeSelector anyway.
-        Rule(rule=f"!has(self.nodeSelector) || self.nodeSelector.all(k, size(k) <= 317 "
-             f"&& k.matches('{api.QUALIFIED_NAME}'))",
-             message=f"nodeSelector: {api.NODE_SELECTOR_KEY_MESSAGE}", field_path=".nodeSelector"),
+        _label_keys_rule("nodeSelector", api.NODE_SELECTOR_KEY_MESSAGE),
     ),
     api.IngressSpec: (
         Rule(rule=f"!self.path.matches('{api.INGRESS_PATH_BAD}')", message=f"path: {api.INGRESS_PATH_MESSAGE}",
