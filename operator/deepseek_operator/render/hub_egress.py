@@ -43,7 +43,8 @@ def _split(url: str) -> SplitResult:
 
 
 def url_port(url: str) -> int:
-    """The TCP port a URL connects to: its own, else its scheme's; 443 when it names neither."""
+    """The TCP port a URL connects to: its own, else its scheme's (a bare `host` is http: 80); 443 for
+    a scheme not in SCHEME_PORTS."""
     parts = _split(url)
     try:
         port = parts.port
