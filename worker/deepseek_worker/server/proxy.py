@@ -34,7 +34,7 @@ from .lifecycle import WorkerState
 from .limits import API_PREFIXES
 from .metrics import Metrics, _gauge
 from .relay import RelayResponse
-from .routes import token
+from .routes import health, token
 from .upstream import Upstream
 
 # (method, our path under each API prefix, the engine's path). /v1/models lists the engine's served
@@ -139,9 +139,4 @@ def _add_health(app: FastAPI, upstream: Upstream, state: WorkerState, metrics: M
 
     app.add_api_route("/health/ready", ready, methods=["GET"])
     app.add_api_route("/health", ready, methods=["GET"])
-    if settings.metrics_port:
-        return  # served on the metrics port alone (cli.py), as in builtin mode
-
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    health.add_metrics(app, metrics, settings)  # as in builtin mode: on the metrics port alone when set

@@ -43,6 +43,11 @@ def add(app: FastAPI, engine: EngineProtocol, state: WorkerState, metrics: Metri
             return JSONResponse({"status": "loading"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
+    add_metrics(app, metrics, settings)
+
+
+def add_metrics(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
+    """/metrics on the API port, unless the metrics port serves it (module docstring); proxy mode too."""
     if settings.metrics_port:
         return
 
