@@ -139,4 +139,5 @@ def _add_health(app: FastAPI, upstream: Upstream, state: WorkerState, metrics: M
 
     app.add_api_route("/health/ready", ready, methods=["GET"])
     app.add_api_route("/health", ready, methods=["GET"])
-    health.add_metrics(app, metrics, settings)  # as in builtin mode: on the metrics port alone when set
+    # As in builtin mode (on the metrics port alone when set); the engine's series are fetched blocking.
+    health.add_metrics(app, metrics, settings, off_loop=True)

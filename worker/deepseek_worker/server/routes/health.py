@@ -13,6 +13,8 @@ row, a wedged device). Readiness also fails while loading and while draining.
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
@@ -46,11 +48,15 @@ def add(app: FastAPI, engine: EngineProtocol, state: WorkerState, metrics: Metri
     add_metrics(app, metrics, settings)
 
 
-def add_metrics(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
-    """/metrics on the API port, unless the metrics port serves it (module docstring); proxy mode too."""
+def add_metrics(app: FastAPI, metrics: Metrics, settings: Settings, *, off_loop: bool = False) -> None:
+    """/metrics on the API port, unless the metrics port serves it (module docstring); proxy mode too.
+
+    Rendered on the loop thread (where the builtin engine.stats() must be read), or with `off_loop`
+    in a worker thread: proxy mode's collector fetches the engine's /metrics with a blocking client."""
     if settings.metrics_port:
         return
 
     @app.get("/metrics")
-    async def prometheus() -> Response:  # async: engine.stats() is read on the loop thread
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    async def prometheus() -> Response:
+        text = await asyncio.to_thread(metrics.render) if off_loop else metrics.render()
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
