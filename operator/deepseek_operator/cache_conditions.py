@@ -7,7 +7,7 @@ messages joined:
 - `ReadWriteOnceMultiAttach`: a claim only one node can attach (ReadWriteOnce, or ReadWriteOncePod
   for any second pod) is mounted by more than one worker pod. Pods scheduled to another node hang in
   ContainerCreating with the kubelet's Multi-Attach error; nothing fails, so it is said here.
-- the reasons of `notes` (the claims' resize, claim_resize.py), each a (reason, message) pair.
+- the reasons of `notes` (the claims' resize, cache_claims.py), each a (reason, message) pair.
 The condition is True (`Configured`) otherwise.
 """
 
