@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 from tests.real_cluster import AuditLog, RealCluster, admin_env, operator_kubeconfig  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "operator"))
+from deepseek_operator import children  # noqa: E402
 from deepseek_operator.api import parse_spec  # noqa: E402
-from deepseek_operator.cache import CHILD_KINDS, OPTIONAL_KINDS  # noqa: E402
 from deepseek_operator.reconcile import owner_of, render_routing_and_monitoring  # noqa: E402
 from deepseek_operator.render.common import Capabilities  # noqa: E402
 from deepseek_operator.render.workload import render_workload  # noqa: E402
@@ -51,9 +51,9 @@ SYSTEM = "deepseek-bench"
 RELEASE = "bench"
 BIN = pathlib.Path(sys.executable).parent
 IDLE_SECONDS = 120
-# Informers the operator starts here: the child kinds, IngressClasses, and per optional kind its CRD
-# and, this cluster serving all three, the kind itself.
-INFORMERS = len(CHILD_KINDS) + 1 + 2 * len(OPTIONAL_KINDS)
+# Informers the operator starts here: the core child kinds, IngressClasses, and per optional kind its
+# CRD and, this cluster serving them all, the kind itself (children.py).
+INFORMERS = len(children.watched()) + 1 + 2 * len(children.optional_by_crd())
 RESOURCES = {"Deployment": "deployments", "Service": "services", "PodDisruptionBudget": "poddisruptionbudgets",
              "NetworkPolicy": "networkpolicies", "ServiceMonitor": "servicemonitors",
              "PrometheusRule": "prometheusrules"}

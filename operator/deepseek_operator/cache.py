@@ -1,13 +1,13 @@
 """The reconcile reads watch-fed caches and writes the API: `CachedK8s` is `K8s` with cached reads.
 
 Every kind the reconcile reads has one informer (informer.py) per watched namespace, or one for the
-whole cluster: the children (selected by the `deepseek.ai/deployment` label, server-side), the
-IngressClasses, and the four CustomResourceDefinitions whose presence decides the optional APIs
-(one object each, by field selector: a cluster's CRDs can weigh megabytes), and the pods' volume
+whole cluster: the children (children.py's registry; selected by the `deepseek.ai/deployment` label,
+server-side), the IngressClasses, the CustomResourceDefinitions whose presence decides the optional
+APIs (one object each, by field selector: a cluster's CRDs can weigh megabytes), and the pods' volume
 Warning events (FailedMount, FailedAttachVolume: one narrow informer per reason, by field selector;
-an event counts as a change of its pod). Informers for the
-optional kinds (HTTPRoute, ServiceMonitor, PrometheusRule, LeaderWorkerSet) start when their CRD appears, so a cluster
-without them costs no polling. DeepSeekDeployments are not watched twice: kopf's own watch feeds
+an event counts as a change of its pod). Informers for the optional kinds (HTTPRoute, ServiceMonitor,
+PrometheusRule, LeaderWorkerSet) start when their CRD appears, so a cluster without them costs no
+polling. DeepSeekDeployments are not watched twice: kopf's own watch feeds
 their store (handlers.py), and a miss falls back to a GET.
 
 Reads wait until the informer's first list is complete (bounded: `SYNC_TIMEOUT`, then a 503 that the
@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from deepseek_operator import children
 from deepseek_operator.informer import Informer, Store
 from deepseek_operator.k8s import KINDS, ApiError, K8s, Kind
 from deepseek_operator.render.common import LABEL_DEPLOYMENT
@@ -32,19 +33,6 @@ CR = KINDS[("deepseek.ai/v1alpha1", "DeepSeekDeployment")]
 CRD = Kind("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False)
 INGRESS_CLASS = KINDS[("networking.k8s.io/v1", "IngressClass")]
 SYNC_TIMEOUT = 60.0
-CHILD_KINDS = [KINDS[k] for k in (
-    ("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Pod"), ("policy/v1", "PodDisruptionBudget"),
-    ("networking.k8s.io/v1", "Ingress"), ("networking.k8s.io/v1", "NetworkPolicy"),
-    # The model cache (render/model_cache.py).
-    ("batch/v1", "Job"), ("v1", "PersistentVolumeClaim"), ("v1", "ConfigMap"), ("v1", "ServiceAccount"),
-    ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "RoleBinding"))]
-# Optional child kinds, by the CRD that serves them.
-OPTIONAL_KINDS = {
-    "httproutes.gateway.networking.k8s.io": KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")],
-    "servicemonitors.monitoring.coreos.com": KINDS[("monitoring.coreos.com/v1", "ServiceMonitor")],
-    "prometheusrules.monitoring.coreos.com": KINDS[("monitoring.coreos.com/v1", "PrometheusRule")],
-    "leaderworkersets.leaderworkerset.x-k8s.io": KINDS[("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")],
-}
 OnChange = Callable[[Kind, dict[str, Any]], None]
 POD = KINDS[("v1", "Pod")]
 EVENT = KINDS[("v1", "Event")]
@@ -81,13 +69,13 @@ class CachedK8s(K8s):
 
     async def start(self) -> None:
         """Start the informers of the kinds always served, and of the CRDs that gate the others."""
-        for kind in CHILD_KINDS:
+        for kind in children.watched():
             self._start_scoped(kind)
         self._start(INGRESS_CLASS, None)
         for namespace in self._scopes():
             for reason in POD_EVENT_REASONS:
                 self._start(EVENT, namespace, field_selector=_pod_events(reason))
-        for crd in OPTIONAL_KINDS:
+        for crd in children.optional_by_crd():
             informer = self._start(CRD, None, field_selector=f"metadata.name={crd}")
             self._tasks[(crd, "first-list")] = asyncio.create_task(self._optional_after_first_list(informer, crd))
 
@@ -153,7 +141,7 @@ class CachedK8s(K8s):
 
     def _crd_changed(self, crd: dict[str, Any]) -> None:
         """Start the informer of an optional kind once its CRD serves it (they run until shutdown)."""
-        kind = OPTIONAL_KINDS.get(crd["metadata"]["name"])
+        kind = children.optional_by_crd().get(crd["metadata"]["name"])
         if kind is not None and serves(crd, kind.api_version.rpartition("/")[2]):
             self._start_scoped(kind)
 
@@ -214,7 +202,7 @@ class CachedK8s(K8s):
     async def served(self, api_version: str) -> set[str]:
         """Plurals served under `api_version`, from the CRD informers for the optional APIs."""
         group, _, version = api_version.rpartition("/")
-        crds = [(name, kind) for name, kind in OPTIONAL_KINDS.items() if kind.api_version == api_version]
+        crds = [(name, kind) for name, kind in children.optional_by_crd().items() if kind.api_version == api_version]
         if not crds:
             return await super().served(api_version)
         plurals = set()

@@ -6,6 +6,9 @@ and the apiserver's audit log records each of its requests. After every other te
 grant in the chart's ClusterRole was used or is justified in docs/install.md's table of grants the
 suites do not exercise. A grant neither used nor justified is one to trim; a justification of a
 grant that was used is stale.
+
+Without the suites, `test_the_chart_grants_every_child_kind_its_verbs` checks the chart's rules against
+the registry of owned children (children.py): a kind added there without its grant fails here.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import re
 
 import pytest
 
+from deepseek_operator import children
 from tests.delivery.conftest import ROOT, one, render_chart
 from tests.real_cluster import RealCluster, audit_usage
 
@@ -29,6 +33,25 @@ def chart_grants() -> set[Grant]:
     rules = one(render_chart("leaderElection.enabled=true"), "ClusterRole")["rules"]
     return {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
             for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def namespaced_grants(*values: str) -> set[Grant]:
+    """The grants on namespaced resources: the ClusterRole's, or with `watchNamespace` the Role's."""
+    kind = "Role" if any(v.startswith("watchNamespace=") for v in values) else "ClusterRole"
+    rules = one(render_chart(*values), kind)["rules"]
+    return {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+@pytest.mark.parametrize("values", [(), ("watchNamespace=models",)], ids=["cluster-wide", "one-namespace"])
+def test_the_chart_grants_every_child_kind_its_verbs(values: tuple[str, ...]) -> None:
+    """Each owned child kind gets exactly the verbs its registry entry needs (Child.verbs): list and
+    watch for the informers, create/patch/delete for the kinds the operator renders and prunes."""
+    grants = namespaced_grants(*values)
+    for child in children.CHILDREN:
+        group = child.kind.api_version.rpartition("/")[0]
+        granted = {verb for g, resource, verb in grants if (g, resource) == (group, child.kind.plural)}
+        assert granted == set(child.verbs()), f"{child.kind.kind}: the chart grants {sorted(granted)}"
 
 
 def justified_grants(heading: str = UNEXERCISED_HEADING) -> set[Grant]:
