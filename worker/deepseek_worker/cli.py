@@ -59,6 +59,8 @@ FLAGS = [
     "--report-namespace",
     "--upstream",
     "--upstream-timeout-seconds",
+    "--gateway-config",
+    "--gateway-config-json",
 ]
 
 
@@ -100,7 +102,9 @@ class _PathOnlyAccessLog(logging.Filter):
 
 
 def _app(settings: Settings) -> FastAPI:
-    """Proxy mode in front of an upstream engine server, else our own engine."""
+    """Gateway mode, proxy mode in front of an upstream engine server, else our own engine."""
+    if settings.gateway:
+        return _gateway_app(settings)
     if settings.upstream is not None:
         from .server.proxy import build_proxy_app
 
@@ -111,6 +115,22 @@ def _app(settings: Settings) -> FastAPI:
     from .server import build_app
 
     return build_app(Engine(settings.engine_config()), settings)
+
+
+def _gateway_app(settings: Settings) -> FastAPI:
+    """The gateway; an invalid configuration exits 2 with one line, as an invalid setting does."""
+    from .gateway import build_gateway_app, load_config
+
+    try:
+        config = load_config(settings.gateway_config, settings.gateway_config_json)
+    except (ValidationError, ValueError, OSError) as exc:
+        first = exc.errors()[0] if isinstance(exc, ValidationError) else None
+        where = ".".join(str(p) for p in first["loc"]) if first else ""
+        message = str(first["msg"]) if first else str(exc)
+        print(f"deepseek-worker: invalid gateway configuration {where or ''}: {message}".replace("  ", " "),
+              file=sys.stderr)
+        raise SystemExit(2) from None
+    return build_gateway_app(settings, config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -74,13 +74,30 @@ class Settings(BaseSettings):
     upstream: str | None = None
     # The longest the proxy waits on the upstream: to connect, for its response, between two body chunks.
     upstream_timeout_seconds: float = Field(600, gt=0)
+    # Gateway mode (gateway/, docs/gateway.md): the gateway's JSON configuration, as a mounted file or
+    # inline. Set, no model is loaded: requests are forwarded to the variants' worker pods.
+    gateway_config: Path | None = None
+    gateway_config_json: str | None = None
+    # The `variant` label of the per-key token counters (server/metering.py): the DeepSeekDeployment
+    # variant this pod serves. A label value: letters, digits, `.`, `_`, `-`.
+    variant: str = Field("primary", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
-    @field_validator("api_keys_file", "jwt_secret_file", "jwt_clients_file")
+    @field_validator("api_keys_file", "jwt_secret_file", "jwt_clients_file", "gateway_config")
     @classmethod
     def _readable(cls, path: Path | None) -> Path | None:
         """Secret files must exist at start-up: a missing mount is a deployment error."""
         if path is not None and not path.is_file():
             raise ValueError(f"file not found: {path}")
+        return path
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _valid_keys(cls, path: Path | None) -> Path | None:
+        """A structured keys file (ids, quotas, priorities) must validate at start-up, naming the field."""
+        if path is not None:
+            from .server.keys import parse_keys  # here: the server package imports these settings
+
+            parse_keys(path.read_text(encoding="utf-8"))  # KeysFileError is a ValueError: its message names the entry
         return path
 
     @field_validator("jwt_secret_file")
@@ -117,9 +134,18 @@ class Settings(BaseSettings):
             raise ValueError("max_new_tokens must be smaller than max_model_len")
         if self.jwt_clients_file is not None and self.jwt_secret_file is None:
             raise ValueError("jwt_clients_file needs jwt_secret_file")
+        if self.gateway and self.upstream is not None:
+            raise ValueError("gateway mode and proxy mode (upstream) exclude each other")
+        if self.gateway_config is not None and self.gateway_config_json is not None:
+            raise ValueError("give gateway_config or gateway_config_json, not both")
         if self.max_concurrent_requests_per_key > self.max_concurrent_requests:
             raise ValueError("max_concurrent_requests_per_key must not exceed max_concurrent_requests")
         return self
+
+    @property
+    def gateway(self) -> bool:
+        """Gateway mode: a gateway configuration was given."""
+        return self.gateway_config is not None or self.gateway_config_json is not None
 
     @property
     def served_name(self) -> str:

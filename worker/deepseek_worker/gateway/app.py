@@ -1,0 +1,137 @@
+"""build_gateway_app(settings, config) -> the gateway: our edge (auth, limits, metrics) in front of
+the variants' worker pods, with scale-from-zero hold and spill-over (forward.py). CPU only: nothing
+here imports torch.
+
+Routes: the forwarded OpenAI routes (as proxy mode: chat, completions, embeddings, models; under
+/v1 and without it), the token endpoint, /health/live, /health/ready and /health (200 unless
+draining: the gateway holds requests itself), /metrics, and GET /scaling/{variant} for KEDA's
+metrics-api scaler: {"held", "inflight", "queue", "readyBackends"}.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from ..server.auth import Authenticator
+from ..server.edge import add_edge
+from ..server.errors import install_error_handlers
+from ..server.lifecycle import WorkerState
+from ..server.limits import API_PREFIXES
+from ..server.metrics import Metrics
+from ..server.proxy import FORWARDED
+from ..server.routes import health, token
+from ..settings import Settings
+from .backends import Pool
+from .config import GatewayConfig
+from .discovery import Discoverer, Resolve, resolve_dns, running
+from .fallback import FallbackRule, HostedAPI
+from .forward import GatewayResponse, Router
+from .hold import Hold
+from .metrics import GatewayCollector, GatewayMetrics
+from .status import FixedStatus, KubeStatusSource, StatusSource
+
+
+def build_gateway_app(settings: Settings, config: GatewayConfig, *, status: StatusSource | None = None,
+                      resolve: Resolve = resolve_dns, seed: int | None = None) -> FastAPI:
+    """The gateway app. `status` (default: the DeepSeekDeployment named in the config, else none),
+    `resolve` (DNS) and `seed` (the RNG of weighted and tie-breaking choices) are for tests."""
+    rng = random.Random(seed)
+    state = WorkerState()
+    pools = {v.name: Pool(v.name, config.backendTimeoutSeconds, rng) for v in config.variants}
+    holds = {v.name: Hold(config.hold.maxQueue, config.hold.loadSeconds) for v in config.variants}
+    rule = FallbackRule(config.fallback)
+    metrics = Metrics(GatewayCollector(state, settings.max_concurrent_requests, pools, holds, rule.window.share))
+    if status is None:
+        ref = config.statusFrom
+        status = KubeStatusSource(ref.name, ref.namespace) if ref is not None else FixedStatus()
+    router = Router(config=config, pools=pools, holds=holds, rule=rule,
+                    hosted=HostedAPI(config.fallback) if config.fallback is not None else None,
+                    metrics=metrics, gateway_metrics=GatewayMetrics(metrics.registry), status=status, rng=rng)
+    discoverers = [Discoverer(v, pools[v.name], config.discovery, _held(holds[v.name]), resolve)
+                   for v in config.variants]
+    auth = Authenticator(settings)
+    app = FastAPI(title="deepseek-worker (gateway)", version="1", lifespan=_lifespan(router, discoverers))
+    app.state.settings, app.state.worker, app.state.router = settings, state, router
+    app.state.metrics, app.state.auth = metrics, auth
+    install_error_handlers(app)
+    _add_forwarding(app, router, auth)
+    token.add(app, auth)
+    _add_health(app, state, router, metrics, settings)
+    add_edge(app, settings, state, metrics, auth, ready=lambda: True)
+    return app
+
+
+def _held(hold: Hold) -> Any:
+    return lambda: hold.held
+
+
+def _lifespan(router: Router, discoverers: list[Discoverer]) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for pool in router.pools.values():
+                stack.push_async_callback(pool.stop)
+            if router.hosted is not None:
+                await router.hosted.start()
+                stack.push_async_callback(router.hosted.stop)
+            if isinstance(router.status, KubeStatusSource):
+                stack.push_async_callback(router.status.close)
+            # A first round before serving, so fixed backends that answer are ready at once.
+            for discoverer in discoverers:
+                await discoverer.refresh(resolve=True)
+            await stack.enter_async_context(running(discoverers))
+            yield
+
+    return lifespan
+
+
+def _add_forwarding(app: FastAPI, router: Router, auth: Authenticator) -> None:
+    """Each forwarded route under /v1 and without it; the caller's identity decides spill-over."""
+
+    def forward(method: str, target: str) -> Any:
+        async def handler(request: Request) -> Response:
+            started = time.perf_counter()
+            body = await request.body()  # within the body cap (limits.AdmissionMiddleware)
+            path = target + "/" + request.path_params["model_id"] if "model_id" in request.path_params else target
+            identity = auth.identify(request.headers, request.scope)  # admitted already: cannot fail here
+            return GatewayResponse(router, method, path, body, request.headers, identity, started)
+
+        return handler
+
+    for prefix in API_PREFIXES:
+        for method, ours, target in FORWARDED:
+            app.add_api_route(prefix + ours, forward(method, target), methods=[method], response_model=None)
+        app.add_api_route(prefix + "/models/{model_id:path}", forward("GET", "/v1/models"), methods=["GET"],
+                          response_model=None)
+
+
+def _add_health(app: FastAPI, state: WorkerState, router: Router, metrics: Metrics, settings: Settings) -> None:
+    @app.get("/health/live")
+    async def live() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready() -> Response:
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return JSONResponse({"status": "ready", "variants": {
+            name: len(pool.ready_backends()) for name, pool in router.pools.items()}})
+
+    app.add_api_route("/health/ready", ready, methods=["GET"])
+    app.add_api_route("/health", ready, methods=["GET"])
+    health.add_metrics(app, metrics, settings)
+
+    @app.get("/scaling/{variant}")
+    async def scaling(variant: str) -> Response:
+        """For KEDA's metrics-api scaler (valueLocation `held`, `inflight` or `queue`)."""
+        pool, hold = router.pools.get(variant), router.holds.get(variant)
+        if pool is None or hold is None:
+            return JSONResponse({"error": f"no variant {variant}"}, status_code=404)
+        return JSONResponse({"held": hold.held, "inflight": pool.inflight, "queue": pool.queue,
+                             "demand": hold.held + pool.inflight, "readyBackends": len(pool.ready_backends())})

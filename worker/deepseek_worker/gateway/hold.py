@@ -1,0 +1,57 @@
+"""Scale-from-zero hold: a bounded count of requests per variant waiting for a ready backend.
+
+`Hold` counts the held requests of one variant (the queue is the waiters themselves: each awaits
+its pool's readiness with its own deadline) and measures cold starts: from the first request held
+while the variant had no ready backend to that request's first byte. The last measurement (else the
+declared load time) gives a full queue's Retry-After.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+
+class HoldFull(Exception):
+    """The hold queue of a variant is full; `retry_after` is in whole seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"hold queue full; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class Hold:
+    """Held requests of one variant, and its cold-start clock."""
+
+    def __init__(self, max_queue: int, load_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_queue = max_queue
+        self.load_seconds = load_seconds  # declared; replaced by the last measured cold start
+        self.clock = clock
+        self.held = 0
+        self.cold_since: float | None = None  # when the first request of this cold start was held
+
+    def enter(self) -> None:
+        """Count one held request, or raise HoldFull."""
+        if self.held >= self.max_queue:
+            raise HoldFull(self.retry_after())
+        if self.cold_since is None:
+            self.cold_since = self.clock()
+        self.held += 1
+
+    def leave(self) -> None:
+        self.held -= 1
+
+    def retry_after(self) -> int:
+        """Seconds until a backend is expected: the load time left in this cold start (at least 1)."""
+        elapsed = 0.0 if self.cold_since is None else self.clock() - self.cold_since
+        return max(1, math.ceil(self.load_seconds - elapsed))
+
+    def first_byte(self) -> float | None:
+        """A held request got its first byte: the cold start's duration the first time, else None."""
+        if self.cold_since is None:
+            return None
+        took = self.clock() - self.cold_since
+        self.cold_since = None
+        self.load_seconds = took
+        return took
