@@ -9,7 +9,7 @@ venv=.tools/checkov-venv
 checkov_version=3.3.30
 shellcheck_version=0.11.0.1
 if [ -x "$venv/bin/checkov" ] && [ -x "$venv/bin/shellcheck" ] \
-  && "$venv/bin/pip" show checkov 2>/dev/null | grep -qx "Version: $checkov_version"; then
+  && "$venv/bin/pip" show checkov 2>/dev/null | grep -x "Version: $checkov_version" >/dev/null; then
   exit 0
 fi
 mkdir -p .tools

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.tools/litellm-venv
 litellm_version=1.110.2
-if [ -x "$venv/bin/python" ] && "$venv/bin/pip" show litellm 2>/dev/null | grep -qx "Version: $litellm_version"; then
+if [ -x "$venv/bin/python" ] && "$venv/bin/pip" show litellm 2>/dev/null | grep -x "Version: $litellm_version" >/dev/null; then
   exit 0
 fi
 mkdir -p .tools
