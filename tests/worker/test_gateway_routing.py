@@ -1,0 +1,158 @@
+"""Gateway forwarding (gateway/): weights, ready gating, least-loaded choice, retry before the first
+byte, byte-exact relay, the edge (auth), /scaling and the metrics. Stub backends and the gateway run
+under uvicorn on loopback (gateway_fakes.py); every wait has a deadline."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import httpx
+import pytest
+from fake_upstream import CHUNKS
+from fakes import free_port, wait_until
+from gateway_fakes import AUTH, StubBackend, chat, gateway, reply, serve
+
+from deepseek_worker.gateway.choose import choose_variant
+from deepseek_worker.gateway.config import GatewayConfig, Variant
+
+
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    with ExitStack() as stack:
+        yield stack
+
+
+def stub(stack: ExitStack, name: str) -> tuple[StubBackend, str]:
+    backend = StubBackend(name)
+    stack.callback(backend.release.set)  # never leave a stream waiting when a test fails
+    return backend, stack.enter_context(serve(backend))
+
+
+def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    sent = {"content-type": "application/json", **(AUTH if headers is None else headers)}
+    return httpx.post(url + "/v1/chat/completions", content=body, headers=sent, timeout=30)
+
+
+def served(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    return str(response.json()["served"])
+
+
+def test_weights_draw_by_a_seeded_rng_statistically() -> None:
+    variants = [Variant(name="a", weight=70, backends=["http://a:1"]), Variant(name="b", weight=30,
+                backends=["http://b:1"])]
+    rng = random.Random(3)
+    draws = Counter(choose_variant(variants, lambda _: True, rng).name for _ in range(20000))
+    assert abs(draws["a"] / 20000 - 0.7) < 0.015  # 5 sigma is 0.016
+
+    def sequence(seed: int) -> list[str]:
+        seeded = random.Random(seed)
+        return [choose_variant(variants, lambda _: True, seeded).name for _ in range(50)]
+
+    assert sequence(3) == sequence(3) != sequence(4)  # seedable: the same seed, the same draws
+    # Only variants with a ready backend count; none ready: every weighted one (the request is held).
+    assert {choose_variant(variants, lambda n: n == "b", rng).name for _ in range(200)} == {"b"}
+    assert {choose_variant(variants, lambda _: False, rng).name for _ in range(200)} == {"a", "b"}
+
+
+def test_weights_respected_through_the_gateway_and_ready_gated(stack: ExitStack) -> None:
+    a, a_url = stub(stack, "a")
+    b, b_url = stub(stack, "b")
+    config = {"variants": [{"name": "a", "weight": 75, "backends": [a_url]},
+                           {"name": "b", "weight": 25, "backends": [b_url]}]}
+    url, app = stack.enter_context(gateway(config))
+    with httpx.Client(timeout=30) as client:
+        counts = Counter(served(client.post(url + "/v1/chat/completions", content=chat(), headers=AUTH))
+                         for _ in range(400))
+    assert abs(counts["a"] / 400 - 0.75) < 0.11, counts  # 5 sigma of a binomial(400, 0.75)
+    b.health = 503
+    wait_until(lambda: not app.state.router.pools["b"].has_ready, 10, "b not ready")
+    assert {served(post(url, chat())) for _ in range(30)} == {"a"}
+
+
+def test_least_loaded_backend_by_inflight_then_by_polled_queue(stack: ExitStack) -> None:
+    one, one_url = stub(stack, "one")
+    two, two_url = stub(stack, "two")
+    url, app = stack.enter_context(gateway({"variants": [{"name": "v", "weight": 100,
+                                                          "backends": [one_url, two_url]}]}))
+    first: list[bytes] = []
+    started = threading.Event()
+
+    def waiting_stream() -> None:
+        with httpx.stream("POST", url + "/v1/chat/completions", content=chat("wait", stream=True), headers=AUTH,
+                          timeout=30) as response:
+            for piece in response.iter_raw():
+                first.append(piece)
+                started.set()
+
+    reader = threading.Thread(target=waiting_stream, daemon=True)
+    reader.start()
+    assert started.wait(30)
+    busy = "one" if one.requests else "two"
+    idle = "two" if busy == "one" else "one"
+    assert {served(post(url, chat())) for _ in range(10)} == {idle}  # in-flight 1 vs 0
+    one.release.set()
+    two.release.set()
+    reader.join(30)
+    assert b"".join(first) == b"".join(CHUNKS)
+    # The polled queue gauge refines the choice: "one" reports 5 waiting requests.
+    one.queue = 5
+    wait_until(lambda: app.state.router.pools["v"].backends[one_url].queue == 5, 10, "queue polled")
+    assert {served(post(url, chat())) for _ in range(10)} == {"two"}
+
+
+def test_byte_exact_json_and_stream_with_served_by(stack: ExitStack) -> None:
+    _, a_url = stub(stack, "a")
+    url, _ = stack.enter_context(gateway({"variants": [{"name": "a", "weight": 100, "backends": [a_url]}]}))
+    response = post(url, chat())
+    assert response.content == reply("a")
+    assert response.headers["x-served-by"] == "a"
+    with httpx.stream("POST", url + "/chat/completions", content=chat("stream", stream=True), headers=AUTH,
+                      timeout=30) as streamed:
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        assert streamed.headers["x-served-by"] == "a"
+        assert b"".join(streamed.iter_raw()) == b"".join(CHUNKS)
+    assert post(url, chat(), headers={}).status_code == 401  # our auth at the edge
+
+
+def test_failed_backend_is_retried_on_another_before_any_byte(stack: ExitStack) -> None:
+    live, live_url = stub(stack, "live")
+    draining, draining_url = stub(stack, "draining")
+    dead_url = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
+    url, app = stack.enter_context(gateway({"variants": [{"name": "v", "weight": 100,
+                                                          "backends": [dead_url, draining_url, live_url]}]}))
+    pool = app.state.router.pools["v"]
+    wait_until(lambda: len(pool.ready_backends()) == 2, 10, "two ready backends")
+    pool.set_ready(pool.backends[dead_url], True)  # as if it had just died after its last probe
+    draining.status = 503  # a pod that is shutting down answers 503
+    results = [post(url, chat()) for _ in range(6)]
+    assert [served(r) for r in results] == ["live"] * 6
+    assert draining.requests  # it was tried, then left
+    metrics = httpx.get(url + "/metrics", headers=AUTH).text
+    assert 'deepseek_gateway_backend_retries_total{variant="v"}' in metrics
+    assert 'deepseek_gateway_requests_served_total{served_by="v"} 6.0' in metrics
+
+
+def test_scaling_endpoint_and_gauges(stack: ExitStack) -> None:
+    _, a_url = stub(stack, "a")
+    url, _ = stack.enter_context(gateway({"variants": [{"name": "a", "weight": 100, "backends": [a_url]}]}))
+    assert httpx.get(url + "/scaling/a").json() == {"held": 0, "inflight": 0, "queue": 0.0, "demand": 0,
+                                                    "readyBackends": 1}
+    assert httpx.get(url + "/scaling/nope").status_code == 404
+    metrics = httpx.get(url + "/metrics", headers=AUTH).text
+    for name in ('deepseek_gateway_held_requests{variant="a"} 0.0', 'deepseek_gateway_ready_backends{variant="a"} 1.0',
+                 "deepseek_gateway_fallback_share 0.0"):
+        assert name in metrics
+
+
+def test_config_refuses_bad_documents() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        GatewayConfig.model_validate({"variants": [{"name": "a", "weight": 1, "backends": ["http://x"]}] * 2})
+    with pytest.raises(ValueError, match="backends, a service"):
+        GatewayConfig.model_validate({"variants": [{"name": "a", "weight": 1}]})
+    with pytest.raises(ValueError, match="without /v1"):
+        GatewayConfig.model_validate({"variants": [{"name": "a", "weight": 1, "backends": ["http://x/v1"]}]})
