@@ -18,9 +18,10 @@ cache under its name, so upgrading the operator downloads nothing again.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
-from deepseek_operator.api import DeepSeekDeploymentSpec, ModelSpec
+from deepseek_operator.api import DeepSeekDeploymentSpec, ModelSpec, ResolvedVariant
 from deepseek_operator.cache_conditions import Note
 from deepseek_operator.gpufit import quantity_bytes
 from deepseek_operator.k8s import KINDS, K8s, Kind
@@ -31,13 +32,15 @@ CLAIM = KINDS[("v1", "PersistentVolumeClaim")]
 STORAGE_CLASS = Kind("storage.k8s.io/v1", "StorageClass", "storageclasses", namespaced=False)
 
 
-async def adopt_legacy_caches(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec) -> Owner:
+async def adopt_legacy_caches(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec,
+                              variants: Sequence[ResolvedVariant] | None = None) -> Owner:
     """`owner` naming each cache whose claim exists only under its legacy name by that name. The
     legacy name hashed the size the claim was created with, which the claim itself still requests
-    (a release that keyed by size never resized), so a size changed since is found too."""
+    (a release that keyed by size never resized), so a size changed since is found too. `variants`:
+    resolve_variants(spec), when the caller resolved them already (desired.py)."""
     adopted = []
     claims = None
-    for model, _ in cached_models(spec).values():
+    for model, _ in cached_models(spec, variants).values():
         if await api.get(CLAIM, owner.namespace, cache_name(owner, model)) is not None:
             continue
         if claims is None:  # from the watch-fed cache: no request
@@ -96,10 +99,11 @@ async def storage_class(api: K8s, claim: dict[str, Any], size: str) -> dict[str,
     return found
 
 
-async def resize_claims(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec) -> list[Note]:
+async def resize_claims(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec,
+                        variants: Sequence[ResolvedVariant] | None = None) -> list[Note]:
     """Patch each cache claim that should grow and can; the notes for ModelCacheReady."""
     notes = []
-    for model, _ in cached_models(spec).values():
+    for model, _ in cached_models(spec, variants).values():
         note = await _resize_one(api, owner, model)
         if note is not None:
             notes.append(note)

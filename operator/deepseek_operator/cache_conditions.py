@@ -13,20 +13,22 @@ The condition is True (`Configured`) otherwise.
 
 from __future__ import annotations
 
-from deepseek_operator.api import DeepSeekDeploymentSpec
+from collections.abc import Sequence
+
+from deepseek_operator.api import DeepSeekDeploymentSpec, ResolvedVariant
 from deepseek_operator.render.model_cache import cached_models
 
 CONDITION = "ModelCacheReady"
 Note = tuple[str, str]  # (reason, message)
 
 
-def access_mode_notes(spec: DeepSeekDeploymentSpec) -> list[Note]:
+def access_mode_notes(spec: DeepSeekDeploymentSpec, variants: Sequence[ResolvedVariant] | None = None) -> list[Note]:
     """A ReadWriteOnce(Pod)-only cache mounted by more worker pods than it can serve."""
     notes = []
-    for model, variants in cached_models(spec).values():
+    for model, loading in cached_models(spec, variants).values():
         assert model.cache is not None  # cached models only
         modes = set(model.cache.access_modes)
-        pods = sum(v.replicas for v in variants)
+        pods = sum(v.replicas for v in loading)
         if modes == {"ReadWriteOncePod"} and pods > 1:
             notes.append(("ReadWriteOnceMultiAttach",
                           f"the cache of {model.id} is ReadWriteOncePod but {pods} worker pods mount it: all but "
@@ -42,11 +44,13 @@ def access_mode_notes(spec: DeepSeekDeploymentSpec) -> list[Note]:
     return notes
 
 
-def cache_conditions(spec: DeepSeekDeploymentSpec, notes: list[Note] | None = None) -> list[tuple[str, bool, str, str]]:
-    """The ModelCacheReady condition as (type, ok, reason, message); [] without a cached model."""
-    if not cached_models(spec):
+def cache_conditions(spec: DeepSeekDeploymentSpec, notes: list[Note] | None = None,
+                     variants: Sequence[ResolvedVariant] | None = None) -> list[tuple[str, bool, str, str]]:
+    """The ModelCacheReady condition as (type, ok, reason, message); [] without a cached model.
+    `variants`: resolve_variants(spec), when the caller resolved them already (desired.py)."""
+    if not cached_models(spec, variants):
         return []
-    found = access_mode_notes(spec) + list(notes or [])
+    found = access_mode_notes(spec, variants) + list(notes or [])
     if not found:
         return [(CONDITION, True, "Configured", "the model cache claims serve every worker pod")]
     return [(CONDITION, False, found[0][0], "; ".join(message for _, message in found))]

@@ -18,9 +18,10 @@ implausible value means no architecture, never an exception.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from deepseek_operator.api import DeepSeekDeploymentSpec, resolve_variants
+from deepseek_operator.api import DeepSeekDeploymentSpec, ResolvedVariant, resolve_variants
 from deepseek_operator.download import progress_of
 from deepseek_operator.gpufit import Architecture
 from deepseek_operator.k8s import KINDS, K8s
@@ -66,10 +67,12 @@ def _stored(config: dict[str, Any], parameters: int, hidden: int) -> Stored | No
     return Stored(FP8, fmt=fmt if isinstance(fmt, str) else "e4m3", quantized=max(parameters - embeddings, 0))
 
 
-async def downloaded_architectures(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec) -> dict[str, Architecture]:
-    """Each cached variant's architecture from its download's report (watch-fed: no request)."""
+async def downloaded_architectures(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec,
+                                   variants: Sequence[ResolvedVariant] | None = None) -> dict[str, Architecture]:
+    """Each cached variant's architecture from its download's report (watch-fed: no request);
+    `variants`: resolve_variants(spec), when the caller resolved them already (desired.py)."""
     out = {}
-    for variant in resolve_variants(spec):
+    for variant in resolve_variants(spec) if variants is None else variants:
         if not variant.model.cached:
             continue
         report = progress_of(await api.get(CONFIG_MAP, owner.namespace, cache_name(owner, variant.model)))

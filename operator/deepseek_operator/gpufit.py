@@ -38,7 +38,7 @@ The plan also carries the start-up figures of startup.py (checkpoint size, load 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         DeepSeekDeploymentSpec,
         ModelArchitecture,
         ModelSpec,
+        ResolvedVariant,
         Resources,
         RuntimeSpec,
         Serving,
@@ -614,11 +615,12 @@ def advisory(spec: DeepSeekDeploymentSpec) -> bool:
 
 
 def plan_variants(spec: DeepSeekDeploymentSpec, downloaded: dict[str, Architecture] | None = None,
-                  ) -> dict[str, GpuFit]:
+                  variants: Sequence[ResolvedVariant] | None = None) -> dict[str, GpuFit]:
     """The plan of every variant (the primary first), each with its own model on the spec's resources;
-    `downloaded`: variant -> its downloaded checkpoint's architecture (config_geometry.py)."""
+    `downloaded`: variant -> its downloaded checkpoint's architecture (config_geometry.py); `variants`:
+    resolve_variants(spec), when the caller resolved them already (desired.py)."""
     from deepseek_operator.api import resolve_variants
 
     selector = spec.scheduling.node_selector
     return {v.name: plan(v.model, spec.resources, spec.serving, selector, (downloaded or {}).get(v.name),
-                         v.runtime) for v in resolve_variants(spec)}
+                         v.runtime) for v in (resolve_variants(spec) if variants is None else variants)}

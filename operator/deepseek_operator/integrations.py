@@ -11,8 +11,9 @@ that the LeaderWorkerSet API is missing; then no workload is created at all.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
-from deepseek_operator.api import DeepSeekDeploymentSpec
+from deepseek_operator.api import DeepSeekDeploymentSpec, ResolvedVariant
 from deepseek_operator.k8s import KINDS, ApiError, K8s
 from deepseek_operator.render import multinode
 from deepseek_operator.render.common import Capabilities
@@ -54,8 +55,10 @@ async def _ingress_classes(api: K8s) -> frozenset[str] | None:
         raise
 
 
-def integration_conditions(spec: DeepSeekDeploymentSpec, caps: Capabilities) -> list[tuple[str, bool, str, str]]:
-    """(type, ok, reason, message) for IngressReady and MonitoringReady; omitted when not asked for."""
+def integration_conditions(spec: DeepSeekDeploymentSpec, caps: Capabilities,
+                           variants: Sequence[ResolvedVariant] | None = None) -> list[tuple[str, bool, str, str]]:
+    """(type, ok, reason, message) for IngressReady and MonitoringReady; omitted when not asked for.
+    `variants`: resolve_variants(spec), when the caller resolved them already (desired.py)."""
     out: list[tuple[str, bool, str, str]] = []
     ingress = spec.ingress
     if ingress is not None:
@@ -79,7 +82,7 @@ def integration_conditions(spec: DeepSeekDeploymentSpec, caps: Capabilities) -> 
                     "CRDs or set spec.monitoring.*.enabled=false"))
     elif any(enabled for _, enabled, _ in wanted):
         out.append(("MonitoringReady", True, "Configured", "ServiceMonitor/PrometheusRule applied"))
-    out += network_policy_conditions(spec, caps)
+    out += network_policy_conditions(spec, caps, variants)
     out += multinode_conditions(spec, caps)
     return out
 
@@ -110,8 +113,8 @@ def _labels(selector: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
 
 
-def network_policy_conditions(spec: DeepSeekDeploymentSpec,
-                              caps: Capabilities) -> list[tuple[str, bool, str, str]]:
+def network_policy_conditions(spec: DeepSeekDeploymentSpec, caps: Capabilities,
+                              variants: Sequence[ResolvedVariant] | None = None) -> list[tuple[str, bool, str, str]]:
     """NetworkPolicyReady while spec.networkPolicy is enabled: what the policy admits, or what it blocks
     that the spec needs (an ingress, a ServiceMonitor) because no namespace selector names its namespace."""
     policy = spec.network_policy
@@ -138,7 +141,7 @@ def network_policy_conditions(spec: DeepSeekDeploymentSpec,
         api += f" and namespaces {_labels(policy.ingress_namespace_selector)}"
     scrapes = (f"; metrics scrapes from namespaces {_labels(policy.monitoring_namespace_selector)}"
                if policy.monitoring_namespace_selector else "")
-    hub, rules = hub_egress(spec)
+    hub, rules = hub_egress(spec, variants)
     ports = ", ".join(str(p) for p in sorted({port["port"] for rule in rules for port in rule["ports"]}))
     where = " to networkPolicy.hubEgress.cidrs" if policy.hub_egress else ""
     egress = "DNS" + (f" and TCP {ports}{where} for {', '.join(hub)} (huggingFace)" if hub else "")

@@ -1,8 +1,10 @@
-"""ONE idempotent, level-based reconcile: parse -> render -> apply -> observe -> status.
+"""ONE idempotent, level-based reconcile: parse -> Desired -> render -> apply -> observe -> status.
 
 Every trigger (resume, create, update, an owned child's event, the resync timer) calls `reconcile`
 with the current body of the resource; it never looks at what changed. Writes happen only where the
-live state differs from the desired one, so an idle resource costs reads only.
+live state differs from the desired one, so an idle resource costs reads only. What the pass wants is
+computed once, as a frozen desired.Desired (variants resolved and GPU-fit planned once each); every
+step after it reads that value.
 """
 
 from __future__ import annotations
@@ -16,11 +18,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deepseek_operator import gpufit, measured, metrics, rollback, strategy, upgrade
-from deepseek_operator.api import PRIMARY, DeepSeekDeploymentSpec, InvalidSpec, parse_spec, resolve_variants
+from deepseek_operator.api import (
+    PRIMARY,
+    DeepSeekDeploymentSpec,
+    InvalidSpec,
+    ResolvedVariant,
+    parse_spec,
+    resolve_variants,
+)
 from deepseek_operator.cache_claims import adopt_legacy_caches, resize_claims
 from deepseek_operator.cache_conditions import CONDITION as CACHE_CONDITION
 from deepseek_operator.cache_conditions import Note, cache_conditions
 from deepseek_operator.config_geometry import downloaded_architectures
+from deepseek_operator.desired import WORKLOAD_KINDS, Chosen, Conditions, Desired, compute
 from deepseek_operator.download import DownloadState, download_state
 from deepseek_operator.integrations import detect_capabilities, integration_conditions, multinode_missing
 from deepseek_operator.k8s import KINDS, ApiError, K8s
@@ -53,15 +63,12 @@ from deepseek_operator.status import (
     merge_conditions,
 )
 from deepseek_operator.stored_defaults import needs_managed_fields, stored_default_conditions
-from deepseek_operator.strategy import Strategy
 from deepseek_operator.traffic import effective_weights
 
 log = logging.getLogger(__name__)
 Notify = Callable[[str, str, str], Awaitable[None]]  # (type Normal|Warning, reason, message)
-Conditions = Sequence[tuple[str, bool, str, str]]  # (type, ok, reason, message), as integration_conditions
 DEPLOYMENT = KINDS[("apps/v1", "Deployment")]
 LEADER_WORKER_SET = KINDS[(multinode.API_VERSION, multinode.KIND)]
-WORKLOAD_KINDS = ("Deployment", multinode.KIND)  # a variant's pods: one of these (render/workload.py)
 POD = KINDS[("v1", "Pod")]
 EVENT = KINDS[("v1", "Event")]
 CR = KINDS[("deepseek.ai/v1alpha1", "DeepSeekDeployment")]
@@ -104,13 +111,15 @@ def owner_of(body: Mapping[str, Any]) -> Owner:
 
 
 def render_routing_and_monitoring(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities,
-                                  weights: dict[str, int]) -> list[dict[str, Any]]:
+                                  weights: dict[str, int],
+                                  variants: Sequence[ResolvedVariant] | None = None) -> list[dict[str, Any]]:
     """The children besides the workload, pure: they depend on readiness (weights), so come second.
-    The NetworkPolicy is not one of them: it is applied before anything that makes pods (_guards)."""
+    The NetworkPolicy is not one of them: it is applied before anything that makes pods (_guards).
+    `variants`: resolve_variants(spec), when the caller resolved them already (desired.py)."""
     return [
-        *render_ingress(owner, spec, weights, caps),
+        *render_ingress(owner, spec, weights, caps, variants),
         *render_service_monitor(owner, spec, caps),
-        *render_prometheus_rule(owner, spec, caps),
+        *render_prometheus_rule(owner, spec, caps, variants),
     ]
 
 
@@ -155,40 +164,36 @@ async def _stored_defaults(api: K8s, body: Mapping[str, Any]) -> Conditions:
     return found
 
 
+
 async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_status: dict[str, Any], api: K8s,
                            notify: Notify, stored: Conditions) -> Outcome:
-    """`stored`: conditions about values an earlier CRD stored as defaults (stored_defaults.py)."""
-    owner = await adopt_legacy_caches(api, owner, spec)  # caches named by an older release keep their name
-    fits = gpufit.plan_variants(spec, await downloaded_architectures(api, owner, spec))  # plan from real configs
+    """`stored`: conditions about values an earlier CRD stored as defaults (stored_defaults.py). The
+    variants are resolved and planned once here; every later step reads the pass's Desired."""
+    variants = resolve_variants(spec)
+    owner = await adopt_legacy_caches(api, owner, spec, variants)  # caches named by an older release keep it
+    downloaded = await downloaded_architectures(api, owner, spec, variants)
+    fits = gpufit.plan_variants(spec, downloaded, variants)  # plan from real configs
     if any(fit.fits == "False" for fit in fits.values()) and not gpufit.advisory(spec):
         return await _refuse_unfit(api, owner, spec, old_status, fits, notify)
-    caps = await detect_capabilities(api)
-    plan = rollback.plan(spec, old_status)
-    guards = await _guards(api, owner, spec)
-    caches = await _model_caches(api, owner, spec, rollback.primary_image(spec, plan, old_status.get("image", "")))
-    chosen = _strategies(owner, spec, plan, old_status)
-    writes, states, weights, pods, upgrades = await _converge(api, owner, spec, caps, plan, old_status, chosen,
-                                                             caches, guards)
-    writes = _add(_add(writes, caches.writes), guards.writes)
-    new_plan = rollback.detect_failure(spec, plan, states[0], old_status.get("image", ""))
+    want = compute(owner, spec, variants, fits, await detect_capabilities(api), old_status, stored)
+    guards = await _guards(api, want)
+    caches = await _model_caches(api, want)
+    seen = await _converge(api, want, caches, guards)
+    writes = _add(_add(seen.writes, caches.writes), guards.writes)
+    new_plan = rollback.detect_failure(spec, want.rollback, seen.states[0], want.stable_image)
     if new_plan is not None:
-        plan = new_plan
-        await _announce_failure(notify, spec, plan, states[0])
-        if plan.rolled_back:
-            chosen = _strategies(owner, spec, plan, old_status)
-            more, states, weights, pods, upgrades = await _converge(api, owner, spec, caps, plan, old_status,
-                                                                   chosen, caches, guards)
-            writes = _add(writes, more)
-    fallen = _fall_back(spec, chosen, states, pods)
-    if fallen != chosen:  # Auto: no GPU for the surge pod; replace in place for the rest of this rollout
-        chosen = fallen
-        await notify("Normal", "SurgeFallback", _fallback_message(spec, chosen))
-        more, states, weights, pods, upgrades = await _converge(api, owner, spec, caps, plan, old_status, chosen,
-                                                               caches, guards)
-        writes = _add(writes, more)
-    reports = await observe_reports(api, owner, spec, fits)
-    status = _status(owner, spec, caps, plan, states, weights, old_status, chosen, fits, caches.downloads, reports,
-                     upgrades, caches.notes, stored)
+        want = want.after_failure(new_plan)
+        await _announce_failure(notify, spec, new_plan, seen.states[0])
+        if new_plan.rolled_back:
+            seen = await _converge(api, want, caches, guards)
+            writes = _add(writes, seen.writes)
+    fallen = _fall_back(want, seen)
+    if fallen != want.chosen:  # Auto: no GPU for the surge pod; replace in place for the rest of this rollout
+        want = want.with_strategies(fallen)
+        await notify("Normal", "SurgeFallback", _fallback_message(spec, fallen))
+        seen = await _converge(api, want, caches, guards)
+        writes = _add(writes, seen.writes)
+    status = _status(want, seen, caches, await observe_reports(api, want))
     await _write_status(api, owner, old_status, status)
     await _announce_plan_warnings(notify, old_status, fits)
     await _announce_advisory(notify, old_status, fits)
@@ -196,51 +201,50 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
     await _announce_downloads(notify, old_status, status)
     await _announce_measurements(notify, old_status, status)
     ready = status["conditions"][0]["status"] == "True"
-    recheck = _earliest(_recheck(caches.downloads), _surge_recheck(spec, chosen, states, pods))
+    recheck = _earliest(_recheck(caches.downloads), _surge_recheck(want, seen))
     return Outcome(writes, ready, status["conditions"][0]["reason"], recheck)
 
 
-Chosen = dict[str, tuple[Strategy, str]]  # variant -> (strategy, pod template hash)
 Pods = dict[str, list[dict[str, Any]]]  # variant -> its pods, as observed
 
 
-def _strategies(owner: Owner, spec: DeepSeekDeploymentSpec, plan: Rollback, old_status: dict[str, Any]) -> Chosen:
-    """Each variant's rolling update before observing: the requested one, or Auto's remembered choice."""
-    images = {PRIMARY: rollback.primary_image(spec, plan, old_status.get("image", ""))}
-    remembered = {v.get("name"): v for v in old_status.get("variants", [])}
-    chosen: Chosen = {}
-    for child in render_workload(owner, spec, images):
-        if child["kind"] in WORKLOAD_KINDS:
-            name = child["metadata"]["labels"][LABEL_VARIANT]
-            template = strategy.template_hash(child)
-            chosen[name] = (strategy.initial(spec.rollout.strategy, remembered.get(name, {}), template), template)
-    return chosen
+@dataclass(frozen=True)
+class Converged:
+    """What one _converge applied and then observed: the writes by action, each variant's state (the
+    primary first) and pods, the readiness-based traffic weights, and the operator-upgrade settling."""
+
+    writes: dict[str, int]
+    states: list[VariantState]
+    weights: dict[str, int]
+    pods: Pods
+    upgrades: upgrade.Upgrades
 
 
-def _fall_back(spec: DeepSeekDeploymentSpec, chosen: Chosen, states: list[VariantState], pods: Pods) -> Chosen:
+def _fall_back(want: Desired, seen: Converged) -> Chosen:
     """Auto variants whose surge pod has waited surgeTimeoutSeconds for a GPU switch to Replace."""
-    if spec.rollout.strategy != "Auto":
-        return chosen
+    rollout = want.spec.rollout
+    if rollout.strategy != "Auto":
+        return want.chosen
     now = datetime.now(UTC)
-    out = dict(chosen)
-    for state in states:
-        current, template = chosen[state.name]
-        if current == "Surge" and strategy.surge_stuck(pods.get(state.name, []), state.image, now,
-                                                      spec.rollout.surge_timeout_seconds):
+    out = dict(want.chosen)
+    for state in seen.states:
+        current, template = want.chosen[state.name]
+        if current == "Surge" and strategy.surge_stuck(seen.pods.get(state.name, []), state.image, now,
+                                                      rollout.surge_timeout_seconds):
             out[state.name] = ("Replace", template)
     return out
 
 
-def _surge_recheck(spec: DeepSeekDeploymentSpec, chosen: Chosen, states: list[VariantState],
-                   pods: Pods) -> float | None:
+def _surge_recheck(want: Desired, seen: Converged) -> float | None:
     """While an Auto variant's surge pod waits for a GPU, look again just after surgeTimeoutSeconds:
     a Pending pod sends no further event, and the next resync may be minutes away. The extra second
     covers the timestamps' one-second resolution, so the wake-up finds the deadline passed."""
-    if spec.rollout.strategy != "Auto":
+    rollout = want.spec.rollout
+    if rollout.strategy != "Auto":
         return None
     now = datetime.now(UTC)
-    waits = [strategy.surge_wait(pods.get(state.name, []), state.image, now, spec.rollout.surge_timeout_seconds)
-             for state in states if chosen[state.name][0] == "Surge"]
+    waits = [strategy.surge_wait(seen.pods.get(state.name, []), state.image, now, rollout.surge_timeout_seconds)
+             for state in seen.states if want.chosen[state.name][0] == "Surge"]
     due = [wait for wait in waits if wait is not None]
     return min(due) + 1.0 if due else None
 
@@ -272,12 +276,14 @@ class ModelCaches:
         return {name: state for name, state in self.downloads.items() if not state.complete}
 
 
-async def _model_caches(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, primary_image: str) -> ModelCaches:
+
+async def _model_caches(api: K8s, want: Desired) -> ModelCaches:
     """Apply the cache children (created once: the image only matters for a new Job), then observe."""
-    children = render_model_cache(owner, spec, {PRIMARY: primary_image})
+    owner, spec = want.owner, want.spec
+    children = render_model_cache(owner, spec, dict(want.images), want.variants)
     writes = await _apply(api, children)
-    notes = await resize_claims(api, owner, spec)  # a new cache.size grows the claim in place
-    return ModelCaches(children, writes, await observe_downloads(api, owner, spec), notes)
+    notes = await resize_claims(api, owner, spec, want.variants)  # a new cache.size grows the claim in place
+    return ModelCaches(children, writes, await observe_downloads(api, want), notes)
 
 
 @dataclass(frozen=True)
@@ -288,53 +294,53 @@ class Guards:
     writes: dict[str, int]
 
 
-async def _guards(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec) -> Guards:
+async def _guards(api: K8s, want: Desired) -> Guards:
     """Apply the NetworkPolicy first: a pod (worker or download Job) never runs unprotected, even when
     a later child is refused and the reconcile stops there."""
-    children = render_network_policy(owner, spec)
+    children = render_network_policy(want.owner, want.spec, want.variants)
     return Guards(children, await _apply(api, children))
 
 
-async def _converge(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
-                    old_status: dict[str, Any], chosen: Chosen, caches: ModelCaches, guards: Guards,
-                    ) -> tuple[dict[str, int], list[VariantState], dict[str, int], Pods, upgrade.Upgrades]:
+async def _converge(api: K8s, want: Desired, caches: ModelCaches, guards: Guards) -> Converged:
     """Apply the workload, observe it, then apply traffic/monitoring children with readiness-based weights.
     Last: the worker Deployments as settled against operator upgrades (upgrade.py)."""
-    images = {PRIMARY: rollback.primary_image(spec, plan, old_status.get("image", ""))}
+    owner, spec, caps = want.owner, want.spec, want.caps
     held = caches.held()
-    reports = render_reports(owner, spec)  # before the workload: the pods run as their accounts
-    workload = render_workload(owner, spec, images, {name: s for name, (s, _) in chosen.items()})
+    reports = render_reports(owner, spec, want.variants)  # before the workload: the pods run as their accounts
+    workload = render_workload(owner, spec, dict(want.images), {name: s for name, (s, _) in want.chosen.items()},
+                               want.variants)
     # Multi-node workers without the LeaderWorkerSet API: nothing can run them (MultiNodeReady says so).
     workload = [c for c in workload if c["kind"] != multinode.KIND or caps.leader_worker_set]
-    workload, upgrades = await _settle_upgrades(api, owner, spec, old_status, workload)
+    workload, upgrades = await _settle_upgrades(api, want, workload)
     writes = await _apply(api, reports + [c for c in workload if not _held_deployment(c, held)])
-    states, pods = await observe(api, owner, spec, images, held, caps)
-    weights = effective_weights(resolve_variants(spec), {s.name: s.ready for s in states})
-    others = render_routing_and_monitoring(owner, spec, caps, weights)
+    states, pods = await observe(api, want, held)
+    weights = effective_weights(want.variants, {s.name: s.ready for s in states})
+    others = render_routing_and_monitoring(owner, spec, caps, weights, want.variants)
     writes = _add(writes, await _apply(api, others))
     kept = await _claims_in_use(api, owner, held)
-    desired = guards.children + caches.children + reports + workload + others + kept
-    writes = _add(writes, {"deleted": await prune(api, owner, desired, caps)})
-    recorded = _recorded_intents(old_status)
+    children = guards.children + caches.children + reports + workload + others + kept
+    writes = _add(writes, {"deleted": await prune(api, owner, children, caps)})
+    recorded = _recorded_intents(want.previous)
     # A held variant's Deployment was not applied: neither pending nor of a new intent.
     upgrades = upgrade.Upgrades([name for name in upgrades.pending if name not in held],
                                 {name: recorded.get(name, "") if name in held else intent
                                  for name, intent in upgrades.intents.items()})
-    return writes, states, weights, pods, upgrades
+    return Converged(writes, states, weights, pods, upgrades)
 
 
-def _recorded_intents(old_status: dict[str, Any]) -> dict[str, str]:
+def _recorded_intents(previous: Mapping[str, Any]) -> dict[str, str]:
     """variant -> the specHash its status last recorded (upgrade.Intent's `recorded`)."""
-    return {v.get("name"): str(v.get("specHash", "")) for v in old_status.get("variants", [])}
+    return {v.get("name"): str(v.get("specHash", "")) for v in previous.get("variants", [])}
 
 
-async def _settle_upgrades(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, old_status: dict[str, Any],
-                           workload: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], upgrade.Upgrades]:
+async def _settle_upgrades(api: K8s, want: Desired, workload: list[dict[str, Any]],
+                           ) -> tuple[list[dict[str, Any]], upgrade.Upgrades]:
     """The workload with each worker Deployment settled against the live one (upgrade.py): a template
     only this operator release changed stays as it runs under rollout.operatorUpgrades OnNextChange,
     and under Rolling while another variant rolls out (one variant at a time)."""
-    seen = old_status.get("observedGeneration") == owner.generation
-    recorded = _recorded_intents(old_status)
+    owner, spec = want.owner, want.spec
+    seen = want.previous.get("observedGeneration") == owner.generation
+    recorded = _recorded_intents(want.previous)
     digest = upgrade.spec_digest(spec)
     live = {c["metadata"]["name"]: await api.get(DEPLOYMENT, owner.namespace, c["metadata"]["name"])
             for c in workload if c["kind"] == "Deployment"}
@@ -371,13 +377,14 @@ async def _claims_in_use(api: K8s, owner: Owner, held: dict[str, DownloadState])
     return kept
 
 
-async def observe_downloads(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec) -> dict[str, DownloadState]:
+async def observe_downloads(api: K8s, want: Desired) -> dict[str, DownloadState]:
     """The download state of each cached variant's model, from the caches (Job, ConfigMap, claim);
     variants of one model share its one reading."""
     now = datetime.now(UTC)
+    owner = want.owner
     by_cache: dict[str, DownloadState] = {}
     out = {}
-    for variant in resolve_variants(spec):
+    for variant in want.variants:
         model = variant.model
         if model.cache is None or not model.cached:
             continue
@@ -392,16 +399,15 @@ async def observe_downloads(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec
     return out
 
 
-async def observe_reports(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec,
-                          fits: dict[str, gpufit.GpuFit]) -> dict[str, dict[str, Any]]:
+async def observe_reports(api: K8s, want: Desired) -> dict[str, dict[str, Any]]:
     """status.gpuFit.measured of each variant whose worker reported with its current settings
     (measured.py), from the report ConfigMaps in the watch-fed cache."""
     out = {}
-    for variant in resolve_variants(spec):
-        config_map = await api.get(CONFIG_MAP, owner.namespace, report_name(owner, variant.name))
-        report = measured.read_report(config_map, measured.expected_settings(variant, spec.serving))
-        if report is not None and variant.name in fits:
-            out[variant.name] = measured.compare(fits[variant.name], report)
+    for variant in want.variants:
+        config_map = await api.get(CONFIG_MAP, want.owner.namespace, report_name(want.owner, variant.name))
+        report = measured.read_report(config_map, measured.expected_settings(variant, want.spec.serving))
+        if report is not None and variant.name in want.fits:
+            out[variant.name] = measured.compare(want.fits[variant.name], report)
     return out
 
 
@@ -427,27 +433,28 @@ async def _apply(api: K8s, children: list[dict[str, Any]]) -> dict[str, int]:
     return writes
 
 
-async def observe(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, images: dict[str, str],
-                  held: dict[str, DownloadState] | None = None,
-                  caps: Capabilities | None = None) -> tuple[list[VariantState], Pods]:
+
+async def observe(api: K8s, want: Desired, held: dict[str, DownloadState]) -> tuple[list[VariantState], Pods]:
     """Read each variant's Deployment (LeaderWorkerSet: lws_status.py) and pods and classify them
     (primary first); the pods too. A `held` variant (its model cache not downloaded yet) is rolling
-    out, or failed, for that reason; a multi-node one without the LeaderWorkerSet API has failed."""
+    out, or failed, for that reason; a multi-node one without the LeaderWorkerSet API has failed. An
+    OOMAtLoad carries the variant's plan from `want.fits`: the one in status.gpuFit."""
+    owner, spec = want.owner, want.spec
     states, all_pods = [], {}
     events = await api.list(EVENT, owner.namespace, {})  # volume warnings of the namespace's pods (cache.py)
     spans = multinode.spans_nodes(spec)
-    for variant in resolve_variants(spec):
-        dep = await _workload(api, owner, variant.name, spans, caps)
+    for variant in want.variants:
+        dep = await _workload(api, owner, variant.name, spans, want.caps)
         pods = all_pods[variant.name] = await api.list(POD, owner.namespace, selector_labels(owner, variant.name))
-        image = images.get(variant.name, variant.image)
-        fit = gpufit.plan(variant.model, spec.resources, spec.serving, spec.scheduling.node_selector)
-        state = variant_state(VariantObservation(variant.name, image, variant.replicas, dep, pods, fit.message,
-                                                 events))
-        if spans and caps is not None and not caps.leader_worker_set:
+        image = want.images.get(variant.name, variant.image)
+        fit = want.fits.get(variant.name)
+        state = variant_state(VariantObservation(variant.name, image, variant.replicas, dep, pods,
+                                                 fit.message if fit is not None else "", events))
+        if spans and not want.caps.leader_worker_set:
             message = multinode_missing(spec)
             state = dataclasses.replace(state, phase="Failed", reason="LeaderWorkerSetMissing", fatal=False,
                                         message=f"{variant.name}: {message}")
-        download = (held or {}).get(variant.name)
+        download = held.get(variant.name)
         if download is not None:
             phase: Phase = "RollingOut" if download.reason == "Downloading" else "Failed"
             state = dataclasses.replace(state, phase=phase, reason=download.reason, fatal=False,
@@ -456,12 +463,11 @@ async def observe(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, images: 
     return states, all_pods
 
 
-async def _workload(api: K8s, owner: Owner, variant: str, spans: bool,
-                    caps: Capabilities | None) -> dict[str, Any] | None:
+async def _workload(api: K8s, owner: Owner, variant: str, spans: bool, caps: Capabilities) -> dict[str, Any] | None:
     """A variant's Deployment, or its LeaderWorkerSet read as one (None where the API is not served)."""
     if not spans:
         return await api.get(DEPLOYMENT, owner.namespace, deployment_name(owner, variant))
-    if caps is not None and not caps.leader_worker_set:
+    if not caps.leader_worker_set:
         return None
     return as_deployment(await api.get(LEADER_WORKER_SET, owner.namespace, multinode.lws_name(owner, variant)))
 
@@ -492,39 +498,40 @@ async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Cap
     return deleted
 
 
-def _status(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities, plan: Rollback,
-            states: list[VariantState], weights: dict[str, int], old_status: dict[str, Any],
-            chosen: Chosen, fits: dict[str, gpufit.GpuFit], downloads: dict[str, DownloadState],
-            reports: dict[str, dict[str, Any]], upgrades: upgrade.Upgrades,
-            cache_notes: list[Note] | None = None,
-            stored: Conditions = (),
-            ) -> dict[str, Any]:
+
+
+def _status(want: Desired, seen: Converged, caches: ModelCaches, reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The status subresource of this pass (status.py) from what it wanted and what it observed;
+    `reports`: status.gpuFit.measured per variant (observe_reports)."""
+    owner, spec = want.owner, want.spec
     # /scale's selector: the pods that serve, one per replica (a multi-node group's leader).
     serving = {**selector_labels(owner, PRIMARY), **({multinode.LABEL_ROLE: "leader"} if multinode.spans_nodes(spec)
                                                     else {})}
-    selector = ",".join(f"{k}={v}" for k, v in serving.items())
-    notes: dict[str, tuple[str, str, str]] = {s.name: (chosen[s.name][0], chosen[s.name][1],
-                      strategy.downtime(chosen[s.name][0], s.desired, spec.rollout.max_unavailable))
-             for s in states if s.name in chosen}
+    notes: dict[str, tuple[str, str, str]] = {
+        s.name: (want.chosen[s.name][0], want.chosen[s.name][1],
+                 strategy.downtime(want.chosen[s.name][0], s.desired, spec.rollout.max_unavailable))
+        for s in seen.states if s.name in want.chosen}
+    upgrades = seen.upgrades
     inp = StatusInput(
         generation=owner.generation,
-        variants=states,
-        weights=weights,
-        selector=selector,
-        stable_image=old_status.get("image", ""),
-        rollback=plan,
+        variants=seen.states,
+        weights=seen.weights,
+        selector=",".join(f"{k}={v}" for k, v in serving.items()),
+        stable_image=want.stable_image,
+        rollback=want.rollback,
         auto_rollback=spec.rollout.auto_rollback,
         url=ingress_url(spec) if spec.ingress else "",
-        integrations=integration_conditions(spec, caps) + cache_conditions(spec, cache_notes) + list(stored),
+        integrations=(integration_conditions(spec, want.caps, want.variants)
+                      + cache_conditions(spec, caches.notes, want.variants) + list(want.stored)),
         strategies=notes,
-        gpu_fit={name: gpufit.status_of(fit) for name, fit in fits.items()},
-        downloads={name: state.status() for name, state in downloads.items()},
+        gpu_fit={name: gpufit.status_of(fit) for name, fit in want.fits.items()},
+        downloads={name: state.status() for name, state in caches.downloads.items()},
         measured=reports,
         upgrade_pending=(upgrade.pending_message(upgrades.pending, spec.rollout.operator_upgrades)
                          if upgrades.pending else ""),
         intents=upgrades.intents,
     )
-    return compute_status(inp, old_status, _now())
+    return compute_status(inp, dict(want.previous), _now())
 
 
 async def _refuse_unfit(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, old: dict[str, Any],
@@ -618,7 +625,7 @@ async def _announce_downloads(notify: Notify, old: dict[str, Any], new: dict[str
         await notify(kind, reason, f"{variant['name']}: {download['message']}")
 
 
-async def _announce_plan_warnings(notify: Notify, old: dict[str, Any], fits: dict[str, gpufit.GpuFit]) -> None:
+async def _announce_plan_warnings(notify: Notify, old: dict[str, Any], fits: Mapping[str, gpufit.GpuFit]) -> None:
     """One Warning event per plan warning (startup.py) not already in the variant's status.gpuFit.warnings."""
     before = {v.get("name"): (v.get("gpuFit") or {}).get("warnings") or [] for v in old.get("variants", [])}
     for name, fit in fits.items():
@@ -627,7 +634,7 @@ async def _announce_plan_warnings(notify: Notify, old: dict[str, Any], fits: dic
                 await notify("Warning", reason, f"{name}: {message}")
 
 
-async def _announce_advisory(notify: Notify, old: dict[str, Any], fits: dict[str, gpufit.GpuFit]) -> None:
+async def _announce_advisory(notify: Notify, old: dict[str, Any], fits: Mapping[str, gpufit.GpuFit]) -> None:
     """spec.gpuFit.mode Advisory: a plan that does not fit is one Warning event (its reason) per new message,
     and the rollout goes on."""
     before = {v.get("name"): (v.get("gpuFit") or {}).get("message") for v in old.get("variants", [])}

@@ -7,7 +7,7 @@ cannot disagree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from deepseek_operator.api import DeepSeekDeploymentSpec, IngressSpec, ResolvedVariant, resolve_variants
@@ -29,7 +29,8 @@ NGINX_CANARY_WEIGHT = NGINX + "canary-weight"
 
 
 def render_ingress(
-    owner: Owner, spec: DeepSeekDeploymentSpec, weights: Mapping[str, int], caps: Capabilities
+    owner: Owner, spec: DeepSeekDeploymentSpec, weights: Mapping[str, int], caps: Capabilities,
+    variants: Sequence[ResolvedVariant] | None = None,
 ) -> list[dict[str, Any]]:
     """Objects that expose the deployment at spec.ingress.host + path.
 
@@ -41,12 +42,13 @@ def render_ingress(
       `<owner>-<canary>` with the nginx canary annotations when the spec has a canary (the CRD
       allows at most one with this provider).
     Both bound the proxy's request timeout by serving.requestTimeoutSeconds, not the proxy default.
-    `weights` maps variant name -> percent; a variant missing from it gets 0.
+    `weights` maps variant name -> percent; a variant missing from it gets 0. `variants`:
+    resolve_variants(spec), when the caller resolved them already (desired.py).
     """
     ingress = spec.ingress
     if ingress is None:
         return []
-    variants = resolve_variants(spec)
+    variants = resolve_variants(spec) if variants is None else list(variants)
     timeout = spec.serving.request_timeout_seconds
     if ingress.provider == "gateway-api":
         return [_httproute(owner, ingress, variants, weights, timeout)] if caps.gateway_api else []

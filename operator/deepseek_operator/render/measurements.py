@@ -14,9 +14,10 @@ ConfigMaps with its label, so a report triggers a reconcile and costs no polling
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from deepseek_operator.api import DeepSeekDeploymentSpec, resolve_variants
+from deepseek_operator.api import DeepSeekDeploymentSpec, ResolvedVariant, resolve_variants
 from deepseek_operator.render.common import Owner, child_name, deployment_name, metadata
 
 COMPONENT = "measurements"
@@ -27,10 +28,12 @@ def report_name(owner: Owner, variant: str) -> str:
     return child_name(deployment_name(owner, variant), "report")
 
 
-def render_reports(owner: Owner, spec: DeepSeekDeploymentSpec) -> list[dict[str, Any]]:
-    """The report objects of every variant; see the module docstring for the order."""
+def render_reports(owner: Owner, spec: DeepSeekDeploymentSpec,
+                   variants: Sequence[ResolvedVariant] | None = None) -> list[dict[str, Any]]:
+    """The report objects of every variant (`variants`: resolve_variants(spec), when resolved already);
+    see the module docstring for the order."""
     children: list[dict[str, Any]] = []
-    for variant in resolve_variants(spec):
+    for variant in resolve_variants(spec) if variants is None else variants:
         name = report_name(owner, variant.name)
         def meta(name: str = name, variant: str = variant.name) -> dict[str, Any]:
             return metadata(owner, name, variant, component=COMPONENT)

@@ -15,6 +15,7 @@ second image; it does not carry the `deepseek.ai/deployment` label, so no worker
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from deepseek_operator.api import DeepSeekDeploymentSpec, ModelSpec, ResolvedVariant, resolve_variants
@@ -30,23 +31,26 @@ CREATE_ONLY = frozenset({"ConfigMap", "PersistentVolumeClaim", "Job"})
 PROGRESS_KEY = "progress"  # the ConfigMap data key the downloader writes
 
 
-def cached_models(spec: DeepSeekDeploymentSpec) -> dict[str, tuple[ModelSpec, list[ResolvedVariant]]]:
-    """Each distinct cached model (by cache key, in variant order) and the variants that load it."""
+def cached_models(spec: DeepSeekDeploymentSpec, variants: Sequence[ResolvedVariant] | None = None,
+                  ) -> dict[str, tuple[ModelSpec, list[ResolvedVariant]]]:
+    """Each distinct cached model (by cache key, in variant order) and the variants that load it;
+    `variants`: resolve_variants(spec), when the caller resolved them already (desired.py)."""
     out: dict[str, tuple[ModelSpec, list[ResolvedVariant]]] = {}
-    for variant in resolve_variants(spec):
+    for variant in resolve_variants(spec) if variants is None else variants:
         if variant.model.cached:
             out.setdefault(cache_key(variant.model), (variant.model, []))[1].append(variant)
     return out
 
 
 def render_model_cache(owner: Owner, spec: DeepSeekDeploymentSpec,
-                       images: dict[str, str] | None = None) -> list[dict[str, Any]]:
+                       images: dict[str, str] | None = None,
+                       variants: Sequence[ResolvedVariant] | None = None) -> list[dict[str, Any]]:
     """The cache objects of every cached model; see the module docstring for the order."""
     images = images or {}
     children: list[dict[str, Any]] = []
-    for model, variants in cached_models(spec).values():
+    for model, loading in cached_models(spec, variants).values():
         name = cache_name(owner, model)
-        image = images.get(variants[0].name, variants[0].image)
+        image = images.get(loading[0].name, loading[0].image)
         children += [
             _service_account(owner, name),
             _role(owner, name),

@@ -9,9 +9,16 @@ kube-state-metrics series, on the variant Deployments' names) so two resources n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from deepseek_operator.api import AlertThresholds, DeepSeekDeploymentSpec, PrometheusRuleSpec, resolve_variants
+from deepseek_operator.api import (
+    AlertThresholds,
+    DeepSeekDeploymentSpec,
+    PrometheusRuleSpec,
+    ResolvedVariant,
+    resolve_variants,
+)
 from deepseek_operator.render.common import (
     LABEL_COMPONENT,
     LABEL_DEPLOYMENT,
@@ -127,8 +134,10 @@ def render_service_monitor(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Cap
     ]
 
 
-def render_prometheus_rule(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities) -> list[dict[str, Any]]:
-    """One PrometheusRule with rule_groups(); [] when disabled or the CRD is missing.
+def render_prometheus_rule(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities,
+                           variants: Sequence[ResolvedVariant] | None = None) -> list[dict[str, Any]]:
+    """One PrometheusRule with rule_groups(); [] when disabled or the CRD is missing. `variants`:
+    resolve_variants(spec), when the caller resolved them already (desired.py).
 
     It carries the ServiceMonitor's user labels too: Prometheus' ruleSelector usually matches
     the same `release: ...` label as its serviceMonitorSelector.
@@ -141,14 +150,16 @@ def render_prometheus_rule(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Cap
             "apiVersion": API_VERSION,
             "kind": "PrometheusRule",
             "metadata": metadata(owner, owner.name, component=COMPONENT, extra_labels=labels),
-            "spec": rule_groups(owner, spec),
+            "spec": rule_groups(owner, spec, variants),
         }
     ]
 
 
-def rule_groups(owner: Owner, spec: DeepSeekDeploymentSpec) -> dict[str, Any]:
+def rule_groups(owner: Owner, spec: DeepSeekDeploymentSpec,
+                variants: Sequence[ResolvedVariant] | None = None) -> dict[str, Any]:
     """The alerting rules as a Prometheus rule file body: {"groups": [{"name", "rules"}]}."""
-    return {"groups": [{"name": f"deepseek-worker.{owner.namespace}.{owner.name}", "rules": _alerts(owner, spec)}]}
+    rules = _alerts(owner, spec, resolve_variants(spec) if variants is None else variants)
+    return {"groups": [{"name": f"deepseek-worker.{owner.namespace}.{owner.name}", "rules": rules}]}
 
 
 def duration(seconds: int) -> str:
@@ -190,11 +201,10 @@ def _latency_limit_seconds(spec: DeepSeekDeploymentSpec) -> float:
     return float(chosen) if chosen is not None else 0.8 * spec.serving.request_timeout_seconds
 
 
-def _alerts(owner: Owner, spec: DeepSeekDeploymentSpec) -> list[dict[str, Any]]:
+def _alerts(owner: Owner, spec: DeepSeekDeploymentSpec, variants: Sequence[ResolvedVariant]) -> list[dict[str, Any]]:
     # Names are DNS labels ([a-z0-9-]), so they need no escaping inside PromQL strings or regexes.
     sel = f'namespace="{owner.namespace}", deepseek_deployment="{owner.name}"'
     where = f"{owner.namespace}/{owner.name}"
-    variants = resolve_variants(spec)
     primary_dep = deployment_name(owner, variants[0].name)
     all_deps = "|".join(deployment_name(owner, v.name) for v in variants)
     canary_deps = "|".join(deployment_name(owner, v.name) for v in variants[1:])

@@ -25,10 +25,17 @@ omitted). Kubelet probes come from the node, which CNIs allow regardless of poli
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 from deepseek_operator.affinity import LabelSelector
-from deepseek_operator.api import ClientPeer, DeepSeekDeploymentSpec, NetworkPolicySpec, resolve_variants
+from deepseek_operator.api import (
+    ClientPeer,
+    DeepSeekDeploymentSpec,
+    NetworkPolicySpec,
+    ResolvedVariant,
+    resolve_variants,
+)
 from deepseek_operator.render.common import (
     HTTP_PORT,
     LABEL_VARIANT,
@@ -98,12 +105,14 @@ def _ingress(policy: NetworkPolicySpec) -> list[dict[str, Any]]:
     return rules
 
 
-def hub_egress(spec: DeepSeekDeploymentSpec) -> tuple[list[str], list[dict[str, Any]]]:
-    """(variants that download from the hub, their egress rules: one per distinct destination)."""
+def hub_egress(spec: DeepSeekDeploymentSpec,
+               variants: Sequence[ResolvedVariant] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """(variants that download from the hub, their egress rules: one per distinct destination);
+    `variants`: resolve_variants(spec), when the caller resolved them already (desired.py)."""
     cidrs = tuple(spec.network_policy.hub_egress.cidrs) if spec.network_policy.hub_egress else ()
     names: list[str] = []
     rules: list[dict[str, Any]] = []
-    for variant in resolve_variants(spec):
+    for variant in resolve_variants(spec) if variants is None else variants:
         if variant.model.source.hugging_face is None or variant.model.cached:
             continue  # a pvc or a model cache: the weights are on a volume (HF_HUB_OFFLINE=1)
         names.append(variant.name)
@@ -115,7 +124,8 @@ def hub_egress(spec: DeepSeekDeploymentSpec) -> tuple[list[str], list[dict[str, 
     return names, rules
 
 
-def render_network_policy(owner: Owner, spec: DeepSeekDeploymentSpec) -> list[dict[str, Any]]:
+def render_network_policy(owner: Owner, spec: DeepSeekDeploymentSpec,
+                          variants: Sequence[ResolvedVariant] | None = None) -> list[dict[str, Any]]:
     """The default-deny policy over every variant's pods, plus the model-hub egress policy when a
     variant downloads from the hub; [] when spec.networkPolicy.enabled is false."""
     policy = spec.network_policy
@@ -137,7 +147,7 @@ def render_network_policy(owner: Owner, spec: DeepSeekDeploymentSpec) -> list[di
             "spec": deny,
         }
     ]
-    downloading, egress = hub_egress(spec)
+    downloading, egress = hub_egress(spec, variants)
     if downloading:
         children.append(
             {

@@ -8,6 +8,7 @@ variant's image (the reconcile passes the rollback image here); everything else 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from deepseek_operator import gpufit, startup
@@ -55,12 +56,13 @@ def drain_seconds(spec: DeepSeekDeploymentSpec) -> int:
 
 def render_workload(
     owner: Owner, spec: DeepSeekDeploymentSpec, images: dict[str, str] | None = None,
-    strategies: dict[str, Strategy] | None = None,
+    strategies: dict[str, Strategy] | None = None, variants: Sequence[ResolvedVariant] | None = None,
 ) -> list[dict[str, Any]]:
     """Deployment, Service and PodDisruptionBudget of every variant and the stable Service, in order.
 
     `images` and `strategies` override, per variant, the spec's image (a rollback) and the rolling
     update (strategy.py: Auto's choice); without them: the spec's image, Surge unless Replace is asked.
+    `variants`: resolve_variants(spec), when the caller resolved them already (desired.py).
     """
     images = images or {}
     strategies = strategies or {}
@@ -68,7 +70,7 @@ def render_workload(
     # A pod's GPUs beyond a node: a LeaderWorkerSet per variant, Services on the leaders (multinode.py).
     spans = multinode.spans_nodes(spec)
     services = multinode.leaders_only if spans else lambda service: service
-    for variant in resolve_variants(spec):
+    for variant in resolve_variants(spec) if variants is None else variants:
         image = images.get(variant.name, variant.image)
         chosen = strategies.get(variant.name) or ("Replace" if spec.rollout.strategy == "Replace" else "Surge")
         if spans:
