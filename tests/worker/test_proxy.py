@@ -33,8 +33,12 @@ CHAT = b'{"model": "served", "messages": [{"role": "user", "content": "hi"}], "n
 
 
 def chat(scenario: str) -> bytes:
+    """A chat request; a stream asks for usage, so the proxy relays it unchanged (without, it asks the
+    engine for usage itself and holds the usage event back: test_metering_proxy.py)."""
+    stream = scenario in ("stream", "hang")
+    extra = {"stream_options": {"include_usage": True}} if stream else {}
     return json.dumps({"model": "served", "messages": [{"role": "user", "content": "hi"}],
-                       "stream": scenario in ("stream", "hang"), "scenario": scenario}).encode()
+                       "stream": stream, "scenario": scenario, **extra}).encode()
 
 
 @pytest.fixture

@@ -59,6 +59,7 @@ FLAGS = [
     "--report-namespace",
     "--upstream",
     "--upstream-timeout-seconds",
+    "--variant",
     "--gateway-config",
     "--gateway-config-json",
 ]

@@ -67,6 +67,9 @@ class SamplingParams:
     seed: int | None = None
     logprobs: int | None = None
     grammar: GrammarSpec | None = None
+    # Admission rank (the API key's priority): the engine admits waiting requests of a lower rank
+    # first, FIFO within a rank. 0 interactive, 1 batch.
+    priority: int = 0
 
 
 @dataclass(frozen=True)

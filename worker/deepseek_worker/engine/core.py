@@ -25,6 +25,7 @@ import torch
 
 from ..chat_template import chat_template as deepseek_chat_template
 from ..types import EngineConfig, EngineMeasurements, EngineStats, GenerationChunk, SamplingParams
+from .admission import WaitingQueue
 from .loading import Loaded, generation_defaults, load
 from .memory import plan_pool
 from .runner import Runner
@@ -43,7 +44,7 @@ class Engine:
         self.loaded: Loaded | None = None
         self._runner: Runner | None = None
         self._task: asyncio.Task[None] | None = None
-        self._waiting: deque[Sequence] = deque()
+        self._waiting = WaitingQueue()  # by priority, then arrival (admission.py)
         self._running: dict[int, Sequence] = {}
         self._queues: dict[int, asyncio.Queue[GenerationChunk]] = {}
         self._cancelled: set[int] = set()
@@ -257,7 +258,7 @@ class Engine:
             self._dispatch([(seq, chunk)])
 
     def _admit(self, dropping: int) -> list[Sequence]:
-        """Waiting requests in arrival order, while the pool has a free slot for each (the slots of
+        """Waiting requests by priority, then arrival order, while the pool has a free slot for each (the slots of
         the `dropping` cancelled requests are freed first in the same step)."""
         assert self._runner is not None
         room = self._runner.free_slots + dropping

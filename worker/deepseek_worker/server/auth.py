@@ -5,6 +5,9 @@ Off unless keys or a JWT secret are configured. Secrets are compared in constant
 key is compared, so timing does not reveal which one matched. Files are re-read when their mtime
 changes, so a rotated Kubernetes Secret takes effect without a restart.
 
+The keys file is either plain (one key per line) or structured (keys.py: an id, a token quota and a
+priority per key); `caller(identity)` tells the edge what an admitted identity is allowed.
+
 A 401 carries an RFC 6750 challenge: `Bearer realm="deepseek-worker"` when no bearer credential was
 sent (section 3.1: no error code then), plus `error="invalid_token"` when one was sent and refused.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,10 @@ from starlette.types import Scope
 from ..protocol.errors import APIError
 from ..protocol.models import TokenResponse
 from ..settings import MIN_JWT_SECRET_BYTES, Settings
+from .keys import ANONYMOUS_CALLER, UNNAMED, Caller, KeyEntry, KeysFileError, client_label, parse_keys
 from .limits import client_ip
+
+log = logging.getLogger("deepseek_worker.auth")
 
 ALGORITHMS = ["HS256"]  # the allowlist: "none" and asymmetric algorithms are refused
 REALM = "deepseek-worker"
@@ -70,14 +77,50 @@ class _WatchedFile:
         return self._lines
 
 
+def key_identity(key: str) -> str:
+    """The rate-limit identity of an API key: a short digest, so the key itself is never kept around."""
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _caller(entry: KeyEntry) -> Caller:
+    return Caller(entry.id or UNNAMED, entry.quota, entry.priority)
+
+
+class _KeysFile:
+    """The API keys file (either format), re-read when its mtime changes. A rotation to content that
+    does not validate keeps the last good keys and logs why (start-up refuses such a file outright)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._mtime: float | None = None
+        self.entries: list[KeyEntry] = []
+
+    def read(self) -> list[KeyEntry]:
+        if self.path is None:
+            return self.entries
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError:
+            return self.entries  # a Secret being swapped: keep the last good content
+        if mtime != self._mtime:
+            self._mtime = mtime
+            try:
+                self.entries = parse_keys(self.path.read_text(encoding="utf-8"))
+            except (KeysFileError, OSError) as exc:
+                log.error("keeping the previous API keys: %s: %s", self.path, exc)
+        return self.entries
+
+
 class Authenticator:
     """Checks `Authorization: Bearer <api key | JWT>` and issues JWTs for client credentials."""
 
     def __init__(self, settings: Settings, clock: Any = time.time) -> None:
         self.settings = settings
         self.clock = clock
-        self._static_keys = [k.strip() for k in (settings.api_keys or "").split(",") if k.strip()]
-        self._keys_file = _WatchedFile(settings.api_keys_file)
+        self._static_keys = [KeyEntry(key=k.strip()) for k in (settings.api_keys or "").split(",") if k.strip()]
+        self._keys_file = _KeysFile(settings.api_keys_file)
+        self._callers: dict[str, Caller] = {}  # identity -> caller, rebuilt when the key list changes
+        self._callers_of: list[KeyEntry] | None = None
         self._secret_file = _WatchedFile(settings.jwt_secret_file)
         self._clients_file = _WatchedFile(settings.jwt_clients_file)
 
@@ -98,14 +141,32 @@ class Authenticator:
             raise APIError(500, message, type_="server_error")
         return lines[0]
 
+    def _entries(self) -> list[KeyEntry]:
+        return [*self._static_keys, *self._keys_file.read()]
+
     def _key_identity(self, token: str) -> str | None:
         """Identity for a valid API key, else None. Compares against every key (constant time)."""
         offered = _digest(token)
         matched: str | None = None
-        for key in [*self._static_keys, *self._keys_file.lines()]:
-            if hmac.compare_digest(offered, _digest(key)):
-                matched = key
-        return None if matched is None else "key:" + hashlib.sha256(matched.encode()).hexdigest()[:16]
+        for entry in self._entries():
+            if hmac.compare_digest(offered, _digest(entry.key)):
+                matched = entry.key
+        return None if matched is None else key_identity(matched)
+
+    def caller(self, identity: str) -> Caller:
+        """What `identity` (from `identify`) is allowed: its key's id, quota and priority. A key
+        rotated away since it was identified is UNNAMED with no quota; callers without auth are
+        ANONYMOUS_CALLER; a JWT client is `client:<sub>` (interactive, no quota)."""
+        if identity.startswith("key:"):
+            from_file = self._keys_file.read()
+            if from_file is not self._callers_of:  # a re-read file is a new list
+                entries = [*self._static_keys, *from_file]
+                self._callers = {key_identity(entry.key): _caller(entry) for entry in entries}
+                self._callers_of = from_file
+            return self._callers.get(identity, Caller(UNNAMED))
+        if identity.startswith("client:"):
+            return Caller(client_label(identity.removeprefix("client:")))
+        return ANONYMOUS_CALLER
 
     def _jwt_identity(self, token: str) -> str | None:
         """Identity (`client:<sub>`) for a valid JWT, else None."""

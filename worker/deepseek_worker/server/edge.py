@@ -1,7 +1,9 @@
 """Our edge around an app's routes, the same in front of our engine and of an upstream one.
 
 `add_edge` installs admission (auth, rate limits, concurrency caps, body cap, drain: limits.py)
-inside request metrics (metrics.py), so a refused request is counted too.
+inside request metrics (metrics.py), so a refused request is counted too. Token metering, quotas and
+priorities (metering.py) are part of admission: `app.state.metering` is the interface, tests drive
+its quota clock there.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from ..settings import Settings
 from .auth import Authenticator
 from .lifecycle import WorkerState
 from .limits import AdmissionMiddleware, AuthFailureThrottle, RateLimiter, token_endpoint_limiter
+from .metering import Metering
 from .metrics import Metrics, MetricsMiddleware
 
 
@@ -25,6 +28,7 @@ def add_edge(app: FastAPI, settings: Settings, state: WorkerState, metrics: Metr
     """
     app.state.rate_limiter = RateLimiter(settings.rate_limit_rpm, settings.burst)
     app.state.auth_throttle = AuthFailureThrottle(settings.auth_failures_per_minute)
+    app.state.metering = Metering(metrics.registry, settings.variant, auth.caller)
     app.add_middleware(
         AdmissionMiddleware,
         state=state,
@@ -36,5 +40,6 @@ def add_edge(app: FastAPI, settings: Settings, state: WorkerState, metrics: Metr
         max_concurrent=settings.max_concurrent_requests,
         max_concurrent_per_key=settings.per_key_concurrency,
         max_body_bytes=settings.max_body_bytes,
+        metering=app.state.metering,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost

@@ -8,7 +8,7 @@ timeout or an error frees the engine slot at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field, replace
 
 from jinja2 import TemplateError
@@ -36,6 +36,8 @@ class Job:
     split_reasoning: bool = True  # False: thinking disabled or a prefix continued, all output is content
     tools: tools.ToolPlan | None = None  # parse tool calls out of the reply (protocol/features.py)
     prompt_chars: int = 0  # /v1/completions: logprobs' text_offset counts from the prompt's start
+    # (prompt, completion) tokens of the finished request, for the caller's meter (metering.py)
+    on_usage: Callable[[int, int], None] | None = None
     id: str = field(default_factory=lambda: new_id("chatcmpl"))
     created: int = field(default_factory=now)
 

@@ -4,9 +4,11 @@ One pure-ASGI middleware so that every refusal happens before the body is parsed
 engine work, and so the in-flight counts cover a streamed response until its last byte.
 Order for API routes (/v1/ and its unprefixed aliases, /auth/): not ready/draining (503) -> Content-Length cap (413)
 -> failed-auth throttle per client address (429) -> auth (401) -> rate limit (429)
--> per-key concurrency cap (429) -> worker concurrency cap (503) -> body cap while reading (413).
+-> token quota (429, metering.py) -> per-key concurrency cap (429) -> worker concurrency cap (503; a
+`batch` key already when only the slots kept for `interactive` keys are free) -> body cap while reading (413).
 The generated docs (/docs, /redoc, /openapi.json) and /metrics pass only the throttle and auth.
-Every response admitted past the rate limiter carries OpenAI's x-ratelimit-*-requests headers.
+Every response admitted past the rate limiter carries OpenAI's x-ratelimit-*-requests headers, and
+past the quota check (keys with a token quota) the x-ratelimit-*-tokens headers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -24,6 +27,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..protocol.errors import APIError
 from .lifecycle import WorkerState
+
+if TYPE_CHECKING:  # metering imports quotas, which imports this module
+    from .metering import Metering, Ticket
 
 GATED_PREFIXES = ("/v1/", "/auth/")
 # The API routes are served under /v1 (OpenAI's base URL) and without it (DeepSeek documents
@@ -209,6 +215,12 @@ def _content_length(headers: Headers) -> int | None:
     return int(value)
 
 
+def interactive_reserve(max_concurrent: int) -> int:
+    """Worker slots a `batch` key may not take: a quarter of them (none below 4), so interactive keys
+    still get in while batch traffic fills the worker."""
+    return max_concurrent // 4
+
+
 def client_ip(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
@@ -235,6 +247,7 @@ class AdmissionMiddleware:
         max_concurrent: int,
         max_concurrent_per_key: int | None = None,
         max_body_bytes: int,
+        metering: Metering | None = None,
     ) -> None:
         self.app = app
         self.state = state
@@ -246,6 +259,8 @@ class AdmissionMiddleware:
         self.max_concurrent = max_concurrent
         self.max_concurrent_per_key = max_concurrent_per_key or max_concurrent
         self.max_body_bytes = max_body_bytes
+        self.metering = metering
+        self.reserve = interactive_reserve(max_concurrent)
         self.per_key: dict[str, int] = {}  # in-flight requests per authenticated identity
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -264,22 +279,28 @@ class AdmissionMiddleware:
 
     async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
         rate: RateState | None = None
+        ticket: Ticket | None = None
         try:
             identity = self._precheck(scope)
-            limiter = self.token_limiter if str(scope["path"]).startswith("/auth/") else self.limiter
+            token_route = str(scope["path"]).startswith("/auth/")
+            limiter = self.token_limiter if token_route else self.limiter
             rate = limiter.take(identity)
             if rate is not None and rate.retry_after is not None:
                 raise APIError(429, "Rate limit reached; retry later.", retry_after=rate.retry_after)
-            self._check_slots(identity)
+            if self.metering is not None and not token_route:
+                ticket = self.metering.admit(identity)
+            self._check_slots(identity, ticket)
         except APIError as err:
             await self._refuse(err, scope, receive, send, rate)
             return
         keyed = not identity.startswith("ip:")
+        if ticket is not None and self.metering is not None:
+            self.metering.attach(scope, ticket)
         self.state.enter()
         if keyed:
             self.per_key[identity] = self.per_key.get(identity, 0) + 1
         try:
-            await self.app(scope, self._capped(receive), self._sending(scope, send, rate))
+            await self.app(scope, self._capped(receive), self._sending(scope, send, rate, ticket))
         finally:
             if keyed:
                 left = self.per_key.pop(identity, 1) - 1
@@ -310,9 +331,9 @@ class AdmissionMiddleware:
                 raise
             raise refusal from err
 
-    def _check_slots(self, identity: str) -> None:
+    def _check_slots(self, identity: str, ticket: Ticket | None = None) -> None:
         """Per-key cap (authenticated callers only: without auth every client behind an ingress shares
-        one address), then the worker's own cap."""
+        one address), then the worker's own cap, which a `batch` key meets `reserve` slots early."""
         held = self.per_key.get(identity, 0)
         if not identity.startswith("ip:") and held >= self.max_concurrent_per_key:
             raise APIError(
@@ -323,6 +344,10 @@ class AdmissionMiddleware:
             )
         if self.state.inflight >= self.max_concurrent:
             raise APIError(503, "The worker is at its concurrency limit; retry later.", retry_after=1)
+        if ticket is not None and ticket.caller.priority == "batch" and (
+                self.state.inflight >= self.max_concurrent - self.reserve):
+            raise APIError(503, f"The worker keeps its last {self.reserve} request slots for interactive "
+                           "keys and this key is a batch key; retry later.", retry_after=1)
 
     async def _refuse(
         self, err: APIError, scope: Scope, receive: Receive, send: Send, rate: RateState | None = None
@@ -331,9 +356,10 @@ class AdmissionMiddleware:
             self.auth_throttle.failed(client_ip(scope))
         await send_error(err, scope, receive, send, rate.headers() if rate is not None else None)
 
-    def _sending(self, scope: Scope, send: Send, rate: RateState | None) -> Send:
-        """Add the rate-limit headers to the response; count a 401 from a route (the token endpoint)."""
-        extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (rate.headers() if rate else {}).items()]
+    def _sending(self, scope: Scope, send: Send, rate: RateState | None, ticket: Ticket | None = None) -> Send:
+        """Add the rate-limit and token headers to the response; count a 401 from a route (the token endpoint)."""
+        headers = {**(rate.headers() if rate else {}), **(ticket.headers() if ticket else {})}
+        extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":

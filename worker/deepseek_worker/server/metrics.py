@@ -12,7 +12,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -154,10 +154,14 @@ class Metrics:
 
 
 class TokenTimer:
-    """Per-request TTFT/ITL bookkeeping, fed the engine's cumulative completion token counts."""
+    """Per-request TTFT/ITL bookkeeping, fed the engine's cumulative completion token counts.
+    `finish` counts the tokens, and reports them to `on_usage(prompt, completion)` when given
+    (the caller's meter: metering.py), the same numbers as the response's `usage`."""
 
-    def __init__(self, metrics: Metrics, started: float) -> None:
+    def __init__(self, metrics: Metrics, started: float,
+                 on_usage: Callable[[int, int], None] | None = None) -> None:
         self.metrics = metrics
+        self.on_usage = on_usage
         self.last: float | None = None
         self.started = started
         self.tokens = 0
@@ -180,6 +184,8 @@ class TokenTimer:
     def finish(self, prompt_tokens: int) -> None:
         self.metrics.prompt_tokens.inc(prompt_tokens)
         self.metrics.completion_tokens.inc(self.tokens)
+        if self.on_usage is not None:
+            self.on_usage(prompt_tokens, self.tokens)
 
 
 class MetricsMiddleware:

@@ -33,7 +33,7 @@ from .errors import install_error_handlers
 from .lifecycle import WorkerState
 from .limits import API_PREFIXES
 from .metrics import Metrics, _gauge
-from .relay import RelayResponse
+from .relay import RelayResponse, ask_for_usage
 from .routes import health, token
 from .upstream import Upstream
 
@@ -108,7 +108,10 @@ def _add_forwarding(app: FastAPI, upstream: Upstream, metrics: Metrics) -> None:
             started = time.perf_counter()
             body = await request.body()  # within the body cap (limits.AdmissionMiddleware)
             path = target + "/" + request.path_params["model_id"] if "model_id" in request.path_params else target
-            return RelayResponse(upstream, metrics, method, path, body, request.headers, started)
+            # A stream without usage is metered all the same: the engine is asked for it (relay.py).
+            asked = ask_for_usage(body) if method == "POST" and target != "/v1/embeddings" else None
+            return RelayResponse(upstream, metrics, method, path, asked or body, request.headers, started,
+                                 hide_usage=asked is not None)
 
         return handler
 

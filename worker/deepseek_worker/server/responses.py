@@ -58,7 +58,7 @@ async def _disconnect(receive: Receive) -> None:
 async def _collect(
     engine: EngineProtocol, settings: Settings, metrics: Metrics, job: Job, started: float
 ) -> tuple[list[GenerationChunk], GenerationChunk]:
-    timer = TokenTimer(metrics, started)
+    timer = TokenTimer(metrics, started, job.on_usage)
     got: list[GenerationChunk] = []
     last = GenerationChunk("", prompt_tokens=len(job.prompt_ids))
     async with aclosing(jobs.chunks(engine, settings, job)) as chunks:

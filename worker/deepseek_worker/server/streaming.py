@@ -143,7 +143,7 @@ async def _stream(
 ) -> AsyncIterator[str]:
     """Shared SSE loop; errors become one error event. Always ends with [DONE]. While no chunk
     comes for keepalive.KEEPALIVE_SECONDS, a `: keep-alive` comment goes out instead."""
-    timer = TokenTimer(metrics, started)
+    timer = TokenTimer(metrics, started, job.on_usage)
     last = GenerationChunk("", prompt_tokens=len(job.prompt_ids))
     source = keepalive.with_keepalive(jobs.chunks(engine, settings, job), keepalive.KEEPALIVE_SECONDS)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,7 +16,7 @@ from ...protocol.chat import ChatCompletionRequest
 from ...protocol.completions import CompletionRequest
 from ...settings import Settings
 from ...types import EngineProtocol
-from .. import jobs, responses, streaming
+from .. import jobs, metering, responses, streaming
 from ..errors import ERROR_RESPONSES
 from ..metrics import Metrics
 from .models import check_model
@@ -27,7 +28,7 @@ def add(app: FastAPI, prefix: str, engine: EngineProtocol, settings: Settings, m
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         started = time.perf_counter()
         check_model(served, body.model)
-        job = await jobs.prepare_chat(engine, settings, body)
+        job = _metered(await jobs.prepare_chat(engine, settings, body), request)
         if body.stream:
             return _sse(streaming.stream_chat(engine, settings, metrics, job, started))
         return await _reply(request, responses.complete_chat(engine, settings, metrics, job, started))
@@ -35,7 +36,7 @@ def add(app: FastAPI, prefix: str, engine: EngineProtocol, settings: Settings, m
     async def completions(body: CompletionRequest, request: Request) -> Response:
         started = time.perf_counter()
         check_model(served, body.model)
-        job = await jobs.prepare_completion(engine, settings, body)
+        job = _metered(await jobs.prepare_completion(engine, settings, body), request)
         if body.stream:
             return _sse(streaming.stream_completion(engine, settings, metrics, job, started))
         return await _reply(request, responses.complete_text(engine, settings, metrics, job, started))
@@ -44,6 +45,14 @@ def add(app: FastAPI, prefix: str, engine: EngineProtocol, settings: Settings, m
                       responses=ERROR_RESPONSES)
     app.add_api_route(prefix + "/completions", completions, methods=["POST"], response_model=None,
                       responses=ERROR_RESPONSES)
+
+
+def _metered(job: jobs.Job, request: Request) -> jobs.Job:
+    """The caller's priority into the engine's admission, its usage to its meter (the edge's Ticket)."""
+    scope = request.scope
+    job.params = replace(job.params, priority=metering.priority_rank(scope))
+    job.on_usage = lambda prompt, completion: metering.report_usage(scope, prompt, completion)
+    return job
 
 
 async def _reply(request: Request, work: Coroutine[Any, Any, BaseModel]) -> Response:
