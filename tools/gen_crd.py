@@ -5,9 +5,9 @@ Usage: tools/gen_crd.py            write the CRD
        tools/gen_crd.py --docs     also write docs/api.md
        tools/gen_crd.py --check    exit 1 when a committed file differs from what would be written
 
-Contract: the output is a pure function of the models deepseek_operator.api exports (operator/
-deepseek_operator/resource/) and the CEL table in
-tools/crd_rules.py (no timestamps, stable key order), so tests/crd can compare it byte for byte.
+Contract: the output is a pure function of the models deepseek_operator.api exports (defined in
+operator/deepseek_operator/resource/) and the CEL table in tools/crd_rules.py (no timestamps, stable
+key order), so tests/crd can compare it byte for byte.
 The schema is structural: `type` on every node, no $ref/anyOf/oneOf, free-form objects marked
 `x-kubernetes-preserve-unknown-fields`. Optional fields are left out instead of being nullable.
 """
