@@ -29,6 +29,7 @@ from deepseek_operator.api import (
 from deepseek_operator.cache_claims import adopt_legacy_caches, resize_claims
 from deepseek_operator.cache_conditions import CONDITION as CACHE_CONDITION
 from deepseek_operator.cache_conditions import Note, cache_conditions
+from deepseek_operator.children import pruned
 from deepseek_operator.config_geometry import downloaded_architectures
 from deepseek_operator.desired import WORKLOAD_KINDS, Chosen, Conditions, Desired, compute
 from deepseek_operator.download import DownloadState, download_state
@@ -72,12 +73,6 @@ LEADER_WORKER_SET = KINDS[(multinode.API_VERSION, multinode.KIND)]
 POD = KINDS[("v1", "Pod")]
 EVENT = KINDS[("v1", "Event")]
 CR = KINDS[("deepseek.ai/v1alpha1", "DeepSeekDeployment")]
-# Kinds whose stale children are pruned; optional ones only when their API is served.
-CORE_KINDS = [("apps/v1", "Deployment"), ("v1", "Service"), ("policy/v1", "PodDisruptionBudget"),
-              ("networking.k8s.io/v1", "Ingress"), ("networking.k8s.io/v1", "NetworkPolicy"),
-              ("batch/v1", "Job"), ("v1", "ConfigMap"), ("v1", "PersistentVolumeClaim"),
-              ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("rbac.authorization.k8s.io/v1", "Role"),
-              ("v1", "ServiceAccount")]
 JOB = KINDS[("batch/v1", "Job")]
 CONFIG_MAP = KINDS[("v1", "ConfigMap")]
 CLAIM = KINDS[("v1", "PersistentVolumeClaim")]
@@ -473,20 +468,11 @@ async def _workload(api: K8s, owner: Owner, variant: str, spans: bool, caps: Cap
 
 
 async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Capabilities) -> int:
-    """Delete owned children that are no longer desired (removed variants, switched providers)."""
+    """Delete owned children that are no longer desired (removed variants, switched providers), of
+    the kinds children.py registers as pruned (optional ones only while `caps` says they are served)."""
     wanted = {(c["apiVersion"], c["kind"], c["metadata"]["name"]) for c in desired}
-    kinds = list(CORE_KINDS)
-    if caps.gateway_api:
-        kinds.append(("gateway.networking.k8s.io/v1", "HTTPRoute"))
-    if caps.service_monitor:
-        kinds.append(("monitoring.coreos.com/v1", "ServiceMonitor"))
-    if caps.prometheus_rule:
-        kinds.append(("monitoring.coreos.com/v1", "PrometheusRule"))
-    if caps.leader_worker_set:
-        kinds.append((multinode.API_VERSION, multinode.KIND))
     deleted = 0
-    for key in kinds:
-        kind = KINDS[key]
+    for kind in pruned(caps):
         for live in await api.list(kind, owner.namespace, selector_labels(owner)):
             refs = live["metadata"].get("ownerReferences") or []
             mine = any(r.get("uid") == owner.uid for r in refs)

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from deepseek_operator.api import Condition, DeepSeekDeploymentStatus, DownloadStatus, GpuFitStatus, VariantStatus
 from deepseek_operator.measured import condition_of as measured_condition
 from deepseek_operator.observe import VariantState
 
@@ -157,24 +158,25 @@ def _available(primary: VariantState) -> tuple[bool, str, str]:
     return False, "NoReadyReplicas", primary.message
 
 
-def _variant_status(state: VariantState, inp: StatusInput) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": state.name, "weight": inp.weights.get(state.name, 0), "image": state.image,
-                           "replicas": state.replicas, "readyReplicas": state.ready}
+def _variant_status(state: VariantState, inp: StatusInput) -> VariantStatus:
+    """status.variants[] of one variant; its optional parts only where this pass has them."""
+    optional: dict[str, Any] = {}
     if state.name in inp.strategies:
-        out["strategy"], out["strategyTemplate"], _ = inp.strategies[state.name]
+        optional["strategy"], optional["strategy_template"], _ = inp.strategies[state.name]
     if inp.intents.get(state.name):
-        out["specHash"] = inp.intents[state.name]
+        optional["spec_hash"] = inp.intents[state.name]
     if state.name in inp.gpu_fit:
-        out["gpuFit"] = _gpu_fit(state.name, inp)
+        optional["gpu_fit"] = _gpu_fit(state.name, inp)
     if state.name in inp.downloads:
-        out["download"] = inp.downloads[state.name]
-    return out
+        optional["download"] = DownloadStatus.model_validate(inp.downloads[state.name])
+    return VariantStatus(name=state.name, weight=inp.weights.get(state.name, 0), image=state.image,
+                         replicas=state.replicas, ready_replicas=state.ready, **optional)
 
 
-def _gpu_fit(name: str, inp: StatusInput) -> dict[str, Any]:
+def _gpu_fit(name: str, inp: StatusInput) -> GpuFitStatus:
     """A variant's plan, with what its worker measured beside it when it reported."""
     fit = inp.gpu_fit[name]
-    return {**fit, "measured": inp.measured[name]} if name in inp.measured else fit
+    return GpuFitStatus.model_validate({**fit, "measured": inp.measured[name]} if name in inp.measured else fit)
 
 
 def _measured_condition(inp: StatusInput) -> list[dict[str, Any]]:
@@ -237,7 +239,9 @@ def stable_image(inp: StatusInput) -> str:
 
 
 def compute_status(inp: StatusInput, old: dict[str, Any], now: str) -> dict[str, Any]:
-    """The whole status subresource for this reconcile. Deterministic for the same inputs and `now`."""
+    """The whole status subresource for this reconcile, as the wire dict: built as the typed
+    api.DeepSeekDeploymentStatus (validated against the CRD's own model) and dumped once, with only
+    the fields this pass set. Deterministic for the same inputs and `now`."""
     primary = inp.variants[0]
     conds = [
         condition("Ready", *_ready(inp), inp.generation),
@@ -251,20 +255,24 @@ def compute_status(inp: StatusInput, old: dict[str, Any], now: str) -> dict[str,
     image = stable_image(inp)
     cleared = image == inp.rollback.failed_image and not inp.rollback.rolled_back
     failed_image, failed_reason = ("", "") if cleared else (inp.rollback.failed_image, inp.rollback.reason)
-    status: dict[str, Any] = {
-        "observedGeneration": inp.generation,
-        "replicas": primary.replicas,
-        "readyReplicas": primary.ready,
-        "updatedReplicas": primary.updated,
-        "ready": f"{primary.ready}/{primary.desired}",
-        "selector": inp.selector,
-        "image": image,
-        "failedImage": failed_image,
-        "failedReason": failed_reason,
-        "url": inp.url,
-        **({"gpuFit": _gpu_fit(primary.name, inp)} if primary.name in inp.gpu_fit else {}),
-        **({"download": inp.downloads[primary.name]} if primary.name in inp.downloads else {}),
-        "variants": [_variant_status(s, inp) for s in inp.variants],
-        "conditions": merge_conditions(conds, old.get("conditions", []), now),
-    }
-    return status
+    optional: dict[str, Any] = {}
+    if primary.name in inp.gpu_fit:
+        optional["gpu_fit"] = _gpu_fit(primary.name, inp)
+    if primary.name in inp.downloads:
+        optional["download"] = DownloadStatus.model_validate(inp.downloads[primary.name])
+    status = DeepSeekDeploymentStatus(
+        observed_generation=inp.generation,
+        replicas=primary.replicas,
+        ready_replicas=primary.ready,
+        updated_replicas=primary.updated,
+        ready=f"{primary.ready}/{primary.desired}",
+        selector=inp.selector,
+        image=image,
+        failed_image=failed_image,
+        failed_reason=failed_reason,
+        url=inp.url,
+        variants=[_variant_status(s, inp) for s in inp.variants],
+        conditions=[Condition.model_validate(c) for c in merge_conditions(conds, old.get("conditions", []), now)],
+        **optional,
+    )
+    return status.model_dump(by_alias=True, exclude_unset=True)
