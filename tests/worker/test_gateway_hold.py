@@ -1,0 +1,149 @@
+"""Scale-from-zero hold (gateway/hold.py, forward.py): a request for a variant without a ready backend
+waits, held streams get `: waiting: <phase>` comments, a backend that appears answers it (found by
+a fixed address or by DNS), a full hold queue is a 429 with Retry-After, a passed deadline a 504."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import httpx
+import pytest
+from fake_upstream import CHUNKS
+from fakes import free_port, wait_until
+from gateway_fakes import AUTH, StubBackend, chat, gateway, reply, serve
+
+from deepseek_worker.gateway.status import FixedStatus, describe_variant
+
+
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    with ExitStack() as stack:
+        yield stack
+
+
+def cold(port: int, **hold: Any) -> dict[str, Any]:
+    """One variant whose only backend (127.0.0.1:port) is not up yet."""
+    return {"variants": [{"name": "v", "weight": 100, "backends": [f"http://127.0.0.1:{port}"]}],
+            "hold": {"deadlineSeconds": 30, "commentSeconds": 0.2, **hold}}
+
+
+def in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def scaling(url: str) -> dict[str, Any]:
+    return dict(httpx.get(url + "/scaling/v", timeout=5).json())
+
+
+def test_held_request_is_answered_when_a_backend_appears(stack: ExitStack) -> None:
+    port = free_port()
+    url, app = stack.enter_context(gateway(cold(port)))
+    thread, out = in_thread(lambda: httpx.post(url + "/v1/chat/completions", content=chat(), headers=AUTH,
+                                               timeout=30))
+    wait_until(lambda: scaling(url)["held"] == 1, 10, "the request held")
+    assert 'deepseek_gateway_held_requests{variant="v"} 1.0' in httpx.get(url + "/metrics", headers=AUTH).text
+    backend = StubBackend("late")
+    stack.enter_context(serve(backend, port))  # the pod becomes ready
+    thread.join(30)
+    assert not thread.is_alive() and out[0].status_code == 200
+    assert out[0].content == reply("late") and out[0].headers["x-served-by"] == "v"
+    assert scaling(url)["held"] == 0
+    metrics = httpx.get(url + "/metrics", headers=AUTH).text
+    assert 'deepseek_gateway_cold_start_seconds_count{variant="v"} 1.0' in metrics
+
+
+def test_backend_found_by_dns_while_held(stack: ExitStack) -> None:
+    backend = StubBackend("dns")
+    port = free_port()
+    stack.enter_context(serve(backend, port))
+    addresses: list[str] = []
+
+    async def resolve(host: str, service_port: int) -> list[str]:
+        assert (host, service_port) == ("v-pods.ns.svc.cluster.local", port)
+        return list(addresses)
+
+    config = {"variants": [{"name": "v", "weight": 100,
+                            "service": {"host": "v-pods.ns.svc.cluster.local", "port": port}}]}
+    url, _ = stack.enter_context(gateway(config, resolve=resolve))
+    thread, out = in_thread(lambda: httpx.post(url + "/v1/chat/completions", content=chat(), headers=AUTH,
+                                               timeout=30))
+    wait_until(lambda: scaling(url)["held"] == 1, 10, "the request held")
+    addresses.append("127.0.0.1")  # the Service now lists the pod
+    thread.join(30)
+    assert out and out[0].content == reply("dns")
+
+
+def test_held_stream_gets_waiting_comments_then_the_exact_stream(stack: ExitStack) -> None:
+    port = free_port()
+    status = FixedStatus({"v": "scheduling"})
+    url, _ = stack.enter_context(gateway(cold(port), status=status))
+    received: list[bytes] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        with httpx.stream("POST", url + "/v1/chat/completions", content=chat("stream", stream=True), headers=AUTH,
+                          timeout=30) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for piece in response.iter_raw():
+                received.append(piece)
+                seen.set()
+
+    thread, _ = in_thread(read)
+    wait_until(lambda: b": waiting: scheduling\n\n" in b"".join(received), 10, "scheduling comment")
+    status.phases["v"] = "downloading 42%"
+    wait_until(lambda: b": waiting: downloading 42%\n\n" in b"".join(received), 10, "download comment")
+    status.phases["v"] = "loading"
+    wait_until(lambda: b": waiting: loading\n\n" in b"".join(received), 10, "loading comment")
+    stack.enter_context(serve(StubBackend("late"), port))
+    thread.join(30)
+    body = b"".join(received)
+    comments, _, rest = body.rpartition(b": waiting: loading\n\n")
+    while rest.startswith(b": waiting"):  # repeated comments before the backend answered
+        rest = rest.split(b"\n\n", 1)[1]
+    assert rest == b"".join(CHUNKS)
+    assert all(line.startswith(b": waiting") for line in comments.split(b"\n\n") if line)
+
+
+def test_full_hold_queue_is_429_with_retry_after_from_the_load_time(stack: ExitStack) -> None:
+    url, _ = stack.enter_context(gateway(cold(free_port(), maxQueue=1, loadSeconds=37, deadlineSeconds=3)))
+    thread, out = in_thread(lambda: httpx.post(url + "/v1/chat/completions", content=chat(), headers=AUTH,
+                                               timeout=30))
+    wait_until(lambda: scaling(url)["held"] == 1, 10, "the first request held")
+    refused = httpx.post(url + "/v1/chat/completions", content=chat(), headers=AUTH, timeout=30)
+    assert refused.status_code == 429
+    assert 30 <= int(refused.headers["retry-after"]) <= 37
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert "hold queue is full" in refused.json()["error"]["message"]
+    assert 'deepseek_gateway_hold_refused_total{variant="v"} 1.0' in httpx.get(url + "/metrics",
+                                                                             headers=AUTH).text
+    thread.join(30)
+    assert out[0].status_code == 504  # the held one: its deadline passed
+
+
+def test_deadline_expiry_is_a_clear_504_json_and_a_stream_error_event(stack: ExitStack) -> None:
+    url, _ = stack.enter_context(gateway(cold(free_port(), deadlineSeconds=0.5)))
+    expired = httpx.post(url + "/v1/chat/completions", content=chat(), headers=AUTH, timeout=30)
+    assert expired.status_code == 504
+    error = expired.json()["error"]
+    assert error["type"] == "timeout_error" and "became ready within 0.5 s" in error["message"]
+    streamed = httpx.post(url + "/v1/chat/completions", content=chat("stream", stream=True), headers=AUTH,
+                          timeout=30)
+    assert streamed.status_code == 200  # the SSE head went out with the first comment
+    assert streamed.content.startswith(b": waiting\n\n")
+    assert b'"type":"timeout_error"' in streamed.content and streamed.content.endswith(b"data: [DONE]\n\n")
+    assert 'deepseek_gateway_hold_expired_total{variant="v"} 2.0' in httpx.get(url + "/metrics",
+                                                                             headers=AUTH).text
+
+
+def test_status_of_a_deepseekdeployment_names_the_phase() -> None:
+    status = {"variants": [
+        {"name": "a", "replicas": 0, "readyReplicas": 0},
+        {"name": "b", "replicas": 1, "download": {"phase": "Running", "percent": 42}},
+        {"name": "c", "replicas": 1, "readyReplicas": 0, "download": {"phase": "Complete", "percent": 100}}]}
+    assert [describe_variant(status, n) for n in "abcd"] == ["scheduling", "downloading 42%", "loading", None]
