@@ -123,7 +123,7 @@ def gateway(config: dict[str, Any], *, status: FixedStatus | None = None, seed: 
             **settings: Any) -> Iterator[tuple[str, Any]]:
     """The gateway app (API key KEY) for `config` (a dict of the JSON document); yields (url, app)."""
     extra = {"resolve": resolve} if resolve is not None else {}
-    app = build_gateway_app(Settings(api_keys=KEY, **settings), GatewayConfig.model_validate(fast(config)),
+    app = build_gateway_app(Settings(**{"api_keys": KEY, **settings}), GatewayConfig.model_validate(fast(config)),
                             status=status or FixedStatus(), seed=seed, **extra)
     with serve(app) as url:
         yield url, app
