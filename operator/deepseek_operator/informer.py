@@ -5,7 +5,7 @@ watch from the list's resourceVersion, with bookmarks so a quiet stream still mo
 resourceVersion forward. A watch the server ends (its timeoutSeconds) resumes from the last
 resourceVersion; `410 Gone` (the resourceVersion was compacted) and any other failure relist after
 a short backoff. Every change of the store after the first list calls `on_change(obj)`, which must
-not block (handlers.py schedules a reconcile of the object's owner); the first list only fills it.
+not block (controller.py enqueues the object's owner); the first list only fills it.
 
 A `Store` keeps each object's newest version seen, from the watch **and** from the operator's own
 writes (their responses are stored at once, so the next reconcile reads what it just wrote instead

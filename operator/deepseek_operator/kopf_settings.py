@@ -11,22 +11,24 @@ import os
 
 import kopf
 
+from deepseek_operator.settings import Settings
+
 ANNOTATION_PREFIX = "deepseek.ai"
-# Every watch (kopf's and the caches') ends after this many seconds and resumes (main.py).
-WATCH_TIMEOUT_SECONDS = int(os.environ.get("DEEPSEEK_OPERATOR_WATCH_TIMEOUT_SECONDS", "600"))
-# With leader election, how long a silent replica keeps the lead (kopf heartbeats every 5-10 s less).
-PEERING_LIFETIME_SECONDS = int(os.environ.get("DEEPSEEK_OPERATOR_PEERING_LIFETIME_SECONDS", "30"))
 
 
-def configure_kopf(settings: kopf.OperatorSettings) -> None:
-    """Storage in `deepseek.ai/*` annotations, integer watch timeouts, fast cancellation, quiet posting."""
+def configure_kopf(settings: kopf.OperatorSettings, ours: Settings | None = None) -> None:
+    """Storage in `deepseek.ai/*` annotations, integer watch timeouts, fast cancellation, quiet posting.
+
+    `ours`: the operator's settings (watch timeout, peering lifetime); None: from the environment.
+    """
+    ours = ours or Settings.from_env(os.environ)
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     # An integer: the apiserver refuses `timeoutSeconds=600.0` (strconv.ParseInt), the sandbox did not.
-    settings.watching.server_timeout = WATCH_TIMEOUT_SECONDS
+    settings.watching.server_timeout = ours.watch_timeout_seconds
     settings.background.cancellation_polling = 1
     # A replica that stops sending heartbeats counts as dead after this long; the next takes over.
-    settings.peering.lifetime = PEERING_LIFETIME_SECONDS
+    settings.peering.lifetime = ours.peering_lifetime_seconds
     settings.posting.level = logging.WARNING

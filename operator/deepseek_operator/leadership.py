@@ -11,7 +11,7 @@ same one under another identity (kopf pauses both then). Without peering, always
 
 The peering object arrives through an informer like every other cached object, so the question costs
 no API request; `on_change` hears when a namespace's answer turns from paused to active, so the
-reconciles skipped meanwhile are made up at once (handlers.py) instead of at the next resync.
+reconciles skipped meanwhile are made up at once (controller.py) instead of at the next resync.
 """
 
 from __future__ import annotations

@@ -15,9 +15,12 @@ Startup settings, each with its reason:
   blind; each resumes from its last resourceVersion. The churn soak (tests/e2e/test_churn_soak.py)
   sets 2 s to inject restarts.
 - daemon and timer cancellation is polled every second, not every 60 s (kopf's default). There are
-  none today: the resync is one cluster-wide loop (handlers.py) precisely so that kopf puts no
+  none today: the resync is one cluster-wide loop (controller.py) precisely so that kopf puts no
   finalizer on DeepSeekDeployments and `kubectl delete` never waits for the operator.
 - the operator's Prometheus metrics are served on DEEPSEEK_OPERATOR_METRICS_PORT (default 9090; 0 = off).
+
+The operator's own settings come from the environment once, at startup (settings.py); the Controller
+(controller.py) is created then, kept in kopf's memo, started after the settings and stopped at cleanup.
 """
 
 from __future__ import annotations
@@ -31,27 +34,41 @@ from typing import Any
 
 import kopf
 
-from deepseek_operator import handlers, metrics  # importing handlers registers them with kopf
+from deepseek_operator import metrics
+from deepseek_operator.controller import Controller
+from deepseek_operator.handlers import MEMO_KEY, controller_of  # importing handlers registers them with kopf
 from deepseek_operator.kopf_settings import configure_kopf
+from deepseek_operator.leadership import Leadership
+from deepseek_operator.settings import NAMESPACES_VARIABLE, Settings
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    configure_kopf(settings)
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """kopf's settings, and the Controller (not started yet) in kopf's memo for every handler."""
+    ours = Settings.from_env(os.environ)
+    configure_kopf(settings, ours)
+    leadership = Leadership()
     if not settings.peering.standalone:  # leader election (leadership.py)
         identity = os.environ.get("POD_ID", "")  # set by cli() before kopf read it
         settings.peering.priority = settings.peering.priority or priority_of(identity or socket.gethostname())
-        handlers.configure_leadership(settings.peering.name, settings.peering.priority, identity)
-    port = int(os.environ.get("DEEPSEEK_OPERATOR_METRICS_PORT", "9090"))
-    if port:
-        metrics.start_metrics_server(port)
+        leadership = Leadership(name=settings.peering.name, priority=settings.peering.priority, identity=identity,
+                                clusterwide=ours.namespaces is None)
+    memo[MEMO_KEY] = Controller(ours, leadership)
+    if ours.metrics_port:
+        metrics.start_metrics_server(ours.metrics_port)
 
 
 @kopf.on.startup()
-async def start_caches(**_: Any) -> None:
-    """List and start watching the children before the first resource arrives (after configure():
-    kopf runs startup handlers in order, and the caches need to know about leader election)."""
-    await handlers.client()
+async def start_controller(memo: kopf.Memo, **_: Any) -> None:
+    """List and start watching the children before the first resource arrives, then start the workers
+    and the resync loop (after configure(): kopf runs startup handlers in order)."""
+    await controller_of(memo).start()
+
+
+@kopf.on.cleanup()
+async def stop_controller(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the workers (a reconcile in flight is cancelled), the resync loop and the informers."""
+    await controller_of(memo).stop()
 
 
 def priority_of(identity: str) -> int:
@@ -76,7 +93,11 @@ def cli() -> None:
     """Console script: pass every argument through to `kopf run` (the caches learn the namespaces)."""
     from kopf.cli import main as kopf_main
 
-    handlers.NAMESPACES = handled_namespaces(sys.argv[1:])
+    namespaces = handled_namespaces(sys.argv[1:])  # for Settings.from_env(), in configure()
+    if namespaces is None:
+        os.environ.pop(NAMESPACES_VARIABLE, None)
+    else:
+        os.environ[NAMESPACES_VARIABLE] = ",".join(namespaces)
     # kopf's peering identity (kopf reads POD_ID; the chart sets it to the pod name): set it here when
     # absent, so leadership.py knows which heartbeat is this replica's own.
     os.environ.setdefault("POD_ID", f"{socket.gethostname()}-{os.getpid()}")

@@ -6,19 +6,15 @@
   backoff per resource, `base * factor**(attempt-1)` seconds, capped; the count resets on success.
   No jitter: retries of different resources are already spread by their own failure times.
 
-One pending retry per resource: a newer failure replaces the older timer, a success cancels it, so a
-resource that fails on every trigger still retries on one schedule (no retry storm per trigger).
+The work queue (workqueue.py) keeps the counts and one pending retry per resource: a newer failure
+replaces the older timer, a success cancels it, so a resource that fails on every trigger still
+retries on one schedule (no retry storm per trigger).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
-Key = tuple[str, str]  # (namespace, name)
 RETRY_AFTER_CODES = frozenset({429, 503})
 
 
@@ -40,54 +36,3 @@ class Backoff:
 def server_delay(code: int, retry_after: float | None) -> float | None:
     """The delay the server asked for, honoured only where HTTP defines it for overload (429, 503)."""
     return retry_after if code in RETRY_AFTER_CODES else None
-
-
-@dataclass
-class RetryQueue:
-    """Per-resource attempt counts and at most one scheduled retry per resource."""
-
-    run: Callable[[Key], Awaitable[None]]
-    backoff: Backoff = field(default_factory=Backoff)
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-    attempts: dict[Key, int] = field(default_factory=dict)
-    _pending: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
-
-    def failure(self, key: Key, retry_after: float | None = None) -> float:
-        """Count a failed attempt and schedule the retry; returns its delay in seconds."""
-        attempt = self.attempts[key] = self.attempts.get(key, 0) + 1
-        delay = self.backoff.delay(attempt, retry_after)
-        self._cancel(key)
-        self._pending[key] = asyncio.create_task(self._later(key, delay), name=f"retry {key[0]}/{key[1]}")
-        return delay
-
-    def success(self, key: Key) -> None:
-        """The resource reconciled: reset its count and drop a retry no longer needed."""
-        self.attempts.pop(key, None)
-        self._cancel(key)
-
-    forget = success  # a deleted resource: the same bookkeeping
-
-    def pending(self) -> int:
-        return len(self._pending)
-
-    async def close(self) -> None:
-        """Cancel every scheduled retry and wait for them (operator shutdown)."""
-        tasks = list(self._pending.values())
-        self._pending.clear()
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-
-    def _cancel(self, key: Key) -> None:
-        task = self._pending.pop(key, None)
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-
-    async def _later(self, key: Key, delay: float) -> None:
-        await self.sleep(delay)
-        self._pending.pop(key, None)  # before run(): its own failure schedules the next retry
-        try:
-            await self.run(key)
-        except Exception:  # a bug: logged with its traceback (a task would drop it), never silenced
-            log.exception("retry of %s/%s failed unexpectedly", *key)

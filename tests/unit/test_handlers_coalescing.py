@@ -1,24 +1,28 @@
-"""handlers.run(): one reconcile at a time per resource, and triggers coalesce while one is queued."""
+"""The Controller's work queue: one reconcile at a time per resource, and triggers coalesce while one is queued."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-import pytest
-
-from deepseek_operator import handlers
+from deepseek_operator import metrics
 from deepseek_operator.reconcile import Outcome
+from tests.unit.controllers import DEADLINE, build, drained, running
 
 BODY = {"metadata": {"namespace": "default", "name": "chat", "uid": "u", "generation": 1}, "spec": {}}
+KEY = ("default", "chat")
 
 
 class FakeApi:
-    async def get(self, *_: Any) -> dict[str, Any]:
-        return dict(BODY)
+    async def get(self, _kind: Any, namespace: str, name: str) -> dict[str, Any]:
+        return {**BODY, "metadata": {**BODY["metadata"], "name": name}}
 
 
-async def test_triggers_during_a_reconcile_fold_into_one_queued_reconcile(monkeypatch: pytest.MonkeyPatch) -> None:
+def coalesced() -> float:
+    return metrics.REGISTRY.get_sample_value("deepseek_operator_triggers_coalesced_total") or 0.0
+
+
+async def test_triggers_during_a_reconcile_fold_into_one_queued_reconcile() -> None:
     release = asyncio.Event()
     started: list[int] = []
 
@@ -27,51 +31,45 @@ async def test_triggers_during_a_reconcile_fold_into_one_queued_reconcile(monkey
         await release.wait()
         return Outcome({}, True, "Ready")
 
-    monkeypatch.setattr(handlers, "_client", FakeApi())
-    monkeypatch.setattr(handlers, "reconcile", slow_reconcile)
-    first = asyncio.create_task(handlers.run(BODY))
-    async with asyncio.timeout(5):
-        while not started:  # the first reconcile holds the lock
+    async with running(build(FakeApi(), slow_reconcile, max_reconciles=4)) as controller:
+        controller.enqueue(KEY)
+        async with asyncio.timeout(DEADLINE):
+            while not started:  # a worker reconciles the resource
+                await asyncio.sleep(0)
+        before = coalesced()
+        for _ in range(6):  # the first marks one more pass, the other five fold into it
+            controller.enqueue(KEY)
+        for _ in range(10):
             await asyncio.sleep(0)
-    queued = asyncio.create_task(handlers.run(BODY))
-    async with asyncio.timeout(5):
-        while ("default", "chat") not in handlers._waiting:
-            await asyncio.sleep(0)
-    await asyncio.wait_for(asyncio.gather(*(handlers.run(BODY) for _ in range(5))), 5)  # coalesced: return at once
-    assert started == [0]
-    release.set()
-    await asyncio.wait_for(asyncio.gather(first, queued), 5)
+        assert started == [0]  # no second worker took the resource meanwhile
+        assert coalesced() - before == 5
+        release.set()
+        await drained(controller)
     assert started == [0, 1]
-    assert not handlers._waiting
 
 
-async def test_at_most_max_reconciles_run_at_once_across_resources(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_at_most_max_reconciles_run_at_once_across_resources() -> None:
     """Many resources triggered together: a bounded number reconcile at once, the rest wait their turn."""
-    running, peak, release = 0, 0, asyncio.Event()
+    running_now, peak, release = 0, 0, asyncio.Event()
 
     async def tracked_reconcile(body: Any, api: Any, notify: Any) -> Outcome:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
+        nonlocal running_now, peak
+        running_now += 1
+        peak = max(peak, running_now)
         await release.wait()
-        running -= 1
+        running_now -= 1
         return Outcome({}, True, "Ready")
 
-    class Api:
-        async def get(self, _kind: Any, namespace: str, name: str) -> dict[str, Any]:
-            return {**BODY, "metadata": {**BODY["metadata"], "name": name}}
-
-    monkeypatch.setattr(handlers, "_client", Api())
-    monkeypatch.setattr(handlers, "reconcile", tracked_reconcile)
-    monkeypatch.setattr(handlers, "_slots", asyncio.Semaphore(3))
-    bodies = [{**BODY, "metadata": {**BODY["metadata"], "name": f"chat-{i}"}} for i in range(10)]
-    tasks = [asyncio.create_task(handlers.run(b)) for b in bodies]
-    async with asyncio.timeout(5):
-        while running < 3:
+    async with running(build(FakeApi(), tracked_reconcile, max_reconciles=3)) as controller:
+        for i in range(10):
+            controller.enqueue(("default", f"chat-{i}"))
+        async with asyncio.timeout(DEADLINE):
+            while running_now < 3:
+                await asyncio.sleep(0)
+        for _ in range(20):  # let every other worker reach the queue
             await asyncio.sleep(0)
-    for _ in range(20):  # let every other task reach the semaphore
-        await asyncio.sleep(0)
-    assert (running, peak) == (3, 3)
-    release.set()
-    await asyncio.wait_for(asyncio.gather(*tasks), 5)
-    assert peak == 3 and running == 0
+        assert (running_now, peak) == (3, 3) and len(controller.queue) == 7
+        release.set()
+        await drained(controller)
+    assert peak == 3 and running_now == 0
+    assert sorted(controller.reconciled) == sorted(("default", f"chat-{i}") for i in range(10))

@@ -61,12 +61,11 @@ def test_turned_active_fires_once_per_takeover() -> None:
 async def test_priorities_come_from_the_pod_name_when_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEEPSEEK_OPERATOR_METRICS_PORT", "0")
     monkeypatch.setenv("POD_ID", "deepseek-operator-7d9c-abcde")
-    monkeypatch.setattr(handlers, "LEADERSHIP", handlers.LEADERSHIP)
-    settings = kopf.OperatorSettings()
+    settings, memo = kopf.OperatorSettings(), kopf.Memo()
     settings.peering.name = "deepseek-operator"
-    await main.configure(settings=settings)
+    await main.configure(settings=settings, memo=memo)
     assert settings.peering.priority == main.priority_of("deepseek-operator-7d9c-abcde") > 0
     assert main.priority_of("deepseek-operator-7d9c-fghij") != settings.peering.priority
-    chosen = handlers.LEADERSHIP
+    chosen = handlers.controller_of(memo).leadership
     assert (chosen.name, chosen.identity) == ("deepseek-operator", "deepseek-operator-7d9c-abcde")
     assert settings.peering.lifetime == 30

@@ -10,17 +10,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import kopf
 import pytest
 
-from deepseek_operator import handlers
+from deepseek_operator.controller import reported_invalid
 from deepseek_operator.k8s import ApiError, Kind, kind_of
 from deepseek_operator.reconcile import ChildRejected, reconcile
-from deepseek_operator.retry import RetryQueue
+from tests.unit.controllers import build
+from tests.unit.fake_clock import FakeClock
 
 KEY = ("default", "chat")
 WIDE_HOST = "\uff43\uff48\uff41\uff54.example.com"  # full-width letters
@@ -89,29 +89,26 @@ async def no_notify(_kind: str, _reason: str, _message: str) -> None: ...
 
 
 @pytest.fixture
-def fresh_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in (("_known", {}), ("_locks", {}), ("_reconciled", {}), ("_waiting", set()),
-                        ("_rechecks", {})):
-        monkeypatch.setattr(handlers, name, value)
-    monkeypatch.setattr(handlers, "_retries", RetryQueue(run=handlers._retry))
+def no_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf.event() outside kopf: dropped."""
     monkeypatch.setattr(kopf, "event", lambda *_a, **_k: None)
 
 
-async def test_a_refused_ingress_is_a_status_not_a_retry_and_pods_come_after_the_network_policy(
-        fresh_handlers: None, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("no_events")
+async def test_a_refused_ingress_is_a_status_not_a_retry_and_pods_come_after_the_network_policy() -> None:
     def refuse(child: dict[str, Any]) -> ApiError | None:
         return ApiError(422, INGRESS_422) if child["kind"] == "Ingress" else None
 
     api = FakeApi(body({"ingress": {"provider": "ingress-nginx", "host": "chat.example.com"}}), refuse)
-    monkeypatch.setattr(handlers, "_client", api)
+    controller = build(api)
     with pytest.raises(kopf.PermanentError, match="Ingress chat"):
-        await handlers.run(api.cr)
+        await controller.process(KEY)
     ready, progressing, degraded = (conditions(api.cr)[t] for t in ("Ready", "Progressing", "Degraded"))
     assert ready[:2] == ("False", "ChildRejected") and INGRESS_422 in ready[2] and "Ingress chat" in ready[2]
     assert progressing[:2] == ("False", "ChildRejected") and degraded[:2] == ("True", "ChildRejected")
     assert api.cr["status"]["observedGeneration"] == 2
-    assert handlers._retries.pending() == 0 and handlers._retries.attempts == {}  # no backoff loop
-    assert handlers._reported_invalid(api.cr)  # the resync skips this generation
+    assert controller.queue.pending_retries() == 0 and controller.queue.requeues(KEY) == 0  # no backoff loop
+    assert reported_invalid(api.cr)  # the resync skips this generation
     first_pod_maker = min(i for i, kind in enumerate(api.applied) if kind in POD_MAKERS)
     assert "NetworkPolicy" in api.applied[:first_pod_maker], api.applied
 
@@ -124,8 +121,8 @@ async def test_the_network_policy_comes_first_even_before_the_model_cache_job() 
     assert api.applied[0] == "NetworkPolicy", api.applied
 
 
-async def test_a_403_on_the_deployment_patch_never_reports_rollout_complete(
-        fresh_handlers: None, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("no_events")
+async def test_a_403_on_the_deployment_patch_never_reports_rollout_complete() -> None:
     before = {"observedGeneration": 1, "image": "registry.example.com/deepseek-worker:1.0.0", "conditions": [
         {"type": "Ready", "status": "True", "reason": "Ready", "message": "", "observedGeneration": 1,
          "lastTransitionTime": "2026-01-01T00:00:00Z"},
@@ -133,11 +130,10 @@ async def test_a_403_on_the_deployment_patch_never_reports_rollout_complete(
          "message": "every variant runs its current template", "observedGeneration": 1,
          "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
     api = FakeApi(body({}, before), lambda c: ApiError(403, FORBIDDEN) if c["kind"] == "Deployment" else None)
-    monkeypatch.setattr(handlers, "_client", api)
+    controller = build(api, clock=FakeClock())
     with pytest.raises(kopf.TemporaryError):
-        await handlers.run(api.cr)
+        await controller.process(KEY)
     progressing = conditions(api.cr)["Progressing"]
     assert progressing[:2] == ("False", "ApplyFailed") and "may not patch deployments.apps" in progressing[2]
     assert next(c for c in api.cr["status"]["conditions"] if c["type"] == "Progressing")["observedGeneration"] == 2
-    await asyncio.sleep(0)
-    await handlers._retries.close()
+    assert controller.queue.pending_retries() == 1  # the retry is scheduled (on the fake clock: it never fires)

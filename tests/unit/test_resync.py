@@ -1,7 +1,8 @@
-"""The resync is one cluster-wide loop, so kopf never puts its finalizer on a DeepSeekDeployment.
+"""The resync is one cluster-wide loop of the Controller, so kopf never puts its finalizer on a DeepSeekDeployment.
 
 A finalizer would make `kubectl delete dsd` (and CRD or namespace deletion) hang while the operator
 is down; the children need none, they go through ownerReference garbage collection.
+The Controller is built over fakes (tests/unit/controllers.py) and reached through kopf's memo, as kopf does.
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ from kopf._core.intents import causes
 from kopf._core.reactor import inventory, processing
 
 from deepseek_operator import handlers, main, metrics
-from deepseek_operator.api import GROUP, PLURAL, VERSION
+from deepseek_operator.api import GROUP, PLURAL, VERSION, InvalidSpec
+from deepseek_operator.controller import Controller, reported_invalid
 from deepseek_operator.informer import Store
+from deepseek_operator.k8s import ApiError
 from deepseek_operator.reconcile import Outcome
+from tests.unit.controllers import build, drained, running
+from tests.unit.fake_clock import FakeClock
 
 RESOURCE = kopf.Resource(GROUP, VERSION, PLURAL, kind="DeepSeekDeployment", namespaced=True)
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"  # kopf's default; the operator keeps it
@@ -38,9 +43,17 @@ def _kbody(body: dict[str, Any]) -> kopf.Body:
     return kopf.Body(cast(kopf.RawBody, body))
 
 
-async def _event(type: str | None, body: dict[str, Any]) -> None:
+def _memo(controller: Controller) -> kopf.Memo:
+    """kopf's memo as main.configure() leaves it."""
+    memo = kopf.Memo()
+    memo[handlers.MEMO_KEY] = controller
+    return memo
+
+
+async def _event(controller: Controller, type: str | None, body: dict[str, Any]) -> None:
     """One watch event of a DeepSeekDeployment, as kopf delivers it to the operator's handler."""
-    await handlers.on_resource_event(type=type, event={"type": type, "object": body}, body=_kbody(body))
+    await handlers.on_resource_event(type=type, event={"type": type, "object": body}, body=_kbody(body),
+                                     memo=_memo(controller))
 
 
 def _invalid(name: str) -> dict[str, Any]:
@@ -51,18 +64,6 @@ def _invalid(name: str) -> dict[str, Any]:
 
 def _resyncs(result: str) -> float:
     return metrics.REGISTRY.get_sample_value("deepseek_operator_resyncs_total", {"result": result}) or 0.0
-
-
-@pytest.fixture(autouse=True)
-def fresh_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts with no known resources, no loop and no captured Event queue."""
-    monkeypatch.setattr(handlers, "_known", {})
-    monkeypatch.setattr(handlers, "_locks", {})
-    monkeypatch.setattr(handlers, "_resync_task", None)
-    monkeypatch.setattr(handlers, "_event_sink", None)
-    monkeypatch.setattr(handlers, "_reconciled", {})
-    monkeypatch.setattr(handlers, "_client", FakeApi())
-    monkeypatch.setattr(handlers, "LEADERSHIP", handlers.LEADERSHIP)  # main.configure() may replace it
 
 
 def _causes(body: kopf.Body) -> tuple[causes.SpawningCause, causes.ChangingCause]:
@@ -103,8 +104,9 @@ def test_the_finalizer_check_catches_a_timer() -> None:
 async def test_kopf_removes_the_finalizer_an_older_operator_added(monkeypatch: pytest.MonkeyPatch) -> None:
     """Upgrade: a resource carrying kopf's finalizer from the timer era loses it on the first event."""
     monkeypatch.setenv("DEEPSEEK_OPERATOR_METRICS_PORT", "0")
-    settings = kopf.OperatorSettings()
-    await main.configure(settings=settings)
+    settings, memo = kopf.OperatorSettings(), kopf.Memo()
+    await main.configure(settings=settings, memo=memo)
+    handlers.controller_of(memo).client = FakeApi()  # type: ignore[assignment]  # not started: no API
     assert settings.persistence.finalizer == KOPF_FINALIZER
     raw = cast(kopf.RawBody, _body("old", meta={"finalizers": [KOPF_FINALIZER, "example.com/other"]}))
     patch = kopf.Patch()
@@ -112,7 +114,7 @@ async def test_kopf_removes_the_finalizer_an_older_operator_added(monkeypatch: p
     await processing.process_resource_causes(
         lifecycle=lifecycles.all_at_once, indexers=indexing.OperatorIndexers(), registry=kopf.get_default_registry(),
         settings=settings, resource=RESOURCE, raw_event={"type": None, "object": raw}, body=kopf.Body(raw),
-        patch=patch, memory=inventory.ResourceMemory(), local_logger=logger, event_logger=logger,
+        patch=patch, memory=inventory.ResourceMemory(memo=memo), local_logger=logger, event_logger=logger,
         stream_pressure=None, operator_paused=None, consistency_time=None,
     )
     for fn in patch.fns:  # kopf applies these to the body it PATCHes
@@ -120,128 +122,137 @@ async def test_kopf_removes_the_finalizer_an_older_operator_added(monkeypatch: p
     assert raw["metadata"]["finalizers"] == ["example.com/other"]
 
 
-class FakeRun:
-    """Stands in for handlers.run: counts calls per resource name, fails some, signals when done."""
-
-    def __init__(self, failing: dict[str, Exception], until: int) -> None:
-        self.calls: Counter[str] = Counter()
-        self.failing, self.until = failing, until
-        self.done = asyncio.Event()
-
-    async def __call__(self, body: kopf.Body | dict[str, Any]) -> None:
-        name = body["metadata"]["name"]
-        self.calls[name] += 1
-        if min(self.calls.values()) >= self.until:
-            self.done.set()
-        if name in self.failing:
-            raise self.failing[name]
-
-
-async def test_one_tick_runs_each_known_resource_once_and_skips_invalid(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeRun({"bad": kopf.TemporaryError("API error", delay=5), "perm": kopf.PermanentError("no")}, until=1)
-    monkeypatch.setattr(handlers, "run", fake)
-    for body in (_body("a"), _body("bad"), _body("perm"), _invalid("invalid")):
-        handlers._known[("default", body["metadata"]["name"])] = body
-    reconciled, skipped = _resyncs("reconciled"), _resyncs("skipped_invalid")
-    await asyncio.wait_for(handlers.resync_all(), DEADLINE)  # kopf errors are logged, not raised
-    assert fake.calls == {"a": 1, "bad": 1, "perm": 1}
-    assert (_resyncs("reconciled") - reconciled, _resyncs("skipped_invalid") - skipped) == (3, 1)
-
-
-async def test_the_loop_keeps_resyncing_every_interval_despite_failures(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeRun({"bad": kopf.TemporaryError("API error", delay=5), "bug": KeyError("x")}, until=3)
-    monkeypatch.setattr(handlers, "run", fake)
-    for body in (_body("a"), _body("bad"), _body("bug"), _invalid("invalid")):
-        handlers._known[("default", body["metadata"]["name"])] = body
-    loop = asyncio.create_task(handlers.resync_forever(0.01))
-    try:
-        await asyncio.wait_for(fake.done.wait(), DEADLINE)  # three ticks reached every valid resource
-    finally:
-        loop.cancel()
-        await asyncio.wait([loop], timeout=DEADLINE)
-    assert loop.cancelled()  # it ended by cancellation only, never by a resource's error
-    assert set(fake.calls) == {"a", "bad", "bug"}
-    assert max(fake.calls.values()) - min(fake.calls.values()) <= 1  # once per tick each
-
-
-async def test_startup_starts_one_loop_and_cleanup_stops_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(handlers, "RESYNC_SECONDS", 3600.0)
-    await handlers.start_resync()
-    task = handlers._resync_task
-    await handlers.start_resync()
-    assert task is not None and handlers._resync_task is task
-    await asyncio.wait_for(handlers.stop_resync(), DEADLINE)
-    assert task.cancelled() and handlers._resync_task is None
-
-
-async def test_events_track_known_resources_and_forget_deleted_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def no_reconcile(namespace: str, name: str) -> None: ...
-
-    monkeypatch.setattr(handlers, "run_for_owner", no_reconcile)
-    await _event(None, _body("a"))
-    await _event("ADDED", _body("b"))
-    await _event("MODIFIED", _invalid("b"))
-    assert handlers._reported_invalid(handlers._known[("default", "b")])  # the latest body is kept
-    await _event("DELETED", _body("a"))
-    await _event("MODIFIED", _body("b", meta={"deletionTimestamp": "t"}))
-    assert handlers._known == {}
-
-
 class FakeApi:
-    """A cluster holding the given resources, by name; `dsd` is the store kopf's events feed."""
+    """A cluster holding the given resources, by name; `dsd` is the store kopf's events feed.
+
+    Reads prefer the store, as CachedK8s does: a resource's latest watch event is what a pass reads.
+    """
 
     def __init__(self, *bodies: dict[str, Any]) -> None:
         self.objects = {b["metadata"]["name"]: b for b in bodies}
         self.dsd = Store()
 
-    async def get(self, _kind: Any, _namespace: str, name: str) -> dict[str, Any] | None:
-        return self.objects.get(name)
+    async def get(self, _kind: Any, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.dsd.get(namespace, name) or self.objects.get(name)
 
 
-async def test_a_resource_found_gone_is_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(handlers, "_client", FakeApi())
-    handlers._known[("default", "gone")] = _body("gone")
-    await asyncio.wait_for(handlers.resync_all(), DEADLINE)
-    assert handlers._known == {} and handlers._locks == {}
+class Script:
+    """A reconcile that counts passes per resource name and fails as told; `done` once each valid
+    resource has had `until` passes."""
+
+    def __init__(self, failing: dict[str, Exception], until: int, names: set[str]) -> None:
+        self.calls: Counter[str] = Counter()
+        self.failing, self.until, self.names = failing, until, names
+        self.done = asyncio.Event()
+
+    async def __call__(self, body: Any, api: Any, notify: Any) -> Outcome:
+        name = body["metadata"]["name"]
+        self.calls[name] += 1
+        if all(self.calls[n] >= self.until for n in self.names):
+            self.done.set()
+        if name in self.failing:
+            raise self.failing[name]
+        return Outcome({}, True, "Ready")
 
 
-async def test_reconciles_from_the_loop_post_events_through_kopf(monkeypatch: pytest.MonkeyPatch) -> None:
-    """kopf.event() works in the loop's task, which kopf did not create, once a handler has run."""
+async def test_one_tick_enqueues_each_known_resource_once_and_skips_invalid() -> None:
+    controller = build(FakeApi())
+    for body in (_body("a"), _body("bad"), _body("perm"), _invalid("invalid")):
+        controller.known[("default", body["metadata"]["name"])] = body
+    reconciled, skipped = _resyncs("reconciled"), _resyncs("skipped_invalid")
+    controller.resync_all()
+    controller.resync_all()  # a second tick before the workers ran: the keys are queued once
+    assert len(controller.queue) == 3
+    keys = [await asyncio.wait_for(controller.queue.get(), DEADLINE) for _ in range(3)]
+    assert sorted(name for _, name in keys) == ["a", "bad", "perm"]
+    assert (_resyncs("reconciled") - reconciled, _resyncs("skipped_invalid") - skipped) == (6, 2)
+
+
+async def test_the_loop_keeps_resyncing_every_interval_despite_failures() -> None:
+    bodies = (_body("a"), _body("bad"), _body("perm"), _body("bug"), _invalid("invalid"))
+    script = Script({"bad": ApiError(500, "etcdserver: request timed out"), "perm": InvalidSpec("no"),
+                     "bug": KeyError("x")}, until=3, names={"a", "bad", "perm", "bug"})
+    # A fake clock: the scheduled retries of "bad" never fire, so every pass below is the loop's.
+    controller = build(FakeApi(*bodies), script, clock=FakeClock(), resync_seconds=0.01, max_reconciles=2)
+    for body in bodies:
+        controller.known[("default", body["metadata"]["name"])] = body
+    async with running(controller):
+        await asyncio.wait_for(script.done.wait(), DEADLINE)  # three ticks reached every valid resource
+    assert set(script.calls) == {"a", "bad", "perm", "bug"}  # never "invalid"; a bug stopped no worker
+
+
+async def test_start_starts_the_workers_and_one_loop_and_stop_ends_them() -> None:
+    controller = build(FakeApi(), max_reconciles=3)
+    memo = _memo(controller)
+    await main.start_controller(memo=memo)  # what kopf calls at startup
+    tasks = list(controller._tasks)
+    assert len(tasks) == 4 and not any(t.done() for t in tasks)  # 3 workers and the resync loop
+    await asyncio.wait_for(main.stop_controller(memo=memo), DEADLINE)  # and at cleanup
+    assert all(t.done() for t in tasks) and controller._tasks == []
+    assert controller.queue.shutting_down and not controller.queue.add(("default", "a"))
+    await asyncio.wait_for(controller.stop(), DEADLINE)  # a second stop is harmless
+
+
+async def test_events_track_known_resources_and_forget_deleted_ones() -> None:
+    controller = build(FakeApi())
+    await _event(controller, None, _body("a"))
+    await _event(controller, "ADDED", _body("b"))
+    await _event(controller, "MODIFIED", _invalid("b"))
+    assert reported_invalid(controller.known[("default", "b")])  # the latest body is kept
+    await _event(controller, "DELETED", _body("a"))
+    await _event(controller, "MODIFIED", _body("b", meta={"deletionTimestamp": "t"}))
+    assert controller.known == {}
+
+
+async def test_a_resource_found_gone_is_forgotten() -> None:
+    controller = build(FakeApi())
+    controller.known[("default", "gone")] = _body("gone")
+    controller.reconciled[("default", "gone")] = 1
+    await asyncio.wait_for(controller.process(("default", "gone")), DEADLINE)
+    assert controller.known == {} and controller.reconciled == {}
+
+
+async def test_reconciles_of_the_workers_post_events_through_kopf() -> None:
+    """kopf.event() works in the Controller's workers, which kopf did not create, once a handler has run."""
     queue: kopf_posting.K8sEventQueue = asyncio.Queue()
 
     async def reconcile(body: Any, api: Any, notify: Any) -> Outcome:
         await notify("Warning", "RolledBack", "rolled back")
         return Outcome({}, True, "Ready")
 
+    controller = build(FakeApi(_body("a")), reconcile)
+
     async def inside_kopf() -> None:  # what kopf sets in its per-object tasks before calling handlers
         kopf_posting.event_queue_loop_var.set(asyncio.get_running_loop())
         kopf_posting.event_queue_var.set(queue)
-        await _event(None, _body("a"))
+        await _event(controller, None, _body("a"))
 
-    async def operator() -> None:  # kopf's root context holds only the settings
+    async def operator() -> None:  # kopf's root context holds only the settings; startup starts the workers
         kopf_posting.settings_var.set(kopf.OperatorSettings())
-        await asyncio.create_task(inside_kopf())
-        await handlers.resync_all()
+        async with running(controller):
+            await asyncio.create_task(inside_kopf())
+            await drained(controller)
 
-    monkeypatch.setattr(handlers, "_client", FakeApi(_body("a")))
-    monkeypatch.setattr(handlers, "reconcile", reconcile)
     await asyncio.wait_for(asyncio.create_task(operator()), DEADLINE)
     event = await asyncio.wait_for(queue.get(), DEADLINE)
     assert (event.reason, event.ref["name"]) == ("RolledBack", "a")
 
 
-async def test_only_a_generation_not_yet_reconciled_triggers_a_reconcile(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_only_a_generation_not_yet_reconciled_triggers_a_reconcile() -> None:
     """Metadata-only edits and our own status writes keep the generation: they cost no reconcile."""
     calls: list[str] = []
 
-    async def record(namespace: str, name: str) -> None:
-        calls.append(name)
-        handlers._reconciled[(namespace, name)] = 1  # what a finished reconcile of generation 1 records
+    async def record(body: Any, api: Any, notify: Any) -> Outcome:
+        calls.append(body["metadata"]["name"])
+        return Outcome({}, True, "Ready")
 
-    monkeypatch.setattr(handlers, "run_for_owner", record)
-    await _event(None, _body("a"))  # startup listing: reconcile
-    for i in range(10):  # label and annotation edits, status writes: same generation
-        await _event("MODIFIED", _body("a", meta={"labels": {"i": str(i)}}))
-    assert calls == ["a"]
-    await _event("MODIFIED", _body("a", meta={"generation": 2}))
+    async with running(build(FakeApi(), record)) as controller:
+        await _event(controller, None, _body("a"))  # startup listing: reconcile
+        await drained(controller)
+        for i in range(10):  # label and annotation edits, status writes: same generation
+            await _event(controller, "MODIFIED", _body("a", meta={"labels": {"i": str(i)}, "resourceVersion": str(i)}))
+        await drained(controller)
+        assert calls == ["a"]
+        await _event(controller, "MODIFIED", _body("a", meta={"generation": 2, "resourceVersion": "20"}))
+        await drained(controller)
     assert calls == ["a", "a"]

@@ -1,7 +1,8 @@
-"""Fault injection: how the operator retries a reconcile after API errors (retry.py, handlers.py).
+"""Fault injection: how the operator retries a reconcile after API errors (retry.py, controller.py).
 
-The API is a fake that fails as told; sleeping is replaced by a recorder, so each test sees the exact
-number of attempts and the gaps between them without waiting for them.
+The API is a fake that fails as told; the Controller's clock is a FakeClock that records each retry's
+delay and fires it when the test says, so each test sees the exact number of attempts and the gaps
+between them without waiting for them.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from typing import Any
 import kopf
 import pytest
 
-from deepseek_operator import handlers
+from deepseek_operator.controller import Controller
 from deepseek_operator.k8s import ApiError, retry_after_seconds
 from deepseek_operator.reconcile import Outcome
-from deepseek_operator.retry import Backoff, RetryQueue, server_delay
+from deepseek_operator.retry import Backoff, server_delay
 from deepseek_operator.status import forbidden_message
+from tests.unit.controllers import build, drained, running
+from tests.unit.fake_clock import FakeClock
 
 DEADLINE = 5
 KEY = ("default", "chat")
@@ -70,34 +73,24 @@ class Script:
 
 
 @pytest.fixture
-def gaps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Fresh handler state with a retry queue whose sleeps are recorded, not waited."""
-    recorded: list[float] = []
-
-    async def sleep(delay: float) -> None:
-        recorded.append(delay)
-        await asyncio.sleep(0)
-
-    for name, value in (("_known", {}), ("_locks", {}), ("_reconciled", {}), ("_waiting", set())):
-        monkeypatch.setattr(handlers, name, value)
-    monkeypatch.setattr(handlers, "_retries", RetryQueue(run=handlers._retry, sleep=sleep))
-    return recorded
-
-
-@pytest.fixture
 def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
     posted: list[tuple[str, str, str]] = []
     monkeypatch.setattr(kopf, "event", lambda _obj, type, reason, message: posted.append((type, reason, message)))
     return posted
 
 
-async def attempt(api: FakeApi, script: Script, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first trigger, then every scheduled retry, until the script succeeds."""
-    monkeypatch.setattr(handlers, "_client", api)
-    monkeypatch.setattr(handlers, "reconcile", script)
-    with pytest.raises(kopf.TemporaryError):
-        await handlers.run(api.obj)
-    await asyncio.wait_for(script.done.wait(), DEADLINE)
+async def attempt(api: FakeApi, script: Script, clock: FakeClock) -> Controller:
+    """The first trigger, then every scheduled retry, until the script succeeds; the Controller after."""
+    controller = build(api, script, clock=clock, max_reconciles=1)
+    async with running(controller), asyncio.timeout(DEADLINE):
+        controller.enqueue(KEY)
+        while not script.done.is_set():
+            await drained(controller)
+            if controller.queue.pending_retries():
+                clock.fire_next()
+        await drained(controller)
+        assert controller.queue.requeues(KEY) == 0 and controller.queue.pending_retries() == 0  # reset on success
+    return controller
 
 
 def test_backoff_doubles_to_its_cap_and_honours_retry_after_up_to_the_cap() -> None:
@@ -110,37 +103,36 @@ def test_backoff_doubles_to_its_cap_and_honours_retry_after_up_to_the_cap() -> N
     assert retry_after_seconds("7") == 7 and retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") is None
 
 
-async def test_three_500s_are_retried_with_growing_gaps_then_the_count_resets(
-        gaps: list[float], monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_three_500s_are_retried_with_growing_gaps_then_the_count_resets() -> None:
+    clock = FakeClock()
     script = Script(*(ApiError(500, "etcdserver: request timed out") for _ in range(3)))
-    await attempt(FakeApi(), script, monkeypatch)
+    controller = await attempt(FakeApi(), script, clock)
     assert script.calls == 4
-    assert gaps == [1, 2, 4]
-    assert handlers._retries.attempts == {} and handlers._retries.pending() == 0
+    assert clock.delays == [1, 2, 4]
+    assert controller.reconciled == {KEY: 1}
 
 
-async def test_429_is_retried_after_the_seconds_the_api_asks(gaps: list[float],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_429_is_retried_after_the_seconds_the_api_asks() -> None:
+    clock = FakeClock()
     script = Script(ApiError(429, "too many requests", retry_after=7), ApiError(429, "again", retry_after=3))
-    await attempt(FakeApi(), script, monkeypatch)
-    assert script.calls == 3 and gaps == [7, 3]
+    await attempt(FakeApi(), script, clock)
+    assert script.calls == 3 and clock.delays == [7, 3]
 
 
-async def test_409_on_a_child_patch_is_retried_at_once_and_succeeds(gaps: list[float],
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    api = FakeApi()
+async def test_409_on_a_child_patch_is_retried_at_once_and_succeeds() -> None:
+    api, clock = FakeApi(), FakeClock()
     script = Script(ApiError(409, 'Operation cannot be fulfilled on deployments.apps "chat-primary"'))
-    await attempt(api, script, monkeypatch)
-    assert script.calls == 2 and gaps == [1]
+    await attempt(api, script, clock)
+    assert script.calls == 2 and clock.delays == [1]
     assert api.refreshes == 1  # the cached copy is replaced by the server's before the retry reads it
 
 
 async def test_a_persistent_403_names_verb_and_resource_once_and_backs_off(
-        gaps: list[float], events: list[tuple[str, str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
-    api = FakeApi()
+        events: list[tuple[str, str, str]]) -> None:
+    api, clock = FakeApi(), FakeClock()
     script = Script(*(ApiError(403, FORBIDDEN) for _ in range(5)))
-    await attempt(api, script, monkeypatch)
-    assert script.calls == 6 and gaps == [1, 2, 4, 8, 16]
+    await attempt(api, script, clock)
+    assert script.calls == 6 and clock.delays == [1, 2, 4, 8, 16]
     message = forbidden_message(FORBIDDEN)
     assert "may not patch deployments.apps in namespace default" in message
     assert [e for e in events if e[1] == "Forbidden"] == [("Warning", "Forbidden", message)]  # once, not 5 times
@@ -149,14 +141,14 @@ async def test_a_persistent_403_names_verb_and_resource_once_and_backs_off(
     assert (ready["status"], ready["reason"], ready["message"]) == ("False", "Forbidden", message)
 
 
-async def test_a_deleted_resource_drops_its_pending_retry(gaps: list[float]) -> None:
-    never = asyncio.Event()
-
-    async def slow_sleep(delay: float) -> None:
-        await never.wait()
-
-    queue = RetryQueue(run=handlers._retry, sleep=slow_sleep)
-    assert queue.failure(KEY) == 1 and queue.pending() == 1
-    queue.forget(KEY)
-    assert queue.pending() == 0 and queue.attempts == {}
-    await asyncio.wait_for(queue.close(), DEADLINE)
+async def test_a_deleted_resource_drops_its_pending_retry() -> None:
+    clock = FakeClock()
+    api = FakeApi()
+    controller = build(api, Script(ApiError(500, "etcdserver: request timed out")), clock=clock)
+    with pytest.raises(kopf.TemporaryError):
+        await asyncio.wait_for(controller.process(KEY), DEADLINE)
+    assert controller.queue.requeues(KEY) == 1 and controller.queue.pending_retries() == 1
+    api.obj = {**api.obj, "metadata": {**api.obj["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    await asyncio.wait_for(controller.process(KEY), DEADLINE)  # found deleting: forgotten
+    assert controller.queue.requeues(KEY) == 0 and controller.queue.pending_retries() == 0
+    assert clock.advance(3600) == 0 and len(controller.queue) == 0  # the dropped retry never fires

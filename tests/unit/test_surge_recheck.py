@@ -2,7 +2,7 @@
 
 The real reconcile over an in-memory API (tests/unit/test_refused_children.py's FakeApi, with pods):
 while a surge pod waits for a GPU, the Outcome asks for a recheck just after the deadline, and the
-handlers arm a timer for it; once the deadline has passed the reconcile falls back to Replace.
+Controller arms a timer for it; once the deadline has passed the reconcile falls back to Replace.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 
-from deepseek_operator import handlers
 from deepseek_operator.k8s import Kind
 from deepseek_operator.reconcile import reconcile
-from tests.unit.test_refused_children import FakeApi, body, fresh_handlers  # noqa: F401 (a fixture)
+from tests.unit.controllers import build
+from tests.unit.fake_clock import FakeClock
+from tests.unit.test_refused_children import FakeApi, body, no_events  # noqa: F401 (a fixture)
 
+KEY = ("default", "chat")
 IMAGE = "registry.example.com/deepseek-worker:1.1.0"  # body()'s image
 AUTO = {"rollout": {"strategy": "Auto", "surgeTimeoutSeconds": 10}}
 
@@ -67,12 +69,11 @@ async def test_no_recheck_without_a_waiting_surge_pod_or_once_fallen_back() -> N
     assert (await reconcile(surge.cr, surge, no_notify)).recheck_seconds is None  # type: ignore[arg-type]
 
 
-@pytest.mark.usefixtures("fresh_handlers")
-async def test_the_handlers_arm_a_timer_at_the_surge_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
-    api = PodsApi(body(AUTO), [pending_pod(IMAGE, seconds_ago=4)])
-    monkeypatch.setattr(handlers, "_client", api)
-    await handlers.run(api.cr)
-    timer = handlers._rechecks[("default", "chat")]
-    left = timer.when() - asyncio.get_running_loop().time()
-    assert 4.5 <= left <= 7.5, left  # the deadline, not the resync (600 s by default)
-    timer.cancel()
+@pytest.mark.usefixtures("no_events")
+async def test_the_controller_arms_a_timer_at_the_surge_deadline() -> None:
+    api, clock = PodsApi(body(AUTO), [pending_pod(IMAGE, seconds_ago=4)]), FakeClock()
+    controller = build(api, clock=clock)
+    await asyncio.wait_for(controller.process(KEY), 5)
+    assert controller.pending_recheck(KEY) and len(clock.delays) == 1
+    assert 4.5 <= clock.delays[0] <= 7.5, clock.delays  # the deadline, not the resync (600 s by default)
+    assert clock.advance(clock.delays[0]) == 1 and len(controller.queue) == 1  # then the resource is reconciled
