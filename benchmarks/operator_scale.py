@@ -34,17 +34,14 @@ from typing import Any
 
 import httpx
 
+from deepseek_operator import children
+from deepseek_operator.api import parse_spec
+from deepseek_operator.reconcile import owner_of, render_routing_and_monitoring
+from deepseek_operator.render.common import Capabilities
+from deepseek_operator.render.workload import render_workload
+from deepseek_sandbox.real_cluster import AuditLog, RealCluster, admin_env, operator_kubeconfig
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from tests.real_cluster import AuditLog, RealCluster, admin_env, operator_kubeconfig  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "operator"))
-from deepseek_operator import children  # noqa: E402
-from deepseek_operator.api import parse_spec  # noqa: E402
-from deepseek_operator.reconcile import owner_of, render_routing_and_monitoring  # noqa: E402
-from deepseek_operator.render.common import Capabilities  # noqa: E402
-from deepseek_operator.render.workload import render_workload  # noqa: E402
-
 BENCH = ROOT / ".cluster-bench"
 PORTS = {"CLUSTER_API_PORT": "17443", "CLUSTER_ETCD_PORT": "13379", "CLUSTER_ETCD_PEER_PORT": "13380"}
 SYSTEM = "deepseek-bench"

@@ -18,9 +18,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.reliability
 
-from tests.reliability.rolling import Timings, find_nginx, markdown, run_rollout
+from deepseek_worker.testing.rolling import Timings, find_nginx, markdown, run_rollout
 
 
 def main() -> int:

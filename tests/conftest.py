@@ -15,7 +15,7 @@ from collections.abc import Generator
 
 import pytest
 
-from tests.real_cluster import (
+from deepseek_sandbox.real_cluster import (
     RealCluster,
     admin_env,
     operator_kubeconfig,

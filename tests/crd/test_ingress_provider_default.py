@@ -17,7 +17,7 @@ from crd_support import resource, schema
 from deepseek_operator.api import IngressSpec, parse_spec
 from deepseek_operator.render.common import Capabilities, Owner
 from deepseek_operator.render.ingress import render_ingress
-from tests.real_cluster import RealCluster
+from deepseek_sandbox.real_cluster import RealCluster
 
 HOST = "chat.example.com"
 PARENT_REFS = {"parentRefs": [{"name": "public", "namespace": "gateway-system"}]}

@@ -1,4 +1,4 @@
-"""The CRD's validation measured on the real kube-apiserver (tests/real_cluster.py, `make cluster`).
+"""The CRD's validation measured on the real kube-apiserver (deepseek_sandbox/real_cluster.py, `make cluster`).
 
 Every case of crd_cases.py goes to the real apiserver as a server-side dry run (`?dryRun=All`, and
 `fieldValidation=Strict` as kubectl sends by default) in a namespace of this module's own: INVALID ones
@@ -24,7 +24,7 @@ from crd_cases import INVALID, VALID, Invalid, Valid
 from crd_support import CRD_FILE, REPO, SAMPLES, crd, resource, samples
 
 from deepseek_sandbox.admission import admit
-from tests.real_cluster import RealCluster
+from deepseek_sandbox.real_cluster import RealCluster
 
 CRD_NAME = "deepseekdeployments.deepseek.ai"
 CRD_PATH = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}"

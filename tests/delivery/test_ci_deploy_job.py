@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 
 from deepseek_sandbox import Sandbox
+from deepseek_sandbox.real_cluster import RealCluster
 from tests.e2e.conftest import Cluster, Kubectl, Operator, clean_namespace, condition
-from tests.real_cluster import RealCluster
 from tests.waiting import eventually
 
 from .conftest import ROOT, TOOLS

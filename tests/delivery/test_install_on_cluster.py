@@ -1,4 +1,5 @@
-"""Both installs, for real: the chart and manifests/install against the real apiserver (tests/real_cluster.py).
+"""Both installs, for real: the chart and manifests/install against the real apiserver
+(deepseek_sandbox/real_cluster.py).
 
 helm install / upgrade / uninstall, `kubectl apply --server-side -k manifests/install` and its delete, and
 server-side dry runs of documented value combinations. The CRD is shared with every suite on the cluster:
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.real_cluster import RealCluster
+from deepseek_sandbox.real_cluster import RealCluster
 
 from .conftest import CHART, INSTALL_DIR, docs, run, tool
 

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from tests.real_cluster import RealCluster
+from deepseek_sandbox.real_cluster import RealCluster
 
 from .conftest import ROOT, run, tool
 

@@ -18,8 +18,8 @@ import re
 import pytest
 
 from deepseek_operator import children
+from deepseek_sandbox.real_cluster import RealCluster, audit_usage
 from tests.delivery.conftest import ROOT, one, render_chart
-from tests.real_cluster import RealCluster, audit_usage
 
 Grant = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 INSTALL_DOC = ROOT / "docs" / "install.md"

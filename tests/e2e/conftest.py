@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from deepseek_sandbox import Sandbox
-from tests.real_cluster import RealCluster
+from deepseek_sandbox.real_cluster import RealCluster
 from tests.waiting import eventually, run_process
 
 Cluster: TypeAlias = Sandbox | RealCluster

@@ -16,7 +16,7 @@ import httpcore._async.connection as httpcore_connection
 import pytest
 
 from deepseek_operator.k8s import KINDS, K8s
-from tests.real_cluster import RealCluster
+from deepseek_sandbox.real_cluster import RealCluster
 
 CONFIG_MAP = KINDS[("v1", "ConfigMap")]
 

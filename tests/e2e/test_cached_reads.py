@@ -11,8 +11,8 @@ import json
 
 import pytest
 
+from deepseek_sandbox.real_cluster import RealCluster
 from tests.e2e.conftest import Kubectl, Operator, StartOperator, eventually
-from tests.real_cluster import RealCluster
 
 OWNED = "deepseek.ai/deployment=chat"
 CHAT = json.dumps({

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from deepseek_sandbox.real_cluster import RealCluster
 from tests.e2e.conftest import Kubectl, Operator, StartOperator, eventually
-from tests.real_cluster import RealCluster
 
 PEERING = "deepseek-e2e"
 LIFETIME = 10  # seconds; the chart's default is 30

@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import pytest
 
+from deepseek_sandbox.real_cluster import RealCluster
 from tests.e2e.conftest import Kubectl, StartOperator, condition, free_port, warnings
-from tests.real_cluster import RealCluster
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.real_only(reason="claims, Jobs and RBAC of a download pod need the real control plane")

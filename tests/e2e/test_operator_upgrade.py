@@ -33,8 +33,8 @@ from deepseek_operator.api import parse_spec
 from deepseek_operator.render.common import Owner
 from deepseek_operator.render.workload import render_workload
 from deepseek_operator.stored_defaults import chosen_by_user
+from deepseek_sandbox.real_cluster import RealCluster
 from tests.e2e.conftest import ROOT, Kubectl, Operator, condition, eventually, free_port
-from tests.real_cluster import RealCluster
 
 # The commit before 61a0f24 (workers report their measurements): its worker pods have no report
 # ServiceAccount, no token and no DEEPSEEK_REPORT_* env, so this operator renders a different template.

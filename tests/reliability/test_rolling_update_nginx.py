@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.rolling import Timings, find_nginx, markdown, run_rollout
+from deepseek_worker.testing.rolling import Timings, find_nginx, markdown, run_rollout
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 RATE = 10

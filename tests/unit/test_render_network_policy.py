@@ -1,6 +1,6 @@
 """Table tests of render/network_policy.py: kubernetes-validate --strict, and the real apiserver.
 
-Every case's policies are also sent to the real kube-apiserver (tests/real_cluster.py, `make cluster`)
+Every case's policies are also sent to the real kube-apiserver (deepseek_sandbox/real_cluster.py, `make cluster`)
 as a server-side dry run in a namespace of this module's own: it must accept them and return them
 unchanged (no defaults added, so the operator's apply of them is idle on the next reconcile).
 """
@@ -16,7 +16,7 @@ from upstream_crds import kube_validate
 from deepseek_operator.api import parse_spec
 from deepseek_operator.render.common import Owner
 from deepseek_operator.render.network_policy import render_network_policy
-from tests.real_cluster import RealCluster
+from deepseek_sandbox.real_cluster import RealCluster
 
 OWNER = Owner(name="chat", namespace="llm", uid="uid-1")
 INGRESS_NS = {"kubernetes.io/metadata.name": "ingress-nginx"}

@@ -25,8 +25,8 @@ from deepseek_operator.render.common import Owner
 from deepseek_operator.render.model_cache import download_env, render_model_cache
 from deepseek_operator.render.worker_env import worker_env
 from deepseek_operator.render.workload import render_workload
+from deepseek_sandbox.real_cluster import RealCluster
 from deepseek_worker.settings import Settings
-from tests.real_cluster import RealCluster
 
 OWNER = Owner("chat", "team-a", "uid-1", 3)
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "deepseek.ai_deepseekdeployments.yaml"

@@ -1,4 +1,6 @@
-"""The real control plane (`make cluster`: tools/control-plane) as a test backend.
+"""The real control plane (`make cluster`: tools/control-plane) as a test backend, the sandbox's twin.
+
+Shared by the suites (tests/conftest.py) and benchmarks/operator_scale.py, so it lives outside tests/.
 
 `RealCluster` offers the same test API as the sandbox (`get`, `objects`, `kubectl_env`, `stats`,
 `reset_stats`) over the real apiserver: reads go over HTTPS with the admin token; the write counter
@@ -24,9 +26,10 @@ from typing import Any
 
 import httpx
 
-from deepseek_sandbox.stats import VERB_BY_METHOD, WriteStats
+from .stats import VERB_BY_METHOD, WriteStats
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The repository checkout (the sandbox is installed editable, `make bootstrap`): the control plane's scripts.
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONTROL_PLANE = ROOT / "tools" / "control-plane"
 WRITE_VERBS = {*VERB_BY_METHOD.values(), "deletecollection"}
 
