@@ -25,7 +25,7 @@ from typing import Any
 
 from deepseek_operator import children
 from deepseek_operator.informer import Informer, Store
-from deepseek_operator.k8s import KINDS, ApiError, K8s, Kind
+from deepseek_operator.k8s import KINDS, ApiError, K8s, Kind, list_by_name
 from deepseek_operator.render.common import LABEL_DEPLOYMENT
 
 log = logging.getLogger(__name__)
@@ -217,11 +217,9 @@ class CachedK8s(K8s):
     async def refresh(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         """Read one object from the API into its store (after a 409, or a miss); None if it is gone.
 
-        Through a list by name (`fieldSelector=metadata.name=...`), as `kubectl wait` reads one object:
-        `list` is granted for every cached kind anyway, so the operator needs no `get` at all (RBAC).
+        Through a list by name (k8s.list_by_name): the operator needs no `get` at all (RBAC).
         """
-        page = await self.list_page(kind, namespace, {"fieldSelector": f"metadata.name={name}"})
-        live = page[0][0] if page and page[0] else None
+        live = await list_by_name(self, kind, namespace, name)
         store = self._store(kind, namespace)
         if live is not None and store is not None:
             store.observe(live)

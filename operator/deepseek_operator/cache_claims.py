@@ -21,10 +21,10 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from deepseek_operator import quantity
 from deepseek_operator.api import DeepSeekDeploymentSpec, ModelSpec, ResolvedVariant
 from deepseek_operator.cache_conditions import Note
-from deepseek_operator.gpufit import quantity_bytes
-from deepseek_operator.k8s import KINDS, K8s, Kind
+from deepseek_operator.k8s import KINDS, K8s, Kind, list_by_name
 from deepseek_operator.render.common import Owner, cache_key, cache_name, selector_labels
 from deepseek_operator.render.model_cache import cached_models
 
@@ -67,7 +67,7 @@ def resize(claim: dict[str, Any], size: str, storage_class: dict[str, Any] | Non
     """Pure: (patch the claim to `size`?, what ModelCacheReady says). `storage_class`: the claim's
     class as read, None when the claim names none or it does not exist."""
     name, now = claim["metadata"]["name"], requested(claim)
-    want, have = quantity_bytes(size), quantity_bytes(now) if now else 0
+    want, have = quantity.as_bytes(size), quantity.as_bytes(now) if now else 0
     if want == have or not now:
         return False, None
     if want < have:
@@ -86,15 +86,13 @@ def resize(claim: dict[str, Any], size: str, storage_class: dict[str, Any] | Non
 
 
 async def storage_class(api: K8s, claim: dict[str, Any], size: str) -> dict[str, Any] | None:
-    """The claim's StorageClass, read once per (class, size): a list by name (`list` is what the
-    operator is granted), remembered in `api.cache`."""
+    """The claim's StorageClass, read once per (class, size) by k8s.list_by_name, remembered in `api.cache`."""
     name = claim.get("spec", {}).get("storageClassName")
     if not name:
         return None
     slot = f"storageclass/{name}/{size}"
     if slot not in api.cache:
-        page = await api.list_page(STORAGE_CLASS, None, {"fieldSelector": f"metadata.name={name}"})
-        api.cache[slot] = page[0][0] if page and page[0] else None
+        api.cache[slot] = await list_by_name(api, STORAGE_CLASS, None, name)
     found: dict[str, Any] | None = api.cache[slot]
     return found
 
@@ -116,7 +114,7 @@ async def _resize_one(api: K8s, owner: Owner, model: ModelSpec) -> Note | None:
     if claim is None or requested(claim) == model.cache.size:
         return None
     size = model.cache.size
-    sc = await storage_class(api, claim, size) if quantity_bytes(size) > quantity_bytes(requested(claim) or "0") \
+    sc = await storage_class(api, claim, size) if quantity.as_bytes(size) > quantity.as_bytes(requested(claim) or "0") \
         else None
     patch, note = resize(claim, size, sc)
     if patch:

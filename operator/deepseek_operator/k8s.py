@@ -330,3 +330,11 @@ class K8s:
             return "unchanged"
         await self.patch(kind, meta.get("namespace"), meta["name"], patch)
         return "patched"
+
+
+async def list_by_name(api: K8s, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
+    """One object read from the API through a list by name (`fieldSelector=metadata.name=...`), as
+    `kubectl wait` reads one: `list` is granted for every kind the operator reads, so it needs no `get`
+    (RBAC). None: no such object, or the kind's API is not served. Always one request (no cache)."""
+    page = await api.list_page(kind, namespace, {"fieldSelector": f"metadata.name={name}"})
+    return page[0][0] if page and page[0] else None
