@@ -75,7 +75,7 @@ def test_cold_start_goes_out_for_an_allowed_key_only(stack: ExitStack) -> None:
 
 
 def test_overloaded_goes_out_within_max_share(stack: ExitStack) -> None:
-    hosted, hosted_url = start(stack, "hosted")
+    _hosted, hosted_url = start(stack, "hosted")
     local, local_url = start(stack, "local")
     local.queue = 20  # its own queue is beyond overloadThreshold
     url, app = stack.enter_context(gateway(config(hosted_url, [local_url], when=["Overloaded"], maxShare=0.5,

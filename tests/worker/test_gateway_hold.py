@@ -43,7 +43,7 @@ def scaling(url: str) -> dict[str, Any]:
 
 def test_held_request_is_answered_when_a_backend_appears(stack: ExitStack) -> None:
     port = free_port()
-    url, app = stack.enter_context(gateway(cold(port)))
+    url, _app = stack.enter_context(gateway(cold(port)))
     thread, out = in_thread(lambda: httpx.post(url + "/v1/chat/completions", content=chat(), headers=AUTH,
                                                timeout=30))
     wait_until(lambda: scaling(url)["held"] == 1, 10, "the request held")

@@ -60,7 +60,7 @@ def test_weights_draw_by_a_seeded_rng_statistically() -> None:
 
 
 def test_weights_respected_through_the_gateway_and_ready_gated(stack: ExitStack) -> None:
-    a, a_url = stub(stack, "a")
+    _a, a_url = stub(stack, "a")
     b, b_url = stub(stack, "b")
     config = {"variants": [{"name": "a", "weight": 75, "backends": [a_url]},
                            {"name": "b", "weight": 25, "backends": [b_url]}]}
@@ -120,7 +120,7 @@ def test_byte_exact_json_and_stream_with_served_by(stack: ExitStack) -> None:
 
 
 def test_failed_backend_is_retried_on_another_before_any_byte(stack: ExitStack) -> None:
-    live, live_url = stub(stack, "live")
+    _live, live_url = stub(stack, "live")
     draining, draining_url = stub(stack, "draining")
     dead_url = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
     url, app = stack.enter_context(gateway({"variants": [{"name": "v", "weight": 100,
