@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from deepseek_operator.api import DeepSeekDeploymentSpec, ResolvedVariant, resolve_variants
+from deepseek_operator.architectures import Architecture
 from deepseek_operator.download import progress_of
-from deepseek_operator.gpufit import Architecture
 from deepseek_operator.k8s import KINDS, K8s
 from deepseek_operator.precision import FP8, Stored
 from deepseek_operator.render.common import Owner, cache_name

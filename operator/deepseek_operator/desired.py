@@ -54,8 +54,11 @@ class Desired:
         return str(self.previous.get("image", ""))
 
     def after_failure(self, plan: Rollback) -> Desired:
-        """This pass with a new rollback state: the primary's image and the strategies follow it."""
+        """This pass with a new rollback state: the primary's image and the strategies follow it (the
+        templates are rendered again only when an image changed)."""
         images = _images(self.spec, plan, self.stable_image)
+        if images == self.images:
+            return dataclasses.replace(self, rollback=plan)
         chosen = _strategies(self.owner, self.spec, self.variants, images, self.previous)
         return dataclasses.replace(self, rollback=plan, images=images, chosen=chosen)
 

@@ -1,7 +1,7 @@
 """A worker's way to serving, sized from the model's checkpoint: the pod's download volume and the
 start-up time estimate (docs/gpu-sizing.md, "Start-up budget"; docs/model-cache.md).
 
-Pure arithmetic on the checkpoint's bytes (gpufit.checkpoint_bytes). The rates are stated assumptions,
+Pure arithmetic on the checkpoint's bytes (architectures.checkpoint_bytes). The rates are stated assumptions,
 not measurements; the docs derive the table of suggested `model.loadTimeoutSeconds` from them:
 
     estimate  = (checkpoint / HUB_BYTES_PER_SECOND   when the pod downloads from the hub)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from deepseek_operator import gpufit
+from deepseek_operator import architectures, gpufit
 from deepseek_operator.api import InvalidSpec, parse_spec
 from deepseek_operator.gpufit import GIB, MIB, Inputs, plan_inputs, plan_variants
 from deepseek_operator.observe import VariantObservation, pod_issue, variant_state
@@ -26,7 +26,7 @@ def inputs(model: str = "deepseek-ai/DeepSeek-V3", **kw: Any) -> Inputs:
 def test_v3_fp8_on_8_h200_fits_with_vllm_the_worked_example() -> None:
     """docs/gpu-sizing.md's worked example: V3 priced as stored (FP8 + block scales + bf16 rest)."""
     fit = plan_inputs(inputs(runtime="vllm"))
-    v3 = gpufit.CATALOGUE["deepseek-v3"]
+    v3 = architectures.CATALOGUE["deepseek-v3"]
     assert v3.stored is not None
     # 669.07e9 FP8 parameters x 1 byte + their float32 scales per 128x128 block + 1.96e9 bf16 x 2 = 673.15e9.
     assert fit.weights == (v3.stored.quantized + v3.stored.quantized * 4 // 16384
@@ -40,7 +40,7 @@ def test_v3_fp8_on_8_h200_fits_with_vllm_the_worked_example() -> None:
 
 
 def test_mla_cache_is_the_latent_and_rope_key_not_the_per_head_formula() -> None:
-    v3 = gpufit.CATALOGUE["deepseek-v3"]
+    v3 = architectures.CATALOGUE["deepseek-v3"]
     # 61 layers x (kv_lora_rank 512 + qk_rope_head_dim 64) x 2 bytes per token.
     assert gpufit.kv_bytes_per_token(v3, "bfloat16") == 61 * 576 * 2 == 70272
     naive = 2 * 61 * 7168 * 2  # 2 (K, V) x layers x hidden x 2 bytes
@@ -52,7 +52,7 @@ def test_mla_cache_is_the_latent_and_rope_key_not_the_per_head_formula() -> None
 
 
 def test_gqa_cache_of_a_distill() -> None:
-    qwen7 = gpufit.CATALOGUE["deepseek-r1-distill-qwen-7b"]
+    qwen7 = architectures.CATALOGUE["deepseek-r1-distill-qwen-7b"]
     assert gpufit.kv_bytes_per_token(qwen7, "bfloat16") == 2 * 28 * 4 * 128 * 2  # 56 KiB per token
 
 
@@ -72,7 +72,7 @@ def test_nf4_of_a_dense_distill_fits_where_bf16_does_not() -> None:
 def test_v2_nf4_keeps_the_fused_routed_experts_at_bf16() -> None:
     """transformers >= 5 stores DeepSeek's routed experts as 3-D parameters, which bitsandbytes skips
     (tests/worker/test_gpu_fit_measured.py measures it): nf4 saves little on V2 and 4 H100s are short."""
-    v2 = gpufit.CATALOGUE["deepseek-v2"]
+    v2 = architectures.CATALOGUE["deepseek-v2"]
     assert v2.routed_expert_parameters == 59 * 160 * 3 * 5120 * 1536
     bf16 = plan_inputs(inputs("deepseek-ai/DeepSeek-V2", gpus=4, node_selector=H100))
     fit = plan_inputs(inputs("deepseek-ai/DeepSeek-V2", quantization="nf4", gpus=4, node_selector=H100))
@@ -172,7 +172,7 @@ L4 = (("nvidia.com/gpu.product", "NVIDIA-L4"),)
 def test_the_pool_holds_what_the_budget_leaves_in_slots_of_max_model_len() -> None:
     """The worker's rule: slots = min(maxBatchSize, (util x memory - weights - activations) / slot)."""
     fit = plan_inputs(inputs(QWEN7, gpus=1, node_selector=L4))
-    qwen7 = gpufit.CATALOGUE["deepseek-r1-distill-qwen-7b"]
+    qwen7 = architectures.CATALOGUE["deepseek-r1-distill-qwen-7b"]
     slot = 8192 * gpufit.kv_bytes_per_token(qwen7, "bfloat16")
     budget = int(0.9 * 23034 * MIB)
     assert fit.kv_slots == (budget - fit.weights - fit.activations) // slot == 12
@@ -230,7 +230,7 @@ def test_reasoning_models_get_room_to_think_and_the_pool_is_priced_with_it() -> 
     KV pool (status.gpuFit) is priced with the effective maxModelLen. Other families keep 8192 / 2048."""
     fit = _plan({"id": QWEN7})
     assert (fit.max_model_len, fit.max_new_tokens) == (32768, 16384)
-    slot = 32768 * gpufit.kv_bytes_per_token(gpufit.CATALOGUE["deepseek-r1-distill-qwen-7b"], "auto")
+    slot = 32768 * gpufit.kv_bytes_per_token(architectures.CATALOGUE["deepseek-r1-distill-qwen-7b"], "auto")
     assert fit.kv_cache == fit.kv_slots * slot and fit.kv_pool_tokens == fit.kv_slots * 32768
     status = gpufit.status_of(fit)
     assert (status["maxModelLen"], status["maxNewTokens"]) == (32768, 16384)
@@ -307,7 +307,7 @@ def test_the_start_up_table_in_the_docs_is_the_formula() -> None:
             if line.startswith("| DeepSeek-")]
     assert len(rows) == 9
     for name, size, volume, hub, hub_budget, cached, cached_budget in ([c.strip() for c in r] for r in rows):
-        checkpoint = gpufit.CATALOGUE[name.split(",")[0].lower()].checkpoint_size()
+        checkpoint = architectures.CATALOGUE[name.split(",")[0].lower()].checkpoint_size()
         on_hub, on_volume = startup.load_seconds(checkpoint, True), startup.load_seconds(checkpoint, False)
         assert (size, volume) == (f"{checkpoint / 1e9:.1f}", startup.volume_quantity(checkpoint)), name
         assert (int(hub), int(hub_budget)) == (on_hub, startup.suggested_timeout(on_hub)), name

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deepseek_operator import gpufit, precision
+from deepseek_operator import architectures, gpufit, precision
 from deepseek_operator.api import Resources, parse_spec
 from deepseek_operator.gpufit import GB, GIB, plan_inputs, plan_variants
 from tests.unit.test_gpufit import H100, inputs
@@ -17,7 +17,7 @@ L40S = (("nvidia.com/gpu.product", "NVIDIA-L40S"),)
 
 def test_v3_priced_as_stored_is_within_5_percent_of_the_hubs_safetensors() -> None:
     """The arithmetic of docs/gpu-sizing.md: FP8 weights + float32 block scales + bf16 rest + MTP layer."""
-    v3 = gpufit.CATALOGUE["deepseek-v3"]
+    v3 = architectures.CATALOGUE["deepseek-v3"]
     stored = v3.stored
     assert stored is not None and (stored.method, stored.fmt, stored.block) == ("fp8", "e4m3", (128, 128))
     assert round(v3.parameters / 1e9, 2) == 671.03  # the main model, as transformers and the engines load it
@@ -35,9 +35,9 @@ def test_v3_priced_as_stored_is_within_5_percent_of_the_hubs_safetensors() -> No
 
 def test_every_fp8_model_is_catalogued_as_stored_fp8() -> None:
     for key in precision.FP8_MODELS:
-        found = gpufit.lookup(f"deepseek-ai/{key}")
+        found = architectures.lookup(f"deepseek-ai/{key}")
         assert found is not None and found[1].stored is not None, key
-    stored = {k for k, a in gpufit.CATALOGUE.items() if a.stored is not None}
+    stored = {k for k, a in architectures.CATALOGUE.items() if a.stored is not None}
     assert stored == set(precision.FP8_MODELS)
     pattern = precision.FP8_MODEL_ID
     for model_id in ("deepseek-ai/DeepSeek-V3", "/models/deepseek-r1/", "DeepSeek-V3.1", "x/deepseek-v3-0324"):
@@ -80,7 +80,7 @@ def test_suggestions_stay_within_a_node_unless_the_runtime_spans_nodes() -> None
 def test_the_mtp_layer_and_an_fp8_kv_cache_follow_the_runtime_args() -> None:
     plain = plan_inputs(inputs(runtime="vllm"))
     spec = plan_inputs(inputs(runtime="vllm", runtime_args=("--speculative-config", '{"method":"deepseek_mtp"}')))
-    v3 = gpufit.CATALOGUE["deepseek-v3"]
+    v3 = architectures.CATALOGUE["deepseek-v3"]
     assert v3.stored is not None
     mtp = v3.stored.weight_bytes(v3.parameters, mtp=True) - v3.stored.weight_bytes(v3.parameters, mtp=False)
     assert spec.weights - plain.weights == pytest.approx(mtp / 8, abs=1)
@@ -94,7 +94,7 @@ def test_the_mtp_layer_and_an_fp8_kv_cache_follow_the_runtime_args() -> None:
 
 def test_tensor_parallel_splits_gqa_heads_pipeline_splits_layers() -> None:
     """A distill's GQA KV heads split over TP ranks (at most kv_heads ways); MLA's latent does not."""
-    llama = gpufit.CATALOGUE["deepseek-r1-distill-llama-70b"]  # 8 KV heads
+    llama = architectures.CATALOGUE["deepseek-r1-distill-llama-70b"]  # 8 KV heads
     per_token = gpufit.kv_bytes_per_token(llama, "auto")
     fit = plan_inputs(inputs("deepseek-ai/DeepSeek-R1-Distill-Llama-70B", runtime="vllm", max_batch_size=1))
     assert fit.kv_cache == 8192 * per_token // 8
@@ -124,7 +124,7 @@ def test_multi_node_suggestions_stay_within_resources_gpus_maximum() -> None:
 def test_the_docs_fp8_figures_are_the_plans() -> None:
     """docs/gpu-sizing.md "FP8 checkpoints": the table's totals and the worked example, recomputed."""
     text = (Path(__file__).resolve().parents[2] / "docs" / "gpu-sizing.md").read_text(encoding="utf-8")
-    v3 = gpufit.CATALOGUE["deepseek-v3"]
+    v3 = architectures.CATALOGUE["deepseek-v3"]
     assert v3.stored is not None
     loaded, files = gpufit.weight_bytes(v3, "none", "auto"), v3.stored.checkpoint_bytes(v3.parameters)
     assert f"**{loaded / GB:.2f} GB** ({loaded // 8 / GIB:.1f} GiB per GPU on 8)" in text

@@ -422,11 +422,11 @@ V2_LITE_CONFIG = {"model_type": "deepseek_v2", "num_hidden_layers": 27, "hidden_
 def test_a_published_config_is_the_catalogues_geometry_for_the_same_model() -> None:
     from dataclasses import replace
 
-    from deepseek_operator import gpufit
+    from deepseek_operator import architectures
     from deepseek_operator.config_geometry import architecture_from_config
 
     found = architecture_from_config(V2_LITE_CONFIG, checkpoint_bytes=31_400_000_000)
-    assert found == replace(gpufit.CATALOGUE["deepseek-v2-lite"], checkpoint_bytes=31_400_000_000)
+    assert found == replace(architectures.CATALOGUE["deepseek-v2-lite"], checkpoint_bytes=31_400_000_000)
     gqa = architecture_from_config({"num_hidden_layers": 28, "hidden_size": 3584, "num_attention_heads": 28,
                                     "num_key_value_heads": 4, "vocab_size": 152064, "parameters": 7_616_000_000})
     assert gqa is not None and (gqa.kv_heads, gqa.head_dim, gqa.mla) == (4, 128, False)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from deepseek_operator import gpufit, startup
+from deepseek_operator import startup
 from deepseek_operator.api import DeepSeekDeploymentSpec, ModelSpec, ResolvedVariant, resolve_variants
+from deepseek_operator.architectures import checkpoint_bytes
 from deepseek_operator.render import multinode
 from deepseek_operator.render.common import (
     HTTP_PORT,
@@ -213,7 +214,7 @@ def download_volume(model: ModelSpec) -> str | None:
     """The size of the emptyDir a worker downloads its model into (a hub source without model.cache), from
     the checkpoint's size (startup.volume_quantity); None when nothing is downloaded or the size is unknown
     (the emptyDir is then unbounded, as docs/model-cache.md says)."""
-    checkpoint = gpufit.checkpoint_bytes(model)
+    checkpoint = checkpoint_bytes(model)
     if not startup.downloads_in_pod(model) or not checkpoint:
         return None
     return startup.volume_quantity(checkpoint)
