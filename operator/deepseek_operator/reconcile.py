@@ -34,7 +34,7 @@ from deepseek_operator.config_geometry import downloaded_architectures
 from deepseek_operator.desired import WORKLOAD_KINDS, Chosen, Conditions, Desired, compute
 from deepseek_operator.download import DownloadState, download_state
 from deepseek_operator.integrations import detect_capabilities, integration_conditions, multinode_missing
-from deepseek_operator.k8s import KINDS, ApiError, K8s
+from deepseek_operator.k8s import KINDS, ApiError, K8s, list_by_name
 from deepseek_operator.lws_status import as_deployment
 from deepseek_operator.observe import Phase, VariantObservation, VariantState, variant_state
 from deepseek_operator.render import multinode
@@ -144,7 +144,7 @@ async def reconcile(body: Mapping[str, Any], api: K8s, notify: Notify) -> Outcom
 
 async def _stored_defaults(api: K8s, body: Mapping[str, Any]) -> Conditions:
     """stored_defaults.py's conditions. The caches drop managedFields (informer.slim), so when the
-    answer depends on them the resource is read once more (a list by name, as CachedK8s.refresh reads),
+    answer depends on them the resource is read once more (k8s.list_by_name, as CachedK8s.refresh reads),
     at most once per resourceVersion (the client's memo)."""
     meta = body.get("metadata") or {}
     if not needs_managed_fields(body) or "managedFields" in meta:
@@ -152,8 +152,7 @@ async def _stored_defaults(api: K8s, body: Mapping[str, Any]) -> Conditions:
     key, version = f"managedFields/{meta.get('uid')}", meta.get("resourceVersion")
     hit = api.cache.get(key)
     if hit is None or hit[0] != version:
-        page = await api.list_page(CR, meta.get("namespace"), {"fieldSelector": f"metadata.name={meta.get('name')}"})
-        full = page[0][0] if page and page[0] else body
+        full = await list_by_name(api, CR, meta.get("namespace"), str(meta.get("name"))) or body
         hit = api.cache[key] = (version, stored_default_conditions(full))
     found: Conditions = hit[1]
     return found
