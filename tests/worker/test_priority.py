@@ -1,0 +1,123 @@
+"""Priority per key (keys.py): the engine's waiting queue admits interactive before batch
+(engine/admission.py), the key's priority reaches the engine, and the edge's concurrency gate keeps
+the last slots for interactive keys (limits.py, proxy mode's only gate)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from fakes import make_app
+
+from deepseek_worker.engine.admission import WaitingQueue
+from deepseek_worker.server.limits import interactive_reserve
+from deepseek_worker.types import EngineConfig, SamplingParams
+
+DEADLINE = 120.0
+CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+KEYS = "- {id: chat, key: sk-chat}\n- {id: nightly, key: sk-nightly, priority: batch}\n"
+
+
+def seq(name: str, priority: int) -> Any:
+    return SimpleNamespace(name=name, key=name, params=SimpleNamespace(priority=priority))
+
+
+def test_waiting_queue_orders_by_priority_then_arrival() -> None:
+    queue = WaitingQueue()
+    items = [seq("b1", 1), seq("i1", 0), seq("b2", 1), seq("i2", 0)]
+    for item in items:
+        queue.append(item)
+    assert len(queue) == 4 and bool(queue) and items[2] in queue
+    assert [s.name for s in queue] == ["i1", "i2", "b1", "b2"]  # iteration is admission order
+    queue.remove(items[1])  # i1's consumer left
+    assert items[1] not in queue
+    assert [queue.popleft().name for _ in range(3)] == ["i2", "b1", "b2"]
+    assert not queue and len(queue) == 0
+    with pytest.raises(IndexError):
+        queue.popleft()
+    with pytest.raises(ValueError):
+        queue.remove(items[0])
+    queue.append(seq("late-batch", 1))
+    queue.append(seq("late-interactive", 0))
+    queue.clear()
+    assert not queue
+
+
+def test_engine_admits_interactive_first_when_slots_are_short() -> None:
+    """Engine._admit with 1 free slot and no model: the interactive request that came last goes first."""
+    from deepseek_worker.engine.core import Engine
+
+    engine = Engine(EngineConfig(model="unused"))
+    engine._runner = SimpleNamespace(free_slots=1)  # type: ignore[assignment]
+    for item in (seq("batch", 1), seq("chat", 0)):
+        engine._waiting.append(item)
+    assert [s.name for s in engine._admit(0)] == ["chat"]
+    assert [s.name for s in engine._admit(0)] == ["batch"]
+
+
+async def test_tiny_engine_serves_a_waiting_interactive_request_before_an_earlier_batch_one(
+        tiny_model_dir: Path) -> None:
+    from deepseek_worker.engine.core import Engine
+
+    engine = Engine(EngineConfig(model=str(tiny_model_dir), max_batch_size=1, max_model_len=256))
+    await asyncio.wait_for(engine.start(), DEADLINE)
+    try:
+        ids = engine.tokenize("Hello there")
+        first_chunk: list[str] = []
+
+        async def run(name: str, max_tokens: int, priority: int) -> None:
+            params = SamplingParams(max_tokens=max_tokens, temperature=0, priority=priority)
+            async for chunk in engine.generate(ids, params, name):
+                if name not in first_chunk:
+                    first_chunk.append(name)
+                if chunk.finish_reason is not None:
+                    assert chunk.finish_reason != "error", chunk.error
+                    return
+
+        async def until(predicate: Any, what: str) -> None:
+            async with asyncio.timeout(DEADLINE):
+                while not predicate():
+                    await asyncio.sleep(0.01)
+
+        holder = asyncio.create_task(run("holder", 60, 0))
+        await until(lambda: engine.stats().running == 1, "the holder to run")
+        batch = asyncio.create_task(run("batch", 3, 1))
+        await until(lambda: engine.stats().waiting == 1, "the batch request to wait")
+        chat = asyncio.create_task(run("chat", 3, 0))
+        await until(lambda: engine.stats().waiting == 2, "both to wait (one slot, held)")
+        assert engine.stats().running == 1 and not holder.done()
+        await asyncio.wait_for(asyncio.gather(holder, batch, chat), DEADLINE)
+        assert first_chunk == ["holder", "chat", "batch"]
+    finally:
+        await asyncio.wait_for(engine.stop(), DEADLINE)
+
+
+def test_interactive_reserve() -> None:
+    assert [interactive_reserve(n) for n in (1, 3, 4, 8, 64)] == [0, 0, 1, 2, 16]
+
+
+async def test_key_priority_reaches_the_engine_and_the_gate_keeps_slots_for_interactive(tmp_path: Path) -> None:
+    keys = tmp_path / "api-keys"
+    keys.write_text(KEYS, encoding="utf-8")
+    app, engine = make_app(api_keys_file=keys, max_concurrent_requests=4, max_concurrent_requests_per_key=4)
+    worker = app.state.worker
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://w") as c:
+        async def ask(key: str) -> httpx.Response:
+            return await c.post("/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {key}"})
+
+        assert (await ask("sk-nightly")).status_code == 200 and engine.last_params.priority == 1
+        assert (await ask("sk-chat")).status_code == 200 and engine.last_params.priority == 0
+        worker.enter()
+        worker.enter()  # 2 of 4 slots held: the batch key may take the third
+        assert (await ask("sk-nightly")).status_code == 200
+        worker.enter()  # 3 held: the last slot is kept for interactive keys
+        refused = await ask("sk-nightly")
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert "interactive" in refused.json()["error"]["message"]
+        assert (await ask("sk-chat")).status_code == 200
+        worker.enter()  # all 4 held: everyone waits
+        assert (await ask("sk-chat")).status_code == 503
