@@ -33,8 +33,12 @@ def reply(name: str) -> bytes:
 
 
 def chat(scenario: str = "reply", stream: bool = False, model: str = "deepseek-chat") -> bytes:
-    return json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream,
-                       "scenario": scenario}).encode()
+    """A chat request; a stream asks for usage itself (else the gateway would, and hold CHUNKS[-2] back)."""
+    request: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream,
+                               "scenario": scenario}
+    if stream:
+        request["stream_options"] = {"include_usage": True}
+    return json.dumps(request).encode()
 
 
 class StubBackend:

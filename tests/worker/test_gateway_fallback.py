@@ -8,6 +8,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -130,3 +131,15 @@ def test_share_window_slides() -> None:
     assert not window.would_stay_within(0.5) and window.share() == 0.5
     now[0] = 61.0
     assert window.share() == 0.0
+
+
+def test_allow_external_names_key_ids_of_the_structured_keys_file(stack: ExitStack, tmp_path: Path) -> None:
+    hosted, hosted_url = start(stack, "hosted")
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(f"- {{id: team-out, key: {KEY}}}\n- {{id: team-resident, key: {OTHER}}}\n")
+    document = config(hosted_url, [f"http://127.0.0.1:{free_port()}"], when=["ColdStart"], maxShare=1.0,
+                      allowExternal=["team-out"])
+    url, _ = stack.enter_context(gateway(document, api_keys=None, api_keys_file=keys))
+    assert post(url, chat()).headers["x-served-by"] == "fallback"
+    assert post(url, chat(), key=OTHER).status_code == 504
+    assert len(hosted.requests) == 1

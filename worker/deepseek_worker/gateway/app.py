@@ -26,6 +26,7 @@ from ..server.lifecycle import WorkerState
 from ..server.limits import API_PREFIXES
 from ..server.metrics import Metrics
 from ..server.proxy import FORWARDED
+from ..server.relay import ask_for_usage
 from ..server.routes import health, token
 from ..settings import Settings
 from .backends import Pool
@@ -101,7 +102,11 @@ def _add_forwarding(app: FastAPI, router: Router, auth: Authenticator) -> None:
             body = await request.body()  # within the body cap (limits.AdmissionMiddleware)
             path = target + "/" + request.path_params["model_id"] if "model_id" in request.path_params else target
             identity = auth.identify(request.headers, request.scope)  # admitted already: cannot fail here
-            return GatewayResponse(router, method, path, body, request.headers, identity, started)
+            names = frozenset((identity, auth.caller(identity).label))
+            # A stream without usage is metered all the same: the backend is asked for it (relay.py).
+            asked = ask_for_usage(body) if method == "POST" and target != "/v1/embeddings" else None
+            return GatewayResponse(router, method, path, asked or body, request.headers, names, started,
+                                   hide_usage=asked is not None)
 
         return handler
 

@@ -97,8 +97,9 @@ class Fallback(_Model):
     # A variant is Overloaded when every ready backend's load (gateway in-flight + polled queue) is at
     # least this; a full hold queue is Overloaded too.
     overloadThreshold: int = Field(8, ge=1)
-    # Identities allowed to leave the cluster (data residency): "key:<id>" as in the logs and the
-    # per-key metrics (sha256 of the key, 16 hex digits), "client:<sub>" for JWT clients, "*" for all.
+    # Callers allowed to leave the cluster (data residency): a key's `id` in the structured keys file
+    # (server/keys.py, docs/auth.md), "client:<sub>" for a JWT client, "key:<sha256 of the key, 16
+    # hex digits>" for a plain-format key, "*" for every caller. Nobody by default.
     allowExternal: list[str] = Field(default_factory=list)
     timeoutSeconds: float = Field(600, gt=0)
 

@@ -81,9 +81,10 @@ class FallbackRule:
         self.config = config
         self.window = ShareWindow(config.windowSeconds if config else 60.0, clock)
 
-    def allows(self, reason: FallbackReason, identity: str) -> bool:
+    def allows(self, reason: FallbackReason, names: frozenset[str]) -> bool:
+        """Whether a request of the caller known by `names` (identity, key id) may go out for `reason`."""
         config = self.config
-        return (config is not None and reason in config.when and config.allows(identity)
+        return (config is not None and reason in config.when and any(config.allows(n) for n in names)
                 and self.window.would_stay_within(config.maxShare))
 
     def overloaded(self, load_exceeded: Callable[[int], bool]) -> bool:

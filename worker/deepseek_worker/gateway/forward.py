@@ -30,7 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..protocol.errors import APIError
 from ..server.metrics import Metrics
-from ..server.relay import SSE_HEADERS, UsageScanner, _relayed
+from ..server.relay import SSE_HEADERS, UsageEventFilter, UsageScanner, _relayed
 from ..server.responses import ClientDisconnected, until_disconnect
 from ..server.upstream import Upstream
 from .backends import Backend, Pool
@@ -111,16 +111,21 @@ class GatewayResponse(Response):
     """A Starlette response that routes and relays one request when sent."""
 
     def __init__(self, router: Router, method: str, path: str, body: bytes, headers: Mapping[str, str],
-                 identity: str, started: float) -> None:
+                 names: frozenset[str], started: float, hide_usage: bool = False) -> None:
+        """`names`: the caller's identity and key id (fallback.allowExternal matches either);
+        `hide_usage`: `body` was rewritten by relay.ask_for_usage, so the usage-only event is held back."""
         super().__init__()
         self.router = router
         self.method, self.path, self.body_bytes, self.request_headers = method, path, body, headers
-        self.identity = identity
+        self.names = names
         self.started = started
+        self.hide_usage = hide_usage
         self.stream = wants_stream(body)
+        self.scope: Scope | None = None  # for the caller's meter (metering.report_usage)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = _Client(send)
+        self.scope = scope
         try:
             await until_disconnect(receive, self._route(scope, client))
         except OSError:
@@ -186,7 +191,7 @@ class GatewayResponse(Response):
     async def _out(self, reason: FallbackReason, scope: Scope, client: _Client) -> bool:
         """Send the request to the hosted API when the rule allows `reason`; False when it does not."""
         router = self.router
-        if router.hosted is None or not router.rule.allows(reason, self.identity):
+        if router.hosted is None or not router.rule.allows(reason, self.names):
             return False
         router.rule.window.record(True)
         await self._relay(router.hosted, FALLBACK, scope, client, retry=False)  # never raises _Retry
@@ -251,7 +256,7 @@ class GatewayResponse(Response):
         if response.is_success and "content-encoding" not in response.headers:
             scanner = UsageScanner()
             scanner.feed_body(body)
-            scanner.count(self.router.metrics)
+            scanner.count(self.router.metrics, self.scope)
         if client.started:  # a held stream whose backend answered JSON (an error): one error event
             await client.body(b"data: " + body.replace(b"\n", b"") + b"\n\ndata: [DONE]\n\n", more=False)
             return
@@ -263,6 +268,7 @@ class GatewayResponse(Response):
     async def _stream(self, upstream: Upstream, response: httpx.Response, served_by: str, client: _Client,
                       retry: bool, hold: Hold | None) -> None:
         scanner = UsageScanner()
+        hidden = UsageEventFilter() if self.hide_usage and response.is_success else None
         chunks = response.aiter_raw()
         try:  # the head goes out with the first chunk: a backend that dies before it is retried
             first = await anext(chunks, b"")
@@ -279,13 +285,17 @@ class GatewayResponse(Response):
             chunk = first
             while chunk:
                 scanner.feed_event_bytes(chunk)
-                await client.body(chunk)
+                out = chunk if hidden is None else hidden.feed(chunk)
+                if out:
+                    await client.body(out)
                 chunk = await anext(chunks, b"")
+            if hidden is not None and (rest := hidden.rest()):
+                await client.body(rest)
         except httpx.HTTPError as exc:
             err = upstream.failure(exc)
             await client.body(f"data: {json.dumps(err.body(), separators=(',', ':'))}\n\ndata: [DONE]\n\n".encode())
         finally:
-            scanner.count(self.router.metrics)
+            scanner.count(self.router.metrics, self.scope)
         await client.body(b"", more=False)
 
 
