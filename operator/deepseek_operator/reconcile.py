@@ -9,15 +9,15 @@ step after it reads that value.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from deepseek_operator import gpufit, measured, metrics, rollback, strategy, upgrade
+from deepseek_operator import announce, gpufit, metrics, rollback, strategy, upgrade
+from deepseek_operator.announce import Notify as Notify  # what the Controller passes in
 from deepseek_operator.api import (
     PRIMARY,
     DeepSeekDeploymentSpec,
@@ -27,33 +27,30 @@ from deepseek_operator.api import (
     resolve_variants,
 )
 from deepseek_operator.cache_claims import adopt_legacy_caches, resize_claims
-from deepseek_operator.cache_conditions import CONDITION as CACHE_CONDITION
 from deepseek_operator.cache_conditions import Note, cache_conditions
 from deepseek_operator.children import pruned
 from deepseek_operator.config_geometry import downloaded_architectures
 from deepseek_operator.desired import WORKLOAD_KINDS, Chosen, Conditions, Desired, compute
-from deepseek_operator.download import DownloadState, download_state
-from deepseek_operator.integrations import detect_capabilities, integration_conditions, multinode_missing
+from deepseek_operator.download import DownloadState
+from deepseek_operator.integrations import detect_capabilities, integration_conditions
 from deepseek_operator.k8s import KINDS, ApiError, K8s, list_by_name
-from deepseek_operator.lws_status import as_deployment
-from deepseek_operator.observe import Phase, VariantObservation, VariantState, variant_state
+from deepseek_operator.observe import VariantState
+from deepseek_operator.readback import Pods, observe, observe_downloads, observe_reports
 from deepseek_operator.render import multinode
 from deepseek_operator.render.common import (
     LABEL_VARIANT,
     Capabilities,
     Owner,
-    cache_name,
     deployment_name,
     selector_labels,
 )
 from deepseek_operator.render.ingress import ingress_url, render_ingress
-from deepseek_operator.render.measurements import render_reports, report_name
+from deepseek_operator.render.measurements import render_reports
 from deepseek_operator.render.model_cache import CREATE_ONLY, render_model_cache
 from deepseek_operator.render.monitoring import render_prometheus_rule, render_service_monitor
 from deepseek_operator.render.network_policy import render_network_policy
 from deepseek_operator.render.workload import render_workload
 from deepseek_operator.status import (
-    Rollback,
     StatusInput,
     child_rejected_conditions,
     compute_status,
@@ -67,15 +64,8 @@ from deepseek_operator.stored_defaults import needs_managed_fields, stored_defau
 from deepseek_operator.traffic import effective_weights
 
 log = logging.getLogger(__name__)
-Notify = Callable[[str, str, str], Awaitable[None]]  # (type Normal|Warning, reason, message)
 DEPLOYMENT = KINDS[("apps/v1", "Deployment")]
-LEADER_WORKER_SET = KINDS[(multinode.API_VERSION, multinode.KIND)]
-POD = KINDS[("v1", "Pod")]
-EVENT = KINDS[("v1", "Event")]
 CR = KINDS[("deepseek.ai/v1alpha1", "DeepSeekDeployment")]
-JOB = KINDS[("batch/v1", "Job")]
-CONFIG_MAP = KINDS[("v1", "ConfigMap")]
-CLAIM = KINDS[("v1", "PersistentVolumeClaim")]
 UNPROCESSABLE = 422  # the apiserver's validation refused an object: the same object is refused again
 
 
@@ -177,7 +167,7 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
     new_plan = rollback.detect_failure(spec, want.rollback, seen.states[0], want.stable_image)
     if new_plan is not None:
         want = want.after_failure(new_plan)
-        await _announce_failure(notify, spec, new_plan, seen.states[0])
+        await announce.failure(notify, spec, new_plan, seen.states[0])
         if new_plan.rolled_back:
             seen = await _converge(api, want, caches, guards)
             writes = _add(writes, seen.writes)
@@ -189,17 +179,10 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
         writes = _add(writes, seen.writes)
     status = _status(want, seen, caches, await observe_reports(api, want))
     await _write_status(api, owner, old_status, status)
-    await _announce_plan_warnings(notify, old_status, fits)
-    await _announce_advisory(notify, old_status, fits)
-    await _announce_integrations(notify, old_status, status)
-    await _announce_downloads(notify, old_status, status)
-    await _announce_measurements(notify, old_status, status)
+    await announce.after_status(notify, old_status, status, fits)
     ready = status["conditions"][0]["status"] == "True"
     recheck = _earliest(_recheck(caches.downloads), _surge_recheck(want, seen))
     return Outcome(writes, ready, status["conditions"][0]["reason"], recheck)
-
-
-Pods = dict[str, list[dict[str, Any]]]  # variant -> its pods, as observed
 
 
 @dataclass(frozen=True)
@@ -371,40 +354,6 @@ async def _claims_in_use(api: K8s, owner: Owner, held: dict[str, DownloadState])
     return kept
 
 
-async def observe_downloads(api: K8s, want: Desired) -> dict[str, DownloadState]:
-    """The download state of each cached variant's model, from the caches (Job, ConfigMap, claim);
-    variants of one model share its one reading."""
-    now = datetime.now(UTC)
-    owner = want.owner
-    by_cache: dict[str, DownloadState] = {}
-    out = {}
-    for variant in want.variants:
-        model = variant.model
-        if model.cache is None or not model.cached:
-            continue
-        name = cache_name(owner, model)
-        if name not in by_cache:
-            job = await api.get(JOB, owner.namespace, name)
-            progress = await api.get(CONFIG_MAP, owner.namespace, name)
-            claim = await api.get(CLAIM, owner.namespace, name)
-            names = (name, owner.namespace, f"{model.id}@{model.revision}")
-            by_cache[name] = download_state(names, job, progress, claim, model.cache.stall_timeout_seconds, now)
-        out[variant.name] = by_cache[name]
-    return out
-
-
-async def observe_reports(api: K8s, want: Desired) -> dict[str, dict[str, Any]]:
-    """status.gpuFit.measured of each variant whose worker reported with its current settings
-    (measured.py), from the report ConfigMaps in the watch-fed cache."""
-    out = {}
-    for variant in want.variants:
-        config_map = await api.get(CONFIG_MAP, want.owner.namespace, report_name(want.owner, variant.name))
-        report = measured.read_report(config_map, measured.expected_settings(variant, want.spec.serving))
-        if report is not None and variant.name in want.fits:
-            out[variant.name] = measured.compare(want.fits[variant.name], report)
-    return out
-
-
 def _recheck(downloads: dict[str, DownloadState]) -> float | None:
     """While bytes arrive, look again when the stall timeout would pass: a pod that stops reporting
     sends no event."""
@@ -426,44 +375,6 @@ async def _apply(api: K8s, children: list[dict[str, Any]]) -> dict[str, int]:
         writes[action] = writes.get(action, 0) + 1
     return writes
 
-
-
-async def observe(api: K8s, want: Desired, held: dict[str, DownloadState]) -> tuple[list[VariantState], Pods]:
-    """Read each variant's Deployment (LeaderWorkerSet: lws_status.py) and pods and classify them
-    (primary first); the pods too. A `held` variant (its model cache not downloaded yet) is rolling
-    out, or failed, for that reason; a multi-node one without the LeaderWorkerSet API has failed. An
-    OOMAtLoad carries the variant's plan from `want.fits`: the one in status.gpuFit."""
-    owner, spec = want.owner, want.spec
-    states, all_pods = [], {}
-    events = await api.list(EVENT, owner.namespace, {})  # volume warnings of the namespace's pods (cache.py)
-    spans = multinode.spans_nodes(spec)
-    for variant in want.variants:
-        dep = await _workload(api, owner, variant.name, spans, want.caps)
-        pods = all_pods[variant.name] = await api.list(POD, owner.namespace, selector_labels(owner, variant.name))
-        image = want.images.get(variant.name, variant.image)
-        fit = want.fits.get(variant.name)
-        state = variant_state(VariantObservation(variant.name, image, variant.replicas, dep, pods,
-                                                 fit.message if fit is not None else "", events))
-        if spans and not want.caps.leader_worker_set:
-            message = multinode_missing(spec)
-            state = dataclasses.replace(state, phase="Failed", reason="LeaderWorkerSetMissing", fatal=False,
-                                        message=f"{variant.name}: {message}")
-        download = held.get(variant.name)
-        if download is not None:
-            phase: Phase = "RollingOut" if download.reason == "Downloading" else "Failed"
-            state = dataclasses.replace(state, phase=phase, reason=download.reason, fatal=False,
-                                        message=f"{variant.name}: {download.message}")
-        states.append(state)
-    return states, all_pods
-
-
-async def _workload(api: K8s, owner: Owner, variant: str, spans: bool, caps: Capabilities) -> dict[str, Any] | None:
-    """A variant's Deployment, or its LeaderWorkerSet read as one (None where the API is not served)."""
-    if not spans:
-        return await api.get(DEPLOYMENT, owner.namespace, deployment_name(owner, variant))
-    if not caps.leader_worker_set:
-        return None
-    return as_deployment(await api.get(LEADER_WORKER_SET, owner.namespace, multinode.lws_name(owner, variant)))
 
 
 async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Capabilities) -> int:
@@ -534,7 +445,7 @@ async def _refuse_unfit(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, ol
     status = {"ready": f"0/{spec.replicas}", **old, "observedGeneration": owner.generation,
               "gpuFit": gpufit.status_of(fits[PRIMARY]), "variants": variants, "conditions": conds + kept}
     await _write_status(api, owner, old, status)
-    await _announce_plan_warnings(notify, old, fits)
+    await announce.plan_warnings(notify, old, fits)
     ready: dict[str, Any] = next((c for c in old.get("conditions", []) if c.get("type") == "Ready"), {})
     if (ready.get("reason"), ready.get("message")) != (reason, message):
         await notify("Warning", reason, message)
@@ -585,67 +496,6 @@ async def report_forbidden(body: Mapping[str, Any], api: K8s, notify: Notify, er
     except ApiError as exc:
         log.warning("%s/%s: %s (and the status write failed: %s)", owner.namespace, owner.name, message, exc)
     await notify("Warning", "Forbidden", message)
-
-
-async def _announce_failure(notify: Notify, spec: DeepSeekDeploymentSpec, plan: Rollback,
-                            primary: VariantState) -> None:
-    if plan.rolled_back:
-        await notify("Warning", "RolledBack",
-                     f"rollout of {spec.image} failed ({primary.reason}: {primary.message}); rolling back")
-    else:
-        await notify("Warning", "RolloutFailed", f"rollout of {spec.image} failed ({primary.reason}: "
-                     f"{primary.message}); {'no earlier image' if spec.rollout.auto_rollback else 'autoRollback off'}")
-
-
-async def _announce_downloads(notify: Notify, old: dict[str, Any], new: dict[str, Any]) -> None:
-    """One event per download phase change of a variant: started, stalled, failed, complete."""
-    before = {v.get("name"): (v.get("download") or {}).get("phase") for v in old.get("variants", [])}
-    for variant in new["variants"]:
-        download = variant.get("download")
-        if not download or before.get(variant["name"]) == download["phase"]:
-            continue
-        kind = "Warning" if download["phase"] in ("Stalled", "Failed") else "Normal"
-        reason = {"Stalled": "DownloadStalled", "Failed": "DownloadFailed", "Complete": "Downloaded"}.get(
-            download["phase"], "Downloading")
-        await notify(kind, reason, f"{variant['name']}: {download['message']}")
-
-
-async def _announce_plan_warnings(notify: Notify, old: dict[str, Any], fits: Mapping[str, gpufit.GpuFit]) -> None:
-    """One Warning event per plan warning (startup.py) not already in the variant's status.gpuFit.warnings."""
-    before = {v.get("name"): (v.get("gpuFit") or {}).get("warnings") or [] for v in old.get("variants", [])}
-    for name, fit in fits.items():
-        for reason, message in fit.warnings:
-            if message not in before.get(name, []):
-                await notify("Warning", reason, f"{name}: {message}")
-
-
-async def _announce_advisory(notify: Notify, old: dict[str, Any], fits: Mapping[str, gpufit.GpuFit]) -> None:
-    """spec.gpuFit.mode Advisory: a plan that does not fit is one Warning event (its reason) per new message,
-    and the rollout goes on."""
-    before = {v.get("name"): (v.get("gpuFit") or {}).get("message") for v in old.get("variants", [])}
-    for name, fit in fits.items():
-        if fit.fits == "False" and before.get(name) != fit.message:
-            await notify("Warning", fit.reason, f"{name}: {fit.message} (spec.gpuFit.mode Advisory: rolled out)")
-
-
-async def _announce_measurements(notify: Notify, old: dict[str, Any], new: dict[str, Any]) -> None:
-    """One Warning per worker that reports figures more than 10% off the plan (measured.py)."""
-    before = {v.get("name"): (v.get("gpuFit") or {}).get("measured") or {} for v in old.get("variants", [])}
-    for variant in new["variants"]:
-        now = (variant.get("gpuFit") or {}).get("measured") or {}
-        was = before.get(variant["name"], {})
-        if now.get("matches") == "False" and (was.get("matches") != "False" or was.get("pod") != now.get("pod")):
-            await notify("Warning", "GPUFitMismatch", f"{variant['name']}: {now['message']}")
-
-
-async def _announce_integrations(notify: Notify, old: dict[str, Any], new: dict[str, Any]) -> None:
-    """One Warning event when an integration condition turns False (not on every reconcile)."""
-    before = {c["type"]: c.get("status") for c in old.get("conditions", [])}
-    for cond in new["conditions"]:
-        if cond["type"] in ("IngressReady", "MonitoringReady", "MultiNodeReady", CACHE_CONDITION) \
-                and cond["status"] == "False" \
-                and before.get(cond["type"]) != "False":
-            await notify("Warning", cond["reason"], cond["message"])
 
 
 def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:

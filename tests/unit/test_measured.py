@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from deepseek_operator import gpufit, measured
+from deepseek_operator.announce import measurements as announce_measurements
 from deepseek_operator.api import InvalidSpec, parse_spec, resolve_variants
 from deepseek_operator.measured import Measurement, compare, condition_of, expected_settings, read_report
-from deepseek_operator.reconcile import _announce_measurements
 from deepseek_operator.render.common import Owner
 from deepseek_operator.render.measurements import render_reports, report_name
 from deepseek_operator.render.workload import render_workload
@@ -191,9 +191,9 @@ async def test_one_warning_per_worker_that_reports_a_mismatch() -> None:
         return {"variants": [{"name": "primary", "gpuFit": {"fits": "True", "measured": {
             "matches": matches, "pod": pod, "message": f"off ({pod})"}}}]}
 
-    await _announce_measurements(notify, {}, status("False", "a"))
-    await _announce_measurements(notify, status("False", "a"), status("False", "a"))  # the same report: no event
-    await _announce_measurements(notify, status("False", "a"), status("False", "b"))  # another pod: one more
-    await _announce_measurements(notify, status("False", "b"), status("True", "c"))
+    await announce_measurements(notify, {}, status("False", "a"))
+    await announce_measurements(notify, status("False", "a"), status("False", "a"))  # the same report: no event
+    await announce_measurements(notify, status("False", "a"), status("False", "b"))  # another pod: one more
+    await announce_measurements(notify, status("False", "b"), status("True", "c"))
     assert events == [("Warning", "GPUFitMismatch", "primary: off (a)"),
                       ("Warning", "GPUFitMismatch", "primary: off (b)")]
