@@ -162,8 +162,24 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
     want = compute(owner, spec, variants, fits, await detect_capabilities(api), old_status, stored)
     guards = await _guards(api, want)
     caches = await _model_caches(api, want)
+    want, seen, writes = await _roll_out(api, want, caches, guards, notify)
+    writes = _add(_add(writes, caches.writes), guards.writes)
+    status = _status(want, seen, caches, await observe_reports(api, want))
+    await _write_status(api, owner, old_status, status)
+    await announce.after_status(notify, old_status, status, fits)
+    ready = status["conditions"][0]["status"] == "True"
+    recheck = _earliest(_recheck(caches.downloads), _surge_recheck(want, seen))
+    return Outcome(writes, ready, status["conditions"][0]["reason"], recheck)
+
+
+async def _roll_out(api: K8s, want: Desired, caches: ModelCaches, guards: Guards,
+                   notify: Notify) -> tuple[Desired, Converged, dict[str, int]]:
+    """Converge on `want`; again when that finds the rollout failed and rolls back, and again when an
+    Auto variant's surge pod found no GPU (it then replaces in place). The Desired that held last, what
+    it converged to, and the writes of every round."""
+    spec = want.spec
     seen = await _converge(api, want, caches, guards)
-    writes = _add(_add(seen.writes, caches.writes), guards.writes)
+    writes = seen.writes
     new_plan = rollback.detect_failure(spec, want.rollback, seen.states[0], want.stable_image)
     if new_plan is not None:
         want = want.after_failure(new_plan)
@@ -177,12 +193,7 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
         await notify("Normal", "SurgeFallback", _fallback_message(spec, fallen))
         seen = await _converge(api, want, caches, guards)
         writes = _add(writes, seen.writes)
-    status = _status(want, seen, caches, await observe_reports(api, want))
-    await _write_status(api, owner, old_status, status)
-    await announce.after_status(notify, old_status, status, fits)
-    ready = status["conditions"][0]["status"] == "True"
-    recheck = _earliest(_recheck(caches.downloads), _surge_recheck(want, seen))
-    return Outcome(writes, ready, status["conditions"][0]["reason"], recheck)
+    return want, seen, writes
 
 
 @dataclass(frozen=True)
@@ -251,7 +262,6 @@ class ModelCaches:
     def held(self) -> dict[str, DownloadState]:
         """The variants whose Deployment waits for its model's download."""
         return {name: state for name, state in self.downloads.items() if not state.complete}
-
 
 
 async def _model_caches(api: K8s, want: Desired) -> ModelCaches:
