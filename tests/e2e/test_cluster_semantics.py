@@ -17,7 +17,7 @@ from tests.e2e.conftest import Cluster, Kubectl, StartOperator, condition, curre
 REG = "registry.example.com/deepseek-worker"
 V1, V2 = f"{REG}:1.0.0", f"{REG}:2.0.0"
 OWNED = "deepseek.ai/deployment=chat"
-DEFAULT_RESYNC_SECONDS = 600  # handlers.RESYNC_SECONDS without DEEPSEEK_OPERATOR_RESYNC_SECONDS
+DEFAULT_RESYNC_SECONDS = 600  # settings.Settings.resync_seconds without DEEPSEEK_OPERATOR_RESYNC_SECONDS
 
 
 def manifest(image: str = V1, replicas: int = 1, gpus: int = 1, max_surge: int = 0, max_unavailable: int = 1,

@@ -22,7 +22,7 @@ from tests.e2e.conftest import Kubectl, RealCluster, StartOperator, condition, c
 
 IMAGE = "registry.example.com/deepseek-worker:1.0.0"
 MOUNT = 'MountVolume.SetUp failed for volume "model-cache" : mount failed: exit status 32'
-DEFAULT_RESYNC_SECONDS = 600  # handlers.RESYNC_SECONDS without DEEPSEEK_OPERATOR_RESYNC_SECONDS
+DEFAULT_RESYNC_SECONDS = 600  # settings.Settings.resync_seconds without DEEPSEEK_OPERATOR_RESYNC_SECONDS
 NODE_LABEL = "deepseek.ai/test-node"
 
 
