@@ -18,7 +18,8 @@ from deepseek_operator.status import Rollback, StatusInput, compute_status
 
 NOW = "2026-01-01T00:00:00Z"
 FIT = {"fits": "True", "gpus": 1, "model": "deepseek-r1-distill-qwen-7b", "message": "fits",
-       "summary": "True 20.0/79.6Gi", "requiredPerGPU": "20.0Gi", "availablePerGPU": "79.6Gi", "warnings": ["a warning"]}
+       "summary": "True 20.0/79.6Gi", "requiredPerGPU": "20.0Gi", "availablePerGPU": "79.6Gi",
+       "warnings": ["a warning"]}
 MEASURED = {"matches": "True", "pod": "chat-primary-x", "reportedAt": NOW, "weightsPerGPU": "14.2Gi",
             "kvPoolTokens": 1024, "message": "within 10% of the plan"}
 DOWNLOAD = {"phase": "Complete", "claimName": "chat-cache", "job": "chat-cache", "model": "m@main", "commit": "",
