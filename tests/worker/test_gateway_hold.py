@@ -4,9 +4,11 @@ a fixed address or by DNS), a full hold queue is a 429 with Retry-After, a passe
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +17,8 @@ from fake_upstream import CHUNKS
 from fakes import free_port, wait_until
 from gateway_fakes import AUTH, StubBackend, chat, gateway, reply, serve
 
-from deepseek_worker.gateway.status import FixedStatus, describe_variant
+from deepseek_worker.gateway.hold import Hold, HoldFull
+from deepseek_worker.gateway.status import FixedStatus, KubeStatusSource, describe_variant
 
 
 @pytest.fixture
@@ -147,3 +150,47 @@ def test_status_of_a_deepseekdeployment_names_the_phase() -> None:
         {"name": "b", "replicas": 1, "download": {"phase": "Running", "percent": 42}},
         {"name": "c", "replicas": 1, "readyReplicas": 0, "download": {"phase": "Complete", "percent": 100}}]}
     assert [describe_variant(status, n) for n in "abcd"] == ["scheduling", "downloading 42%", "loading", None]
+
+
+def test_kube_status_source_reads_the_deployment_with_the_service_account(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("sa-token-1\n")
+    seen: list[httpx.Request] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        status = {"variants": [{"name": "primary", "replicas": 1, "download": {"phase": "Running", "percent": 42}}]}
+        return httpx.Response(200, json={"kind": "DeepSeekDeployment", "status": status})
+
+    async def run() -> tuple[str | None, str | None]:
+        source = KubeStatusSource("chat", "ns1", api="https://api.test", account=tmp_path,
+                                  transport=httpx.MockTransport(api))
+        try:
+            return await source.describe("primary"), await source.describe("other")
+        finally:
+            await source.close()
+
+    assert asyncio.run(run()) == ("downloading 42%", None)
+    assert seen[0].url == "https://api.test/apis/deepseek.ai/v1alpha1/namespaces/ns1/deepseekdeployments/chat"
+    assert seen[0].headers["authorization"] == "Bearer sa-token-1"
+
+
+def test_hold_times_a_cold_start_from_its_own_first_request() -> None:
+    now = [100.0]
+    hold = Hold(max_queue=2, load_seconds=50, clock=lambda: now[0])
+    hold.enter()
+    now[0] = 110.0
+    assert hold.retry_after() == 40  # the declared load time, less what has passed
+    assert hold.first_byte() == 10.0 and hold.first_byte() is None
+    hold.leave()
+    assert hold.retry_after() == 10  # the measured one now
+    hold.enter()
+    hold.enter()
+    with pytest.raises(HoldFull) as full:
+        hold.enter()
+    assert full.value.retry_after == 10
+    hold.leave()
+    hold.leave()
+    hold.warm()  # served without holding: the stale clock is dropped
+    now[0] = 500.0
+    hold.enter()
+    assert hold.cold_since == 500.0

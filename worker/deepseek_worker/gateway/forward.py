@@ -140,6 +140,7 @@ class GatewayResponse(Response):
         variant = choose_variant(router.config.variants, lambda name: router.pools[name].has_ready, router.rng)
         pool, hold = router.pools[variant.name], router.holds[variant.name]
         if pool.has_ready:
+            hold.warm()
             if router.rule.overloaded(pool.overloaded) and await self._out("Overloaded", scope, client):
                 return
             if await self._local(pool, scope, client, held=False):

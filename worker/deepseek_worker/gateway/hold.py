@@ -42,6 +42,11 @@ class Hold:
     def leave(self) -> None:
         self.held -= 1
 
+    def warm(self) -> None:
+        """The variant served without holding: a later cold start is timed from its own first request."""
+        if self.held == 0:
+            self.cold_since = None
+
     def retry_after(self) -> int:
         """Seconds until a backend is expected: the load time left in this cold start (at least 1)."""
         elapsed = 0.0 if self.cold_since is None else self.clock() - self.cold_since

@@ -53,12 +53,12 @@ class KubeStatusSource:
     """Reads deepseekdeployments/<name> in <namespace> with in-cluster credentials (token re-read each time)."""
 
     def __init__(self, name: str, namespace: str, api: str = "https://kubernetes.default.svc",
-                 account: Path = SERVICE_ACCOUNT) -> None:
+                 account: Path = SERVICE_ACCOUNT, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.url = f"{api}/apis/{GROUP_VERSION}/namespaces/{namespace}/deepseekdeployments/{name}"
         self.account = account
         ca = account / "ca.crt"
         self.client = httpx.AsyncClient(verify=str(ca) if ca.is_file() else True, timeout=TIMEOUT_SECONDS,
-                                        trust_env=False)
+                                        trust_env=False, transport=transport)
 
     async def describe(self, variant: str) -> str | None:
         try:
