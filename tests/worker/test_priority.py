@@ -117,6 +117,7 @@ async def test_key_priority_reaches_the_engine_and_the_gate_keeps_slots_for_inte
         worker.enter()  # 3 held: the last slot is kept for interactive keys
         refused = await ask("sk-nightly")
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert "x-ratelimit-limit-tokens" not in refused.headers  # this key has no quota
         assert "interactive" in refused.json()["error"]["message"]
         assert (await ask("sk-chat")).status_code == 200
         worker.enter()  # all 4 held: everyone waits

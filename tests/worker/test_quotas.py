@@ -206,3 +206,12 @@ def test_quota_windows_unit() -> None:
     state = quotas.admit("k", quota)
     assert state is not None and state.remaining == 1 and state.headers()["x-ratelimit-reset-tokens"] == "59s"
     assert quotas.admit("other", quota) is not None  # its own windows
+
+
+async def test_a_refusal_after_the_quota_check_carries_the_token_headers(tmp_path: Path) -> None:
+    app, _, client = quota_app(tmp_path, "- {id: a, key: sk-a, quota: {tokensPerMinute: 50}}\n")
+    for _ in range(app.state.settings.max_concurrent_requests):
+        app.state.worker.enter()  # the worker is full
+    async with client as c:
+        full = await c.post("/v1/chat/completions", json=CHAT, headers=bearer("sk-a"))
+    assert full.status_code == 503 and tokens(full) == ("50", "50", "0s")

@@ -291,7 +291,7 @@ class AdmissionMiddleware:
                 ticket = self.metering.admit(identity)
             self._check_slots(identity, ticket)
         except APIError as err:
-            await self._refuse(err, scope, receive, send, rate)
+            await self._refuse(err, scope, receive, send, rate, ticket)  # a cap after the quota: its headers too
             return
         keyed = not identity.startswith("ip:")
         if ticket is not None and self.metering is not None:
@@ -350,11 +350,13 @@ class AdmissionMiddleware:
                            "keys and this key is a batch key; retry later.", retry_after=1)
 
     async def _refuse(
-        self, err: APIError, scope: Scope, receive: Receive, send: Send, rate: RateState | None = None
+        self, err: APIError, scope: Scope, receive: Receive, send: Send, rate: RateState | None = None,
+        ticket: Ticket | None = None,
     ) -> None:
         if err.status == 401:
             self.auth_throttle.failed(client_ip(scope))
-        await send_error(err, scope, receive, send, rate.headers() if rate is not None else None)
+        headers = {**(rate.headers() if rate else {}), **(ticket.headers() if ticket else {})}
+        await send_error(err, scope, receive, send, headers)
 
     def _sending(self, scope: Scope, send: Send, rate: RateState | None, ticket: Ticket | None = None) -> Send:
         """Add the rate-limit and token headers to the response; count a 401 from a route (the token endpoint)."""
