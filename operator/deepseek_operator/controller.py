@@ -281,7 +281,10 @@ class Controller:
         return kopf.TemporaryError(f"API error, retrying in {delay:.0f}s: {exc}", delay=delay)
 
     def _finished(self, key: Key, generation: int) -> None:
-        self.reconciled[key] = generation
+        """Record the generation, unless the resource was forgotten meanwhile: a namesake created
+        next must not pass for reconciled."""
+        if key in self.known:
+            self.reconciled[key] = generation
         self.queue.forget(key)
 
     def forget(self, key: Key) -> None:

@@ -62,6 +62,7 @@ async def test_at_most_max_reconciles_run_at_once_across_resources() -> None:
 
     async with running(build(FakeApi(), tracked_reconcile, max_reconciles=3)) as controller:
         for i in range(10):
+            controller.known[("default", f"chat-{i}")] = BODY  # listed by kopf
             controller.enqueue(("default", f"chat-{i}"))
         async with asyncio.timeout(DEADLINE):
             while running_now < 3:

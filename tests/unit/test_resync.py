@@ -256,3 +256,15 @@ async def test_only_a_generation_not_yet_reconciled_triggers_a_reconcile() -> No
         await _event(controller, "MODIFIED", _body("a", meta={"generation": 2, "resourceVersion": "20"}))
         await drained(controller)
     assert calls == ["a", "a"]
+
+
+async def test_a_resource_deleted_during_its_reconcile_is_not_taken_for_reconciled() -> None:
+    """A namesake created next (generation 1 again) must be reconciled, not skipped."""
+    async def deleted_meanwhile(body: Any, api: Any, notify: Any) -> Outcome:
+        await _event(controller, "DELETED", _body("a"))
+        return Outcome({}, True, "Ready")
+
+    controller = build(FakeApi(_body("a")), deleted_meanwhile)
+    await _event(controller, None, _body("a"))
+    await asyncio.wait_for(controller.process(("default", "a")), DEADLINE)
+    assert controller.reconciled == {} and controller.known == {}

@@ -82,6 +82,7 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
 async def attempt(api: FakeApi, script: Script, clock: FakeClock) -> Controller:
     """The first trigger, then every scheduled retry, until the script succeeds; the Controller after."""
     controller = build(api, script, clock=clock, max_reconciles=1)
+    controller.known[KEY] = api.obj  # listed by kopf
     async with running(controller), asyncio.timeout(DEADLINE):
         controller.enqueue(KEY)
         while not script.done.is_set():
