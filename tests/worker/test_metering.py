@@ -155,3 +155,21 @@ async def test_without_auth_every_caller_is_anonymous() -> None:
     families = {f.name: f for f in text_string_to_metric_families(app.state.metrics.render().decode())}
     samples = [s for s in families["deepseek_worker_key_completion_tokens"].samples if s.name.endswith("_total")]
     assert [(s.labels, s.value) for s in samples] == [({"key": "anonymous", "variant": "primary"}, completion)]
+
+
+def test_callers_of_each_kind_of_identity(tmp_path: Path) -> None:
+    from deepseek_worker.server.auth import Authenticator, key_identity
+
+    keys = tmp_path / "api-keys"
+    keys.write_text("- {id: team-a, key: sk-a, priority: batch, quota: {tokensPerDay: 9}}\n- {key: sk-b}\n",
+                    encoding="utf-8")
+    auth = Authenticator(Settings(api_keys="sk-env", api_keys_file=keys))
+    team_a = auth.caller(key_identity("sk-a"))
+    assert (team_a.label, team_a.priority, team_a.rank) == ("team-a", "batch", 1)
+    assert team_a.quota is not None and team_a.quota.tokens_per_day == 9
+    assert auth.caller(key_identity("sk-b")).label == "unnamed"
+    assert auth.caller(key_identity("sk-env")).label == "unnamed"  # DEEPSEEK_API_KEYS: no ids
+    assert auth.caller(key_identity("rotated-away")).label == "unnamed"
+    assert auth.caller("client:ci pipeline/1").label == "client:ci_pipeline_1"
+    assert auth.caller("ip:10.0.0.1").label == "anonymous"
+    assert auth.caller("ip:10.0.0.2").rank == 0
