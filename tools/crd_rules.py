@@ -121,6 +121,26 @@ RUNTIME_SPEC_RULES = (
          message=f"variants[].runtime.parallelism: {api.PARALLELISM_MESSAGE}", field_path=".variants"),
 )
 
+# Scaling with demand (resource/scaling.py, validation.scaling_errors): what needs the gateway.
+_GATEWAY_ON = "(has(self.gateway) && has(self.gateway.enabled) && self.gateway.enabled)"
+SCALING_SPEC_RULES = (
+    Rule(rule=f"!has(self.autoscaling) || self.autoscaling.minReplicas > 0 || {_GATEWAY_ON}",
+         message=f"autoscaling.{api.SCALE_TO_ZERO_MESSAGE}", field_path=".autoscaling.minReplicas"),
+    Rule(rule=f"{_GATEWAY_ON} || !has(self.variants) || self.variants.all(v, !has(v.autoscaling) "
+         "|| v.autoscaling.minReplicas > 0)",
+         message=f"variants[].autoscaling.{api.SCALE_TO_ZERO_MESSAGE}", field_path=".variants"),
+    Rule(rule=f"!has(self.fallback) || {_GATEWAY_ON}", message=api.FALLBACK_GATEWAY_MESSAGE,
+         field_path=".fallback"),
+    Rule(rule="!has(self.autoscaling) || self.autoscaling.metric != 'kvCacheUsage' "
+         "|| (has(self.runtime) && self.runtime.name != 'builtin')",
+         message=api.KV_RUNTIME_MESSAGE, field_path=".autoscaling.metric"),
+    Rule(rule=f"!has(self.variants) || self.variants.all(v, !has(v.autoscaling) "
+         f"|| v.autoscaling.metric != 'kvCacheUsage' || {_V_RUNTIME} != 'builtin')",
+         message=f"variants[].{api.KV_RUNTIME_MESSAGE}", field_path=".variants"),
+    Rule(rule=f"!{_GATEWAY_ON} || !has(self.variants) || self.variants.all(v, v.name != 'gateway')",
+         message=f"variants[].{api.GATEWAY_NAME_MESSAGE}", field_path=".variants"),
+)
+
 SPEC_RULES = (
     Rule(
         rule="!has(self.serving) || !has(self.serving.maxConcurrentRequestsPerKey) "
@@ -235,7 +255,21 @@ RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
              "&& size(self.namespaceSelector.matchExpressions) > 0)",
              message=api.CLIENT_NAMESPACE_MESSAGE, field_path=".namespaceSelector"),
     ),
-    api.DeepSeekDeploymentSpec: SPEC_RULES + RUNTIME_SPEC_RULES + MULTINODE_SPEC_RULES,
+    api.DeepSeekDeploymentSpec: SPEC_RULES + RUNTIME_SPEC_RULES + MULTINODE_SPEC_RULES + SCALING_SPEC_RULES,
+    api.Autoscaling: (
+        Rule(rule="self.minReplicas <= self.maxReplicas", message=f"autoscaling.{api.MIN_REPLICAS_MESSAGE}",
+             field_path=".minReplicas"),
+        Rule(rule="self.metric != 'kvCacheUsage' || self.target <= 100", message=api.KV_TARGET_MESSAGE,
+             field_path=".target"),
+    ),
+    api.Fallback: (
+        Rule(rule="!self.baseURL.matches('/v1/?$')", message=api.BASE_URL_V1_MESSAGE, field_path=".baseURL"),
+        Rule(rule="self.when.all(w, self.when.exists_one(x, x == w))", message="when: reasons must be unique",
+             field_path=".when"),
+    ),
+    api.RequestGateway: (
+        Rule(rule="!has(self.image) || (" + _image_ok("self.image") + ")", message=IMAGE_MESSAGE, field_path=".image"),
+    ),
     api.RuntimeSpec: (
         Rule(rule="self.name != 'builtin' || (!has(self.image) && (!has(self.args) || size(self.args) == 0) "
              "&& !has(self.parallelism))",

@@ -575,6 +575,46 @@ INVALID = [
     Invalid("variant-runtime-parallel-sizes", {"resources": {"gpus": 2}, "variants": [
         {"name": "v", "runtime": {"name": "vllm", "parallelism": {"tensor": 4}}}]},
             "spec.variants", "must equal resources.gpus", "cel"),
+    # Scaling with demand (issue 22): what needs the gateway, the autoscaler's bounds, the fallback.
+    Invalid("autoscaling-zero-without-gateway", {"autoscaling": {"minReplicas": 0, "maxReplicas": 2}},
+            "spec.autoscaling.minReplicas", "0 needs spec.gateway.enabled", "cel"),
+    Invalid("autoscaling-zero-gateway-off", {"gateway": {"enabled": False},
+                                             "autoscaling": {"minReplicas": 0, "maxReplicas": 2}},
+            "spec.autoscaling.minReplicas", "0 needs spec.gateway.enabled", "cel"),
+    Invalid("variant-autoscaling-zero-without-gateway", {"variants": [
+        {"name": "c", "autoscaling": {"minReplicas": 0, "maxReplicas": 2}}]},
+            "spec.variants", "0 needs spec.gateway.enabled", "cel"),
+    Invalid("autoscaling-min-above-max", {"autoscaling": {"minReplicas": 3, "maxReplicas": 2}},
+            "spec.autoscaling.minReplicas", "must not exceed maxReplicas", "cel"),
+    Invalid("autoscaling-max-missing", {"autoscaling": {"minReplicas": 1}},
+            "spec.autoscaling.maxReplicas", "Required value", "schema"),
+    Invalid("autoscaling-metric-unknown", {"autoscaling": {"maxReplicas": 2, "metric": "gpu"}},
+            "spec.autoscaling.metric", "Unsupported value", "schema"),
+    Invalid("autoscaling-kv-percent", {"runtime": {"name": "vllm"}, "autoscaling": {
+        "maxReplicas": 2, "metric": "kvCacheUsage", "target": 150}},
+            "spec.autoscaling.target", "at most 100", "cel"),
+    Invalid("autoscaling-kv-builtin", {"autoscaling": {"maxReplicas": 2, "metric": "kvCacheUsage", "target": 80}},
+            "spec.autoscaling.metric", "kvCacheUsage needs runtime vllm or sglang", "cel"),
+    Invalid("variant-autoscaling-kv-builtin", {"variants": [
+        {"name": "c", "autoscaling": {"maxReplicas": 2, "metric": "kvCacheUsage"}}]},
+            "spec.variants", "kvCacheUsage needs runtime vllm or sglang", "cel"),
+    Invalid("fallback-without-gateway", {"fallback": {"apiKeySecretRef": {"name": "ds", "key": "key"}}},
+            "spec.fallback", "needs spec.gateway.enabled", "cel"),
+    Invalid("fallback-key-missing", {"gateway": {"enabled": True}, "fallback": {"model": "deepseek-chat"}},
+            "spec.fallback.apiKeySecretRef", "Required value", "schema"),
+    Invalid("fallback-share-above-one", {"gateway": {"enabled": True}, "fallback": {
+        "apiKeySecretRef": {"name": "ds"}, "maxShare": 1.5}},
+            "spec.fallback.maxShare", "maximum of 1", "schema", real_message="less than or equal to 1"),
+    Invalid("fallback-base-url-v1", {"gateway": {"enabled": True}, "fallback": {
+        "apiKeySecretRef": {"name": "ds"}, "baseURL": "https://api.deepseek.com/v1"}},
+            "spec.fallback.baseURL", "without /v1", "cel"),
+    Invalid("fallback-when-unknown", {"gateway": {"enabled": True}, "fallback": {
+        "apiKeySecretRef": {"name": "ds"}, "when": ["Always"]}},
+            "spec.fallback.when[0]", "Unsupported value", "schema"),
+    Invalid("gateway-variant-name", {"gateway": {"enabled": True}, "variants": [{"name": "gateway"}]},
+            "spec.variants", "'gateway' names the request gateway", "cel"),
+    Invalid("gateway-replicas-zero", {"gateway": {"enabled": True, "replicas": 0}},
+            "spec.gateway.replicas", "minimum of 1", "schema", real_message="greater than or equal to 1"),
 ]
 
 
@@ -732,4 +772,15 @@ VALID = [
                                         "runtime": {"name": "vllm", "image": "vllm/vllm-openai:v0.32.0",
                                                     "parallelism": {"pipeline": 2}}}),
     Valid("variant-vllm-canary", {"variants": [{"name": "vllm", "weight": 10, "runtime": {"name": "vllm"}}]}),
+    Valid("gateway-default", {"gateway": {"enabled": True}}),
+    Valid("autoscaling-without-gateway", {"autoscaling": {"minReplicas": 1, "maxReplicas": 4}}),
+    Valid("scale-to-zero-with-fallback", {
+        "gateway": {"enabled": True, "replicas": 3, "resources": {"cpu": "1", "memory": "1Gi"}},
+        "autoscaling": {"minReplicas": 0, "maxReplicas": 4, "metric": "queueDepth", "target": 4,
+                        "scaleDownDelaySeconds": 600},
+        "variants": [{"name": "c", "weight": 10, "runtime": {"name": "vllm"},
+                      "autoscaling": {"minReplicas": 0, "maxReplicas": 2, "metric": "kvCacheUsage", "target": 80}}],
+        "fallback": {"apiKeySecretRef": {"name": "ds", "key": "key"}, "when": ["ColdStart", "Overloaded"],
+                     "maxShare": 0.3, "allowExternal": ["team-a"]}}),
+    Valid("gateway-off-variant-named-gateway", {"variants": [{"name": "gateway"}]}),
 ]

@@ -12,6 +12,7 @@ from deepseek_operator.envvars import MAX_ENV, WorkerEnvVar, unique_names
 from deepseek_operator.resource.edge import AuthSpec, IngressSpec, Monitoring, NetworkPolicySpec, RateLimit, Serving
 from deepseek_operator.resource.model import ModelSpec
 from deepseek_operator.resource.patterns import checked_image
+from deepseek_operator.resource.scaling import Autoscaling, Fallback, RequestGateway
 from deepseek_operator.resource.validation import InvalidSpec, cross_field_errors, field_path
 from deepseek_operator.resource.workload import GpuFitPolicy, Resources, RuntimeSpec, Scheduling, Variant
 from deepseek_operator.wire import Model
@@ -83,6 +84,18 @@ class DeepSeekDeploymentSpec(Model):
         None, description="What serves the model: builtin (unset), vllm or sglang (docs/runtimes.md).")
     gpu_fit: GpuFitPolicy | None = Field(
         None, description="Whether a GPU-fit plan that does not fit blocks the rollout (unset: Enforce).")
+    gateway: RequestGateway | None = Field(
+        None, description="The request gateway in front of the variants (docs/autoscaling.md); unset: off.")
+    autoscaling: Autoscaling | None = Field(
+        None, description="Scale the primary with demand (docs/autoscaling.md); replicas is then unused. Unset: "
+        "replicas, fixed.")
+    fallback: Fallback | None = Field(
+        None, description="Spill-over to a hosted API through the gateway (needs gateway.enabled); unset: none.")
+
+    @property
+    def gateway_enabled(self) -> bool:
+        """The request gateway runs (spec.gateway.enabled)."""
+        return self.gateway is not None and self.gateway.enabled
 
     @field_validator("image")
     @classmethod

@@ -65,6 +65,7 @@ def cross_field_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
     errors += fp8_quantization_errors(spec)
     errors += runtime_errors(spec)
     errors += multinode_errors(spec)
+    errors += scaling_errors(spec)
     errors += variant_model_errors(spec)
     budgets = [spec.model.load_timeout_seconds] + [
         v.model.load_timeout_seconds for v in spec.variants if v.model and v.model.load_timeout_seconds is not None
@@ -161,6 +162,36 @@ def fp8_quantization_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
         if v.model and (v.model.id or v.model.quantization) and _quantized(quantization) \
                 and precision.is_fp8_model(model_id):
             errors.append(f"spec.variants[{i}].{FP8_QUANTIZATION_MESSAGE}")
+    return errors
+
+
+SCALE_TO_ZERO_MESSAGE = ("minReplicas: 0 needs spec.gateway.enabled (the gateway holds requests while the variant "
+                         "has no pod)")
+FALLBACK_GATEWAY_MESSAGE = "fallback: needs spec.gateway.enabled (the gateway sends requests to the hosted API)"
+KV_RUNTIME_MESSAGE = ("autoscaling.metric: kvCacheUsage needs runtime vllm or sglang (the builtin worker exports no "
+                      "KV-cache usage)")
+GATEWAY_NAME_MESSAGE = "name: 'gateway' names the request gateway's objects while spec.gateway.enabled is set"
+
+
+def scaling_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
+    """Gateway, autoscaling and fallback rules (resource/scaling.py; CEL in tools/crd_rules.py)."""
+    gateway = spec.gateway_enabled
+    errors = []
+    scaled = [("spec.autoscaling", spec.autoscaling, spec.runtime or BUILTIN_RUNTIME)] + [
+        (f"spec.variants[{i}].autoscaling", v.autoscaling, v.runtime or spec.runtime or BUILTIN_RUNTIME)
+        for i, v in enumerate(spec.variants)]
+    for path, autoscaling, runtime in scaled:
+        if autoscaling is None:
+            continue
+        if autoscaling.min_replicas == 0 and not gateway:
+            errors.append(f"{path}.{SCALE_TO_ZERO_MESSAGE}")
+        if autoscaling.metric == "kvCacheUsage" and not runtime.engine:
+            errors.append(f"{path.removesuffix('.autoscaling')}.{KV_RUNTIME_MESSAGE}")
+    if spec.fallback is not None and not gateway:
+        errors.append(f"spec.{FALLBACK_GATEWAY_MESSAGE}")
+    if gateway:
+        errors += [f"spec.variants[{i}].{GATEWAY_NAME_MESSAGE}" for i, v in enumerate(spec.variants)
+                   if v.name == "gateway"]
     return errors
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from deepseek_operator.envvars import WorkerEnvVar, merged
 from deepseek_operator.resource.model import ModelSpec
 from deepseek_operator.resource.patterns import PRIMARY
+from deepseek_operator.resource.scaling import Autoscaling
 from deepseek_operator.resource.workload import BUILTIN_RUNTIME, RuntimeSpec, Variant
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class ResolvedVariant(BaseModel):
     is_primary: bool
     env: tuple[WorkerEnvVar, ...] = ()  # spec.env with the variant's entries merged in (envvars.merged)
     runtime: RuntimeSpec = BUILTIN_RUNTIME  # the variant's runtime, else spec.runtime, else builtin
+    autoscaling: Autoscaling | None = None  # spec.autoscaling for the primary, the variant's own for a canary
 
 
 def _merged_model(primary: ModelSpec, variant: Variant) -> dict[str, Any]:
@@ -68,6 +70,7 @@ def resolve_variants(spec: DeepSeekDeploymentSpec) -> list[ResolvedVariant]:
         is_primary=True,
         env=tuple(spec.env),
         runtime=spec.runtime or BUILTIN_RUNTIME,
+        autoscaling=spec.autoscaling,
     )
     out = [primary]
     for v in spec.variants:
@@ -82,6 +85,7 @@ def resolve_variants(spec: DeepSeekDeploymentSpec) -> list[ResolvedVariant]:
                 is_primary=False,
                 env=merged(spec.env, v.env),
                 runtime=v.runtime or spec.runtime or BUILTIN_RUNTIME,
+                autoscaling=v.autoscaling,
             )
         )
     return out

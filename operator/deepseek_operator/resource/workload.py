@@ -14,6 +14,7 @@ from deepseek_operator.envvars import MAX_ENV, WorkerEnvVar, unique_names
 from deepseek_operator.quantity import QUANTITY
 from deepseek_operator.resource.model import ModelOverride, RuntimeName
 from deepseek_operator.resource.patterns import EXTENDED_RESOURCE, MAX_SELECTOR_LABELS, checked_image
+from deepseek_operator.resource.scaling import Autoscaling
 from deepseek_operator.wire import DNS_LABEL, DNS_SUBDOMAIN, LABEL_NAME, LABEL_VALUE, Model
 
 
@@ -185,6 +186,9 @@ class Variant(Model):
     runtime: RuntimeSpec | None = Field(
         None, description="This variant's runtime, replacing spec.runtime whole (e.g. a vLLM canary of a builtin "
         "primary); unset: spec.runtime.")
+    autoscaling: Autoscaling | None = Field(
+        None, description="Scale this variant with demand (docs/autoscaling.md); replicas is then unused. Unset: "
+        "replicas, fixed.")
 
     @field_validator("image")
     @classmethod
