@@ -13,7 +13,8 @@ behind it instead (tokens per second of real streams; slower, and dominated by t
 Measured, each after a warm-up, direct first then through the gateway, alternated twice (best kept):
 - overhead: p50 (and p90) of sequential non-streaming requests; the gateway's p50 minus direct's;
 - streaming: events (stub) or tokens (tiny) per second over --concurrency parallel streams; the ratio.
-Results: $OUT/gateway_overhead.json (or /tmp/worker-bench/gateway_overhead.json) and stdout.
+`--via proxy` runs the same edge in proxy mode (DEEPSEEK_UPSTREAM) in place of the gateway, for reference.
+Results: $OUT/gateway_overhead_<via>_<backend>.json (or under /tmp/worker-bench) and stdout.
 """
 
 from __future__ import annotations
@@ -220,6 +221,8 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens per tiny-model stream")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5, help="streams per client per throughput run")
+    parser.add_argument("--via", choices=["gateway", "proxy"], default="gateway",
+                        help="proxy: the same edge in proxy mode (DEEPSEEK_UPSTREAM) instead, for reference")
     parser.add_argument("--serve-stub", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_stub:
@@ -246,18 +249,20 @@ def main() -> int:
         backend_env = {}
         model = "bench"
     config = {"variants": [{"name": "primary", "weight": 100, "backends": [backend]}]}
-    gateway_env = {"DEEPSEEK_GATEWAY_CONFIG_JSON": json.dumps(config), "DEEPSEEK_API_KEYS": KEY,
+    mode = ({"DEEPSEEK_GATEWAY_CONFIG_JSON": json.dumps(config)} if args.via == "gateway"
+            else {"DEEPSEEK_UPSTREAM": backend})
+    gateway_env = {**mode, "DEEPSEEK_API_KEYS": KEY,
                    "DEEPSEEK_HOST": "127.0.0.1", "DEEPSEEK_PORT": str(gateway_port),
                    "DEEPSEEK_MAX_CONCURRENT_REQUESTS": "256"}
     with process(backend_argv, backend_env, backend + "/health/ready", logs / "backend.log"), \
             process([sys.executable, "-m", "deepseek_worker.cli", "--log-level", "warning"], gateway_env,
                     gateway + "/health/ready", logs / "gateway.log"):
         result = measure(backend, gateway, args, model, tokens=args.backend == "tiny")
-    result.update(backend=args.backend, requests=args.requests, concurrency=args.concurrency,
+    result.update(via=args.via, backend=args.backend, requests=args.requests, concurrency=args.concurrency,
                   events=args.events if args.backend == "stub" else None,
                   new_tokens=args.new_tokens if args.backend == "tiny" else None,
                   load_average=os.getloadavg()[0], cpus=os.cpu_count())
-    (out_dir / "gateway_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / f"gateway_overhead_{args.via}_{args.backend}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0 if result["gateway"]["stream_errors"] == result["direct"]["stream_errors"] == 0 else 1
 
