@@ -47,15 +47,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     """kopf's settings, and the Controller (not started yet) in kopf's memo for every handler."""
     ours = Settings.from_env(os.environ)
     configure_kopf(settings, ours)
-    leadership = Leadership()
-    if not settings.peering.standalone:  # leader election (leadership.py)
-        identity = os.environ.get("POD_ID", "")  # set by cli() before kopf read it
-        settings.peering.priority = settings.peering.priority or priority_of(identity or socket.gethostname())
-        leadership = Leadership(name=settings.peering.name, priority=settings.peering.priority, identity=identity,
-                                clusterwide=ours.namespaces is None)
-    memo[MEMO_KEY] = Controller(ours, leadership)
+    memo[MEMO_KEY] = Controller(ours, leadership(settings, ours))
     if ours.metrics_port:
         metrics.start_metrics_server(ours.metrics_port)
+
+
+def leadership(settings: kopf.OperatorSettings, ours: Settings) -> Leadership:
+    """This replica's peering (leadership.py), off with `--standalone`; it fills in kopf's priority
+    when none was given."""
+    if settings.peering.standalone:
+        return Leadership()
+    identity = os.environ.get("POD_ID", "")  # set by cli() before kopf read it
+    settings.peering.priority = settings.peering.priority or priority_of(identity or socket.gethostname())
+    return Leadership(name=settings.peering.name, priority=settings.peering.priority, identity=identity,
+                      clusterwide=ours.namespaces is None)
 
 
 @kopf.on.startup()
