@@ -99,11 +99,9 @@ class Controller:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)  # wait() does not re-raise the tasks' CancelledError
-        client, owned = self.client, self._owns_client
-        if owned:
-            self.client = None
-        if owned and client is not None:
-            await client.stop()
+        if self._owns_client and self.client is not None:  # kept: a late kopf event still finds its store
+            self._owns_client = False
+            await self.client.stop()
 
     async def _connect(self) -> CachedK8s:
         """The API client and its informers, listed before it returns; the peering object watched too."""

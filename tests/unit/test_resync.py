@@ -26,6 +26,7 @@ from deepseek_operator.controller import Controller, reported_invalid
 from deepseek_operator.informer import Store
 from deepseek_operator.k8s import ApiError
 from deepseek_operator.reconcile import Outcome
+from deepseek_operator.settings import Settings
 from tests.unit.controllers import build, drained, running
 from tests.unit.fake_clock import FakeClock
 
@@ -268,3 +269,27 @@ async def test_a_resource_deleted_during_its_reconcile_is_not_taken_for_reconcil
     await _event(controller, None, _body("a"))
     await asyncio.wait_for(controller.process(("default", "a")), DEADLINE)
     assert controller.reconciled == {} and controller.known == {}
+
+
+async def test_stop_stops_the_client_start_connected_once_and_only_that_one() -> None:
+    class Client(FakeApi):
+        stops = 0
+
+        async def stop(self) -> None:
+            self.stops += 1
+
+    connected = Client()
+
+    class Connecting(Controller):
+        async def _connect(self) -> Any:
+            return connected
+
+    controller = Connecting(Settings(max_reconciles=1))
+    await controller.start()
+    await asyncio.wait_for(controller.stop(), DEADLINE)
+    await asyncio.wait_for(controller.stop(), DEADLINE)
+    assert connected.stops == 1 and controller.client is connected  # a late kopf event still finds its store
+    given = Client()
+    async with running(build(given)):
+        pass
+    assert given.stops == 0  # a client passed in belongs to the caller
