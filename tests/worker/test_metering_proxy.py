@@ -39,7 +39,7 @@ def proxy(tmp_path: Path) -> Iterator[tuple[FakeUpstream, str]]:
     with ExitStack() as stack:
         fake = FakeUpstream()
         fake.release.set()  # streams run straight through
-        upstream_url = stack.enter_context(serve_in_thread(fake))  # type: ignore[arg-type]
+        upstream_url = stack.enter_context(serve_in_thread(fake))
         app = build_proxy_app(Settings(upstream=upstream_url, api_keys_file=keys, variant="v2"))
         url = stack.enter_context(serve_in_thread(app))
         wait_until(lambda: app.state.upstream.ready, 30, "the proxy sees the upstream healthy")

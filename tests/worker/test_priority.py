@@ -52,7 +52,7 @@ def test_engine_admits_interactive_first_when_slots_are_short() -> None:
     from deepseek_worker.engine.core import Engine
 
     engine = Engine(EngineConfig(model="unused"))
-    engine._runner = SimpleNamespace(free_slots=1)  # type: ignore[assignment]
+    engine._runner = SimpleNamespace(free_slots=1)
     for item in (seq("batch", 1), seq("chat", 0)):
         engine._waiting.append(item)
     assert [s.name for s in engine._admit(0)] == ["chat"]
@@ -122,3 +122,34 @@ async def test_key_priority_reaches_the_engine_and_the_gate_keeps_slots_for_inte
         assert (await ask("sk-chat")).status_code == 200
         worker.enter()  # all 4 held: everyone waits
         assert (await ask("sk-chat")).status_code == 503
+
+
+async def test_proxy_mode_gate_keeps_slots_for_interactive(tmp_path: Path) -> None:
+    """Proxy mode: the engine's queue is the engine's own, the edge's gate is where priority applies."""
+    from fake_upstream import REPLY, FakeUpstream
+
+    from deepseek_worker.server.proxy import build_proxy_app
+    from deepseek_worker.server.upstream import Upstream
+    from deepseek_worker.settings import Settings
+
+    keys = tmp_path / "api-keys"
+    keys.write_text(KEYS, encoding="utf-8")
+    upstream = Upstream("http://engine", 30, transport=httpx.ASGITransport(FakeUpstream()))
+    app = build_proxy_app(Settings(upstream="http://engine", api_keys_file=keys, max_concurrent_requests=8,
+                                   max_concurrent_requests_per_key=8), upstream)
+    body = {"model": "served", "messages": [{"role": "user", "content": "hi"}]}
+    await upstream.start()
+    try:
+        assert await upstream.probe() is None
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://w") as c:
+            async def ask(key: str) -> httpx.Response:
+                return await c.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+
+            for _ in range(6):  # 6 of 8 held; 2 kept for interactive keys
+                app.state.worker.enter()
+            batch = await ask("sk-nightly")
+            assert batch.status_code == 503 and "interactive" in batch.json()["error"]["message"]
+            chat = await ask("sk-chat")
+            assert chat.status_code == 200 and chat.content == REPLY
+    finally:
+        await upstream.stop()
