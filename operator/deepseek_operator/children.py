@@ -57,18 +57,23 @@ def _kind(api_version: str, kind: str) -> Kind:
 
 
 CHILDREN: tuple[Child, ...] = (
-    Child(_kind("apps/v1", "Deployment"), "a variant's workers (render/workload.py)"),
-    Child(_kind("v1", "Service"), "the stable Service and one per variant (render/workload.py)"),
+    Child(_kind("apps/v1", "Deployment"), "a variant's workers (render/workload.py), the gateway (render/gateway.py)"),
+    Child(_kind("v1", "Service"),
+          "the stable Service, one per variant, the gateway's (render/workload.py, gateway.py)"),
     Child(_kind("v1", "Pod"), "the workers' readiness and volume events (observe.py)", pruned=False, patched=False),
-    Child(_kind("policy/v1", "PodDisruptionBudget"), "a variant's disruption budget (render/workload.py)"),
+    Child(_kind("policy/v1", "PodDisruptionBudget"), "a variant's and the gateway's disruption budgets"),
     Child(_kind("networking.k8s.io/v1", "Ingress"), "the ingress-nginx pair (render/ingress.py)"),
     Child(_kind("networking.k8s.io/v1", "NetworkPolicy"), "the workers' traffic policies (render/network_policy.py)"),
     Child(_kind("batch/v1", "Job"), "the model cache's download Job (render/model_cache.py)", patched=False),
-    Child(_kind("v1", "ConfigMap"), "download progress, GPU measurements (render/model_cache.py, measurements.py)"),
+    Child(_kind("v1", "ConfigMap"),
+          "download progress, GPU measurements, the gateway's document (render/model_cache.py, measurements.py, "
+          "gateway.py)"),
     Child(_kind("v1", "PersistentVolumeClaim"), "the model cache's claim (render/model_cache.py)"),
-    Child(_kind("rbac.authorization.k8s.io/v1", "RoleBinding"), "the download and measurement pods' RBAC"),
-    Child(_kind("rbac.authorization.k8s.io/v1", "Role"), "the download and measurement pods' RBAC"),
-    Child(_kind("v1", "ServiceAccount"), "the download and measurement pods' identity"),
+    Child(_kind("rbac.authorization.k8s.io/v1", "RoleBinding"), "the download, measurement and gateway pods' RBAC"),
+    Child(_kind("rbac.authorization.k8s.io/v1", "Role"), "the download, measurement and gateway pods' RBAC"),
+    Child(_kind("v1", "ServiceAccount"), "the download, measurement and gateway pods' identity"),
+    Child(_kind("autoscaling/v2", "HorizontalPodAutoscaler"),
+          "a variant's autoscaler where KEDA is not installed (render/autoscaling.py)"),
     Child(_kind("gateway.networking.k8s.io/v1", "HTTPRoute"), "the weighted split (Gateway API provider)",
           crd="httproutes.gateway.networking.k8s.io", capability="gateway_api"),
     Child(_kind("monitoring.coreos.com/v1", "ServiceMonitor"), "Prometheus scraping (render/monitoring.py)",
@@ -77,6 +82,8 @@ CHILDREN: tuple[Child, ...] = (
           crd="prometheusrules.monitoring.coreos.com", capability="prometheus_rule"),
     Child(_kind("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"), "multi-node workers (render/multinode.py)",
           crd="leaderworkersets.leaderworkerset.x-k8s.io", capability="leader_worker_set"),
+    Child(_kind("keda.sh/v1alpha1", "ScaledObject"), "a variant's autoscaler, from zero (render/autoscaling.py)",
+          crd="scaledobjects.keda.sh", capability="keda"),
 )
 
 

@@ -33,12 +33,14 @@ async def detect_capabilities(api: K8s) -> Capabilities:
     monitoring = await api.served("monitoring.coreos.com/v1")
     gateway = await api.served("gateway.networking.k8s.io/v1")
     lws = await api.served("leaderworkerset.x-k8s.io/v1")
+    keda = await api.served("keda.sh/v1alpha1")
     classes = await _ingress_classes(api)
     caps = Capabilities(
         service_monitor="servicemonitors" in monitoring,
         prometheus_rule="prometheusrules" in monitoring,
         gateway_api="httproutes" in gateway,
         leader_worker_set="leaderworkersets" in lws,
+        keda="scaledobjects" in keda,
         ingress_classes=classes,
     )
     api.cache["capabilities"] = (time.monotonic(), caps)

@@ -60,6 +60,8 @@ KINDS = {
         Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
         Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),
         Kind("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "leaderworkersets"),  # multi-node workers
+        Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+        Kind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
         Kind("deepseek.ai/v1alpha1", "DeepSeekDeployment", "deepseekdeployments"),
     )
 }
@@ -97,18 +99,25 @@ def is_subset(desired: Any, live: Any) -> bool:
     return bool(desired == live) or (isinstance(desired, (int, float)) and str(desired) == str(live))
 
 
-def removals(previous: Any, desired: Any, live: Any) -> Any:
-    """Merge-patch nulls for dict keys set by the previous apply, absent now, and still live. None: none."""
+# Fields a child's previous apply set that are handed over, not nulled, when the operator stops rendering
+# them: a workload's replica count goes to its autoscaler (render/workload.replicas_field); nulling it
+# would reset the Deployment to 1 pod before KEDA or the HPA writes its own.
+HANDED_OVER = (("spec", "replicas"),)
+
+
+def removals(previous: Any, desired: Any, live: Any, path: tuple[str, ...] = ()) -> Any:
+    """Merge-patch nulls for dict keys set by the previous apply, absent now, and still live (except
+    HANDED_OVER). None: none."""
     if not (isinstance(previous, dict) and isinstance(desired, dict) and isinstance(live, dict)):
         return None
     patch: dict[str, Any] = {}
     for key, old in previous.items():
-        if key not in live:
+        if key not in live or (*path, key) in HANDED_OVER:
             continue
         if key not in desired:
             patch[key] = None
         else:
-            sub = removals(old, desired[key], live[key])
+            sub = removals(old, desired[key], live[key], (*path, key))
             if sub:
                 patch[key] = sub
     return patch or None

@@ -19,11 +19,13 @@ END = "<!-- /children -->"
 CORE = [("apps/v1", "Deployment"), ("v1", "Service"), ("policy/v1", "PodDisruptionBudget"),
         ("networking.k8s.io/v1", "Ingress"), ("networking.k8s.io/v1", "NetworkPolicy"), ("batch/v1", "Job"),
         ("v1", "ConfigMap"), ("v1", "PersistentVolumeClaim"), ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-        ("rbac.authorization.k8s.io/v1", "Role"), ("v1", "ServiceAccount")]
+        ("rbac.authorization.k8s.io/v1", "Role"), ("v1", "ServiceAccount"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler")]
 OPTIONAL = {"gateway_api": ("gateway.networking.k8s.io/v1", "HTTPRoute"),
             "service_monitor": ("monitoring.coreos.com/v1", "ServiceMonitor"),
             "prometheus_rule": ("monitoring.coreos.com/v1", "PrometheusRule"),
-            "leader_worker_set": (multinode.API_VERSION, multinode.KIND)}
+            "leader_worker_set": (multinode.API_VERSION, multinode.KIND),
+            "keda": ("keda.sh/v1alpha1", "ScaledObject")}
 
 
 def keys(kinds: list[Kind]) -> list[tuple[str, str]]:

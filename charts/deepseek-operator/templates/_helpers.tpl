@@ -83,9 +83,11 @@ watchNamespace otherwise. Exactly the verbs the operator uses, as measured on a 
 audit log by tests/delivery/test_rbac_usage.py (docs/install.md); no wildcard, no Secrets.
 */}}
 {{- define "deepseek-operator.namespacedRules" -}}
+# get: the request gateway's Role grants its pods `get` on their own DeepSeekDeployment (its status), and
+# RBAC lets the operator grant only what it holds itself.
 - apiGroups: ["deepseek.ai"]
   resources: ["deepseekdeployments"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["deepseek.ai"]
   resources: ["deepseekdeployments/status"]
   verbs: ["patch"]
@@ -112,6 +114,13 @@ audit log by tests/delivery/test_rbac_usage.py (docs/install.md); no wildcard, n
   verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors", "prometheusrules"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# Autoscaled variants (docs/autoscaling.md): a KEDA ScaledObject where KEDA is installed, else an HPA.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
   verbs: ["list", "watch", "create", "patch", "delete"]
 # Multi-node workers (resources.gpus > resources.gpusPerNode): one LeaderWorkerSet per variant.
 - apiGroups: ["leaderworkerset.x-k8s.io"]

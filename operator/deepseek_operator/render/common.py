@@ -16,6 +16,7 @@ OPERATOR_NAME = "deepseek-operator"
 LABEL_DEPLOYMENT = "deepseek.ai/deployment"
 LABEL_VARIANT = "deepseek.ai/variant"
 LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_GATEWAY = "deepseek.ai/gateway"  # the request gateway's pods (render/gateway.py), instead of LABEL_DEPLOYMENT
 MANAGED_BY = {"app.kubernetes.io/managed-by": OPERATOR_NAME}
 HTTP_PORT = 8000
 HTTP_PORT_NAME = "http"
@@ -48,6 +49,7 @@ class Capabilities:
     prometheus_rule: bool = False
     gateway_api: bool = False
     leader_worker_set: bool = False  # leaderworkerset.x-k8s.io/v1: multi-node workers (render/multinode.py)
+    keda: bool = False  # keda.sh/v1alpha1 ScaledObject: autoscalers (render/autoscaling.py), else an HPA
     ingress_classes: frozenset[str] | None = field(default_factory=frozenset)  # None: not readable (RBAC)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deepseek_operator.api import DeepSeekDeploymentSpec, IngressSpec, ResolvedVariant, resolve_variants
+from deepseek_operator.api import PRIMARY, DeepSeekDeploymentSpec, IngressSpec, ResolvedVariant, resolve_variants
 from deepseek_operator.render.common import (
     HTTP_PORT,
     Capabilities,
@@ -19,6 +19,7 @@ from deepseek_operator.render.common import (
     metadata,
     variant_service_name,
 )
+from deepseek_operator.render.gateway import gateway_name
 
 COMPONENT = "ingress"
 HTTPROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
@@ -42,6 +43,8 @@ def render_ingress(
       `<owner>-<canary>` with the nginx canary annotations when the spec has a canary (the CRD
       allows at most one with this provider).
     Both bound the proxy's request timeout by serving.requestTimeoutSeconds, not the proxy default.
+    With spec.gateway enabled both have one backend, the gateway's Service (it splits by weight
+    itself), and the timeout grows by gateway.holdTimeoutSeconds (a held request waits first).
     `weights` maps variant name -> percent; a variant missing from it gets 0. `variants`:
     resolve_variants(spec), when the caller resolved them already (desired.py).
     """
@@ -50,9 +53,15 @@ def render_ingress(
         return []
     variants = resolve_variants(spec) if variants is None else list(variants)
     timeout = spec.serving.request_timeout_seconds
+    if spec.gateway_enabled:  # the gateway splits by weight itself: one backend, the gateway's Service
+        backend = gateway_name(owner)
+        timeout += spec.gateway.hold_timeout_seconds if spec.gateway else 0  # a held request waits first
+        variants, weights = [next(v for v in variants if v.is_primary)], {PRIMARY: 100}
+    else:
+        backend = None
     if ingress.provider == "gateway-api":
-        return [_httproute(owner, ingress, variants, weights, timeout)] if caps.gateway_api else []
-    return _nginx_ingresses(owner, ingress, variants, weights, timeout)
+        return [_httproute(owner, ingress, variants, weights, timeout, backend)] if caps.gateway_api else []
+    return _nginx_ingresses(owner, ingress, variants, weights, timeout, backend)
 
 
 def ingress_url(spec: DeepSeekDeploymentSpec) -> str:
@@ -67,8 +76,10 @@ def ingress_url(spec: DeepSeekDeploymentSpec) -> str:
 
 
 def _httproute(
-    owner: Owner, ingress: IngressSpec, variants: list[ResolvedVariant], weights: Mapping[str, int], timeout: int
+    owner: Owner, ingress: IngressSpec, variants: list[ResolvedVariant], weights: Mapping[str, int], timeout: int,
+    backend: str | None = None,
 ) -> dict[str, Any]:
+    """`backend`: the one Service every request goes to (the gateway's), instead of the variant Services."""
     # TLS belongs to the Gateway's listener in the Gateway API, so the route carries none.
     parent_refs = [
         ref.model_dump(by_alias=True, exclude_none=True)
@@ -76,7 +87,7 @@ def _httproute(
     ]
     backends = [
         {
-            "name": variant_service_name(owner, v.name),
+            "name": backend or variant_service_name(owner, v.name),
             "port": HTTP_PORT,
             "weight": weights.get(v.name, 0),
         }
@@ -103,7 +114,8 @@ def _httproute(
 
 
 def _nginx_ingresses(
-    owner: Owner, ingress: IngressSpec, variants: list[ResolvedVariant], weights: Mapping[str, int], timeout: int
+    owner: Owner, ingress: IngressSpec, variants: list[ResolvedVariant], weights: Mapping[str, int], timeout: int,
+    backend: str | None = None,
 ) -> list[dict[str, Any]]:
     primary = next(v for v in variants if v.is_primary)
     # On the main Ingress only: ingress-nginx applies the main Ingress' proxy settings to the canary.
@@ -114,7 +126,7 @@ def _nginx_ingresses(
         # Server-sent events must reach the client token by token, not when a buffer fills.
         NGINX + "proxy-buffering": "off",
     }
-    out = [_nginx_ingress(owner, ingress, owner.name, primary.name, annotations=proxy, tls=True)]
+    out = [_nginx_ingress(owner, ingress, owner.name, primary.name, annotations=proxy, tls=True, service=backend)]
     for canary in (v for v in variants if not v.is_primary):
         annotations = {NGINX_CANARY: "true", NGINX_CANARY_WEIGHT: str(weights.get(canary.name, 0))}
         # ingress-nginx takes TLS from the main Ingress of the host; a tls block here would only
@@ -131,6 +143,7 @@ def _nginx_ingress(
     variant: str,
     annotations: dict[str, str],
     tls: bool,
+    service: str | None = None,
 ) -> dict[str, Any]:
     meta = metadata(owner, name, variant=variant, component=COMPONENT)
     if annotations:
@@ -150,7 +163,7 @@ def _nginx_ingress(
                         "pathType": "Prefix",
                         "backend": {
                             "service": {
-                                "name": variant_service_name(owner, variant),
+                                "name": service or variant_service_name(owner, variant),
                                 "port": {"number": HTTP_PORT},
                             }
                         },

@@ -76,7 +76,7 @@ def render_leader_worker_set(owner: Owner, spec: DeepSeekDeploymentSpec, variant
         "kind": KIND,
         "metadata": metadata(owner, lws_name(owner, variant.name), variant.name),
         "spec": {
-            "replicas": variant.replicas,
+            **({"replicas": variant.replicas} if variant.autoscaling is None else {}),  # see workload.replicas_field
             "startupPolicy": "LeaderCreated",
             "rolloutStrategy": {
                 "type": "RollingUpdate",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from deepseek_operator.affinity import LabelSelector
 from deepseek_operator.api import (
@@ -45,6 +46,7 @@ from deepseek_operator.render.common import (
     metadata,
     selector_labels,
 )
+from deepseek_operator.render.gateway import gateway_name, gateway_selector
 from deepseek_operator.render.hub_egress import destination
 
 COMPONENT = "network-policy"
@@ -57,6 +59,11 @@ CLUSTER_DNS = {
 ANYWHERE = [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
 # A bare podSelector (no namespaceSelector) means "pods of the policy's own namespace".
 SAME_NAMESPACE: dict[str, Any] = {"podSelector": {}}
+# KEDA's operator polls the gateway's /scaling/<variant> (render/autoscaling.py) from its namespace.
+KEDA_NAMESPACE = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}
+# The gateway reads its DeepSeekDeployment's status from the apiserver: its Service port or, after the
+# Service's address translation, the apiserver's own (a NetworkPolicy cannot name the apiserver).
+APISERVER_PORTS = (443, 6443)
 
 
 def model_hub_policy_name(owner: Owner) -> str:
@@ -95,10 +102,10 @@ def api_peers(policy: NetworkPolicySpec) -> list[dict[str, Any]]:
     return peers + [_client(c) for c in policy.clients]
 
 
-def _ingress(policy: NetworkPolicySpec) -> list[dict[str, Any]]:
+def _ingress(policy: NetworkPolicySpec, peers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`peers` on the API port (api_peers, or the gateway's pods), Prometheus on the metrics port."""
     # The port number, not the name "http": a numeric port cannot silently stop matching if a
     # container port is ever renamed.
-    peers = api_peers(policy)
     rules = [{"from": peers, "ports": [_port(HTTP_PORT)]}] if peers else []
     if policy.monitoring_namespace_selector:
         rules.append({"from": [_namespaces(policy.monitoring_namespace_selector)], "ports": [_port(METRICS_PORT)]})
@@ -135,7 +142,9 @@ def render_network_policy(owner: Owner, spec: DeepSeekDeploymentSpec,
         "podSelector": {"matchLabels": selector_labels(owner)},
         "policyTypes": ["Ingress", "Egress"],
     }
-    ingress = _ingress(policy)
+    # Behind the gateway the workers check no credential: only the gateway reaches their API port.
+    gateway = [{"podSelector": {"matchLabels": gateway_selector(owner)}}] if spec.gateway_enabled else None
+    ingress = _ingress(policy, gateway if gateway is not None else api_peers(policy))
     if ingress:  # omitted, not []: the apiserver drops an empty list, and the next apply would differ
         deny["ingress"] = ingress
     deny["egress"] = [{"to": [copy.deepcopy(CLUSTER_DNS)], "ports": [_port(DNS_PORT, "UDP"), _port(DNS_PORT)]}]
@@ -147,6 +156,7 @@ def render_network_policy(owner: Owner, spec: DeepSeekDeploymentSpec,
             "spec": deny,
         }
     ]
+    children += render_gateway_policy(owner, spec, variants)
     downloading, egress = hub_egress(spec, variants)
     if downloading:
         children.append(
@@ -165,3 +175,40 @@ def render_network_policy(owner: Owner, spec: DeepSeekDeploymentSpec,
             }
         )
     return children
+
+
+def render_gateway_policy(owner: Owner, spec: DeepSeekDeploymentSpec,
+                          variants: Sequence[ResolvedVariant] | None = None) -> list[dict[str, Any]]:
+    """The gateway pods' policy (spec.gateway.enabled; render/gateway.py), default-deny both ways: in, the
+    API port from the clients the workers would admit (api_peers) and from KEDA's namespace (its
+    /scaling endpoint) when a variant autoscales, the metrics port from monitoringNamespaceSelector;
+    out, DNS, the workers' API port, the apiserver (the status held requests report) and, with
+    spec.fallback, the hosted API's port anywhere."""
+    if not spec.gateway_enabled:
+        return []
+    policy = spec.network_policy
+    peers = api_peers(policy)
+    scaled = spec.autoscaling is not None or any(v.autoscaling is not None for v in spec.variants)
+    ingress = _ingress(policy, peers + ([copy.deepcopy(KEDA_NAMESPACE)] if scaled else []))
+    egress: list[dict[str, Any]] = [
+        {"to": [copy.deepcopy(CLUSTER_DNS)], "ports": [_port(DNS_PORT, "UDP"), _port(DNS_PORT)]},
+        {"to": [{"podSelector": {"matchLabels": selector_labels(owner)}}], "ports": [_port(HTTP_PORT)]},
+        {"to": copy.deepcopy(ANYWHERE), "ports": [_port(p) for p in APISERVER_PORTS]},
+    ]
+    if spec.fallback is not None:
+        port = fallback_port(spec.fallback.base_url)
+        if port not in APISERVER_PORTS:
+            egress.append({"to": copy.deepcopy(ANYWHERE), "ports": [_port(port)]})
+    body: dict[str, Any] = {"podSelector": {"matchLabels": gateway_selector(owner)},
+                            "policyTypes": ["Ingress", "Egress"]}
+    if ingress:
+        body["ingress"] = ingress
+    body["egress"] = egress
+    return [{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+             "metadata": metadata(owner, gateway_name(owner), component=COMPONENT), "spec": body}]
+
+
+def fallback_port(base_url: str) -> int:
+    """The hosted API's port: the URL's, else 443 for https and 80 for http."""
+    parsed = urlsplit(base_url)
+    return parsed.port or (443 if parsed.scheme == "https" else 80)

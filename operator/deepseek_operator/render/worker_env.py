@@ -77,6 +77,16 @@ def worker_env(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, drain_sec
     token = hub.token_secret_ref if hub is not None and not model.cached else None
     if token is not None:  # a cached model's token goes to its download Job only
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}})
+    if not spec.gateway_enabled:  # behind the gateway the edge is the gateway's (render/gateway.py)
+        env += edge_env(spec)
+    # The user's env last, whole (api.py refuses the names above): nothing given is dropped.
+    return env + [e.to_container() for e in variant.env]
+
+
+def edge_env(spec: DeepSeekDeploymentSpec) -> list[dict[str, Any]]:
+    """The edge's settings: rate limit, API keys, JWT, trusted forwarders. On the workers, or on the
+    gateway when spec.gateway is enabled (the workers behind it get no credential to check)."""
+    env = []
     if spec.rate_limit is not None:
         env.append(_env("DEEPSEEK_RATE_LIMIT_RPM", spec.rate_limit.requests_per_minute))
         env.append(_env("DEEPSEEK_RATE_LIMIT_BURST", spec.rate_limit.burst))
@@ -91,9 +101,8 @@ def worker_env(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, drain_sec
             _env("DEEPSEEK_JWT_AUDIENCE", jwt.audience),
             _env("DEEPSEEK_JWT_TTL_SECONDS", jwt.token_ttl_seconds),
         ]
-    if serving.forwarded_allow_ips is not None:
+    if spec.serving.forwarded_allow_ips is not None:
         # uvicorn reads it (cli.py leaves Config.forwarded_allow_ips unset): X-Forwarded-For from these
         # peers names the client, so limits and the failed-auth throttle count per client, not per ingress pod.
-        env.append(_env("FORWARDED_ALLOW_IPS", ",".join(serving.forwarded_allow_ips)))
-    # The user's env last, whole (api.py refuses the names above): nothing given is dropped.
-    return env + [e.to_container() for e in variant.env]
+        env.append(_env("FORWARDED_ALLOW_IPS", ",".join(spec.serving.forwarded_allow_ips)))
+    return env

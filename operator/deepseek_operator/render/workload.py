@@ -18,6 +18,7 @@ from deepseek_operator.render import multinode
 from deepseek_operator.render.common import (
     HTTP_PORT,
     HTTP_PORT_NAME,
+    LABEL_GATEWAY,
     METRICS_PORT,
     METRICS_PORT_NAME,
     Owner,
@@ -81,7 +82,8 @@ def render_workload(
             children.append(render_deployment(owner, spec, variant, image, chosen))
         children.append(services(render_variant_service(owner, variant.name)))
         children.append(render_disruption_budget(owner, variant.name))
-    children.append(services(render_stable_service(owner)))
+    children.append(services(render_stable_service(owner)) if not spec.gateway_enabled
+                    else render_stable_service(owner, gateway=True))
     return children
 
 
@@ -96,7 +98,7 @@ def render_deployment(
         "kind": "Deployment",
         "metadata": metadata(owner, deployment_name(owner, variant.name), variant.name),
         "spec": {
-            "replicas": variant.replicas,
+            **replicas_field(variant),
             "selector": {"matchLabels": selector_labels(owner, variant.name)},
             "strategy": {
                 "type": "RollingUpdate",
@@ -110,6 +112,13 @@ def render_deployment(
             },
         },
     }
+
+
+def replicas_field(variant: ResolvedVariant) -> dict[str, int]:
+    """`{"replicas": n}`, or {} while the variant has an autoscaler: KEDA or the HPA owns the count
+    (render/autoscaling.py), and an operator writing it too would fight them. k8s.apply never nulls a
+    replicas field it stops rendering (that would reset the Deployment to 1): the live count stays."""
+    return {} if variant.autoscaling is not None else {"replicas": variant.replicas}
 
 
 def render_pod_spec(owner: Owner, spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, image: str) -> dict[str, Any]:
@@ -203,9 +212,9 @@ def render_volumes(owner: Owner, spec: DeepSeekDeploymentSpec, variant: Resolved
     claim = model_claim(owner, variant)
     if claim is not None:
         volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
-    if spec.auth.api_keys_secret_ref is not None:
+    if spec.auth.api_keys_secret_ref is not None and not spec.gateway_enabled:  # the gateway's then
         volumes.append({"name": "api-keys", "secret": {"secretName": spec.auth.api_keys_secret_ref.name}})
-    if spec.auth.jwt is not None:
+    if spec.auth.jwt is not None and not spec.gateway_enabled:
         volumes.append({"name": "jwt", "secret": {"secretName": spec.auth.jwt.secret_ref.name}})
     return volumes
 
@@ -247,9 +256,9 @@ def render_volume_mounts(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant)
         if pvc is not None and pvc.sub_path:
             mount["subPath"] = pvc.sub_path
         mounts.append(mount)
-    if spec.auth.api_keys_secret_ref is not None:
+    if spec.auth.api_keys_secret_ref is not None and not spec.gateway_enabled:
         mounts.append({"name": "api-keys", "mountPath": f"{AUTH_MOUNT}/api-keys", "readOnly": True})
-    if spec.auth.jwt is not None:
+    if spec.auth.jwt is not None and not spec.gateway_enabled:
         mounts.append({"name": "jwt", "mountPath": f"{AUTH_MOUNT}/jwt", "readOnly": True})
     return mounts
 
@@ -293,14 +302,14 @@ def render_disruption_budget(owner: Owner, variant: str) -> dict[str, Any]:
     }
 
 
-def _service(owner: Owner, name: str, variant: str | None) -> dict[str, Any]:
+def _service(owner: Owner, name: str, variant: str | None, selector: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": metadata(owner, name, variant),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(owner, variant),
+            "selector": selector or selector_labels(owner, variant),
             "ports": [{"name": HTTP_PORT_NAME, "port": HTTP_PORT, "targetPort": HTTP_PORT_NAME, "protocol": "TCP"},
                       {"name": METRICS_PORT_NAME, "port": METRICS_PORT, "targetPort": METRICS_PORT_NAME,
                        "protocol": "TCP"}],
@@ -313,6 +322,8 @@ def render_variant_service(owner: Owner, variant: str) -> dict[str, Any]:
     return _service(owner, variant_service_name(owner, variant), variant)
 
 
-def render_stable_service(owner: Owner) -> dict[str, Any]:
-    """One Service over every variant's pods, for in-cluster clients."""
-    return _service(owner, stable_service_name(owner), None)
+def render_stable_service(owner: Owner, gateway: bool = False) -> dict[str, Any]:
+    """One Service over every variant's pods, for in-cluster clients; over the gateway's pods instead
+    while spec.gateway is enabled (render/gateway.py): in-cluster callers then get the gateway's edge,
+    weights, hold and spill-over too."""
+    return _service(owner, stable_service_name(owner), None, {LABEL_GATEWAY: owner.name} if gateway else None)

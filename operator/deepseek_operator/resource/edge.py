@@ -205,6 +205,12 @@ class Monitoring(Model):
     prometheus_rule: PrometheusRuleSpec = Field(
         default_factory=lambda: PrometheusRuleSpec(), description="Alerts."
     )
+    # Explicit alias: to_camel would give prometheusUrl; Kubernetes spells the initialism URL.
+    prometheus_url: str | None = Field(
+        None, max_length=512, pattern=r"^https?://[^\s?#]+$", alias="prometheusURL",
+        description="The Prometheus that scrapes the workers (e.g. http://prometheus.monitoring.svc:9090): KEDA's "
+        "prometheus trigger reads autoscaling metrics there where the gateway cannot give them (kvCacheUsage, "
+        "or no gateway; docs/autoscaling.md). Unset: those variants get an HPA on pods metrics instead.")
 
 
 class ClientPeer(Model):

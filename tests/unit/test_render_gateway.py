@@ -1,0 +1,211 @@
+"""render/gateway.py and what the gateway changes elsewhere (workers, Services, ingress, NetworkPolicies).
+
+The gateway's document is checked with the worker's own model (gateway/config.py: what the gateway
+process loads at start-up); every object with kubernetes-validate --strict, and, on the real
+kube-apiserver, as a server-side dry run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from upstream_crds import HTTPROUTE, kube_validate, validate
+
+from deepseek_operator.api import parse_spec, resolve_variants
+from deepseek_operator.render.common import LABEL_DEPLOYMENT, Capabilities, Owner
+from deepseek_operator.render.gateway import (
+    CONFIG_FILE,
+    CONFIG_HASH,
+    FALLBACK_KEY_ENV,
+    LABEL_GATEWAY,
+    gateway_config,
+    render_gateway,
+)
+from deepseek_operator.render.ingress import render_ingress
+from deepseek_operator.render.network_policy import render_network_policy
+from deepseek_operator.render.workload import render_workload
+from deepseek_sandbox.real_cluster import RealCluster
+from deepseek_worker.gateway.config import GatewayConfig
+
+OWNER = Owner(name="chat", namespace="llm", uid="uid-1")
+AUTH = {"apiKeysSecretRef": {"name": "keys"}, "jwt": {"secretRef": {"name": "jwt"}}}
+FALLBACK = {"apiKeySecretRef": {"name": "deepseek", "key": "api-key"}, "when": ["ColdStart"], "maxShare": 0.3,
+            "allowExternal": ["team-a"]}
+PVC = {"pvc": {"claimName": "models"}}
+CANARY = {"name": "canary", "weight": 10, "autoscaling": {"minReplicas": 0, "maxReplicas": 2}}
+
+
+def _spec(**extra: Any) -> Any:
+    raw: dict[str, Any] = {"image": "registry.example.com/worker:1", "model": {"id": "m", "source": PVC},
+                           "gateway": {"enabled": True}, **extra}
+    return parse_spec(raw)
+
+
+def _by_kind(children: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for child in children:
+        out.setdefault(child["kind"], []).append(child)
+    return out
+
+
+def test_off_by_default_renders_nothing_and_leaves_the_workers_as_they_were() -> None:
+    spec = parse_spec({"image": "img:1", "model": {"id": "m"}, "auth": AUTH})
+    assert render_gateway(OWNER, spec, spec.image, resolve_variants(spec)) == []
+    deployment = next(c for c in render_workload(OWNER, spec) if c["kind"] == "Deployment")
+    env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "DEEPSEEK_API_KEYS_FILE" in env and "DEEPSEEK_JWT_SECRET_FILE" in env
+
+
+def test_the_gateway_children_in_order() -> None:
+    spec = _spec(variants=[CANARY], fallback=FALLBACK)
+    children = render_gateway(OWNER, spec, spec.image, resolve_variants(spec))
+    assert [(c["kind"], c["metadata"]["name"]) for c in children] == [
+        ("ServiceAccount", "chat-gateway"), ("Role", "chat-gateway"), ("RoleBinding", "chat-gateway"),
+        ("ConfigMap", "chat-gateway"), ("Service", "chat-primary-pods"), ("Service", "chat-canary-pods"),
+        ("Deployment", "chat-gateway"), ("Service", "chat-gateway"), ("PodDisruptionBudget", "chat-gateway")]
+    for child in children:
+        kube_validate(child)
+        assert child["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+
+def test_the_document_is_what_the_gateway_loads() -> None:
+    spec = _spec(variants=[CANARY], fallback=FALLBACK, gateway={"enabled": True, "maxHeldRequests": 8,
+                                                                "holdTimeoutSeconds": 900})
+    children = _by_kind(render_gateway(OWNER, spec, spec.image, resolve_variants(spec), load_seconds=95))
+    text = children["ConfigMap"][0]["data"][CONFIG_FILE]
+    config = GatewayConfig.model_validate_json(text)
+    # Nominal weights: the gateway gates them on readiness by its own probes (the module docstring).
+    assert [(v.name, v.weight) for v in config.variants] == [("primary", 90), ("canary", 10)]
+    assert config.variants[1].service is not None
+    assert config.variants[1].service.host == "chat-canary-pods.llm.svc.cluster.local"
+    assert (config.hold.maxQueue, config.hold.deadlineSeconds, config.hold.loadSeconds) == (8, 900, 95)
+    assert config.statusFrom is not None and (config.statusFrom.name, config.statusFrom.namespace) == ("chat", "llm")
+    assert config.fallback is not None
+    assert config.fallback.baseURL == "https://api.deepseek.com" and config.fallback.apiKeyEnv == FALLBACK_KEY_ENV
+    assert (config.fallback.when, config.fallback.maxShare, config.fallback.allowExternal) == (
+        ["ColdStart"], 0.3, ["team-a"])
+    assert config.discovery.queueMetric is None  # the workers serve /metrics on the metrics port only
+
+
+def test_the_gateway_pod() -> None:
+    spec = _spec(fallback=FALLBACK, auth=AUTH, rateLimit={"requestsPerMinute": 60, "burst": 10})
+    deployment = _by_kind(render_gateway(OWNER, spec, "registry.example.com/worker:0", resolve_variants(spec)))[
+        "Deployment"][0]
+    template = deployment["spec"]["template"]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["selector"]["matchLabels"] == {LABEL_GATEWAY: "chat"}
+    # Not a worker: the worker Services, budgets and NetworkPolicy select on deepseek.ai/deployment.
+    assert LABEL_DEPLOYMENT not in template["metadata"]["labels"]
+    assert LABEL_DEPLOYMENT in deployment["metadata"]["labels"]  # the object itself: the informers, prune
+    pod = template["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "registry.example.com/worker:0"  # the primary's, as rendered
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DEEPSEEK_GATEWAY_CONFIG"]["value"] == "/etc/deepseek-gateway/gateway.json"
+    assert env[FALLBACK_KEY_ENV]["valueFrom"] == {"secretKeyRef": {"name": "deepseek", "key": "api-key"}}
+    assert {"DEEPSEEK_API_KEYS_FILE", "DEEPSEEK_JWT_SECRET_FILE", "DEEPSEEK_RATE_LIMIT_RPM"} <= set(env)
+    assert "nvidia.com/gpu" not in json.dumps(container["resources"])
+    assert container["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "512Mi"}}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["serviceAccountName"] == "chat-gateway"
+    assert template["metadata"]["annotations"][CONFIG_HASH]
+
+
+def test_a_changed_document_rolls_the_gateway() -> None:
+    def checksum(weight: int) -> str:
+        spec = _spec(variants=[{**CANARY, "weight": weight}])
+        deployment = _by_kind(render_gateway(OWNER, spec, spec.image, resolve_variants(spec)))["Deployment"][0]
+        return str(deployment["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH])
+
+    assert checksum(10) == checksum(10) != checksum(20)
+
+
+def test_the_role_reads_only_this_resource() -> None:
+    spec = _spec()
+    role = _by_kind(render_gateway(OWNER, spec, spec.image, resolve_variants(spec)))["Role"][0]
+    assert role["rules"] == [{"apiGroups": ["deepseek.ai"], "resources": ["deepseekdeployments"],
+                              "resourceNames": ["chat"], "verbs": ["get"]}]
+
+
+def test_behind_the_gateway_the_workers_check_no_credential_and_the_stable_service_is_the_gateways() -> None:
+    spec = _spec(auth=AUTH, rateLimit={"requestsPerMinute": 60, "burst": 10})
+    children = render_workload(OWNER, spec)
+    deployment = next(c for c in children if c["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"] for e in pod["containers"][0]["env"]}
+    assert not env & {"DEEPSEEK_API_KEYS_FILE", "DEEPSEEK_JWT_SECRET_FILE", "DEEPSEEK_RATE_LIMIT_RPM"}
+    assert not {v["name"] for v in pod["volumes"]} & {"api-keys", "jwt"}
+    stable = next(c for c in children if c["kind"] == "Service" and c["metadata"]["name"] == "chat")
+    assert stable["spec"]["selector"] == {LABEL_GATEWAY: "chat"}
+
+
+@pytest.mark.parametrize("provider", ["ingress-nginx", "gateway-api"])
+def test_the_ingress_has_one_backend_the_gateway(provider: str) -> None:
+    ingress = {"provider": provider, "host": "chat.example.com", "gateway": {"parentRefs": [{"name": "gw"}]}}
+    spec = _spec(ingress=ingress, variants=[CANARY])
+    objs = render_ingress(OWNER, spec, {"primary": 90, "canary": 10}, Capabilities(gateway_api=True))
+    assert len(objs) == 1
+    text = json.dumps(objs[0])
+    assert '"chat-gateway"' in text and '"chat-primary"' not in text and '"chat-canary"' not in text
+    if provider == "gateway-api":
+        validate(objs[0], HTTPROUTE)
+        assert objs[0]["spec"]["rules"][0]["timeouts"]["request"] == "1200s"  # generation + hold
+    else:
+        kube_validate(objs[0])
+
+
+def test_network_policies_admit_only_the_gateway_to_the_workers() -> None:
+    spec = _spec(fallback={**FALLBACK, "baseURL": "https://llm.example.com:8443"},
+                 autoscaling={"minReplicas": 0, "maxReplicas": 2})
+    workers, gateway = render_network_policy(OWNER, spec)
+    for policy in (workers, gateway):
+        kube_validate(policy)
+    api_rule = workers["spec"]["ingress"][0]
+    assert api_rule["from"] == [{"podSelector": {"matchLabels": {LABEL_GATEWAY: "chat"}}}]
+    assert gateway["metadata"]["name"] == "chat-gateway"
+    assert gateway["spec"]["podSelector"] == {"matchLabels": {LABEL_GATEWAY: "chat"}}
+    sources = gateway["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {}} in sources  # the namespace's clients, as the workers admitted them before
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}} in sources
+    egress = gateway["spec"]["egress"]
+    assert {"to": [{"podSelector": {"matchLabels": {LABEL_DEPLOYMENT: "chat"}}}],
+            "ports": [{"protocol": "TCP", "port": 8000}]} in egress
+    assert any(r["ports"] == [{"protocol": "TCP", "port": 8443}] for r in egress)  # the hosted API
+
+
+def test_without_fallback_or_autoscaling_the_gateway_policy_stays_narrow() -> None:
+    _, gateway = render_network_policy(OWNER, _spec())
+    assert all("keda" not in json.dumps(rule) for rule in gateway["spec"]["ingress"])
+    ports = [p["port"] for rule in gateway["spec"]["egress"] for p in rule["ports"]]
+    assert sorted(set(ports)) == [53, 443, 6443, 8000]
+
+
+def test_document_without_variants_weight_is_refused_by_the_model_not_rendered() -> None:
+    """Canary weights at 100 leave the primary 0: the document is still valid (one weight above 0)."""
+    spec = _spec(variants=[{"name": "canary", "weight": 100}])
+    GatewayConfig.model_validate(gateway_config(OWNER, spec, resolve_variants(spec), 60))
+
+
+@pytest.fixture(scope="module")
+def namespace(real_cluster: RealCluster) -> Iterator[str]:
+    with real_cluster.scratch_namespace("gateway-render") as name:
+        yield name
+
+
+def test_the_real_apiserver_accepts_the_gateway_children(real_cluster: RealCluster, namespace: str) -> None:
+    owner = Owner(name="chat", namespace=namespace, uid="uid-1")
+    spec = _spec(variants=[CANARY], fallback=FALLBACK, auth=AUTH)
+    children = render_gateway(owner, spec, spec.image, resolve_variants(spec)) + render_network_policy(owner, spec)
+    plurals = {"ServiceAccount": "serviceaccounts", "Role": "roles.rbac.authorization.k8s.io",
+               "RoleBinding": "rolebindings.rbac.authorization.k8s.io", "ConfigMap": "configmaps",
+               "Service": "services", "Deployment": "deployments.apps",
+               "PodDisruptionBudget": "poddisruptionbudgets.policy",
+               "NetworkPolicy": "networkpolicies.networking.k8s.io"}
+    for obj in children:
+        path = real_cluster.resource(plurals[obj["kind"]]).path(namespace)
+        response = real_cluster.http.post(path, json=obj, params={"dryRun": "All", "fieldValidation": "Strict"})
+        assert response.status_code == 201, (obj["kind"], response.text)
