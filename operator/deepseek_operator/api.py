@@ -113,6 +113,7 @@ from deepseek_operator.resource.spec import (
     parse_spec,
 )
 from deepseek_operator.resource.status import (
+    AutoscalingStatus,
     Condition,
     DeepSeekDeploymentStatus,
     DownloadStatus,
@@ -233,6 +234,7 @@ __all__ = [
     "AuthSpec",
     "Autoscaling",
     "AutoscalingMetric",
+    "AutoscalingStatus",
     "CacheDownload",
     "ClientPeer",
     "Condition",

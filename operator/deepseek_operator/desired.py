@@ -21,7 +21,9 @@ from deepseek_operator import rollback, strategy
 from deepseek_operator.api import PRIMARY, DeepSeekDeploymentSpec, ResolvedVariant
 from deepseek_operator.gpufit import GpuFit
 from deepseek_operator.render import multinode
+from deepseek_operator.render.autoscaling import render_autoscalers
 from deepseek_operator.render.common import LABEL_VARIANT, Capabilities, Owner
+from deepseek_operator.render.gateway import render_gateway
 from deepseek_operator.render.workload import render_workload
 from deepseek_operator.status import Rollback
 from deepseek_operator.strategy import Strategy
@@ -53,6 +55,20 @@ class Desired:
         """status.image before this pass: the image fully rolled out on the primary."""
         return str(self.previous.get("image", ""))
 
+    @property
+    def load_seconds(self) -> int:
+        """The longest GPU-fit load estimate of the variants (0: none known): the gateway's declared load
+        time, until it measured a cold start (render/gateway.py)."""
+        return max((fit.load_seconds for fit in self.fits.values()), default=0)
+
+    def scaling(self) -> list[dict[str, Any]]:
+        """The request gateway's children and each autoscaled variant's autoscaler (render/gateway.py,
+        render/autoscaling.py); the gateway runs the primary's image as rendered (a rollback's too)."""
+        image = self.images.get(PRIMARY, self.spec.image)
+        leaders = multinode.leaders_only if multinode.spans_nodes(self.spec) else _same
+        return [*render_gateway(self.owner, self.spec, image, self.variants, self.load_seconds or 120, leaders),
+                *render_autoscalers(self.owner, self.spec, self.caps, self.variants)]
+
     def after_failure(self, plan: Rollback) -> Desired:
         """This pass with a new rollback state: the primary's image and the strategies follow it (the
         templates are rendered again only when an image changed)."""
@@ -65,6 +81,10 @@ class Desired:
     def with_strategies(self, chosen: Chosen) -> Desired:
         """This pass with other rolling updates (Auto's fallback to Replace)."""
         return dataclasses.replace(self, chosen=chosen)
+
+
+def _same(service: dict[str, Any]) -> dict[str, Any]:
+    return service
 
 
 def compute(owner: Owner, spec: DeepSeekDeploymentSpec, variants: Sequence[ResolvedVariant],

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deepseek_operator import measured
+from deepseek_operator.api import ResolvedVariant
 from deepseek_operator.desired import Desired
 from deepseek_operator.download import DownloadState, download_state
 from deepseek_operator.integrations import multinode_missing
@@ -48,7 +49,7 @@ async def observe(api: K8s, want: Desired, held: dict[str, DownloadState]) -> tu
         pods = all_pods[variant.name] = await api.list(POD, owner.namespace, selector_labels(owner, variant.name))
         image = want.images.get(variant.name, variant.image)
         fit = want.fits.get(variant.name)
-        state = variant_state(VariantObservation(variant.name, image, variant.replicas, dep, pods,
+        state = variant_state(VariantObservation(variant.name, image, wanted_replicas(variant, dep), dep, pods,
                                                  fit.message if fit is not None else "", events))
         if spans and not want.caps.leader_worker_set:
             message = multinode_missing(spec)
@@ -61,6 +62,16 @@ async def observe(api: K8s, want: Desired, held: dict[str, DownloadState]) -> tu
                                         message=f"{variant.name}: {download.message}")
         states.append(state)
     return states, all_pods
+
+
+def wanted_replicas(variant: ResolvedVariant, workload: dict[str, Any] | None) -> int:
+    """The pods a variant should have now: its replicas, or, while an autoscaler owns the count
+    (render/autoscaling.py), the count it last set on the live workload (minReplicas before it exists)."""
+    if variant.autoscaling is None:
+        return variant.replicas
+    if workload is None:
+        return variant.autoscaling.min_replicas
+    return int((workload.get("spec") or {}).get("replicas", 1))
 
 
 async def _workload(api: K8s, owner: Owner, variant: str, spans: bool, caps: Capabilities) -> dict[str, Any] | None:

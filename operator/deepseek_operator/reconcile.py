@@ -37,6 +37,7 @@ from deepseek_operator.k8s import KINDS, ApiError, K8s, list_by_name
 from deepseek_operator.observe import VariantState
 from deepseek_operator.readback import Pods, observe, observe_downloads, observe_reports
 from deepseek_operator.render import multinode
+from deepseek_operator.render.autoscaling import autoscaling_conditions, autoscaling_status
 from deepseek_operator.render.common import (
     LABEL_VARIANT,
     Capabilities,
@@ -302,7 +303,7 @@ async def _converge(api: K8s, want: Desired, caches: ModelCaches, guards: Guards
     writes = await _apply(api, reports + [c for c in workload if not _held_deployment(c, held)])
     states, pods = await observe(api, want, held)
     weights = effective_weights(want.variants, {s.name: s.ready for s in states})
-    others = render_routing_and_monitoring(owner, spec, caps, weights, want.variants)
+    others = render_routing_and_monitoring(owner, spec, caps, weights, want.variants) + want.scaling()
     writes = _add(writes, await _apply(api, others))
     kept = await _claims_in_use(api, owner, held)
     children = guards.children + caches.children + reports + workload + others + kept
@@ -428,6 +429,7 @@ def _status(want: Desired, seen: Converged, caches: ModelCaches, reports: dict[s
         auto_rollback=spec.rollout.auto_rollback,
         url=ingress_url(spec) if spec.ingress else "",
         integrations=(integration_conditions(spec, want.caps, want.variants)
+                      + autoscaling_conditions(spec, want.caps, want.variants)
                       + cache_conditions(spec, caches.notes, want.variants) + list(want.stored)),
         strategies=notes,
         gpu_fit={name: gpufit.status_of(fit) for name, fit in want.fits.items()},
@@ -436,6 +438,8 @@ def _status(want: Desired, seen: Converged, caches: ModelCaches, reports: dict[s
         upgrade_pending=(upgrade.pending_message(upgrades.pending, spec.rollout.operator_upgrades)
                          if upgrades.pending else ""),
         intents=upgrades.intents,
+        autoscaling={v.name: autoscaling_status(spec, want.caps, v, s.desired, s.replicas)
+                     for v, s in zip(want.variants, seen.states, strict=True) if v.autoscaling is not None},
     )
     return compute_status(inp, dict(want.previous), _now())
 

@@ -23,7 +23,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from deepseek_operator.api import Condition, DeepSeekDeploymentStatus, DownloadStatus, GpuFitStatus, VariantStatus
+from deepseek_operator.api import (
+    AutoscalingStatus,
+    Condition,
+    DeepSeekDeploymentStatus,
+    DownloadStatus,
+    GpuFitStatus,
+    VariantStatus,
+)
 from deepseek_operator.measured import condition_of as measured_condition
 from deepseek_operator.observe import VariantState
 
@@ -62,6 +69,8 @@ class StatusInput:
     upgrade_pending: str = ""
     # Per variant: the intent its pod template was last applied for (upgrade.py), status.variants[].specHash.
     intents: dict[str, str] = field(default_factory=dict)
+    # Per autoscaled variant: status.variants[].autoscaling (render/autoscaling.autoscaling_status).
+    autoscaling: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def condition(ctype: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
@@ -169,6 +178,8 @@ def _variant_status(state: VariantState, inp: StatusInput) -> VariantStatus:
         optional["gpu_fit"] = _gpu_fit(state.name, inp)
     if state.name in inp.downloads:
         optional["download"] = DownloadStatus.model_validate(inp.downloads[state.name])
+    if state.name in inp.autoscaling:
+        optional["autoscaling"] = AutoscalingStatus.model_validate(inp.autoscaling[state.name])
     return VariantStatus(name=state.name, weight=inp.weights.get(state.name, 0), image=state.image,
                          replicas=state.replicas, ready_replicas=state.ready, **optional)
 

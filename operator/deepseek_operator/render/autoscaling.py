@@ -181,6 +181,17 @@ def render_hpa(owner: Owner, spec: DeepSeekDeploymentSpec, variant: ResolvedVari
                      "maxReplicas": a.max_replicas, "metrics": [metric], "behavior": _behavior(a)}}
 
 
+def autoscaling_status(spec: DeepSeekDeploymentSpec, caps: Capabilities, variant: ResolvedVariant,
+                       desired: int, current: int) -> dict[str, Any]:
+    """status.variants[].autoscaling of an autoscaled variant (api.AutoscalingStatus, wire names);
+    `desired`: the workload's replicas (the autoscaler's count), `current`: its pods."""
+    a = variant.autoscaling
+    assert a is not None
+    return {"autoscaler": choose(spec, variant, caps).kind or "", "metric": a.metric, "target": a.target,
+            "minReplicas": a.min_replicas, "maxReplicas": a.max_replicas, "desiredReplicas": desired,
+            "currentReplicas": current}
+
+
 def autoscaling_conditions(spec: DeepSeekDeploymentSpec, caps: Capabilities,
                            variants: Sequence[ResolvedVariant] | None = None) -> list[tuple[str, bool, str, str]]:
     """AutoscalingReady as (type, ok, reason, message): omitted when no variant autoscales; False naming

@@ -92,6 +92,19 @@ class DownloadStatus(Model):
     message: str = Field("", description="Human-readable detail: sizes, rate, ETA, or why it failed.")
 
 
+class AutoscalingStatus(Model):
+    """A variant's autoscaler (docs/autoscaling.md): what it is, its bounds and where it stands."""
+
+    autoscaler: str = Field("", description="ScaledObject (KEDA) or HorizontalPodAutoscaler; empty while none "
+                            "can work (condition AutoscalingReady says why).")
+    metric: str = Field("", description="queueDepth, running or kvCacheUsage.")
+    target: int = Field(0, description="The metric's value per pod the autoscaler holds.")
+    min_replicas: int = Field(0, description="Fewest pods (0: scales to zero when idle).")
+    max_replicas: int = Field(0, description="Most pods.")
+    desired_replicas: int = Field(0, description="Pods the autoscaler asks for now (the workload's replicas).")
+    current_replicas: int = Field(0, description="Pods the variant has now.")
+
+
 class VariantStatus(Model):
     name: str = Field(description="Variant name; 'primary' for the main deployment.")
     weight: int = Field(0, description="Effective traffic percent now (0 while not ready).")
@@ -105,6 +118,7 @@ class VariantStatus(Model):
                            "(rollout.operatorUpgrades).")
     gpu_fit: GpuFitStatus | None = Field(None, description="The variant's GPU-fit plan.")
     download: DownloadStatus | None = Field(None, description="The variant's model cache download.")
+    autoscaling: AutoscalingStatus | None = Field(None, description="The variant's autoscaler, when it has one.")
 
 
 class DeepSeekDeploymentStatus(Model):
