@@ -1,0 +1,89 @@
+"""Scaling with demand as a user meets it (issue 22), on the real control plane: `kubectl apply` turns the
+gateway and `autoscaling` on, the real operator renders the gateway's Deployment, Service, ConfigMap and
+budget, points the stable Service at it and adds an HPA for the primary (the shared control plane never
+serves keda.sh, so this is the HPA path; the ScaledObject path is checked against KEDA's CRD in
+tests/unit/test_render_autoscaling.py and with the real KEDA operator in tests/e2e/test_keda.py);
+removing both prunes them and the operator writes the primary's replicas again.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Cluster, Kubectl, StartOperator, condition, current
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.real_only(reason="the real HPA API, the real CEL and the Deployment controller's "
+                                   "defaulting of a replicas field nobody writes")
+
+
+def resource(**spec: Any) -> str:
+    return json.dumps({
+        "apiVersion": "deepseek.ai/v1alpha1", "kind": "DeepSeekDeployment", "metadata": {"name": "chat"},
+        "spec": {"image": "registry.example.com/deepseek-worker:1.0.0",
+                 "model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "loadTimeoutSeconds": 10},
+                 "resources": {"gpus": 1, "cpu": "8", "memory": "64Gi"},
+                 "rollout": {"progressDeadlineSeconds": 60}, **spec},
+    })
+
+
+async def test_gateway_and_hpa_appear_and_are_pruned(cluster: Cluster, kubectl: Kubectl,
+                                                     start_operator: StartOperator) -> None:
+    refused = await kubectl("apply", "-f", "-", stdin=resource(autoscaling={"minReplicas": 0, "maxReplicas": 2}),
+                            check=False)
+    assert "spec.autoscaling.minReplicas" in refused and "needs spec.gateway.enabled" in refused, refused
+
+    operator = await start_operator()
+    await kubectl("apply", "-f", "-", stdin=resource(
+        gateway={"enabled": True}, autoscaling={"minReplicas": 1, "maxReplicas": 3, "target": 4}))
+
+    def gateway_children() -> dict[str, Any] | None:
+        found = {kind: cluster.get(kind, "default", "chat-gateway")
+                 for kind in ("deployments", "services", "configmaps", "poddisruptionbudgets")}
+        found["hpa"] = cluster.get("horizontalpodautoscalers", "default", "chat-primary")
+        return found if all(found.values()) else None
+
+    try:
+        found = await eventually(gateway_children, timeout=90, what="the gateway's children and the HPA")
+    except pytest.fail.Exception:
+        status = await kubectl("get", "dsd", "chat", "-o", "jsonpath={.status.conditions}", check=False)
+        pytest.fail(f"no gateway/HPA; conditions: {status}\noperator log:\n{operator.log(60)}")
+    gateway = found["deployments"]["spec"]
+    assert gateway["replicas"] == 2 and gateway["selector"]["matchLabels"] == {"deepseek.ai/gateway": "chat"}
+    env = {e["name"]: e.get("value") for e in gateway["template"]["spec"]["containers"][0]["env"]}
+    assert env["DEEPSEEK_GATEWAY_CONFIG"] == "/etc/deepseek-gateway/gateway.json"
+    document = json.loads(found["configmaps"]["data"]["gateway.json"])
+    assert [v["name"] for v in document["variants"]] == ["primary"]
+    hpa = found["hpa"]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "chat-primary"}
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 3)
+    stable = cluster.get("services", "default", "chat")
+    assert stable is not None and stable["spec"]["selector"] == {"deepseek.ai/gateway": "chat"}
+
+    async def autoscaling_ready() -> dict[str, Any] | None:
+        obj = current(cluster)
+        cond = condition(obj, "AutoscalingReady") if obj else {}
+        variants = (obj or {}).get("status", {}).get("variants", [])
+        return cond if cond.get("status") == "True" and variants and "autoscaling" in variants[0] else None
+
+    ready = await eventually(autoscaling_ready, timeout=60, what="AutoscalingReady True")
+    assert ready["reason"] == "HPA" and "primary: HorizontalPodAutoscaler on queueDepth" in ready["message"]
+
+    # Off again: the HPA and the gateway go, the operator owns the primary's replicas once more.
+    await kubectl("apply", "-f", "-", stdin=resource(replicas=2))
+
+    def pruned() -> bool:
+        primary = cluster.get("deployments", "default", "chat-primary") or {}
+        stable = cluster.get("services", "default", "chat") or {}
+        return (cluster.get("horizontalpodautoscalers", "default", "chat-primary") is None
+                and cluster.get("deployments", "default", "chat-gateway") is None
+                and cluster.get("configmaps", "default", "chat-gateway") is None
+                and primary.get("spec", {}).get("replicas") == 2
+                and stable.get("spec", {}).get("selector") == {"deepseek.ai/deployment": "chat"})
+
+    await eventually(pruned, timeout=90, what="the HPA and the gateway pruned, replicas 2 written")
+    obj = current(cluster)
+    assert obj is not None and not condition(obj, "AutoscalingReady")
