@@ -4,6 +4,7 @@ gateway itself, each under uvicorn on loopback in a thread. Every wait has a dea
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -115,6 +116,15 @@ def serve(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(DEADLINE)
+
+
+@contextmanager
+def dead_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the block: bound here (so no other test process can
+    start a server on it) and never listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 def fast(config: dict[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from fake_upstream import CHUNKS
-from fakes import free_port, wait_until
-from gateway_fakes import AUTH, KEY, StubBackend, chat, gateway, reply, serve
+from fakes import wait_until
+from gateway_fakes import AUTH, KEY, StubBackend, chat, dead_port, gateway, reply, serve
 
 from deepseek_worker.gateway.fallback import ShareWindow
 
@@ -54,7 +54,7 @@ def start(stack: ExitStack, name: str) -> tuple[StubBackend, str]:
 
 def test_cold_start_goes_out_for_an_allowed_key_only(stack: ExitStack) -> None:
     hosted, hosted_url = start(stack, "hosted")
-    cold = f"http://127.0.0.1:{free_port()}"
+    cold = f"http://127.0.0.1:{stack.enter_context(dead_port())}"
     url, _ = stack.enter_context(gateway(config(hosted_url, [cold], when=["ColdStart"], maxShare=1.0),
                                          api_keys=f"{KEY},{OTHER}"))
     out = post(url, chat(model="our-local-name"))
@@ -96,7 +96,7 @@ def test_overloaded_goes_out_within_max_share(stack: ExitStack) -> None:
 
 def test_full_hold_queue_counts_as_overloaded(stack: ExitStack) -> None:
     _, hosted_url = start(stack, "hosted")
-    cold = f"http://127.0.0.1:{free_port()}"
+    cold = f"http://127.0.0.1:{stack.enter_context(dead_port())}"
     document = config(hosted_url, [cold], when=["Overloaded"], maxShare=1.0)
     document["hold"] = {"maxQueue": 0}
     url, _ = stack.enter_context(gateway(document))
@@ -116,7 +116,7 @@ def test_unavailable_when_every_backend_fails(stack: ExitStack) -> None:
 
 def test_no_fallback_reason_no_fallback(stack: ExitStack) -> None:
     hosted, hosted_url = start(stack, "hosted")
-    cold = f"http://127.0.0.1:{free_port()}"
+    cold = f"http://127.0.0.1:{stack.enter_context(dead_port())}"
     url, _ = stack.enter_context(gateway(config(hosted_url, [cold], when=["Unavailable"], maxShare=1.0)))
     assert post(url, chat()).status_code == 504 and not hosted.requests
 
@@ -137,8 +137,8 @@ def test_allow_external_names_key_ids_of_the_structured_keys_file(stack: ExitSta
     hosted, hosted_url = start(stack, "hosted")
     keys = tmp_path / "keys.yaml"
     keys.write_text(f"- {{id: team-out, key: {KEY}}}\n- {{id: team-resident, key: {OTHER}}}\n")
-    document = config(hosted_url, [f"http://127.0.0.1:{free_port()}"], when=["ColdStart"], maxShare=1.0,
-                      allowExternal=["team-out"])
+    cold = f"http://127.0.0.1:{stack.enter_context(dead_port())}"
+    document = config(hosted_url, [cold], when=["ColdStart"], maxShare=1.0, allowExternal=["team-out"])
     url, _ = stack.enter_context(gateway(document, api_keys=None, api_keys_file=keys))
     assert post(url, chat()).headers["x-served-by"] == "fallback"
     assert post(url, chat(), key=OTHER).status_code == 504

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fake_upstream import CHUNKS
 from fakes import free_port, wait_until
-from gateway_fakes import AUTH, StubBackend, chat, gateway, reply, serve
+from gateway_fakes import AUTH, StubBackend, chat, dead_port, gateway, reply, serve
 
 from deepseek_worker.gateway.hold import Hold, HoldFull
 from deepseek_worker.gateway.status import FixedStatus, KubeStatusSource, describe_variant
@@ -114,7 +114,8 @@ def test_held_stream_gets_waiting_comments_then_the_exact_stream(stack: ExitStac
 
 
 def test_full_hold_queue_is_429_with_retry_after_from_the_load_time(stack: ExitStack) -> None:
-    url, _ = stack.enter_context(gateway(cold(free_port(), maxQueue=1, loadSeconds=37, deadlineSeconds=3)))
+    port = stack.enter_context(dead_port())
+    url, _ = stack.enter_context(gateway(cold(port, maxQueue=1, loadSeconds=37, deadlineSeconds=3)))
     thread, out = in_thread(lambda: httpx.post(url + "/v1/chat/completions", content=chat(), headers=AUTH,
                                                timeout=30))
     wait_until(lambda: scaling(url)["held"] == 1, 10, "the first request held")
@@ -130,7 +131,7 @@ def test_full_hold_queue_is_429_with_retry_after_from_the_load_time(stack: ExitS
 
 
 def test_deadline_expiry_is_a_clear_504_json_and_a_stream_error_event(stack: ExitStack) -> None:
-    url, _ = stack.enter_context(gateway(cold(free_port(), deadlineSeconds=0.5)))
+    url, _ = stack.enter_context(gateway(cold(stack.enter_context(dead_port()), deadlineSeconds=0.5)))
     expired = httpx.post(url + "/v1/chat/completions", content=chat(), headers=AUTH, timeout=30)
     assert expired.status_code == 504
     error = expired.json()["error"]
@@ -194,3 +195,13 @@ def test_hold_times_a_cold_start_from_its_own_first_request() -> None:
     now[0] = 500.0
     hold.enter()
     assert hold.cold_since == 500.0
+
+
+def test_a_held_client_that_leaves_frees_its_place(stack: ExitStack) -> None:
+    url, _ = stack.enter_context(gateway(cold(stack.enter_context(dead_port()), maxQueue=1)))
+    with httpx.stream("POST", url + "/v1/chat/completions", content=chat("stream", stream=True), headers=AUTH,
+                      timeout=30) as response:
+        chunks = response.iter_raw()  # kept: a dropped iterator closes the connection at once
+        assert next(chunks).startswith(b": waiting")
+        assert scaling(url)["held"] == 1
+    wait_until(lambda: scaling(url)["held"] == 0, 10, "the place freed after the client left")

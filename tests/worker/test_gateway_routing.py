@@ -13,8 +13,8 @@ from contextlib import ExitStack
 import httpx
 import pytest
 from fake_upstream import CHUNKS
-from fakes import free_port, wait_until
-from gateway_fakes import AUTH, StubBackend, chat, gateway, reply, serve
+from fakes import wait_until
+from gateway_fakes import AUTH, StubBackend, chat, dead_port, gateway, reply, serve
 
 from deepseek_worker.gateway.choose import choose_variant
 from deepseek_worker.gateway.config import GatewayConfig, Variant
@@ -122,7 +122,7 @@ def test_byte_exact_json_and_stream_with_served_by(stack: ExitStack) -> None:
 def test_failed_backend_is_retried_on_another_before_any_byte(stack: ExitStack) -> None:
     _live, live_url = stub(stack, "live")
     draining, draining_url = stub(stack, "draining")
-    dead_url = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
+    dead_url = f"http://127.0.0.1:{stack.enter_context(dead_port())}"  # nothing listens: connection refused
     url, app = stack.enter_context(gateway({"variants": [{"name": "v", "weight": 100,
                                                           "backends": [dead_url, draining_url, live_url]}]}))
     pool = app.state.router.pools["v"]
