@@ -190,6 +190,25 @@ def test_document_without_variants_weight_is_refused_by_the_model_not_rendered()
     GatewayConfig.model_validate(gateway_config(OWNER, spec, resolve_variants(spec), 60))
 
 
+def test_the_rendered_pod_starts_the_worker_in_gateway_mode(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The container's env and the mounted document, as the worker binary reads them (cli.load_settings,
+    then the gateway app): settings valid, gateway mode chosen, the fallback key read from the env."""
+    from deepseek_worker.cli import _app, load_settings
+
+    spec = _spec(variants=[CANARY], fallback=FALLBACK, rateLimit={"requestsPerMinute": 60, "burst": 10})
+    children = _by_kind(render_gateway(OWNER, spec, spec.image, resolve_variants(spec)))
+    document = tmp_path / CONFIG_FILE
+    document.write_text(children["ConfigMap"][0]["data"][CONFIG_FILE])
+    for entry in children["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["env"]:
+        value = entry.get("value", "hosted-key")  # valueFrom: the Secret's value in the pod
+        monkeypatch.setenv(entry["name"], str(document) if entry["name"] == "DEEPSEEK_GATEWAY_CONFIG" else value)
+    settings, _ = load_settings([])
+    assert settings.gateway and settings.port == 8000 and settings.metrics_port == 9090
+    app = _app(settings)
+    assert app.title == "deepseek-worker (gateway)"
+    assert app.state.router.config.fallback.api_key() == "hosted-key"
+
+
 @pytest.fixture(scope="module")
 def namespace(real_cluster: RealCluster) -> Iterator[str]:
     with real_cluster.scratch_namespace("gateway-render") as name:
