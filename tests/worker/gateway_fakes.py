@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -134,9 +135,13 @@ def fast(config: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def gateway(config: dict[str, Any], *, status: FixedStatus | None = None, seed: int = 7, resolve: Any = None,
-            **settings: Any) -> Iterator[tuple[str, Any]]:
-    """The gateway app (API key KEY) for `config` (a dict of the JSON document); yields (url, app)."""
-    extra = {"resolve": resolve} if resolve is not None else {}
+            config_path: Path | None = None, **settings: Any) -> Iterator[tuple[str, Any]]:
+    """The gateway app (API key KEY) for `config` (a dict of the JSON document); yields (url, app).
+    With `config_path`, the document is written there and re-read when it changes."""
+    extra: dict[str, Any] = {"resolve": resolve} if resolve is not None else {}
+    if config_path is not None:
+        config_path.write_text(json.dumps(fast(config)))
+        extra["config_path"] = config_path
     app = build_gateway_app(Settings(**{"api_keys": KEY, **settings}), GatewayConfig.model_validate(fast(config)),
                             status=status or FixedStatus(), seed=seed, **extra)
     with serve(app) as url:

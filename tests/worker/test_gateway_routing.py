@@ -4,17 +4,21 @@ under uvicorn on loopback (gateway_fakes.py); every wait has a deadline."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fake_upstream import CHUNKS
 from fakes import wait_until
-from gateway_fakes import AUTH, StubBackend, chat, dead_port, gateway, reply, serve
+from gateway_fakes import AUTH, StubBackend, chat, dead_port, fast, gateway, reply, serve
 
 from deepseek_worker.gateway.choose import choose_variant
 from deepseek_worker.gateway.config import GatewayConfig, Variant
@@ -156,3 +160,31 @@ def test_config_refuses_bad_documents() -> None:
         GatewayConfig.model_validate({"variants": [{"name": "a", "weight": 1}]})
     with pytest.raises(ValueError, match="without /v1"):
         GatewayConfig.model_validate({"variants": [{"name": "a", "weight": 1, "backends": ["http://x/v1"]}]})
+
+
+def test_a_changed_configuration_file_is_applied_and_a_bad_one_ignored(stack: ExitStack, tmp_path: Path) -> None:
+    _, a_url = stub(stack, "a")
+    _, b_url = stub(stack, "b")
+    path = tmp_path / "gateway.json"
+
+    def document(a: int, b: int) -> dict[str, Any]:
+        return fast({"variants": [{"name": "a", "weight": a, "backends": [a_url]},
+                                  {"name": "b", "weight": b, "backends": [b_url]}]})
+
+    url, app = stack.enter_context(gateway(document(100, 0), config_path=path))
+    reloader = app.state.reloader
+    reloader.poll_seconds = 0.1  # the loop reads it each round
+    assert {served(post(url, chat())) for _ in range(10)} == {"a"}
+    path.write_text(json.dumps(document(0, 100)) + " ")  # the canary takes all the traffic
+    wait_until(lambda: reloader.applied == 1, 10, "the new weights applied")
+    assert {served(post(url, chat())) for _ in range(10)} == {"b"}
+    path.write_text('{"variants": []}')
+    time.sleep(0.5)
+    assert reloader.applied == 1  # refused: the last good document stays
+    assert {served(post(url, chat())) for _ in range(10)} == {"b"}
+    _, c_url = stub(stack, "c")
+    path.write_text(json.dumps(fast({"variants": [{"name": "c", "weight": 100, "backends": [c_url]}]})))
+    wait_until(lambda: reloader.applied == 2, 10, "a new variant applied")
+    assert sorted(app.state.router.pools) == ["c"]
+    assert {served(post(url, chat())) for _ in range(5)} == {"c"}
+    assert httpx.get(url + "/scaling/a").status_code == 404

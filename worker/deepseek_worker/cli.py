@@ -131,7 +131,7 @@ def _gateway_app(settings: Settings) -> FastAPI:
         print(f"deepseek-worker: invalid gateway configuration {where or ''}: {message}".replace("  ", " "),
               file=sys.stderr)
         raise SystemExit(2) from None
-    return build_gateway_app(settings, config)
+    return build_gateway_app(settings, config, config_path=settings.gateway_config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

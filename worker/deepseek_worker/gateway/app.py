@@ -10,10 +10,12 @@ metrics-api scaler: {"held", "inflight", "queue", "readyBackends"}.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,22 +33,26 @@ from ..server.routes import health, token
 from ..settings import Settings
 from .backends import Pool
 from .config import GatewayConfig
-from .discovery import Discoverer, Resolve, resolve_dns, running
+from .discovery import Resolve, resolve_dns
 from .fallback import FallbackRule, HostedAPI
+from .fleet import Fleet
 from .forward import GatewayResponse, Router
 from .hold import Hold
 from .metrics import GatewayCollector, GatewayMetrics
+from .reload import Reloader
 from .status import FixedStatus, KubeStatusSource, StatusSource
 
 
-def build_gateway_app(settings: Settings, config: GatewayConfig, *, status: StatusSource | None = None,
-                      resolve: Resolve = resolve_dns, seed: int | None = None) -> FastAPI:
-    """The gateway app. `status` (default: the DeepSeekDeployment named in the config, else none),
-    `resolve` (DNS) and `seed` (the RNG of weighted and tie-breaking choices) are for tests."""
+def build_gateway_app(settings: Settings, config: GatewayConfig, *, config_path: Path | None = None,
+                      status: StatusSource | None = None, resolve: Resolve = resolve_dns,
+                      seed: int | None = None) -> FastAPI:
+    """The gateway app. `config_path`: the file `config` was read from, re-read when it changes
+    (reload.py). `status` (default: the DeepSeekDeployment named in the config, else none), `resolve`
+    (DNS) and `seed` (the RNG of weighted and tie-breaking choices) are for tests."""
     rng = random.Random(seed)
     state = WorkerState()
-    pools = {v.name: Pool(v.name, config.backendTimeoutSeconds, rng) for v in config.variants}
-    holds = {v.name: Hold(config.hold.maxQueue, config.hold.loadSeconds) for v in config.variants}
+    pools: dict[str, Pool] = {}
+    holds: dict[str, Hold] = {}  # both filled by Fleet.apply at start-up
     rule = FallbackRule(config.fallback)
     metrics = Metrics(GatewayCollector(state, settings.max_concurrent_requests, pools, holds, rule.window.share))
     if status is None:
@@ -55,12 +61,12 @@ def build_gateway_app(settings: Settings, config: GatewayConfig, *, status: Stat
     router = Router(config=config, pools=pools, holds=holds, rule=rule,
                     hosted=HostedAPI(config.fallback) if config.fallback is not None else None,
                     metrics=metrics, gateway_metrics=GatewayMetrics(metrics.registry), status=status, rng=rng)
-    discoverers = [Discoverer(v, pools[v.name], config.discovery, _held(holds[v.name]), resolve)
-                   for v in config.variants]
+    fleet = Fleet(router, resolve)
+    reloader = Reloader(config_path, fleet) if config_path is not None else None
     auth = Authenticator(settings)
-    app = FastAPI(title="deepseek-worker (gateway)", version="1", lifespan=_lifespan(router, discoverers))
+    app = FastAPI(title="deepseek-worker (gateway)", version="1", lifespan=_lifespan(router, fleet, reloader))
     app.state.settings, app.state.worker, app.state.router = settings, state, router
-    app.state.metrics, app.state.auth = metrics, auth
+    app.state.metrics, app.state.auth, app.state.reloader = metrics, auth, reloader
     install_error_handlers(app)
     _add_forwarding(app, router, auth)
     token.add(app, auth)
@@ -69,28 +75,28 @@ def build_gateway_app(settings: Settings, config: GatewayConfig, *, status: Stat
     return app
 
 
-def _held(hold: Hold) -> Any:
-    return lambda: hold.held
-
-
-def _lifespan(router: Router, discoverers: list[Discoverer]) -> Any:
+def _lifespan(router: Router, fleet: Fleet, reloader: Reloader | None) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            for pool in router.pools.values():
-                stack.push_async_callback(pool.stop)
             if router.hosted is not None:
                 await router.hosted.start()
                 stack.push_async_callback(router.hosted.stop)
             if isinstance(router.status, KubeStatusSource):
                 stack.push_async_callback(router.status.close)
-            # A first round before serving, so fixed backends that answer are ready at once.
-            for discoverer in discoverers:
-                await discoverer.refresh(resolve=True)
-            await stack.enter_async_context(running(discoverers))
+            stack.push_async_callback(fleet.close)
+            await fleet.apply(router.config)
+            if reloader is not None:
+                stack.push_async_callback(_cancel, asyncio.create_task(reloader.run()))
             yield
 
     return lifespan
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
 
 
 def _add_forwarding(app: FastAPI, router: Router, auth: Authenticator) -> None:

@@ -8,10 +8,9 @@ soon after it is deleted; the probe closes the rest of the gap (a pod restarting
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -110,17 +109,3 @@ class Discoverer:
                 await asyncio.sleep(step)
                 slept += step
             since_resolve += slept
-
-
-@contextlib.asynccontextmanager
-async def running(discoverers: list[Discoverer]) -> AsyncIterator[list[asyncio.Task[None]]]:
-    """Run every discoverer as a task for the duration of the block."""
-    tasks = [asyncio.create_task(d.run()) for d in discoverers]
-    try:
-        yield tasks
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
