@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build KEDA (github.com/kedacore/keda/v2) for the test control plane: the operator (keda-operator)
 # and the metrics apiserver (keda-adapter), from the Go module proxy, like build-lws.sh builds LWS.
-# Prints the directory holding both binaries on stdout. Optional: nothing in `make test` runs it;
+# Prints the directory holding both binaries on stdout; the six KEDA CRDs of the same version (the
+# module's config/crd/bases) are beside it, in ../crd, for up.sh to install. Optional: nothing in `make test` runs it;
 # up.sh starts KEDA only with CLUSTER_KEDA=1 (docs/cluster.md, "KEDA").
 #
 # KEDA_VERSION v2.21.0 is the newest release this toolchain can build: v2.21.1 requires
@@ -24,14 +25,15 @@ MODULE=github.com/kedacore/keda/v2
 log() { printf 'keda build: %s\n' "$*" >&2; }
 
 built() { [ -x "$BIN/keda-operator" ] && [ -x "$BIN/keda-adapter" ]; }
+done_() { built && [ -f "$ROOT/crd/keda.sh_scaledobjects.yaml" ]; }
 
 main() {
   command -v go >/dev/null || { log "no Go toolchain on PATH"; exit 3; }
-  if built; then echo "$BIN"; exit 0; fi
+  if done_; then echo "$BIN"; exit 0; fi
   mkdir -p "$BIN"
   exec 9>"$ROOT/build.lock"
   flock 9
-  if built; then echo "$BIN"; exit 0; fi
+  if done_; then echo "$BIN"; exit 0; fi
   local work="$ROOT/go" start=$SECONDS
   rm -rf "$work"
   mkdir -p "$work/mod" "$work/cache" "$work/src"
@@ -51,6 +53,8 @@ except (ValueError, IndexError): print(s[:300])')"
     exit 3
   fi
   cp -r "$dir/." "$work/src/" && chmod -R u+w "$work/src"
+  rm -rf "$ROOT/crd.tmp" "$ROOT/crd" && cp -r "$work/src/config/crd/bases" "$ROOT/crd.tmp" && mv "$ROOT/crd.tmp" "$ROOT/crd"
+  if built; then echo "$BIN"; exit 0; fi
   local ldflags="-s -w -X=$MODULE/version.Version=$KEDA_VERSION -X=$MODULE/version.GitCommit=$KEDA_VERSION"
   log "compiling keda-operator $KEDA_VERSION (cold: see docs/cluster.md)"
   (cd "$work/src" && go build -trimpath -pgo=off -ldflags "$ldflags" -o "$BIN/keda-operator.tmp" ./cmd/operator)

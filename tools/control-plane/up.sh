@@ -5,6 +5,8 @@
 # Then: the upstream CRDs in third_party/crds and two fake GPU nodes (8 x nvidia.com/gpu each).
 # And, when build-lws.sh can build it, the LeaderWorkerSet controller (kubernetes-sigs/lws) with its
 # CRD (third_party/lws) and admission webhooks served on 127.0.0.1 (lws-webhooks.yaml).
+# With CLUSTER_KEDA=1 only: the KEDA operator (build-keda.sh; not built by `make test`) with its
+# six CRDs, scaling ScaledObjects' workloads from and to zero (docs/cluster.md, "KEDA").
 #
 # Idempotent: when every process recorded in $CLUSTER_DIR/pids is alive and the apiserver is ready,
 # it changes nothing. Otherwise it stops what is left (by PID) and starts a fresh cluster.
@@ -18,6 +20,8 @@ API_PORT=${CLUSTER_API_PORT:-16443}
 ETCD_PORT=${CLUSTER_ETCD_PORT:-12379}
 ETCD_PEER_PORT=${CLUSTER_ETCD_PEER_PORT:-12380}
 LWS_WEBHOOK_PORT=${CLUSTER_LWS_WEBHOOK_PORT:-$((API_PORT + 2))}
+KEDA=${CLUSTER_KEDA:-0}
+KEDA_GRPC_PORT=${CLUSTER_KEDA_GRPC_PORT:-$((API_PORT + 3))}
 KUBECTL=${KUBECTL:-kubectl}
 # A start takes 5-30 s; 180 s stays under pytest's 300 s per test, so a fixture fails with this
 # script's message (who holds the lock), not with the test runner's timeout.
@@ -243,6 +247,62 @@ ensure_lws() {
   start_lws
 }
 
+# KEDA (CLUSTER_KEDA=1): its CRDs (from the build, same version), namespace `keda` (its cluster
+# objects' namespace), then the operator with the admin kubeconfig, watching every namespace.
+# Leader election, metrics, health probes and cert rotation are off; its gRPC metrics service (for
+# keda-adapter) listens on 127.0.0.1:$KEDA_GRPC_PORT with a CA and serving cert of our own, as the
+# LWS webhooks do. The operator alone scales between zero and one replica (activation); from one to
+# many is the HPA it creates, which needs keda-adapter served as external.metrics.k8s.io: not run
+# here (docs/cluster.md says why). Without a binary, or with CLUSTER_KEDA unset, no KEDA at all: the
+# operator under test then sees no keda.sh API.
+start_keda() {
+  [ "$KEDA" = 1 ] || return 0
+  local bin dir="$RUN/keda"
+  log "building KEDA (tools/control-plane/build-keda.sh; cold: many minutes, see docs/cluster.md)"
+  if ! bin=$("$HERE/build-keda.sh" 2>>"$RUN/logs/keda-build.log"); then
+    log "no KEDA: $(tail -n 2 "$RUN/logs/keda-build.log" | tr '\n' ' ')"
+    return 0
+  fi
+  if (exec 3<>"/dev/tcp/127.0.0.1/$KEDA_GRPC_PORT") 2>/dev/null; then
+    log "port $KEDA_GRPC_PORT is in use: stop it or set CLUSTER_KEDA_GRPC_PORT"; exit 1
+  fi
+  mkdir -p "$dir/certs"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=deepseek-local-keda-ca \
+    -keyout "$dir/ca.key" -out "$dir/certs/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$dir/certs/tls.key" \
+    -out "$dir/tls.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$dir/san.ext"
+  openssl x509 -req -in "$dir/tls.csr" -CA "$dir/certs/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$dir/san.ext" -out "$dir/certs/tls.crt" 2>/dev/null
+  kc apply --server-side --force-conflicts -f "$bin/../crd/" >/dev/null
+  wait_for 60 "the KEDA CRDs" kc wait --for=condition=Established --timeout=2s \
+    crd/scaledobjects.keda.sh crd/scaledjobs.keda.sh crd/triggerauthentications.keda.sh \
+    crd/clustertriggerauthentications.keda.sh crd/cloudeventsources.eventing.keda.sh \
+    crd/clustercloudeventsources.eventing.keda.sh
+  kc get namespace keda >/dev/null 2>&1 || kc create namespace keda >/dev/null
+  start keda-operator env KUBECONFIG="$RUN/kubeconfig" WATCH_NAMESPACE="" POD_NAMESPACE=keda \
+    KEDA_CLUSTER_OBJECT_NAMESPACE=keda "$bin/keda-operator" --leader-elect=false \
+    --metrics-bind-address=0 --health-probe-bind-address=0 --enable-cert-rotation=false \
+    --metrics-service-bind-address="127.0.0.1:$KEDA_GRPC_PORT" --cert-dir="$dir/certs" \
+    --ca-dir="$dir/certs" --zap-log-level=info --zap-encoder=console
+  wait_for 60 "the KEDA operator's gRPC metrics service (logs: keda-operator.log)" \
+    bash -c "exec 3<>/dev/tcp/127.0.0.1/$KEDA_GRPC_PORT"
+  alive keda-operator || { log "the KEDA operator exited: $(tail -n 3 "$RUN/logs/keda-operator.log")"; exit 1; }
+  printf 'CLUSTER_KEDA_BIN=%s\n' "$bin" >"$RUN/keda.env"
+}
+
+# CLUSTER_KEDA=1 on a running cluster without KEDA: add it, as ensure_lws adds LWS.
+ensure_keda() {
+  [ "$KEDA" = 1 ] || return 0
+  alive keda-operator && return 0
+  "$HERE/build-keda.sh" >/dev/null 2>>"$RUN/logs/keda-build.log" \
+    || { log "no KEDA: $(tail -n 2 "$RUN/logs/keda-build.log" | tr '\n' ' ')"; return 0; }
+  take_lock
+  alive keda-operator && return 0
+  log "starting the KEDA operator in the running cluster"
+  start_keda
+}
+
 kc() { KUBECONFIG="$RUN/kubeconfig" KUBECACHEDIR="$RUN/kubectl-cache" "$KUBECTL" "$@"; }
 
 install_basics() {
@@ -266,11 +326,11 @@ EOF
 
 main() {
   command -v "$KUBECTL" >/dev/null || { log "kubectl not found (run make bootstrap)"; exit 1; }
-  if running; then ensure_lws; log "already running ($RUN)"; echo "$RUN"; return 0; fi
+  if running; then ensure_lws; ensure_keda; log "already running ($RUN)"; echo "$RUN"; return 0; fi
   BIN=$("$HERE/build.sh")
   mkdir -p "$(dirname "$RUN")"
   take_lock
-  if running; then ensure_lws; log "already running ($RUN)"; echo "$RUN"; return 0; fi
+  if running; then ensure_lws; ensure_keda; log "already running ($RUN)"; echo "$RUN"; return 0; fi
   STAGES="$BIN/../kwok/stages"
   prepare
   check_ports
@@ -280,6 +340,7 @@ main() {
   start_controllers
   install_basics
   start_lws
+  start_keda
   write_env
   log "ready in $((SECONDS - START)) s: export KUBECONFIG=$RUN/kubeconfig KUBECACHEDIR=$RUN/kubectl-cache"
   echo "$RUN"
