@@ -16,6 +16,12 @@ from deepseek_operator.affinity import LABEL_KEY_MESSAGE, Affinity, LabelSelecto
 from deepseek_operator.envvars import MAX_ENV, DownloadEnvVar, WorkerEnvVar, merged, unique_names
 from deepseek_operator.quantity import QUANTITY
 from deepseek_operator.quantity import value as quantity_value
+from deepseek_operator.resource.autoscaling import (
+    KV_TARGET_MESSAGE,
+    MIN_REPLICAS_MESSAGE,
+    Autoscaling,
+    AutoscalingMetric,
+)
 from deepseek_operator.resource.edge import (
     CLIENT_NAMESPACE_MESSAGE,
     CLIENT_SELECTOR_MESSAGE,
@@ -96,10 +102,6 @@ from deepseek_operator.resource.patterns import (
 from deepseek_operator.resource.scaling import (
     BASE_URL_V1_MESSAGE,
     DEEPSEEK_API,
-    KV_TARGET_MESSAGE,
-    MIN_REPLICAS_MESSAGE,
-    Autoscaling,
-    AutoscalingMetric,
     Fallback,
     FallbackReason,
     GatewayResources,

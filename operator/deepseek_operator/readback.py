@@ -23,6 +23,7 @@ from deepseek_operator.lws_status import as_deployment
 from deepseek_operator.observe import Phase, VariantObservation, VariantState, variant_state
 from deepseek_operator.render import multinode
 from deepseek_operator.render.common import Capabilities, Owner, cache_name, deployment_name, selector_labels
+from deepseek_operator.render.gateway import gateway_name
 from deepseek_operator.render.measurements import report_name
 
 DEPLOYMENT = KINDS[("apps/v1", "Deployment")]
@@ -72,6 +73,13 @@ def wanted_replicas(variant: ResolvedVariant, workload: dict[str, Any] | None) -
     if workload is None:
         return variant.autoscaling.min_replicas
     return int((workload.get("spec") or {}).get("replicas", 1))
+
+
+async def observe_gateway(api: K8s, want: Desired) -> dict[str, Any] | None:
+    """The request gateway's live Deployment (render/gateway.py); None while it is off or absent."""
+    if not want.spec.gateway_enabled:
+        return None
+    return await api.get(DEPLOYMENT, want.owner.namespace, gateway_name(want.owner))
 
 
 async def _workload(api: K8s, owner: Owner, variant: str, spans: bool, caps: Capabilities) -> dict[str, Any] | None:

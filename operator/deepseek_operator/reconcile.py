@@ -35,7 +35,7 @@ from deepseek_operator.download import DownloadState
 from deepseek_operator.integrations import detect_capabilities, integration_conditions
 from deepseek_operator.k8s import KINDS, ApiError, K8s, list_by_name
 from deepseek_operator.observe import VariantState
-from deepseek_operator.readback import Pods, observe, observe_downloads, observe_reports
+from deepseek_operator.readback import Pods, observe, observe_downloads, observe_gateway, observe_reports
 from deepseek_operator.render import multinode
 from deepseek_operator.render.autoscaling import autoscaling_conditions, autoscaling_status
 from deepseek_operator.render.common import (
@@ -45,6 +45,7 @@ from deepseek_operator.render.common import (
     deployment_name,
     selector_labels,
 )
+from deepseek_operator.render.gateway import gateway_condition
 from deepseek_operator.render.ingress import ingress_url, render_ingress
 from deepseek_operator.render.measurements import render_reports
 from deepseek_operator.render.model_cache import CREATE_ONLY, render_model_cache
@@ -165,7 +166,7 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
     caches = await _model_caches(api, want)
     want, seen, writes = await _roll_out(api, want, caches, guards, notify)
     writes = _add(_add(writes, caches.writes), guards.writes)
-    status = _status(want, seen, caches, await observe_reports(api, want))
+    status = _status(want, seen, caches, await observe_reports(api, want), await observe_gateway(api, want))
     await _write_status(api, owner, old_status, status)
     await announce.after_status(notify, old_status, status, fits)
     ready = status["conditions"][0]["status"] == "True"
@@ -407,9 +408,11 @@ async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Cap
 
 
 
-def _status(want: Desired, seen: Converged, caches: ModelCaches, reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _status(want: Desired, seen: Converged, caches: ModelCaches, reports: dict[str, dict[str, Any]],
+            gateway: dict[str, Any] | None = None) -> dict[str, Any]:
     """The status subresource of this pass (status.py) from what it wanted and what it observed;
-    `reports`: status.gpuFit.measured per variant (observe_reports)."""
+    `reports`: status.gpuFit.measured per variant (observe_reports); `gateway`: the request gateway's
+    live Deployment (observe_gateway), for GatewayReady."""
     owner, spec = want.owner, want.spec
     # /scale's selector: the pods that serve, one per replica (a multi-node group's leader).
     serving = {**selector_labels(owner, PRIMARY), **({multinode.LABEL_ROLE: "leader"} if multinode.spans_nodes(spec)
@@ -429,7 +432,7 @@ def _status(want: Desired, seen: Converged, caches: ModelCaches, reports: dict[s
         auto_rollback=spec.rollout.auto_rollback,
         url=ingress_url(spec) if spec.ingress else "",
         integrations=(integration_conditions(spec, want.caps, want.variants)
-                      + autoscaling_conditions(spec, want.caps, want.variants)
+                      + autoscaling_conditions(spec, want.caps, want.variants) + gateway_condition(spec, gateway)
                       + cache_conditions(spec, caches.notes, want.variants) + list(want.stored)),
         strategies=notes,
         gpu_fit={name: gpufit.status_of(fit) for name, fit in want.fits.items()},

@@ -37,8 +37,10 @@ async def test_gateway_and_hpa_appear_and_are_pruned(cluster: Cluster, kubectl: 
     assert "spec.autoscaling.minReplicas" in refused and "needs spec.gateway.enabled" in refused, refused
 
     operator = await start_operator()
+    # The test cluster's only nodes are tainted GPU nodes: the gateway tolerates them to be scheduled.
     await kubectl("apply", "-f", "-", stdin=resource(
-        gateway={"enabled": True}, autoscaling={"minReplicas": 1, "maxReplicas": 3, "target": 4}))
+        gateway={"enabled": True, "scheduling": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}},
+        autoscaling={"minReplicas": 1, "maxReplicas": 3, "target": 4}))
 
     def gateway_children() -> dict[str, Any] | None:
         found = {kind: cluster.get(kind, "default", "chat-gateway")
@@ -71,6 +73,14 @@ async def test_gateway_and_hpa_appear_and_are_pruned(cluster: Cluster, kubectl: 
 
     ready = await eventually(autoscaling_ready, timeout=60, what="AutoscalingReady True")
     assert ready["reason"] == "HPA" and "primary: HorizontalPodAutoscaler on queueDepth" in ready["message"]
+
+    async def gateway_ready() -> dict[str, Any] | None:
+        obj = current(cluster)
+        cond = condition(obj, "GatewayReady") if obj else {}
+        return cond if cond.get("reason") == "GatewayAvailable" else None
+
+    assert (await eventually(gateway_ready, timeout=90, what="GatewayReady: both gateway pods ready"))[
+        "message"] == "2/2 gateway pods ready"
 
     # Off again: the HPA and the gateway go, the operator owns the primary's replicas once more.
     await kubectl("apply", "-f", "-", stdin=resource(replicas=2))

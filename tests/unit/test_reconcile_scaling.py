@@ -35,6 +35,7 @@ async def test_gateway_and_scaled_object_are_applied_and_the_status_says_so() ->
     assert _names(api, "ScaledObject") == {"chat-primary"} and not _names(api, "HorizontalPodAutoscaler")
     assert "replicas" not in api.objects[("Deployment", "chat-primary")]["spec"]  # KEDA's
     assert api.objects[("Service", "chat")]["spec"]["selector"] == {"deepseek.ai/gateway": "chat"}
+    assert conditions(api.cr)["GatewayReady"][:2] == ("False", "GatewayUnavailable")  # no pod ready in the fake
     ready = conditions(api.cr)["AutoscalingReady"]
     assert ready[:2] == ("True", "KEDA") and "primary: ScaledObject on queueDepth" in ready[2]
     (primary,) = api.cr["status"]["variants"]
@@ -62,4 +63,4 @@ async def test_removing_autoscaling_and_the_gateway_prunes_them() -> None:
     assert not _names(api, "HorizontalPodAutoscaler")
     assert "chat-gateway" not in _names(api, "Deployment") | _names(api, "ConfigMap") | _names(api, "Service")
     assert api.objects[("Deployment", "chat-primary")]["spec"]["replicas"] == 2
-    assert "AutoscalingReady" not in conditions(api.cr)
+    assert "AutoscalingReady" not in conditions(api.cr) and "GatewayReady" not in conditions(api.cr)

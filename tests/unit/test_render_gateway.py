@@ -21,6 +21,7 @@ from deepseek_operator.render.gateway import (
     CONFIG_HASH,
     FALLBACK_KEY_ENV,
     LABEL_GATEWAY,
+    gateway_condition,
     gateway_config,
     render_gateway,
 )
@@ -115,6 +116,20 @@ def test_the_gateway_pod() -> None:
     assert template["metadata"]["annotations"][CONFIG_HASH]
 
 
+def test_gateway_scheduling_is_its_own() -> None:
+    """No GPU toleration by default (it needs no GPU); spec.gateway.scheduling places it."""
+    def pod(gateway: dict[str, Any]) -> dict[str, Any]:
+        spec = _spec(gateway=gateway)
+        deployment = _by_kind(render_gateway(OWNER, spec, spec.image, resolve_variants(spec)))["Deployment"][0]
+        return dict(deployment["spec"]["template"]["spec"])
+
+    assert "tolerations" not in pod({"enabled": True}) and "nodeSelector" not in pod({"enabled": True})
+    placed = pod({"enabled": True, "scheduling": {"nodeSelector": {"pool": "cpu"}, "priorityClassName": "edge",
+                                                  "tolerations": [{"key": "dedicated", "operator": "Exists"}]}})
+    assert placed["nodeSelector"] == {"pool": "cpu"} and placed["priorityClassName"] == "edge"
+    assert placed["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+
+
 def test_a_changed_document_rolls_the_gateway() -> None:
     def checksum(weight: int) -> str:
         spec = _spec(variants=[{**CANARY, "weight": weight}])
@@ -122,6 +137,19 @@ def test_a_changed_document_rolls_the_gateway() -> None:
         return str(deployment["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH])
 
     assert checksum(10) == checksum(10) != checksum(20)
+
+
+@pytest.mark.parametrize(("deployment", "expected"), [
+    (None, (False, "GatewayCreating")),
+    ({"status": {}}, (False, "GatewayUnavailable")),
+    ({"status": {"readyReplicas": 1}}, (True, "GatewayDegraded")),
+    ({"status": {"readyReplicas": 2}}, (True, "GatewayAvailable")),
+])
+def test_gateway_ready_follows_the_live_deployment(deployment: dict[str, Any] | None,
+                                                   expected: tuple[bool, str]) -> None:
+    ((ctype, ok, reason, _),) = gateway_condition(_spec(), deployment)
+    assert (ctype, ok, reason) == ("GatewayReady", *expected)
+    assert gateway_condition(parse_spec({"image": "img:1", "model": {"id": "m"}}), deployment) == []
 
 
 def test_the_role_reads_only_this_resource() -> None:

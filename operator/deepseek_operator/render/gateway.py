@@ -29,7 +29,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from deepseek_operator.api import GROUP, PLURAL, DeepSeekDeploymentSpec, ResolvedVariant
+from deepseek_operator.api import GROUP, PLURAL, DeepSeekDeploymentSpec, ResolvedVariant, Scheduling
 from deepseek_operator.render.common import (
     HTTP_PORT,
     HTTP_PORT_NAME,
@@ -79,6 +79,24 @@ def gateway_url(owner: Owner) -> str:
 def _pod_labels(owner: Owner) -> dict[str, str]:
     return {"app.kubernetes.io/name": "deepseek-gateway", "app.kubernetes.io/instance": owner.name,
             "app.kubernetes.io/component": COMPONENT, **MANAGED_BY, **gateway_selector(owner)}
+
+
+def gateway_condition(spec: DeepSeekDeploymentSpec, deployment: dict[str, Any] | None,
+                      ) -> list[tuple[str, bool, str, str]]:
+    """GatewayReady as (type, ok, reason, message), from the gateway's live Deployment; omitted while the
+    gateway is off. It does not gate Ready: the workers' rollout is what Ready reports."""
+    if spec.gateway is None or not spec.gateway.enabled:
+        return []
+    wanted = spec.gateway.replicas
+    ready = int(((deployment or {}).get("status") or {}).get("readyReplicas", 0))
+    if deployment is None:
+        return [("GatewayReady", False, "GatewayCreating", "the gateway Deployment does not exist yet")]
+    if ready == 0:
+        return [("GatewayReady", False, "GatewayUnavailable",
+                 f"0/{wanted} gateway pods ready: requests to the Service and ingress fail")]
+    ok = ready >= wanted
+    return [("GatewayReady", True, "GatewayAvailable" if ok else "GatewayDegraded",
+             f"{ready}/{wanted} gateway pods ready")]
 
 
 def gateway_config(owner: Owner, spec: DeepSeekDeploymentSpec, variants: Sequence[ResolvedVariant],
@@ -193,6 +211,20 @@ def _drain(spec: DeepSeekDeploymentSpec) -> int:
     return min(spec.serving.request_timeout_seconds, 300)
 
 
+def _scheduling(sched: Scheduling | None) -> dict[str, Any]:
+    """spec.gateway.scheduling as pod fields, empty ones left out (no GPU toleration: it needs no GPU)."""
+    if sched is None:
+        return {}
+    out: dict[str, Any] = {
+        "nodeSelector": dict(sched.node_selector),
+        "tolerations": [t.model_dump(by_alias=True, exclude_defaults=True) for t in sched.tolerations],
+        "affinity": sched.affinity.to_pod_spec() if sched.affinity else {},
+        "priorityClassName": sched.priority_class_name,
+        "runtimeClassName": sched.runtime_class_name,
+    }
+    return {key: value for key, value in out.items() if value}
+
+
 def _deployment(owner: Owner, spec: DeepSeekDeploymentSpec, image: str, text: str) -> dict[str, Any]:
     gateway = spec.gateway
     assert gateway is not None
@@ -252,6 +284,7 @@ def _deployment(owner: Owner, spec: DeepSeekDeploymentSpec, image: str, text: st
                                                    "labelSelector": {"matchLabels": gateway_selector(owner)}}],
                     "containers": [container],
                     "volumes": volumes,
+                    **_scheduling(gateway.scheduling),
                 },
             },
         },

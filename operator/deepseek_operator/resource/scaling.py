@@ -1,5 +1,5 @@
-"""Scaling with demand (docs/autoscaling.md): the request `gateway` in front of the variants, each
-variant's `autoscaling`, and the hosted spill-over `fallback`.
+"""Scaling with demand (docs/autoscaling.md): the request `gateway` in front of the variants and the
+hosted spill-over `fallback` (each variant's `autoscaling` is in resource/autoscaling.py).
 
 The cross-field rules (minReplicas 0 and fallback need the gateway, kvCacheUsage needs an engine
 runtime, the name `gateway` is taken by the gateway's children) are in resource/validation.py
@@ -10,20 +10,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from deepseek_operator.quantity import QUANTITY
 from deepseek_operator.resource.model import SecretKeyRef
 from deepseek_operator.resource.patterns import checked_image
+from deepseek_operator.resource.workload import Scheduling
 from deepseek_operator.wire import Model
 
-AutoscalingMetric = Literal["queueDepth", "running", "kvCacheUsage"]
 FallbackReason = Literal["ColdStart", "Overloaded", "Unavailable"]
 DEEPSEEK_API = "https://api.deepseek.com"
 # An http(s) server root: no query, fragment or whitespace (the gateway refuses a path ending in /v1).
 BASE_URL = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
-MIN_REPLICAS_MESSAGE = "minReplicas: must not exceed maxReplicas"
-KV_TARGET_MESSAGE = "target: kvCacheUsage is a percent of the KV cache in use: at most 100"
 BASE_URL_V1_MESSAGE = "baseURL: give the server's root, without /v1"
 
 
@@ -53,41 +51,14 @@ class RequestGateway(Model):
         "beyond it 429 with Retry-After. 0: never hold.")
     hold_timeout_seconds: int = Field(
         600, ge=1, le=86400, description="How long a held request waits for a ready pod before 504.")
+    scheduling: Scheduling | None = Field(
+        None, description="Where gateway pods may run (nodeSelector, tolerations, affinity, priority and runtime "
+        "class); unset: anywhere the scheduler puts a pod without tolerations (not on tainted GPU nodes).")
 
     @field_validator("image")
     @classmethod
     def _oci_reference(cls, image: str | None) -> str | None:
         return checked_image(image)
-
-
-class Autoscaling(Model):
-    """A variant's autoscaler: a KEDA ScaledObject where KEDA is installed, else an HPA (docs/autoscaling.md).
-    While it is set the operator stops writing the variant's replicas: the autoscaler owns them."""
-
-    min_replicas: int = Field(
-        1, ge=0, le=256, description="Fewest pods; 0 (scale to zero when idle, the gateway holds the first request) "
-        "needs spec.gateway.enabled and KEDA.")
-    max_replicas: int = Field(ge=1, le=256, description="Most pods.")
-    metric: AutoscalingMetric = Field(
-        "queueDepth", description="What scales: queueDepth (requests waiting per pod), running (requests in "
-        "flight per pod) or kvCacheUsage (percent of the KV cache in use; spec.runtime vllm or sglang).")
-    target: int = Field(
-        4, ge=1, le=100000, description="The metric's value per pod to hold: requests for queueDepth and running, "
-        "a percent (1-100) for kvCacheUsage.")
-    scale_down_delay_seconds: int = Field(
-        300, ge=0, le=86400, description="Seconds the load must stay low before pods are removed (and, with "
-        "minReplicas 0, before the last one goes).")
-
-    @model_validator(mode="after")
-    def _bounds(self) -> Autoscaling:
-        errors = []
-        if self.min_replicas > self.max_replicas:
-            errors.append(MIN_REPLICAS_MESSAGE)
-        if self.metric == "kvCacheUsage" and self.target > 100:
-            errors.append(KV_TARGET_MESSAGE)
-        if errors:
-            raise ValueError("; ".join(errors))
-        return self
 
 
 def _all_reasons() -> list[FallbackReason]:

@@ -9,10 +9,11 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from deepseek_operator.envvars import MAX_ENV, WorkerEnvVar, unique_names
+from deepseek_operator.resource.autoscaling import Autoscaling
 from deepseek_operator.resource.edge import AuthSpec, IngressSpec, Monitoring, NetworkPolicySpec, RateLimit, Serving
 from deepseek_operator.resource.model import ModelSpec
 from deepseek_operator.resource.patterns import checked_image
-from deepseek_operator.resource.scaling import Autoscaling, Fallback, RequestGateway
+from deepseek_operator.resource.scaling import Fallback, RequestGateway
 from deepseek_operator.resource.validation import InvalidSpec, cross_field_errors, field_path
 from deepseek_operator.resource.workload import GpuFitPolicy, Resources, RuntimeSpec, Scheduling, Variant
 from deepseek_operator.wire import Model

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deepseek_operator.envvars import WorkerEnvVar, merged
+from deepseek_operator.resource.autoscaling import Autoscaling
 from deepseek_operator.resource.model import ModelSpec
 from deepseek_operator.resource.patterns import PRIMARY
-from deepseek_operator.resource.scaling import Autoscaling
 from deepseek_operator.resource.workload import BUILTIN_RUNTIME, RuntimeSpec, Variant
 
 if TYPE_CHECKING:

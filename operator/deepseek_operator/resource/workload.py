@@ -12,9 +12,9 @@ from deepseek_operator import runtimes
 from deepseek_operator.affinity import LABEL_KEY_MESSAGE, Affinity, label_keys
 from deepseek_operator.envvars import MAX_ENV, WorkerEnvVar, unique_names
 from deepseek_operator.quantity import QUANTITY
+from deepseek_operator.resource.autoscaling import Autoscaling
 from deepseek_operator.resource.model import ModelOverride, RuntimeName
 from deepseek_operator.resource.patterns import EXTENDED_RESOURCE, MAX_SELECTOR_LABELS, checked_image
-from deepseek_operator.resource.scaling import Autoscaling
 from deepseek_operator.wire import DNS_LABEL, DNS_SUBDOMAIN, LABEL_NAME, LABEL_VALUE, Model
 
 
