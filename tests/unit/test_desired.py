@@ -112,8 +112,14 @@ async def notify_into(events: list[tuple[str, str, str]]) -> Callable[[str, str,
     return notify
 
 
-async def test_a_pass_resolves_once_and_plans_each_variant_once(calls: Counter[str]) -> None:
-    api = FakeApi(resource({}), [])
+SCALED = {"gateway": {"enabled": True}, "autoscaling": {"minReplicas": 0, "maxReplicas": 3}}
+
+
+@pytest.mark.parametrize("extra", [{}, SCALED], ids=["plain", "gateway-autoscaled"])
+async def test_a_pass_resolves_once_and_plans_each_variant_once(calls: Counter[str], extra: dict[str, Any]) -> None:
+    body = resource({})
+    body["spec"].update(copy.deepcopy(extra))
+    api = FakeApi(body, [])
     await reconcile(api.cr, api, await notify_into([]))  # type: ignore[arg-type]
     assert api.cr["status"]["variants"][1]["name"] == "canary"
     assert calls == {"resolve_variants": 1, "plan": 2}
