@@ -181,9 +181,9 @@ SPEC_RULES = (
     ),
     Rule(
         rule="!has(self.ingress) || self.ingress.provider != 'ingress-nginx' || !has(self.variants) "
-        "|| size(self.variants) <= 1",
+        f"|| size(self.variants) <= 1 || {_GATEWAY_ON}",
         message="variants: ingress-nginx splits traffic between two backends only; use ingress.provider "
-        "gateway-api for more than one canary",
+        "gateway-api (or spec.gateway.enabled) for more than one canary",
         field_path=".variants",
     ),
     Rule(

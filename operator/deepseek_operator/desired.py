@@ -63,8 +63,9 @@ class Desired:
 
     def scaling(self) -> list[dict[str, Any]]:
         """The request gateway's children and each autoscaled variant's autoscaler (render/gateway.py,
-        render/autoscaling.py); the gateway runs the primary's image as rendered (a rollback's too)."""
-        image = self.images.get(PRIMARY, self.spec.image)
+        render/autoscaling.py). The gateway runs the image fully rolled out on the primary (status.image):
+        a new image reaches it only once the workers proved it; before any, the primary's as rendered."""
+        image = self.stable_image or self.images.get(PRIMARY, self.spec.image)
         leaders = multinode.leaders_only if multinode.spans_nodes(self.spec) else _same
         return [*render_gateway(self.owner, self.spec, image, self.variants, self.load_seconds or 120, leaders),
                 *render_autoscalers(self.owner, self.spec, self.caps, self.variants)]

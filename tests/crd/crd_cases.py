@@ -783,4 +783,6 @@ VALID = [
         "fallback": {"apiKeySecretRef": {"name": "ds", "key": "key"}, "when": ["ColdStart", "Overloaded"],
                      "maxShare": 0.3, "allowExternal": ["team-a"]}}),
     Valid("gateway-off-variant-named-gateway", {"variants": [{"name": "gateway"}]}),
+    Valid("gateway-nginx-many-canaries", {"gateway": {"enabled": True}, "ingress": NGINX,
+                                          "variants": _variants(10, 10)}),
 ]

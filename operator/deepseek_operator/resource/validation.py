@@ -42,10 +42,12 @@ def cross_field_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
     quantized = [spec.model.quantization] + [v.model.quantization for v in spec.variants if v.model]
     if spec.resources.gpus < 1 and any(_quantized(q) for q in quantized):
         errors.append("spec.resources.gpus: bitsandbytes quantization needs resources.gpus >= 1")
-    if spec.ingress and spec.ingress.provider == "ingress-nginx" and len(spec.variants) > 1:
+    # Behind the gateway the ingress has one backend (the gateway splits): any number of canaries.
+    nginx = spec.ingress is not None and spec.ingress.provider == "ingress-nginx"
+    if nginx and len(spec.variants) > 1 and not spec.gateway_enabled:
         errors.append(
             "spec.variants: ingress-nginx splits traffic between two backends only; "
-            "use ingress.provider gateway-api for more than one canary"
+            "use ingress.provider gateway-api (or spec.gateway.enabled) for more than one canary"
         )
     if spec.ingress and spec.ingress.provider == "gateway-api" and not (
         spec.ingress.gateway and spec.ingress.gateway.parent_refs
