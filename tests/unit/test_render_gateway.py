@@ -30,6 +30,7 @@ from deepseek_operator.render.network_policy import render_network_policy
 from deepseek_operator.render.workload import render_workload
 from deepseek_sandbox.real_cluster import RealCluster
 from deepseek_worker.gateway.config import GatewayConfig
+from tests.pss import pod_spec_of, pod_violations
 
 OWNER = Owner(name="chat", namespace="llm", uid="uid-1")
 AUTH = {"apiKeysSecretRef": {"name": "keys"}, "jwt": {"secretRef": {"name": "jwt"}}}
@@ -114,6 +115,7 @@ def test_the_gateway_pod() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["serviceAccountName"] == "chat-gateway"
     assert template["metadata"]["annotations"][CONFIG_HASH]
+    assert pod_violations(pod_spec_of(deployment)) == []  # Pod Security "restricted"
 
 
 def test_gateway_scheduling_is_its_own() -> None:
