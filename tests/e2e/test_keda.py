@@ -6,7 +6,8 @@ operator under test detects KEDA by it. A tiny HTTP server started here (a subpr
 PID) plays the gateway's `/scaling/<variant>` endpoint: JSON `{"held": N}`. The ScaledObject is the
 shape issue 22 renders (minReplicaCount 0, idleReplicaCount 0, a `metrics-api` trigger on `held` with
 an activation value), checked offline first (tests/crd/keda_crd.py). KEDA's operator alone decides
-activation, so 0 -> 1 -> 0 needs no metrics adapter.
+activation (0 <-> 1); 1 -> N is the HPA KEDA creates, reading the value through keda-adapter served as
+external.metrics.k8s.io by the apiserver's aggregation layer.
 
 KEDA is not part of `make test`'s build (a cold build is long: docs/cluster.md, "KEDA"): without its
 binaries in the cache this module skips, saying how to build them (marked e2e_cluster, so CI allows it).
@@ -238,13 +239,24 @@ def test_keda_scales_a_deployment_from_zero_and_back(keda_cluster: KedaCluster,
     hpa = k.json("get", "hpa", "keda-hpa-chat-primary", "-n", NAMESPACE)
     assert hpa["spec"]["minReplicas"] == 1 and hpa["spec"]["maxReplicas"] == 2
 
+    # 12 held, target 4 per pod: the HPA (through keda-adapter) wants 3, capped at maxReplicaCount 2.
+    set_held(12)
+    started = time.monotonic()
+    wait_for(lambda: replicas() == (2, 2), 120, "the HPA to scale to two Ready pods on the external metric", k)
+    hpa_s = time.monotonic() - started
+    external = k.json("get", "hpa", "keda-hpa-chat-primary", "-n", NAMESPACE)["status"]["currentMetrics"][0]
+    assert external["type"] == "External", external  # averageValue: 12 over one pod, or 6 over two
+    assert external["external"]["metric"]["selector"]["matchLabels"] == {"scaledobject.keda.sh/name": "chat-primary"}
+    assert external["external"]["current"]["averageValue"] in ("12", "6"), external
+
     # Nothing held: after cooldownPeriod KEDA scales back to zero (not before it: idle for COOLDOWN s).
     set_held(0)
     idle = time.monotonic()
-    wait_for(lambda: replicas()[0] == 0, COOLDOWN + 60, "KEDA to scale back to zero", k)
+    wait_for(lambda: replicas()[0] == 0, COOLDOWN + 60, "KEDA to scale back to zero", k)  # from 2, not via the HPA
     down_s = time.monotonic() - idle
     # KEDA counts the cooldown from the last active poll, up to one pollingInterval (1 s) before set_held(0).
     assert down_s >= COOLDOWN - 1.5, f"scaled to zero after {down_s:.1f}s, before the {COOLDOWN}s cooldown"
     assert condition("Active") == "False"
     wait_for(lambda: not k.json("get", "pods", "-n", NAMESPACE)["items"], 60, "the pod gone", k)
-    print(f"KEDA: 0->1 Ready in {up_s:.1f}s; 1->0 in {down_s:.1f}s (cooldownPeriod {COOLDOWN}s)")
+    print(f"KEDA: 0->1 Ready in {up_s:.1f}s; HPA 1->2 in {hpa_s:.1f}s; ->0 in {down_s:.1f}s "
+          f"(cooldownPeriod {COOLDOWN}s)")

@@ -6,7 +6,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 RUN=${CLUSTER_DIR:-$(cd "$HERE/../.." && pwd)/.cluster}
 [ -d "$RUN/pids" ] || exit 0
-for name in keda-operator lws-controller kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+for name in keda-adapter keda-operator lws-controller kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
   file="$RUN/pids/$name"
   [ -f "$file" ] || continue
   pid=$(cat "$file")

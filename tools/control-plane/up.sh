@@ -22,6 +22,10 @@ ETCD_PEER_PORT=${CLUSTER_ETCD_PEER_PORT:-12380}
 LWS_WEBHOOK_PORT=${CLUSTER_LWS_WEBHOOK_PORT:-$((API_PORT + 2))}
 KEDA=${CLUSTER_KEDA:-0}
 KEDA_GRPC_PORT=${CLUSTER_KEDA_GRPC_PORT:-$((API_PORT + 3))}
+KEDA_ADAPTER_PORT=${CLUSTER_KEDA_ADAPTER_PORT:-$((API_PORT + 4))}
+KEDA_ADAPTER_METRICS_PORT=${CLUSTER_KEDA_ADAPTER_METRICS_PORT:-$((API_PORT + 5))}
+# Extra kube-apiserver flags: with CLUSTER_KEDA=1, the aggregation layer's front-proxy (keda_pki).
+APISERVER_EXTRA=()
 KUBECTL=${KUBECTL:-kubectl}
 # A start takes 5-30 s; 180 s stays under pytest's 300 s per test, so a fixture fails with this
 # script's message (who holds the lock), not with the test runner's timeout.
@@ -184,7 +188,7 @@ start_apiserver() {
     --service-account-key-file="$RUN/pki/sa.key" --service-account-signing-key-file="$RUN/pki/sa.key" \
     --service-cluster-ip-range=10.96.0.0/16 --endpoint-reconciler-type=none --profiling=false \
     --audit-policy-file="$RUN/audit-policy.yaml" --audit-log-path="$RUN/audit.log" \
-    --audit-log-format=json --audit-log-mode=blocking --audit-log-maxsize=0
+    --audit-log-format=json --audit-log-mode=blocking --audit-log-maxsize=0 "${APISERVER_EXTRA[@]}"
   wait_for 90 "the apiserver (/readyz)" api_ready
 }
 
@@ -255,6 +259,61 @@ ensure_lws() {
 # many is the HPA it creates, which needs keda-adapter served as external.metrics.k8s.io: not run
 # here (docs/cluster.md says why). Without a binary, or with CLUSTER_KEDA unset, no KEDA at all: the
 # operator under test then sees no keda.sh API.
+# CLUSTER_KEDA=1, before the apiserver starts: a front-proxy CA and client certificate, so that the
+# aggregation layer can forward external.metrics.k8s.io requests to keda-adapter with the caller's
+# identity (requestheader authentication), as a kubeadm cluster does.
+keda_pki() {
+  [ "$KEDA" = 1 ] || return 0
+  local pki="$RUN/pki"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=front-proxy-ca \
+    -keyout "$pki/front-proxy-ca.key" -out "$pki/front-proxy-ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=front-proxy-client -keyout "$pki/front-proxy-client.key" \
+    -out "$pki/front-proxy-client.csr" 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\n' >"$pki/front-proxy-client.ext"
+  openssl x509 -req -in "$pki/front-proxy-client.csr" -CA "$pki/front-proxy-ca.crt" \
+    -CAkey "$pki/front-proxy-ca.key" -CAcreateserial -days 3650 -extfile "$pki/front-proxy-client.ext" \
+    -out "$pki/front-proxy-client.crt" 2>/dev/null
+  APISERVER_EXTRA=(--requestheader-client-ca-file="$pki/front-proxy-ca.crt"
+    --requestheader-allowed-names=front-proxy-client --requestheader-username-headers=X-Remote-User
+    --requestheader-group-headers=X-Remote-Group --requestheader-extra-headers-prefix=X-Remote-Extra-
+    --proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key")
+}
+
+# keda-adapter (the metrics apiserver, external.metrics.k8s.io) on 127.0.0.1:$KEDA_ADAPTER_PORT, when the
+# apiserver has the front-proxy (keda_pki; not a cluster that got KEDA added later). The APIService needs
+# a Service: an ExternalName one naming 127.0.0.1 (the aggregator dials an ExternalName directly; there
+# is no pod network). It reads the operator's metrics over gRPC with the same certificates.
+start_keda_adapter() {
+  local bin=$1 dir="$RUN/keda"
+  [ -f "$RUN/pki/front-proxy-client.crt" ] || { log "no keda-adapter: the apiserver has no front-proxy"; return 0; }
+  start keda-adapter env KUBECONFIG="$RUN/kubeconfig" WATCH_NAMESPACE="" POD_NAMESPACE=keda \
+    KEDA_CLUSTER_OBJECT_NAMESPACE=keda "$bin/keda-adapter" --bind-address=127.0.0.1 \
+    --secure-port="$KEDA_ADAPTER_PORT" --cert-dir="$dir/certs" --tls-cert-file="$dir/certs/tls.crt" \
+    --tls-private-key-file="$dir/certs/tls.key" --lister-kubeconfig="$RUN/kubeconfig" \
+    --authentication-kubeconfig="$RUN/kubeconfig" --authorization-kubeconfig="$RUN/kubeconfig" \
+    --metrics-service-address="127.0.0.1:$KEDA_GRPC_PORT" --port="$KEDA_ADAPTER_METRICS_PORT" \
+    --zap-encoder=console
+  kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: keda-metrics-apiserver, namespace: keda}
+spec: {type: ExternalName, externalName: 127.0.0.1}
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.external.metrics.k8s.io}
+spec:
+  group: external.metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  service: {namespace: keda, name: keda-metrics-apiserver, port: $KEDA_ADAPTER_PORT}
+  caBundle: $(base64 -w0 "$dir/certs/ca.crt")
+EOF
+  wait_for 90 "keda-adapter's APIService Available (logs: keda-adapter.log)" \
+    kc wait --for=condition=Available --timeout=2s apiservice/v1beta1.external.metrics.k8s.io
+}
+
 start_keda() {
   [ "$KEDA" = 1 ] || return 0
   local bin dir="$RUN/keda"
@@ -271,7 +330,7 @@ start_keda() {
     -keyout "$dir/ca.key" -out "$dir/certs/ca.crt" 2>/dev/null
   openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$dir/certs/tls.key" \
     -out "$dir/tls.csr" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$dir/san.ext"
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:keda-metrics-apiserver.keda.svc\n' >"$dir/san.ext"
   openssl x509 -req -in "$dir/tls.csr" -CA "$dir/certs/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
     -days 3650 -extfile "$dir/san.ext" -out "$dir/certs/tls.crt" 2>/dev/null
   kc apply --server-side --force-conflicts -f "$bin/../crd/" >/dev/null
@@ -288,6 +347,7 @@ start_keda() {
   wait_for 60 "the KEDA operator's gRPC metrics service (logs: keda-operator.log)" \
     bash -c "exec 3<>/dev/tcp/127.0.0.1/$KEDA_GRPC_PORT"
   alive keda-operator || { log "the KEDA operator exited: $(tail -n 3 "$RUN/logs/keda-operator.log")"; exit 1; }
+  start_keda_adapter "$bin"
   printf 'CLUSTER_KEDA_BIN=%s\n' "$bin" >"$RUN/keda.env"
 }
 
@@ -334,6 +394,7 @@ main() {
   STAGES="$BIN/../kwok/stages"
   prepare
   check_ports
+  keda_pki
   start_etcd
   start_apiserver
   write_kubeconfig
