@@ -5,6 +5,7 @@ a fixed address or by DNS), a full hold queue is a 429 with Retry-After, a passe
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -17,6 +18,7 @@ from fake_upstream import CHUNKS
 from fakes import free_port, wait_until
 from gateway_fakes import AUTH, StubBackend, chat, dead_port, gateway, reply, serve
 
+from deepseek_worker.gateway.backends import Pool
 from deepseek_worker.gateway.hold import Hold, HoldFull
 from deepseek_worker.gateway.status import FixedStatus, KubeStatusSource, describe_variant
 
@@ -205,3 +207,23 @@ def test_a_held_client_that_leaves_frees_its_place(stack: ExitStack) -> None:
         assert next(chunks).startswith(b": waiting")
         assert scaling(url)["held"] == 1
     wait_until(lambda: scaling(url)["held"] == 0, 10, "the place freed after the client left")
+
+
+def test_a_wait_cancelled_as_readiness_changes_is_cancelled() -> None:
+    """The client left (cancel) just as the pool changed: the held request must end, not go on
+    (asyncio.wait_for on 3.11 swallows such a cancellation)."""
+
+    async def run() -> bool:
+        pool = Pool("v", 1.0, random.Random(0))
+        waiter = asyncio.create_task(pool.wait_changed(10))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        pool.notify()
+        waiter.cancel()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio.run(run())

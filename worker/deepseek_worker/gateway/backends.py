@@ -70,17 +70,21 @@ class Pool:
         return bool(ready) and all(b.load >= threshold for b in ready)
 
     async def update(self, urls: Iterable[str]) -> None:
-        """Make the backend set exactly `urls`: new ones start not ready, gone ones are closed."""
+        """Make the backend set exactly `urls`: new ones start not ready, gone ones are closed (waking
+        the waiters when a ready one went)."""
         wanted = list(dict.fromkeys(urls))
+        lost_ready = False
         for url in [u for u in self.backends if u not in wanted]:
             gone = self.backends.pop(url)
+            lost_ready = lost_ready or gone.ready
             await gone.upstream.stop()
         for url in wanted:
             if url not in self.backends:
                 backend = Backend(url, self.timeout)
                 await backend.upstream.start()
                 self.backends[url] = backend
-        self.notify()
+        if lost_ready:
+            self.notify()
 
     def set_ready(self, backend: Backend, ready: bool) -> None:
         if backend.ready != ready:
@@ -94,8 +98,11 @@ class Pool:
 
     async def wait_changed(self, timeout: float) -> None:
         """Until readiness changes or `timeout` seconds pass."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for returns the event's result when a cancellation
+        # (the client left) lands as the event fires, and the held request would outlive its client.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.changed.wait()
 
     async def stop(self) -> None:
         await self.update(())
