@@ -132,13 +132,17 @@ def test_gateway_scheduling_is_its_own() -> None:
     assert placed["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
 
 
-def test_a_changed_document_rolls_the_gateway() -> None:
-    def checksum(weight: int) -> str:
-        spec = _spec(variants=[{**CANARY, "weight": weight}])
+def test_only_what_the_gateway_reads_at_start_rolls_it() -> None:
+    """Weights, hold and the fallback's rules reload from the mounted file; the hosted API's client
+    (baseURL, timeout, present or not) is built at start, so those roll the gateway."""
+    def checksum(weight: int, fallback: dict[str, Any] | None = None) -> str:
+        spec = _spec(variants=[{**CANARY, "weight": weight}], **({"fallback": fallback} if fallback else {}))
         deployment = _by_kind(render_gateway(OWNER, spec, spec.image, resolve_variants(spec)))["Deployment"][0]
         return str(deployment["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH])
 
-    assert checksum(10) == checksum(10) != checksum(20)
+    assert checksum(10) == checksum(20)
+    assert checksum(10, FALLBACK) == checksum(20, {**FALLBACK, "maxShare": 0.1, "when": ["Overloaded"]})
+    assert checksum(10) != checksum(10, FALLBACK) != checksum(10, {**FALLBACK, "baseURL": "https://llm.example.com"})
 
 
 @pytest.mark.parametrize(("deployment", "expected"), [

@@ -7,8 +7,9 @@ held request's stream says what it waits for: scheduling, downloading 42%, loadi
 the RoleBinding, the ConfigMap holding the gateway's JSON document (worker/deepseek_worker/gateway/
 config.py), one headless `<name>-<variant>-pods` Service per variant (the gateway resolves it to the
 variant's ready pods), the gateway Deployment (CPU only, `spec.gateway.replicas`, Pod Security
-"restricted", probes, a checksum of the document on the pod template: the gateway reads it once, so a
-changed document rolls the gateway), its Service and its PodDisruptionBudget.
+"restricted", probes, a checksum on the pod template of what the gateway reads only at start: the
+hosted API's client; the rest of the document it reloads from the mounted file), its Service and its
+PodDisruptionBudget.
 
 The gateway's pods carry `deepseek.ai/gateway: <name>`, not `deepseek.ai/deployment`: the worker
 Services, the worker NetworkPolicy and the workers' budgets select on that label and must not match
@@ -17,9 +18,9 @@ behind it get no credential (the gateway forwards none) and admit only the gatew
 (render/network_policy.py).
 
 Weights: the spec's nominal weights (`traffic.effective_weights` with every variant counted ready).
-The gateway gates them on readiness itself, by its own probes (within seconds), and reads its document
-once: rendering the operator's ready-gated weights would restart the gateway on every readiness change,
-and a canary at zero would never be drawn (so never held for, so never woken).
+The gateway gates them on readiness itself, by its own probes (within seconds, faster than a ConfigMap
+reaches a pod); with the operator's ready-gated weights a canary at zero would get weight 0, never be
+drawn (so never held for, so never woken).
 """
 
 from __future__ import annotations
@@ -141,7 +142,8 @@ def render_gateway(owner: Owner, spec: DeepSeekDeploymentSpec, image: str, varia
     if spec.gateway is None or not spec.gateway.enabled:
         return []
     name = gateway_name(owner)
-    text = config_text(gateway_config(owner, spec, variants, load_seconds))
+    doc = gateway_config(owner, spec, variants, load_seconds)
+    text = config_text(doc)
     meta = metadata(owner, name, component=COMPONENT)
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": False},
@@ -152,7 +154,7 @@ def render_gateway(owner: Owner, spec: DeepSeekDeploymentSpec, image: str, varia
          "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}]},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {CONFIG_FILE: text}},
         *[services(_pods_service(owner, v.name)) for v in variants],
-        _deployment(owner, spec, spec.gateway.image or image, text),
+        _deployment(owner, spec, spec.gateway.image or image, restart_checksum(doc)),
         _service(owner),
         {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta,
          "spec": {"maxUnavailable": 1, "selector": {"matchLabels": gateway_selector(owner)},
@@ -225,11 +227,19 @@ def _scheduling(sched: Scheduling | None) -> dict[str, Any]:
     return {key: value for key, value in out.items() if value}
 
 
-def _deployment(owner: Owner, spec: DeepSeekDeploymentSpec, image: str, text: str) -> dict[str, Any]:
+def restart_checksum(doc: dict[str, Any]) -> str:
+    """A checksum of the document's parts the gateway reads only at start: the hosted API's client
+    (fallback baseURL, key variable, timeout; present or not). Everything else it reloads from the
+    mounted file without a restart (docs/gateway.md, Reload), so a weight change restarts nothing."""
+    fallback = doc.get("fallback")
+    fixed = {k: fallback[k] for k in ("baseURL", "apiKeyEnv", "timeoutSeconds")} if fallback else None
+    return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _deployment(owner: Owner, spec: DeepSeekDeploymentSpec, image: str, checksum: str) -> dict[str, Any]:
     gateway = spec.gateway
     assert gateway is not None
     name = gateway_name(owner)
-    checksum = hashlib.sha256(text.encode()).hexdigest()[:16]
     volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": name}}, {"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
                                     {"name": "tmp", "mountPath": "/tmp"}]
