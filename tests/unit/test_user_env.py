@@ -64,7 +64,9 @@ EVERY_WORKER_BRANCH: list[dict[str, Any]] = [
                  "forwardedAllowIPs": ["10.0.0.0/8"]},
      "rateLimit": {"requestsPerMinute": 60},
      "auth": {"apiKeysSecretRef": {"name": "keys"}, "jwt": {"secretRef": {"name": "jwt"}}}},
-    {"model": {"id": "org/m", "source": {"pvc": {"claimName": "models"}}}},
+    # A canary: its pods carry the variant's name (DEEPSEEK_VARIANT, the token counters' label).
+    {"model": {"id": "org/m", "source": {"pvc": {"claimName": "models"}}},
+     "variants": [{"name": "canary", "weight": 10, "image": "registry.example.com/deepseek-worker:3.0.0"}]},
 ]
 EVERY_DOWNLOAD_BRANCH: list[dict[str, Any]] = [
     {"model": {"id": "org/m", "cache": CACHE, "source": {"huggingFace": {"endpoint": "https://hf-mirror.com",

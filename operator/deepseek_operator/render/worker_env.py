@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from deepseek_operator import family
-from deepseek_operator.api import DeepSeekDeploymentSpec, ResolvedVariant
+from deepseek_operator.api import PRIMARY, DeepSeekDeploymentSpec, ResolvedVariant
 from deepseek_operator.render.common import METRICS_PORT
 
 MODEL_MOUNT = "/models"
@@ -69,6 +69,8 @@ def worker_env(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, drain_sec
           if report is not None else []),
         _env("HF_HOME", CACHE_MOUNT),
     ]
+    if variant.name != PRIMARY:  # the per-key token counters' variant label; the worker's default is the primary's
+        env.append(_env("DEEPSEEK_VARIANT", variant.name))
     if model.source.pvc is not None or model.cached:
         env.append(_env("HF_HUB_OFFLINE", 1))  # everything is on the volume: never call a hub
     hub = model.source.hugging_face
