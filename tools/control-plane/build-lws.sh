@@ -73,6 +73,11 @@ main() {
   exec 9>"$ROOT/build.lock"
   flock 9
   if [ -x "$BIN" ]; then echo "$BIN"; exit 0; fi
+  # A build cache of its own, removed after: a cold build leaves 3-4 GB in ~/.cache/go-build that
+  # nothing reuses (the binaries are cached by version), and CI machines have run out of disk.
+  gocache=$(mktemp -d)
+  trap 'rm -rf "$gocache"' EXIT
+  export GOCACHE=$gocache
   local dir="$ROOT/src"
   rm -rf "$dir" && mkdir -p "$dir"
   fetch_source "$dir"
