@@ -52,10 +52,12 @@ lint: bootstrap
 
 # The real control plane's binaries, built from Go modules into ~/.cache/deepseek-operator (keyed by
 # version; a no-op once built), and the LeaderWorkerSet controller (third_party/lws/src, its
-# dependencies from the proxy). Needs Go >= 1.26: without it this fails, in CI and out.
+# dependencies from the proxy), and KEDA's operator and metrics adapter (tests/e2e/test_keda.py; cold: about
+# 13 CPU minutes, docs/cluster.md). Needs Go >= 1.26: without it this fails, in CI and out.
 control-plane:
 	tools/control-plane/build.sh >/dev/null
 	tools/control-plane/build-lws.sh >/dev/null
+	tools/control-plane/build-keda.sh >/dev/null
 
 # A local Kubernetes control plane without Docker (docs/cluster.md): etcd, kube-apiserver,
 # controller-manager, scheduler and kwok on 127.0.0.1, two fake 8-GPU nodes; .cluster/kubeconfig.
