@@ -20,6 +20,7 @@ from typing import Any
 from deepseek_operator import rollback, strategy
 from deepseek_operator.api import PRIMARY, DeepSeekDeploymentSpec, ResolvedVariant
 from deepseek_operator.gpufit import GpuFit
+from deepseek_operator.measured import declared_load_seconds
 from deepseek_operator.render import multinode
 from deepseek_operator.render.autoscaling import render_autoscalers
 from deepseek_operator.render.common import LABEL_VARIANT, Capabilities, Owner
@@ -57,9 +58,11 @@ class Desired:
 
     @property
     def load_seconds(self) -> int:
-        """The longest GPU-fit load estimate of the variants (0: none known): the gateway's declared load
-        time, until it measured a cold start (render/gateway.py)."""
-        return max((fit.load_seconds for fit in self.fits.values()), default=0)
+        """The gateway's declared load time (render/gateway.py): the longest p50 cold start the gateway
+        measured (status.variants[].coldStart, measured.declared_load_seconds), else the longest GPU-fit
+        load estimate of the variants (0: none known)."""
+        return declared_load_seconds(dict(self.previous)) or max(
+            (fit.load_seconds for fit in self.fits.values()), default=0)
 
     def scaling(self) -> list[dict[str, Any]]:
         """The request gateway's children and each autoscaled variant's autoscaler (render/gateway.py,

@@ -144,3 +144,76 @@ def condition_of(measured: dict[str, dict[str, Any]], expected: list[str]) -> tu
         return "Unknown", "NotReported", (f"no measurements from {', '.join(missing)} yet (the worker reports "
                                           "after loading; docs/gpu-sizing.md)")
     return "True", "MatchesPlan", "; ".join(f"{name}: {m['message']}" for name, m in measured.items())
+
+
+GATEWAY_KEY = "gateway"  # the data key the request gateway writes (worker/deepseek_worker/gateway/report.py)
+
+
+@dataclass(frozen=True)
+class GatewayReport:
+    """The request gateway's report: status.gateway and each variant's status.variants[].coldStart."""
+
+    gateway: dict[str, Any]
+    cold_starts: dict[str, dict[str, Any]]
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def cold_start_status(raw: dict[str, Any], load: str = "") -> dict[str, Any] | None:
+    """status.variants[].coldStart (api.ColdStartStatus) from one variant's entry of the gateway's report;
+    `load`: the variant's measured model load time (gpuFit.measured.loadSeconds), "" when unknown: the
+    rest of the cold start is scheduling, the pod's start and the gateway. None when unreadable."""
+    last, p50 = _number(raw, "lastSeconds"), _number(raw, "p50Seconds")
+    if not last:
+        return None
+    count = int(_number(raw, "count"))
+    message = f"first held request to its first byte: {last:.1f} s (p50 of the last {count}: {p50:.1f} s)"
+    if load:
+        rest = max(0.0, last - float(load))
+        message += f"; the model's load {load} s, scheduling, pod start and the gateway {rest:.1f} s"
+    out = {"lastSeconds": _seconds(last), "p50Seconds": _seconds(p50 or last), "count": count,
+           "observedAt": str(raw.get("observedAt", ""))[:40], "loadSeconds": load, "message": message}
+    return {k: v for k, v in out.items() if v != ""}
+
+
+def read_gateway_report(config_map: dict[str, Any] | None, variants: list[str],
+                        loads: dict[str, str] | None = None) -> GatewayReport | None:
+    """The gateway's report in `config_map` (data.gateway), for the `variants` that exist now (an old
+    variant's cold starts are left out); `loads`: each variant's measured load time, when known
+    (cold_start_status). None when there is none or it is not readable."""
+    raw = ((config_map or {}).get("data") or {}).get(GATEWAY_KEY, "")
+    if not raw or len(raw) > MAX_REPORT_BYTES:
+        return None
+    try:
+        report = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(report, dict):
+        return None
+    share = min(1.0, _number(report, "fallbackShare"))
+    gateway = {"fallbackShare": f"{share:.2f}", "pod": str(report.get("pod", ""))[:253],
+               "reportedAt": str(report.get("reportedAt", ""))[:40]}
+    colds = report.get("coldStarts")
+    colds = colds if isinstance(colds, dict) else {}
+    cold_starts = {}
+    for name in variants:
+        entry = colds.get(name)
+        found = cold_start_status(entry, (loads or {}).get(name, "")) if isinstance(entry, dict) else None
+        if found is not None:
+            cold_starts[name] = found
+    return GatewayReport({k: v for k, v in gateway.items() if v != ""}, cold_starts)
+
+
+def declared_load_seconds(previous: dict[str, Any]) -> int:
+    """The longest p50 cold start in a status (status.variants[].coldStart.p50Seconds), whole seconds
+    rounded up; 0 when none was measured. The gateway's hold.loadSeconds prefers it to the GPU-fit
+    estimate: it is what a held request did wait, scheduling and pod start included."""
+    found = 0.0
+    for variant in previous.get("variants", []) or []:
+        try:
+            found = max(found, float(((variant.get("coldStart") or {}).get("p50Seconds")) or 0))
+        except (TypeError, ValueError):
+            continue
+    return math.ceil(found) if math.isfinite(found) else 0

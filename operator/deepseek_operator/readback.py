@@ -23,7 +23,7 @@ from deepseek_operator.lws_status import as_deployment
 from deepseek_operator.observe import Phase, VariantObservation, VariantState, variant_state
 from deepseek_operator.render import multinode
 from deepseek_operator.render.common import Capabilities, Owner, cache_name, deployment_name, selector_labels
-from deepseek_operator.render.gateway import gateway_name
+from deepseek_operator.render.gateway import gateway_name, report_configmap
 from deepseek_operator.render.measurements import report_name
 
 DEPLOYMENT = KINDS[("apps/v1", "Deployment")]
@@ -123,3 +123,15 @@ async def observe_reports(api: K8s, want: Desired) -> dict[str, dict[str, Any]]:
         if report is not None and variant.name in want.fits:
             out[variant.name] = measured.compare(want.fits[variant.name], report)
     return out
+
+
+async def observe_gateway_report(api: K8s, want: Desired,
+                                 reports: dict[str, dict[str, Any]]) -> measured.GatewayReport | None:
+    """The request gateway's report (measured.read_gateway_report), from its report ConfigMap in the
+    watch-fed cache; None while the gateway is off or has not reported. `reports`: observe_reports'
+    answer, whose measured load times break each cold start down."""
+    if not want.spec.gateway_enabled:
+        return None
+    config_map = await api.get(CONFIG_MAP, want.owner.namespace, report_configmap(want.owner))
+    loads = {name: str(m.get("loadSeconds", "")) for name, m in reports.items()}
+    return measured.read_gateway_report(config_map, [v.name for v in want.variants], loads)

@@ -34,8 +34,16 @@ from deepseek_operator.desired import WORKLOAD_KINDS, Chosen, Conditions, Desire
 from deepseek_operator.download import DownloadState
 from deepseek_operator.integrations import detect_capabilities, integration_conditions
 from deepseek_operator.k8s import KINDS, ApiError, K8s, list_by_name
+from deepseek_operator.measured import GatewayReport
 from deepseek_operator.observe import VariantState
-from deepseek_operator.readback import Pods, observe, observe_downloads, observe_gateway, observe_reports
+from deepseek_operator.readback import (
+    Pods,
+    observe,
+    observe_downloads,
+    observe_gateway,
+    observe_gateway_report,
+    observe_reports,
+)
 from deepseek_operator.render import multinode
 from deepseek_operator.render.autoscaling import autoscaling_conditions, autoscaling_status
 from deepseek_operator.render.common import (
@@ -166,7 +174,9 @@ async def _reconcile_valid(owner: Owner, spec: DeepSeekDeploymentSpec, old_statu
     caches = await _model_caches(api, want)
     want, seen, writes = await _roll_out(api, want, caches, guards, notify)
     writes = _add(_add(writes, caches.writes), guards.writes)
-    status = _status(want, seen, caches, await observe_reports(api, want), await observe_gateway(api, want))
+    reports = await observe_reports(api, want)
+    status = _status(want, seen, caches, reports, await observe_gateway(api, want),
+                     await observe_gateway_report(api, want, reports))
     await _write_status(api, owner, old_status, status)
     await announce.after_status(notify, old_status, status, fits)
     ready = status["conditions"][0]["status"] == "True"
@@ -378,7 +388,10 @@ async def _apply(api: K8s, children: list[dict[str, Any]]) -> dict[str, int]:
     writes: dict[str, int] = {}
     for child in children:
         try:
-            action = await api.apply(child, create_only=child["kind"] in CREATE_ONLY)
+            # A ConfigMap with data is the operator's (the gateway's document), re-applied on change;
+            # one without is another party's channel (a report, a download's progress).
+            create_only = child["kind"] in CREATE_ONLY and not (child["kind"] == "ConfigMap" and "data" in child)
+            action = await api.apply(child, create_only=create_only)
         except ApiError as exc:
             if exc.code == UNPROCESSABLE:  # the same object is refused again: no retry can help
                 raise ChildRejected(f"{child['kind']} {child['metadata']['name']}: {exc.message}") from exc
@@ -409,10 +422,11 @@ async def prune(api: K8s, owner: Owner, desired: list[dict[str, Any]], caps: Cap
 
 
 def _status(want: Desired, seen: Converged, caches: ModelCaches, reports: dict[str, dict[str, Any]],
-            gateway: dict[str, Any] | None = None) -> dict[str, Any]:
+            gateway: dict[str, Any] | None = None, gateway_report: GatewayReport | None = None) -> dict[str, Any]:
     """The status subresource of this pass (status.py) from what it wanted and what it observed;
     `reports`: status.gpuFit.measured per variant (observe_reports); `gateway`: the request gateway's
-    live Deployment (observe_gateway), for GatewayReady."""
+    live Deployment (observe_gateway), for GatewayReady; `gateway_report`: its report
+    (observe_gateway_report), for status.gateway and status.variants[].coldStart."""
     owner, spec = want.owner, want.spec
     # /scale's selector: the pods that serve, one per replica (a multi-node group's leader).
     serving = {**selector_labels(owner, PRIMARY), **({multinode.LABEL_ROLE: "leader"} if multinode.spans_nodes(spec)
@@ -443,6 +457,8 @@ def _status(want: Desired, seen: Converged, caches: ModelCaches, reports: dict[s
         intents=upgrades.intents,
         autoscaling={v.name: autoscaling_status(spec, want.caps, v, s.desired, s.replicas)
                      for v, s in zip(want.variants, seen.states, strict=True) if v.autoscaling is not None},
+        gateway=gateway_report.gateway if gateway_report else {},
+        cold_starts=gateway_report.cold_starts if gateway_report else {},
     )
     return compute_status(inp, dict(want.previous), _now())
 

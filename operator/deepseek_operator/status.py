@@ -33,6 +33,7 @@ from deepseek_operator.api import (
 )
 from deepseek_operator.measured import condition_of as measured_condition
 from deepseek_operator.observe import VariantState
+from deepseek_operator.resource.status import ColdStartStatus, GatewayStatus
 
 CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded")
 
@@ -71,6 +72,10 @@ class StatusInput:
     intents: dict[str, str] = field(default_factory=dict)
     # Per autoscaled variant: status.variants[].autoscaling (render/autoscaling.autoscaling_status).
     autoscaling: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The request gateway's report (measured.read_gateway_report): status.gateway, and per variant
+    # with a measured cold start, status.variants[].coldStart.
+    gateway: dict[str, Any] = field(default_factory=dict)
+    cold_starts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def condition(ctype: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
@@ -180,6 +185,8 @@ def _variant_status(state: VariantState, inp: StatusInput) -> VariantStatus:
         optional["download"] = DownloadStatus.model_validate(inp.downloads[state.name])
     if state.name in inp.autoscaling:
         optional["autoscaling"] = AutoscalingStatus.model_validate(inp.autoscaling[state.name])
+    if state.name in inp.cold_starts:
+        optional["cold_start"] = ColdStartStatus.model_validate(inp.cold_starts[state.name])
     return VariantStatus(name=state.name, weight=inp.weights.get(state.name, 0), image=state.image,
                          replicas=state.replicas, ready_replicas=state.ready, **optional)
 
@@ -271,6 +278,8 @@ def compute_status(inp: StatusInput, old: dict[str, Any], now: str) -> dict[str,
         optional["gpu_fit"] = _gpu_fit(primary.name, inp)
     if primary.name in inp.downloads:
         optional["download"] = DownloadStatus.model_validate(inp.downloads[primary.name])
+    if inp.gateway:
+        optional["gateway"] = GatewayStatus.model_validate(inp.gateway)
     status = DeepSeekDeploymentStatus(
         observed_generation=inp.generation,
         replicas=primary.replicas,

@@ -21,9 +21,11 @@ from deepseek_operator.render.gateway import (
     CONFIG_HASH,
     FALLBACK_KEY_ENV,
     LABEL_GATEWAY,
+    concurrency_cap,
     gateway_condition,
     gateway_config,
     render_gateway,
+    report_configmap,
 )
 from deepseek_operator.render.ingress import render_ingress
 from deepseek_operator.render.network_policy import render_network_policy
@@ -66,7 +68,8 @@ def test_the_gateway_children_in_order() -> None:
     children = render_gateway(OWNER, spec, spec.image, resolve_variants(spec))
     assert [(c["kind"], c["metadata"]["name"]) for c in children] == [
         ("ServiceAccount", "chat-gateway"), ("Role", "chat-gateway"), ("RoleBinding", "chat-gateway"),
-        ("ConfigMap", "chat-gateway"), ("Service", "chat-primary-pods"), ("Service", "chat-canary-pods"),
+        ("ConfigMap", "chat-gateway"), ("ConfigMap", "chat-gateway-report"), ("Service", "chat-primary-pods"),
+        ("Service", "chat-canary-pods"),
         ("Deployment", "chat-gateway"), ("Service", "chat-gateway"), ("PodDisruptionBudget", "chat-gateway")]
     for child in children:
         kube_validate(child)
@@ -158,11 +161,37 @@ def test_gateway_ready_follows_the_live_deployment(deployment: dict[str, Any] | 
     assert gateway_condition(parse_spec({"image": "img:1", "model": {"id": "m"}}), deployment) == []
 
 
-def test_the_role_reads_only_this_resource() -> None:
+def test_the_role_reads_only_this_resource_and_patches_only_its_report() -> None:
     spec = _spec()
-    role = _by_kind(render_gateway(OWNER, spec, spec.image, resolve_variants(spec)))["Role"][0]
+    children = _by_kind(render_gateway(OWNER, spec, spec.image, resolve_variants(spec)))
+    role = children["Role"][0]
     assert role["rules"] == [{"apiGroups": ["deepseek.ai"], "resources": ["deepseekdeployments"],
-                              "resourceNames": ["chat"], "verbs": ["get"]}]
+                              "resourceNames": ["chat"], "verbs": ["get"]},
+                             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["chat-gateway-report"],
+                              "verbs": ["patch"]}]
+    report = children["ConfigMap"][1]
+    assert report["metadata"]["name"] == report_configmap(OWNER) and "data" not in report  # the gateway's data
+    env = {e["name"]: e.get("value") for e in children["Deployment"][0]["spec"]["template"]["spec"]["containers"][0][
+        "env"]}
+    assert (env["DEEPSEEK_REPORT_CONFIGMAP"], env["DEEPSEEK_REPORT_NAMESPACE"]) == ("chat-gateway-report", "llm")
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ({}, 64 * 1 + 64),  # one pod's slots, the hold queue (maxHeldRequests 64 by default)
+    ({"autoscaling": {"minReplicas": 0, "maxReplicas": 4}, "variants": [CANARY],
+      "gateway": {"enabled": True, "maxHeldRequests": 100}}, 64 * (4 + 2) + 100 * 2),
+    ({"fallback": FALLBACK, "serving": {"maxConcurrentRequests": 8}}, 8 * 1 * 2 + 64),  # overflow goes out too
+])
+def test_the_gateway_admits_every_held_request_on_top_of_the_pods_slots(extra: dict[str, Any],
+                                                                        expected: int) -> None:
+    """Held requests count against the gateway edge's cap: it must not refuse what the hold would queue."""
+    spec = _spec(**extra)
+    deployment = _by_kind(render_gateway(OWNER, spec, spec.image, resolve_variants(spec)))["Deployment"][0]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    cap = int(env["DEEPSEEK_MAX_CONCURRENT_REQUESTS"])
+    assert cap == concurrency_cap(spec) == expected
+    gateway = spec.gateway
+    assert cap >= gateway.max_held_requests * (1 + len(spec.variants)) + spec.serving.max_concurrent_requests
 
 
 def test_behind_the_gateway_the_workers_check_no_credential_and_the_stable_service_is_the_gateways() -> None:

@@ -102,18 +102,34 @@ def report_measurements(measurements: EngineMeasurements, settings: Settings,
     """Patch the report ConfigMap with `measurements`; True when the API server took it (see the
     module docstring: never raises, a no-op outside a cluster or without a configured ConfigMap)."""
     env = os.environ if env is None else env
+    pod = env.get("HOSTNAME") or socket.gethostname()
+    done = patch_report(REPORT_KEY, document(measurements, settings, pod, time.time()), settings,
+                        "measurement report", env)
+    if done:
+        log.info("reported measurements to configmap %s/%s: weight_bytes=%d kv_pool_tokens=%d "
+                 "peak_memory_bytes=%d load_seconds=%.1f", settings.report_namespace, settings.report_configmap,
+                 measurements.weight_bytes, measurements.kv_pool_tokens, measurements.peak_memory_bytes,
+                 measurements.load_seconds)
+    return done
+
+
+def patch_report(key: str, doc: Mapping[str, object], settings: Settings, what: str,
+                 env: Mapping[str, str] | None = None) -> bool:
+    """Merge-patch `data[key]` of the report ConfigMap with `doc` as compact JSON (the channel of the
+    module docstring, also the gateway's: gateway/report.py). True when the API server took it; False,
+    with one WARNING line naming `what`, on any failure; False without a word outside a cluster or
+    without a configured ConfigMap. Never raises; blocking."""
+    env = os.environ if env is None else env
     name, namespace = settings.report_configmap, settings.report_namespace
     if not name or not namespace:
         return False
     api = _api(env)
     if not api:
-        log.info("not reporting measurements to configmap %s/%s: not in a cluster", namespace, name)
+        log.info("not writing the %s to configmap %s/%s: not in a cluster", what, namespace, name)
         return False
     token_file = Path(env.get("DEEPSEEK_KUBE_TOKEN_FILE") or f"{SA_DIR}/token")
     ca_file = Path(env.get("DEEPSEEK_KUBE_CA_FILE") or f"{SA_DIR}/ca.crt")
-    pod = env.get("HOSTNAME") or socket.gethostname()
-    body = json.dumps({"data": {REPORT_KEY: json.dumps(document(measurements, settings, pod, time.time()),
-                                                       separators=(",", ":"))}})
+    body = json.dumps({"data": {key: json.dumps(doc, separators=(",", ":"))}})
     headers = {"Content-Type": "application/merge-patch+json"}
     try:
         token = token_file.read_text().strip()
@@ -126,14 +142,10 @@ def report_measurements(measurements: EngineMeasurements, settings: Settings,
         with httpx.Client(verify=_verify(api, ca_file), timeout=WRITE_TIMEOUT_SECONDS) as client:
             response = client.patch(url, content=body, headers=headers)
     except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
-        log.warning("measurement report to configmap %s/%s failed (serving goes on): %s: %s",
-                    namespace, name, type(exc).__name__, exc)
+        log.warning("%s to configmap %s/%s failed (serving goes on): %s: %s",
+                    what, namespace, name, type(exc).__name__, exc)
         return False
     if response.status_code >= 300:
-        log.warning("measurement report to configmap %s/%s refused (serving goes on): %s",
-                    namespace, name, _reason(response))
+        log.warning("%s to configmap %s/%s refused (serving goes on): %s", what, namespace, name, _reason(response))
         return False
-    log.info("reported measurements to configmap %s/%s: weight_bytes=%d kv_pool_tokens=%d peak_memory_bytes=%d "
-             "load_seconds=%.1f", namespace, name, measurements.weight_bytes, measurements.kv_pool_tokens,
-             measurements.peak_memory_bytes, measurements.load_seconds)
     return True

@@ -3,13 +3,15 @@ front of the variants' pods. Pure.
 
 Contract: `render_gateway(owner, spec, image, variants, load_seconds)` returns [] while the gateway is
 off, else, in this order: its ServiceAccount, a Role allowing `get` on this DeepSeekDeployment only (a
-held request's stream says what it waits for: scheduling, downloading 42%, loading; from the status),
-the RoleBinding, the ConfigMap holding the gateway's JSON document (worker/deepseek_worker/gateway/
-config.py), one headless `<name>-<variant>-pods` Service per variant (the gateway resolves it to the
-variant's ready pods), the gateway Deployment (CPU only, `spec.gateway.replicas`, Pod Security
-"restricted", probes, a checksum on the pod template of what the gateway reads only at start: the
-hosted API's client; the rest of the document it reloads from the mounted file), its Service and its
-PodDisruptionBudget.
+held request's stream says what it waits for: scheduling, downloading 42%, loading; from the status)
+and `patch` on its report ConfigMap only, the RoleBinding, the ConfigMap holding the gateway's JSON
+document (worker/deepseek_worker/gateway/config.py), the report ConfigMap (`<gateway>-report`, created
+empty and never applied again: the gateway writes its cold starts and fallback share there,
+gateway/report.py; the operator reads them into status, measured.py), one headless
+`<name>-<variant>-pods` Service per variant (the gateway resolves it to the variant's ready pods), the
+gateway Deployment (CPU only, `spec.gateway.replicas`, Pod Security "restricted", probes, a checksum
+on the pod template of what the gateway reads only at start: the hosted API's client; the rest of the
+document it reloads from the mounted file), its Service and its PodDisruptionBudget.
 
 The gateway's pods carry `deepseek.ai/gateway: <name>`, not `deepseek.ai/deployment`: the worker
 Services, the worker NetworkPolicy and the workers' budgets select on that label and must not match
@@ -67,6 +69,11 @@ def pods_service_name(owner: Owner, variant: str) -> str:
     return child_name(owner.name, variant, "pods")
 
 
+def report_configmap(owner: Owner) -> str:
+    """The ConfigMap the gateway reports into (measured.read_gateway_report reads it)."""
+    return child_name(gateway_name(owner), "report")
+
+
 def gateway_selector(owner: Owner) -> dict[str, str]:
     """The gateway pods' selector label (see the module docstring for why not deepseek.ai/deployment)."""
     return {LABEL_GATEWAY: owner.name}
@@ -103,7 +110,9 @@ def gateway_condition(spec: DeepSeekDeploymentSpec, deployment: dict[str, Any] |
 def gateway_config(owner: Owner, spec: DeepSeekDeploymentSpec, variants: Sequence[ResolvedVariant],
                    load_seconds: int) -> dict[str, Any]:
     """The gateway's JSON document (gateway/config.py's GatewayConfig, camelCase). `load_seconds`: the
-    longest GPU-fit load estimate, the declared load time a full hold queue's Retry-After starts from."""
+    declared load time a full hold queue's Retry-After starts from (Desired.load_seconds: the longest
+    measured p50 cold start in status, else the longest GPU-fit load estimate). A gateway replaces it
+    with each cold start it measures itself; this is what a new gateway pod starts from."""
     gateway = spec.gateway
     assert gateway is not None
     weights = effective_weights(variants, {v.name: 1 for v in variants})
@@ -148,11 +157,15 @@ def render_gateway(owner: Owner, spec: DeepSeekDeploymentSpec, image: str, varia
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": False},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
-         "rules": [{"apiGroups": [GROUP], "resources": [PLURAL], "resourceNames": [owner.name], "verbs": ["get"]}]},
+         "rules": [{"apiGroups": [GROUP], "resources": [PLURAL], "resourceNames": [owner.name], "verbs": ["get"]},
+                   {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [report_configmap(owner)],
+                    "verbs": ["patch"]}]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
          "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}]},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {CONFIG_FILE: text}},
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": metadata(owner, report_configmap(owner), component=COMPONENT)},  # no data: the gateway's
         *[services(_pods_service(owner, v.name)) for v in variants],
         _deployment(owner, spec, spec.gateway.image or image, restart_checksum(doc)),
         _service(owner),
@@ -181,21 +194,32 @@ def _service(owner: Owner) -> dict[str, Any]:
                                 "protocol": "TCP"}]}}
 
 
-def _env(spec: DeepSeekDeploymentSpec) -> list[dict[str, Any]]:
-    """The gateway's settings (docs/gateway.md): the document, ports, admission, timeouts, then the edge."""
+def concurrency_cap(spec: DeepSeekDeploymentSpec) -> int:
+    """The gateway edge's admission cap (DEEPSEEK_MAX_CONCURRENT_REQUESTS): held requests count against
+    it, so it is every pod's slots at the variants' most replicas, plus each variant's full hold queue,
+    plus as many again as the pods' slots when a hosted API may take the overflow (spec.fallback)."""
     gateway, serving = spec.gateway, spec.serving
     assert gateway is not None
     pods = sum(v.autoscaling.max_replicas if v.autoscaling else v.replicas for v in _all(spec))
-    # Held requests count against the cap: every pod's slots plus the hold queues.
-    cap = max(1, serving.max_concurrent_requests * max(1, pods) + gateway.max_held_requests * len(_all(spec)))
+    slots = serving.max_concurrent_requests * max(1, pods)
+    return int(slots * (2 if spec.fallback is not None else 1) + gateway.max_held_requests * len(_all(spec)))
+
+
+def _env(owner: Owner, spec: DeepSeekDeploymentSpec) -> list[dict[str, Any]]:
+    """The gateway's settings (docs/gateway.md): the document, ports, admission, timeouts, its report
+    ConfigMap, then the edge."""
+    gateway, serving = spec.gateway, spec.serving
+    assert gateway is not None
     env = [
         {"name": "DEEPSEEK_GATEWAY_CONFIG", "value": f"{CONFIG_MOUNT}/{CONFIG_FILE}"},
         {"name": "DEEPSEEK_PORT", "value": str(HTTP_PORT)},
         {"name": "DEEPSEEK_METRICS_PORT", "value": str(METRICS_PORT)},
-        {"name": "DEEPSEEK_MAX_CONCURRENT_REQUESTS", "value": str(cap)},
+        {"name": "DEEPSEEK_MAX_CONCURRENT_REQUESTS", "value": str(concurrency_cap(spec))},
         {"name": "DEEPSEEK_REQUEST_TIMEOUT_SECONDS",
          "value": str(serving.request_timeout_seconds + gateway.hold_timeout_seconds)},
         {"name": "DEEPSEEK_DRAIN_TIMEOUT_SECONDS", "value": str(_drain(spec))},
+        {"name": "DEEPSEEK_REPORT_CONFIGMAP", "value": report_configmap(owner)},
+        {"name": "DEEPSEEK_REPORT_NAMESPACE", "value": owner.namespace},
         *edge_env(spec),
     ]
     if spec.fallback is not None:
@@ -255,7 +279,7 @@ def _deployment(owner: Owner, spec: DeepSeekDeploymentSpec, image: str, checksum
         "name": "gateway",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "env": _env(spec),
+        "env": _env(owner, spec),
         "ports": [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"},
                   {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"}],
         # No CPU limit: throttling a proxy adds latency to every token it relays.
@@ -283,7 +307,7 @@ def _deployment(owner: Owner, spec: DeepSeekDeploymentSpec, image: str, checksum
                 "metadata": {"labels": _pod_labels(owner), "annotations": {CONFIG_HASH: checksum}},
                 "spec": {
                     "serviceAccountName": name,
-                    "automountServiceAccountToken": True,  # reads this resource's status (the Role)
+                    "automountServiceAccountToken": True,  # reads the status, writes its report (the Role)
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": _drain(spec) + PRESTOP_SLEEP_SECONDS + 10,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": GATEWAY_UID, "runAsGroup": GATEWAY_UID,

@@ -105,6 +105,29 @@ class AutoscalingStatus(Model):
     current_replicas: int = Field(0, description="Pods the variant has now.")
 
 
+class ColdStartStatus(Model):
+    """A variant's cold starts as the request gateway measured them (docs/autoscaling.md, "Status")."""
+
+    last_seconds: str = Field("", description="The last cold start: from the first request held while the "
+                              "variant had no ready pod to that request's first byte, e.g. 52.4.")
+    p50_seconds: str = Field("", description="The median of the gateway's last cold starts of the variant "
+                             "(the held queue's Retry-After starts from the longest).")
+    count: int = Field(0, description="Cold starts that median is of (at most 20).")
+    observed_at: str = Field("", description="When the last one got its first byte (RFC 3339).")
+    load_seconds: str = Field("", description="The model's load time its worker measured (gpuFit.measured); "
+                              "the rest of lastSeconds is scheduling, the pod's start and the gateway.")
+    message: str = Field("", description="The figures and their breakdown.")
+
+
+class GatewayStatus(Model):
+    """The request gateway's report (spec.gateway; docs/gateway.md)."""
+
+    fallback_share: str = Field("", description="Share of routed requests the hosted API served in the "
+                                "gateway's sliding window, e.g. 0.12 (spec.fallback.maxShare caps it).")
+    pod: str = Field("", description="The gateway pod that reported (each reports the same key; the last wins).")
+    reported_at: str = Field("", description="When it reported (RFC 3339).")
+
+
 class VariantStatus(Model):
     name: str = Field(description="Variant name; 'primary' for the main deployment.")
     weight: int = Field(0, description="Effective traffic percent now (0 while not ready).")
@@ -119,6 +142,8 @@ class VariantStatus(Model):
     gpu_fit: GpuFitStatus | None = Field(None, description="The variant's GPU-fit plan.")
     download: DownloadStatus | None = Field(None, description="The variant's model cache download.")
     autoscaling: AutoscalingStatus | None = Field(None, description="The variant's autoscaler, when it has one.")
+    cold_start: ColdStartStatus | None = Field(
+        None, description="The variant's cold starts, once the request gateway measured one.")
 
 
 class DeepSeekDeploymentStatus(Model):
@@ -137,6 +162,8 @@ class DeepSeekDeploymentStatus(Model):
     gpu_fit: GpuFitStatus | None = Field(None, description="The primary's GPU-fit plan (docs/gpu-sizing.md).")
     download: DownloadStatus | None = Field(
         None, description="The primary's model cache download (docs/model-cache.md).")
+    gateway: GatewayStatus | None = Field(
+        None, description="The request gateway's report, once it made one (the share served outside).")
     variants: list[VariantStatus] = Field(
         default_factory=list, max_length=16, description="Per variant state and weight."
     )

@@ -40,6 +40,7 @@ from .forward import GatewayResponse, Router
 from .hold import Hold
 from .metrics import GatewayCollector, GatewayMetrics
 from .reload import Reloader
+from .report import GatewayReporter
 from .status import FixedStatus, KubeStatusSource, StatusSource
 
 
@@ -64,8 +65,11 @@ def build_gateway_app(settings: Settings, config: GatewayConfig, *, config_path:
     fleet = Fleet(router, resolve)
     reloader = Reloader(config_path, fleet) if config_path is not None else None
     auth = Authenticator(settings)
-    app = FastAPI(title="deepseek-worker (gateway)", version="1", lifespan=_lifespan(router, fleet, reloader))
+    reporter = GatewayReporter(settings, router.cold_starts, rule.window.share)
+    app = FastAPI(title="deepseek-worker (gateway)", version="1",
+                  lifespan=_lifespan(router, fleet, reloader, reporter))
     app.state.settings, app.state.worker, app.state.router = settings, state, router
+    app.state.reporter = reporter
     app.state.metrics, app.state.auth, app.state.reloader = metrics, auth, reloader
     install_error_handlers(app)
     _add_forwarding(app, router, auth)
@@ -75,7 +79,7 @@ def build_gateway_app(settings: Settings, config: GatewayConfig, *, config_path:
     return app
 
 
-def _lifespan(router: Router, fleet: Fleet, reloader: Reloader | None) -> Any:
+def _lifespan(router: Router, fleet: Fleet, reloader: Reloader | None, reporter: GatewayReporter) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -88,6 +92,8 @@ def _lifespan(router: Router, fleet: Fleet, reloader: Reloader | None) -> Any:
             await fleet.apply(router.config)
             if reloader is not None:
                 stack.push_async_callback(_cancel, asyncio.create_task(reloader.run()))
+            if reporter.enabled:
+                stack.push_async_callback(_cancel, asyncio.create_task(reporter.run()))
             yield
 
     return lifespan

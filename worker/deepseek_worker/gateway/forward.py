@@ -21,7 +21,7 @@ import json
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -39,6 +39,7 @@ from .config import FallbackReason, GatewayConfig
 from .fallback import FallbackRule, HostedAPI
 from .hold import Hold, HoldFull
 from .metrics import GatewayMetrics
+from .report import ColdStarts
 from .status import StatusSource
 
 FALLBACK = "fallback"
@@ -58,6 +59,7 @@ class Router:
     gateway_metrics: GatewayMetrics
     status: StatusSource
     rng: random.Random
+    cold_starts: ColdStarts = field(default_factory=ColdStarts)  # what report.py sends the operator
 
 
 def wants_stream(body: bytes) -> bool:
@@ -243,6 +245,7 @@ class GatewayResponse(Response):
         took = hold.first_byte() if hold is not None else None
         if took is not None:
             self.router.gateway_metrics.cold_start.labels(served_by).observe(took)
+            self.router.cold_starts.record(served_by, took)
 
     async def _whole(self, upstream: Upstream, response: httpx.Response, served_by: str, scope: Scope,
                      client: _Client, retry: bool, hold: Hold | None) -> None:
