@@ -339,7 +339,15 @@ start_keda() {
     crd/clustertriggerauthentications.keda.sh crd/cloudeventsources.eventing.keda.sh \
     crd/clustercloudeventsources.eventing.keda.sh
   kc get namespace keda >/dev/null 2>&1 || kc create namespace keda >/dev/null
-  start keda-operator env KUBECONFIG="$RUN/kubeconfig" WATCH_NAMESPACE="" POD_NAMESPACE=keda \
+  # CLUSTER_KEDA_HOSTS=FILE: the operator runs in a mount namespace of its own where FILE is /etc/hosts
+  # (a test maps in-cluster Service names, as in a ScaledObject's metrics-api URL, to local addresses;
+  # edits to FILE in place apply). The recorded PID is still the operator's: unshare and sh exec it.
+  local wrap=()
+  if [ -n "${CLUSTER_KEDA_HOSTS:-}" ]; then
+    wrap=(unshare --mount --propagation private sh -c 'mount --bind "$0" /etc/hosts && exec "$@"'
+      "$CLUSTER_KEDA_HOSTS")
+  fi
+  start keda-operator "${wrap[@]}" env KUBECONFIG="$RUN/kubeconfig" WATCH_NAMESPACE="" POD_NAMESPACE=keda \
     KEDA_CLUSTER_OBJECT_NAMESPACE=keda "$bin/keda-operator" --leader-elect=false \
     --metrics-bind-address=0 --health-probe-bind-address=0 --enable-cert-rotation=false \
     --metrics-service-bind-address="127.0.0.1:$KEDA_GRPC_PORT" --cert-dir="$dir/certs" \
