@@ -55,9 +55,12 @@ def tiny_model_dir() -> Path:
     return build_tiny_model()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def url(tiny_model_dir: Path) -> Iterator[str]:
-    """A worker on the tiny model for one test module (feature_server.serve); modules may define their own."""
+    """A worker on the tiny model (feature_server.serve), one for the session: the modules using it send
+    stateless, seeded or greedy requests (the engine's outputs do not depend on what ran before: its prefix
+    cache and batching are exact, tests/worker/test_engine_pool.py); a module that needs a worker of its own
+    or other settings defines its own `url`."""
     with serve(tiny_model_dir) as base:
         yield base
 
