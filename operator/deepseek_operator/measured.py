@@ -9,6 +9,11 @@ previous template) is ignored, so a new plan is never compared with an old pod.
 Compared per GPU, each only where both sides know it: the weights (always), the KV pool's bytes and
 the allocator's peak (only when the plan knows the GPU's memory, so the pool size is planned; the
 peak only on a GPU). A difference above TOLERANCE in any of them makes `matches` False.
+
+The request gateway writes `data.gateway` of its own report ConfigMap (render/gateway.py,
+worker/deepseek_worker/gateway/report.py): its cold starts per variant and its fallback share;
+`read_gateway_report` turns that into status.gateway and status.variants[].coldStart, and
+`declared_load_seconds` the measured cold start into the gateway's hold.loadSeconds.
 """
 
 from __future__ import annotations

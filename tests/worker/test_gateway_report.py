@@ -186,3 +186,15 @@ def test_the_rendered_role_lets_the_gateway_write_its_report_and_nothing_else(
         assert other.status_code == 403
         assert as_gateway.get(real_cluster.resource("configmaps").path(
             namespace, "chat-gateway-report")).status_code == 403
+
+
+def test_the_gateway_exports_every_metric_its_alerts_and_docs_name() -> None:
+    """GATEWAY_METRICS (render/gateway_monitoring.py) against a live gateway's /metrics: each name has
+    its TYPE line, counters included before their first increment."""
+    from deepseek_operator.render.gateway_monitoring import GATEWAY_METRICS
+
+    config = {"variants": [{"name": "v", "weight": 100, "backends": ["http://127.0.0.1:1"]}]}
+    with gateway(config) as (url, _app):
+        text = httpx.get(url + "/metrics", headers=AUTH, timeout=5).text
+    typed = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    assert typed >= GATEWAY_METRICS, GATEWAY_METRICS - typed

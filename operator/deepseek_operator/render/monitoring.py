@@ -1,4 +1,5 @@
-"""Prometheus Operator objects: the workers' ServiceMonitor and the alert rules. Pure.
+"""Prometheus Operator objects: the workers' ServiceMonitor and the alert rules. Pure. With the request
+gateway on, its ServiceMonitor and alerts too (render/gateway_monitoring.py).
 
 The metric names are the worker's contract (worker/deepseek_worker/metrics.py, docs/worker-api.md);
 the scrape relabels the pod labels `deepseek.ai/variant` and `deepseek.ai/deployment` into `variant`
@@ -30,6 +31,7 @@ from deepseek_operator.render.common import (
     metadata,
     selector_labels,
 )
+from deepseek_operator.render.gateway_monitoring import gateway_alerts, render_gateway_service_monitor
 
 API_VERSION = "monitoring.coreos.com/v1"
 COMPONENT = "monitoring"
@@ -93,7 +95,8 @@ def _meta_label(label: str) -> str:
 
 
 def render_service_monitor(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Capabilities) -> list[dict[str, Any]]:
-    """One ServiceMonitor over every variant Service; [] when disabled or the CRD is missing.
+    """One ServiceMonitor over every variant Service, and the gateway's when it is on; [] when
+    disabled or the CRD is missing.
 
     It selects the variant Services only (they carry the `deepseek.ai/variant` label, the stable
     Service does not), so each pod is scraped exactly once. User labels from
@@ -130,7 +133,8 @@ def render_service_monitor(owner: Owner, spec: DeepSeekDeploymentSpec, caps: Cap
                     }
                 ],
             },
-        }
+        },
+        *render_gateway_service_monitor(owner, spec, sm.interval, sm.labels),
     ]
 
 
@@ -217,6 +221,7 @@ def _alerts(owner: Owner, spec: DeepSeekDeploymentSpec, variants: Sequence[Resol
     ]
     if any(v.runtime.engine for v in variants):  # builtin-only rule files stay as they were
         alerts += _engine_alerts(sel, where, rule_spec.thresholds, spec.serving.max_batch_size)
+    alerts += gateway_alerts(owner, spec)
     return [_routed(alert, rule_spec) for alert in alerts]
 
 
