@@ -198,3 +198,11 @@ def test_the_gateway_exports_every_metric_its_alerts_and_docs_name() -> None:
         text = httpx.get(url + "/metrics", headers=AUTH, timeout=5).text
     typed = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
     assert typed >= GATEWAY_METRICS, GATEWAY_METRICS - typed
+
+
+def test_no_report_loop_outside_a_cluster_or_without_a_configmap() -> None:
+    _, settings = rendered()
+    assert GatewayReporter(settings, ColdStarts(), lambda: 0.0, env={"KUBERNETES_SERVICE_HOST": "10.0.0.1"}).enabled
+    assert not GatewayReporter(settings, ColdStarts(), lambda: 0.0, env={}).enabled  # e.g. a gateway on a laptop
+    assert not GatewayReporter(Settings(), ColdStarts(), lambda: 0.0, env={"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
+                               ).enabled

@@ -77,6 +77,11 @@ def _api(env: Mapping[str, str]) -> str:
     return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
+def in_cluster(env: Mapping[str, str]) -> bool:
+    """Whether `env` names an API server (in a pod, or the DEEPSEEK_KUBE_API test hook)."""
+    return bool(_api(env))
+
+
 def _verify(api: str, ca_file: Path) -> ssl.SSLContext | bool:
     if not api.startswith("https://") or not ca_file.is_file():
         return True

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..report import patch_report
+from ..report import in_cluster, patch_report
 from ..settings import Settings
 
 log = logging.getLogger("deepseek_worker.gateway.report")
@@ -84,7 +84,8 @@ class GatewayReporter:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.settings.report_configmap and self.settings.report_namespace)
+        """A ConfigMap is configured and an API server known (outside a cluster the loop never starts)."""
+        return bool(self.settings.report_configmap and self.settings.report_namespace and in_cluster(self.env))
 
     async def tick(self) -> bool:
         """Write the document if it changed since the last write; True when one was written."""
