@@ -545,6 +545,9 @@ def test_scale_from_zero_through_the_gateway(keda_cluster: KedaCluster, tmp_path
         for p in reversed(processes):
             p.stop()
         k.kubectl("delete", "namespace", SFZ_NAMESPACE, "--wait=false", check=False)
+    for p in processes:  # stopped by SIGTERM: each exited 0 and logged no traceback
+        assert p.proc.returncode == 0 and "Traceback" not in p.log_path.read_text(errors="replace"), \
+            f"{p.log_path.name} (exit {p.proc.returncode}):\n{p.log()}"
     t0 = timeline["request"]
     relative = {event: round(at - t0, 3) for event, at in sorted(timeline.items(), key=lambda item: item[1])}
     record = Path(os.environ.get("SCALE_FROM_ZERO_TIMELINE", tmp_path / "scale-from-zero-timeline.json"))
