@@ -117,13 +117,15 @@ def test_a_refused_write_is_tried_again(api: tuple[Api, str]) -> None:
     assert asyncio.run(reporter.tick()) is True and reporter.writes == 1
 
 
+@pytest.mark.parametrize("interval", [0.1, 3600.0], ids=["by the loop", "at shutdown"])
 def test_a_held_request_through_the_gateway_is_reported(api: tuple[Api, str], monkeypatch: pytest.MonkeyPatch,
-                                                        ) -> None:
-    """The whole path: a request held for a variant at zero, its backend appears, the reporter loop
-    (interval 0.1 s here) writes the cold start once."""
+                                                        interval: float) -> None:
+    """The whole path: a request held for a variant at zero, its backend appears, the cold start is
+    written once: by the reporter loop (interval 0.1 s), or, with an hour's interval, by the last
+    report as the gateway shuts down."""
     state, url = api
     monkeypatch.setenv("DEEPSEEK_KUBE_API", url)
-    monkeypatch.setattr("deepseek_worker.gateway.report.INTERVAL_SECONDS", 0.1)
+    monkeypatch.setattr("deepseek_worker.gateway.report.INTERVAL_SECONDS", interval)
     port = free_port()
     config = {"variants": [{"name": "v", "weight": 100, "backends": [f"http://127.0.0.1:{port}"]}],
               "hold": {"deadlineSeconds": 30}}
@@ -138,10 +140,13 @@ def test_a_held_request_through_the_gateway_is_reported(api: tuple[Api, str], mo
         stack.enter_context(serve(StubBackend("late"), port))
         thread.join(30)
         assert out and out[0].status_code == 200
-        wait_until(lambda: len(state.requests) >= 1, 10, "the gateway's report")
+        if interval < 1:
+            wait_until(lambda: len(state.requests) >= 1, 10, "the gateway's report")
+        else:
+            assert state.requests == []  # the loop has not ticked yet
     found = read_gateway_report({"data": state.requests[0]["body"]["data"]}, ["v"])
     assert found is not None and float(found.cold_starts["v"]["lastSeconds"]) > 0
-    assert len(state.requests) == 1  # one cold start, one write
+    assert len(state.requests) == 1  # one cold start, one write (the last report has nothing new)
 
 
 @pytest.fixture(scope="module")

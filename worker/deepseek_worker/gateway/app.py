@@ -92,7 +92,8 @@ def _lifespan(router: Router, fleet: Fleet, reloader: Reloader | None, reporter:
             await fleet.apply(router.config)
             if reloader is not None:
                 stack.push_async_callback(_cancel, asyncio.create_task(reloader.run()))
-            if reporter.enabled:
+            if reporter.enabled:  # at shutdown: the loop ends, then one last report
+                stack.push_async_callback(reporter.flush)
                 stack.push_async_callback(_cancel, asyncio.create_task(reporter.run()))
             yield
 

@@ -12,7 +12,8 @@ Contract of `GatewayReporter`: at most one write every `interval` seconds, and o
 document (without its timestamp) changed since the last write the API server took: an idle gateway
 (no cold start, a fallback share that stays 0) writes nothing. Each replica writes the same key, so
 the last writer wins: its cold starts and its window's fallback share. A failed write is logged by
-patch_report and tried again at the next tick; reporting never stops serving.
+patch_report and tried again at the next tick, and a last tick runs at shutdown (`flush`); reporting
+never stops serving.
 """
 
 from __future__ import annotations
@@ -98,6 +99,14 @@ class GatewayReporter:
             self.written = doc
             self.writes += 1
         return done
+
+    async def flush(self) -> None:
+        """One last tick at shutdown (a cold start measured since the last tick is not lost with the pod);
+        never raises."""
+        try:
+            await self.tick()
+        except Exception:
+            log.exception("gateway report at shutdown failed")
 
     async def run(self) -> None:
         """Forever (cancelled at shutdown); a no-op loop is never started without a ConfigMap."""
