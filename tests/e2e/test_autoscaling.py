@@ -3,7 +3,8 @@ gateway and `autoscaling` on, the real operator renders the gateway's Deployment
 budget, points the stable Service at it and adds an HPA for the primary (the shared control plane never
 serves keda.sh, so this is the HPA path; the ScaledObject path is checked against KEDA's CRD in
 tests/unit/test_render_autoscaling.py and with the real KEDA operator in tests/e2e/test_keda.py);
-removing both prunes them and the operator writes the primary's replicas again.
+the gateway's report ConfigMap reaches status.gateway and status.variants[].coldStart (and the gateway's
+hold.loadSeconds); removing both prunes them and the operator writes the primary's replicas again.
 """
 
 from __future__ import annotations
@@ -82,6 +83,32 @@ async def test_gateway_and_hpa_appear_and_are_pruned(cluster: Cluster, kubectl: 
     assert (await eventually(gateway_ready, timeout=90, what="GatewayReady: both gateway pods ready"))[
         "message"] == "2/2 gateway pods ready"
 
+    # The gateway's report (what worker/deepseek_worker/gateway/report.py writes; kwok runs no gateway, so
+    # the test writes it): the watch on the report ConfigMap brings it into status, and the measured p50
+    # becomes the re-applied document's hold.loadSeconds.
+    report = {"pod": "chat-gateway-x", "reportedAt": "2026-12-04T23:00:00Z", "fallbackShare": 0.07,
+              "coldStarts": {"primary": {"lastSeconds": 33.2, "p50Seconds": 30.4, "count": 2,
+                                         "observedAt": "2026-12-04T22:59:58Z"}}}
+    await kubectl("patch", "configmap", "chat-gateway-report", "--type=merge", "-p",
+                  json.dumps({"data": {"gateway": json.dumps(report)}}))
+
+    async def reported() -> dict[str, Any] | None:
+        status = (current(cluster) or {}).get("status", {})
+        cold = (status.get("variants") or [{}])[0].get("coldStart")
+        document = json.loads((cluster.get("configmaps", "default", "chat-gateway") or {}).get(
+            "data", {}).get("gateway.json", "{}"))
+        done = cold and status.get("gateway") and document.get("hold", {}).get("loadSeconds") == 31
+        return {"cold": cold, "gateway": status["gateway"]} if done else None
+
+    try:
+        seen = await eventually(reported, timeout=60, what="status.gateway, coldStart and hold.loadSeconds 31")
+    except pytest.fail.Exception:
+        pytest.fail(f"not reported; status: {(current(cluster) or {}).get('status')}\ndocument: "
+                    f"{(cluster.get('configmaps', 'default', 'chat-gateway') or {}).get('data')}\n"
+                    f"operator log:\n{operator.log(60)}")
+    assert seen["gateway"]["fallbackShare"] == "0.07" and seen["cold"]["lastSeconds"] == "33.2"
+    assert (cluster.get("configmaps", "default", "chat-gateway-report") or {}).get("data", {}).get("gateway")
+
     # Off again: the HPA and the gateway go, the operator owns the primary's replicas once more.
     await kubectl("apply", "-f", "-", stdin=resource(replicas=2))
 
@@ -91,6 +118,7 @@ async def test_gateway_and_hpa_appear_and_are_pruned(cluster: Cluster, kubectl: 
         return (cluster.get("horizontalpodautoscalers", "default", "chat-primary") is None
                 and cluster.get("deployments", "default", "chat-gateway") is None
                 and cluster.get("configmaps", "default", "chat-gateway") is None
+                and cluster.get("configmaps", "default", "chat-gateway-report") is None
                 and primary.get("spec", {}).get("replicas") == 2
                 and stable.get("spec", {}).get("selector") == {"deepseek.ai/deployment": "chat"})
 
