@@ -211,6 +211,22 @@ def read_gateway_report(config_map: dict[str, Any] | None, variants: list[str],
     return GatewayReport({k: v for k, v in gateway.items() if v != ""}, cold_starts)
 
 
+def latest_cold_starts(found: dict[str, dict[str, Any]], previous: dict[str, Any],
+                       variants: list[str]) -> dict[str, dict[str, Any]]:
+    """Per variant of `variants`, the later (by observedAt, RFC 3339) of the report's cold start and the
+    one the previous status shows. Each gateway replica writes the same key, so a replica that never
+    held a request (its report has a fallback share, no cold start) must not erase another's."""
+    out = {name: cold for name, cold in found.items() if name in variants}
+    for entry in previous.get("variants", []) or []:
+        name, kept = entry.get("name"), entry.get("coldStart")
+        if name not in variants or not isinstance(kept, dict):
+            continue
+        new = out.get(name)
+        if new is None or str(new.get("observedAt", "")) < str(kept.get("observedAt", "")):
+            out[name] = kept
+    return out
+
+
 def declared_load_seconds(previous: dict[str, Any]) -> int:
     """The longest p50 cold start in a status (status.variants[].coldStart.p50Seconds), whole seconds
     rounded up; 0 when none was measured. The gateway's hold.loadSeconds prefers it to the GPU-fit

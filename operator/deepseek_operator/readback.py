@@ -128,10 +128,14 @@ async def observe_reports(api: K8s, want: Desired) -> dict[str, dict[str, Any]]:
 async def observe_gateway_report(api: K8s, want: Desired,
                                  reports: dict[str, dict[str, Any]]) -> measured.GatewayReport | None:
     """The request gateway's report (measured.read_gateway_report), from its report ConfigMap in the
-    watch-fed cache; None while the gateway is off or has not reported. `reports`: observe_reports'
-    answer, whose measured load times break each cold start down."""
+    watch-fed cache, its cold starts merged with the previous status's (measured.latest_cold_starts);
+    None while the gateway is off. `reports`: observe_reports' answer, whose measured load times
+    break each cold start down."""
     if not want.spec.gateway_enabled:
         return None
     config_map = await api.get(CONFIG_MAP, want.owner.namespace, report_configmap(want.owner))
     loads = {name: str(m.get("loadSeconds", "")) for name, m in reports.items()}
-    return measured.read_gateway_report(config_map, [v.name for v in want.variants], loads)
+    names = [v.name for v in want.variants]
+    report = measured.read_gateway_report(config_map, names, loads) or measured.GatewayReport({}, {})
+    return dataclasses.replace(report, cold_starts=measured.latest_cold_starts(
+        report.cold_starts, dict(want.previous), names))

@@ -78,3 +78,25 @@ async def test_an_unreadable_report_or_no_gateway_leaves_status_without_it() -> 
     api.cr = {**body({"replicas": 1}), "status": api.cr["status"]}  # the gateway turned off
     await reconcile(api.cr, api, no_notify)  # type: ignore[arg-type]
     assert "gateway" not in api.cr["status"] and REPORT not in api.objects  # pruned with the gateway
+
+
+async def test_a_report_without_a_cold_start_keeps_the_one_status_shows() -> None:
+    """Both gateway replicas write the same key: one that never held a request (only a fallback share
+    to tell) must not erase the other's cold start, and an older cold start never replaces a newer one."""
+    api = ApplyingApi(body(SCALED))
+    await reconcile(api.cr, api, no_notify)  # type: ignore[arg-type]
+    newer = {"lastSeconds": 52.0, "p50Seconds": 52.0, "count": 1, "observedAt": "2026-12-04T22:59:58Z"}
+    api.objects[REPORT] = {**api.objects[REPORT], "data": _report(0.0, {"primary": newer})}
+    await reconcile(api.cr, api, no_notify)  # type: ignore[arg-type]
+    api.objects[REPORT]["data"] = _report(0.3, {})  # the other replica: spill-over, no cold start
+    await reconcile(api.cr, api, no_notify)  # type: ignore[arg-type]
+    status = api.cr["status"]
+    assert status["gateway"]["fallbackShare"] == "0.30" and status["variants"][0]["coldStart"]["lastSeconds"] == "52.0"
+    older = {"lastSeconds": 70.0, "p50Seconds": 70.0, "count": 1, "observedAt": "2026-12-04T22:00:00Z"}
+    api.objects[REPORT]["data"] = _report(0.3, {"primary": older})
+    await reconcile(api.cr, api, no_notify)  # type: ignore[arg-type]
+    assert api.cr["status"]["variants"][0]["coldStart"]["lastSeconds"] == "52.0"
+    latest = {**older, "lastSeconds": 40.0, "observedAt": "2026-12-04T23:10:00Z"}
+    api.objects[REPORT]["data"] = _report(0.3, {"primary": latest})
+    await reconcile(api.cr, api, no_notify)  # type: ignore[arg-type]
+    assert api.cr["status"]["variants"][0]["coldStart"]["lastSeconds"] == "40.0"
