@@ -89,6 +89,15 @@ async def test_gateway_and_hpa_appear_and_are_pruned(cluster: Cluster, kubectl: 
     report = {"pod": "chat-gateway-x", "reportedAt": "2026-12-04T23:00:00Z", "fallbackShare": 0.07,
               "coldStarts": {"primary": {"lastSeconds": 33.2, "p50Seconds": 30.4, "count": 2,
                                          "observedAt": "2026-12-04T22:59:58Z"}}}
+    def report_of_this_resource() -> bool:
+        """The report ConfigMap owned by this resource: one left by an earlier test's `chat` (another uid)
+        is still being garbage-collected, and a write into it would be lost with it."""
+        uid = ((current(cluster) or {}).get("metadata") or {}).get("uid")
+        refs = ((cluster.get("configmaps", "default", "chat-gateway-report") or {}).get("metadata") or {}).get(
+            "ownerReferences") or []
+        return bool(uid) and any(ref.get("uid") == uid for ref in refs)
+
+    await eventually(report_of_this_resource, timeout=60, what="the gateway's report ConfigMap of this resource")
     await kubectl("patch", "configmap", "chat-gateway-report", "--type=merge", "-p",
                   json.dumps({"data": {"gateway": json.dumps(report)}}))
 
