@@ -68,9 +68,11 @@ cluster-down:
 	tools/control-plane/down.sh
 
 # CI=true turns any skipped test (a missing tool) into a failure: see tests/conftest.py.
-# The operator suites start the real control plane themselves (and stop it, unless it already ran).
+# tools/run-tests.sh: tests/worker and the other suites as two pytest processes at once (the worker's are
+# CPU-bound, the cluster suites mostly wait); it starts the real control plane for both and stops it
+# after, unless it already ran.
 test: bootstrap lint control-plane
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	tools/run-tests.sh
 
 # After a change to operator/deepseek_operator/api.py: regenerate the CRD, its docs and every copy.
 sync-crds: $(VENV)/.stamp

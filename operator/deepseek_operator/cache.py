@@ -8,7 +8,7 @@ Warning events (FailedMount, FailedAttachVolume: one narrow informer per reason,
 an event counts as a change of its pod). Informers for the optional kinds (HTTPRoute, ServiceMonitor,
 PrometheusRule, LeaderWorkerSet) start when their CRD appears, so a cluster without them costs no
 polling. DeepSeekDeployments are not watched twice: kopf's own watch feeds
-their store (handlers.py), and a miss falls back to a GET.
+their store (controller.py), and a miss falls back to a GET.
 
 Reads wait until the informer's first list is complete (bounded: `SYNC_TIMEOUT`, then a 503 that the
 retry queue handles). Writes go to the API and their responses into the store at once, so a
