@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
@@ -24,11 +23,9 @@ from fastapi.responses import JSONResponse, Response
 from ..server.auth import Authenticator
 from ..server.edge import add_edge
 from ..server.errors import install_error_handlers
+from ..server.forwarding import add_forwarded_routes
 from ..server.lifecycle import WorkerState
-from ..server.limits import API_PREFIXES
 from ..server.metrics import Metrics
-from ..server.proxy import FORWARDED
-from ..server.relay import ask_for_usage
 from ..server.routes import health, token
 from ..settings import Settings
 from .backends import Pool
@@ -107,27 +104,14 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 def _add_forwarding(app: FastAPI, router: Router, auth: Authenticator) -> None:
-    """Each forwarded route under /v1 and without it; the caller's identity decides spill-over."""
+    """Each forwarded route (server/forwarding.py); the caller's identity decides spill-over."""
 
-    def forward(method: str, target: str) -> Any:
-        async def handler(request: Request) -> Response:
-            started = time.perf_counter()
-            body = await request.body()  # within the body cap (limits.AdmissionMiddleware)
-            path = target + "/" + request.path_params["model_id"] if "model_id" in request.path_params else target
-            identity = auth.identify(request.headers, request.scope)  # admitted already: cannot fail here
-            names = frozenset((identity, auth.caller(identity).label))
-            # A stream without usage is metered all the same: the backend is asked for it (relay.py).
-            asked = ask_for_usage(body) if method == "POST" and target != "/v1/embeddings" else None
-            return GatewayResponse(router, method, path, asked or body, request.headers, names, started,
-                                   hide_usage=asked is not None)
+    def respond(request: Request, method: str, path: str, body: bytes, hide_usage: bool, started: float) -> Response:
+        identity = auth.identify(request.headers, request.scope)  # admitted already: cannot fail here
+        names = frozenset((identity, auth.caller(identity).label))
+        return GatewayResponse(router, method, path, body, request.headers, names, started, hide_usage=hide_usage)
 
-        return handler
-
-    for prefix in API_PREFIXES:
-        for method, ours, target in FORWARDED:
-            app.add_api_route(prefix + ours, forward(method, target), methods=[method], response_model=None)
-        app.add_api_route(prefix + "/models/{model_id:path}", forward("GET", "/v1/models"), methods=["GET"],
-                          response_model=None)
+    add_forwarded_routes(app, respond)
 
 
 def _add_health(app: FastAPI, state: WorkerState, router: Router, metrics: Metrics, settings: Settings) -> None:

@@ -15,7 +15,6 @@ forwarded; the engine's other routes (tokenize, LoRA loading, profiling) are not
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -30,21 +29,12 @@ from .auth import Authenticator
 from .edge import add_edge
 from .engine_metrics import EngineMetricsCollector
 from .errors import install_error_handlers
+from .forwarding import add_forwarded_routes
 from .lifecycle import WorkerState
-from .limits import API_PREFIXES
 from .metrics import Metrics, _gauge
-from .relay import RelayResponse, ask_for_usage
+from .relay import RelayResponse
 from .routes import health, token
 from .upstream import Upstream
-
-# (method, our path under each API prefix, the engine's path). /v1/models lists the engine's served
-# model name (the operator passes spec.model's served name to the engine).
-FORWARDED = (
-    ("POST", "/chat/completions", "/v1/chat/completions"),
-    ("POST", "/completions", "/v1/completions"),
-    ("POST", "/embeddings", "/v1/embeddings"),
-    ("GET", "/models", "/v1/models"),
-)
 
 
 class UpstreamCollector(Collector):
@@ -101,26 +91,12 @@ def _lifespan(upstream: Upstream) -> Any:
 
 
 def _add_forwarding(app: FastAPI, upstream: Upstream, metrics: Metrics) -> None:
-    """Each forwarded route under /v1 and without it, as our own routes are (routes/__init__.py)."""
+    """Each forwarded route, relayed to the engine byte for byte (relay.py)."""
 
-    def forward(method: str, target: str) -> Any:
-        async def handler(request: Request) -> Response:
-            started = time.perf_counter()
-            body = await request.body()  # within the body cap (limits.AdmissionMiddleware)
-            path = target + "/" + request.path_params["model_id"] if "model_id" in request.path_params else target
-            # A stream without usage is metered all the same: the engine is asked for it (relay.py).
-            asked = ask_for_usage(body) if method == "POST" and target != "/v1/embeddings" else None
-            return RelayResponse(upstream, metrics, method, path, asked or body, request.headers, started,
-                                 hide_usage=asked is not None)
+    def respond(request: Request, method: str, path: str, body: bytes, hide_usage: bool, started: float) -> Response:
+        return RelayResponse(upstream, metrics, method, path, body, request.headers, started, hide_usage=hide_usage)
 
-        return handler
-
-    for prefix in API_PREFIXES:
-        for method, ours, target in FORWARDED:
-            app.add_api_route(prefix + ours, forward(method, target), methods=[method], response_model=None)
-        # The openai SDK's models.retrieve; an engine without that route answers its own 404.
-        app.add_api_route(prefix + "/models/{model_id:path}", forward("GET", "/v1/models"), methods=["GET"],
-                          response_model=None)
+    add_forwarded_routes(app, respond)
 
 
 def _add_health(app: FastAPI, upstream: Upstream, state: WorkerState, metrics: Metrics, settings: Settings) -> None:
