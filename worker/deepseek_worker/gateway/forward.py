@@ -30,7 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..protocol.errors import APIError
 from ..server.metrics import Metrics
-from ..server.relay import SSE_HEADERS, UsageEventFilter, UsageScanner, _relayed
+from ..server.relay import SSE_HEADERS, TrackedSend, UsageEventFilter, UsageScanner, relayed_headers, sse_error_tail
 from ..server.responses import ClientDisconnected, until_disconnect
 from ..server.upstream import Upstream
 from .backends import Backend, Pool
@@ -73,17 +73,8 @@ def wants_stream(body: bytes) -> bool:
     return isinstance(payload, dict) and payload.get("stream") is True
 
 
-class _Client:
+class _Client(TrackedSend):
     """The ASGI send of one client, remembering whether the head went out (and whether as SSE)."""
-
-    def __init__(self, send: Send) -> None:
-        self._send = send
-        self.started = False
-
-    async def __call__(self, message: Any) -> None:
-        if message["type"] == "http.response.start":
-            self.started = True
-        await self._send(message)
 
     async def start_sse(self, served_by: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
         headers = extra if extra is not None else [(b"content-type", SSE_CONTENT_TYPE)]
@@ -96,8 +87,7 @@ class _Client:
     async def error(self, err: APIError, scope: Scope) -> None:
         """As JSON before the head went out, else as one SSE error event and [DONE]."""
         if self.started:
-            tail = f"data: {json.dumps(err.body(), separators=(',', ':'))}\n\ndata: [DONE]\n\n"
-            await self.body(tail.encode(), more=False)
+            await self.body(sse_error_tail(err), more=False)
             return
         headers = err.headers()
         if err.status == 503:
@@ -264,7 +254,7 @@ class GatewayResponse(Response):
         if client.started:  # a held stream whose backend answered JSON (an error): one error event
             await client.body(b"data: " + body.replace(b"\n", b"") + b"\n\ndata: [DONE]\n\n", more=False)
             return
-        headers = [*_relayed(response), (b"content-length", str(len(body)).encode()),
+        headers = [*relayed_headers(response), (b"content-length", str(len(body)).encode()),
                    (b"x-served-by", served_by.encode())]
         await client({"type": "http.response.start", "status": response.status_code, "headers": headers})
         await client.body(body, more=False)
@@ -284,7 +274,7 @@ class GatewayResponse(Response):
         if response.is_success:
             self.router.metrics.ttft.observe(time.perf_counter() - self.started)
         if not client.started:
-            await client.start_sse(served_by, _relayed(response))
+            await client.start_sse(served_by, relayed_headers(response))
         try:
             chunk = first
             while chunk:
@@ -297,7 +287,7 @@ class GatewayResponse(Response):
                 await client.body(rest)
         except httpx.HTTPError as exc:
             err = upstream.failure(exc)
-            await client.body(f"data: {json.dumps(err.body(), separators=(',', ':'))}\n\ndata: [DONE]\n\n".encode())
+            await client.body(sse_error_tail(err))
         finally:
             scanner.count(self.router.metrics, self.scope)
         await client.body(b"", more=False)

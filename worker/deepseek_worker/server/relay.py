@@ -148,7 +148,7 @@ class RelayResponse(Response):
         self.hide_usage = hide_usage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sent = _Tracked(send)
+        sent = TrackedSend(send)
         try:
             await until_disconnect(receive, self._exchange(scope, sent))
         except OSError:  # a send after the client left (uvicorn's ClientDisconnected): nobody to tell
@@ -159,7 +159,7 @@ class RelayResponse(Response):
                 await send({"type": "http.response.start", "status": 499, "headers": []})
                 await send({"type": "http.response.body", "body": b""})
 
-    async def _exchange(self, scope: Scope, send: _Tracked) -> None:
+    async def _exchange(self, scope: Scope, send: TrackedSend) -> None:
         try:
             response = await self.upstream.open(self.method, self.path, self.body_bytes, self.request_headers)
         except APIError as err:
@@ -173,7 +173,7 @@ class RelayResponse(Response):
         finally:
             await response.aclose()
 
-    async def _whole(self, scope: Scope, response: httpx.Response, send: _Tracked) -> None:
+    async def _whole(self, scope: Scope, response: httpx.Response, send: TrackedSend) -> None:
         try:
             body = b"".join([chunk async for chunk in response.aiter_raw()])
         except httpx.HTTPError as exc:
@@ -183,15 +183,15 @@ class RelayResponse(Response):
             scanner = UsageScanner()
             scanner.feed_body(body)
             scanner.count(self.metrics, scope)
-        headers = [*_relayed(response), (b"content-length", str(len(body)).encode())]
+        headers = [*relayed_headers(response), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _stream(self, scope: Scope, response: httpx.Response, send: _Tracked) -> None:
+    async def _stream(self, scope: Scope, response: httpx.Response, send: TrackedSend) -> None:
         scanner = UsageScanner()
         hidden = UsageEventFilter() if self.hide_usage and response.is_success else None
         await send({"type": "http.response.start", "status": response.status_code,
-                    "headers": [*_relayed(response), *SSE_HEADERS]})
+                    "headers": [*relayed_headers(response), *SSE_HEADERS]})
         first = True
         try:
             async for chunk in response.aiter_raw():
@@ -206,14 +206,18 @@ class RelayResponse(Response):
                 await send({"type": "http.response.body", "body": rest, "more_body": True})
         except httpx.HTTPError as exc:
             err = self.upstream.failure(exc)
-            tail = f"data: {json.dumps(err.body(), separators=(',', ':'))}\n\ndata: [DONE]\n\n"
-            await send({"type": "http.response.body", "body": tail.encode(), "more_body": True})
+            await send({"type": "http.response.body", "body": sse_error_tail(err), "more_body": True})
         finally:
             scanner.count(self.metrics, scope)
         await send({"type": "http.response.body", "body": b""})
 
 
-class _Tracked:
+def sse_error_tail(err: APIError) -> bytes:
+    """How a stream whose head went out ends on an error: one SSE error event, then [DONE]."""
+    return f"data: {json.dumps(err.body(), separators=(',', ':'))}\n\ndata: [DONE]\n\n".encode()
+
+
+class TrackedSend:
     """An ASGI send that remembers whether the response has started."""
 
     def __init__(self, send: Send) -> None:
@@ -226,7 +230,7 @@ class _Tracked:
         await self._send(message)
 
 
-def _relayed(response: httpx.Response) -> list[tuple[bytes, bytes]]:
+def relayed_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
     return [(name.encode(), response.headers[name].encode("latin-1"))
             for name in RELAYED_RESPONSE_HEADERS if name in response.headers]
 
