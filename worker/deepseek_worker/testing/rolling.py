@@ -1,8 +1,9 @@
 """A rolling update of two real `deepseek-worker` processes behind a real nginx, under load.
 
 Used by tests/reliability/test_rolling_update_nginx.py (short) and benchmarks/rolling_update_nginx.py
-(long). The sequence is what a Kubernetes rollout with `maxSurge: 1, maxUnavailable: 0` does to one
-replica, with nginx standing in for the endpoints controller + ingress:
+(long); its pieces also by gateway_restart.py (the gateway's two replicas restarted). The sequence is
+what a Kubernetes rollout with `maxSurge: 1, maxUnavailable: 0` does to one replica, with nginx standing
+in for the endpoints controller + ingress:
 
 1. the old worker serves alone (nginx upstream: old);
 2. the new worker starts; it is added only once its readiness endpoint says ready (the readinessProbe);
@@ -284,6 +285,7 @@ class Sample:
     status: int | None  # None: connection error or timeout
     error: str = ""
     upstream: str = ""
+    stream: bool = False
 
     @property
     def ok(self) -> bool:
@@ -300,8 +302,9 @@ class LoadClient:
     """
 
     def __init__(self, url: str, rate: float, max_requests: int, max_seconds: float, max_tokens: int = 4,
-                 keepalive: bool = False) -> None:
+                 keepalive: bool = False, stream_every: int = 0) -> None:
         self.url = url
+        self.stream_every = stream_every  # every Nth request streams (0: none); it must end with [DONE]
         self.rate = rate
         self.max_requests = max_requests
         self.max_seconds = max_seconds
@@ -327,20 +330,24 @@ class LoadClient:
             if at > self.max_seconds or self._stop.wait(max(0.0, self.t0 + at - time.monotonic())):
                 return
             sent, phase = time.monotonic() - self.t0, self.phase
-            self._pending.append((sent, phase, self._pool.submit(self._one, sent, phase)))
+            stream = bool(self.stream_every) and i % self.stream_every == 0
+            self._pending.append((sent, phase, self._pool.submit(self._one, sent, phase, stream)))
 
-    def _one(self, sent: float, phase: str) -> None:
+    def _one(self, sent: float, phase: str, stream: bool = False) -> None:
         started = time.monotonic()
         try:
-            resp = self.client.post(CHAT, json=self.body)
+            resp = self.client.post(CHAT, json={**self.body, "stream": True} if stream else self.body)
             sample = Sample(sent, phase, time.monotonic() - started, resp.status_code,
-                            upstream=resp.headers.get("x-upstream", ""))
-            if resp.is_success and not resp.json().get("choices"):
+                            upstream=resp.headers.get("x-upstream", ""), stream=stream)
+            if stream and resp.is_success:
+                if not resp.text.rstrip().endswith("data: [DONE]") or '"choices"' not in resp.text:
+                    sample.error = f"incomplete stream: {resp.text[-200:]}"
+            elif resp.is_success and not resp.json().get("choices"):
                 sample.error = f"no choices: {resp.text[:200]}"
             elif not resp.is_success:
                 sample.error = resp.text[:200]
         except (httpx.HTTPError, ValueError) as exc:  # connection error, timeout, bad JSON
-            sample = Sample(sent, phase, time.monotonic() - started, None, repr(exc))
+            sample = Sample(sent, phase, time.monotonic() - started, None, repr(exc), stream=stream)
         with self._lock:
             self.samples.append(sample)
 
