@@ -22,6 +22,7 @@ from upstream_crds import kube_validate
 from deepseek_operator import envvars
 from deepseek_operator.api import DeepSeekDeploymentSpec, parse_spec, resolve_variants
 from deepseek_operator.render.common import Owner
+from deepseek_operator.render.gateway import render_gateway
 from deepseek_operator.render.model_cache import download_env, render_model_cache
 from deepseek_operator.render.worker_env import worker_env
 from deepseek_operator.render.workload import render_workload
@@ -67,6 +68,8 @@ EVERY_WORKER_BRANCH: list[dict[str, Any]] = [
     # A canary: its pods carry the variant's name (DEEPSEEK_VARIANT, the token counters' label).
     {"model": {"id": "org/m", "source": {"pvc": {"claimName": "models"}}},
      "variants": [{"name": "canary", "weight": 10, "image": "registry.example.com/deepseek-worker:3.0.0"}]},
+    # Behind the gateway: no edge settings, the gateway's priority header trusted.
+    {"model": {"id": "org/m"}, "gateway": {"enabled": True}},
 ]
 EVERY_DOWNLOAD_BRANCH: list[dict[str, Any]] = [
     {"model": {"id": "org/m", "cache": CACHE, "source": {"huggingFace": {"endpoint": "https://hf-mirror.com",
@@ -170,6 +173,23 @@ def test_per_key_cap_rendered_when_set_and_read_by_the_worker(monkeypatch: pytes
         if name.startswith("DEEPSEEK_") and name not in ("DEEPSEEK_MODEL",):
             monkeypatch.setenv(name, value)
     assert Settings().per_key_concurrency == 4
+
+
+def test_gateway_priority_trusted_by_the_workers_exactly_behind_the_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "DEEPSEEK_TRUST_GATEWAY_PRIORITY" not in _worker_env(), "no gateway: clients reach the workers"
+    spec = _spec(gateway={"enabled": True}, auth={"apiKeysSecretRef": {"name": "keys"}})
+    for variant in resolve_variants(spec):
+        env = {e["name"]: e.get("value") for e in worker_env(spec, variant, 30)}
+        assert env["DEEPSEEK_TRUST_GATEWAY_PRIORITY"] == "true"
+        assert "DEEPSEEK_API_KEYS_FILE" not in env, "the edge is the gateway's"
+    gateways = [c for child in render_gateway(OWNER, spec, spec.image, resolve_variants(spec))
+                if child["kind"] == "Deployment" for c in child["spec"]["template"]["spec"]["containers"]]
+    assert gateways
+    for container in gateways:  # the gateway sets the header itself and must never trust a client's
+        assert "DEEPSEEK_TRUST_GATEWAY_PRIORITY" not in _names(container["env"])
+        assert "DEEPSEEK_API_KEYS_FILE" in _names(container["env"])
+    monkeypatch.setenv("DEEPSEEK_TRUST_GATEWAY_PRIORITY", env["DEEPSEEK_TRUST_GATEWAY_PRIORITY"])
+    assert Settings().trust_gateway_priority is True
 
 
 def test_forwarded_trust_rendered_when_set_and_honoured_by_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:

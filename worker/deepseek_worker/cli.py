@@ -62,6 +62,7 @@ FLAGS = [
     "--variant",
     "--gateway-config",
     "--gateway-config-json",
+    "--trust-gateway-priority",
 ]
 
 

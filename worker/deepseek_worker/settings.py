@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     # The `variant` label of the per-key token counters (server/metering.py): the DeepSeekDeployment
     # variant this pod serves. A label value: letters, digits, `.`, `_`, `-`.
     variant: str = Field("primary", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    # A worker behind our gateway (the operator sets it exactly when spec.gateway is enabled): the
+    # gateway's `x-deepseek-priority` header gives each request's priority (server/metering.py). Unset,
+    # the header is ignored: a client that reaches a worker directly cannot raise its own priority.
+    trust_gateway_priority: bool = False
 
     @field_validator("api_keys_file", "jwt_secret_file", "jwt_clients_file", "gateway_config")
     @classmethod
@@ -138,6 +142,8 @@ class Settings(BaseSettings):
             raise ValueError("gateway mode and proxy mode (upstream) exclude each other")
         if self.gateway_config is not None and self.gateway_config_json is not None:
             raise ValueError("give gateway_config or gateway_config_json, not both")
+        if self.gateway and self.trust_gateway_priority:
+            raise ValueError("trust_gateway_priority is for the workers behind a gateway, not the gateway itself")
         if self.max_concurrent_requests_per_key > self.max_concurrent_requests:
             raise ValueError("max_concurrent_requests_per_key must not exceed max_concurrent_requests")
         return self

@@ -81,6 +81,8 @@ def worker_env(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, drain_sec
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}})
     if not spec.gateway_enabled:  # behind the gateway the edge is the gateway's (render/gateway.py)
         env += edge_env(spec)
+    else:  # the gateway sends each request's priority (x-deepseek-priority); only it reaches these pods
+        env.append(_env("DEEPSEEK_TRUST_GATEWAY_PRIORITY", "true"))
     # The user's env last, whole (api.py refuses the names above): nothing given is dropped.
     return env + [e.to_container() for e in variant.env]
 

@@ -104,12 +104,15 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 def _add_forwarding(app: FastAPI, router: Router, auth: Authenticator) -> None:
-    """Each forwarded route (server/forwarding.py); the caller's identity decides spill-over."""
+    """Each forwarded route (server/forwarding.py); the caller's identity decides spill-over, its key's
+    priority goes to the worker pods (forward.py)."""
 
     def respond(request: Request, method: str, path: str, body: bytes, hide_usage: bool, started: float) -> Response:
         identity = auth.identify(request.headers, request.scope)  # admitted already: cannot fail here
-        names = frozenset((identity, auth.caller(identity).label))
-        return GatewayResponse(router, method, path, body, request.headers, names, started, hide_usage=hide_usage)
+        caller = auth.caller(identity)
+        names = frozenset((identity, caller.label))
+        return GatewayResponse(router, method, path, body, request.headers, names, started, hide_usage=hide_usage,
+                               priority=caller.priority)
 
     add_forwarded_routes(app, respond)
 

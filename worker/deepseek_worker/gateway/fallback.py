@@ -70,8 +70,9 @@ class HostedAPI(Upstream):
         payload["model"] = self.config.model
         return json.dumps(payload, separators=(",", ":")).encode()
 
-    async def open(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
-        return await super().open(method, path, self.rewrite(body) if body else body, headers)
+    async def open(self, method: str, path: str, body: bytes, headers: Mapping[str, str],
+                   extra: Mapping[str, str] | None = None) -> httpx.Response:
+        return await super().open(method, path, self.rewrite(body) if body else body, headers, extra)
 
 
 class FallbackRule:

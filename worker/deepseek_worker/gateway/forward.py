@@ -13,6 +13,10 @@ hosted API, metrics); `GatewayResponse` performs one request when Starlette send
    A held streaming request gets its SSE head at once and `: waiting: <phase>` comment lines;
 4. the answer's bytes reach the client unchanged (as relay.py), with `x-served-by: <variant>` or
    `x-served-by: fallback`.
+
+A worker pod gets the caller's priority (its key's, `interactive` without auth) in
+`x-deepseek-priority`, always ours: a client's own header never passes (upstream.py's allow-list).
+The hosted API never gets it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from ..protocol.errors import APIError
+from ..server.keys import PRIORITY_HEADER, Priority
 from ..server.metrics import Metrics
 from ..server.relay import SSE_HEADERS, TrackedSend, UsageEventFilter, UsageScanner, relayed_headers, sse_error_tail
 from ..server.responses import ClientDisconnected, until_disconnect
@@ -103,15 +108,18 @@ class GatewayResponse(Response):
     """A Starlette response that routes and relays one request when sent."""
 
     def __init__(self, router: Router, method: str, path: str, body: bytes, headers: Mapping[str, str],
-                 names: frozenset[str], started: float, hide_usage: bool = False) -> None:
+                 names: frozenset[str], started: float, hide_usage: bool = False,
+                 priority: Priority = "interactive") -> None:
         """`names`: the caller's identity and key id (fallback.allowExternal matches either);
-        `hide_usage`: `body` was rewritten by relay.ask_for_usage, so the usage-only event is held back."""
+        `hide_usage`: `body` was rewritten by relay.ask_for_usage, so the usage-only event is held back;
+        `priority`: the caller's key's, sent to the worker pods (PRIORITY_HEADER)."""
         super().__init__()
         self.router = router
         self.method, self.path, self.body_bytes, self.request_headers = method, path, body, headers
         self.names = names
         self.started = started
         self.hide_usage = hide_usage
+        self.backend_headers = {PRIORITY_HEADER: priority}  # set over whatever the client sent
         self.stream = wants_stream(body)
         self.scope: Scope | None = None  # for the caller's meter (metering.report_usage)
 
@@ -199,7 +207,8 @@ class GatewayResponse(Response):
             tried.append(backend)
             backend.inflight += 1
             try:
-                await self._relay(backend.upstream, pool.variant, scope, client, retry=True, hold=hold)
+                await self._relay(backend.upstream, pool.variant, scope, client, retry=True, hold=hold,
+                                  extra=self.backend_headers)
             except _Retry:
                 pool.set_ready(backend, False)  # until its next healthy probe
                 self.router.gateway_metrics.retries.labels(pool.variant).inc()
@@ -212,10 +221,11 @@ class GatewayResponse(Response):
         return False
 
     async def _relay(self, upstream: Upstream, served_by: str, scope: Scope, client: _Client, *, retry: bool,
-                     hold: Hold | None = None) -> None:
-        """One exchange with `upstream`; raises _Retry (when `retry`) if it failed before any byte."""
+                     hold: Hold | None = None, extra: Mapping[str, str] | None = None) -> None:
+        """One exchange with `upstream` (`extra`: our headers for it); raises _Retry (when `retry`) if
+        it failed before any byte."""
         try:
-            response = await upstream.open(self.method, self.path, self.body_bytes, self.request_headers)
+            response = await upstream.open(self.method, self.path, self.body_bytes, self.request_headers, extra)
         except APIError as err:
             if retry and err.status == 503:
                 raise _Retry from err

@@ -41,5 +41,6 @@ def add_edge(app: FastAPI, settings: Settings, state: WorkerState, metrics: Metr
         max_concurrent_per_key=settings.per_key_concurrency,
         max_body_bytes=settings.max_body_bytes,
         metering=app.state.metering,
+        trust_priority_header=settings.trust_gateway_priority,  # behind our gateway only
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost

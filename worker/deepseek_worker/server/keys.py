@@ -25,6 +25,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 Priority = Literal["interactive", "batch"]
 PRIORITY_RANK: dict[str, int] = {"interactive": 0, "batch": 1}  # lower is served first
+# The caller's priority as our gateway forwards it to the workers behind it (gateway/forward.py); a
+# worker reads it only with DEEPSEEK_TRUST_GATEWAY_PRIORITY (server/limits.py).
+PRIORITY_HEADER = "x-deepseek-priority"
+
+
+def header_priority(value: str | None) -> Priority | None:
+    """A PRIORITY_HEADER value as a priority; None when absent or not one (the key's own applies)."""
+    text = (value or "").strip().lower()
+    if text == "batch":
+        return "batch"
+    if text == "interactive":
+        return "interactive"
+    return None
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"  # a metric label value: short, no spaces or quotes
 ANONYMOUS = "anonymous"  # the key label without auth (or for the token endpoint's callers)
 UNNAMED = "unnamed"  # the key label of a plain-format key: keys without an id share it

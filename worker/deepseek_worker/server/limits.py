@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..protocol.errors import APIError
+from .keys import PRIORITY_HEADER, Priority, header_priority
 from .lifecycle import WorkerState
 
 if TYPE_CHECKING:  # metering imports quotas, which imports this module
@@ -248,6 +249,7 @@ class AdmissionMiddleware:
         max_concurrent_per_key: int | None = None,
         max_body_bytes: int,
         metering: Metering | None = None,
+        trust_priority_header: bool = False,
     ) -> None:
         self.app = app
         self.state = state
@@ -260,6 +262,7 @@ class AdmissionMiddleware:
         self.max_concurrent_per_key = max_concurrent_per_key or max_concurrent
         self.max_body_bytes = max_body_bytes
         self.metering = metering
+        self.trust_priority_header = trust_priority_header  # DEEPSEEK_TRUST_GATEWAY_PRIORITY
         self.reserve = interactive_reserve(max_concurrent)
         self.per_key: dict[str, int] = {}  # in-flight requests per authenticated identity
 
@@ -288,7 +291,7 @@ class AdmissionMiddleware:
             if rate is not None and rate.retry_after is not None:
                 raise APIError(429, "Rate limit reached; retry later.", retry_after=rate.retry_after)
             if self.metering is not None and not token_route:
-                ticket = self.metering.admit(identity)
+                ticket = self.metering.admit(identity, self._gateway_priority(scope))
             self._check_slots(identity, ticket)
         except APIError as err:
             await self._refuse(err, scope, receive, send, rate, ticket)  # a cap after the quota: its headers too
@@ -307,6 +310,12 @@ class AdmissionMiddleware:
                 if left > 0:
                     self.per_key[identity] = left
             self.state.leave()
+
+    def _gateway_priority(self, scope: Scope) -> Priority | None:
+        """The priority our gateway sent (metering.PRIORITY_HEADER), only behind it; else None."""
+        if not self.trust_priority_header:
+            return None
+        return header_priority(Headers(scope=scope).get(PRIORITY_HEADER))
 
     def _precheck(self, scope: Scope) -> str:
         """Gates before the rate limiter; returns the caller's identity or raises the refusal."""

@@ -8,6 +8,10 @@ Whoever learns the response's usage (our routes when the engine finishes, the pr
 upstream's reply or last SSE event) calls `report_usage(scope, prompt, completion)`: the ticket counts
 the tokens (Prometheus counters) and charges the key's quota, once per request.
 
+Behind our gateway (DEEPSEEK_TRUST_GATEWAY_PRIORITY) a worker runs without auth; the gateway sends
+each request's priority in keys.PRIORITY_HEADER (overwriting a client's own) and `admit(identity, priority)`
+gives the Ticket that priority. Without the setting the edge never passes the header on.
+
 Labels are bounded: `key` is a configured key id, `client:<id>` of a configured JWT client,
 `unnamed` (keys without an id) or `anonymous` (no auth); past `max_labels` distinct values, `other`.
 `variant` is the worker's DEEPSEEK_VARIANT.
@@ -16,12 +20,12 @@ Labels are bounded: `key` is a configured key id, `client:<id>` of a configured 
 from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from .keys import Caller
+from .keys import PRIORITY_RANK, Caller, Priority
 from .quotas import QuotaExceeded, TokenQuotas, TokenState
 
 SCOPE_KEY = "deepseek_worker.ticket"  # where the edge leaves a request's Ticket in the ASGI scope
@@ -95,9 +99,12 @@ class Metering:
         self.callers = callers
         self.quotas = quotas or TokenQuotas()
 
-    def admit(self, identity: str) -> Ticket:
-        """The request's Ticket; raises QuotaExceeded (429) when its key's token quota is used up."""
+    def admit(self, identity: str, priority: Priority | None = None) -> Ticket:
+        """The request's Ticket; raises QuotaExceeded (429) when its key's token quota is used up.
+        `priority` (the gateway's header, trusted by the edge) replaces the caller's own."""
         caller = self.callers(identity)
+        if priority is not None and priority in PRIORITY_RANK:
+            caller = replace(caller, priority=priority)
         try:
             tokens = self.quotas.admit(caller.label, caller.quota)
         except QuotaExceeded:

@@ -22,6 +22,7 @@ HEALTH_TIMEOUT_SECONDS = 5.0  # a probe must answer well inside the kubelet's ow
 POLL_SECONDS = 0.5  # how often start-up checks the upstream until its first healthy answer
 KEEPALIVE_EXPIRY_SECONDS = 2.0  # below the engines' own keep-alive timeout (uvicorn's 5 s)
 # Request headers the engine gets. Never Authorization or cookies: our callers' credentials stay here.
+# Nor a client's own x-deepseek-priority: the gateway sets that one itself (`open`'s `extra`).
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "x-request-id")
 
 
@@ -83,10 +84,13 @@ class Upstream:
             await asyncio.sleep(POLL_SECONDS)
         log.info("upstream %s is healthy", self.base_url)
 
-    async def open(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
+    async def open(self, method: str, path: str, body: bytes, headers: Mapping[str, str],
+                   extra: Mapping[str, str] | None = None) -> httpx.Response:
         """Send one request; the response is open (body unread): the caller must `aclose()` it.
-        Raises APIError 503 (unreachable) or 504 (no response head in time)."""
+        `headers`: the client's (only FORWARDED_REQUEST_HEADERS pass); `extra`: ours, set over them
+        (the gateway's x-deepseek-priority). Raises APIError 503 (unreachable) or 504 (no response head in time)."""
         forwarded = {name: headers[name] for name in FORWARDED_REQUEST_HEADERS if name in headers}
+        forwarded.update({name.lower(): value for name, value in (extra or {}).items()})
         # identity: the body bytes we relay are exactly the engine's, never re-encoded.
         forwarded["accept-encoding"] = "identity"
         request = self.client.build_request(method, path, content=body, headers=forwarded)
