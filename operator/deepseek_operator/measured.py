@@ -72,17 +72,23 @@ def _number(report: dict[str, Any], key: str) -> float:
     return float(value)
 
 
-def read_report(config_map: dict[str, Any] | None, expected: dict[str, Any]) -> Measurement | None:
-    """The report in `config_map`, or None when there is none, it is not readable, or it was written
-    with other settings than `expected` (a pod of an earlier template)."""
-    raw = ((config_map or {}).get("data") or {}).get(REPORT_KEY, "")
+def _json_entry(config_map: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
+    """The JSON object at data[`key`] of a report ConfigMap; None when absent, too large or not an object."""
+    raw = ((config_map or {}).get("data") or {}).get(key, "")
     if not raw or len(raw) > MAX_REPORT_BYTES:
         return None
     try:
         report = json.loads(raw)
     except ValueError:
         return None
-    if not isinstance(report, dict) or not isinstance(report.get("settings"), dict):
+    return report if isinstance(report, dict) else None
+
+
+def read_report(config_map: dict[str, Any] | None, expected: dict[str, Any]) -> Measurement | None:
+    """The report in `config_map`, or None when there is none, it is not readable, or it was written
+    with other settings than `expected` (a pod of an earlier template)."""
+    report = _json_entry(config_map, REPORT_KEY)
+    if report is None or not isinstance(report.get("settings"), dict):
         return None
     settings = report["settings"]
     if not all(_same(value, settings.get(key)) for key, value in expected.items()):
@@ -188,14 +194,8 @@ def read_gateway_report(config_map: dict[str, Any] | None, variants: list[str],
     """The gateway's report in `config_map` (data.gateway), for the `variants` that exist now (an old
     variant's cold starts are left out); `loads`: each variant's measured load time, when known
     (cold_start_status). None when there is none or it is not readable."""
-    raw = ((config_map or {}).get("data") or {}).get(GATEWAY_KEY, "")
-    if not raw or len(raw) > MAX_REPORT_BYTES:
-        return None
-    try:
-        report = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(report, dict):
+    report = _json_entry(config_map, GATEWAY_KEY)
+    if report is None:
         return None
     share = min(1.0, _number(report, "fallbackShare"))
     gateway = {"fallbackShare": f"{share:.2f}", "pod": str(report.get("pod", ""))[:253],
