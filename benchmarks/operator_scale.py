@@ -60,7 +60,9 @@ NODES = {"apiVersion": "v1", "kind": "List", "items": [{
     "apiVersion": "v1", "kind": "Node",
     "metadata": {"name": f"cpu-node-{i}", "annotations": {"kwok.x-k8s.io/node": "fake"},
                  "labels": {"type": "kwok", "kubernetes.io/os": "linux", "kubernetes.io/hostname": f"cpu-node-{i}"}},
-    "status": {"capacity": (cap := {"cpu": "1000", "memory": "4Ti", "pods": "500", "ephemeral-storage": "4Ti"}),
+    # ephemeral-storage: each pod asks ~18 GiB for the 7B download (a hub source without a cache,
+    # docs/model-cache.md); at 4Ti a node held 221 such pods and 319 of 1000 never scheduled.
+    "status": {"capacity": (cap := {"cpu": "1000", "memory": "4Ti", "pods": "500", "ephemeral-storage": "100Ti"}),
                "allocatable": cap}} for i in range(1, 4)]}
 
 
