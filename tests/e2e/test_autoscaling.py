@@ -132,5 +132,6 @@ async def test_gateway_and_hpa_appear_and_are_pruned(cluster: Cluster, kubectl: 
                 and stable.get("spec", {}).get("selector") == {"deepseek.ai/deployment": "chat"})
 
     await eventually(pruned, timeout=90, what="the HPA and the gateway pruned, replicas 2 written")
-    obj = current(cluster)
-    assert obj is not None and not condition(obj, "AutoscalingReady")
+    # The children can be gone before the status of that generation is written: wait for the status too.
+    obj = await eventually(lambda: current(cluster), timeout=60, what="the status of the unscaled generation")
+    assert not condition(obj, "AutoscalingReady")

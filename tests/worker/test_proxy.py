@@ -208,7 +208,7 @@ def test_client_disconnect_mid_stream_cancels_upstream(pair: tuple[FakeUpstream,
         "POST", url + "/v1/chat/completions", content=chat("hang"), headers=AUTH
     ) as response:
         assert next(response.iter_raw()) == CHUNKS[0]
-        assert app.state.worker.inflight == 1
+        wait_until(lambda: app.state.worker.inflight == 1, 10, "the stream holds one of the proxy's slots")
     # The response and its connection are closed: the proxy closes the engine's.
     wait_until(lambda: fake.cancelled == 1, 10, "the upstream request cancelled")
     wait_until(lambda: app.state.worker.inflight == 0, 10, "the proxy's slot freed")
