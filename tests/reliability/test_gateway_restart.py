@@ -10,29 +10,14 @@ Without nginx this skips with the reason outside CI and fails in CI (tests/conft
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
 from deepseek_worker.testing.gateway_restart import run_gateway_restarts
-from deepseek_worker.testing.rolling import find_nginx
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 RATE = 8
-
-
-@pytest.fixture(scope="module")
-def nginx_binary() -> str:
-    if not sys.platform.startswith("linux"):
-        pytest.skip("reads nginx's worker processes from /proc (Linux only)")
-    if importlib.util.find_spec("deepseek_worker.cli") is None:
-        pytest.skip("the worker package (deepseek_worker.cli) is not installed")
-    binary = find_nginx()
-    if binary is None:
-        pytest.skip("nginx not installed (tools/install-apt.sh installs Debian's nginx package)")
-    return binary
 
 
 def test_gateway_restarts_lose_no_request(nginx_binary: str, tmp_path: Path) -> None:

@@ -10,28 +10,14 @@ Without nginx this skips with the reason outside CI and fails in CI (tests/conft
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-from deepseek_worker.testing.rolling import Timings, find_nginx, markdown, run_rollout
+from deepseek_worker.testing.rolling import Timings, markdown, run_rollout
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 RATE = 10
-
-
-@pytest.fixture(scope="module")
-def nginx_binary() -> str:
-    if not sys.platform.startswith("linux"):
-        pytest.skip("reads nginx's worker processes from /proc (Linux only)")
-    if importlib.util.find_spec("deepseek_worker.cli") is None:
-        pytest.skip("the worker package (deepseek_worker.cli) is not installed")
-    binary = find_nginx()
-    if binary is None:
-        pytest.skip("nginx not installed (tools/install-apt.sh installs Debian's nginx package)")
-    return binary
 
 
 def test_rolling_update_behind_nginx_fails_no_request(nginx_binary: str, tmp_path: Path) -> None:
