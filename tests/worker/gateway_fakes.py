@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
-import uvicorn
 from fake_upstream import CHUNKS, answer_lifespan
-from fakes import free_port
+from fakes import serve_in_thread
 
 from deepseek_worker.gateway import build_gateway_app
 from deepseek_worker.gateway.config import GatewayConfig
@@ -100,23 +98,9 @@ async def _send(send: Any, status: int, content_type: str, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-@contextmanager
-def serve(app: Any, port: int | None = None) -> Iterator[str]:
+def serve(app: Any, port: int | None = None) -> AbstractContextManager[str]:
     """`app` under uvicorn on 127.0.0.1:`port` (a free one when None) in a thread; yields the base URL."""
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + DEADLINE
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(DEADLINE)
+    return serve_in_thread(app, port)
 
 
 @contextmanager
