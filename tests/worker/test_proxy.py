@@ -207,8 +207,12 @@ def test_client_disconnect_mid_stream_cancels_upstream(pair: tuple[FakeUpstream,
     with httpx.Client(timeout=30) as client, client.stream(
         "POST", url + "/v1/chat/completions", content=chat("hang"), headers=AUTH
     ) as response:
-        assert next(response.iter_raw()) == CHUNKS[0]
+        # Hold the iterator: a dropped httpx iterator is finalized at once and closes the connection,
+        # which would make the disconnect race the check below (the flake in CI, 2026-12-05).
+        raw = response.iter_raw()
+        assert next(raw) == CHUNKS[0]
         wait_until(lambda: app.state.worker.inflight == 1, 10, "the stream holds one of the proxy's slots")
+        assert fake.cancelled == 0  # the engine's request still runs while the client is connected
     # The response and its connection are closed: the proxy closes the engine's.
     wait_until(lambda: fake.cancelled == 1, 10, "the upstream request cancelled")
     wait_until(lambda: app.state.worker.inflight == 0, 10, "the proxy's slot freed")
