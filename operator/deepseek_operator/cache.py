@@ -27,6 +27,7 @@ from deepseek_operator import children
 from deepseek_operator.informer import Informer, Store
 from deepseek_operator.k8s import KINDS, ApiError, K8s, Kind, list_by_name
 from deepseek_operator.render.common import LABEL_DEPLOYMENT
+from deepseek_operator.settings import DEFAULT_MAX_IN_FLIGHT
 
 log = logging.getLogger(__name__)
 CR = KINDS[("deepseek.ai/v1alpha1", "DeepSeekDeployment")]
@@ -58,8 +59,8 @@ class CachedK8s(K8s):
     """
 
     def __init__(self, api: Any, namespaces: list[str] | None, on_change: OnChange,
-                 timeout_seconds: int = 600) -> None:
-        super().__init__(api)
+                 timeout_seconds: int = 600, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+        super().__init__(api, max_in_flight)
         self.namespaces = namespaces
         self.dsd = Store()
         self._on_change = on_change

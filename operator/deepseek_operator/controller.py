@@ -105,9 +105,11 @@ class Controller:
 
     async def _connect(self) -> CachedK8s:
         """The API client and its informers, listed before it returns; the peering object watched too."""
+        settings = self.settings
         plain = await K8s.connect()
-        namespaces = list(self.settings.namespaces) if self.settings.namespaces is not None else None
-        created = CachedK8s(plain._api, namespaces, self.cache_changed, self.settings.watch_timeout_seconds)
+        namespaces = list(settings.namespaces) if settings.namespaces is not None else None
+        created = CachedK8s(plain._api, namespaces, self.cache_changed, settings.watch_timeout_seconds,
+                            settings.max_in_flight)
         await created.start()
         leadership = self.leadership
         if leadership.name is not None:

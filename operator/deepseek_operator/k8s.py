@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,10 +21,10 @@ import httpx
 import kr8s.asyncio
 
 from deepseek_operator import metrics
+from deepseek_operator.settings import DEFAULT_MAX_IN_FLIGHT
 
 LAST_APPLIED = "deepseek.ai/last-applied"
 # httpx keeps 20 connections alive by default: this many requests in flight reuse them all.
-MAX_IN_FLIGHT = int(os.environ.get("DEEPSEEK_OPERATOR_MAX_IN_FLIGHT", "20"))
 Page = tuple[list[dict[str, Any]], str, str]  # (items, resourceVersion, continue token)
 MERGE_PATCH = "application/merge-patch+json"
 log = logging.getLogger(__name__)
@@ -151,7 +150,7 @@ def apply_patch(desired: dict[str, Any], live: dict[str, Any], canonical: str | 
 
 
 # Connections the HTTP pool may hold, open or idle: the operator bounds them itself, by the informers'
-# watches (one connection each, held for minutes) plus MAX_IN_FLIGHT requests.
+# watches (one connection each, held for minutes) plus the in-flight limit (K8s `max_in_flight`).
 POOL_CONNECTIONS = 10_000
 
 
@@ -190,7 +189,7 @@ def _canonical(obj: dict[str, Any]) -> str:
 class K8s:
     """Thin async wrapper over the API. Raises ApiError on unexpected answers."""
 
-    def __init__(self, api: Any, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+    def __init__(self, api: Any, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
         self._api = api
         self.cache: dict[str, Any] = {}  # per-client memo, e.g. discovery answers (integrations.py)
         # Requests in flight at once (watches apart). Without a bound, a burst of reconciles queues
@@ -204,11 +203,11 @@ class K8s:
         self._in_sync: dict[tuple[str, str, str], tuple[str, bytes]] = {}
 
     @classmethod
-    async def connect(cls) -> K8s:
+    async def connect(cls, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> K8s:
         """From $KUBECONFIG / ~/.kube/config, or the in-cluster service account."""
         api = await kr8s.asyncio.api()
         _unbounded_pool(api)
-        return cls(api)
+        return cls(api, max_in_flight)
 
     async def _call(self, method: str, api_version: str, path: str, namespace: str | None = None,
                     **kwargs: Any) -> httpx.Response:

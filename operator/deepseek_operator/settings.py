@@ -12,6 +12,7 @@ from dataclasses import dataclass
 PREFIX = "DEEPSEEK_OPERATOR_"
 # Set by main.cli() from kopf's -n/--namespace options (comma-separated; absent: every namespace).
 NAMESPACES_VARIABLE = PREFIX + "NAMESPACES"
+DEFAULT_MAX_IN_FLIGHT = 20  # also k8s.K8s's default, for clients built without Settings (tests, tools)
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,10 @@ class Settings:
 
     resync_seconds: float = 600.0
     # Reconciles running at once, all resources together. More would only queue on the API client's
-    # in-flight limit (k8s.MAX_IN_FLIGHT) while each holds its rendered children in memory.
+    # in-flight limit (`max_in_flight`) while each holds its rendered children in memory.
     max_reconciles: int = 64
+    # API requests in flight at once, watches apart (k8s.K8s): more wait their turn.
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     # Every watch (kopf's and the caches') ends after this many seconds and resumes (main.py).
     watch_timeout_seconds: int = 600
     # With leader election, how long a silent replica keeps the lead (kopf heartbeats every 5-10 s less).
@@ -37,6 +40,7 @@ class Settings:
         return cls(
             resync_seconds=float(environ.get(PREFIX + "RESYNC_SECONDS", default.resync_seconds)),
             max_reconciles=int(environ.get(PREFIX + "MAX_RECONCILES", default.max_reconciles)),
+            max_in_flight=int(environ.get(PREFIX + "MAX_IN_FLIGHT", default.max_in_flight)),
             watch_timeout_seconds=int(environ.get(PREFIX + "WATCH_TIMEOUT_SECONDS", default.watch_timeout_seconds)),
             peering_lifetime_seconds=int(environ.get(PREFIX + "PEERING_LIFETIME_SECONDS",
                                                      default.peering_lifetime_seconds)),

@@ -10,6 +10,7 @@ import pytest
 from kopf._cogs.structs.references import Resource
 
 from deepseek_operator import handlers, main
+from deepseek_operator.cache import CachedK8s
 from deepseek_operator.settings import Settings
 
 
@@ -45,9 +46,11 @@ def test_the_caches_watch_the_namespaces_kopf_handles(args: list[str], expected:
 def test_settings_come_from_the_environment_once() -> None:
     env = {"DEEPSEEK_OPERATOR_RESYNC_SECONDS": "1.5", "DEEPSEEK_OPERATOR_MAX_RECONCILES": "7",
            "DEEPSEEK_OPERATOR_WATCH_TIMEOUT_SECONDS": "2", "DEEPSEEK_OPERATOR_PEERING_LIFETIME_SECONDS": "9",
-           "DEEPSEEK_OPERATOR_METRICS_PORT": "0", "DEEPSEEK_OPERATOR_NAMESPACES": "a,b"}
+           "DEEPSEEK_OPERATOR_METRICS_PORT": "0", "DEEPSEEK_OPERATOR_NAMESPACES": "a,b",
+           "DEEPSEEK_OPERATOR_MAX_IN_FLIGHT": "3"}
     assert Settings.from_env(env) == Settings(resync_seconds=1.5, max_reconciles=7, watch_timeout_seconds=2,
-                                              peering_lifetime_seconds=9, metrics_port=0, namespaces=("a", "b"))
+                                              peering_lifetime_seconds=9, metrics_port=0, namespaces=("a", "b"),
+                                              max_in_flight=3)
     assert Settings.from_env({}) == Settings()
     settings = kopf.OperatorSettings()
     main.configure_kopf(settings, Settings.from_env(env))
@@ -71,3 +74,10 @@ def test_the_cli_hands_the_namespaces_to_the_settings(monkeypatch: pytest.Monkey
     monkeypatch.setattr(sys, "argv", ["deepseek-operator", "-A"])
     main.cli()
     assert seen["settings"].namespaces is None  # type: ignore[attr-defined]
+
+
+async def test_the_api_client_holds_the_settings_in_flight_limit() -> None:
+    """The limit reaches the client the Controller builds (was a module constant read at import)."""
+    client = CachedK8s(None, None, lambda kind, obj: None, max_in_flight=Settings(max_in_flight=3).max_in_flight)
+    assert client._in_flight._value == 3
+    assert CachedK8s(None, None, lambda kind, obj: None)._in_flight._value == Settings().max_in_flight == 20

@@ -32,7 +32,6 @@ ENV_READS = frozenset({"os.environ.get", "os.getenv", "os.environ"})
 EXCEPTIONS = {
     "metrics.py": "Prometheus collectors on the operator's own registry: process-wide by design, like logging",
     "BUILTIN_RUNTIME": "the default RuntimeSpec, a pydantic model (not frozen) that nothing mutates",
-    "MAX_IN_FLIGHT": "k8s.py's in-flight limit: env-derived, still read at import; to move into settings.Settings",
 }
 
 

@@ -147,22 +147,29 @@ def free_port() -> int:
 
 @contextmanager
 def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
-    """Run `app` under uvicorn on 127.0.0.1:`port` (a free one when None) in a thread; yields the base URL."""
-    port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    """Run `app` under uvicorn on 127.0.0.1:`port` (a free one when None) in a thread; yields the base URL.
+
+    The listening socket is bound here and handed to uvicorn, so no other process (the other pytest
+    lane) can take a port between choosing it and listening on it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port given again after a restart
+    sock.bind(("127.0.0.1", port or 0))
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + DEADLINE
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
     try:
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(DEADLINE)
+        sock.close()
 
 
 def wait_until(predicate: Any, timeout: float = DEADLINE, what: str = "condition") -> None:
