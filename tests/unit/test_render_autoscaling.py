@@ -55,8 +55,9 @@ def test_scale_from_zero_through_the_gateway_is_a_valid_scaled_object() -> None:
     assert body["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"] == {
         "stabilizationWindowSeconds": 600}
     held, load = body["triggers"]
-    # Any held request activates the variant and asks for one pod; the load trigger sizes it.
-    assert held["metadata"] == {"url": GATEWAY_URL + "primary", "format": "json", "valueLocation": "held",
+    # Any held (or, behind a ready variant, passed-over) request activates the variant and asks for
+    # one pod; the load trigger sizes it.
+    assert held["metadata"] == {"url": GATEWAY_URL + "primary", "format": "json", "valueLocation": "wanted",
                                 "targetValue": str(HELD_TARGET), "activationTargetValue": "0"}
     assert load["type"] == "metrics-api"
     assert (load["metadata"]["valueLocation"], load["metadata"]["targetValue"]) == ("demand", "3")

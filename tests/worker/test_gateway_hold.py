@@ -19,7 +19,7 @@ from fakes import free_port, wait_until
 from gateway_fakes import AUTH, StubBackend, chat, dead_port, gateway, reply, serve
 
 from deepseek_worker.gateway.backends import Pool
-from deepseek_worker.gateway.hold import Hold, HoldFull
+from deepseek_worker.gateway.hold import WANT_WINDOW_SECONDS, Hold, HoldFull
 from deepseek_worker.gateway.status import FixedStatus, KubeStatusSource, describe_variant
 
 
@@ -227,3 +227,45 @@ def test_a_wait_cancelled_as_readiness_changes_is_cancelled() -> None:
         return False
 
     assert asyncio.run(run())
+
+
+def test_wanted_counts_held_and_passed_over_requests_for_a_minute() -> None:
+    now = [100.0]
+    hold = Hold(max_queue=2, load_seconds=30, clock=lambda: now[0])
+    assert hold.wanted() == 0
+    hold.pass_over()
+    now[0] += 30
+    hold.pass_over()
+    hold.enter()
+    assert (hold.held, hold.wanted()) == (1, 3)
+    now[0] += WANT_WINDOW_SECONDS - 29  # the first pass-over is older than the window
+    assert hold.wanted() == 2
+    hold.leave()
+    now[0] += 30
+    assert hold.wanted() == 0
+    assert hold.cold_since == 100.0 + 30  # a pass-over starts no cold-start clock; the held request did
+
+
+def test_a_canary_at_zero_behind_a_ready_primary_is_wanted_and_then_served(stack: ExitStack) -> None:
+    """Requests drawn for the canary go to the primary while the canary has no ready pod, and mark it
+    wanted (what its ScaledObject's trigger reads); once a canary pod is ready it gets its share."""
+    primary = StubBackend("primary")
+    primary_url = stack.enter_context(serve(primary))
+    port = free_port()
+    config = {"variants": [{"name": "primary", "weight": 50, "backends": [primary_url]},
+                           {"name": "canary", "weight": 50, "backends": [f"http://127.0.0.1:{port}"]}]}
+    url, app = stack.enter_context(gateway(config))
+    with httpx.Client(timeout=30) as client:
+        served = [client.post(url + "/v1/chat/completions", content=chat(), headers=AUTH) for _ in range(40)]
+        assert {r.headers["x-served-by"] for r in served} == {"primary"}  # no wait, no 5xx
+        canary = client.get(url + "/scaling/canary").json()
+        assert canary["held"] == 0 and canary["wanted"] >= 5, canary  # ~20 of 40 (binomial, 5 sigma)
+        assert client.get(url + "/scaling/primary").json()["wanted"] == 0
+        metrics = client.get(url + "/metrics", headers=AUTH).text
+        assert f'deepseek_gateway_passed_over_total{{variant="canary"}} {float(canary["wanted"])}' in metrics
+        stack.enter_context(serve(StubBackend("canary"), port))  # KEDA woke it: its pod is ready
+        pool = app.state.router.pools["canary"]
+        wait_until(lambda: pool.has_ready, 10, "the canary's pod found ready")
+        later = {client.post(url + "/v1/chat/completions", content=chat(), headers=AUTH).headers["x-served-by"]
+                 for _ in range(40)}
+    assert later == {"primary", "canary"}

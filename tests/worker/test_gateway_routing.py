@@ -50,17 +50,37 @@ def test_weights_draw_by_a_seeded_rng_statistically() -> None:
     variants = [Variant(name="a", weight=70, backends=["http://a:1"]), Variant(name="b", weight=30,
                 backends=["http://b:1"])]
     rng = random.Random(3)
-    draws = Counter(choose_variant(variants, lambda _: True, rng).name for _ in range(20000))
+    draws = Counter(choose_variant(variants, lambda _: True, rng).served.name for _ in range(20000))
     assert abs(draws["a"] / 20000 - 0.7) < 0.015  # 5 sigma is 0.016
 
     def sequence(seed: int) -> list[str]:
         seeded = random.Random(seed)
-        return [choose_variant(variants, lambda _: True, seeded).name for _ in range(50)]
+        return [choose_variant(variants, lambda _: True, seeded).served.name for _ in range(50)]
 
     assert sequence(3) == sequence(3) != sequence(4)  # seedable: the same seed, the same draws
-    # Only variants with a ready backend count; none ready: every weighted one (the request is held).
-    assert {choose_variant(variants, lambda n: n == "b", rng).name for _ in range(200)} == {"b"}
-    assert {choose_variant(variants, lambda _: False, rng).name for _ in range(200)} == {"a", "b"}
+    # Only variants with a ready backend serve; none ready: every weighted one (the request is held).
+    assert {choose_variant(variants, lambda n: n == "b", rng).served.name for _ in range(200)} == {"b"}
+    assert {choose_variant(variants, lambda _: False, rng).served.name for _ in range(200)} == {"a", "b"}
+
+
+def test_a_variant_without_a_ready_backend_is_drawn_by_weight_and_passed_over() -> None:
+    """The first draw is over every weighted variant, so a canary at zero behind a ready primary is
+    still drawn (and woken: hold.py's `wanted`); the ready one serves it, and the served shares stay
+    the weights renormalised over the ready variants."""
+    variants = [Variant(name="primary", weight=60, backends=["http://p:1"]),
+                Variant(name="canary", weight=30, backends=["http://c:1"]),
+                Variant(name="blue", weight=10, backends=["http://b:1"]),
+                Variant(name="off", weight=0, backends=["http://o:1"])]
+    rng = random.Random(5)
+    draws = [choose_variant(variants, lambda n: n != "canary", rng) for _ in range(20000)]
+    passed = [d for d in draws if d.passed_over]
+    assert {d.drawn.name for d in passed} == {"canary"} and {d.served.name for d in passed} <= {"primary", "blue"}
+    assert abs(len(passed) / 20000 - 0.3) < 0.017  # the canary's weight share (5 sigma 0.016)
+    served = Counter(d.served.name for d in draws)
+    assert set(served) == {"primary", "blue"}
+    assert abs(served["primary"] / 20000 - 60 / 70) < 0.013  # renormalised over the ready ones
+    assert all(not d.passed_over for d in (choose_variant(variants, lambda _: True, rng) for _ in range(500)))
+    assert all(not d.passed_over for d in (choose_variant(variants, lambda _: False, rng) for _ in range(500)))
 
 
 def test_weights_respected_through_the_gateway_and_ready_gated(stack: ExitStack) -> None:
@@ -144,8 +164,8 @@ def test_failed_backend_is_retried_on_another_before_any_byte(stack: ExitStack) 
 def test_scaling_endpoint_and_gauges(stack: ExitStack) -> None:
     _, a_url = stub(stack, "a")
     url, _ = stack.enter_context(gateway({"variants": [{"name": "a", "weight": 100, "backends": [a_url]}]}))
-    assert httpx.get(url + "/scaling/a").json() == {"held": 0, "inflight": 0, "queue": 0.0, "demand": 0,
-                                                    "readyBackends": 1}
+    assert httpx.get(url + "/scaling/a").json() == {"held": 0, "wanted": 0, "inflight": 0, "queue": 0.0,
+                                                    "demand": 0, "readyBackends": 1}
     assert httpx.get(url + "/scaling/nope").status_code == 404
     metrics = httpx.get(url + "/metrics", headers=AUTH).text
     for name in ('deepseek_gateway_held_requests{variant="a"} 0.0', 'deepseek_gateway_ready_backends{variant="a"} 1.0',

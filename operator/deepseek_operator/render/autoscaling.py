@@ -126,8 +126,10 @@ def _triggers(owner: Owner, spec: DeepSeekDeploymentSpec, variant: ResolvedVaria
     url = f"{gateway_url(owner)}/scaling/{variant.name}"
     triggers = []
     if spec.gateway_enabled:
+        # `wanted`: held for the variant, or drawn for it and served by a ready one in the last minute
+        # (a canary at zero behind a ready primary): either wakes it.
         triggers.append({"type": "metrics-api", "name": "held", "metricType": "AverageValue",
-                         "metadata": {"url": url, "format": "json", "valueLocation": "held",
+                         "metadata": {"url": url, "format": "json", "valueLocation": "wanted",
                                       "targetValue": str(HELD_TARGET), "activationTargetValue": "0"}})
     if spec.gateway_enabled and a.metric in GATEWAY_VALUE:
         triggers.append({"type": "metrics-api", "name": "load", "metricType": "AverageValue",

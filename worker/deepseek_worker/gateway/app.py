@@ -5,7 +5,7 @@ here imports torch.
 Routes: the forwarded OpenAI routes (as proxy mode: chat, completions, embeddings, models; under
 /v1 and without it), the token endpoint, /health/live, /health/ready and /health (200 unless
 draining: the gateway holds requests itself), /metrics, and GET /scaling/{variant} for KEDA's
-metrics-api scaler: {"held", "inflight", "queue", "readyBackends"}.
+metrics-api scaler: {"held", "wanted", "inflight", "queue", "demand", "readyBackends"}.
 """
 
 from __future__ import annotations
@@ -134,9 +134,11 @@ def _add_health(app: FastAPI, state: WorkerState, router: Router, metrics: Metri
 
     @app.get("/scaling/{variant}")
     async def scaling(variant: str) -> Response:
-        """For KEDA's metrics-api scaler (valueLocation `held`, `inflight` or `queue`)."""
+        """For KEDA's metrics-api scaler (valueLocation `wanted`, `demand` or `inflight`): `wanted` is
+        held plus passed over in the last minute (hold.py), what wakes a variant from zero."""
         pool, hold = router.pools.get(variant), router.holds.get(variant)
         if pool is None or hold is None:
             return JSONResponse({"error": f"no variant {variant}"}, status_code=404)
-        return JSONResponse({"held": hold.held, "inflight": pool.inflight, "queue": pool.queue,
-                             "demand": hold.held + pool.inflight, "readyBackends": len(pool.ready_backends())})
+        return JSONResponse({"held": hold.held, "wanted": hold.wanted(), "inflight": pool.inflight,
+                             "queue": pool.queue, "demand": hold.held + pool.inflight,
+                             "readyBackends": len(pool.ready_backends())})

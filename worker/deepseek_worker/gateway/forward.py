@@ -3,7 +3,8 @@
 `Router` holds what every request needs (the variants' pools and holds, the fallback rule and the
 hosted API, metrics); `GatewayResponse` performs one request when Starlette sends it:
 
-1. a variant is drawn by weight among those with a ready backend (choose.py);
+1. a variant is drawn by weight among those with a ready backend (choose.py); one drawn by weight but
+   passed over for want of a ready backend is marked wanted (hold.py), which wakes it from zero;
 2. with a ready backend: Overloaded (every backend at the threshold) goes out when the rule allows,
    else the least-loaded backend gets it; a backend that fails before answering (refused, reset, or
    its own 503 while draining) loses its readiness and the next one is tried. When none is left the
@@ -137,7 +138,11 @@ class GatewayResponse(Response):
 
     async def _route(self, scope: Scope, client: _Client) -> None:
         router = self.router
-        variant = choose_variant(router.config.variants, lambda name: router.pools[name].has_ready, router.rng)
+        draw = choose_variant(router.config.variants, lambda name: router.pools[name].has_ready, router.rng)
+        if draw.passed_over:  # wake it (its ScaledObject reads `wanted`) while a ready variant serves
+            router.holds[draw.drawn.name].pass_over()
+            router.gateway_metrics.passed_over.labels(draw.drawn.name).inc()
+        variant = draw.served
         pool, hold = router.pools[variant.name], router.holds[variant.name]
         if pool.has_ready:
             hold.warm()

@@ -4,13 +4,24 @@
 its pool's readiness with its own deadline) and measures cold starts: from the first request held
 while the variant had no ready backend to that request's first byte. The last measurement (else the
 declared load time) gives a full queue's Retry-After.
+
+It also remembers the requests drawn for the variant while it had no ready backend and served by
+another variant (choose.py, `passed_over`), for WANT_WINDOW_SECONDS: `wanted()` (held plus those)
+is the demand that wakes the variant from zero (the ScaledObject's `wanted` trigger,
+operator/deepseek_operator/render/autoscaling.py).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
+
+# How long a passed-over request keeps its variant wanted: well over KEDA's polling interval for a
+# variant at zero (5 s), so a poll sees it; after it, only the ScaledObject's cooldown keeps the pods.
+WANT_WINDOW_SECONDS = 60.0
+MAX_PASSED_OVER = 10_000  # kept timestamps: the count is only ever compared with 0 and divided by 1000
 
 
 class HoldFull(Exception):
@@ -30,6 +41,7 @@ class Hold:
         self.clock = clock
         self.held = 0
         self.cold_since: float | None = None  # when the first request of this cold start was held
+        self._passed_over: deque[float] = deque(maxlen=MAX_PASSED_OVER)  # when, oldest first
 
     def enter(self) -> None:
         """Count one held request, or raise HoldFull."""
@@ -41,6 +53,18 @@ class Hold:
 
     def leave(self) -> None:
         self.held -= 1
+
+    def pass_over(self) -> None:
+        """A request drawn for this variant went to another, ready one (it had no ready backend)."""
+        self._passed_over.append(self.clock())
+
+    def wanted(self) -> int:
+        """Held requests plus those passed over in the last WANT_WINDOW_SECONDS: above 0, the variant
+        is wanted and should have a pod."""
+        horizon = self.clock() - WANT_WINDOW_SECONDS
+        while self._passed_over and self._passed_over[0] < horizon:
+            self._passed_over.popleft()
+        return self.held + len(self._passed_over)
 
     def warm(self) -> None:
         """The variant served without holding: a later cold start is timed from its own first request."""

@@ -65,5 +65,8 @@ class GatewayMetrics:
                                     ["variant"], registry=r)
         self.hold_expired = Counter(PREFIX + "hold_expired", "Held requests whose deadline passed (504).",
                                     ["variant"], registry=r)
+        self.passed_over = Counter(PREFIX + "passed_over", "Requests drawn for the variant while it had no "
+                                   "ready backend, served by another variant (each marks it wanted).",
+                                   ["variant"], registry=r)
         self.retries = Counter(PREFIX + "backend_retries", "Requests retried on another backend after one "
                                "failed before sending a byte.", ["variant"], registry=r)
