@@ -10,9 +10,14 @@ a fixed JSON reply at once and streams `--events` SSE events of ~120 bytes as fa
 is measured is the gateway alone, not an engine. `--backend tiny` puts our worker on the tiny model
 behind it instead (tokens per second of real streams; slower, and dominated by the model).
 
-Measured, each after a warm-up, direct first then through the gateway, alternated twice (best kept):
-- overhead: p50 (and p90) of sequential non-streaming requests; the gateway's p50 minus direct's;
-- streaming: events (stub) or tokens (tiny) per second over --concurrency parallel streams; the ratio.
+Measured, each after a warm-up, direct first then through the gateway, alternated `--repeats` times
+(2 by default):
+- overhead: p50 (and p90) of sequential non-streaming requests, the best of the repeats; the gateway's
+  p50 minus direct's;
+- streaming: events (stub) or tokens (tiny) per second over --concurrency parallel streams, the best of
+  the repeats, and their ratio; with the ratio of each repeat's pair (run back to back, so a change in
+  the machine's load hits both sides of a pair alike) and the median of those: on a shared machine the
+  paired median is the figure to read, the best-of ratio compares two different moments.
 `--via proxy` runs the same edge in proxy mode (DEEPSEEK_UPSTREAM) in place of the gateway, for reference.
 Results: $OUT/gateway_overhead_<via>_<backend>.json (or under /tmp/worker-bench) and stdout.
 """
@@ -195,7 +200,7 @@ def measure(direct: str, through: str, args: argparse.Namespace, model: str, tok
         latencies(url, headers, plain, 20)
         asyncio.run(stream_rate(url, headers, streamed, args.concurrency, 1, tokens))
     runs: dict[str, dict[str, list[Any]]] = {"direct": {"lat": [], "rate": []}, "gateway": {"lat": [], "rate": []}}
-    for _ in range(2):
+    for _ in range(args.repeats):
         for name, url, headers in (("direct", direct, {}), ("gateway", through, auth)):
             runs[name]["lat"].append(latencies(url, headers, plain, args.requests))
             runs[name]["rate"].append(asyncio.run(stream_rate(url, headers, streamed, args.concurrency,
@@ -210,6 +215,10 @@ def measure(direct: str, through: str, args: argparse.Namespace, model: str, tok
     result["overhead_p50_ms"] = round(result["gateway"]["p50_ms"] - result["direct"]["p50_ms"], 3)
     result["stream_throughput_ratio"] = round(result["gateway"]["stream_units_per_s"]
                                               / result["direct"]["stream_units_per_s"], 3)
+    paired = [through[0] / direct[0] for direct, through in zip(runs["direct"]["rate"], runs["gateway"]["rate"],
+                                                                strict=True)]
+    result["stream_ratio_per_repeat"] = [round(r, 3) for r in paired]
+    result["stream_ratio_paired_median"] = round(statistics.median(paired), 3)
     return result
 
 
@@ -221,6 +230,7 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens per tiny-model stream")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5, help="streams per client per throughput run")
+    parser.add_argument("--repeats", type=int, default=2, help="direct/gateway alternations (paired ratios)")
     parser.add_argument("--via", choices=["gateway", "proxy"], default="gateway",
                         help="proxy: the same edge in proxy mode (DEEPSEEK_UPSTREAM) instead, for reference")
     parser.add_argument("--serve-stub", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -259,6 +269,7 @@ def main() -> int:
                     gateway + "/health/ready", logs / "gateway.log"):
         result = measure(backend, gateway, args, model, tokens=args.backend == "tiny")
     result.update(via=args.via, backend=args.backend, requests=args.requests, concurrency=args.concurrency,
+                  repeats=args.repeats,
                   events=args.events if args.backend == "stub" else None,
                   new_tokens=args.new_tokens if args.backend == "tiny" else None,
                   load_average=os.getloadavg()[0], cpus=os.cpu_count())
