@@ -10,10 +10,13 @@ Compared per GPU, each only where both sides know it: the weights (always), the 
 the allocator's peak (only when the plan knows the GPU's memory, so the pool size is planned; the
 peak only on a GPU). A difference above TOLERANCE in any of them makes `matches` False.
 
-The request gateway writes `data.gateway` of its own report ConfigMap (render/gateway.py,
-worker/deepseek_worker/gateway/report.py): its cold starts per variant and its fallback share;
-`read_gateway_report` turns that into status.gateway and status.variants[].coldStart, and
-`declared_load_seconds` the measured cold start into the gateway's hold.loadSeconds.
+Each replica of the request gateway writes its own key `data.gateway.<pod>` of the gateway's report
+ConfigMap (render/gateway.py, worker/deepseek_worker/gateway/report.py): its cold starts per
+variant, its fallback share and the requests that share is of. `read_gateway_report` combines the
+replicas that reported in the last GATEWAY_STALE_SECONDS into status.gateway and
+status.variants[].coldStart, `expired_gateway_keys` names the entries of pods silent for
+GATEWAY_PRUNE_SECONDS (readback.py removes them), and `declared_load_seconds` turns the measured cold
+start into the gateway's hold.loadSeconds.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from deepseek_operator import family
@@ -157,7 +161,17 @@ def condition_of(measured: dict[str, dict[str, Any]], expected: list[str]) -> tu
     return "True", "MatchesPlan", "; ".join(f"{name}: {m['message']}" for name, m in measured.items())
 
 
-GATEWAY_KEY = "gateway"  # the data key the request gateway writes (worker/deepseek_worker/gateway/report.py)
+GATEWAY_KEY = "gateway"  # the key every replica of a gateway from before per-pod keys wrote (still read)
+GATEWAY_KEY_PREFIX = "gateway."  # + the pod: each replica's own key (worker/deepseek_worker/gateway/report.py)
+# A replica's entry reported longer ago than this is left out. A replica with requests in its window
+# rewrites its entry at least every 2 minutes (the gateway's report.REFRESH_SECONDS), so 10 minutes of
+# silence is a pod gone, or one idle that long (its window long empty: nothing to weigh); five refreshes
+# absorb failed writes and clock skew between the nodes.
+GATEWAY_STALE_SECONDS = 600
+# An entry reported longer ago than this is removed from the ConfigMap (`expired_gateway_keys`):
+# otherwise every pod name a rollout, a scale-down or a drain gave a replica stays there. Far above the
+# staleness bound: a live replica idle that long writes again once it has something to say.
+GATEWAY_PRUNE_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -172,15 +186,17 @@ def _seconds(value: float) -> str:
     return f"{value:.1f}"
 
 
-def cold_start_status(raw: dict[str, Any], load: str = "") -> dict[str, Any] | None:
-    """status.variants[].coldStart (api.ColdStartStatus) from one variant's entry of the gateway's report;
-    `load`: the variant's measured model load time (gpuFit.measured.loadSeconds), "" when unknown: the
-    rest of the cold start is scheduling, the pod's start and the gateway. None when unreadable."""
+def cold_start_status(raw: dict[str, Any], load: str = "", replicas: int = 1) -> dict[str, Any] | None:
+    """status.variants[].coldStart (api.ColdStartStatus) from one variant's entry of the gateway's report
+    (or `combined_cold_start`'s, of `replicas` replicas); `load`: the variant's measured model load time
+    (gpuFit.measured.loadSeconds), "" when unknown: the rest of the cold start is scheduling, the pod's
+    start and the gateway. None when unreadable."""
     last, p50 = _number(raw, "lastSeconds"), _number(raw, "p50Seconds")
     if not last:
         return None
     count = int(_number(raw, "count"))
-    message = f"first held request to its first byte: {last:.1f} s (p50 of the last {count}: {p50:.1f} s)"
+    over = f" over {replicas} gateway replicas" if replicas > 1 else ""
+    message = f"first held request to its first byte: {last:.1f} s (p50 of the last {count}{over}: {p50:.1f} s)"
     if load:
         rest = max(0.0, last - float(load))
         message += f"; the model's load {load} s, scheduling, pod start and the gateway {rest:.1f} s"
@@ -189,33 +205,114 @@ def cold_start_status(raw: dict[str, Any], load: str = "") -> dict[str, Any] | N
     return {k: v for k, v in out.items() if v != ""}
 
 
-def read_gateway_report(config_map: dict[str, Any] | None, variants: list[str],
-                        loads: dict[str, str] | None = None) -> GatewayReport | None:
-    """The gateway's report in `config_map` (data.gateway), for the `variants` that exist now (an old
-    variant's cold starts are left out); `loads`: each variant's measured load time, when known
-    (cold_start_status). None when there is none or it is not readable."""
-    report = _json_entry(config_map, GATEWAY_KEY)
-    if report is None:
+def combined_cold_start(raws: list[dict[str, Any]]) -> dict[str, Any]:
+    """One variant's cold-start entries of several replicas as one: lastSeconds and observedAt of the
+    latest (by observedAt, RFC 3339), count summed, and p50Seconds the count-weighted mean of the
+    replicas' p50s (each keeps the median of its own last 20, not the samples: the pooled median is not
+    known; the weighted mean is it when the replicas see the same cold starts, and lies between theirs)."""
+    latest = max(raws, key=lambda raw: str(raw.get("observedAt", "")))
+    weights = [max(1.0, _number(raw, "count")) for raw in raws]
+    p50 = sum(w * _number(raw, "p50Seconds") for w, raw in zip(weights, raws, strict=True)) / sum(weights)
+    return {"lastSeconds": _number(latest, "lastSeconds"), "p50Seconds": p50,
+            "count": int(sum(_number(raw, "count") for raw in raws)), "observedAt": latest.get("observedAt", "")}
+
+
+def _reported_at(report: dict[str, Any]) -> datetime | None:
+    """The entry's reportedAt (RFC 3339, UTC when it names no zone); None when absent or unreadable."""
+    try:
+        when = datetime.fromisoformat(str(report.get("reportedAt", "")))
+    except ValueError:
         return None
-    share = min(1.0, _number(report, "fallbackShare"))
-    gateway = {"fallbackShare": f"{share:.2f}", "pod": str(report.get("pod", ""))[:253],
-               "reportedAt": str(report.get("reportedAt", ""))[:40]}
-    colds = report.get("coldStarts")
-    colds = colds if isinstance(colds, dict) else {}
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def gateway_entries(config_map: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The readable entries of the gateway's report ConfigMap by key: each replica's `gateway.<pod>`,
+    and the legacy `gateway` (a gateway image from before per-pod keys: every replica wrote it)."""
+    data = (config_map or {}).get("data") or {}
+    keys = [key for key in data if key == GATEWAY_KEY or key.startswith(GATEWAY_KEY_PREFIX)]
+    found = {key: _json_entry(config_map, key) for key in sorted(keys)}
+    return {key: report for key, report in found.items() if report is not None}
+
+
+def _age_seconds(report: dict[str, Any], now: datetime) -> float | None:
+    when = _reported_at(report)
+    return (now - when).total_seconds() if when is not None else None
+
+
+def fresh_entries(entries: dict[str, dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """The entries reported at most GATEWAY_STALE_SECONDS before `now` (one without a readable
+    reportedAt cannot be shown fresh: left out)."""
+    ages = ((report, _age_seconds(report, now)) for report in entries.values())
+    return [report for report, age in ages if age is not None and age <= GATEWAY_STALE_SECONDS]
+
+
+def _counts(report: dict[str, Any]) -> tuple[float, float] | None:
+    """(requests, fallbackRequests) of an entry that has them (a gateway from before the counts: None)."""
+    requests, out = report.get("requests"), report.get("fallbackRequests")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (requests, out)):
+        return None
+    return _number(report, "requests"), min(_number(report, "fallbackRequests"), _number(report, "requests"))
+
+
+def combined_share(reports: list[dict[str, Any]]) -> float:
+    """The fallback share of the replicas' windows together: requests sent out over requests routed,
+    summed over the replicas; the plain mean of their shares when an entry has no counts (a gateway
+    image from before them, during its rollout). 0 without a request or an entry."""
+    counts = [_counts(report) for report in reports]
+    if not reports:
+        return 0.0
+    if any(c is None for c in counts):
+        return sum(min(1.0, _number(report, "fallbackShare")) for report in reports) / len(reports)
+    requests = sum(c[0] for c in counts if c is not None)
+    return min(1.0, sum(c[1] for c in counts if c is not None) / requests) if requests else 0.0
+
+
+def read_gateway_report(config_map: dict[str, Any] | None, variants: list[str],
+                        loads: dict[str, str] | None = None, *, now: datetime) -> GatewayReport | None:
+    """The gateway replicas' reports in `config_map` (gateway_entries) combined, for the `variants`
+    that exist now (an old variant's cold starts are left out); only entries fresh at `now`
+    (fresh_entries) count. status.gateway: the combined share (combined_share), how many replicas
+    that is of (`replicasReporting`, 0 when every entry is stale: an idle or gone gateway), and the pod
+    and time of the latest report. Cold starts per variant: combined_cold_start over the fresh
+    entries that have one; `loads`: each variant's measured load time, when known
+    (cold_start_status). None when there is no readable entry."""
+    entries = gateway_entries(config_map)
+    if not entries:
+        return None
+    latest = max(entries.values(), key=lambda report: _reported_at(report) or datetime.min.replace(tzinfo=UTC))
+    fresh = fresh_entries(entries, now)
+    gateway = {"fallbackShare": f"{combined_share(fresh):.2f}", "replicasReporting": len(fresh),
+               "pod": str(latest.get("pod", ""))[:253], "reportedAt": str(latest.get("reportedAt", ""))[:40]}
     cold_starts = {}
     for name in variants:
-        entry = colds.get(name)
-        found = cold_start_status(entry, (loads or {}).get(name, "")) if isinstance(entry, dict) else None
+        raws = [entry for entry in (_cold_entry(report, name) for report in fresh) if entry is not None]
+        found = (cold_start_status(combined_cold_start(raws), (loads or {}).get(name, ""), len(raws))
+                 if raws else None)
         if found is not None:
             cold_starts[name] = found
     return GatewayReport({k: v for k, v in gateway.items() if v != ""}, cold_starts)
 
 
+def _cold_entry(report: dict[str, Any], variant: str) -> dict[str, Any] | None:
+    """The variant's readable cold-start entry in one replica's report."""
+    colds = report.get("coldStarts")
+    entry = colds.get(variant) if isinstance(colds, dict) else None
+    return entry if isinstance(entry, dict) and _number(entry, "lastSeconds") else None
+
+
+def expired_gateway_keys(config_map: dict[str, Any] | None, now: datetime) -> list[str]:
+    """The keys of entries reported more than GATEWAY_PRUNE_SECONDS before `now`: to remove. An entry
+    whose age cannot be read is left alone (no gateway writes one; it is not ours to judge)."""
+    ages = ((key, _age_seconds(report, now)) for key, report in gateway_entries(config_map).items())
+    return [key for key, age in ages if age is not None and age > GATEWAY_PRUNE_SECONDS]
+
+
 def latest_cold_starts(found: dict[str, dict[str, Any]], previous: dict[str, Any],
                        variants: list[str]) -> dict[str, dict[str, Any]]:
     """Per variant of `variants`, the later (by observedAt, RFC 3339) of the report's cold start and the
-    one the previous status shows. Each gateway replica writes the same key, so a replica that never
-    held a request (its report has a fallback share, no cold start) must not erase another's."""
+    one the previous status shows: a cold start stays in status after its replica's entry went stale
+    (the pod gone, or idle) or was pruned, until a later one replaces it."""
     out = {name: cold for name, cold in found.items() if name in variants}
     for entry in previous.get("variants", []) or []:
         name, kept = entry.get("name"), entry.get("coldStart")

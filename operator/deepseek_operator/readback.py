@@ -1,15 +1,18 @@
 """What a reconcile pass reads back after applying: each variant's workload and pods, the model
-caches' downloads and the workers' measurement reports.
+caches' downloads and the workers' and the gateway's measurement reports.
 
 Contract: every read goes through `api` (the watch-fed caches: an idle resource costs no request) and
 every function reads what the pass's `Desired` names, resolved and planned once: the variants, the
 images rendered for them, the GPU-fit plans. The pure classification is observe.py's (a variant's
-phase), download.py's (a cache's progress) and measured.py's (a report against its plan).
+phase), download.py's (a cache's progress) and measured.py's (a report against its plan). One write:
+the gateway report's entries of pods silent for an hour are removed (`prune_gateway_report`), with
+one request, and only when there is such an entry.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +21,7 @@ from deepseek_operator.api import ResolvedVariant
 from deepseek_operator.desired import Desired
 from deepseek_operator.download import DownloadState, download_state
 from deepseek_operator.integrations import multinode_missing
-from deepseek_operator.k8s import KINDS, K8s
+from deepseek_operator.k8s import KINDS, ApiError, K8s
 from deepseek_operator.lws_status import as_deployment
 from deepseek_operator.observe import Phase, VariantObservation, VariantState, variant_state
 from deepseek_operator.render import multinode
@@ -34,6 +37,8 @@ JOB = KINDS[("batch/v1", "Job")]
 CONFIG_MAP = KINDS[("v1", "ConfigMap")]
 CLAIM = KINDS[("v1", "PersistentVolumeClaim")]
 Pods = dict[str, list[dict[str, Any]]]  # variant -> its pods, as observed
+CONFLICT = 409
+log = logging.getLogger(__name__)
 
 
 async def observe(api: K8s, want: Desired, held: dict[str, DownloadState]) -> tuple[list[VariantState], Pods]:
@@ -127,15 +132,44 @@ async def observe_reports(api: K8s, want: Desired) -> dict[str, dict[str, Any]]:
 
 async def observe_gateway_report(api: K8s, want: Desired,
                                  reports: dict[str, dict[str, Any]]) -> measured.GatewayReport | None:
-    """The request gateway's report (measured.read_gateway_report), from its report ConfigMap in the
-    watch-fed cache, its cold starts merged with the previous status's (measured.latest_cold_starts);
-    None while the gateway is off. `reports`: observe_reports' answer, whose measured load times
-    break each cold start down."""
+    """The request gateway's report (measured.read_gateway_report: its replicas' entries combined), from
+    its report ConfigMap in the watch-fed cache, its cold starts merged with the previous status's
+    (measured.latest_cold_starts); None while the gateway is off. `reports`: observe_reports' answer,
+    whose measured load times break each cold start down. Expired entries are pruned on the way
+    (prune_gateway_report)."""
     if not want.spec.gateway_enabled:
         return None
-    config_map = await api.get(CONFIG_MAP, want.owner.namespace, report_configmap(want.owner))
+    namespace, configmap, now = want.owner.namespace, report_configmap(want.owner), datetime.now(UTC)
+    config_map = await prune_gateway_report(api, namespace, configmap,
+                                            await api.get(CONFIG_MAP, namespace, configmap), now)
     loads = {name: str(m.get("loadSeconds", "")) for name, m in reports.items()}
     names = [v.name for v in want.variants]
-    report = measured.read_gateway_report(config_map, names, loads) or measured.GatewayReport({}, {})
+    report = measured.read_gateway_report(config_map, names, loads, now=now) or measured.GatewayReport({}, {})
     return dataclasses.replace(report, cold_starts=measured.latest_cold_starts(
         report.cold_starts, dict(want.previous), names))
+
+
+async def prune_gateway_report(api: K8s, namespace: str, name: str, config_map: dict[str, Any] | None,
+                               now: datetime) -> dict[str, Any] | None:
+    """Remove the expired entries (measured.expired_gateway_keys: pods silent for an hour) of the report
+    ConfigMap `name`, as cached in `config_map`, with one JSON merge patch setting them to null; no
+    request when there is none. The ConfigMap as it is now: the patch's answer, else `config_map`.
+
+    The patch carries the cached resourceVersion, so a replica's write since the cache's copy (which may
+    be a revived entry) makes it a 409 instead of a lost report: that write's watch event brings the next
+    reconcile, which looks again. A refused prune (a 409; RBAC without `patch` on ConfigMaps) is logged and
+    left for a later pass (housekeeping never holds up the status)."""
+    expired = measured.expired_gateway_keys(config_map, now)
+    if config_map is None or not expired:
+        return config_map
+    patch: dict[str, Any] = {"data": dict.fromkeys(expired)}
+    version = (config_map.get("metadata") or {}).get("resourceVersion")
+    if version:
+        patch["metadata"] = {"resourceVersion": version}
+    try:
+        return await api.patch(CONFIG_MAP, namespace, name, patch)
+    except ApiError as exc:
+        level = logging.DEBUG if exc.code == CONFLICT else logging.WARNING
+        log.log(level, "removing %d expired gateway report entries of configmap %s/%s: %s", len(expired),
+                namespace, name, exc)
+        return config_map

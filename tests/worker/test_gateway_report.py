@@ -1,6 +1,7 @@
 """gateway/report.py: the gateway's cold starts and fallback share reach its report ConfigMap as the
-operator reads them (measured.read_gateway_report), on change only and never more often than the
-interval, through the Role the operator renders (on the real kube-apiserver: that ConfigMap only)."""
+operator reads them (measured.read_gateway_report), each replica under its own key with the counts
+its share is of, on change only and never more often than the interval, through the Role the
+operator renders (on the real kube-apiserver: that ConfigMap only)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,8 @@ from deepseek_operator.measured import read_gateway_report
 from deepseek_operator.render.common import Owner
 from deepseek_operator.render.gateway import render_gateway, report_configmap
 from deepseek_sandbox.real_cluster import RealCluster
-from deepseek_worker.gateway.report import KEEP, ColdStarts, GatewayReporter
+from deepseek_worker.gateway.fallback import ShareWindow
+from deepseek_worker.gateway.report import KEEP, REFRESH_SECONDS, ColdStarts, GatewayReporter, report_key
 from deepseek_worker.settings import Settings
 
 
@@ -34,6 +37,17 @@ class Api:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.status = 200
+
+    def data(self) -> dict[str, str]:
+        """The ConfigMap's data after every PATCH so far (merge patches of data keys)."""
+        merged: dict[str, str] = {}
+        for request in self.requests:
+            merged.update(request["body"]["data"])
+        return merged
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 @pytest.fixture
@@ -95,7 +109,9 @@ def test_writes_on_change_only_and_the_operator_reads_it(api: tuple[Api, str]) -
     assert asyncio.run(reporter.tick()) is False  # unchanged: no second write
     [request] = state.requests
     assert request["path"] == "/api/v1/namespaces/llm/configmaps/chat-gateway-report"
-    found = read_gateway_report({"data": request["body"]["data"]}, ["primary", "canary"], {"primary": "41.3"})
+    assert list(request["body"]["data"]) == ["gateway.gw-1"]  # the replica's own key
+    found = read_gateway_report({"data": request["body"]["data"]}, ["primary", "canary"], {"primary": "41.3"},
+                                now=now())
     assert found is not None
     assert found.gateway["fallbackShare"] == "0.12" and found.gateway["pod"] == "gw-1"
     assert found.cold_starts["primary"]["lastSeconds"] == "52.4" and found.cold_starts["primary"]["count"] == 1
@@ -104,6 +120,72 @@ def test_writes_on_change_only_and_the_operator_reads_it(api: tuple[Api, str]) -
     assert "canary" not in found.cold_starts
     share[0] = 0.0  # the window emptied: that is news too
     assert asyncio.run(reporter.tick()) is True and len(state.requests) == 2
+
+
+def test_the_key_is_the_pods_own_in_configmap_key_characters() -> None:
+    assert report_key("chat-gateway-6f7d9-x1b2c") == "gateway.chat-gateway-6f7d9-x1b2c"
+    assert report_key("a host/with:odd chars") == "gateway.a_host_with_odd_chars"
+    assert report_key("") == "gateway.unknown"
+    long = report_key("p" * 300)
+    assert len(long) == 253 and long.startswith("gateway.p")
+
+
+def test_two_replicas_write_their_own_keys_and_the_share_is_weighted_by_requests(api: tuple[Api, str]) -> None:
+    """Before per-pod keys, the second write replaced the first: the status showed one pod's share. Now
+    both entries stay and the operator weighs them: 5 out of 10 and 0 of 90 are 5 of 100 together."""
+    state, url = api
+    _, settings = rendered()
+    clock = [1000.0]
+    windows = {pod: ShareWindow(60, clock=lambda: clock[0]) for pod in ("gw-a", "gw-b")}
+    for outside in [True] * 5 + [False] * 5:
+        windows["gw-a"].record(outside)
+    for _ in range(90):
+        windows["gw-b"].record(False)
+    reporters = [GatewayReporter(settings, ColdStarts(), window.share, env={"DEEPSEEK_KUBE_API": url, "HOSTNAME": pod})
+                 for pod, window in windows.items()]
+    assert all(asyncio.run(reporter.tick()) for reporter in reporters)  # b: share 0, but 90 requests to weigh
+    data = state.data()
+    assert sorted(data) == ["gateway.gw-a", "gateway.gw-b"]
+    assert {k: (json.loads(v)["requests"], json.loads(v)["fallbackRequests"]) for k, v in data.items()} == {
+        "gateway.gw-a": (10, 5), "gateway.gw-b": (90, 0)}
+    found = read_gateway_report({"data": data}, ["primary"], now=now())
+    assert found is not None
+    assert found.gateway["fallbackShare"] == "0.05" and found.gateway["replicasReporting"] == 2
+
+
+def test_counts_alone_wait_for_the_refresh_and_a_busy_window_stays_fresh(api: tuple[Api, str]) -> None:
+    """The counts move with every request: alone they are written once per REFRESH_SECONDS, not every
+    tick; a steady load (counts unchanged) is rewritten as often, so the operator never takes the
+    replica for a dead one; news (a cold start) goes at the next tick; the window emptying is written
+    once, and an idle gateway then writes nothing."""
+    state, url = api
+    _, settings = rendered()
+    wall, mono = [1_780_000_000.0], [0.0]
+    window, cold = ShareWindow(600, clock=lambda: mono[0]), ColdStarts(clock=lambda: wall[0])
+    reporter = GatewayReporter(settings, cold, window.share, env={"DEEPSEEK_KUBE_API": url, "HOSTNAME": "gw"},
+                               clock=lambda: wall[0])
+
+    def tick_after(seconds: float) -> bool:
+        wall[0] += seconds
+        mono[0] += seconds
+        return asyncio.run(reporter.tick())
+
+    def last() -> dict[str, Any]:
+        return dict(json.loads(state.requests[-1]["body"]["data"]["gateway.gw"]))
+
+    assert tick_after(0) is False  # nothing in the window: no request
+    window.record(False)
+    assert tick_after(15) is True and last()["requests"] == 1  # the first request: written at once
+    window.record(False)
+    assert tick_after(15) is False  # only the counts changed (1 -> 2 requests), the share is still 0
+    assert tick_after(REFRESH_SECONDS) is True and last()["requests"] == 2
+    assert tick_after(REFRESH_SECONDS) is True  # nothing changed, but requests in the window: kept fresh
+    assert tick_after(15) is False
+    cold.record("primary", 30.0)
+    assert tick_after(15) is True and last()["coldStarts"]["primary"]["count"] == 1  # news: at once
+    assert tick_after(600) is True and last()["requests"] == 0  # the window emptied: said once
+    assert tick_after(5 * REFRESH_SECONDS) is False  # idle: no request any more
+    assert reporter.writes == len(state.requests) == 5
 
 
 def test_a_refused_write_is_tried_again(api: tuple[Api, str]) -> None:
@@ -146,7 +228,7 @@ def test_a_held_request_through_the_gateway_is_reported(api: tuple[Api, str], mo
             wait_until(lambda: len(state.requests) >= 1, 10, "the gateway's report")
         else:
             assert state.requests == []  # the loop has not ticked yet
-    found = read_gateway_report({"data": state.requests[0]["body"]["data"]}, ["v"])
+    found = read_gateway_report({"data": state.requests[0]["body"]["data"]}, ["v"], now=now())
     assert found is not None and float(found.cold_starts["v"]["lastSeconds"]) >= 0.3
     assert len(state.requests) == 1  # one cold start, one write (the last report has nothing new)
 
@@ -181,7 +263,7 @@ def test_the_rendered_role_lets_the_gateway_write_its_report_and_nothing_else(
     reporter = GatewayReporter(settings, cold, lambda: 0.25, env=env)
     assert asyncio.run(reporter.tick()) is True
     live = real_cluster.get("configmaps", namespace, report_configmap(Owner("chat", namespace, "uid-1")))
-    found = read_gateway_report(live, ["primary"])
+    found = read_gateway_report(live, ["primary"], now=now())
     assert found is not None and found.gateway["fallbackShare"] == "0.25"
     assert found.cold_starts["primary"]["lastSeconds"] == "61.0"
     # The same token may not write the gateway's own document, nor read its report.

@@ -111,8 +111,10 @@ class ColdStartStatus(Model):
     last_seconds: str = Field("", description="The last cold start: from the first request held while the "
                               "variant had no ready pod to that request's first byte, e.g. 52.4.")
     p50_seconds: str = Field("", description="The median of the gateway's last cold starts of the variant "
-                             "(the held queue's Retry-After starts from the longest).")
-    count: int = Field(0, description="Cold starts that median is of (at most 20).")
+                             "(with several gateway replicas, the count-weighted mean of their medians; the "
+                             "held queue's Retry-After starts from the longest).")
+    count: int = Field(0, description="Cold starts that median is of: each gateway replica's last 20 at most, "
+                       "summed over the replicas reporting.")
     observed_at: str = Field("", description="When the last one got its first byte (RFC 3339).")
     load_seconds: str = Field("", description="The model's load time its worker measured (gpuFit.measured); "
                               "the rest of lastSeconds is scheduling, the pod's start and the gateway.")
@@ -123,8 +125,13 @@ class GatewayStatus(Model):
     """The request gateway's report (spec.gateway; docs/gateway.md)."""
 
     fallback_share: str = Field("", description="Share of routed requests the hosted API served in the "
-                                "gateway's sliding window, e.g. 0.12 (spec.fallback.maxShare caps it).")
-    pod: str = Field("", description="The gateway pod that reported (each reports the same key; the last wins).")
+                                "gateway's sliding window, e.g. 0.12, over the replicas reporting: their "
+                                "requests sent out over their requests routed (spec.fallback.maxShare caps "
+                                "each replica's).")
+    replicas_reporting: int = Field(0, description="Gateway replicas that reported in the last 10 minutes, "
+                                    "which the share and the cold starts are of (a replica with no request "
+                                    "in its window stops reporting: 0 once the gateway was idle that long).")
+    pod: str = Field("", description="The gateway pod that reported last.")
     reported_at: str = Field("", description="When it reported (RFC 3339).")
 
 
