@@ -10,6 +10,7 @@ hold.loadSeconds); removing both prunes them and the operator writes the primary
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -86,9 +87,11 @@ async def test_gateway_and_hpa_appear_and_are_pruned(cluster: Cluster, kubectl: 
     # The gateway's report (what worker/deepseek_worker/gateway/report.py writes; kwok runs no gateway, so
     # the test writes it): the watch on the report ConfigMap brings it into status, and the measured p50
     # becomes the re-applied document's hold.loadSeconds.
-    report = {"pod": "chat-gateway-x", "reportedAt": "2026-12-04T23:00:00Z", "fallbackShare": 0.07,
-              "coldStarts": {"primary": {"lastSeconds": 33.2, "p50Seconds": 30.4, "count": 2,
-                                         "observedAt": "2026-12-04T22:59:58Z"}}}
+    # Fresh: the operator ignores an entry silent for 10 minutes (measured.GATEWAY_STALE_SECONDS).
+    reported_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    report = {"pod": "chat-gateway-x", "reportedAt": reported_at, "fallbackShare": 0.07, "requests": 100,
+              "fallbackRequests": 7, "coldStarts": {"primary": {"lastSeconds": 33.2, "p50Seconds": 30.4, "count": 2,
+                                                               "observedAt": reported_at}}}
     def report_of_this_resource() -> bool:
         """The report ConfigMap owned by this resource: one left by an earlier test's `chat` (another uid)
         is still being garbage-collected, and a write into it would be lost with it."""
@@ -99,7 +102,7 @@ async def test_gateway_and_hpa_appear_and_are_pruned(cluster: Cluster, kubectl: 
 
     await eventually(report_of_this_resource, timeout=60, what="the gateway's report ConfigMap of this resource")
     await kubectl("patch", "configmap", "chat-gateway-report", "--type=merge", "-p",
-                  json.dumps({"data": {"gateway": json.dumps(report)}}))
+                  json.dumps({"data": {"gateway.chat-gateway-x": json.dumps(report)}}))
 
     async def reported() -> dict[str, Any] | None:
         status = (current(cluster) or {}).get("status", {})
@@ -116,7 +119,9 @@ async def test_gateway_and_hpa_appear_and_are_pruned(cluster: Cluster, kubectl: 
                     f"{(cluster.get('configmaps', 'default', 'chat-gateway') or {}).get('data')}\n"
                     f"operator log:\n{operator.log(60)}")
     assert seen["gateway"]["fallbackShare"] == "0.07" and seen["cold"]["lastSeconds"] == "33.2"
-    assert (cluster.get("configmaps", "default", "chat-gateway-report") or {}).get("data", {}).get("gateway")
+    assert seen["gateway"]["replicasReporting"] == 1
+    assert (cluster.get("configmaps", "default", "chat-gateway-report") or {}).get("data", {}).get(
+        "gateway.chat-gateway-x")  # fresh: not pruned
 
     # Off again: the HPA and the gateway go, the operator owns the primary's replicas once more.
     await kubectl("apply", "-f", "-", stdin=resource(replicas=2))

@@ -100,11 +100,11 @@ def test_cold_starts_keep_the_last_and_the_median() -> None:
 def test_writes_on_change_only_and_the_operator_reads_it(api: tuple[Api, str]) -> None:
     state, url = api
     _, settings = rendered()
-    cold, share = ColdStarts(), [0.0]
-    reporter = GatewayReporter(settings, cold, lambda: share[0], env={"DEEPSEEK_KUBE_API": url, "HOSTNAME": "gw-1"})
+    cold, counts = ColdStarts(), [(0, 0)]
+    reporter = GatewayReporter(settings, cold, lambda: counts[0], env={"DEEPSEEK_KUBE_API": url, "HOSTNAME": "gw-1"})
     assert asyncio.run(reporter.tick()) is False and state.requests == []  # idle: nothing to say, no request
     cold.record("primary", 52.37)
-    share[0] = 0.123
+    counts[0] = (123, 1000)
     assert asyncio.run(reporter.tick()) is True
     assert asyncio.run(reporter.tick()) is False  # unchanged: no second write
     [request] = state.requests
@@ -118,7 +118,7 @@ def test_writes_on_change_only_and_the_operator_reads_it(api: tuple[Api, str]) -
     assert "the model's load 41.3 s, scheduling, pod start and the gateway 11.1 s" in (
         found.cold_starts["primary"]["message"])
     assert "canary" not in found.cold_starts
-    share[0] = 0.0  # the window emptied: that is news too
+    counts[0] = (0, 0)  # the window emptied: that is news too
     assert asyncio.run(reporter.tick()) is True and len(state.requests) == 2
 
 
@@ -141,7 +141,7 @@ def test_two_replicas_write_their_own_keys_and_the_share_is_weighted_by_requests
         windows["gw-a"].record(outside)
     for _ in range(90):
         windows["gw-b"].record(False)
-    reporters = [GatewayReporter(settings, ColdStarts(), window.share, env={"DEEPSEEK_KUBE_API": url, "HOSTNAME": pod})
+    reporters = [GatewayReporter(settings, ColdStarts(), window.counts, env={"DEEPSEEK_KUBE_API": url, "HOSTNAME": pod})
                  for pod, window in windows.items()]
     assert all(asyncio.run(reporter.tick()) for reporter in reporters)  # b: share 0, but 90 requests to weigh
     data = state.data()
@@ -162,7 +162,7 @@ def test_counts_alone_wait_for_the_refresh_and_a_busy_window_stays_fresh(api: tu
     _, settings = rendered()
     wall, mono = [1_780_000_000.0], [0.0]
     window, cold = ShareWindow(600, clock=lambda: mono[0]), ColdStarts(clock=lambda: wall[0])
-    reporter = GatewayReporter(settings, cold, window.share, env={"DEEPSEEK_KUBE_API": url, "HOSTNAME": "gw"},
+    reporter = GatewayReporter(settings, cold, window.counts, env={"DEEPSEEK_KUBE_API": url, "HOSTNAME": "gw"},
                                clock=lambda: wall[0])
 
     def tick_after(seconds: float) -> bool:
@@ -193,7 +193,7 @@ def test_a_refused_write_is_tried_again(api: tuple[Api, str]) -> None:
     _, settings = rendered()
     cold = ColdStarts()
     cold.record("primary", 5.0)
-    reporter = GatewayReporter(settings, cold, lambda: 0.0, env={"DEEPSEEK_KUBE_API": url})
+    reporter = GatewayReporter(settings, cold, lambda: (0, 0), env={"DEEPSEEK_KUBE_API": url})
     state.status = 403
     assert asyncio.run(reporter.tick()) is False
     state.status = 200
@@ -260,7 +260,7 @@ def test_the_rendered_role_lets_the_gateway_write_its_report_and_nothing_else(
            "DEEPSEEK_KUBE_CA_FILE": str(real_cluster.directory / "pki" / "apiserver.crt"), "HOSTNAME": "gw-0"}
     cold = ColdStarts()
     cold.record("primary", 61.0)
-    reporter = GatewayReporter(settings, cold, lambda: 0.25, env=env)
+    reporter = GatewayReporter(settings, cold, lambda: (1, 4), env=env)
     assert asyncio.run(reporter.tick()) is True
     live = real_cluster.get("configmaps", namespace, report_configmap(Owner("chat", namespace, "uid-1")))
     found = read_gateway_report(live, ["primary"], now=now())
@@ -291,7 +291,7 @@ def test_the_gateway_exports_every_metric_its_alerts_and_docs_name() -> None:
 
 def test_no_report_loop_outside_a_cluster_or_without_a_configmap() -> None:
     _, settings = rendered()
-    assert GatewayReporter(settings, ColdStarts(), lambda: 0.0, env={"KUBERNETES_SERVICE_HOST": "10.0.0.1"}).enabled
-    assert not GatewayReporter(settings, ColdStarts(), lambda: 0.0, env={}).enabled  # e.g. a gateway on a laptop
-    assert not GatewayReporter(Settings(), ColdStarts(), lambda: 0.0, env={"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
+    assert GatewayReporter(settings, ColdStarts(), lambda: (0, 0), env={"KUBERNETES_SERVICE_HOST": "10.0.0.1"}).enabled
+    assert not GatewayReporter(settings, ColdStarts(), lambda: (0, 0), env={}).enabled  # e.g. a gateway on a laptop
+    assert not GatewayReporter(Settings(), ColdStarts(), lambda: (0, 0), env={"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
                                ).enabled

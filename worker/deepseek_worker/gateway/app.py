@@ -62,7 +62,7 @@ def build_gateway_app(settings: Settings, config: GatewayConfig, *, config_path:
     fleet = Fleet(router, resolve)
     reloader = Reloader(config_path, fleet) if config_path is not None else None
     auth = Authenticator(settings)
-    reporter = GatewayReporter(settings, router.cold_starts, rule.window.share)
+    reporter = GatewayReporter(settings, router.cold_starts, rule.window.counts)
     app = FastAPI(title="deepseek-worker (gateway)", version="1",
                   lifespan=_lifespan(router, fleet, reloader, reporter))
     app.state.settings, app.state.worker, app.state.router = settings, state, router

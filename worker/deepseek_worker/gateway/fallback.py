@@ -19,20 +19,6 @@ from ..server.upstream import Upstream
 from .config import Fallback, FallbackReason
 
 
-class WindowShare(float):
-    """The share of a window's requests sent out (a float: 0 when the window is empty) that keeps the
-    counts it is of, so replicas' shares can be combined weighted by their requests (gateway/report.py
-    reads them off what `ShareWindow.share` returns; the metrics read it as the plain float)."""
-
-    requests: int
-    outgoing: int
-
-    def __new__(cls, outgoing: int, requests: int) -> WindowShare:
-        share = super().__new__(cls, outgoing / requests if requests else 0.0)
-        share.requests, share.outgoing = requests, outgoing
-        return share
-
-
 class ShareWindow:
     """Routed requests of the last `seconds`, and how many of them went out."""
 
@@ -49,10 +35,15 @@ class ShareWindow:
     def record(self, outside: bool) -> None:
         self._events.append((self.clock(), outside))
 
-    def share(self) -> WindowShare:
-        """Share sent out in the window (0 when empty), with the counts it is of."""
+    def counts(self) -> tuple[int, int]:
+        """(sent out, routed) in the window: what the gateway's report weighs replicas' shares by."""
         self._trim()
-        return WindowShare(sum(o for _, o in self._events), len(self._events))
+        return sum(o for _, o in self._events), len(self._events)
+
+    def share(self) -> float:
+        """Share sent out in the window (0 when empty)."""
+        outgoing, routed = self.counts()
+        return outgoing / routed if routed else 0.0
 
     def would_stay_within(self, max_share: float) -> bool:
         """Whether sending one more request out keeps the share at most `max_share`."""

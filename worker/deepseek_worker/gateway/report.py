@@ -39,7 +39,6 @@ from typing import Any
 
 from ..report import in_cluster, patch_report
 from ..settings import Settings
-from .fallback import WindowShare
 
 log = logging.getLogger("deepseek_worker.gateway.report")
 
@@ -86,14 +85,13 @@ class ColdStarts:
         return out
 
 
-def document(cold: ColdStarts, share: float, pod: str) -> dict[str, Any]:
+def document(cold: ColdStarts, counts: tuple[int, int], pod: str) -> dict[str, Any]:
     """The report without its timestamp (what "changed" compares): the pod, the fallback share in the
-    sliding window (2 decimals), the window's routed requests and how many of them went out (when
-    `share` is a WindowShare, which ShareWindow.share returns), and each variant's cold starts."""
-    doc: dict[str, Any] = {"pod": pod, "fallbackShare": round(share, 2)}
-    if isinstance(share, WindowShare):
-        doc.update(requests=share.requests, fallbackRequests=share.outgoing)
-    return {**doc, "coldStarts": cold.summary()}
+    sliding window (2 decimals), the window's routed requests and how many of them went out
+    (`counts`: ShareWindow.counts), and each variant's cold starts."""
+    outgoing, routed = counts
+    return {"pod": pod, "fallbackShare": round(outgoing / routed if routed else 0.0, 2), "requests": routed,
+            "fallbackRequests": outgoing, "coldStarts": cold.summary()}
 
 
 def _news(doc: dict[str, Any]) -> dict[str, Any]:
@@ -108,13 +106,12 @@ def _something(doc: dict[str, Any]) -> bool:
 
 class GatewayReporter:
     """Writes `document(...)` into `report_key(pod)` on change, at most once per `interval` seconds
-    (module docstring). `share`: the fallback window's share (ShareWindow.share, whose WindowShare
-    carries the counts; a plain float reports the share alone)."""
+    (module docstring). `counts`: the fallback window's (sent out, routed) (ShareWindow.counts)."""
 
-    def __init__(self, settings: Settings, cold: ColdStarts, share: Callable[[], float],
+    def __init__(self, settings: Settings, cold: ColdStarts, counts: Callable[[], tuple[int, int]],
                  env: Mapping[str, str] | None = None, interval: float | None = None,
                  clock: Callable[[], float] = time.time, refresh: float | None = None) -> None:
-        self.settings, self.cold, self.share, self.clock = settings, cold, share, clock
+        self.settings, self.cold, self.counts, self.clock = settings, cold, counts, clock
         self.interval = INTERVAL_SECONDS if interval is None else interval
         self.refresh = REFRESH_SECONDS if refresh is None else refresh
         self.env = dict(os.environ if env is None else env)
@@ -140,7 +137,7 @@ class GatewayReporter:
 
     async def tick(self) -> bool:
         """Write the document if it is due; True when one was written."""
-        doc, now = document(self.cold, self.share(), self.pod), self.clock()
+        doc, now = document(self.cold, self.counts(), self.pod), self.clock()
         if not self.due(doc, now):
             return False
         done = await asyncio.to_thread(patch_report, self.key, {**doc, "reportedAt": _stamp(now)},
