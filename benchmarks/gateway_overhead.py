@@ -222,6 +222,20 @@ def measure(direct: str, through: str, args: argparse.Namespace, model: str, tok
     return result
 
 
+def pinned(backend: list[str], gateway: list[str], backend_env: dict[str, str]
+           ) -> tuple[list[str], list[str], dict[str, str]]:
+    """`--pin`: the backend alone on the last CPU with one torch thread; the gateway and this driver on
+    the rest. Co-located on shared cores, every CPU second the gateway spends is taken from the model's
+    threads (and torch's parallel ops wait for the slowest), which is not what a cluster measures."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs two CPUs")
+    rest = ",".join(str(c) for c in cpus[:-1])
+    os.sched_setaffinity(0, set(cpus[:-1]))
+    return (["taskset", "-c", str(cpus[-1]), *backend], ["taskset", "-c", rest, *gateway],
+            {**backend_env, "OMP_NUM_THREADS": "1"})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["stub", "tiny"], default="stub")
@@ -231,6 +245,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5, help="streams per client per throughput run")
     parser.add_argument("--repeats", type=int, default=2, help="direct/gateway alternations (paired ratios)")
+    parser.add_argument("--pin", action="store_true",
+                        help="the backend on the last CPU (one torch thread), the gateway and this driver on "
+                             "the others: as in a cluster, where the gateway pods run off the GPU nodes")
     parser.add_argument("--via", choices=["gateway", "proxy"], default="gateway",
                         help="proxy: the same edge in proxy mode (DEEPSEEK_UPSTREAM) instead, for reference")
     parser.add_argument("--serve-stub", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -264,12 +281,15 @@ def main() -> int:
     gateway_env = {**mode, "DEEPSEEK_API_KEYS": KEY,
                    "DEEPSEEK_HOST": "127.0.0.1", "DEEPSEEK_PORT": str(gateway_port),
                    "DEEPSEEK_MAX_CONCURRENT_REQUESTS": "256"}
+    gateway_argv = [sys.executable, "-m", "deepseek_worker.cli", "--log-level", "warning"]
+    if args.pin:
+        backend_argv, gateway_argv, backend_env = pinned(backend_argv, gateway_argv, backend_env)
     with process(backend_argv, backend_env, backend + "/health/ready", logs / "backend.log"), \
-            process([sys.executable, "-m", "deepseek_worker.cli", "--log-level", "warning"], gateway_env,
+            process(gateway_argv, gateway_env,
                     gateway + "/health/ready", logs / "gateway.log"):
         result = measure(backend, gateway, args, model, tokens=args.backend == "tiny")
     result.update(via=args.via, backend=args.backend, requests=args.requests, concurrency=args.concurrency,
-                  repeats=args.repeats,
+                  repeats=args.repeats, pinned=args.pin,
                   events=args.events if args.backend == "stub" else None,
                   new_tokens=args.new_tokens if args.backend == "tiny" else None,
                   load_average=os.getloadavg()[0], cpus=os.cpu_count())
