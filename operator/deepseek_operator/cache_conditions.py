@@ -5,7 +5,8 @@ Contract: `cache_conditions(spec, notes)` returns [] when no model is cached, el
 reconcile.py into one Warning Event when it turns False). False reasons, first one wins, all
 messages joined:
 - `ReadWriteOnceMultiAttach`: a claim only one node can attach (ReadWriteOnce, or ReadWriteOncePod
-  for any second pod) is mounted by more than one worker pod. Pods scheduled to another node hang in
+  for any second pod) is mounted by more than one worker pod (an autoscaled variant counts its
+  `maxReplicas`: the autoscaler may scale to them at any time). Pods scheduled to another node hang in
   ContainerCreating with the kubelet's Multi-Attach error; nothing fails, so it is said here.
 - the reasons of `notes` (the claims' resize, cache_claims.py), each a (reason, message) pair.
 The condition is True (`Configured`) otherwise.
@@ -28,7 +29,7 @@ def access_mode_notes(spec: DeepSeekDeploymentSpec, variants: Sequence[ResolvedV
     for model, loading in cached_models(spec, variants).values():
         assert model.cache is not None  # cached models only
         modes = set(model.cache.access_modes)
-        pods = sum(v.replicas for v in loading)
+        pods = sum(most_pods(v) for v in loading)
         if modes == {"ReadWriteOncePod"} and pods > 1:
             notes.append(("ReadWriteOnceMultiAttach",
                           f"the cache of {model.id} is ReadWriteOncePod but {pods} worker pods mount it: all but "
@@ -42,6 +43,11 @@ def access_mode_notes(spec: DeepSeekDeploymentSpec, variants: Sequence[ResolvedV
                           "or [ReadWriteMany] (a storage class that offers them), or keep the workers on one node "
                           "(scheduling.nodeSelector)"))
     return notes
+
+
+def most_pods(variant: ResolvedVariant) -> int:
+    """The worker pods a variant may run at once: its autoscaler's maximum when it has one."""
+    return max(variant.replicas, variant.autoscaling.max_replicas if variant.autoscaling else 0)
 
 
 def cache_conditions(spec: DeepSeekDeploymentSpec, notes: list[Note] | None = None,

@@ -301,6 +301,9 @@ async def reconciled(api: FakeApi) -> list[tuple[str, str, str]]:
     (["ReadWriteOnce"], 1, [{"name": "canary", "weight": 10, "replicas": 1}], True),  # two pods share it
     (["ReadWriteOncePod"], 2, [], True),
     (["ReadWriteOnce"], 1, [], False),
+    # An autoscaled variant may run its maxReplicas: one pod now, up to three later (2 more than now).
+    (["ReadWriteOnce"], 1, [{"name": "canary", "weight": 10, "replicas": 1,
+                             "autoscaling": {"minReplicas": 1, "maxReplicas": 3}}], True),
     (["ReadOnlyMany"], 3, [], False),
     (["ReadWriteMany", "ReadWriteOnce"], 3, [], False),
 ])
@@ -313,7 +316,8 @@ async def test_a_read_write_once_cache_with_several_pods_is_a_warning_in_status(
     assert cond is not None
     if warned:
         assert cond[:2] == ("False", "ReadWriteOnceMultiAttach") and "model.cache.accessModes" in cond[2]
-        assert f"{replicas + len(variants)} worker pods mount it" in cond[2]
+        most = replicas + sum(max(v["replicas"], v.get("autoscaling", {}).get("maxReplicas", 0)) for v in variants)
+        assert f"{most} worker pods mount it" in cond[2]
         assert ("Warning", "ReadWriteOnceMultiAttach", cond[2]) in events
         again = await reconciled(api)
         assert not [e for e in again if e[1] == "ReadWriteOnceMultiAttach"]  # one Event, not one per reconcile
