@@ -59,14 +59,20 @@ def suggested_timeout(estimate: int) -> int:
 
 Warning = tuple[str, str]  # (event reason, message)
 LARGE_DOWNLOAD = "ModelDownloadPerPod"
+UNKNOWN_DOWNLOAD = "ModelSizeUnknown"
 SHORT_LOAD_TIMEOUT = "LoadTimeoutTooShort"
 
 
 def warnings(model_id: str, checkpoint: int, download: bool, load_timeout_seconds: int) -> tuple[Warning, ...]:
     """What to change before the first pod starts: a large download into every pod, a load budget below
-    the estimate (0 disables that check). Empty when the checkpoint's size is unknown (0)."""
+    the estimate (0 disables that check). When the checkpoint's size is unknown (0), only a download into
+    every pod is said: its emptyDir then has no size limit and no ephemeral-storage request (the pod's
+    volume is sized from the plan: render/workload.py), so it can fill the node's disk."""
     if checkpoint <= 0:
-        return ()
+        return ((UNKNOWN_DOWNLOAD, f"the size of model {model_id} is unknown (not in the GPU-fit catalogue and no "
+                 "spec.model.architecture) and it downloads into each pod: into an emptyDir without a size limit "
+                 "or an ephemeral-storage request, which can fill the node's disk; set model.cache to download it "
+                 "once (docs/model-cache.md), or spec.model.architecture to size it"),) if download else ()
     out: list[Warning] = []
     size = f"~{checkpoint / GB:.0f} GB"
     if download and checkpoint > LARGE_DOWNLOAD_BYTES:

@@ -267,8 +267,12 @@ def test_the_plan_estimates_the_start_from_the_checkpoint() -> None:
     assert v3.checkpoint_bytes == 688_600_000_000  # the hub's FP8 files, not 671B x 2 bytes
     status = gpufit.status_of(hub)
     assert (status["checkpointSize"], status["loadEstimateSeconds"]) == ("14.2Gi", 289)
-    unknown = _plan({"id": "my-org/my-model"})
+    unknown = _plan({"id": "my-org/my-model", "cache": {"enabled": True, "size": "40Gi"}})
     assert (unknown.checkpoint_bytes, unknown.load_seconds, unknown.warnings) == (0, 0, ())
+    # Downloading into each pod, an unknown size is an unbounded emptyDir: said, once, in status.
+    unsized = _plan({"id": "my-org/my-model"})
+    assert [reason for reason, _ in unsized.warnings] == ["ModelSizeUnknown"]
+    assert "emptyDir without a size limit" in unsized.warnings[0][1] and "set model.cache" in unsized.warnings[0][1]
 
 
 def test_a_load_budget_below_the_estimate_is_a_warning_with_a_suggestion() -> None:
