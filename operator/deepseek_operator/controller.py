@@ -38,7 +38,7 @@ from deepseek_operator.cache import CachedK8s
 from deepseek_operator.k8s import KINDS, ApiError, K8s, Kind
 from deepseek_operator.kopf_events import EventSink
 from deepseek_operator.leadership import CLUSTER_PEERING, PEERING, Leadership
-from deepseek_operator.reconcile import Notify, Outcome, reconcile, report_forbidden
+from deepseek_operator.reconcile import Notify, Outcome, reconcile, report_apply_failed, report_forbidden
 from deepseek_operator.render.common import LABEL_DEPLOYMENT
 from deepseek_operator.retry import Backoff, server_delay
 from deepseek_operator.settings import Settings
@@ -264,9 +264,12 @@ class Controller:
         log.debug("%s/%s: %s, writes %s", *key, outcome.reason, outcome.writes)
 
     async def _api_failed(self, key: Key, fresh: dict[str, Any], exc: ApiError, notify: Notify) -> None:
-        """403: say so in the status; 409: the cached copy was older than the server's, read it."""
+        """403: say so in the status; 409: the cached copy was older than the server's, read it; any other
+        error on a spec not yet applied: Progressing says it was not (report_apply_failed)."""
         if exc.code == 403:
             await report_forbidden(fresh, self.api, notify, exc)
+        elif exc.code != 409:
+            await report_apply_failed(fresh, self.api, exc)
         if exc.code == 409:
             try:
                 await self.api.refresh(CR, *key)

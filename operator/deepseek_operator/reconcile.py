@@ -62,6 +62,7 @@ from deepseek_operator.render.network_policy import render_network_policy
 from deepseek_operator.render.workload import render_workload
 from deepseek_operator.status import (
     StatusInput,
+    apply_failed_conditions,
     child_rejected_conditions,
     compute_status,
     forbidden_conditions,
@@ -511,6 +512,26 @@ async def _write_invalid(api: K8s, owner: Owner, old: dict[str, Any], message: s
     conds = merge_conditions(invalid_spec_conditions(message, owner.generation), old.get("conditions", []), _now())
     kept = [c for c in old.get("conditions", []) if c.get("type") not in {c["type"] for c in conds}]
     await _write_status(api, owner, old, {**old, "observedGeneration": owner.generation, "conditions": conds + kept})
+
+
+async def report_apply_failed(body: Mapping[str, Any], api: K8s, error: ApiError) -> None:
+    """An API error other than 403/409 stopped the reconcile of a generation not yet applied: say so in
+    Progressing (ApplyFailed, with the error), so that an earlier generation's RolloutComplete or
+    RollingOut is not kept for a spec that was not applied. Once per distinct message; nothing for an
+    already applied generation (a transient error while re-applying the same spec claims nothing
+    new). A refused status write (the apiserver is down too) is only logged: the retry comes anyway."""
+    owner = owner_of(body)
+    old: dict[str, Any] = dict(body.get("status") or {})
+    if old.get("observedGeneration") == owner.generation:
+        return
+    conds = merge_conditions(apply_failed_conditions(f"{error} (retrying)", owner.generation),
+                             old.get("conditions", []), _now())
+    kept = [c for c in old.get("conditions", []) if c.get("type") not in {c["type"] for c in conds}]
+    try:
+        await _write_status(api, owner, old, {**old, "conditions": conds + kept})
+    except ApiError as exc:
+        log.info("%s/%s: the apply failed (%s) and so did the status write: %s", owner.namespace, owner.name,
+                 error, exc)
 
 
 async def report_forbidden(body: Mapping[str, Any], api: K8s, notify: Notify, error: ApiError) -> None:

@@ -124,6 +124,12 @@ def forbidden_conditions(message: str, generation: int) -> list[dict[str, Any]]:
             condition("Progressing", False, "ApplyFailed", f"the spec was not applied: {message}", generation)]
 
 
+def apply_failed_conditions(message: str, generation: int) -> list[dict[str, Any]]:
+    """Progressing=False ApplyFailed: an API error (5xx, a timeout, an admission webhook down) stopped
+    the apply of this generation; Ready is left as it was (the pods of the last applied spec serve)."""
+    return [condition("Progressing", False, "ApplyFailed", f"the spec was not applied: {message}", generation)]
+
+
 def child_rejected_conditions(message: str, generation: int) -> list[dict[str, Any]]:
     """The apiserver refused (422) a child rendered from the spec: permanent until the spec changes."""
     return [

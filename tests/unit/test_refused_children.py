@@ -137,3 +137,26 @@ async def test_a_403_on_the_deployment_patch_never_reports_rollout_complete() ->
     assert progressing[:2] == ("False", "ApplyFailed") and "may not patch deployments.apps" in progressing[2]
     assert next(c for c in api.cr["status"]["conditions"] if c["type"] == "Progressing")["observedGeneration"] == 2
     assert controller.queue.pending_retries() == 1  # the retry is scheduled (on the fake clock: it never fires)
+
+
+@pytest.mark.usefixtures("no_events")
+@pytest.mark.parametrize("code", [500, 504])
+async def test_a_failed_apply_of_a_new_generation_never_reports_rollout_complete(code: int) -> None:
+    """A 5xx (an admission webhook down, an apiserver timeout) on the Deployment's apply: Progressing
+    says the spec was not applied, Ready stays as it was (the last applied spec's pods serve)."""
+    before = {"observedGeneration": 1, "image": "registry.example.com/deepseek-worker:1.0.0", "conditions": [
+        {"type": "Ready", "status": "True", "reason": "Ready", "message": "", "observedGeneration": 1,
+         "lastTransitionTime": "2026-01-01T00:00:00Z"},
+        {"type": "Progressing", "status": "False", "reason": "RolloutComplete",
+         "message": "every variant runs its current template", "observedGeneration": 1,
+         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    webhook = 'Internal error occurred: failed calling webhook "policy.example.com": context deadline exceeded'
+    api = FakeApi(body({}, before), lambda c: ApiError(code, webhook) if c["kind"] == "Deployment" else None)
+    controller = build(api, clock=FakeClock())
+    with pytest.raises(kopf.TemporaryError):
+        await controller.process(KEY)
+    found = conditions(api.cr)
+    assert found["Progressing"][:2] == ("False", "ApplyFailed") and "failed calling webhook" in found["Progressing"][2]
+    assert found["Ready"][:2] == ("True", "Ready")
+    assert controller.queue.pending_retries() == 1
+
