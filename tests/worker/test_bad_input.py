@@ -103,6 +103,17 @@ async def test_non_json_bodies(client: httpx.AsyncClient, content: bytes, ctype:
     check(await client.post(CHAT, content=content, headers=headers), 400, None)
 
 
+async def test_a_json_body_without_a_content_type_is_served_and_a_form_one_is_named(client: httpx.AsyncClient) -> None:
+    """No Content-Type at all: read as JSON (a client or our gateway relaying one may omit it). A form or
+    text Content-Type: a 400 that says what to send, not a pydantic message about dictionaries."""
+    served = await client.post(CHAT, content=json.dumps(chat()).encode())  # httpx sends no Content-Type
+    assert served.status_code == 200, served.text
+    form = await client.post(CHAT, content=json.dumps(chat()).encode(),
+                             headers={"content-type": "application/x-www-form-urlencoded"})
+    check(form, 400, None)
+    assert "Content-Type: application/json" in form.json()["error"]["message"]
+
+
 async def test_huge_body_is_413(client: httpx.AsyncClient) -> None:
     r = await client.post(CHAT, json=chat(messages=[{"role": "user", "content": "x" * 10_000}]))
     check(r, 413, None)

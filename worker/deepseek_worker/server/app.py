@@ -34,7 +34,11 @@ def build_app(engine: EngineProtocol, settings: Settings) -> FastAPI:
     state = WorkerState()
     metrics = Metrics(EngineCollector(engine, state, settings.max_concurrent_requests))
     auth = Authenticator(settings)
-    app = FastAPI(title="deepseek-worker", version="1", lifespan=_lifespan(engine, state, settings))
+    # strict_content_type=False: a body without any Content-Type is read as JSON (FastAPI's strict
+    # default answered it with a validation error about dictionaries), so a client that omits the
+    # header, and our gateway relaying one, is served; a non-JSON Content-Type is still refused.
+    app = FastAPI(title="deepseek-worker", version="1", lifespan=_lifespan(engine, state, settings),
+                  strict_content_type=False)
     app.state.engine, app.state.settings, app.state.worker = engine, settings, state
     app.state.metrics, app.state.auth = metrics, auth
     install_error_handlers(app)

@@ -21,6 +21,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict"}
+# pydantic's error types for a body that is not an object at all (bytes of a non-JSON content type, a list)
+BODY_NOT_AN_OBJECT = frozenset({"model_attributes_type", "dict_type", "model_type"})
 
 
 def _path(loc: tuple[Any, ...], *, stop_at_union: bool) -> str | None:
@@ -48,6 +50,9 @@ def _validation_error(errors: list[Any]) -> APIError:
         return APIError(400, "Invalid request.")
     if errors[0].get("type") == "json_invalid":
         return APIError(400, "Request body is not valid JSON.")
+    if tuple(errors[0].get("loc", ())) == ("body",) and errors[0].get("type") in BODY_NOT_AN_OBJECT:
+        # FastAPI parses JSON only under a JSON Content-Type (or none): a form or text one leaves bytes.
+        return APIError(400, "Request body must be a JSON object, sent with Content-Type: application/json.")
     param = _path(tuple(errors[0].get("loc", ())), stop_at_union=True)
     reasons = []
     for error in errors[:3]:
