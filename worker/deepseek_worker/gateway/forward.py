@@ -13,7 +13,7 @@ hosted API, metrics); `GatewayResponse` performs one request when Starlette send
    deadline passes (504). A full hold queue: out if Overloaded allows, else 429 with Retry-After.
    A held streaming request gets its SSE head at once and `: waiting: <phase>` comment lines;
 4. the answer's bytes reach the client unchanged (as relay.py), with `x-served-by: <variant>` or
-   `x-served-by: fallback`.
+   `x-served-by: fallback`. The caller's key's tokens are metered under that same name (`variant`).
 
 A worker pod gets the caller's priority (its key's, `interactive` without auth) in
 `x-deepseek-priority`, always ours: a client's own header never passes (upstream.py's allow-list).
@@ -35,6 +35,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..protocol.errors import APIError
 from ..server.keys import PRIORITY_HEADER, Priority
+from ..server.metering import report_served_by
 from ..server.metrics import Metrics
 from ..server.relay import SSE_HEADERS, TrackedSend, UsageEventFilter, UsageScanner, relayed_headers, sse_error_tail
 from ..server.responses import ClientDisconnected, until_disconnect
@@ -122,7 +123,7 @@ class GatewayResponse(Response):
         self.hide_usage = hide_usage
         self.backend_headers = {PRIORITY_HEADER: priority}  # set over whatever the client sent
         self.stream = wants_stream(body)
-        self.scope: Scope | None = None  # for the caller's meter (metering.report_usage)
+        self.scope: Scope | None = None  # for the caller's meter (metering.report_served_by, report_usage)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = _Client(send)
@@ -265,7 +266,7 @@ class GatewayResponse(Response):
         if response.is_success and "content-encoding" not in response.headers:
             scanner = UsageScanner()
             scanner.feed_body(body)
-            scanner.count(self.router.metrics, self.scope)
+            self._meter(scanner, served_by)
         if client.started:  # a held stream whose backend answered JSON (an error): one error event
             await client.body(b"data: " + body.replace(b"\n", b"") + b"\n\ndata: [DONE]\n\n", more=False)
             return
@@ -304,8 +305,15 @@ class GatewayResponse(Response):
             err = upstream.failure(exc)
             await client.body(sse_error_tail(err))
         finally:
-            scanner.count(self.router.metrics, self.scope)
+            self._meter(scanner, served_by)
         await client.body(b"", more=False)
+
+    def _meter(self, scanner: UsageScanner, served_by: str) -> None:
+        """Count the usage `scanner` found, for the caller's key under `served_by` (the variant, or
+        `fallback`): the gateway's own DEEPSEEK_VARIANT would label every variant's tokens alike."""
+        if self.scope is not None:
+            report_served_by(self.scope, served_by)
+        scanner.count(self.router.metrics, self.scope)
 
 
 async def _no_receive() -> Any:

@@ -28,6 +28,8 @@ def add_edge(app: FastAPI, settings: Settings, state: WorkerState, metrics: Metr
     """
     app.state.rate_limiter = RateLimiter(settings.rate_limit_rpm, settings.burst)
     app.state.auth_throttle = AuthFailureThrottle(settings.auth_failures_per_minute)
+    # The pod's own variant labels its usage; behind the gateway, forward.py names the serving variant
+    # per request (metering.report_served_by), so the gateway's DEEPSEEK_VARIANT labels refusals only.
     app.state.metering = Metering(metrics.registry, settings.variant, auth.caller)
     app.add_middleware(
         AdmissionMiddleware,

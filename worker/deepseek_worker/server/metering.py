@@ -12,9 +12,15 @@ Behind our gateway (DEEPSEEK_TRUST_GATEWAY_PRIORITY) a worker runs without auth;
 each request's priority in keys.PRIORITY_HEADER (overwriting a client's own) and `admit(identity, priority)`
 gives the Ticket that priority. Without the setting the edge never passes the header on.
 
+The gateway also says who served each request: once it has a variant's backend (or the hosted API)
+answering, `report_served_by(scope, variant)` names it, and the usage is counted under that variant
+instead of the gateway's own DEEPSEEK_VARIANT (which only a worker pod's edge means).
+
 Labels are bounded: `key` is a configured key id, `client:<id>` of a configured JWT client,
 `unnamed` (keys without an id) or `anonymous` (no auth); past `max_labels` distinct values, `other`.
-`variant` is the worker's DEEPSEEK_VARIANT.
+`variant` is the worker's DEEPSEEK_VARIANT, or the variant the gateway names (a name from its
+configuration, or `fallback`). A quota refusal comes before any variant is chosen: it carries the
+edge's own DEEPSEEK_VARIANT.
 """
 
 from __future__ import annotations
@@ -57,10 +63,11 @@ class TokenMeter:
         self._labels.add(key)
         return key
 
-    def count(self, key: str, prompt: int, completion: int) -> None:
-        label = self.label(key)
-        self.prompt.labels(label, self.variant).inc(prompt)
-        self.completion.labels(label, self.variant).inc(completion)
+    def count(self, key: str, prompt: int, completion: int, variant: str | None = None) -> None:
+        """Add a response's usage to `key`'s counters under `variant` (None: the meter's own)."""
+        label, served = self.label(key), variant or self.variant
+        self.prompt.labels(label, served).inc(prompt)
+        self.completion.labels(label, served).inc(completion)
 
     def refused(self, key: str) -> None:
         self.refusals.labels(self.label(key), self.variant).inc()
@@ -75,23 +82,28 @@ class Ticket:
     meter: TokenMeter
     quotas: TokenQuotas
     settled: bool = field(default=False)
+    # Who served the request when not this edge's own variant (the gateway's report_served_by):
+    # a configured variant name or `fallback`, so the label stays bounded by configuration.
+    served_by: str | None = field(default=None)
 
     def headers(self) -> dict[str, str]:
         """The x-ratelimit-*-tokens headers (none for a key without a quota)."""
         return self.tokens.headers() if self.tokens is not None else {}
 
     def settle(self, prompt: int, completion: int) -> None:
-        """Count the response's usage and charge the key's quota; later calls do nothing."""
+        """Count the response's usage (under `served_by`, else the meter's variant) and charge the
+        key's quota, whoever served it; later calls do nothing."""
         if self.settled:
             return
         self.settled = True
-        self.meter.count(self.caller.label, prompt, completion)
+        self.meter.count(self.caller.label, prompt, completion, self.served_by)
         self.quotas.charge(self.caller.label, self.caller.quota, prompt + completion)
 
 
 class Metering:
-    """What the edge calls: `admit(identity)` -> Ticket. `callers` maps an identity from auth to its
-    Caller (Authenticator.caller); `quotas` holds the token windows (tests drive its clock)."""
+    """What the edge calls: `admit(identity)` -> Ticket. `variant` labels the usage no gateway names
+    (report_served_by) and the refusals; `callers` maps an identity from auth to its Caller
+    (Authenticator.caller); `quotas` holds the token windows (tests drive its clock)."""
 
     def __init__(self, registry: CollectorRegistry, variant: str, callers: Callable[[str], Caller],
                  quotas: TokenQuotas | None = None, max_labels: int = MAX_LABELS) -> None:
@@ -129,6 +141,15 @@ def report_usage(scope: MutableMapping[str, Any], prompt: int, completion: int) 
     ticket = ticket_of(scope)
     if ticket is not None:
         ticket.settle(prompt, completion)
+
+
+def report_served_by(scope: MutableMapping[str, Any], variant: str) -> None:
+    """Name the variant whose answer this request's usage is (the gateway, before `report_usage`);
+    the last call wins, so a retry on another upstream relabels it. Nothing without a Ticket.
+    `variant` must come from configuration (or be `fallback`): it becomes a label value."""
+    ticket = ticket_of(scope)
+    if ticket is not None:
+        ticket.served_by = variant
 
 
 def priority_rank(scope: MutableMapping[str, Any]) -> int:
