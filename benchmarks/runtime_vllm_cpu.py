@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 import httpx
 import openai
-from worker_proxy_vllm_cpu import Checks
+from worker_proxy_vllm_cpu import LONG, Checks, vllm_metric, wait_for
 from worker_vllm_cpu import Server, model_dir
 
 from deepseek_operator.api import parse_spec
@@ -51,6 +51,7 @@ from deepseek_operator.render.workload import render_workload
 from deepseek_operator.runtimes import ENGINE_PORT
 
 KEY = "sk-runtime-e2e-0123456789abcdef"
+RATE_BURST = 12
 SPEC = {
     "image": "registry.example.com/deepseek-worker:1.0.0",
     "runtime": {"name": "vllm"},
@@ -60,6 +61,8 @@ SPEC = {
     "resources": {"gpus": 0, "cpu": "2", "memory": "8Gi"},
     "serving": {"maxBatchSize": 8, "maxNewTokens": 128, "maxConcurrentRequests": 16},
     "auth": {"apiKeysSecretRef": {"name": "keys"}},
+    # Small enough for the last check to meet it: 12 requests at once, then one a second.
+    "rateLimit": {"requestsPerMinute": 60, "burst": RATE_BURST},
 }
 # `vllm serve ...` as the engine image runs it; vllm-cpu's distribution is named vllm-cpu, so its version is
 # looked up the way vLLM's own platform check falls back to (version('vllm-cpu') + '+cpu').
@@ -121,6 +124,26 @@ def run_checks(checks: Checks, proxy: str, metrics: str, served: str) -> None:
     checks.check("edge metrics carry the engine's series", "vllm:num_requests_running" in text
                  and "vllm:kv_cache_usage_perc" in text and "deepseek_worker_engine_metrics_up 1.0" in text)
     checks.check("edge metrics count our requests", 'deepseek_worker_requests_total{code="401"' in text)
+    cancel_and_limit(checks, proxy, served)
+
+
+def cancel_and_limit(checks: Checks, proxy: str, served: str) -> None:
+    """A client that leaves a stream after its first event cancels vLLM's request (it stops generating);
+    a burst over rateLimit.burst gets our 429 with Retry-After before vLLM sees it."""
+    engine, auth = f"http://127.0.0.1:{ENGINE_PORT}", {"Authorization": f"Bearer {KEY}"}
+    generated = vllm_metric(engine, "vllm:generation_tokens_total")
+    body = {"model": served, "messages": [{"role": "user", "content": common.PROMPT}], "max_tokens": LONG,
+            "temperature": 0, "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", proxy + "/v1/chat/completions", json=body, headers=auth, timeout=300) as response:
+        next(response.iter_raw())  # the first event; leaving the block closes the connection
+    idle = wait_for(lambda: vllm_metric(engine, "vllm:num_requests_running") == 0, 60)
+    extra = vllm_metric(engine, "vllm:generation_tokens_total") - generated
+    checks.check("client disconnect cancels vLLM's request", idle and extra < LONG / 2,
+                 f"{extra:.0f} of {LONG} tokens generated")
+    answers = [httpx.get(proxy + "/v1/models", headers=auth, timeout=30) for _ in range(RATE_BURST + 4)]
+    limited = [a for a in answers if a.status_code == 429]
+    checks.check("429 with Retry-After from our rate limit", bool(limited) and "retry-after" in limited[0].headers
+                 and "x-ratelimit-remaining-requests" in limited[0].headers, [a.status_code for a in answers])
 
 
 def main() -> None:
