@@ -19,6 +19,7 @@ from pydantic import BaseModel
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
 
 from deepseek_operator import affinity, api, envvars, precision, runtimes
+from deepseek_operator.resource import workload
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,19 @@ def _parallel_fits(p: str) -> str:
             f": {_GPUS} % ({p}.pipeline * {p}.data) == 0)")
 
 
-_SPANS = "(has(self.resources.gpusPerNode) && self.resources.gpus > self.resources.gpusPerNode)"
+# A node's GPUs (workload.gpus_per_node): resources.gpusPerNode, else the node selector's nvidia.com/gpu.count
+# when it is a positive integer (GPU_COUNT keeps int() within int64), else 0: unknown, one node holds the pod.
+_COUNT = f"self.scheduling.nodeSelector['{workload.GPU_COUNT_LABEL}']"
+_HAS_COUNT = (f"(has(self.scheduling) && has(self.scheduling.nodeSelector) "
+              f"&& '{workload.GPU_COUNT_LABEL}' in self.scheduling.nodeSelector)")
+_PER_NODE = (f"(has(self.resources.gpusPerNode) ? self.resources.gpusPerNode : "
+             f"({_HAS_COUNT} && {_COUNT}.matches('{workload.GPU_COUNT}') ? int({_COUNT}) : 0))")
+_SPANS = f"({_PER_NODE} > 0 && self.resources.gpus > {_PER_NODE})"
 MULTINODE_SPEC_RULES = (
-    Rule(rule=f"!{_SPANS} || self.resources.gpus % self.resources.gpusPerNode == 0",
+    Rule(rule=f"!{_HAS_COUNT} || {_COUNT}.matches('{workload.GPU_COUNT}')",
+         message=f'scheduling.nodeSelector["{workload.GPU_COUNT_LABEL}"]: {workload.GPU_COUNT_MESSAGE}',
+         field_path=".scheduling.nodeSelector"),
+    Rule(rule=f"!{_SPANS} || self.resources.gpus % {_PER_NODE} == 0",
          message=f"resources.gpus: {api.MULTINODE_GPUS_MESSAGE}", field_path=".resources.gpus"),
     Rule(rule=f"!{_SPANS} || (has(self.runtime) && self.runtime.name != 'builtin' && "
          f"(!has(self.variants) || self.variants.all(v, !has(v.runtime) || v.runtime.name != 'builtin')))",

@@ -33,6 +33,10 @@ GPU memory per device: `resources.gpuMemory`, else the node selector's `nvidia.c
 as NVIDIA GPU feature discovery sets it), else its `nvidia.com/gpu.product` through PRODUCTS; with
 none of them the fit is Unknown and the message says why.
 
+GPUs per node (`node_gpus`): `resources.gpusPerNode`, else the node selector's `nvidia.com/gpu.count`
+(workload.gpus_per_node, as render/multinode.py sizes a LeaderWorkerSet group), else NODE_GPUS. A pod beyond
+them spans nodes; suggestions of more GPUs stay within one node unless the runtime spans nodes.
+
 Unset lengths are the model family's (family.lengths), so the pool is priced as the worker will get it.
 The plan also carries the start-up figures of startup.py (checkpoint size, load estimate, warnings).
 """
@@ -48,6 +52,7 @@ from deepseek_operator import family, precision, quantity, startup
 from deepseek_operator.architectures import Architecture as Architecture  # what callers size models with
 from deepseek_operator.architectures import architecture, lookup
 from deepseek_operator.precision import BUILTIN, Stored
+from deepseek_operator.resource.workload import GPU_COUNT_LABEL, gpus_per_node
 
 if TYPE_CHECKING:
     from deepseek_operator.api import (
@@ -74,7 +79,7 @@ Fits = Literal["True", "False", "Unknown"]
 DOWNLOADED = "config.json of the downloaded checkpoint"  # GpuFit.model of a plan from the real config
 INSUFFICIENT = "InsufficientGPUMemory"
 UNSUPPORTED = "UnsupportedCheckpoint"
-NODE_GPUS = 8  # a node's GPUs when resources.gpusPerNode is unset (suggestions stay within one such node)
+NODE_GPUS = 8  # a node's GPUs when neither resources.gpusPerNode nor nvidia.com/gpu.count says (node_gpus)
 MAX_POD_GPUS = 16  # resources.gpus' maximum (api.Resources): multi-node suggestions stay within it
 
 
@@ -131,7 +136,7 @@ class Inputs:
     pipeline: int = 1  # pipeline-parallel stages (the layers split); tensor parallel = gpus / (pipeline x data)
     data: int = 1  # data-parallel ranks in the pod: each holds the weights of gpus / data GPUs
     expert: bool = False  # expert parallelism: the MoE experts (nearly all of V3) spread over every GPU
-    gpus_per_node: int = 0  # resources.gpusPerNode; 0: NODE_GPUS for suggestions
+    gpus_per_node: int = 0  # resources.gpusPerNode; 0: node_selector's nvidia.com/gpu.count, else NODE_GPUS
 
 
 @dataclass(frozen=True)
@@ -390,9 +395,18 @@ def _unsupported(inp: Inputs, found: tuple[str, Architecture], stored: Stored) -
     return replace(engine, fits="False", reason=UNSUPPORTED, message=f"{why}; with {runtime}: {engine.message}")
 
 
+def node_gpus(inp: Inputs) -> tuple[int, str]:
+    """(GPUs per node, where from): resources.gpusPerNode, else the node selector's nvidia.com/gpu.count
+    (workload.gpus_per_node, ValueError naming it when not a positive integer), else NODE_GPUS."""
+    per_node = gpus_per_node(inp.gpus_per_node or None, dict(inp.node_selector))
+    if per_node is None:
+        return NODE_GPUS, "default"
+    return per_node, "resources.gpusPerNode" if inp.gpus_per_node else GPU_COUNT_LABEL
+
+
 def _nodes(inp: Inputs) -> str:
     """' (2 nodes of 8)' when a pod's GPUs span nodes (a LeaderWorkerSet: vLLM and SGLang only)."""
-    node = inp.gpus_per_node or NODE_GPUS
+    node, _ = node_gpus(inp)
     return f" ({-(-inp.gpus // node)} nodes of {node})" if inp.gpus > node else ""
 
 
@@ -446,7 +460,7 @@ def _alternatives(arch: Architecture, inp: Inputs, available: int) -> str:
     if share is not None:
         out.append(f"serving.gpuMemoryUtilization {share:g}")
     if not out:
-        node = inp.gpus_per_node or NODE_GPUS
+        node, _ = node_gpus(inp)
         within = f"{MAX_POD_GPUS} GPUs per pod" if inp.runtime != BUILTIN else f"one node's {node} GPUs"
         spans = "" if inp.runtime != BUILTIN else " (only spec.runtime vllm or sglang span nodes)"
         return (f"nothing within {within} fits{spans}: the weights alone need "
@@ -455,18 +469,20 @@ def _alternatives(arch: Architecture, inp: Inputs, available: int) -> str:
 
 
 def _more_gpus(arch: Architecture, inp: Inputs, available: int) -> str:
-    """The fewest GPUs per pod that fit, never more than a node's (resources.gpusPerNode, else NODE_GPUS)
-    unless the runtime spans nodes (vllm, sglang: 2 x node, 3 x node, ...). Tensor parallelism needs the
-    attention heads to divide evenly, so engines are offered only such counts."""
-    node = inp.gpus_per_node or NODE_GPUS
+    """The fewest GPUs per pod that fit, never more than a node's (node_gpus) unless the runtime spans
+    nodes (vllm, sglang: 2 x node, 3 x node, ...). Tensor parallelism needs the attention heads to divide
+    evenly, so engines are offered only such counts. A node sized by the nvidia.com/gpu.count label needs
+    no resources.gpusPerNode, so the suggestion names the label instead."""
+    node, source = node_gpus(inp)
     engine = inp.runtime != BUILTIN
     single = [g for g in range(inp.gpus + 1, node + 1) if not engine or arch.attention_heads % g == 0]
     if (g := next((g for g in single if _fits(arch, replace(inp, gpus=g), available)), None)) is not None:
         return f"resources.gpus {g}"
     for nodes in range(2, MAX_POD_GPUS // node + 1) if engine else ():
         if nodes * node > inp.gpus and _fits(arch, replace(inp, gpus=nodes * node), available):
-            return (f"{nodes} x {node} GPUs (multi-node: resources.gpus {nodes * node} with resources.gpusPerNode "
-                    f"{node}, a LeaderWorkerSet)")
+            per = f"nodes of {GPU_COUNT_LABEL}={node}" if source == GPU_COUNT_LABEL else \
+                f"resources.gpusPerNode {node}"
+            return f"{nodes} x {node} GPUs (multi-node: resources.gpus {nodes * node} with {per}, a LeaderWorkerSet)"
     return ""
 
 

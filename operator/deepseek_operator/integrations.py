@@ -89,21 +89,21 @@ def integration_conditions(spec: DeepSeekDeploymentSpec, caps: Capabilities,
     return out
 
 
-LWS_MISSING_MESSAGE = ("resources.gpus ({gpus}) exceeds resources.gpusPerNode ({per}): the workers are "
+LWS_MISSING_MESSAGE = ("resources.gpus ({gpus}) exceeds a node's GPUs ({per}): the workers are "
                        "LeaderWorkerSets, but leaderworkerset.x-k8s.io/v1 is not served; install the "
                        "LeaderWorkerSet controller (kubernetes-sigs/lws, docs/install.md)")
 
 
 def multinode_missing(spec: DeepSeekDeploymentSpec) -> str:
     """Why multi-node workers cannot run: the LeaderWorkerSet API is not served."""
-    return LWS_MISSING_MESSAGE.format(gpus=spec.resources.gpus, per=spec.resources.gpus_per_node)
+    return LWS_MISSING_MESSAGE.format(gpus=spec.resources.gpus, per=multinode.node_gpus(spec))
 
 
 def multinode_conditions(spec: DeepSeekDeploymentSpec, caps: Capabilities) -> list[tuple[str, bool, str, str]]:
     """MultiNodeReady while a pod's GPUs exceed a node: the group's shape, or the missing LWS API."""
     if not multinode.spans_nodes(spec):
         return []
-    gpus, per = spec.resources.gpus, spec.resources.gpus_per_node
+    gpus, per = spec.resources.gpus, multinode.node_gpus(spec)
     if not caps.leader_worker_set:
         return [("MultiNodeReady", False, "LeaderWorkerSetMissing", multinode_missing(spec))]
     return [("MultiNodeReady", True, "Configured",

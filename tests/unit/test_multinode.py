@@ -125,11 +125,12 @@ def test_canaries_are_leader_worker_sets_too() -> None:
 
 
 def test_builtin_cannot_span_nodes_and_the_message_names_spec_runtime() -> None:
-    with pytest.raises(InvalidSpec, match=r"spec\.runtime: resources\.gpus exceeds resources\.gpusPerNode"):
+    with pytest.raises(InvalidSpec,
+                       match=r"spec\.runtime: resources\.gpus exceeds a node's GPUs \(resources\.gpusPerNode"):
         parse_spec({"image": "reg/worker:1", "model": V3, "resources": {"gpus": 16, "gpusPerNode": 8}})
     with pytest.raises(InvalidSpec, match=r"spec\.runtime: .*only runtime vllm or sglang"):
         spec(variants=[{"name": "canary", "runtime": {"name": "builtin"}}])
-    with pytest.raises(InvalidSpec, match=r"spec\.resources\.gpus: above resources\.gpusPerNode it must be a multiple"):
+    with pytest.raises(InvalidSpec, match=r"spec\.resources\.gpus: above a node's GPUs .* it must be a multiple"):
         spec(gpus=12)
     assert spec(runtime="builtin", gpus=8, per_node=8).resources.gpus_per_node == 8  # within a node: fine
 
@@ -142,6 +143,67 @@ def test_multinode_condition_says_the_group_shape_or_the_missing_api() -> None:
               if c[0] == "MultiNodeReady"]
     assert served[0][:3] == ("MultiNodeReady", True, "Configured") and "2 pods with 8 GPUs" in served[0][3]
     assert not [c for c in integration_conditions(spec(gpus=8), Capabilities()) if c[0] == "MultiNodeReady"]
+
+
+COUNT = "nvidia.com/gpu.count"
+
+
+def labelled(count: str, runtime: str = "vllm", gpus: int = 16, per_node: int | None = None, **extra: Any) -> Any:
+    """A spec whose worker pods select nodes by GPU feature discovery's nvidia.com/gpu.count label."""
+    return spec(runtime, gpus, per_node, scheduling={"nodeSelector": {COUNT: count}}, **extra)
+
+
+def test_the_gpu_count_label_sizes_a_node_without_gpus_per_node() -> None:
+    """Issue 20 item 4: 16 GPUs on nodes labelled nvidia.com/gpu.count=8 are a group of 2 pods of 8."""
+    s = labelled("8")
+    assert s.resources.gpus_per_node is None and group_size(s) == 2
+    obj = lws(render_workload(OWNER, s))
+    template = obj["spec"]["leaderWorkerTemplate"]
+    assert template["size"] == 2
+    assert template["leaderTemplate"]["spec"]["nodeSelector"] == {COUNT: "8"}  # the label pins every pod
+    assert template["workerTemplate"]["spec"]["nodeSelector"] == {COUNT: "8"}
+    for role in ("leaderTemplate", "workerTemplate"):
+        engine = containers(obj, role)["engine"]
+        assert engine["resources"]["limits"]["nvidia.com/gpu"] == "8", role
+        assert (flag(engine["args"], "--tensor-parallel-size"), flag(engine["args"], "--nnodes")) == ("8", "2")
+    assert render_workload(OWNER, labelled("16"))[0]["kind"] == "Deployment"  # one node holds 16
+
+
+@pytest.mark.parametrize(("gpus", "per_node", "count", "size"), [
+    (16, 4, "8", 4),  # gpusPerNode wins over the label
+    (16, 16, "8", 1),
+    (8, None, "8", 1),
+    (16, None, "4", 4),
+    (4, None, "2", 2),
+])
+def test_gpus_per_node_wins_over_the_label(gpus: int, per_node: int | None, count: str, size: int) -> None:
+    assert group_size(labelled(count, gpus=gpus, per_node=per_node)) == size
+
+
+@pytest.mark.parametrize("count", ["0", "x", "08", "8.0", "", "10000"])
+@pytest.mark.parametrize("per_node", [None, 8])
+def test_a_gpu_count_that_is_not_a_positive_integer_is_refused_naming_the_field(count: str,
+                                                                                per_node: int | None) -> None:
+    with pytest.raises(InvalidSpec, match=r'spec\.scheduling\.nodeSelector\["nvidia\.com/gpu\.count"\]: must be a '
+                       r"positive integer"):
+        labelled(count, per_node=per_node)
+
+
+def test_the_gpu_count_label_bounds_builtin_and_whole_nodes_too() -> None:
+    with pytest.raises(InvalidSpec,
+                       match=r"spec\.runtime: resources\.gpus exceeds a node's GPUs .*nvidia\.com/gpu\.count"):
+        labelled("8", runtime="builtin")
+    with pytest.raises(InvalidSpec, match=r"spec\.resources\.gpus: above a node's GPUs"):
+        labelled("8", gpus=12)
+    assert labelled("8", runtime="builtin", gpus=8).resources.gpus == 8  # within a node: fine
+
+
+def test_the_multinode_condition_counts_the_labelled_node() -> None:
+    served = [c for c in integration_conditions(labelled("8"), Capabilities(leader_worker_set=True))
+              if c[0] == "MultiNodeReady"]
+    assert served[0][:3] == ("MultiNodeReady", True, "Configured") and "2 pods with 8 GPUs" in served[0][3]
+    (lacking,) = [c for c in integration_conditions(labelled("8"), Capabilities()) if c[0] == "MultiNodeReady"]
+    assert "resources.gpus (16) exceeds a node's GPUs (8)" in lacking[3]
 
 
 def lws_obj(ready: int, updated: int, replicas: int = 2, available: bool = True,

@@ -1,8 +1,9 @@
 """Multi-node workers: a LeaderWorkerSet instead of a Deployment when a pod's GPUs exceed a node. Pure.
 
-When `resources.gpus` exceeds `resources.gpusPerNode` (runtime vllm or sglang: the CRD refuses builtin),
-each replica of a variant is a group of `size = gpus / gpusPerNode` pods, one per node, each asking for
-gpusPerNode GPUs. The LeaderWorkerSet controller (kubernetes-sigs/lws) runs a group as a leader pod and
+When `resources.gpus` exceeds a node's GPUs (`node_gpus`: `resources.gpusPerNode`, else the
+`nvidia.com/gpu.count` label of `scheduling.nodeSelector`; runtime vllm or sglang: the CRD refuses builtin),
+each replica of a variant is a group of `size = gpus / per_node` pods, one per node, each asking for
+per_node GPUs. The LeaderWorkerSet controller (kubernetes-sigs/lws) runs a group as a leader pod and
 `size - 1` worker pods; its pod webhook gives every pod LWS_LEADER_ADDRESS (the leader's DNS name under
 the group's headless Service) and LWS_WORKER_INDEX (0 on the leader), which the engine's arguments read
 through Kubernetes' `$(VAR)` expansion.
@@ -13,7 +14,7 @@ through Kubernetes' `$(VAR)` expansion.
 - A worker runs the engine alone, as rank `$(LWS_WORKER_INDEX)` (vLLM: `--headless`); it serves no API,
   so it has no probes (an exec probe of /health would restart it for ever).
 - vLLM without runtime.parallelism splits tensor-parallel within a node and pipeline-parallel across
-  nodes (`--tensor-parallel-size gpusPerNode --pipeline-parallel-size size`): inter-node links are the slow
+  nodes (`--tensor-parallel-size per_node --pipeline-parallel-size size`): inter-node links are the slow
   ones. SGLang keeps tensor parallel over every GPU of the group (`--tp-size gpus`), as its multi-node
   guide does.
 - Startup policy LeaderCreated, restart policy RecreateGroupOnPodRestart (a lost rank breaks the whole
@@ -33,6 +34,7 @@ from deepseek_operator import runtimes
 from deepseek_operator.api import DeepSeekDeploymentSpec, Parallelism, ResolvedVariant
 from deepseek_operator.render import engine as engine_pod
 from deepseek_operator.render.common import MAX_DEPLOYMENT_NAME, Owner, child_name, common_labels, metadata
+from deepseek_operator.resource.workload import gpus_per_node
 from deepseek_operator.strategy import Strategy, rolling_update
 
 API_VERSION = "leaderworkerset.x-k8s.io/v1"
@@ -52,9 +54,15 @@ def lws_name(owner: Owner, variant: str) -> str:
     return child_name(owner.name, variant, "lws", max_len=MAX_DEPLOYMENT_NAME)
 
 
+def node_gpus(spec: DeepSeekDeploymentSpec) -> int | None:
+    """GPUs one node offers a pod (workload.gpus_per_node): resources.gpusPerNode, else the node selector's
+    nvidia.com/gpu.count label; None when neither is set (one node holds the pod)."""
+    return gpus_per_node(spec.resources.gpus_per_node, spec.scheduling.node_selector)
+
+
 def group_size(spec: DeepSeekDeploymentSpec) -> int:
-    """Pods per replica: ceil(gpus / gpusPerNode) when gpusPerNode is set and exceeded, else 1."""
-    per_node = spec.resources.gpus_per_node
+    """Pods per replica: ceil(gpus / node_gpus) when a node's GPUs are known and exceeded, else 1."""
+    per_node = node_gpus(spec)
     if not per_node or spec.resources.gpus <= per_node:
         return 1
     return -(-spec.resources.gpus // per_node)
@@ -96,7 +104,7 @@ def render_leader_worker_set(owner: Owner, spec: DeepSeekDeploymentSpec, variant
 
 
 def leader_pod(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, pod: dict[str, Any]) -> dict[str, Any]:
-    """The single-node pod with the engine as rank 0 on gpusPerNode GPUs; the edge stays in front."""
+    """The single-node pod with the engine as rank 0 on a node's GPUs; the edge stays in front."""
     containers = [_engine(spec, variant, c, rank=0) if c["name"] == ENGINE else c for c in pod["containers"]]
     return {**pod, "containers": containers}
 
@@ -132,8 +140,8 @@ def engine_args(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, rank: in
 
 def _engine(spec: DeepSeekDeploymentSpec, variant: ResolvedVariant, container: dict[str, Any],
             rank: int | None) -> dict[str, Any]:
-    """The engine container on one node: multi-node arguments, gpusPerNode GPUs."""
-    per_node = str(spec.resources.gpus_per_node)
+    """The engine container on one node: multi-node arguments, a node's GPUs (node_gpus)."""
+    per_node = str(node_gpus(spec))
     name = spec.resources.gpu_resource_name
     resources = {kind: {**values, name: per_node} if name in values else dict(values)
                  for kind, values in container["resources"].items()}

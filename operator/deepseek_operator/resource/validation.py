@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING
 from deepseek_operator import precision, runtimes
 from deepseek_operator.resource.patterns import DIGEST_PINNED, PRIMARY
 from deepseek_operator.resource.variants import variant_model_errors
-from deepseek_operator.resource.workload import BUILTIN_RUNTIME, FP8_QUANTIZATION_MESSAGE, Parallelism, RuntimeSpec
+from deepseek_operator.resource.workload import (
+    BUILTIN_RUNTIME,
+    FP8_QUANTIZATION_MESSAGE,
+    GPU_COUNT_FIELD,
+    GPU_COUNT_MESSAGE,
+    Parallelism,
+    RuntimeSpec,
+    gpu_count_ok,
+    gpus_per_node,
+)
 
 if TYPE_CHECKING:
     from deepseek_operator.resource.spec import DeepSeekDeploymentSpec
@@ -66,6 +75,7 @@ def cross_field_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
     errors += _digest_errors(spec)
     errors += fp8_quantization_errors(spec)
     errors += runtime_errors(spec)
+    errors += gpu_count_errors(spec)
     errors += multinode_errors(spec)
     errors += scaling_errors(spec)
     errors += variant_model_errors(spec)
@@ -119,20 +129,32 @@ def _parallel_fits(p: Parallelism, gpus: int) -> bool:
     return p.tensor * p.pipeline * p.data == gpus
 
 
-MULTINODE_RUNTIME_MESSAGE = ("resources.gpus exceeds resources.gpusPerNode: only runtime vllm or sglang spans "
-                             "nodes (a LeaderWorkerSet); set spec.runtime.name, and every variant's runtime, to vllm "
-                             "or sglang, or lower resources.gpus")
-MULTINODE_GPUS_MESSAGE = ("above resources.gpusPerNode it must be a multiple of it (one pod per node, each with "
-                          "gpusPerNode GPUs)")
+# "A node's GPUs" in the messages below: what workload.gpus_per_node reads.
+_NODE_GPUS = "resources.gpusPerNode, else the nvidia.com/gpu.count label of scheduling.nodeSelector"
+MULTINODE_RUNTIME_MESSAGE = (f"resources.gpus exceeds a node's GPUs ({_NODE_GPUS}): only runtime vllm or sglang "
+                             "spans nodes (a LeaderWorkerSet); set spec.runtime.name, and every variant's runtime, to "
+                             "vllm or sglang, or lower resources.gpus")
+MULTINODE_GPUS_MESSAGE = (f"above a node's GPUs ({_NODE_GPUS}) it must be a multiple of them (one pod per node, "
+                          "each with a node's GPUs)")
+
+
+def gpu_count_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
+    """The worker pods' nvidia.com/gpu.count node selector label, when set, is a positive integer: it sizes a
+    node (workload.gpus_per_node). Checked even beside resources.gpusPerNode: such a value matches no node."""
+    return [] if gpu_count_ok(spec.scheduling.node_selector) else [f"{GPU_COUNT_FIELD}: {GPU_COUNT_MESSAGE}"]
 
 
 def multinode_errors(spec: DeepSeekDeploymentSpec) -> list[str]:
-    """A pod's GPUs beyond a node (render/multinode.py): an engine runtime everywhere, whole nodes."""
+    """A pod's GPUs beyond a node (render/multinode.py): an engine runtime everywhere, whole nodes. Nothing
+    while the node's GPUs are unreadable (gpu_count_errors says why)."""
     res = spec.resources
-    if res.gpus_per_node is None or res.gpus <= res.gpus_per_node:
+    if res.gpus_per_node is None and not gpu_count_ok(spec.scheduling.node_selector):
+        return []
+    per_node = gpus_per_node(res.gpus_per_node, spec.scheduling.node_selector)
+    if per_node is None or res.gpus <= per_node:
         return []
     errors = []
-    if res.gpus % res.gpus_per_node:
+    if res.gpus % per_node:
         errors.append(f"spec.resources.gpus: {MULTINODE_GPUS_MESSAGE}")
     if any(not runtime.engine for _, runtime, _ in _runtimes(spec)):
         errors.append(f"spec.runtime: {MULTINODE_RUNTIME_MESSAGE}")

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -33,7 +35,8 @@ class Resources(Model):
         None, ge=1, le=16,
         description="GPUs one node offers a pod. When resources.gpus exceeds it, each worker becomes a "
         "LeaderWorkerSet group of ceil(gpus / gpusPerNode) pods, one per node, each with gpusPerNode GPUs "
-        "(spec.runtime vllm or sglang only; docs/runtimes.md). Unset: one node holds the pod.")
+        "(spec.runtime vllm or sglang only; docs/runtimes.md). Unset: the nvidia.com/gpu.count label of "
+        "scheduling.nodeSelector when there is one, else one node holds the pod.")
 
 
 class Parallelism(Model):
@@ -170,6 +173,36 @@ class Scheduling(Model):
 
 
 NODE_SELECTOR_KEY_MESSAGE = LABEL_KEY_MESSAGE
+
+# The GPUs of a node as NVIDIA GPU feature discovery labels it. In scheduling.nodeSelector it pins the
+# worker pods to nodes of that many GPUs, so it sizes a pod's node when resources.gpusPerNode is unset.
+GPU_COUNT_LABEL = "nvidia.com/gpu.count"
+# At most 4 digits: CEL's int() of the label (tools/crd_rules.py) stays far within int64.
+GPU_COUNT = r"^[1-9][0-9]{0,3}$"
+GPU_COUNT_FIELD = f'spec.scheduling.nodeSelector["{GPU_COUNT_LABEL}"]'
+GPU_COUNT_MESSAGE = ('must be a positive integer (1 to 9999), the GPUs of each selected node as GPU feature '
+                     'discovery labels them, e.g. "8"; it sizes a node when resources.gpusPerNode is unset')
+
+
+def gpu_count_ok(node_selector: Mapping[str, str]) -> bool:
+    """The node selector has no nvidia.com/gpu.count label, or one that is a positive integer (GPU_COUNT)."""
+    count = node_selector.get(GPU_COUNT_LABEL)
+    return count is None or re.fullmatch(GPU_COUNT, count) is not None
+
+
+def gpus_per_node(per_node: int | None, node_selector: Mapping[str, str]) -> int | None:
+    """GPUs one node offers a pod: `per_node` (resources.gpusPerNode) when set, else the node selector's
+    nvidia.com/gpu.count label, else None (unknown: the caller's default; one node holds the pod).
+
+    The one place every sizing reads it (render/multinode.py, validation.py, gpufit.py). ValueError naming
+    GPU_COUNT_FIELD when the label is not a positive integer: parse_spec refuses such a spec first
+    (validation.gpu_count_errors, and the CRD's CEL rule at `kubectl apply`)."""
+    if per_node is not None:
+        return per_node
+    if not gpu_count_ok(node_selector):
+        raise ValueError(f"{GPU_COUNT_FIELD}: {GPU_COUNT_MESSAGE}")
+    count = node_selector.get(GPU_COUNT_LABEL)
+    return int(count) if count is not None else None
 
 
 class Variant(Model):
