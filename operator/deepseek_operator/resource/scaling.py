@@ -79,7 +79,7 @@ class Fallback(Model):
     when: list[FallbackReason] = Field(
         default_factory=_all_reasons, min_length=1, max_length=3,
         description="ColdStart (the variant is at zero and loading), Overloaded (every ready pod at its "
-        "queue threshold, or the hold queue full), Unavailable (no ready pod and none coming).")
+        "queue threshold, or the hold queue full), Unavailable (every ready pod failed before answering).")
     max_share: float = Field(0.2, ge=0, le=1, description="Most of the routed requests (0-1, over a minute) "
                              "sent to the hosted API.")
     allow_external: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
