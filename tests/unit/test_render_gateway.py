@@ -15,12 +15,14 @@ import pytest
 from upstream_crds import HTTPROUTE, kube_validate, validate
 
 from deepseek_operator.api import parse_spec, resolve_variants
+from deepseek_operator.render.autoscaling import SERIES
 from deepseek_operator.render.common import LABEL_DEPLOYMENT, Capabilities, Owner
 from deepseek_operator.render.gateway import (
     CONFIG_FILE,
     CONFIG_HASH,
     FALLBACK_KEY_ENV,
     LABEL_GATEWAY,
+    QUEUE_METRIC,
     concurrency_cap,
     gateway_condition,
     gateway_config,
@@ -92,7 +94,41 @@ def test_the_document_is_what_the_gateway_loads() -> None:
     assert config.fallback.baseURL == "https://api.deepseek.com" and config.fallback.apiKeyEnv == FALLBACK_KEY_ENV
     assert (config.fallback.when, config.fallback.maxShare, config.fallback.allowExternal) == (
         ["ColdStart"], 0.3, ["team-a"])
-    assert config.discovery.queueMetric is None  # the workers serve /metrics on the metrics port only
+    # Issue 22: the workers serve /metrics on their metrics port alone: the gauge is read there.
+    assert (config.discovery.queueMetric, config.discovery.metricsPort) == ("deepseek_worker_queue_depth", 9090)
+    assert [v.queueMetric for v in config.variants] == [None, None]  # one runtime: the document's gauge
+
+
+# name -> (spec fields, the document's queue gauge, each variant's own). Issue 22.
+RUNTIME_GAUGES = {
+    "builtin": ({}, "deepseek_worker_queue_depth", [None]),
+    "vllm": ({"runtime": {"name": "vllm"}}, "vllm:num_requests_waiting", [None]),
+    "sglang": ({"runtime": {"name": "sglang"}}, "sglang:num_queue_reqs", [None]),
+    "builtin primary, vLLM canary": ({"variants": [{**CANARY, "runtime": {"name": "vllm"}}]},
+                                     "deepseek_worker_queue_depth", [None, "vllm:num_requests_waiting"]),
+    "sglang primary, builtin canary": ({"runtime": {"name": "sglang"},
+                                        "variants": [{**CANARY, "runtime": {"name": "builtin"}}]},
+                                       "sglang:num_queue_reqs", [None, "deepseek_worker_queue_depth"]),
+}
+
+
+@pytest.mark.parametrize("case", RUNTIME_GAUGES)
+def test_the_queue_gauge_of_each_runtime_is_read_on_the_workers_metrics_port(case: str) -> None:
+    """Each runtime's queue series (the ones the autoscalers read), on the port the worker pods serve
+    /metrics on: the builtin worker's own, or the engine's that a proxy-mode edge re-exposes there."""
+    fields, document_gauge, variant_gauges = RUNTIME_GAUGES[case]
+    spec = _spec(**fields)
+    config = GatewayConfig.model_validate(gateway_config(OWNER, spec, resolve_variants(spec), 60))
+    assert config.discovery.queueMetric == document_gauge
+    assert [v.queueMetric for v in config.variants] == variant_gauges
+    for variant in resolve_variants(spec):
+        assert QUEUE_METRIC[variant.runtime.name] == SERIES[variant.runtime.name]["queueDepth"]
+    # The port the rendered worker pods serve /metrics on alone (DEEPSEEK_METRICS_PORT, container port).
+    for deployment in (c for c in render_workload(OWNER, spec) if c["kind"] == "Deployment"):
+        (api,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "worker"]
+        env = {e["name"]: e.get("value") for e in api["env"]}
+        assert env["DEEPSEEK_METRICS_PORT"] == str(config.discovery.metricsPort)
+        assert {"name": "metrics", "containerPort": config.discovery.metricsPort, "protocol": "TCP"} in api["ports"]
 
 
 def test_the_gateway_pod() -> None:
@@ -229,6 +265,8 @@ def test_network_policies_admit_only_the_gateway_to_the_workers() -> None:
         kube_validate(policy)
     api_rule = workers["spec"]["ingress"][0]
     assert api_rule["from"] == [{"podSelector": {"matchLabels": {LABEL_GATEWAY: "chat"}}}]
+    # Issue 22: the API port and the metrics port, where the gateway reads the workers' queue gauge.
+    assert api_rule["ports"] == [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 9090}]
     assert gateway["metadata"]["name"] == "chat-gateway"
     assert gateway["spec"]["podSelector"] == {"matchLabels": {LABEL_GATEWAY: "chat"}}
     sources = gateway["spec"]["ingress"][0]["from"]
@@ -236,7 +274,7 @@ def test_network_policies_admit_only_the_gateway_to_the_workers() -> None:
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}} in sources
     egress = gateway["spec"]["egress"]
     assert {"to": [{"podSelector": {"matchLabels": {LABEL_DEPLOYMENT: "chat"}}}],
-            "ports": [{"protocol": "TCP", "port": 8000}]} in egress
+            "ports": [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 9090}]} in egress
     assert any(r["ports"] == [{"protocol": "TCP", "port": 8443}] for r in egress)  # the hosted API
 
 
@@ -244,7 +282,30 @@ def test_without_fallback_or_autoscaling_the_gateway_policy_stays_narrow() -> No
     _, gateway = render_network_policy(OWNER, _spec())
     assert all("keda" not in json.dumps(rule) for rule in gateway["spec"]["ingress"])
     ports = [p["port"] for rule in gateway["spec"]["egress"] for p in rule["ports"]]
-    assert sorted(set(ports)) == [53, 443, 6443, 8000]
+    assert sorted(set(ports)) == [53, 443, 6443, 8000, 9090]  # 9090: the workers' queue gauge (issue 22)
+
+
+MONITORING = {"kubernetes.io/metadata.name": "monitoring"}
+
+
+@pytest.mark.parametrize("monitoring", [None, MONITORING], ids=["no monitoring namespace", "monitoring namespace"])
+def test_behind_the_gateway_the_workers_metrics_port_admits_the_gateway_and_prometheus_only(
+        monitoring: dict[str, str] | None) -> None:
+    """Issue 22: still default-deny; the gateway's pods reach 8000 and 9090, Prometheus 9090 alone, nobody
+    else either port (not the namespace's clients, not the ingress namespaces: the gateway replaced them)."""
+    policy = {"ingressNamespaceSelector": {"kubernetes.io/metadata.name": "ingress"},
+              **({"monitoringNamespaceSelector": monitoring} if monitoring else {})}
+    workers, _ = render_network_policy(OWNER, _spec(networkPolicy=policy))
+    assert workers["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    by_port: dict[int, list[Any]] = {}
+    for rule in workers["spec"]["ingress"]:
+        assert rule["from"]  # a rule without `from` would admit every source
+        for port in rule["ports"]:
+            by_port.setdefault(port["port"], []).extend(rule["from"])
+    gateway = {"podSelector": {"matchLabels": {LABEL_GATEWAY: "chat"}}}
+    assert by_port[8000] == [gateway]
+    assert by_port[9090] == [gateway] + ([{"namespaceSelector": {"matchLabels": monitoring}}] if monitoring else [])
+    assert set(by_port) == {8000, 9090}
 
 
 def test_document_without_variants_weight_is_refused_by_the_model_not_rendered() -> None:

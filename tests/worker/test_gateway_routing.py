@@ -16,12 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_upstream import CHUNKS
+from fake_upstream import CHUNKS, answer_lifespan
 from fakes import wait_until
 from gateway_fakes import AUTH, StubBackend, chat, dead_port, fast, gateway, reply, serve
 
 from deepseek_worker.gateway.choose import choose_variant
 from deepseek_worker.gateway.config import GatewayConfig, Variant
+from deepseek_worker.gateway.discovery import metrics_url
 
 
 @pytest.fixture
@@ -127,6 +128,86 @@ def test_least_loaded_backend_by_inflight_then_by_polled_queue(stack: ExitStack)
     one.queue = 5
     wait_until(lambda: app.state.router.pools["v"].backends[one_url].queue == 5, 10, "queue polled")
     assert {served(post(url, chat())) for _ in range(10)} == {"two"}
+
+
+# fast()'s periods, repeated: a document's own "discovery" replaces fast()'s whole object.
+FAST_DISCOVERY = {"probeSeconds": 0.1, "heldProbeSeconds": 0.05, "resolveSeconds": 0.1}
+
+
+class MetricsStub:
+    """A metrics-only listener (a worker's DEEPSEEK_METRICS_PORT) shared by backends that differ by host
+    name: /metrics answers `texts[host]`, 503 for a host it has none for; `hosts` records each read."""
+
+    def __init__(self, texts: dict[str, str]) -> None:
+        self.texts = texts
+        self.hosts: list[str] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
+            return
+        host = dict(scope["headers"]).get(b"host", b"").decode().rsplit(":", 1)[0]
+        self.hosts.append(host)
+        text = self.texts.get(host) if scope["path"] == "/metrics" else None
+        body = (text or "").encode()
+        await send({"type": "http.response.start", "status": 200 if text is not None else 503,
+                    "headers": [(b"content-type", b"text/plain; version=0.0.4"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def test_the_queue_gauge_is_read_on_the_metrics_port_under_the_variants_own_name(stack: ExitStack) -> None:
+    """Issue 22: with discovery.metricsPort the gauge comes from each backend's host on that port (the
+    rendered workers serve /metrics there alone), summed over its samples, under the variant's own
+    queueMetric (a vLLM variant) rather than the document's; least-loaded then avoids the busy one."""
+    one, one_url = stub(stack, "one")
+    two, two_url = stub(stack, "two")
+    two_url = two_url.replace("127.0.0.1", "localhost")  # another host name: its own text on the shared stub
+    one.queue = two.queue = 0  # the API port's /metrics: not where the document says the gauge is
+    waiting = "# TYPE vllm:num_requests_waiting gauge\n"
+    gauges = MetricsStub({
+        "127.0.0.1": waiting + 'vllm:num_requests_waiting{engine="0"} 3\nvllm:num_requests_waiting{engine="1"} 2\n',
+        "localhost": waiting + "vllm:num_requests_waiting 0\ndeepseek_worker_queue_depth 9\n"})
+    port = httpx.URL(stack.enter_context(serve(gauges))).port
+    config = {"variants": [{"name": "v", "weight": 100, "backends": [one_url, two_url],
+                            "queueMetric": "vllm:num_requests_waiting"}],
+              "discovery": {**FAST_DISCOVERY, "metricsPort": port}}  # queueMetric: the builtin worker's
+    url, app = stack.enter_context(gateway(config))
+    pool = app.state.router.pools["v"]
+    wait_until(lambda: pool.backends[one_url].queue == 5, 10, "one's gauge read on the metrics port")
+    assert pool.backends[two_url].queue == 0  # read in the same round: its vLLM gauge, not the document's 9
+    assert {"127.0.0.1", "localhost"} <= set(gauges.hosts)
+    assert {served(post(url, chat())) for _ in range(10)} == {"two"}
+    assert not one.requests
+
+
+@pytest.mark.parametrize(("backend", "port", "url"), [
+    ("http://10.0.0.7:8000", 9090, "http://10.0.0.7:9090/metrics"),
+    ("http://[fd00::7]:8000", 9090, "http://[fd00::7]:9090/metrics"),  # a pod's IPv6 address, as resolved
+    ("https://w.example:8443/prefix", 9090, "http://w.example:9090/metrics"),  # the listener serves no TLS
+    ("https://w.example:8443/prefix", None, "https://w.example:8443/prefix/metrics"),  # under the root
+])
+def test_where_the_queue_gauge_is_read(backend: str, port: int | None, url: str) -> None:
+    assert metrics_url(backend, port) == url
+
+
+@pytest.mark.parametrize("listener", ["refused", "answers 503"])
+def test_an_unreadable_queue_gauge_costs_no_readiness(stack: ExitStack, listener: str) -> None:
+    """Issue 22: readiness is /health/ready's alone. A metrics port that refuses (nothing listens, or a
+    NetworkPolicy rejects) or answers an error counts as a queue of 0, round after round, and the
+    backend keeps serving; a gauge read that failed used to take the backend out of rotation."""
+    a, a_url = stub(stack, "a")
+    a.queue = 7  # on the API port: never read once the document names the metrics port
+    gauges = MetricsStub({})
+    port = (stack.enter_context(dead_port()) if listener == "refused"
+            else httpx.URL(stack.enter_context(serve(gauges))).port)
+    url, app = stack.enter_context(gateway({"variants": [{"name": "a", "weight": 100, "backends": [a_url]}],
+                                            "discovery": {**FAST_DISCOVERY, "metricsPort": port}}))
+    backend = app.state.router.pools["a"].backends[a_url]
+    if listener == "answers 503":
+        wait_until(lambda: len(gauges.hosts) >= 3, 10, "three rounds of gauge reads")
+    assert backend.ready and backend.queue == 0
+    assert {served(post(url, chat())) for _ in range(5)} == {"a"}
 
 
 def test_byte_exact_json_and_stream_with_served_by(stack: ExitStack) -> None:

@@ -57,6 +57,12 @@ FALLBACK_KEY_ENV = "GATEWAY_FALLBACK_API_KEY"  # no DEEPSEEK_ prefix: not a work
 CONFIG_HASH = "deepseek.ai/gateway-config"
 GATEWAY_UID = 10001
 PRESTOP_SLEEP_SECONDS = 5
+# Each runtime's queue gauge on its pods' /metrics (the builtin worker's own; in proxy mode the engine's,
+# which server/engine_metrics.py re-exposes on the edge's metrics port). render/autoscaling.py's
+# SERIES[runtime]["queueDepth"] names the same series; it imports this module, so the names are repeated
+# here and tests/unit/test_render_gateway.py keeps the two equal.
+QUEUE_METRIC = {"builtin": "deepseek_worker_queue_depth", "vllm": "vllm:num_requests_waiting",
+                "sglang": "sglang:num_queue_reqs"}
 
 
 def gateway_name(owner: Owner) -> str:
@@ -116,15 +122,15 @@ def gateway_config(owner: Owner, spec: DeepSeekDeploymentSpec, variants: Sequenc
     gateway = spec.gateway
     assert gateway is not None
     weights = effective_weights(variants, {v.name: 1 for v in variants})
-    host = f"{{}}.{owner.namespace}.svc.cluster.local"
+    metric = QUEUE_METRIC[variants[0].runtime.name]  # the primary's; a variant on another runtime names its own
     doc: dict[str, Any] = {
-        "variants": [{"name": v.name, "weight": weights[v.name],
-                      "service": {"host": host.format(pods_service_name(owner, v.name)), "port": HTTP_PORT}}
-                     for v in variants],
+        "variants": [_variant(owner, v, weights[v.name], metric) for v in variants],
         "hold": {"maxQueue": gateway.max_held_requests, "deadlineSeconds": gateway.hold_timeout_seconds,
                  "loadSeconds": max(1, load_seconds)},
-        # The workers serve /metrics on their metrics port only: least-loaded uses in-flight counts.
-        "discovery": {"queueMetric": None},
+        # Every worker the operator renders sets DEEPSEEK_METRICS_PORT (worker_env.py; the CRD refuses it
+        # in spec.env) and then serves /metrics there alone, not on the API port the gateway forwards to
+        # (a proxy-mode edge serves its engine's series there too): the gauge is read on that port.
+        "discovery": {"queueMetric": metric, "metricsPort": METRICS_PORT},
         "statusFrom": {"name": owner.name, "namespace": owner.namespace},
         "backendTimeoutSeconds": spec.serving.request_timeout_seconds,
     }
@@ -135,6 +141,18 @@ def gateway_config(owner: Owner, spec: DeepSeekDeploymentSpec, variants: Sequenc
                            "allowExternal": list(fallback.allow_external),
                            "timeoutSeconds": spec.serving.request_timeout_seconds}
     return doc
+
+
+def _variant(owner: Owner, variant: ResolvedVariant, weight: int, default_metric: str) -> dict[str, Any]:
+    """One variant of the document: its weight, its pods' headless Service, and its queue gauge where its
+    runtime names it differently from the document's (`default_metric`: a vLLM canary behind a builtin
+    primary)."""
+    host = f"{pods_service_name(owner, variant.name)}.{owner.namespace}.svc.cluster.local"
+    out: dict[str, Any] = {"name": variant.name, "weight": weight, "service": {"host": host, "port": HTTP_PORT}}
+    metric = QUEUE_METRIC[variant.runtime.name]
+    if metric != default_metric:
+        out["queueMetric"] = metric
+    return out
 
 
 def config_text(doc: dict[str, Any]) -> str:

@@ -11,6 +11,8 @@ Egress), and only these connections are allowed (docs/security.md lists them wit
   ingress or a ServiceMonitor would need a selector that is not set.
 - in, TCP 9090 (the worker's metrics-only listener) from namespaces matching
   monitoringNamespaceSelector: Prometheus scraping /metrics, and nothing else of the worker.
+- with spec.gateway enabled, the gateway's pods instead of the API peers above, on TCP 8000 and 9090
+  (it ranks the workers by the queue gauge it reads there); Prometheus keeps 9090.
 - out, UDP and TCP 53 to the cluster DNS (pods labelled k8s-app=kube-dns in kube-system).
 - out, to the model hub, only for the variants that download from the Hugging Face hub themselves
   (a second policy selecting just those pods; variants on a pvc or a model cache load from a volume
@@ -61,6 +63,9 @@ ANYWHERE = [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
 SAME_NAMESPACE: dict[str, Any] = {"podSelector": {}}
 # KEDA's operator polls the gateway's /scaling/<variant> (render/autoscaling.py) from its namespace.
 KEDA_NAMESPACE = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}
+# What the gateway reaches on the workers: the API port it forwards to, and the metrics port it reads
+# their queue gauge on (render/gateway.py, discovery.metricsPort).
+WORKER_PORTS_FOR_GATEWAY = (HTTP_PORT, METRICS_PORT)
 # The gateway reads its DeepSeekDeployment's status from the apiserver: its Service port or, after the
 # Service's address translation, the apiserver's own (a NetworkPolicy cannot name the apiserver).
 APISERVER_PORTS = (443, 6443)
@@ -102,11 +107,13 @@ def api_peers(policy: NetworkPolicySpec) -> list[dict[str, Any]]:
     return peers + [_client(c) for c in policy.clients]
 
 
-def _ingress(policy: NetworkPolicySpec, peers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`peers` on the API port (api_peers, or the gateway's pods), Prometheus on the metrics port."""
+def _ingress(policy: NetworkPolicySpec, peers: list[dict[str, Any]],
+             ports: tuple[int, ...] = (HTTP_PORT,)) -> list[dict[str, Any]]:
+    """`peers` on `ports` (api_peers on the API port, or the gateway's pods on WORKER_PORTS_FOR_GATEWAY),
+    Prometheus on the metrics port."""
     # The port number, not the name "http": a numeric port cannot silently stop matching if a
     # container port is ever renamed.
-    rules = [{"from": peers, "ports": [_port(HTTP_PORT)]}] if peers else []
+    rules = [{"from": peers, "ports": [_port(p) for p in ports]}] if peers else []
     if policy.monitoring_namespace_selector:
         rules.append({"from": [_namespaces(policy.monitoring_namespace_selector)], "ports": [_port(METRICS_PORT)]})
     return rules
@@ -142,9 +149,13 @@ def render_network_policy(owner: Owner, spec: DeepSeekDeploymentSpec,
         "podSelector": {"matchLabels": selector_labels(owner)},
         "policyTypes": ["Ingress", "Egress"],
     }
-    # Behind the gateway the workers check no credential: only the gateway reaches their API port.
-    gateway = [{"podSelector": {"matchLabels": gateway_selector(owner)}}] if spec.gateway_enabled else None
-    ingress = _ingress(policy, gateway if gateway is not None else api_peers(policy))
+    # Behind the gateway the workers check no credential: only the gateway reaches their API port (and
+    # their metrics port, for the queue gauge it ranks them by).
+    if spec.gateway_enabled:
+        gateway = [{"podSelector": {"matchLabels": gateway_selector(owner)}}]
+        ingress = _ingress(policy, gateway, WORKER_PORTS_FOR_GATEWAY)
+    else:
+        ingress = _ingress(policy, api_peers(policy))
     if ingress:  # omitted, not []: the apiserver drops an empty list, and the next apply would differ
         deny["ingress"] = ingress
     deny["egress"] = [{"to": [copy.deepcopy(CLUSTER_DNS)], "ports": [_port(DNS_PORT, "UDP"), _port(DNS_PORT)]}]
@@ -182,8 +193,8 @@ def render_gateway_policy(owner: Owner, spec: DeepSeekDeploymentSpec,
     """The gateway pods' policy (spec.gateway.enabled; render/gateway.py), default-deny both ways: in, the
     API port from the clients the workers would admit (api_peers) and from KEDA's namespace (its
     /scaling endpoint) when a variant autoscales, the metrics port from monitoringNamespaceSelector;
-    out, DNS, the workers' API port, the apiserver (the status held requests report) and, with
-    spec.fallback, the hosted API's port anywhere."""
+    out, DNS, the workers' API and metrics ports (their queue gauge), the apiserver (the status held
+    requests report) and, with spec.fallback, the hosted API's port anywhere."""
     if not spec.gateway_enabled:
         return []
     policy = spec.network_policy
@@ -192,7 +203,8 @@ def render_gateway_policy(owner: Owner, spec: DeepSeekDeploymentSpec,
     ingress = _ingress(policy, peers + ([copy.deepcopy(KEDA_NAMESPACE)] if scaled else []))
     egress: list[dict[str, Any]] = [
         {"to": [copy.deepcopy(CLUSTER_DNS)], "ports": [_port(DNS_PORT, "UDP"), _port(DNS_PORT)]},
-        {"to": [{"podSelector": {"matchLabels": selector_labels(owner)}}], "ports": [_port(HTTP_PORT)]},
+        {"to": [{"podSelector": {"matchLabels": selector_labels(owner)}}],
+         "ports": [_port(p) for p in WORKER_PORTS_FOR_GATEWAY]},
         {"to": copy.deepcopy(ANYWHERE), "ports": [_port(p) for p in APISERVER_PORTS]},
     ]
     if spec.fallback is not None:

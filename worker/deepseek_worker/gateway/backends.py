@@ -1,8 +1,9 @@
 """A variant's backends: their addresses, readiness, load, and the least-loaded choice among them.
 
 A backend's load is the gateway's own in-flight count to it plus the queue gauge last polled from
-its /metrics (0 when not polled). Readiness comes from its /health/ready (discovery.py) and is lost
-at once when a request fails to reach it. `changed` wakes held requests when readiness changes.
+its /metrics (discovery.py: on its metrics port when the document names one; 0 when not polled, not
+readable, or the backend is not ready). Readiness comes from its /health/ready alone (discovery.py)
+and is lost at once when a request fails to reach it. `changed` wakes held requests when readiness changes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class Backend:
         self.url = url
         self.upstream = Upstream(url, timeout)
         self.inflight = 0  # requests this gateway has sent and not yet finished
-        self.queue = 0.0  # the backend's own queue gauge, as last polled
+        self.queue = 0.0  # the backend's own queue gauge, as last polled (0: unknown)
         self.ready = False
 
     @property

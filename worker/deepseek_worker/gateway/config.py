@@ -47,6 +47,9 @@ class Variant(_Model):
     weight: int = Field(ge=0, le=100)
     backends: list[str] = Field(default_factory=list)  # server roots, e.g. http://10.0.0.7:8000
     service: ServiceRef | None = None
+    # This variant's queue gauge when its runtime names it differently from discovery.queueMetric (a
+    # vLLM canary behind a builtin primary); None: discovery.queueMetric.
+    queueMetric: str | None = Field(None, min_length=1)
 
     @field_validator("backends")
     @classmethod
@@ -70,14 +73,19 @@ class Hold(_Model):
 
 
 class Discovery(_Model):
-    """How often backends are found and checked."""
+    """How often backends are found and checked, and where their queue gauge is read."""
 
     resolveSeconds: float = Field(5, gt=0)  # DNS re-resolution of each variant's service
-    probeSeconds: float = Field(2, gt=0)  # /health/ready (and /metrics, when queueMetric is set) per backend
+    probeSeconds: float = Field(2, gt=0)  # /health/ready, then the ready backends' queue gauge
     heldProbeSeconds: float = Field(0.25, gt=0)  # both, while a request of the variant is held
-    # The queue gauge on each backend's /metrics that refines least-loaded choice (vLLM's is
-    # vllm:num_requests_waiting); None: the gateway's own in-flight counts alone.
-    queueMetric: str | None = "deepseek_worker_queue_depth"
+    # The queue gauge (summed over its samples) that refines the least-loaded choice and the Overloaded
+    # rule (vLLM's is vllm:num_requests_waiting; a variant may name its own); None: the gateway's own
+    # in-flight counts alone. A gauge that cannot be read counts 0 and never costs readiness.
+    queueMetric: str | None = Field("deepseek_worker_queue_depth", min_length=1)
+    # Where the gauge is read: each backend's host on this port, plain http, /metrics (a worker's
+    # DEEPSEEK_METRICS_PORT listener, which then serves /metrics alone: the operator renders 9090);
+    # None: /metrics under the backend's own URL (a worker run without a metrics port).
+    metricsPort: int | None = Field(None, ge=1, le=65535)
 
 
 def _all_reasons() -> list[FallbackReason]:

@@ -1,6 +1,10 @@
 """Finding and checking backends: DNS resolution of each variant's headless Service, /health/ready
 and the queue gauge of each backend, on a loop per variant (faster while a request is held).
 
+The queue gauge is read from the backend's metrics listener when `discovery.metricsPort` is set (the
+workers the operator renders serve /metrics there alone), else from its own URL. It only refines the
+least-loaded choice and the Overloaded rule: readiness is /health/ready's alone.
+
 A headless Service's DNS name lists the ready pods only, so a pod appears once Ready and is gone
 soon after it is deleted; the probe closes the rest of the gap (a pod restarting under the same IP).
 """
@@ -45,19 +49,36 @@ def backend_urls(variant: Variant, addresses: list[str]) -> list[str]:
     return urls
 
 
-async def probe(backend: Backend, queue_metric: str | None) -> tuple[bool, float]:
-    """(ready, queue): /health/ready answered 200, and the summed `queue_metric` samples (0 if absent)."""
-    client = backend.upstream.client
+def metrics_url(backend_url: str, port: int | None) -> str:
+    """Where a backend's queue gauge is read: with `port`, its metrics-only listener (the same host, plain
+    http, /metrics: a worker's DEEPSEEK_METRICS_PORT serves no TLS); without, /metrics under its own URL."""
+    if port is None:
+        return backend_url + "/metrics"
+    return str(httpx.URL(backend_url).copy_with(scheme="http", port=port, path="/metrics"))
+
+
+async def healthy(backend: Backend) -> bool:
+    """/health/ready answered 200 within PROBE_TIMEOUT_SECONDS: the one test of readiness."""
     try:
-        health = await client.get("/health/ready", timeout=PROBE_TIMEOUT_SECONDS)
-        if health.status_code != 200:
-            return False, 0.0
-        if queue_metric is None:
-            return True, 0.0
-        text = (await client.get("/metrics", timeout=PROBE_TIMEOUT_SECONDS)).text
+        reply = await backend.upstream.client.get("/health/ready", timeout=PROBE_TIMEOUT_SECONDS)
     except httpx.HTTPError:
-        return False, 0.0
-    return True, queue_depth(text, queue_metric)
+        return False
+    return reply.status_code == 200
+
+
+async def polled_queue(backend: Backend, metric: str, port: int | None) -> float:
+    """The summed `metric` samples of the backend's /metrics (metrics_url); 0 when they cannot be read
+    (refused, filtered, not 200, unparsable, absent). An unknown queue ranks the backend by the gateway's
+    in-flight count alone and never costs it readiness: a metrics listener that a NetworkPolicy drops
+    must not take a serving pod out of rotation."""
+    url = metrics_url(backend.url, port)
+    try:
+        # An absolute URL: the backend's client reaches the metrics port without a client of its own.
+        reply = await backend.upstream.client.get(url, timeout=PROBE_TIMEOUT_SECONDS)
+    except httpx.HTTPError as exc:
+        log.debug("queue gauge of %s not read from %s: %s", backend.url, url, exc)
+        return 0.0
+    return queue_depth(reply.text, metric) if reply.status_code == 200 else 0.0
 
 
 def queue_depth(text: str, name: str) -> float:
@@ -78,17 +99,32 @@ class Discoverer:
                  resolve: Resolve = resolve_dns) -> None:
         self.variant, self.pool, self.settings, self.held, self.resolve = variant, pool, settings, held, resolve
 
+    @property
+    def queue_metric(self) -> str | None:
+        """The variant's own queue gauge, else the document's (None: in-flight counts alone)."""
+        return self.variant.queueMetric or self.settings.queueMetric
+
     async def refresh(self, resolve: bool) -> None:
-        """One round: re-resolve (when `resolve`), then probe every backend concurrently."""
+        """One round: re-resolve (when `resolve`), probe every backend's readiness concurrently, then
+        poll the ready ones' queue gauges. Readiness is applied before the gauges are read, so a slow
+        or filtered metrics port never delays a held request's wake-up; a backend not ready carries
+        no queue (its last one would be stale when it returns)."""
         if resolve:
             service = self.variant.service
             addresses = await self.resolve(service.host, service.port) if service is not None else []
             await self.pool.update(backend_urls(self.variant, addresses))
         backends = list(self.pool.backends.values())
-        results = await asyncio.gather(*(probe(b, self.settings.queueMetric) for b in backends))
-        for backend, (ready, queue) in zip(backends, results, strict=True):
-            backend.queue = queue
+        results = await asyncio.gather(*(healthy(b) for b in backends))
+        for backend, ready in zip(backends, results, strict=True):
             self.pool.set_ready(backend, ready)
+            if not ready:
+                backend.queue = 0.0
+        metric, ready_ones = self.queue_metric, [b for b in backends if b.ready]
+        if metric is None:
+            return
+        queues = await asyncio.gather(*(polled_queue(b, metric, self.settings.metricsPort) for b in ready_ones))
+        for backend, queue in zip(ready_ones, queues, strict=True):
+            backend.queue = queue
 
     async def run(self) -> None:
         """Forever (cancelled at shutdown); a failing round is logged and retried."""
