@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -121,14 +122,18 @@ async def test_the_network_policy_comes_first_even_before_the_model_cache_job() 
     assert api.applied[0] == "NetworkPolicy", api.applied
 
 
+# The status of generation 1, rolled out: what a refused apply of generation 2 must not keep claiming.
+ROLLED_OUT = {"observedGeneration": 1, "image": "registry.example.com/deepseek-worker:1.0.0", "conditions": [
+    {"type": "Ready", "status": "True", "reason": "Ready", "message": "", "observedGeneration": 1,
+     "lastTransitionTime": "2026-01-01T00:00:00Z"},
+    {"type": "Progressing", "status": "False", "reason": "RolloutComplete",
+     "message": "every variant runs its current template", "observedGeneration": 1,
+     "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+
+
 @pytest.mark.usefixtures("no_events")
 async def test_a_403_on_the_deployment_patch_never_reports_rollout_complete() -> None:
-    before = {"observedGeneration": 1, "image": "registry.example.com/deepseek-worker:1.0.0", "conditions": [
-        {"type": "Ready", "status": "True", "reason": "Ready", "message": "", "observedGeneration": 1,
-         "lastTransitionTime": "2026-01-01T00:00:00Z"},
-        {"type": "Progressing", "status": "False", "reason": "RolloutComplete",
-         "message": "every variant runs its current template", "observedGeneration": 1,
-         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    before = copy.deepcopy(ROLLED_OUT)
     api = FakeApi(body({}, before), lambda c: ApiError(403, FORBIDDEN) if c["kind"] == "Deployment" else None)
     controller = build(api, clock=FakeClock())
     with pytest.raises(kopf.TemporaryError):
@@ -144,12 +149,7 @@ async def test_a_403_on_the_deployment_patch_never_reports_rollout_complete() ->
 async def test_a_failed_apply_of_a_new_generation_never_reports_rollout_complete(code: int) -> None:
     """A 5xx (an admission webhook down, an apiserver timeout) on the Deployment's apply: Progressing
     says the spec was not applied, Ready stays as it was (the last applied spec's pods serve)."""
-    before = {"observedGeneration": 1, "image": "registry.example.com/deepseek-worker:1.0.0", "conditions": [
-        {"type": "Ready", "status": "True", "reason": "Ready", "message": "", "observedGeneration": 1,
-         "lastTransitionTime": "2026-01-01T00:00:00Z"},
-        {"type": "Progressing", "status": "False", "reason": "RolloutComplete",
-         "message": "every variant runs its current template", "observedGeneration": 1,
-         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    before = copy.deepcopy(ROLLED_OUT)
     webhook = 'Internal error occurred: failed calling webhook "policy.example.com": context deadline exceeded'
     api = FakeApi(body({}, before), lambda c: ApiError(code, webhook) if c["kind"] == "Deployment" else None)
     controller = build(api, clock=FakeClock())

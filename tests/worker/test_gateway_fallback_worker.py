@@ -6,26 +6,19 @@ put). test_gateway_fallback.py checks the rules in detail against a stub."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from fakes import serve_tiny, wait_until
 from gateway_fakes import AUTH, KEY, StubBackend, dead_port, gateway, serve
+from test_gateway_fallback import HOSTED_KEY, OTHER, config
 
-HOSTED_KEY = "sk-hosted-account-key-0123456789"
-RESIDENT = "sk-gateway-resident-9876543210"  # a key whose requests must stay in the cluster
-HOSTED_MODEL = "deepseek-chat"
-
-
-def key_id(key: str) -> str:
-    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+HOSTED_MODEL = "deepseek-chat"  # config()'s fallback.model
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +30,9 @@ def hosted(tiny_model_dir: Path) -> Iterator[str]:
 
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[ExitStack]:
-    monkeypatch.setenv("TEST_HOSTED_KEY", HOSTED_KEY)
+    monkeypatch.setenv("TEST_HOSTED_KEY", HOSTED_KEY)  # config()'s fallback.apiKeyEnv
     with ExitStack() as stack:
         yield stack
-
-
-def config(hosted_url: str, backends: list[str], **fallback: Any) -> dict[str, Any]:
-    return {"variants": [{"name": "v", "weight": 100, "backends": backends}],
-            "hold": {"deadlineSeconds": 0.5},
-            "fallback": {"baseURL": hosted_url, "model": HOSTED_MODEL, "apiKeyEnv": "TEST_HOSTED_KEY",
-                         "allowExternal": [key_id(KEY)], "maxShare": 1.0, **fallback}}
 
 
 def ask(stream: bool = False) -> bytes:
@@ -69,7 +55,8 @@ def served_by_hosted(hosted_url: str) -> int:
 
 def test_a_cold_start_goes_to_the_hosted_worker_for_an_allowed_key_only(stack: ExitStack, hosted: str) -> None:
     cold = f"http://127.0.0.1:{stack.enter_context(dead_port())}"
-    url, _ = stack.enter_context(gateway(config(hosted, [cold], when=["ColdStart"]), api_keys=f"{KEY},{RESIDENT}"))
+    url, _ = stack.enter_context(gateway(config(hosted, [cold], when=["ColdStart"], maxShare=1.0),
+                                         api_keys=f"{KEY},{OTHER}"))
     before = served_by_hosted(hosted)
     out = post(url, ask())
     assert out.status_code == 200 and out.headers["x-served-by"] == "fallback", out.text
@@ -82,7 +69,7 @@ def test_a_cold_start_goes_to_the_hosted_worker_for_an_allowed_key_only(stack: E
         assert streamed.status_code == 200 and streamed.headers["x-served-by"] == "fallback", body
     assert body.rstrip().endswith(b"data: [DONE]") and b'"chat.completion.chunk"' in body
     assert served_by_hosted(hosted) == before + 2  # both reached the worker, under the hosted account's key
-    resident = post(url, ask(), key=RESIDENT)
+    resident = post(url, ask(), key=OTHER)
     assert resident.status_code == 504  # held until its deadline: never sent out
     assert served_by_hosted(hosted) == before + 2
 
@@ -92,13 +79,14 @@ def test_an_overload_goes_to_the_hosted_worker(stack: ExitStack, hosted: str) ->
     stack.callback(local.release.set)
     local.queue = 20  # beyond overloadThreshold
     local_url = stack.enter_context(serve(local))
-    url, app = stack.enter_context(gateway(config(hosted, [local_url], when=["Overloaded"], overloadThreshold=8),
-                                           api_keys=f"{KEY},{RESIDENT}"))
+    url, app = stack.enter_context(gateway(config(hosted, [local_url], when=["Overloaded"], maxShare=1.0,
+                                                  overloadThreshold=8),
+                                           api_keys=f"{KEY},{OTHER}"))
     pool = app.state.router.pools["v"]
     wait_until(lambda: pool.overloaded(8), 10, "the local pod's queue polled")
     before = served_by_hosted(hosted)
     out = post(url, ask())
     assert out.status_code == 200 and out.headers["x-served-by"] == "fallback"
     assert out.json()["model"] == HOSTED_MODEL and served_by_hosted(hosted) == before + 1
-    stays = post(url, ask(), key=RESIDENT)
+    stays = post(url, ask(), key=OTHER)
     assert stays.headers["x-served-by"] == "v" and served_by_hosted(hosted) == before + 1
