@@ -49,7 +49,17 @@ def node_without_kubelet(cluster: RealCluster) -> Iterator[str]:
         assert status.status_code == 200, status.text
         yield name
     finally:
+        # No kubelet confirms a deletion on this node: its pods would stay Terminating until the pod
+        # garbage collector finds them orphaned (40 s after the node goes, near the namespace cleanup's
+        # 60 s deadline on a loaded machine). The node goes first (nothing binds to it after), then a
+        # grace period of 0 removes its pods at once (kubectl --force); a replacement stays Pending,
+        # which the cleanup deletes at once.
         cluster.http.delete(f"/api/v1/nodes/{name}")
+        bound = cluster.http.get("/api/v1/pods", params={"fieldSelector": f"spec.nodeName={name}"})
+        for pod in bound.json().get("items", []) if bound.status_code == 200 else []:
+            meta = pod["metadata"]
+            cluster.http.delete(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                                params={"gracePeriodSeconds": 0})
 
 
 def manifest(node: str) -> str:
