@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 import httpx
 import openai
-from worker_proxy_vllm_cpu import LONG, Checks, vllm_metric, wait_for
+from worker_proxy_vllm_cpu import Checks
 from worker_vllm_cpu import Server, model_dir
 
 from deepseek_operator.api import parse_spec
@@ -124,22 +124,14 @@ def run_checks(checks: Checks, proxy: str, metrics: str, served: str) -> None:
     checks.check("edge metrics carry the engine's series", "vllm:num_requests_running" in text
                  and "vllm:kv_cache_usage_perc" in text and "deepseek_worker_engine_metrics_up 1.0" in text)
     checks.check("edge metrics count our requests", 'deepseek_worker_requests_total{code="401"' in text)
-    cancel_and_limit(checks, proxy, served)
+    rate_limited(checks, proxy)
 
 
-def cancel_and_limit(checks: Checks, proxy: str, served: str) -> None:
-    """A client that leaves a stream after its first event cancels vLLM's request (it stops generating);
-    a burst over rateLimit.burst gets our 429 with Retry-After before vLLM sees it."""
-    engine, auth = f"http://127.0.0.1:{ENGINE_PORT}", {"Authorization": f"Bearer {KEY}"}
-    generated = vllm_metric(engine, "vllm:generation_tokens_total")
-    body = {"model": served, "messages": [{"role": "user", "content": common.PROMPT}], "max_tokens": LONG,
-            "temperature": 0, "stream": True, "ignore_eos": True}
-    with httpx.stream("POST", proxy + "/v1/chat/completions", json=body, headers=auth, timeout=300) as response:
-        next(response.iter_raw())  # the first event; leaving the block closes the connection
-    idle = wait_for(lambda: vllm_metric(engine, "vllm:num_requests_running") == 0, 60)
-    extra = vllm_metric(engine, "vllm:generation_tokens_total") - generated
-    checks.check("client disconnect cancels vLLM's request", idle and extra < LONG / 2,
-                 f"{extra:.0f} of {LONG} tokens generated")
+def rate_limited(checks: Checks, proxy: str) -> None:
+    """A burst over rateLimit.burst gets our 429 with Retry-After before vLLM sees it. (Cancellation is
+    measured by benchmarks/worker_proxy_vllm_cpu.py: on this tiny model vLLM can finish the longest stream
+    the context allows before a disconnect reaches it, so it is no pass/fail check here.)"""
+    auth = {"Authorization": f"Bearer {KEY}"}
     answers = [httpx.get(proxy + "/v1/models", headers=auth, timeout=30) for _ in range(RATE_BURST + 4)]
     limited = [a for a in answers if a.status_code == 429]
     checks.check("429 with Retry-After from our rate limit", bool(limited) and "retry-after" in limited[0].headers

@@ -1,7 +1,7 @@
 """`spec.runtime.name: vllm` end to end on the CPU: vLLM's CPU build started with exactly the engine
 command the operator renders, our worker in front with exactly the edge env it renders, driven by the
 openai SDK (auth refused and accepted, /v1/models, chat, a stream to [DONE], the engine's metrics
-through our metrics port, a client disconnect cancelling vLLM's request, our rate limit's 429).
+through our metrics port, our rate limit's 429 in front of it).
 
 The run is benchmarks/runtime_vllm_cpu.py (what it swaps in the rendered pod, and why, is in its
 docstring); this test requires every one of its checks. vLLM lives in .tools/vllm-venv
@@ -30,7 +30,6 @@ EXPECTED = {
     "stream ends with [DONE]",
     "edge metrics carry the engine's series",
     "edge metrics count our requests",
-    "client disconnect cancels vLLM's request",
     "429 with Retry-After from our rate limit",
 }
 

@@ -80,13 +80,15 @@ start() {
   echo $! >"$RUN/pids/$name"
 }
 
-# Who holds the start lock (PID and command; this script has it open too), for the message when it
-# is held too long.
+# Who holds the start lock (PID and command), for the message when it is held too long. This script
+# has it open too, and so do the subshells it forks to compute this very message ($BASHPID, and the
+# one of $(fuser), gone by the time it is looked up): none of them is named.
 lock_holders() {
-  local pid out=""
+  local pid comm out=""
   for pid in $(fuser "$LOCK" 2>/dev/null); do
-    [ "$pid" = "$$" ] && continue
-    out+="$pid ($(ps -o comm= -p "$pid" 2>/dev/null || echo gone)) "
+    if [ "$pid" = "$$" ] || [ "$pid" = "$BASHPID" ]; then continue; fi
+    comm=$(ps -o comm= -p "$pid" 2>/dev/null) || continue  # gone since fuser looked: holds nothing
+    out+="$pid ($comm) "
   done
   echo "${out:-unknown}"
 }
