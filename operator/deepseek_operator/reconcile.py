@@ -471,19 +471,27 @@ async def _refuse_unfit(api: K8s, owner: Owner, spec: DeepSeekDeploymentSpec, ol
     unfit = {name: fit for name, fit in fits.items() if fit.fits == "False"}
     message = "; ".join(f"{name}: {fit.message}" for name, fit in unfit.items())
     reason = next(iter(unfit.values())).reason  # InsufficientGPUMemory, or UnsupportedCheckpoint (precision.py)
-    conds = merge_conditions(insufficient_memory_conditions(message, owner.generation, reason),
-                             old.get("conditions", []), _now())
-    kept = [c for c in old.get("conditions", []) if c.get("type") not in {c["type"] for c in conds}]
+    conditions = _over_old(old, insufficient_memory_conditions(message, owner.generation, reason))
     before = {v.get("name"): v for v in old.get("variants", [])}
     variants = [{**before.get(name, {"name": name}), "gpuFit": gpufit.status_of(fit)} for name, fit in fits.items()]
     status = {"ready": f"0/{spec.replicas}", **old, "observedGeneration": owner.generation,
-              "gpuFit": gpufit.status_of(fits[PRIMARY]), "variants": variants, "conditions": conds + kept}
+              "gpuFit": gpufit.status_of(fits[PRIMARY]), "variants": variants, "conditions": conditions}
     await _write_status(api, owner, old, status)
     await announce.plan_warnings(notify, old, fits)
     ready: dict[str, Any] = next((c for c in old.get("conditions", []) if c.get("type") == "Ready"), {})
     if (ready.get("reason"), ready.get("message")) != (reason, message):
         await notify("Warning", reason, message)
     return Outcome({}, False, reason)
+
+
+def _over_old(old: Mapping[str, Any], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conditions of a status written outside compute_status: `new`, stamped by merge_conditions
+    (a transition time kept where the status did not change), then the old conditions of every other
+    type as they were."""
+    previous = old.get("conditions", [])
+    stamped = merge_conditions(new, previous, _now())
+    replaced = {c["type"] for c in stamped}
+    return stamped + [c for c in previous if c.get("type") not in replaced]
 
 
 async def _write_status(api: K8s, owner: Owner, old: dict[str, Any], new: dict[str, Any]) -> None:
@@ -503,15 +511,13 @@ async def _write_refused_child(api: K8s, owner: Owner, old: dict[str, Any], mess
     """Ready/Progressing False and Degraded True with reason ChildRejected and the apiserver's message;
     what was applied before the refused child stays (the NetworkPolicy comes first)."""
     text = f"the API refused a child rendered from this spec (fix the spec): {message}"
-    conds = merge_conditions(child_rejected_conditions(text, owner.generation), old.get("conditions", []), _now())
-    kept = [c for c in old.get("conditions", []) if c.get("type") not in {c["type"] for c in conds}]
-    await _write_status(api, owner, old, {**old, "observedGeneration": owner.generation, "conditions": conds + kept})
+    conditions = _over_old(old, child_rejected_conditions(text, owner.generation))
+    await _write_status(api, owner, old, {**old, "observedGeneration": owner.generation, "conditions": conditions})
 
 
 async def _write_invalid(api: K8s, owner: Owner, old: dict[str, Any], message: str) -> None:
-    conds = merge_conditions(invalid_spec_conditions(message, owner.generation), old.get("conditions", []), _now())
-    kept = [c for c in old.get("conditions", []) if c.get("type") not in {c["type"] for c in conds}]
-    await _write_status(api, owner, old, {**old, "observedGeneration": owner.generation, "conditions": conds + kept})
+    conditions = _over_old(old, invalid_spec_conditions(message, owner.generation))
+    await _write_status(api, owner, old, {**old, "observedGeneration": owner.generation, "conditions": conditions})
 
 
 async def report_apply_failed(body: Mapping[str, Any], api: K8s, error: ApiError) -> None:
@@ -524,11 +530,9 @@ async def report_apply_failed(body: Mapping[str, Any], api: K8s, error: ApiError
     old: dict[str, Any] = dict(body.get("status") or {})
     if old.get("observedGeneration") == owner.generation:
         return
-    conds = merge_conditions(apply_failed_conditions(f"{error} (retrying)", owner.generation),
-                             old.get("conditions", []), _now())
-    kept = [c for c in old.get("conditions", []) if c.get("type") not in {c["type"] for c in conds}]
+    conditions = _over_old(old, apply_failed_conditions(f"{error} (retrying)", owner.generation))
     try:
-        await _write_status(api, owner, old, {**old, "conditions": conds + kept})
+        await _write_status(api, owner, old, {**old, "conditions": conditions})
     except ApiError as exc:
         log.info("%s/%s: the apply failed (%s) and so did the status write: %s", owner.namespace, owner.name,
                  error, exc)
@@ -543,10 +547,9 @@ async def report_forbidden(body: Mapping[str, Any], api: K8s, notify: Notify, er
     ready: dict[str, Any] = next((c for c in old.get("conditions", []) if c.get("type") == "Ready"), {})
     if ready.get("reason") == "Forbidden" and ready.get("message") == message:
         return
-    conds = merge_conditions(forbidden_conditions(message, owner.generation), old.get("conditions", []), _now())
-    kept = [c for c in old.get("conditions", []) if c.get("type") not in {c["type"] for c in conds}]
+    conditions = _over_old(old, forbidden_conditions(message, owner.generation))
     try:
-        await _write_status(api, owner, old, {**old, "conditions": conds + kept})
+        await _write_status(api, owner, old, {**old, "conditions": conditions})
     except ApiError as exc:
         log.warning("%s/%s: %s (and the status write failed: %s)", owner.namespace, owner.name, message, exc)
     await notify("Warning", "Forbidden", message)
