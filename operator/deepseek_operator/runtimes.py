@@ -41,6 +41,18 @@ ENTRYPOINTS: dict[str, tuple[str, ...]] = {
     "vllm": ("vllm", "serve"),
     "sglang": ("python3", "-m", "sglang.launch_server"),
 }
+# Per runtime, the Prometheus series of each load metric on its pods' /metrics (the builtin worker's
+# own; in proxy mode the engine's, which the edge re-exposes): what the autoscalers read
+# (render/autoscaling.py; the ServiceMonitor adds namespace, deepseek_deployment and variant labels to
+# every series, the engines' included) and, for queueDepth, the gateway's least-loaded choice
+# (render/gateway.py).
+SERIES: dict[str, dict[str, str]] = {
+    "builtin": {"queueDepth": "deepseek_worker_queue_depth", "running": "deepseek_worker_running_requests"},
+    "vllm": {"queueDepth": "vllm:num_requests_waiting", "running": "vllm:num_requests_running",
+             "kvCacheUsage": "vllm:kv_cache_usage_perc"},
+    "sglang": {"queueDepth": "sglang:num_queue_reqs", "running": "sglang:num_running_reqs",
+               "kvCacheUsage": "sglang:token_usage"},
+}
 # Every flag either builder may set, long and short spellings, both engines (a flag one engine lacks
 # is refused anyway: it means the same thing in the other, or nothing).
 OWNED_FLAGS: tuple[str, ...] = (

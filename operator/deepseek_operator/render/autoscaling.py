@@ -31,6 +31,7 @@ from deepseek_operator.api import Autoscaling, DeepSeekDeploymentSpec, ResolvedV
 from deepseek_operator.render import multinode
 from deepseek_operator.render.common import Capabilities, Owner, deployment_name, metadata
 from deepseek_operator.render.gateway import gateway_url
+from deepseek_operator.runtimes import SERIES
 
 COMPONENT = "autoscaler"
 KEDA_API_VERSION = "keda.sh/v1alpha1"
@@ -42,15 +43,6 @@ ZERO_POLLING_SECONDS = 5  # scale-from-zero: KEDA sees a held request within thi
 POLLING_SECONDS = 15
 # The gateway's /scaling fields (worker/deepseek_worker/gateway/app.py): demand = held + in flight.
 GATEWAY_VALUE = {"queueDepth": "demand", "running": "inflight"}
-# Per runtime, the series each metric is read from (the ServiceMonitor adds namespace,
-# deepseek_deployment and variant labels to every series, the engines' included).
-SERIES = {
-    "builtin": {"queueDepth": "deepseek_worker_queue_depth", "running": "deepseek_worker_running_requests"},
-    "vllm": {"queueDepth": "vllm:num_requests_waiting", "running": "vllm:num_requests_running",
-             "kvCacheUsage": "vllm:kv_cache_usage_perc"},
-    "sglang": {"queueDepth": "sglang:num_queue_reqs", "running": "sglang:num_running_reqs",
-               "kvCacheUsage": "sglang:token_usage"},
-}
 Kind = Literal["ScaledObject", "HorizontalPodAutoscaler"]
 
 

@@ -47,6 +47,7 @@ from deepseek_operator.render.common import (
     selector_labels,
 )
 from deepseek_operator.render.worker_env import AUTH_MOUNT, edge_env
+from deepseek_operator.runtimes import SERIES
 from deepseek_operator.traffic import effective_weights
 
 COMPONENT = "gateway"
@@ -57,12 +58,6 @@ FALLBACK_KEY_ENV = "GATEWAY_FALLBACK_API_KEY"  # no DEEPSEEK_ prefix: not a work
 CONFIG_HASH = "deepseek.ai/gateway-config"
 GATEWAY_UID = 10001
 PRESTOP_SLEEP_SECONDS = 5
-# Each runtime's queue gauge on its pods' /metrics (the builtin worker's own; in proxy mode the engine's,
-# which server/engine_metrics.py re-exposes on the edge's metrics port). render/autoscaling.py's
-# SERIES[runtime]["queueDepth"] names the same series; it imports this module, so the names are repeated
-# here and tests/unit/test_render_gateway.py keeps the two equal.
-QUEUE_METRIC = {"builtin": "deepseek_worker_queue_depth", "vllm": "vllm:num_requests_waiting",
-                "sglang": "sglang:num_queue_reqs"}
 
 
 def gateway_name(owner: Owner) -> str:
@@ -122,7 +117,7 @@ def gateway_config(owner: Owner, spec: DeepSeekDeploymentSpec, variants: Sequenc
     gateway = spec.gateway
     assert gateway is not None
     weights = effective_weights(variants, {v.name: 1 for v in variants})
-    metric = QUEUE_METRIC[variants[0].runtime.name]  # the primary's; a variant on another runtime names its own
+    metric = _queue_metric(variants[0])  # the primary's; a variant on another runtime names its own
     doc: dict[str, Any] = {
         "variants": [_variant(owner, v, weights[v.name], metric) for v in variants],
         "hold": {"maxQueue": gateway.max_held_requests, "deadlineSeconds": gateway.hold_timeout_seconds,
@@ -149,10 +144,16 @@ def _variant(owner: Owner, variant: ResolvedVariant, weight: int, default_metric
     primary)."""
     host = f"{pods_service_name(owner, variant.name)}.{owner.namespace}.svc.cluster.local"
     out: dict[str, Any] = {"name": variant.name, "weight": weight, "service": {"host": host, "port": HTTP_PORT}}
-    metric = QUEUE_METRIC[variant.runtime.name]
+    metric = _queue_metric(variant)
     if metric != default_metric:
         out["queueMetric"] = metric
     return out
+
+
+def _queue_metric(variant: ResolvedVariant) -> str:
+    """The queue gauge of the variant's runtime on its pods' metrics port (runtimes.SERIES, as the
+    autoscalers read it; in proxy mode the engine's, re-exposed by the edge)."""
+    return SERIES[variant.runtime.name]["queueDepth"]
 
 
 def config_text(doc: dict[str, Any]) -> str:
