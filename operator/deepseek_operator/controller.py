@@ -268,13 +268,13 @@ class Controller:
         error on a spec not yet applied: Progressing says it was not (report_apply_failed)."""
         if exc.code == 403:
             await report_forbidden(fresh, self.api, notify, exc)
-        elif exc.code != 409:
-            await report_apply_failed(fresh, self.api, exc)
-        if exc.code == 409:
+        elif exc.code == 409:
             try:
                 await self.api.refresh(CR, *key)
             except ApiError as refresh_error:
                 log.info("%s/%s: refresh after a conflict failed: %s", *key, refresh_error)
+        else:
+            await report_apply_failed(fresh, self.api, exc)
 
     def _retry_later(self, key: Key, exc: ApiError) -> kopf.TemporaryError:
         """Requeue `key` after its backoff (Retry-After on 429/503); the error to raise."""
